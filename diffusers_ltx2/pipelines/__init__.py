@@ -1,0 +1,7 @@
+"""The LTX-2 pipelines of this package."""
+
+from .base import LTX2PipelineBase
+from .pipeline_ltx2 import LTX2AudioVideoPipeline
+from .pipeline_output import LTX2AudioVideoPipelineOutput
+
+__all__ = ["LTX2AudioVideoPipeline", "LTX2AudioVideoPipelineOutput", "LTX2PipelineBase"]

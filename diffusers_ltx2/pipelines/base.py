@@ -1,0 +1,356 @@
+"""`LTX2PipelineBase`: the components and the steps every LTX-2 pipeline of this package shares.
+
+The concrete pipelines (`LTX2AudioVideoPipeline`, `LTX2ICLoRAPipeline`) only orchestrate these steps in
+their `__call__`; nothing here is duplicated between them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import replace
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers.loaders import LTX2LoraLoaderMixin
+from diffusers.pipelines.pipeline_utils import DiffusionPipeline
+from diffusers.utils.torch_utils import randn_tensor
+from diffusers.video_processor import VideoProcessor
+
+from ..guiders import ClassifierFreeGuidance, Guider
+from ..loaders.gemma import GemmaPromptEncoder, run_connectors
+from ..loaders.prompt_embeddings import PromptEmbeddings
+from ..schedulers import LTX2Scheduler
+from . import latents as L
+from .denoising import ModalityLatents, TextContexts
+
+logger = logging.getLogger(__name__)
+
+
+def default_guider() -> Guider:
+    """The guider a pipeline gets when none is saved with it: CFG with the recommended video 3 / audio 7."""
+    return ClassifierFreeGuidance(guidance_scale=3.0, audio_guidance_scale=7.0)
+
+
+class LTX2PipelineBase(DiffusionPipeline, LTX2LoraLoaderMixin):
+    """Components and shared steps of the LTX-2 audio+video pipelines.
+
+    Args:
+        scheduler: `LTX2Scheduler` (a diffusers `FlowMatchEulerDiscreteScheduler` from a diffusers-format repo
+            is converted, keeping its shift settings).
+        vae: `AutoencoderKLLTX2Video`.
+        audio_vae: `AutoencoderKLLTX2Audio`.
+        text_encoder: `Gemma3ForConditionalGeneration`, or `None` when prompts come from a `prompt_encoder`.
+        tokenizer: the Gemma tokenizer, or `None`.
+        connectors: `LTX2TextConnectors`.
+        transformer: `LTX2VideoTransformer3DModel`.
+        vocoder: `LTX2Vocoder` or `LTX2VocoderWithBWE`.
+        guider: a `Guider`; defaults to classifier-free guidance (video 3, audio 7).
+        prompt_encoder: optional `PromptEncoder` used instead of the local Gemma (e.g. `LTXAPIPromptEncoder`);
+            not saved with the pipeline.
+    """
+
+    model_cpu_offload_seq = "text_encoder->connectors->transformer->vae->audio_vae->vocoder"
+    _optional_components = ["text_encoder", "tokenizer", "guider"]
+    _callback_tensor_inputs = ["latents", "audio_latents"]
+
+    def __init__(
+        self,
+        scheduler,
+        vae,
+        audio_vae,
+        text_encoder,
+        tokenizer,
+        connectors,
+        transformer,
+        vocoder,
+        guider: Guider | None = None,
+        prompt_encoder=None,
+    ):
+        super().__init__()
+        if not isinstance(scheduler, LTX2Scheduler):
+            logger.info("replacing %s with LTX2Scheduler (the official sampler)", type(scheduler).__name__)
+            scheduler = LTX2Scheduler.from_flow_match_config(scheduler.config)
+        self.register_modules(
+            scheduler=scheduler,
+            vae=vae,
+            audio_vae=audio_vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            connectors=connectors,
+            transformer=transformer,
+            vocoder=vocoder,
+            guider=guider if guider is not None else default_guider(),
+        )
+        self.prompt_encoder = prompt_encoder
+        self.video_processor = VideoProcessor(vae_scale_factor=self.vae_spatial_ratio)
+
+    # -- geometry --------------------------------------------------------------------------------------------
+    @property
+    def vae_spatial_ratio(self) -> int:
+        return getattr(self.vae, "spatial_compression_ratio", 32) if self.vae is not None else 32
+
+    @property
+    def vae_temporal_ratio(self) -> int:
+        return getattr(self.vae, "temporal_compression_ratio", 8) if self.vae is not None else 8
+
+    @property
+    def audio_sample_rate(self) -> int:
+        """Sample rate of the generated waveform (the vocoder's output rate)."""
+        cfg = self.vocoder.config
+        return int(getattr(cfg, "output_sampling_rate", None) or getattr(cfg, "output_sample_rate", 24000))
+
+    # -- prompts ---------------------------------------------------------------------------------------------
+    def _active_prompt_encoder(self):
+        if self.prompt_encoder is not None:
+            return self.prompt_encoder
+        if self.text_encoder is None or self.tokenizer is None:
+            raise ValueError(
+                "this pipeline has no text encoder: pass prompt_embeds, or load it with a prompt_encoder "
+                "(e.g. LTXAPIPromptEncoder) or with Gemma"
+            )
+        return GemmaPromptEncoder(self.tokenizer, self.text_encoder, max_sequence_length=self.max_sequence_length)
+
+    max_sequence_length = 1024
+
+    def encode_prompt(
+        self,
+        prompts: list[str] | None,
+        negative_prompts: list[str] | None,
+        *,
+        prompt_embeds: PromptEmbeddings | None = None,
+        negative_prompt_embeds: PromptEmbeddings | None = None,
+        need_negative: bool,
+        num_videos_per_prompt: int = 1,
+        device: torch.device | None = None,
+    ) -> TextContexts:
+        """Encode (or take) the prompt embeddings and bring them to the connector stage.
+
+        Prompts go through `prompt_encoder` (or the local Gemma); feature-stage embeddings go through the
+        pipeline's connectors; connector-stage embeddings are used as they are.
+        """
+        device = device or self._execution_device
+        encoder = None
+        if prompt_embeds is None or (need_negative and negative_prompt_embeds is None):
+            encoder = self._active_prompt_encoder()
+        positive = prompt_embeds if prompt_embeds is not None else encoder.encode(prompts, device=device)
+        negative = None
+        if need_negative:
+            negative = negative_prompt_embeds
+            if negative is None:
+                negative = encoder.encode(negative_prompts or [""] * positive.batch_size, device=device)
+            if negative.batch_size == 1 and positive.batch_size > 1:
+                negative = negative.repeat(positive.batch_size)
+        positive = self._to_connector_stage(positive, device).repeat(num_videos_per_prompt)
+        if negative is not None:
+            negative = self._to_connector_stage(negative, device).repeat(num_videos_per_prompt)
+        return TextContexts(positive=positive, negative=negative)
+
+    def _to_connector_stage(self, embeddings: PromptEmbeddings, device) -> PromptEmbeddings:
+        embeddings = embeddings.to(device=device)
+        if embeddings.stage == "features":
+            embeddings = run_connectors(self.connectors, embeddings)
+        self._check_context_width(embeddings)
+        return embeddings
+
+    def _check_context_width(self, embeddings: PromptEmbeddings) -> None:
+        cfg = self.transformer.config
+        if cfg.use_prompt_embeddings:  # 2.0: caption projection inside the DiT
+            expected = (cfg.caption_channels, cfg.caption_channels)
+        else:  # 2.3: connectors already project per modality
+            expected = (cfg.num_attention_heads * cfg.attention_head_dim,
+                        cfg.audio_num_attention_heads * cfg.audio_attention_head_dim)
+        got = (embeddings.video_context.shape[-1], embeddings.audio_context.shape[-1])
+        if got != expected:
+            raise ValueError(
+                f"prompt embeddings are (video {got[0]}, audio {got[1]}) wide but this transformer expects "
+                f"(video {expected[0]}, audio {expected[1]}): they were made for a different model"
+            )
+
+    def _load_embeddings(self, embeddings):
+        """`PromptEmbeddings` pass through; a path is read as a saved conditioning file."""
+        if embeddings is None or isinstance(embeddings, PromptEmbeddings):
+            return embeddings
+        if isinstance(embeddings, (str, os.PathLike)):
+            from ..loaders.conditioning_file import load_conditioning
+
+            return load_conditioning(embeddings, expected_identity=self.model_identity)
+        raise ValueError(
+            f"prompt embeddings must be PromptEmbeddings or a conditioning file path, got {type(embeddings).__name__}"
+        )
+
+    @property
+    def model_identity(self) -> str | None:
+        """Identity of this model for prompt embeddings (the official checkpoint's model id when known)."""
+        return getattr(self.config, "model_identity", None) or getattr(self.transformer.config, "_ltx_model_id", None)
+
+    # -- denoising -------------------------------------------------------------------------------------------
+    @property
+    def interrupt(self) -> bool:
+        """Set `pipe._interrupt = True` from a callback to stop denoising early."""
+        return getattr(self, "_interrupt", False)
+
+    def attention_control_for(self, guider: Guider):
+        """Attention control able to run the guider's perturbed / isolated passes (None if it needs none)."""
+        return None
+
+    def _step_callback(self, callback, tensor_inputs):
+        """Adapt a diffusers-style `callback_on_step_end` to the denoising loop."""
+        if callback is None:
+            return None
+
+        def on_step_end(step, sigma, video, audio):
+            names = {"latents": video.latent, "audio_latents": audio.latent}
+            out = callback(self, step, sigma, {k: names[k] for k in tensor_inputs}) or {}
+            if "latents" in out:
+                video = replace(video, latent=out["latents"].to(torch.float32))
+            if "audio_latents" in out:
+                audio = replace(audio, latent=out["audio_latents"].to(torch.float32))
+            return video, audio
+
+        return on_step_end
+
+    # -- latents ---------------------------------------------------------------------------------------------
+    def video_coords(self, batch_size: int, frames: int, height: int, width: int, frame_rate: float, device,
+                     spatial_scale: int = 1) -> torch.Tensor:
+        """RoPE positions of a latent grid; `spatial_scale` multiplies h/w (IC-LoRA downscaled references)."""
+        coords = self.transformer.rope.prepare_video_coords(batch_size, frames, height, width, device, fps=frame_rate)
+        if spatial_scale != 1:
+            coords = coords.clone()
+            coords[:, 1:] *= spatial_scale
+        return coords
+
+    def prepare_video_latents(
+        self, batch_size: int, num_frames: int, height: int, width: int, frame_rate: float, *,
+        generator=None, noise: torch.Tensor | None = None, device=None,
+        first_frame: torch.Tensor | None = None, first_frame_strength: float = 1.0,
+    ) -> ModalityLatents:
+        """Initial noisy video state; `first_frame` (normalized latents `(B, C, 1, h, w)`) conditions frame 0."""
+        f, h, w = L.latent_video_size(num_frames, height, width, self.vae_temporal_ratio, self.vae_spatial_ratio)
+        channels = self.transformer.config.in_channels
+        shape = (batch_size, f * h * w, channels)
+        clean = torch.zeros(shape, device=device, dtype=torch.float32)
+        mask = torch.ones(shape[:2], device=device, dtype=torch.float32)
+        if first_frame is not None:
+            tokens = L.pack_video(first_frame.to(device, torch.float32))
+            clean[:, : tokens.shape[1]] = tokens
+            mask[:, : tokens.shape[1]] = 1.0 - first_frame_strength
+        coords = self.video_coords(batch_size, f, h, w, frame_rate, device)
+        return self._noised(clean, mask, coords, shape[1], generator, noise, unpack=(f, h, w))
+
+    def prepare_audio_latents(
+        self, batch_size: int, num_frames: int, frame_rate: float, *, generator=None,
+        noise: torch.Tensor | None = None, device=None,
+    ) -> ModalityLatents:
+        """Initial noisy audio state covering the clip's duration."""
+        length = L.audio_latent_length(num_frames, frame_rate, L.audio_latents_per_second(self.audio_vae))
+        channels = self.transformer.config.audio_in_channels
+        shape = (batch_size, length, channels)
+        clean = torch.zeros(shape, device=device, dtype=torch.float32)
+        mask = torch.ones(shape[:2], device=device, dtype=torch.float32)
+        coords = self.transformer.audio_rope.prepare_audio_coords(batch_size, length, device)
+        return self._noised(clean, mask, coords, length, generator, noise, unpack=None)
+
+    def audio_latent_shape(self, batch_size: int, num_frames: int, frame_rate: float):
+        """`(packed, unpacked)` shapes of the audio latents of a clip."""
+        length = L.audio_latent_length(num_frames, frame_rate, L.audio_latents_per_second(self.audio_vae))
+        channels = self.transformer.config.audio_in_channels
+        mel = self.audio_vae.config.mel_bins // self.audio_vae.mel_compression_ratio
+        return (batch_size, length, channels), (batch_size, channels // mel, length, mel)
+
+    def video_latent_shape(self, batch_size: int, num_frames: int, height: int, width: int):
+        """`(packed, unpacked)` shapes of the video latents of a clip."""
+        f, h, w = L.latent_video_size(num_frames, height, width, self.vae_temporal_ratio, self.vae_spatial_ratio)
+        c = self.transformer.config.in_channels
+        return (batch_size, f * h * w, c), (batch_size, c, f, h, w)
+
+    @staticmethod
+    def _noised(clean, mask, coords, num_target, generator, noise, unpack) -> ModalityLatents:
+        """Official noiser: `latent = noise * mask + clean * (1 - mask)`, noise drawn in token layout."""
+        if noise is None:
+            noise = randn_tensor(clean.shape, generator=generator, device=clean.device, dtype=torch.float32)
+        elif noise.ndim == 5:
+            noise = L.pack_video(noise)
+        elif noise.ndim == 4:
+            noise = L.pack_audio(noise)
+        noise = noise.to(clean.device, torch.float32)
+        m = mask.unsqueeze(-1)
+        latent = noise * m + clean * (1 - m)
+        return ModalityLatents(latent=latent, clean=clean, denoise_mask=mask, coords=coords,
+                               num_target_tokens=num_target)
+
+    # -- images ----------------------------------------------------------------------------------------------
+    @staticmethod
+    def check_image(image, batch_size: int) -> None:
+        """Validate an `image` argument's type and shape (before any model runs)."""
+        if image is None:
+            return
+        images = image if isinstance(image, list) else [image]
+        if not images:
+            raise ValueError("image is an empty list")
+        n = 0
+        for im in images:
+            if isinstance(im, PIL.Image.Image):
+                n += 1
+                continue
+            if isinstance(im, np.ndarray):
+                arr = im if im.ndim == 4 else im[None] if im.ndim == 3 else None
+                if arr is None or arr.shape[-1] not in (1, 3):
+                    raise ValueError(f"image arrays must be (H, W, 3) or (B, H, W, 3), got {im.shape}")
+                n += arr.shape[0]
+            elif isinstance(im, torch.Tensor):
+                t = im if im.ndim == 4 else im[None] if im.ndim == 3 else None
+                if t is None or t.shape[1] != 3:
+                    raise ValueError(f"image tensors must be (3, H, W) or (B, 3, H, W), got {tuple(im.shape)}")
+                n += t.shape[0]
+            else:
+                raise ValueError(f"image must be a PIL image, numpy array or torch tensor, got {type(im).__name__}")
+        if n not in (1, batch_size):
+            raise ValueError(f"got {n} images for a batch of {batch_size} prompts")
+
+    def encode_image(self, image, height: int, width: int, batch_size: int, device) -> torch.Tensor:
+        """Resize an image to the clip size and encode it as normalized first-frame latents `(B, C, 1, h, w)`."""
+        pixels = self.video_processor.preprocess(image, height=height, width=width)
+        pixels = pixels.to(device=device, dtype=self.vae.dtype).unsqueeze(2)
+        with torch.no_grad():
+            latents = self.vae.encode(pixels).latent_dist.mode()
+        latents = L.normalize_video(latents.float(), self.vae.latents_mean, self.vae.latents_std)
+        return latents.expand(batch_size, -1, -1, -1, -1) if latents.shape[0] == 1 else latents
+
+    # -- decoding --------------------------------------------------------------------------------------------
+    def unpack_video_latents(self, video: ModalityLatents, num_frames: int, height: int, width: int):
+        """Target tokens -> denormalized `(B, C, F, H, W)` VAE latents."""
+        f, h, w = L.latent_video_size(num_frames, height, width, self.vae_temporal_ratio, self.vae_spatial_ratio)
+        grid = L.unpack_video(video.target(), f, h, w)
+        return L.denormalize_video(grid, self.vae.latents_mean, self.vae.latents_std)
+
+    def unpack_audio_latents(self, audio: ModalityLatents):
+        """Audio tokens -> denormalized `(B, C, T, M)` audio VAE latents."""
+        tokens = L.denormalize_audio_tokens(audio.target(), self.audio_vae.latents_mean, self.audio_vae.latents_std)
+        mel = self.audio_vae.config.mel_bins // self.audio_vae.mel_compression_ratio
+        return L.unpack_audio(tokens, mel)
+
+    def decode_video(self, latents: torch.Tensor, output_type: str, *, generator=None,
+                     decode_timestep: float = 0.0, decode_noise_scale: float | None = None):
+        """VAE-decode denormalized latents and post-process to `output_type`."""
+        latents = latents.to(self.vae.dtype)
+        timestep = None
+        if self.vae.config.timestep_conditioning:
+            noise_scale = decode_timestep if decode_noise_scale is None else decode_noise_scale
+            mean, std = self.vae.latents_mean, self.vae.latents_std
+            normalized = L.normalize_video(latents.float(), mean, std)
+            noise = randn_tensor(normalized.shape, generator=generator, device=latents.device, dtype=torch.float32)
+            normalized = (1 - noise_scale) * normalized + noise_scale * noise
+            latents = L.denormalize_video(normalized, mean, std).to(self.vae.dtype)
+            timestep = torch.full((latents.shape[0],), decode_timestep, device=latents.device, dtype=latents.dtype)
+        with torch.no_grad():
+            video = self.vae.decode(latents, timestep, return_dict=False)[0]
+        return self.video_processor.postprocess_video(video, output_type=output_type)
+
+    def decode_audio(self, latents: torch.Tensor, output_type: str):
+        """Audio VAE -> mel -> vocoder; float32 stereo waveforms `(B, 2, samples)`."""
+        with torch.no_grad():
+            mel = self.audio_vae.decode(latents.to(self.audio_vae.dtype), return_dict=False)[0]
+            wave = self.vocoder(mel.to(self.vocoder.dtype)).float()
+        return wave.cpu() if output_type == "pt" else wave.cpu().numpy()

@@ -1,0 +1,233 @@
+"""The denoising core shared by every LTX-2 pipeline of this package.
+
+Three pieces, each small:
+- `ModalityLatents`: the token state of one modality (noisy tokens, their clean values, the per-token denoise
+  mask, positions). Conditioning (a first-frame image, IC-LoRA reference tokens appended after the target
+  tokens) is expressed only through `clean` and `denoise_mask`, exactly like the official `LatentState`.
+- `TransformerPasses`: executes the passes a guider asks for, as batched calls of diffusers'
+  `LTX2VideoTransformer3DModel`, and returns x0 predictions in float32.
+- `denoise`: the Euler loop on x0 (official sampler): guider plan -> passes -> guider combine ->
+  clamp conditioned tokens -> Euler step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import torch
+
+from ..guiders.base import GuidancePass, Guider, Prediction, StepPlan
+from ..loaders.prompt_embeddings import PromptEmbeddings
+
+
+@dataclass
+class ModalityLatents:
+    """Token state of one modality during denoising.
+
+    Attributes:
+        latent: `(B, N, C)` float32 current noisy tokens (target tokens first, appended conditioning after).
+        clean: `(B, N, C)` clean values where tokens are conditioned (zeros elsewhere).
+        denoise_mask: `(B, N)` float32; 1 = generated freely, 0 = held at `clean`, in between = partial.
+        coords: `(B, D, N, 2)` positions ([start, end) per axis, as diffusers' RoPE expects them).
+        num_target_tokens: how many leading tokens form the output; the rest are appended conditioning.
+    """
+
+    latent: torch.Tensor
+    clean: torch.Tensor
+    denoise_mask: torch.Tensor
+    coords: torch.Tensor
+    num_target_tokens: int
+
+    @property
+    def batch_size(self) -> int:
+        return self.latent.shape[0]
+
+    def timesteps(self, sigma: torch.Tensor) -> torch.Tensor:
+        """Per-token noise level `mask * sigma`, `(B, N)`; `(B, 1)` when every token shares it (cheaper AdaLN)."""
+        mask = self.denoise_mask
+        if bool((mask == mask[:, :1]).all()):
+            mask = mask[:, :1]
+        return mask * sigma
+
+    def clamp(self, x0: torch.Tensor) -> torch.Tensor:
+        """Hold conditioned tokens at their clean values: `x0 * mask + clean * (1 - mask)` (float32)."""
+        mask = self.denoise_mask.unsqueeze(-1)
+        return x0 * mask + self.clean.float() * (1 - mask)
+
+    def target(self) -> torch.Tensor:
+        """The output tokens, without appended conditioning."""
+        return self.latent[:, : self.num_target_tokens]
+
+
+@dataclass(frozen=True)
+class TextContexts:
+    """Connector-stage prompt embeddings for the positive and (optional) negative prompt."""
+
+    positive: PromptEmbeddings
+    negative: PromptEmbeddings | None = None
+
+    def for_pass(self, p: GuidancePass) -> PromptEmbeddings:
+        if not p.negative:
+            return self.positive
+        if self.negative is None:
+            raise ValueError(f"guidance pass {p.name!r} needs a negative prompt, but none was encoded")
+        return self.negative
+
+
+class TransformerPasses:
+    """Runs guidance passes on diffusers' LTX-2 transformer and returns float32 x0 predictions.
+
+    All passes of a step are stacked along the batch and evaluated in one transformer call (at most
+    `max_batch_passes` passes per call; `1` runs them one after another, with identical results).
+
+    Args:
+        transformer: `LTX2VideoTransformer3DModel`.
+        attention_control: object installing per-sample perturbation / cross-attention gating for passes
+            whose `needs_attention_control` is True (see `diffusers_ltx2.guiders.attention`); `None` means
+            such passes are rejected.
+        use_cross_timestep: cross-modal AdaLN uses the other modality's sigma (official behaviour).
+        attention_kwargs: forwarded to the transformer (e.g. LoRA `scale`).
+        max_batch_passes: passes per transformer call; `None` = all at once.
+    """
+
+    def __init__(
+        self,
+        transformer,
+        *,
+        attention_control=None,
+        use_cross_timestep: bool = True,
+        attention_kwargs: dict | None = None,
+        max_batch_passes: int | None = None,
+    ):
+        if max_batch_passes is not None and max_batch_passes < 1:
+            raise ValueError(f"max_batch_passes must be >= 1 or None, got {max_batch_passes}")
+        self.transformer = transformer
+        self.attention_control = attention_control
+        self.use_cross_timestep = use_cross_timestep
+        self.attention_kwargs = attention_kwargs
+        self.max_batch_passes = max_batch_passes
+        self.num_calls = 0
+
+    def __call__(
+        self, plan: StepPlan, video: ModalityLatents, audio: ModalityLatents, contexts: TextContexts,
+        sigma: torch.Tensor,
+    ) -> dict[str, Prediction]:
+        passes = list(plan.passes)
+        group = self.max_batch_passes or len(passes)
+        out: dict[str, Prediction] = {}
+        for start in range(0, len(passes), group):
+            chunk = passes[start : start + group]
+            out.update(self._run(chunk, plan, video, audio, contexts, sigma))
+        return out
+
+    def _run(self, passes, plan, video, audio, contexts, sigma) -> dict[str, Prediction]:
+        n = len(passes)
+        dtype = self.transformer.dtype
+        ctx = PromptEmbeddings.cat([contexts.for_pass(p) for p in passes])
+        sigma = sigma.to(torch.float32)
+        v_t = video.timesteps(sigma).repeat(n, 1)
+        a_t = audio.timesteps(sigma).repeat(n, 1)
+        sample_sigma = sigma.expand(n * video.batch_size) * 1000.0
+
+        needs_control = any(p.needs_attention_control for p in passes)
+        if needs_control and self.attention_control is None:
+            raise ValueError(
+                f"passes {[p.name for p in passes if p.needs_attention_control]} need perturbation or "
+                "cross-attention control, but no attention control is installed on this transformer"
+            )
+        control = (
+            self.attention_control.activate(passes, video.batch_size, plan.skip_blocks)
+            if needs_control else _NullContext()
+        )
+        with control:
+            v_out, a_out = self.transformer(
+                hidden_states=video.latent.repeat(n, 1, 1).to(dtype),
+                audio_hidden_states=audio.latent.repeat(n, 1, 1).to(dtype),
+                encoder_hidden_states=ctx.video_context.to(dtype),
+                audio_encoder_hidden_states=ctx.audio_context.to(dtype),
+                encoder_attention_mask=ctx.attention_mask,
+                audio_encoder_attention_mask=ctx.attention_mask,
+                timestep=v_t * 1000.0,
+                audio_timestep=a_t * 1000.0,
+                sigma=sample_sigma,
+                audio_sigma=sample_sigma,
+                video_coords=video.coords.repeat(n, 1, 1, 1),
+                audio_coords=audio.coords.repeat(n, 1, 1, 1),
+                use_cross_timestep=self.use_cross_timestep,
+                attention_kwargs=self.attention_kwargs,
+                return_dict=False,
+            )
+        self.num_calls += 1
+        v_x0 = _to_x0(video.latent.repeat(n, 1, 1), v_out, v_t)
+        a_x0 = _to_x0(audio.latent.repeat(n, 1, 1), a_out, a_t)
+        return {
+            p.name: Prediction(
+                video=v.contiguous() if plan.video else None, audio=a.contiguous() if plan.audio else None
+            )
+            for p, v, a in zip(passes, v_x0.chunk(n), a_x0.chunk(n))
+        }
+
+
+def _to_x0(sample: torch.Tensor, velocity: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """x0 = x - t * v with per-token t, in float32."""
+    return sample.float() - timesteps.unsqueeze(-1).float() * velocity.float()
+
+
+class _NullContext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+StepCallback = Callable[[int, torch.Tensor, ModalityLatents, ModalityLatents], "tuple[ModalityLatents, ModalityLatents] | None"]
+
+
+def denoise(
+    *,
+    passes: TransformerPasses,
+    guider: Guider,
+    scheduler,
+    video: ModalityLatents,
+    audio: ModalityLatents,
+    contexts: TextContexts,
+    progress_bar=None,
+    on_step_end: StepCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[ModalityLatents, ModalityLatents]:
+    """Run the official Euler-on-x0 sampler over `scheduler.sigmas` with `guider` deciding the passes.
+
+    At each step: the guider plans the passes; they run batched; the guider combines their x0; a modality
+    the plan does not recompute reuses its previous x0 (skip_step); conditioned tokens are clamped to their
+    clean values; the scheduler takes the Euler step. Returns the final states.
+    """
+    sigmas = scheduler.sigmas
+    num_steps = len(sigmas) - 1
+    last = Prediction(video=None, audio=None)
+    for i in range(num_steps):
+        if should_stop is not None and should_stop():
+            break
+        sigma = sigmas[i].to(video.latent.device)
+        plan = guider.plan(i, num_steps, float(sigma))
+        guided = Prediction(None, None)
+        if plan.runs_model:
+            guided = guider.combine(i, plan, passes(plan, video, audio, contexts, sigma))
+        x0_video = guided.video if plan.video and plan.runs_model else last.video
+        x0_audio = guided.audio if plan.audio and plan.runs_model else last.audio
+        if x0_video is None or x0_audio is None:
+            raise RuntimeError(
+                f"{type(guider).__name__} skipped a modality at step {i} before any x0 was computed for it"
+            )
+        last = Prediction(x0_video, x0_audio)
+        video = replace(video, latent=scheduler.step(video.clamp(x0_video), video.latent, i, return_dict=False)[0])
+        audio = replace(audio, latent=scheduler.step(audio.clamp(x0_audio), audio.latent, i, return_dict=False)[0])
+        if on_step_end is not None:
+            updated = on_step_end(i, sigma, video, audio)
+            if updated is not None:
+                video, audio = updated
+        if progress_bar is not None:
+            progress_bar.update()
+    return video, audio
+

@@ -1,0 +1,163 @@
+"""`LTX2AudioVideoPipeline`: text (and optionally a first-frame image) to video with synchronized audio."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from ..guiders import Guider
+from ..loaders.prompt_embeddings import PromptEmbeddings
+from . import validation as V
+from .base import LTX2PipelineBase
+from .denoising import TransformerPasses, denoise
+from .pipeline_output import LTX2AudioVideoPipelineOutput
+
+
+class LTX2AudioVideoPipeline(LTX2PipelineBase):
+    """LTX-2 text/image-to-video+audio generation with the official sampler and pluggable guidance.
+
+    Example:
+        >>> import diffusers_ltx2, torch
+        >>> pipe = diffusers_ltx2.LTX2AudioVideoPipeline.from_pretrained("path/to/ltx2", torch_dtype=torch.bfloat16)
+        >>> out = pipe("a cat playing piano", num_frames=121, height=512, width=768)
+        >>> diffusers_ltx2.export_to_video_with_audio(out.frames[0], out.audio[0], "cat.mp4", 24, out.sample_rate)
+    """
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str] | None = None,
+        negative_prompt: str | list[str] | None = None,
+        *,
+        height: int = 512,
+        width: int = 768,
+        num_frames: int = 121,
+        frame_rate: float = 24.0,
+        num_inference_steps: int = 40,
+        sigmas: list[float] | None = None,
+        guider: Guider | None = None,
+        image=None,
+        image_strength: float = 1.0,
+        num_videos_per_prompt: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        audio_latents: torch.Tensor | None = None,
+        prompt_embeds: PromptEmbeddings | str | None = None,
+        negative_prompt_embeds: PromptEmbeddings | str | None = None,
+        max_batch_passes: int | None = None,
+        decode_timestep: float = 0.0,
+        decode_noise_scale: float | None = None,
+        output_type: str = "np",
+        return_dict: bool = True,
+        attention_kwargs: dict[str, Any] | None = None,
+        callback_on_step_end: Callable | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ("latents",),
+    ):
+        """Generate a clip with audio.
+
+        Args:
+            prompt: text prompt(s); or pass `prompt_embeds`.
+            negative_prompt: used by guiders that need a negative pass (CFG); defaults to "".
+            height, width: pixels, multiples of 32.
+            num_frames: `8k + 1` frames.
+            frame_rate: frames per second (positions and audio length depend on it).
+            num_inference_steps: denoising steps of the official LTX-2 schedule (ignored with `sigmas`).
+            sigmas: custom decreasing sigmas (e.g. `diffusers_ltx2.DISTILLED_SIGMAS`); a final 0 is appended.
+            guider: guidance for this call (default: the pipeline's `guider` component).
+            image: optional first-frame image (PIL, `(H, W, 3)` array or `(3, H, W)` tensor in [0, 1]); resized to
+                the clip size.
+            image_strength: 1.0 keeps the first frame exactly; lower values let it change.
+            num_videos_per_prompt: clips per prompt.
+            generator: torch generator(s); video noise is drawn first, then audio (official order).
+            latents, audio_latents: initial noise instead of drawing it, packed `(B, N, C)` or unpacked.
+            prompt_embeds, negative_prompt_embeds: `PromptEmbeddings`, or a path to a saved conditioning file.
+            max_batch_passes: guidance passes per transformer call (`1` = sequential, lowest memory).
+            decode_timestep, decode_noise_scale: VAE decoder timestep conditioning (timestep-conditioned VAEs only).
+            output_type: "np", "pt", "pil" or "latent".
+            return_dict: return `LTX2AudioVideoPipelineOutput` (else a tuple `(frames, audio)`).
+            attention_kwargs: forwarded to the transformer (e.g. `{"scale": 0.8}` for LoRA strength).
+            callback_on_step_end: `fn(pipe, step, sigma, tensors) -> dict`, tensors named in
+                `callback_on_step_end_tensor_inputs` ("latents", "audio_latents"); returned tensors replace them.
+
+        Returns:
+            `LTX2AudioVideoPipelineOutput(frames, audio, sample_rate)`.
+        """
+        # 1. Check every input before any model runs.
+        guider = guider if guider is not None else self.guider
+        prompts = V.normalize_prompts(prompt)
+        negative_prompts = V.normalize_prompts(negative_prompt, "negative_prompt")
+        prompt_embeds = self._load_embeddings(prompt_embeds)
+        negative_prompt_embeds = self._load_embeddings(negative_prompt_embeds)
+        if (prompts is None) == (prompt_embeds is None):
+            raise ValueError("pass exactly one of prompt or prompt_embeds")
+        batch_size = len(prompts) if prompts is not None else prompt_embeds.batch_size
+        if negative_prompts is not None:
+            V.check_batch("negative_prompt", len(negative_prompts), batch_size)
+            if len(negative_prompts) == 1:
+                negative_prompts = negative_prompts * batch_size
+        if negative_prompt_embeds is not None:
+            V.check_batch("negative_prompt_embeds", negative_prompt_embeds.batch_size, batch_size)
+        V.check_num_frames(num_frames, self.vae_temporal_ratio)
+        V.check_resolution(height, width, self.vae_spatial_ratio)
+        V.check_positive("frame_rate", frame_rate)
+        V.check_output_type(output_type)
+        V.check_strength("image_strength", image_strength)
+        self.check_image(image, batch_size)
+        total = batch_size * num_videos_per_prompt
+        V.check_generator(generator, total)
+        V.check_latents_shape("latents", latents, *self.video_latent_shape(total, num_frames, height, width))
+        V.check_latents_shape("audio_latents", audio_latents, *self.audio_latent_shape(total, num_frames, frame_rate))
+        bad_inputs = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
+        if bad_inputs:
+            raise ValueError(f"callback tensor inputs must be among {self._callback_tensor_inputs}, got {bad_inputs}")
+        guider.validate_for(self.transformer)
+        device = self._execution_device
+        num_tokens = self.video_latent_shape(1, num_frames, height, width)[0][1]
+        self.scheduler.set_timesteps(
+            None if sigmas is not None else num_inference_steps, device=device, sigmas=sigmas, num_tokens=num_tokens
+        )
+        self._interrupt = False
+
+        # 2. Prompt conditioning (local Gemma, a prompt encoder, or given embeddings).
+        contexts = self.encode_prompt(
+            prompts, negative_prompts, prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
+            need_negative=guider.uses_negative_prompt, num_videos_per_prompt=num_videos_per_prompt, device=device,
+        )
+
+        # 3. Initial latents: video noise first, then audio (official order); the image conditions frame 0.
+        first_frame = self.encode_image(image, height, width, total, device) if image is not None else None
+        video = self.prepare_video_latents(
+            total, num_frames, height, width, frame_rate, generator=generator, noise=latents, device=device,
+            first_frame=first_frame, first_frame_strength=image_strength,
+        )
+        audio = self.prepare_audio_latents(
+            total, num_frames, frame_rate, generator=generator, noise=audio_latents, device=device
+        )
+
+        # 4. Denoise.
+        passes = TransformerPasses(
+            self.transformer, attention_control=self.attention_control_for(guider),
+            attention_kwargs=attention_kwargs, max_batch_passes=max_batch_passes,
+        )
+        on_step_end = self._step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs)
+        with self.progress_bar(total=len(self.scheduler.sigmas) - 1) as bar:
+            video, audio = denoise(
+                passes=passes, guider=guider, scheduler=self.scheduler, video=video, audio=audio,
+                contexts=contexts, progress_bar=bar, on_step_end=on_step_end, should_stop=lambda: self._interrupt,
+            )
+
+        # 5. Decode.
+        video_latents = self.unpack_video_latents(video, num_frames, height, width)
+        audio_out = self.unpack_audio_latents(audio)
+        if output_type == "latent":
+            frames, sample_rate = video_latents, None
+        else:
+            frames = self.decode_video(video_latents, output_type, generator=generator,
+                                       decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale)
+            audio_out = self.decode_audio(audio_out, output_type)
+            sample_rate = self.audio_sample_rate
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return frames, audio_out
+        return LTX2AudioVideoPipelineOutput(frames=frames, audio=audio_out, sample_rate=sample_rate)

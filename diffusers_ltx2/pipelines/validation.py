@@ -1,0 +1,101 @@
+"""Input checks shared by the pipelines. Each raises `ValueError` with the fix in the message, before any
+model runs."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+OUTPUT_TYPES = ("np", "pt", "pil", "latent")
+
+
+def check_num_frames(num_frames, temporal_ratio: int = 8) -> None:
+    """Frames must be `k * temporal_ratio + 1` (the causal VAE encodes the first frame alone)."""
+    if not isinstance(num_frames, int) or isinstance(num_frames, bool) or num_frames < 1:
+        raise ValueError(f"num_frames must be a positive integer, got {num_frames!r}")
+    if (num_frames - 1) % temporal_ratio:
+        lower = (num_frames - 1) // temporal_ratio * temporal_ratio + 1
+        upper = lower + temporal_ratio
+        raise ValueError(
+            f"num_frames must be {temporal_ratio}k+1 (e.g. 121), got {num_frames}; "
+            f"nearest valid values: {lower} or {upper}"
+        )
+
+
+def nearest_multiples(value: int, multiple: int) -> tuple[int, int]:
+    """The multiples of `multiple` just below (at least `multiple`) and just above `value`."""
+    lower = max(multiple, value // multiple * multiple)
+    upper = lower if value % multiple == 0 else (value // multiple + 1) * multiple
+    return lower, upper
+
+
+def check_resolution(height, width, multiple: int = 32) -> None:
+    """Height and width must be positive multiples of the VAE's spatial compression (32)."""
+    for name, value in (("height", height), ("width", width)):
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if value % multiple:
+            lower, upper = nearest_multiples(value, multiple)
+            raise ValueError(
+                f"{name} must be a multiple of {multiple}, got {value}; nearest valid values: {lower} or {upper}"
+            )
+
+
+def normalize_prompts(prompt, name: str = "prompt") -> list[str] | None:
+    """`str` -> `[str]`; lists are checked to be non-empty lists of strings; `None` stays `None`."""
+    if prompt is None:
+        return None
+    if isinstance(prompt, str):
+        return [prompt]
+    if isinstance(prompt, (list, tuple)):
+        if len(prompt) == 0:
+            raise ValueError(f"{name} is an empty list; pass at least one string")
+        bad = [type(p).__name__ for p in prompt if not isinstance(p, str)]
+        if bad:
+            raise ValueError(f"{name} must contain only strings, found {bad}")
+        return list(prompt)
+    raise ValueError(f"{name} must be a string or a list of strings, got {type(prompt).__name__}")
+
+
+def check_batch(name: str, size: int, expected: int) -> None:
+    """A per-prompt input of batch `size` must match the prompt batch (or be 1, broadcast)."""
+    if size not in (1, expected):
+        raise ValueError(f"{name} has batch size {size}, but the prompts have batch size {expected}")
+
+
+def check_generator(generator, batch_size: int) -> None:
+    """A list of generators needs one per generated video."""
+    if isinstance(generator, (list, tuple)) and len(generator) != batch_size:
+        raise ValueError(
+            f"got {len(generator)} generators for an effective batch of {batch_size}; pass one per video or a "
+            "single generator"
+        )
+
+
+def check_output_type(output_type: str) -> None:
+    if output_type not in OUTPUT_TYPES:
+        raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+
+
+def check_positive(name: str, value) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+
+def check_strength(name: str, value) -> None:
+    if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+
+
+def check_latents_shape(name: str, latents: torch.Tensor | None, packed: Sequence[int], unpacked: Sequence[int]):
+    """User-supplied noise must have the packed or the unpacked latent shape of the requested clip."""
+    if latents is None:
+        return
+    if not isinstance(latents, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(latents).__name__}")
+    if tuple(latents.shape) not in (tuple(packed), tuple(unpacked)):
+        raise ValueError(
+            f"{name} has shape {tuple(latents.shape)}; for this clip expected {tuple(unpacked)} "
+            f"or packed {tuple(packed)}"
+        )
