@@ -1,0 +1,265 @@
+"""Builders for tiny *official* LTX-2 checkpoints, used by the conversion tests and the benchmark.
+
+Models are built with ltx-core's own configurators from a tiny ``config`` (the same sections and keys
+as the released files' metadata), filled with random weights, and written with the official prefixes
+(``model.diffusion_model.``, ``text_embedding_projection.``, ``vae.``, ``audio_vae.``, ``vocoder.``) and
+``config`` / ``model_version`` metadata. The parity tests then load the references back through
+ltx-core's loader (``SingleGPUModelBuilder`` with its own key ops), so a wrong prefix fails there too.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.machinery
+import json
+import sys
+import types
+
+import torch
+import transformers  # noqa: F401  (imported before the stub below so its availability probe sees no torchaudio)
+from safetensors.torch import save_file
+
+if "torchaudio" not in sys.modules:  # only ltx_core.model.audio_vae.ops imports it (mel front-end of the encoder)
+    _stub = types.ModuleType("torchaudio")
+    _stub.__spec__ = importlib.machinery.ModuleSpec("torchaudio", loader=None)
+    sys.modules["torchaudio"] = _stub
+
+from ltx_core.loader import SingleGPUModelBuilder  # noqa: E402
+from ltx_core.model.audio_vae.model_configurator import (  # noqa: E402
+    AUDIO_VAE_DECODER_COMFY_KEYS_FILTER,
+    VOCODER_COMFY_KEYS_FILTER,
+    AudioDecoderConfigurator,
+    AudioEncoderConfigurator,
+    VocoderConfigurator,
+)
+from ltx_core.model.transformer.model_configurator import (  # noqa: E402
+    LTXV_MODEL_COMFY_RENAMING_MAP,
+    LTXModelConfigurator,
+)
+from ltx_core.model.video_vae.model_configurator import (  # noqa: E402
+    VAE_DECODER_COMFY_KEYS_FILTER,
+    VAE_ENCODER_COMFY_KEYS_FILTER,
+    VideoDecoderConfigurator,
+    VideoEncoderConfigurator,
+)
+from ltx_core.text_encoders.gemma.embeddings_connector import (  # noqa: E402
+    AudioEmbeddings1DConnectorConfigurator,
+    Embeddings1DConnectorConfigurator,
+)
+from ltx_core.text_encoders.gemma.embeddings_processor import EmbeddingsProcessor  # noqa: E402
+from ltx_core.text_encoders.gemma.encoders.encoder_configurator import EMBEDDINGS_PROCESSOR_KEY_OPS  # noqa: E402
+from ltx_core.text_encoders.gemma.feature_extractor import FeatureExtractorV1, FeatureExtractorV2  # noqa: E402
+
+#: Tiny Gemma stand-in: hidden width and number of hidden states (embeddings + layers).
+GEMMA_HIDDEN = 12
+GEMMA_STATES = 3
+
+_T_COMMON = {
+    "_class_name": "AVTransformer3DModel",
+    "activation_fn": "gelu-approximate", "attention_bias": True, "attention_type": "default",
+    "cross_attention_norm": True, "double_self_attention": False, "dropout": 0.0,
+    "norm_elementwise_affine": False, "norm_eps": 1e-06, "num_embeds_ada_norm": 1000, "num_vector_embeds": None,
+    "only_cross_attention": False, "upcast_attention": False, "use_linear_projection": False,
+    "qk_norm": "rms_norm", "standardization_norm": "rms_norm", "positional_embedding_type": "rope",
+    "positional_embedding_theta": 10000.0, "positional_embedding_max_pos": [20, 2048, 2048],
+    "timestep_scale_multiplier": 1000, "av_ca_timestep_scale_multiplier": 1000.0,
+    "causal_temporal_positioning": True, "use_audio_video_cross_attention": True, "share_ff": False,
+    "audio_positional_embedding_max_pos": [20], "av_cross_ada_norm": True, "use_embeddings_connector": True,
+    "use_middle_indices_grid": True, "rope_type": "split", "frequencies_precision": "float64",
+    "connector_positional_embedding_max_pos": [4096], "connector_num_learnable_registers": 128,
+    "connector_norm_output": True,
+    # tiny sizes
+    "num_layers": 2, "num_attention_heads": 2, "attention_head_dim": 8, "in_channels": 8, "out_channels": 8,
+    "cross_attention_dim": 16, "audio_num_attention_heads": 2, "audio_attention_head_dim": 4,
+    "audio_in_channels": 8, "audio_out_channels": 8, "audio_cross_attention_dim": 8,
+    "caption_channels": GEMMA_HIDDEN, "connector_num_layers": 1,
+}
+TRANSFORMER_20 = {**_T_COMMON, "connector_num_attention_heads": 3, "connector_attention_head_dim": 4}
+TRANSFORMER_23 = {
+    **_T_COMMON,
+    "apply_gated_attention": True, "connector_apply_gated_attention": True, "cross_attention_adaln": True,
+    "caption_proj_before_connector": True, "caption_projection_first_linear": False,
+    "caption_projection_second_linear": False, "caption_proj_input_norm": False,
+    "connector_learnable_registers_std": 1, "text_encoder_norm_type": "per_token_rms",
+    "connector_num_attention_heads": 2, "connector_attention_head_dim": 8,
+    "audio_connector_num_attention_heads": 2, "audio_connector_attention_head_dim": 4,
+}
+
+
+def _res(n, **kw):
+    return ["res_x", {"num_layers": n, **kw}]
+
+
+VAE_20 = {
+    "_class_name": "CausalVideoAutoencoder", "dims": 3, "in_channels": 3, "out_channels": 3, "latent_channels": 8,
+    "encoder_blocks": [
+        _res(1), ["compress_space_res", {"multiplier": 2}], _res(1), ["compress_time_res", {"multiplier": 2}],
+        _res(1), ["compress_all_res", {"multiplier": 2}], _res(1), ["compress_all_res", {"multiplier": 2}], _res(1),
+    ],
+    "decoder_blocks": [
+        _res(1, inject_noise=False), ["compress_all", {"residual": True, "multiplier": 2}],
+        _res(1, inject_noise=False), ["compress_all", {"residual": True, "multiplier": 2}],
+        _res(1, inject_noise=False), ["compress_all", {"residual": True, "multiplier": 2}],
+        _res(1, inject_noise=False),
+    ],
+    "scaling_factor": 1.0, "norm_layer": "pixel_norm", "patch_size": 4, "latent_log_var": "uniform",
+    "use_quant_conv": False, "causal_decoder": False, "timestep_conditioning": True,
+    "decoder_base_channels": 8,
+}
+VAE_23 = {
+    **VAE_20,
+    "encoder_blocks": [
+        _res(1), ["compress_space_res", {"multiplier": 2}], _res(2), ["compress_time_res", {"multiplier": 2}],
+        _res(1), ["compress_all_res", {"multiplier": 2}], _res(1), ["compress_all_res", {"multiplier": 1}], _res(1),
+    ],
+    "decoder_blocks": [
+        _res(1), ["compress_space", {"multiplier": 2}], _res(2), ["compress_time", {"multiplier": 2}],
+        _res(1), ["compress_all", {"multiplier": 1}], _res(1), ["compress_all", {"multiplier": 2}], _res(1),
+    ],
+    "timestep_conditioning": False, "encoder_base_channels": 8, "spatial_padding_mode": "zeros",
+}
+AUDIO_VAE = {
+    "model": {"params": {"ddconfig": {
+        "double_z": True, "mel_bins": 64, "z_channels": 8, "resolution": 256, "downsample_time": False,
+        "in_channels": 2, "out_ch": 2, "ch": 8, "ch_mult": [1, 2, 4], "num_res_blocks": 1, "attn_resolutions": [],
+        "dropout": 0.0, "mid_block_add_attention": False, "norm_type": "pixel", "causality_axis": "height",
+    }, "sampling_rate": 16000}},
+    "preprocessing": {
+        "audio": {"sampling_rate": 16000, "max_wav_value": 32768.0, "duration": 5.12, "stereo": True,
+                  "causal_padding": 3},
+        "stft": {"filter_length": 1024, "hop_length": 160, "win_length": 1024, "causal": True},
+        "mel": {"n_mel_channels": 64, "mel_fmin": 0, "mel_fmax": 8000},
+    },
+}
+VOCODER_20 = {
+    "upsample_initial_channel": 16, "resblock": "1", "upsample_rates": [2, 2], "resblock_kernel_sizes": [3, 5],
+    "upsample_kernel_sizes": [4, 4], "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5]], "stereo": True,
+    "output_sampling_rate": 24000,
+}
+_AMP = {"resblock": "AMP1", "stereo": True, "use_tanh_at_final": False, "activation": "snakebeta",
+        "use_bias_at_final": False, "resblock_kernel_sizes": [3], "resblock_dilation_sizes": [[1, 3, 5]]}
+VOCODER_23 = {
+    "vocoder": {**_AMP, "upsample_initial_channel": 16, "upsample_rates": [2, 2], "upsample_kernel_sizes": [4, 4]},
+    "bwe": {**_AMP, "upsample_initial_channel": 16, "upsample_rates": [3, 2, 2, 2],
+            "upsample_kernel_sizes": [6, 4, 4, 4], "apply_final_activation": False, "input_sampling_rate": 16000,
+            "output_sampling_rate": 48000, "hop_length": 8, "n_fft": 32, "win_size": 32, "num_mels": 64},
+}
+
+CONFIG_20 = {"transformer": TRANSFORMER_20, "vae": VAE_20, "audio_vae": AUDIO_VAE, "vocoder": VOCODER_20,
+             "scheduler": {"_class_name": "RectifiedFlowScheduler", "sampler": "LinearQuadratic"}}
+CONFIG_23 = {"transformer": TRANSFORMER_23, "vae": VAE_23, "audio_vae": AUDIO_VAE, "vocoder": VOCODER_23,
+             "scheduler": {"_class_name": "RectifiedFlowScheduler", "sampler": "LinearQuadratic"}}
+CONFIGS = {"2.0": CONFIG_20, "2.3": CONFIG_23}
+
+
+def build_embeddings_processor(config: dict) -> EmbeddingsProcessor:
+    """ltx-core's EmbeddingsProcessor with a tiny feature extractor (the released one hard-codes Gemma-3-12B)."""
+    t = config["transformer"]
+    flat = GEMMA_HIDDEN * GEMMA_STATES
+    if t.get("caption_proj_before_connector", False):
+        fe = FeatureExtractorV2(
+            video_aggregate_embed=torch.nn.Linear(flat, t["num_attention_heads"] * t["attention_head_dim"]),
+            embedding_dim=GEMMA_HIDDEN,
+            audio_aggregate_embed=torch.nn.Linear(flat, t["audio_num_attention_heads"] * t["audio_attention_head_dim"]),
+        )
+    else:
+        fe = FeatureExtractorV1(aggregate_embed=torch.nn.Linear(flat, GEMMA_HIDDEN, bias=False), is_av=True)
+    return EmbeddingsProcessor(
+        feature_extractor=fe,
+        video_connector=Embeddings1DConnectorConfigurator.from_config(config),
+        audio_connector=AudioEmbeddings1DConnectorConfigurator.from_config(config),
+    )
+
+
+class TinyEmbeddingsProcessorConfigurator:
+    """Configurator for :func:`build_embeddings_processor`, usable with ltx-core's model builder."""
+
+    @classmethod
+    def from_config(cls, config: dict) -> EmbeddingsProcessor:
+        return build_embeddings_processor(config)
+
+
+def _randomize(module: torch.nn.Module, gen: torch.Generator, scale: float) -> None:
+    """Random parameters, plus the checkpoint-loaded buffers (latent statistics, STFT/mel bases)."""
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * scale)
+        for name, b in module.named_buffers():
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf == "std-of-means":
+                b.copy_(torch.rand(b.shape, generator=gen) + 0.5)
+            elif leaf == "mean-of-means":
+                b.copy_(torch.randn(b.shape, generator=gen) * 0.1)
+            elif leaf in ("mel_basis", "forward_basis", "inverse_basis"):
+                b.copy_(torch.rand(b.shape, generator=gen) * 0.2)
+
+
+def official_state_dict(config: dict, seed: int = 0, scale: float = 0.2) -> dict[str, torch.Tensor]:
+    """Random official-layout state dict (all prefixes) for ``config``."""
+    gen = torch.Generator().manual_seed(seed)
+    sd: dict[str, torch.Tensor] = {}
+
+    transformer = LTXModelConfigurator.from_config(config)
+    _randomize(transformer, gen, scale)
+    sd.update({f"model.diffusion_model.{k}": v for k, v in transformer.state_dict().items()})
+
+    proc = build_embeddings_processor(config)
+    _randomize(proc, gen, scale)
+    for k, v in proc.state_dict().items():
+        if k.startswith("feature_extractor."):
+            sd["text_embedding_projection." + k.removeprefix("feature_extractor.")] = v
+        elif k.startswith("video_connector."):
+            sd["model.diffusion_model.video_embeddings_connector." + k.removeprefix("video_connector.")] = v
+        elif k.startswith("audio_connector."):
+            sd["model.diffusion_model.audio_embeddings_connector." + k.removeprefix("audio_connector.")] = v
+
+    for prefix, parts in (
+        ("vae.", (VideoEncoderConfigurator, VideoDecoderConfigurator)),
+        ("audio_vae.", (AudioEncoderConfigurator, AudioDecoderConfigurator)),
+    ):
+        stats = None
+        for name, conf in zip(("encoder.", "decoder."), parts):
+            mod = conf.from_config(config)
+            _randomize(mod, gen, scale)
+            for k, v in mod.state_dict().items():
+                if k.startswith("per_channel_statistics."):
+                    stats = stats or {}
+                    stats.setdefault(k, v)  # one shared copy, as in the released files
+                else:
+                    sd[prefix + name + k] = v
+        sd.update({prefix + k: v for k, v in stats.items()})
+
+    vocoder = VocoderConfigurator.from_config(config)
+    _randomize(vocoder, gen, scale)
+    sd.update({f"vocoder.{k}": v for k, v in vocoder.state_dict().items()})
+    return {k: v.detach().clone().contiguous() for k, v in sd.items()}
+
+
+def write_official_checkpoint(path, version: str = "2.0", *, seed: int = 0, dtype=torch.float32,
+                              model_version: str | None = None, config: dict | None = None) -> dict:
+    """Write a tiny official single-file checkpoint; returns the config written into its metadata."""
+    config = copy.deepcopy(config or CONFIGS[version])
+    sd = official_state_dict(config, seed=seed)
+    sd = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in sd.items()}
+    meta = {"config": json.dumps(config), "model_version": model_version or f"{version}.0"}
+    save_file(sd, str(path), metadata=meta)
+    return config
+
+
+def load_official(path, which: str):
+    """Load one official component from ``path`` through ltx-core's own builder and key ops."""
+    table = {
+        "transformer": (LTXModelConfigurator, LTXV_MODEL_COMFY_RENAMING_MAP),
+        "embeddings": (TinyEmbeddingsProcessorConfigurator, EMBEDDINGS_PROCESSOR_KEY_OPS),
+        "vae_encoder": (VideoEncoderConfigurator, VAE_ENCODER_COMFY_KEYS_FILTER),
+        "vae_decoder": (VideoDecoderConfigurator, VAE_DECODER_COMFY_KEYS_FILTER),
+        "audio_decoder": (AudioDecoderConfigurator, AUDIO_VAE_DECODER_COMFY_KEYS_FILTER),
+        "vocoder": (VocoderConfigurator, VOCODER_COMFY_KEYS_FILTER),
+    }
+    conf, ops = table[which]
+    model = SingleGPUModelBuilder(model_class_configurator=conf, model_path=str(path), model_sd_ops=ops).build(
+        device=torch.device("cpu"), dtype=torch.float32
+    )
+    meta = [n for n, p in list(model.named_parameters()) + list(model.named_buffers()) if p.device.type == "meta"]
+    assert not meta, f"ltx-core left {which} tensors uninitialised: {meta[:5]}"
+    return model.eval()
