@@ -182,8 +182,10 @@ class TinyEmbeddingsProcessorConfigurator:
 def _randomize(module: torch.nn.Module, gen: torch.Generator, scale: float) -> None:
     """Random parameters, plus the checkpoint-loaded buffers (latent statistics, STFT/mel bases)."""
     with torch.no_grad():
-        for name, p in module.named_parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * scale)
+        for mod in module.modules():  # ltx-core builds the 2.0 caption projections on the meta device
+            for pname, p in list(mod._parameters.items()):
+                if p is not None:
+                    mod._parameters[pname] = torch.nn.Parameter(torch.randn(p.shape, generator=gen) * scale)
         for name, b in module.named_buffers():
             leaf = name.rsplit(".", 1)[-1]
             if leaf == "std-of-means":

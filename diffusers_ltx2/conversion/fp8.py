@@ -1,0 +1,114 @@
+"""FP8 checkpoints: dequantize on conversion, or keep float8 weights with their scales.
+
+Official FP8 files store the linear weights of the transformer blocks as ``float8_e4m3fn``; prequantized
+files add ``<linear>.weight_scale`` (and ``<linear>.input_scale``, the activation scale of ltx-core's
+TensorRT kernel, which a dequantizing matmul does not need). Dequantized value = ``weight * weight_scale``.
+
+``keep`` mode writes the float8 weights and their ``weight_scale`` under the diffusers names plus a
+``ltx2_fp8.json`` manifest; :func:`load_fp8_transformer` loads such a folder with :class:`FP8ScaledLinear`
+layers that dequantize on the fly (memory of the FP8 file, compute in the activation dtype).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+FP8_MODES = ("dequantize", "keep")
+FP8_MANIFEST = "ltx2_fp8.json"
+_FLOAT8 = (torch.float8_e4m3fn, torch.float8_e5m2)
+
+
+def is_float8(dtype: torch.dtype) -> bool:
+    """True for the float8 dtypes official FP8 checkpoints use."""
+    return dtype in _FLOAT8
+
+
+def scale_for(weight_shape: tuple[int, ...], scale: torch.Tensor) -> torch.Tensor:
+    """Reshape a per-tensor or per-output-channel scale so it broadcasts over ``weight_shape``."""
+    scale = scale.to(torch.float32)
+    if scale.numel() == 1:
+        return scale.reshape(())
+    if scale.numel() == weight_shape[0]:
+        return scale.reshape(weight_shape[0], *([1] * (len(weight_shape) - 1)))
+    raise ValueError(f"weight_scale of shape {tuple(scale.shape)} does not fit a weight of shape {weight_shape}")
+
+
+def dequantize(weight: torch.Tensor, scale: torch.Tensor | None, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    """``weight * weight_scale`` computed in float32, returned in ``dtype`` (scale ``None`` means 1)."""
+    w = weight.to(torch.float32)
+    if scale is not None:
+        w = w * scale_for(tuple(weight.shape), scale)
+    return w.to(dtype)
+
+
+class FP8ScaledLinear(nn.Module):
+    """``nn.Linear`` whose weight stays float8 in memory and is dequantized per call."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, weight_dtype=torch.float8_e4m3fn):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, dtype=weight_dtype), requires_grad=False)
+        self.register_buffer("weight_scale", torch.ones((), dtype=torch.float32))
+        self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = dequantize(self.weight, self.weight_scale, x.dtype)
+        b = self.bias.to(x.dtype) if self.bias is not None else None
+        return nn.functional.linear(x, w, b)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, weight_dtype={self.weight.dtype}"
+
+
+def swap_linears(model: nn.Module, names: list[str], weight_dtype=torch.float8_e4m3fn) -> None:
+    """Replace the ``nn.Linear`` submodules called ``names`` by :class:`FP8ScaledLinear` (meta-safe)."""
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        old = getattr(parent, child)
+        if not isinstance(old, nn.Linear):
+            raise TypeError(f"{name} is {type(old).__name__}, not nn.Linear")
+        with torch.device("meta"):
+            new = FP8ScaledLinear(old.in_features, old.out_features, old.bias is not None, weight_dtype)
+        setattr(parent, child, new)
+
+
+def write_manifest(folder: str | os.PathLike, modules: list[str], weight_dtype: torch.dtype) -> None:
+    """Record which linears of a component folder hold float8 weights."""
+    with open(Path(folder) / FP8_MANIFEST, "w") as f:
+        json.dump({"format": "ltx2-fp8-scaled", "weight_dtype": str(weight_dtype).removeprefix("torch."),
+                   "modules": sorted(modules)}, f, indent=2)
+
+
+def load_fp8_transformer(folder: str | os.PathLike, dtype: torch.dtype = torch.bfloat16):
+    """Load a ``transformer`` folder written with ``fp8="keep"``.
+
+    Float8 linears become :class:`FP8ScaledLinear`; every other tensor is cast to ``dtype``. Tensors are
+    assigned one at a time from the shards into a meta-initialised model.
+    """
+    from accelerate import init_empty_weights
+    from diffusers import LTX2VideoTransformer3DModel
+
+    from .loading import assign_tensor, check_materialized, iter_folder_tensors
+
+    folder = Path(folder)
+    manifest = json.loads((folder / FP8_MANIFEST).read_text())
+    weight_dtype = getattr(torch, manifest["weight_dtype"])
+    config = LTX2VideoTransformer3DModel.load_config(folder)
+    with init_empty_weights(include_buffers=False):
+        model = LTX2VideoTransformer3DModel.from_config(config)
+    swap_linears(model, manifest["modules"], weight_dtype)
+    fp8_modules = set(manifest["modules"])
+    for key, tensor in iter_folder_tensors(folder):
+        module_name = key.rpartition(".")[0]
+        keep = module_name in fp8_modules and key.endswith((".weight", ".weight_scale"))
+        if not keep and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        assign_tensor(model, key, tensor)
+    check_materialized(model, "transformer")
+    return model.eval()

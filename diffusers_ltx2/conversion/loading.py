@@ -1,0 +1,126 @@
+"""Streaming tensors into meta-initialised diffusers modules (``from_single_file`` without a state dict)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import ConversionError
+from .fp8 import dequantize, swap_linears
+from .plan import ConversionPlan, TensorPlan, inspect_checkpoint, plan_conversion
+from .streaming import StreamingReader
+
+
+def materialize(reader: StreamingReader, tp: TensorPlan) -> torch.Tensor:
+    """Produce one planned output tensor from the source (read, dequantize, cast)."""
+    if not tp.src:  # an FP8 weight without a stored scale: scale 1
+        return torch.ones(tp.shape, dtype=tp.dtype)
+    t = reader.get(tp.src)
+    if tp.scale is not None or (t.dtype != tp.dtype and t.dtype in (torch.float8_e4m3fn, torch.float8_e5m2)):
+        scale = reader.get(tp.scale) if tp.scale else None
+        return dequantize(t, scale, tp.dtype)
+    return t if t.dtype == tp.dtype else t.to(tp.dtype)
+
+
+def assign_tensor(root: nn.Module, key: str, tensor: torch.Tensor) -> None:
+    """Replace the parameter or buffer ``key`` of ``root`` by ``tensor`` (no copy, no full state dict)."""
+    module_name, _, leaf = key.rpartition(".")
+    module = root.get_submodule(module_name) if module_name else root
+    if leaf in module._parameters:
+        old = module._parameters[leaf]
+        module._parameters[leaf] = nn.Parameter(tensor, requires_grad=bool(old is not None and old.requires_grad))
+    elif leaf in module._buffers:
+        module._buffers[leaf] = tensor
+    else:
+        raise ConversionError(f"{type(root).__name__} has no parameter or buffer {key!r}")
+
+
+def check_materialized(module: nn.Module, name: str) -> None:
+    """Raise if any parameter or buffer of ``module`` is still on the meta device."""
+    left = [k for k, v in list(module.named_parameters()) + list(module.named_buffers()) if v.device.type == "meta"]
+    if left:
+        raise ConversionError(f"{name}: {len(left)} tensors were not loaded, e.g. {left[:5]}")
+
+
+def iter_folder_tensors(folder: str | os.PathLike) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield ``(key, tensor)`` from a diffusers component folder (single file or sharded), one at a time."""
+    folder = Path(folder)
+    index = folder / "diffusion_pytorch_model.safetensors.index.json"
+    files = (
+        sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        if index.exists()
+        else ["diffusion_pytorch_model.safetensors"]
+    )
+    for name in files:
+        from safetensors import safe_open
+
+        with safe_open(str(folder / name), framework="pt", device="cpu") as f:
+            for key in f.keys():
+                yield key, f.get_tensor(key)
+
+
+def _empty_module(spec) -> nn.Module:
+    from accelerate import init_empty_weights
+
+    # Parameters on meta, buffers real: non-persistent buffers (filters, RoPE tables) are computed at init.
+    with init_empty_weights(include_buffers=False):
+        return spec.model_class().from_config(spec.config)
+
+
+def load_components_from_single_file(
+    path: str | os.PathLike,
+    dtype: torch.dtype | None = None,
+    *,
+    fp8: str | None = "dequantize",
+    components: list[str] | None = None,
+    progress: bool = False,
+) -> dict[str, nn.Module]:
+    """Build the diffusers components of an official LTX-2 single file, streaming its tensors.
+
+    Modules are created with parameters on the meta device, then each tensor is read with ``safe_open``,
+    renamed, cast to ``dtype`` (``None`` keeps the file's dtypes; float8 weights become bf16) and assigned
+    in place, so no state dict of the whole file is ever held. This backs
+    ``LTX2AudioVideoPipeline.from_single_file``.
+
+    Args:
+        path: official ``.safetensors`` file (``config`` / ``model_version`` metadata required).
+        dtype: target dtype of floating tensors, or ``None``.
+        fp8: ``"dequantize"`` (default) or ``"keep"`` (transformer linears become :class:`FP8ScaledLinear`).
+        components: subset of ``transformer``, ``connectors``, ``vae``, ``audio_vae``, ``vocoder``.
+        progress: show a tqdm bar.
+
+    Returns:
+        ``{"transformer": ..., "connectors": ..., "vae": ..., "audio_vae": ..., "vocoder": ...}`` in eval mode.
+    """
+    name = {None: "keep", torch.bfloat16: "bf16", torch.float32: "fp32", torch.float16: "fp16"}.get(dtype)
+    if name is None:
+        raise ValueError(f"unsupported dtype {dtype}")
+    plan: ConversionPlan = plan_conversion(inspect_checkpoint(path), dtype=name, fp8=fp8)
+    wanted = list(plan.specs) if components is None else components
+    unknown = set(wanted) - set(plan.specs)
+    if unknown:
+        raise ValueError(f"unknown components {sorted(unknown)}; available: {list(plan.specs)}")
+    from tqdm.auto import tqdm
+
+    total = sum(t.nbytes for c in wanted for t in plan.tensors[c])
+    modules: dict[str, nn.Module] = {}
+    with StreamingReader(path) as reader, tqdm(total=total, unit="B", unit_scale=True, disable=not progress) as bar:
+        for comp in wanted:
+            module = _empty_module(plan.specs[comp])
+            if plan.fp8_modules.get(comp):
+                swap_linears(module, plan.fp8_modules[comp], plan.fp8_weight_dtype)
+            for tp in plan.tensors[comp]:
+                assign_tensor(module, tp.dst, materialize(reader, tp))
+                bar.update(tp.nbytes)
+            if dtype is not None:
+                for key, buf in list(module.named_buffers()):  # init-time buffers (filters) follow dtype too
+                    if buf.is_floating_point() and buf.dtype != dtype and not key.endswith("weight_scale"):
+                        assign_tensor(module, key, buf.to(dtype))
+            check_materialized(module, comp)
+            modules[comp] = module.eval()
+    return modules
