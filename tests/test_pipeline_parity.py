@@ -36,7 +36,7 @@ def test_guidance_off_latents_match_diffusers(tiny_pipe):
     audio_noise = torch.randn(ab, an, ac, generator=g)
 
     out = ours("a cat walks", sigmas=sigmas.tolist(), latents=video_noise, audio_latents=audio_noise,
-               output_type="latent", **clip)
+               output_type="latent", max_sequence_length=1024, **clip)
 
     # diffusers normalizes user-given audio latents; hand it the denormalized noise so it starts from the same point.
     audio_for_diffusers = L.denormalize_audio_tokens(audio_noise, ours.audio_vae.latents_mean, ours.audio_vae.latents_std)

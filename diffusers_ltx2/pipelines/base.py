@@ -19,7 +19,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
 
 from ..guiders import ClassifierFreeGuidance, Guider
-from ..loaders.gemma import GemmaPromptEncoder, run_connectors
+from ..loaders.gemma import DEFAULT_MAX_SEQUENCE_LENGTH, GemmaPromptEncoder, run_connectors
 from ..loaders.prompt_embeddings import PromptEmbeddings
 from ..schedulers import LTX2Scheduler
 from . import latents as L
@@ -102,7 +102,7 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2LoraLoaderMixin):
         return int(getattr(cfg, "output_sampling_rate", None) or getattr(cfg, "output_sample_rate", 24000))
 
     # -- prompts ---------------------------------------------------------------------------------------------
-    def _active_prompt_encoder(self):
+    def _active_prompt_encoder(self, max_sequence_length: int | None = None):
         if self.prompt_encoder is not None:
             return self.prompt_encoder
         if self.text_encoder is None or self.tokenizer is None:
@@ -110,9 +110,9 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2LoraLoaderMixin):
                 "this pipeline has no text encoder: pass prompt_embeds, or load it with a prompt_encoder "
                 "(e.g. LTXAPIPromptEncoder) or with Gemma"
             )
-        return GemmaPromptEncoder(self.tokenizer, self.text_encoder, max_sequence_length=self.max_sequence_length)
-
-    max_sequence_length = 1024
+        if max_sequence_length is None:
+            max_sequence_length = min(DEFAULT_MAX_SEQUENCE_LENGTH, int(self.tokenizer.model_max_length))
+        return GemmaPromptEncoder(self.tokenizer, self.text_encoder, max_sequence_length=max_sequence_length)
 
     def encode_prompt(
         self,
@@ -123,17 +123,19 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2LoraLoaderMixin):
         negative_prompt_embeds: PromptEmbeddings | None = None,
         need_negative: bool,
         num_videos_per_prompt: int = 1,
+        max_sequence_length: int | None = None,
         device: torch.device | None = None,
     ) -> TextContexts:
         """Encode (or take) the prompt embeddings and bring them to the connector stage.
 
         Prompts go through `prompt_encoder` (or the local Gemma); feature-stage embeddings go through the
-        pipeline's connectors; connector-stage embeddings are used as they are.
+        pipeline's connectors; connector-stage embeddings are used as they are. `max_sequence_length` is the
+        padded prompt length for the local Gemma (default: 1024, or the tokenizer's maximum if smaller).
         """
         device = device or self._execution_device
         encoder = None
         if prompt_embeds is None or (need_negative and negative_prompt_embeds is None):
-            encoder = self._active_prompt_encoder()
+            encoder = self._active_prompt_encoder(max_sequence_length)
         positive = prompt_embeds if prompt_embeds is not None else encoder.encode(prompts, device=device)
         negative = None
         if need_negative:

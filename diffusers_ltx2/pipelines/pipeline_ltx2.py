@@ -46,6 +46,7 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
         prompt_embeds: PromptEmbeddings | str | None = None,
         negative_prompt_embeds: PromptEmbeddings | str | None = None,
         max_batch_passes: int | None = None,
+        max_sequence_length: int | None = None,
         decode_timestep: float = 0.0,
         decode_noise_scale: float | None = None,
         output_type: str = "np",
@@ -73,6 +74,8 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
             latents, audio_latents: initial noise instead of drawing it, packed `(B, N, C)` or unpacked.
             prompt_embeds, negative_prompt_embeds: `PromptEmbeddings`, or a path to a saved conditioning file.
             max_batch_passes: guidance passes per transformer call (`1` = sequential, lowest memory).
+            max_sequence_length: padded prompt length for the local Gemma (default 1024, or the tokenizer's
+                maximum if smaller).
             decode_timestep, decode_noise_scale: VAE decoder timestep conditioning (timestep-conditioned VAEs only).
             output_type: "np", "pt", "pil" or "latent".
             return_dict: return `LTX2AudioVideoPipelineOutput` (else a tuple `(frames, audio)`).
@@ -122,7 +125,8 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
         # 2. Prompt conditioning (local Gemma, a prompt encoder, or given embeddings).
         contexts = self.encode_prompt(
             prompts, negative_prompts, prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
-            need_negative=guider.uses_negative_prompt, num_videos_per_prompt=num_videos_per_prompt, device=device,
+            need_negative=guider.uses_negative_prompt, num_videos_per_prompt=num_videos_per_prompt,
+            max_sequence_length=max_sequence_length, device=device,
         )
 
         # 3. Initial latents: video noise first, then audio (official order); the image conditions frame 0.

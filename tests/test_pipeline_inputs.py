@@ -1,0 +1,61 @@
+"""Every bad input raises a clear ValueError before any model runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from diffusers_ltx2.factory import TINY_CLIP
+
+
+@pytest.fixture()
+def counted_pipe(tiny_pipe):
+    """The tiny pipeline with a counter of forward calls over every model component."""
+    calls = []
+    for name in ("text_encoder", "connectors", "transformer", "vae", "audio_vae", "vocoder"):
+        getattr(tiny_pipe, name).register_forward_pre_hook(lambda mod, args, name=name: calls.append(name))
+    tiny_pipe.calls = calls
+    return tiny_pipe
+
+
+CASES = [
+    (dict(num_frames=10), r"8k\+1.*nearest valid values: 9 or 17"),
+    (dict(num_frames=0), "positive integer"),
+    (dict(height=50), r"height must be a multiple of 32.*nearest valid values: 32 or 64"),
+    (dict(width=100), r"width must be a multiple of 32.*96 or 128"),
+    (dict(prompt=[]), "empty list"),
+    (dict(prompt=["a", 3]), "only strings"),
+    (dict(prompt=None), "exactly one of prompt or prompt_embeds"),
+    (dict(prompt=["a", "b"], negative_prompt=["x", "y", "z"]), "negative_prompt has batch size 3"),
+    (dict(image=np.zeros((64, 64))), r"\(H, W, 3\)"),
+    (dict(image=torch.zeros(1, 4, 64, 64)), r"\(3, H, W\)"),
+    (dict(image="cat.png"), "PIL image, numpy array or torch tensor"),
+    (dict(prompt=["a", "b", "c"], image=[np.zeros((64, 64, 3))] * 2), "2 images for a batch of 3"),
+    (dict(image_strength=1.5), r"image_strength must be in \[0, 1\]"),
+    (dict(output_type="gif"), "output_type must be one of"),
+    (dict(frame_rate=0), "frame_rate must be a positive number"),
+    (dict(latents=torch.zeros(1, 7, 16)), "latents has shape"),
+    (dict(audio_latents=torch.zeros(1, 3, 32)), "audio_latents has shape"),
+    (dict(generator=[torch.Generator(), torch.Generator()]), "2 generators for an effective batch of 1"),
+    (dict(callback_on_step_end=lambda *a: {}, callback_on_step_end_tensor_inputs=["prompt_embeds"]),
+     "callback tensor inputs"),
+    (dict(sigmas=[1.0, 0.5, 0.7]), "decreasing"),
+    (dict(prompt_embeds=torch.zeros(1, 4, 4)), "PromptEmbeddings or a conditioning file path"),
+]
+
+
+@pytest.mark.parametrize("overrides,message", CASES)
+def test_bad_input_fails_before_any_model_call(counted_pipe, overrides, message):
+    kwargs = dict(TINY_CLIP, prompt="a cat", num_inference_steps=2)
+    if "prompt_embeds" in overrides:
+        kwargs.pop("prompt")
+    kwargs.update(overrides)
+    with pytest.raises(ValueError, match=message):
+        counted_pipe(**kwargs)
+    assert counted_pipe.calls == []
+
+
+def test_good_input_does_call_models(counted_pipe):
+    counted_pipe("a cat", num_inference_steps=1, output_type="latent", **TINY_CLIP)
+    assert "transformer" in counted_pipe.calls and "text_encoder" in counted_pipe.calls
