@@ -118,10 +118,12 @@ VAE_23 = {
     ],
     "timestep_conditioning": False, "encoder_base_channels": 8, "spatial_padding_mode": "zeros",
 }
+#: ltx-core normalises the patchified audio latent (z_channels x mel_bins/4 wide) with statistics of size
+#: ``ch``; the released model has 8 x 16 = 128 = ch, the tiny one 2 x 16 = 32 = ch.
 AUDIO_VAE = {
     "model": {"params": {"ddconfig": {
-        "double_z": True, "mel_bins": 64, "z_channels": 8, "resolution": 256, "downsample_time": False,
-        "in_channels": 2, "out_ch": 2, "ch": 8, "ch_mult": [1, 2, 4], "num_res_blocks": 1, "attn_resolutions": [],
+        "double_z": True, "mel_bins": 64, "z_channels": 2, "resolution": 256, "downsample_time": False,
+        "in_channels": 2, "out_ch": 2, "ch": 32, "ch_mult": [1, 2, 4], "num_res_blocks": 1, "attn_resolutions": [],
         "dropout": 0.0, "mid_block_add_attention": False, "norm_type": "pixel", "causality_axis": "height",
     }, "sampling_rate": 16000}},
     "preprocessing": {
@@ -141,7 +143,7 @@ _AMP = {"resblock": "AMP1", "stereo": True, "use_tanh_at_final": False, "activat
 VOCODER_23 = {
     "vocoder": {**_AMP, "upsample_initial_channel": 16, "upsample_rates": [2, 2], "upsample_kernel_sizes": [4, 4]},
     "bwe": {**_AMP, "upsample_initial_channel": 16, "upsample_rates": [3, 2, 2, 2],
-            "upsample_kernel_sizes": [6, 4, 4, 4], "apply_final_activation": False, "input_sampling_rate": 16000,
+            "upsample_kernel_sizes": [7, 4, 4, 4], "apply_final_activation": False, "input_sampling_rate": 16000,
             "output_sampling_rate": 48000, "hop_length": 8, "n_fft": 32, "win_size": 32, "num_mels": 64},
 }
 
@@ -185,13 +187,18 @@ def _randomize(module: torch.nn.Module, gen: torch.Generator, scale: float) -> N
         for mod in module.modules():  # ltx-core builds the 2.0 caption projections on the meta device
             for pname, p in list(mod._parameters.items()):
                 if p is not None:
-                    mod._parameters[pname] = torch.nn.Parameter(torch.randn(p.shape, generator=gen) * scale)
+                    value = torch.randn(p.shape, generator=gen) * scale
+                    if pname == "timestep_scale_multiplier":  # a parameter in the VAE decoder; keep it realistic
+                        value = torch.full(p.shape, 1000.0)
+                    mod._parameters[pname] = torch.nn.Parameter(value)
         for name, b in module.named_buffers():
             leaf = name.rsplit(".", 1)[-1]
             if leaf == "std-of-means":
                 b.copy_(torch.rand(b.shape, generator=gen) + 0.5)
             elif leaf == "mean-of-means":
                 b.copy_(torch.randn(b.shape, generator=gen) * 0.1)
+            elif leaf == "timestep_scale_multiplier":
+                b.fill_(1000.0)
             elif leaf in ("mel_basis", "forward_basis", "inverse_basis"):
                 b.copy_(torch.rand(b.shape, generator=gen) * 0.2)
 
