@@ -138,19 +138,21 @@ def _config_dict(obj) -> dict:
 def connector_fingerprint(connectors: torch.nn.Module) -> str:
     """A short stable hash of the text connectors' config and weights, e.g. ``"connectors-1f0c…"`` (16 hex).
 
-    Identifies locally-encoded embeddings. Private config entries (``_name_or_path``, ``_diffusers_version``)
-    are ignored; weights are hashed after rounding to bfloat16, so float32 and bfloat16 copies of one model
-    agree and so do CPU and GPU copies (float16 or fp8 copies may not). The result is cached per module until
-    a parameter is replaced or modified in place (e.g. a LoRA fused into it).
+    Identifies locally-encoded embeddings. Private config entries (``_name_or_path``, ``_diffusers_version``,
+    ``_class_name``: they appear on save/load) are ignored and the class name is used instead. Weights are
+    hashed after rounding to bfloat16, so float32 and bfloat16 copies of one model agree and so do CPU and GPU
+    copies (float16 or fp8 copies may not). The result is cached per module until a parameter is replaced or
+    modified in place (e.g. a LoRA fused into it).
     """
     named = sorted(connectors.state_dict(keep_vars=True).items())
     key = tuple((name, t.data_ptr(), t._version, t.dtype, t.device.type) for name, t in named)
     cached = _FINGERPRINT_CACHE.get(connectors)
     if cached is not None and cached[0] == key:
         return cached[1]
-    config = {k: v for k, v in _config_dict(connectors).items() if not k.startswith("_") or k == "_class_name"}
+    # Private entries (`_class_name`, `_name_or_path`, ...) appear or change on save/load: use the class instead.
+    config = {k: v for k, v in _config_dict(connectors).items() if not k.startswith("_")}
     digest = hashlib.blake2b(digest_size=8)
-    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
+    digest.update(json.dumps([type(connectors).__name__, config], sort_keys=True, default=str).encode())
     with torch.no_grad():
         for name, tensor in named:
             if tensor.device.type == "meta":

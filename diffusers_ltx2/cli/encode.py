@@ -1,0 +1,140 @@
+"""``ltx2 encode``: turn prompts into a conditioning file, with local Gemma or the LTX API.
+
+Examples::
+
+    ltx2 encode --prompt "a red fox in the snow" --output fox.safetensors --model ./ltx2-pipeline
+    LTX_API_KEY=... ltx2 encode --api --model ltx-2-19b-dev.safetensors --prompt "..." --output fox.safetensors
+
+The file loads with ``load_conditioning`` / the pipeline's ``prompt_embeds=`` and, for connector outputs,
+with ComfyUI's ``LTXVLoadConditioning`` node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register the ``encode`` subcommand."""
+    from ..loaders.api import DEFAULT_BASE_URL
+
+    parser = subparsers.add_parser(
+        "encode",
+        help="encode prompts into a conditioning file (local Gemma or the LTX API)",
+        description="Encode prompts once and save the conditioning, so generation can run without Gemma.",
+    )
+    parser.add_argument("--prompt", action="append", required=True,
+                        help="prompt to encode; repeat for a batch")
+    parser.add_argument("--output", "-o", required=True, help="conditioning file to write (.safetensors)")
+    parser.add_argument("--api", action="store_true",
+                        help="encode with the LTX API (key from LTX_API_KEY) instead of a local Gemma")
+    parser.add_argument("--model",
+                        help="local: pipeline folder with tokenizer/, text_encoder/, connectors/. "
+                             "--api: checkpoint file or folder to read the model id (and widths) from")
+    parser.add_argument("--model-id", help="--api: the model id, instead of reading it from --model")
+    parser.add_argument("--enhance-prompt", action="store_true", help="--api: let the API enhance the prompt")
+    parser.add_argument("--base-url", default=DEFAULT_BASE_URL, help="--api: API root (https)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="--api: seconds per request")
+    parser.add_argument("--retries", type=int, default=3, help="--api: retries on 429/5xx/timeouts")
+    parser.add_argument("--video-dim", type=int, help="--api: video context width (default: from the model)")
+    parser.add_argument("--audio-dim", type=int, help="--api: audio context width (default: from the model)")
+    parser.add_argument("--dtype", choices=_DTYPES, help="store the embeddings in this dtype (default: as encoded)")
+    parser.add_argument("--cache-dir", help="reuse/store per-prompt embeddings in this folder")
+    parser.add_argument("--device", help="local: device for Gemma and the connectors (default: cpu)")
+    parser.add_argument("--max-sequence-length", type=int,
+                        help="local: padded prompt length (default: 1024, or the tokenizer's maximum if smaller, "
+                             "as the pipeline does)")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _connectors_config(model: Path | None) -> dict | None:
+    if model is None or not model.is_dir():
+        return None
+    config = model / "connectors" / "config.json"
+    if not config.is_file():
+        return None
+    return json.loads(config.read_text())
+
+
+def _api_encoder(args):
+    from ..loaders.api import LTXAPIPromptEncoder
+    from ..loaders.identity import context_dims, read_model_id
+
+    model = Path(args.model) if args.model else None
+    model_id = args.model_id or (read_model_id(model) if model is not None else None)
+    if not model_id:
+        raise ValueError("--api needs --model (a checkpoint carrying the model id) or --model-id")
+    video_dim, audio_dim = args.video_dim, args.audio_dim
+    config = _connectors_config(model)
+    if config is not None and video_dim is None and audio_dim is None:
+        video_dim, audio_dim = context_dims(config)
+    return LTXAPIPromptEncoder(
+        model_id=model_id, enhance_prompt=args.enhance_prompt, base_url=args.base_url, timeout=args.timeout,
+        retries=args.retries, video_dim=video_dim, audio_dim=audio_dim,
+    )
+
+
+def _local_encoder(args):
+    import torch
+    import transformers
+    from diffusers.pipelines.ltx2 import LTX2TextConnectors
+
+    from ..loaders.gemma import DEFAULT_MAX_SEQUENCE_LENGTH, GemmaPromptEncoder
+    from ..loaders.identity import connector_fingerprint
+
+    if not args.model:
+        raise ValueError("local encoding needs --model (a pipeline folder with tokenizer/, text_encoder/, "
+                         "connectors/); or use --api")
+    model = Path(args.model)
+    missing = [sub for sub in ("tokenizer", "text_encoder", "connectors") if not (model / sub).is_dir()]
+    if missing:
+        raise FileNotFoundError(f"{model} is not a pipeline folder: missing {', '.join(missing)}/")
+    device = torch.device(args.device or "cpu")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model / "tokenizer")
+    config = transformers.AutoConfig.from_pretrained(model / "text_encoder")
+    architecture = (getattr(config, "architectures", None) or ["Gemma3ForConditionalGeneration"])[0]
+    model_class = getattr(transformers, architecture, transformers.Gemma3ForConditionalGeneration)
+    text_encoder = model_class.from_pretrained(model / "text_encoder").to(device).eval()
+    connectors = LTX2TextConnectors.from_pretrained(model / "connectors").to(device).eval()
+    length = args.max_sequence_length or min(DEFAULT_MAX_SEQUENCE_LENGTH, int(tokenizer.model_max_length))
+    return GemmaPromptEncoder(
+        tokenizer, text_encoder, connectors, model_identity=connector_fingerprint(connectors),
+        max_sequence_length=length,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Encode ``args.prompt`` and write ``args.output``; returns the exit code."""
+    import torch
+
+    from ..loaders.api import LTXAPIError
+    from ..loaders.cache import CachedPromptEncoder
+    from ..loaders.conditioning_file import save_conditioning
+    from ..loaders.identity import short_identity
+
+    try:
+        encoder = _api_encoder(args) if args.api else _local_encoder(args)
+        kind = encoder.kind
+        if args.cache_dir:
+            encoder = CachedPromptEncoder(encoder, args.cache_dir)
+        embeddings = encoder.encode(list(args.prompt))
+    except LTXAPIError as err:
+        print(f"ltx2 encode: error: {err}", file=sys.stderr)
+        return 1
+    prompt = args.prompt[0] if len(args.prompt) == 1 else list(args.prompt)
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    path = save_conditioning(args.output, embeddings, dtype=dtype, prompt=prompt, encoder=kind)
+    widths = f"video {embeddings.video_context.shape[-1]}"
+    if embeddings.audio_context is not None:
+        widths += f" + audio {embeddings.audio_context.shape[-1]}"
+    print(
+        f"wrote {path}: {embeddings.batch_size} prompt(s), {embeddings.video_context.shape[1]} tokens, {widths} "
+        f"({embeddings.stage}), model {short_identity(embeddings.model_identity)}"
+    )
+    return 0
