@@ -17,6 +17,7 @@ from .errors import (
 )
 from .fp8 import FP8ScaledLinear, load_fp8_transformer
 from .loading import load_components_from_single_file
+from .lora import convert_lora_file, convert_lora_state_dict, reference_downscale_factor
 from .plan import inspect_checkpoint, plan_conversion
 
 __all__ = [
@@ -25,9 +26,12 @@ __all__ = [
     "FP8ScaledLinear",
     "KeyMismatchError",
     "UnsupportedCheckpointError",
+    "convert_lora_file",
+    "convert_lora_state_dict",
     "convert_single_file",
     "inspect_checkpoint",
     "load_components_from_single_file",
     "load_fp8_transformer",
     "plan_conversion",
+    "reference_downscale_factor",
 ]
