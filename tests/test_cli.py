@@ -1,0 +1,73 @@
+"""The `ltx2` command line, run as a user would: in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import av
+import pytest
+
+ENV = dict(os.environ, PYTHONUNBUFFERED="1")
+
+
+def _ltx2(*args, cwd=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "diffusers_ltx2", *args], capture_output=True, text=True,
+                          cwd=cwd, env=ENV, timeout=timeout)
+
+
+def _streams(path):
+    with av.open(str(path)) as container:
+        video = [s for s in container.streams if s.type == "video"]
+        audio = [s for s in container.streams if s.type == "audio"]
+        frames = sum(1 for _ in container.decode(video=0))
+        return len(video), len(audio), frames, audio[0].codec_context.sample_rate
+
+
+@pytest.mark.slow
+def test_demo_writes_playable_mp4_with_audio(tmp_path):
+    out = tmp_path / "demo.mp4"
+    model_dir = tmp_path / "tiny"
+    result = _ltx2("demo", "--output", str(out), "--model-dir", str(model_dir), "--steps", "2")
+    assert result.returncode == 0, result.stderr
+    assert "RANDOM" in result.stdout and str(out) in result.stdout
+    for stage in ("save_pretrained", "from_pretrained", "generate", "write mp4"):
+        assert f"[{stage}]" in result.stdout
+    assert _streams(out) == (1, 1, 25, 24000)
+    assert (model_dir / "model_index.json").is_file()
+
+    # generate from the folder the demo saved
+    clip = tmp_path / "gen.mp4"
+    result = _ltx2("generate", "--model", str(model_dir), "--prompt", "a cat", "--output", str(clip),
+                   "--num-frames", "9", "--height", "64", "--width", "96", "--steps", "2", "--dtype", "fp32",
+                   "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert _streams(clip)[:3] == (1, 1, 9)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--num-frames", "10"], "8k+1"),
+    (["--height", "100"], "nearest valid values: 96 or 128"),
+    (["--output", "clip.gif"], ".mp4"),
+    (["--model", "/nonexistent/model"], "model folder not found"),
+    (["--dtype", "int8"], "unknown dtype"),
+])
+def test_generate_rejects_bad_arguments_before_loading(tmp_path, monkeypatch, capsys, args, message):
+    from diffusers_ltx2.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    base = {"--model": str(tmp_path), "--prompt": "a cat", "--output": str(tmp_path / "o.mp4")}
+    for flag, value in zip(args[::2], args[1::2]):
+        base[flag] = value
+    flat = [x for kv in base.items() for x in kv]
+    assert main(["generate", *flat]) == 2
+    assert message in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "o.mp4")
+
+
+def test_help_lists_subcommands():
+    result = _ltx2("--help")
+    assert result.returncode == 0
+    for name in ("generate", "demo"):
+        assert name in result.stdout
