@@ -256,8 +256,13 @@ def test_failed_save_leaves_nothing_half_written(tmp_path):
     old = embeddings(batch=1, tokens=2, video=4, audio=4, identity="old")
     save_conditioning(target, old)
     before = target.read_bytes()
+    package = os.path.dirname(os.path.dirname(os.path.abspath(load_conditioning.__code__.co_filename)))
     script = textwrap.dedent(f"""
-        import resource, signal, sys, torch
+        import resource, signal, sys, types, torch
+        # import only the loaders (not the pipelines) to keep the child fast
+        stub = types.ModuleType("diffusers_ltx2")
+        stub.__path__ = [{package!r}]
+        sys.modules["diffusers_ltx2"] = stub
         from diffusers_ltx2.loaders.conditioning_file import save_conditioning
         from diffusers_ltx2.loaders.prompt_embeddings import PromptEmbeddings
         big = PromptEmbeddings(torch.randn(1, 256, 512), torch.randn(1, 256, 512),
