@@ -19,6 +19,7 @@ import torch
 
 from ..guiders.base import GuidancePass, Guider, Prediction, StepPlan
 from ..loaders.prompt_embeddings import PromptEmbeddings
+from .attention_bias import self_attention_bias
 
 
 @dataclass
@@ -31,6 +32,8 @@ class ModalityLatents:
         denoise_mask: `(B, N)` float32; 1 = generated freely, 0 = held at `clean`, in between = partial.
         coords: `(B, D, N, 2)` positions ([start, end) per axis, as diffusers' RoPE expects them).
         num_target_tokens: how many leading tokens form the output; the rest are appended conditioning.
+        self_attention_bias: optional `(B, N, N)` float32 additive bias on the self-attention scores of these
+            tokens (video only; official IC-LoRA attention strength, see `pipelines.attention_bias`).
     """
 
     latent: torch.Tensor
@@ -38,6 +41,7 @@ class ModalityLatents:
     denoise_mask: torch.Tensor
     coords: torch.Tensor
     num_target_tokens: int
+    self_attention_bias: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -140,7 +144,9 @@ class TransformerPasses:
             self.attention_control.activate(passes, video.batch_size, plan.skip_blocks)
             if needs_control else _NullContext()
         )
-        with control:
+        if audio.self_attention_bias is not None:
+            raise ValueError("a self-attention bias is supported on the video tokens only")
+        with control, self_attention_bias(self.transformer, video.self_attention_bias):
             v_out, a_out = self.transformer(
                 hidden_states=video.latent.repeat(n, 1, 1).to(dtype),
                 audio_hidden_states=audio.latent.repeat(n, 1, 1).to(dtype),

@@ -1,0 +1,119 @@
+"""Additive video self-attention bias on diffusers' `LTX2VideoTransformer3DModel`, official semantics.
+
+The official IC-LoRA code (ltx-core `ConditioningItemAttentionStrengthWrapper`) describes how strongly appended
+reference tokens and generated tokens see each other with a `[0, 1]` matrix `M` of shape `(B, N, N)` and
+adds `log(M)` to the self-attention scores (`M == 0` -> the dtype's most negative value). diffusers'
+`video_self_attention_mask` instead adds `-10000 * (1 - M)`, which agrees only at 0 and 1, so this package
+never uses it: `self_attention_bias` installs the official bias directly.
+
+How it is installed (only during one transformer call, everything restored on exit):
+
+- a forward pre-hook on `attn1` of every block puts the bias into the `attention_mask` argument, expanded to
+  the rows of that call (guidance passes are stacked pass-major, so row `r` belongs to sample `r % B`; this
+  also holds when rows are merged by `guiders.attention`'s shared prefix). Because it acts on the module's
+  arguments and not on its processor, it composes with any processor, including the per-row STG / gating
+  wrappers of `guiders.attention.GuidanceAttentionControl` in either nesting order: rows computed with the
+  STG value path skip Q/K attention and so ignore the bias, rows computed with attention receive their slice;
+- `prepare_attention_mask` of those modules broadcasts the `(rows, 1, N, N)` bias over heads as a view, so
+  the mask is never materialized per head (diffusers' default repeats it `heads` times).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+
+__all__ = ["mask_to_bias", "self_attention_bias"]
+
+
+def mask_to_bias(mask: torch.Tensor) -> torch.Tensor:
+    """`[0, 1]` attention weights -> additive float32 bias: `log(mask)`, and float32's minimum where `mask <= 0`
+    (ltx-core's conversion; values are clamped to the model dtype's range when used)."""
+    mask = mask.to(torch.float32)
+    finfo = torch.finfo(torch.float32)
+    bias = torch.full_like(mask, finfo.min)
+    positive = mask > 0
+    bias[positive] = torch.log(mask[positive].clamp_min(finfo.tiny))
+    return bias
+
+
+def _rows(bias: torch.Tensor, num_rows: int) -> torch.Tensor:
+    """`(B, N, N)` bias -> `(num_rows, 1, N, N)`, row `r` taking sample `r % B`."""
+    b = bias.shape[0]
+    if num_rows % b:
+        raise RuntimeError(f"self-attention bias for {b} samples cannot cover a batch of {num_rows} rows")
+    out = bias.unsqueeze(1)
+    if num_rows == b:
+        return out
+    if b == 1:
+        return out.expand(num_rows, -1, -1, -1)
+    return out.repeat(num_rows // b, 1, 1, 1)
+
+
+@contextmanager
+def self_attention_bias(transformer, bias: torch.Tensor | None):
+    """Add `bias` (`(B, N, N)`, float32, additive) to the video self-attention scores of every block of
+    `transformer` for the calls made inside this context. `None` is a no-op."""
+    if bias is None:
+        yield
+        return
+    model = getattr(transformer, "_orig_mod", transformer)
+    dtype = next(model.parameters()).dtype
+    finfo = torch.finfo(dtype)
+    cache: dict = {}
+
+    def rows_for(num_rows: int, device) -> torch.Tensor:
+        key = (num_rows, device)
+        if key not in cache:
+            cast = bias.to(device=device).clamp(min=finfo.min).to(dtype)
+            cache[key] = _rows(cast, num_rows)
+        return cache[key]
+
+    def pre_hook(module, args, kwargs):
+        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+        n = hidden.shape[1]
+        if bias.shape[-1] != n:
+            raise RuntimeError(f"self-attention bias covers {bias.shape[-1]} tokens but the video has {n}")
+        extra = rows_for(hidden.shape[0], hidden.device)
+        existing = kwargs.get("attention_mask")
+        if existing is None and len(args) > 2:
+            existing = args[2]
+        if existing is not None:  # a caller-provided additive (B, N, N) mask: combine both
+            extra = extra + existing.reshape(existing.shape[0], -1, n, n).to(extra.dtype)
+        kwargs = dict(kwargs)
+        if len(args) > 2:
+            args = args[:2] + (extra,) + args[3:]
+        else:
+            kwargs["attention_mask"] = extra
+        return args, kwargs
+
+    handles, patched = [], []
+    try:
+        for block in model.transformer_blocks:
+            attn = block.attn1
+            handles.append(attn.register_forward_pre_hook(pre_hook, with_kwargs=True))
+            patched.append(attn)
+            attn.__dict__["prepare_attention_mask"] = _head_broadcasting_prepare(attn)
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        for attn in patched:
+            attn.__dict__.pop("prepare_attention_mask", None)
+
+
+def _head_broadcasting_prepare(attn):
+    """`prepare_attention_mask` that broadcasts a `(rows, 1, N, N)` bias over heads without copying; any other
+    mask goes through the class's own implementation."""
+    original = type(attn).prepare_attention_mask
+
+    def prepare(attention_mask, target_length, batch_size, out_dim=3):
+        if (
+            attention_mask is not None and attention_mask.ndim == 4 and attention_mask.shape[1] == 1
+            and attention_mask.shape[0] == batch_size and attention_mask.shape[-1] == target_length
+        ):
+            return attention_mask.expand(-1, attn.heads, -1, -1)
+        return original(attn, attention_mask, target_length, batch_size, out_dim)
+
+    return prepare
