@@ -10,6 +10,13 @@ from .guiders import ClassifierFreeGuidance, GuidancePass, Guider, Prediction, S
 from .loaders import GemmaPromptEncoder, PromptEmbeddings, PromptEncoder
 from .pipelines import LTX2AudioVideoPipeline, LTX2AudioVideoPipelineOutput
 from .schedulers import DISTILLED_REFINE_SIGMAS, DISTILLED_SIGMAS, LTX2Scheduler
+from .guiders import (
+    GuidanceAttentionControl,
+    ModalityGuidance,
+    ModalityGuidanceParams,
+    MultimodalGuider,
+    SpatioTemporalGuidance,
+)
 
 __version__ = "0.1.0"
 
@@ -33,4 +40,9 @@ __all__ = [
     "PromptEncoder",
     "StepPlan",
     "export_to_video_with_audio",
+    "GuidanceAttentionControl",
+    "ModalityGuidance",
+    "ModalityGuidanceParams",
+    "MultimodalGuider",
+    "SpatioTemporalGuidance",
 ]

@@ -2,6 +2,11 @@
 
 from .base import CONDITIONAL, GUIDER_CONFIG_NAME, GuidancePass, Guider, Prediction, StepPlan
 from .cfg import ClassifierFreeGuidance, cfg_combine
+from .attention import GuidanceAttentionControl, default_skip_blocks
+from .combine import multimodal_combine
+from .modality import ModalityGuidance
+from .multimodal import ModalityGuidanceParams, MultimodalGuider
+from .stg import SpatioTemporalGuidance
 
 __all__ = [
     "CONDITIONAL",
@@ -12,4 +17,11 @@ __all__ = [
     "Prediction",
     "StepPlan",
     "cfg_combine",
+    "GuidanceAttentionControl",
+    "ModalityGuidance",
+    "ModalityGuidanceParams",
+    "MultimodalGuider",
+    "SpatioTemporalGuidance",
+    "default_skip_blocks",
+    "multimodal_combine",
 ]

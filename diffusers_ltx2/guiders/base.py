@@ -33,6 +33,12 @@ class GuidancePass:
         perturb_audio: the same for the audio self-attention.
         a2v: audio-to-video cross-attention enabled (False drops its residual in every block).
         v2a: video-to-audio cross-attention enabled.
+        freeze_video: the video token stream is not updated by any block (self-attention, text
+            cross-attention, audio-to-video attention and feed-forward residuals all dropped); its tokens
+            still serve as keys/values of the video-to-audio attention. This is ltx-core's
+            `Modality(enabled=False)`, used by the official skip-step for a modality that is not
+            recomputed at this step.
+        freeze_audio: the same for the audio stream.
     """
 
     name: str
@@ -41,11 +47,16 @@ class GuidancePass:
     perturb_audio: bool = False
     a2v: bool = True
     v2a: bool = True
+    freeze_video: bool = False
+    freeze_audio: bool = False
 
     @property
     def needs_attention_control(self) -> bool:
         """Whether executing this pass needs the guidance attention processors installed."""
-        return self.perturb_video or self.perturb_audio or not (self.a2v and self.v2a)
+        return (
+            self.perturb_video or self.perturb_audio or not (self.a2v and self.v2a)
+            or self.freeze_video or self.freeze_audio
+        )
 
 
 CONDITIONAL = GuidancePass("cond")
@@ -59,7 +70,9 @@ class StepPlan:
         passes: the passes to evaluate; names must be unique.
         video: recompute the video x0 at this step (False: the sampler reuses the last video x0).
         audio: recompute the audio x0 at this step.
-        skip_blocks: transformer block indices where STG perturbation applies.
+        skip_blocks: transformer block indices where STG perturbation applies; empty means the model's
+            default (chosen by the attention control from the transformer config: block 29 for LTX-2.0,
+            28 for 2.3, clipped to the model's depth).
     """
 
     passes: tuple[GuidancePass, ...] = (CONDITIONAL,)

@@ -18,7 +18,7 @@ from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
 
-from ..guiders import ClassifierFreeGuidance, Guider
+from ..guiders import GuidanceAttentionControl, Guider, MultimodalGuider
 from ..loaders.gemma import DEFAULT_MAX_SEQUENCE_LENGTH, GemmaPromptEncoder, run_connectors
 from ..loaders.prompt_embeddings import PromptEmbeddings
 from ..schedulers import LTX2Scheduler
@@ -29,8 +29,10 @@ logger = logging.getLogger(__name__)
 
 
 def default_guider() -> Guider:
-    """The guider a pipeline gets when none is saved with it: CFG with the recommended video 3 / audio 7."""
-    return ClassifierFreeGuidance(guidance_scale=3.0, audio_guidance_scale=7.0)
+    """The guider a pipeline gets when none is saved with it: `MultimodalGuider` with the recommended values
+    (video cfg 3, stg 1, modality 3, rescale 0.7; audio cfg 7, stg 1, modality 3, rescale 0.7) and the
+    model's own STG block (29 for LTX-2.0, 28 for 2.3, chosen by `attention_control_for`)."""
+    return MultimodalGuider()
 
 
 class LTX2PipelineBase(DiffusionPipeline, LTX2LoraLoaderMixin):
@@ -46,7 +48,7 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2LoraLoaderMixin):
         connectors: `LTX2TextConnectors`.
         transformer: `LTX2VideoTransformer3DModel`.
         vocoder: `LTX2Vocoder` or `LTX2VocoderWithBWE`.
-        guider: a `Guider`; defaults to classifier-free guidance (video 3, audio 7).
+        guider: a `Guider`; defaults to `MultimodalGuider` with the recommended values.
         prompt_encoder: optional `PromptEncoder` used instead of the local Gemma (e.g. `LTXAPIPromptEncoder`);
             not saved with the pipeline.
     """
@@ -194,8 +196,13 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2LoraLoaderMixin):
         return getattr(self, "_interrupt", False)
 
     def attention_control_for(self, guider: Guider):
-        """Attention control able to run the guider's perturbed / isolated passes (None if it needs none)."""
-        return None
+        """Attention control able to run any guider's perturbed / isolated / frozen passes on this transformer.
+
+        Its default STG blocks (for plans that name none, e.g. `MultimodalGuider(skip_blocks=None)`) are the
+        official ones for this checkpoint: [29] for LTX-2.0, [28] for 2.3 (`gated_attn` / `cross_attn_mod`
+        transformers), clipped to the model's depth. It only touches the transformer while a pass needs it.
+        """
+        return GuidanceAttentionControl(self.transformer)
 
     def _step_callback(self, callback, tensor_inputs):
         """Adapt a diffusers-style `callback_on_step_end` to the denoising loop."""
