@@ -179,3 +179,49 @@ def test_fractional_strength_differs_from_diffusers_mask(models):
     print(f"log bias vs diffusers' mask at strength 0.5: max diff {diff:.3e} (bias effect {effect:.3e})")
     assert effect > 1e-3  # the bias matters at all
     assert diff > 1e-3  # and diffusers' conversion is not the official one
+
+
+@torch.no_grad()
+def test_bias_composes_with_batched_stg(models):
+    """Conditional + STG-perturbed passes in one batched call (guidance attention processors on block 1) with
+    the reference bias: each row equals ltx-core with the same attention mask and perturbation."""
+    from ltx_core.guidance.perturbations import Perturbation, PerturbationConfig, PerturbationType
+
+    from diffusers_ltx2.guiders import GuidanceAttentionControl, GuidancePass, StepPlan
+
+    official, ours = models
+    x = _inputs(2, seed=5)
+    f, h, w = x["grid"]
+    tools = VideoLatentTools(VideoLatentPatchifier(patch_size=1), VideoLatentShape(1, C, f, h, w), fps=FPS)
+    state = tools.create_initial_state(torch.device("cpu"), torch.float32)
+    state = LatentState(x["noise"].clone(), state.denoise_mask, state.positions, state.clean_latent)
+    state = ConditioningItemAttentionStrengthWrapper(
+        VideoConditionByReferenceLatent(x["ref"], downscale_factor=2), attention_mask=0.4).apply_to(state, tools)
+    ta = x["audio"].shape[1]
+    sigma = torch.tensor(0.7)
+    perturbed = BatchedPerturbationConfig([PerturbationConfig([Perturbation(PerturbationType.SKIP_VIDEO_SELF_ATTN,
+                                                                              [1])])])
+    outs = []
+    for perturbation in (BatchedPerturbationConfig.empty(1), perturbed):
+        v = Modality(latent=state.latent, sigma=sigma.reshape(1), timesteps=state.denoise_mask * sigma,
+                     positions=state.positions, context=x["v_ctx"], attention_mask=state.attention_mask)
+        a = Modality(latent=x["audio"], sigma=sigma.reshape(1), timesteps=torch.full((1, ta, 1), 0.7),
+                     positions=_audio_positions(ta), context=x["a_ctx"])
+        outs.append(official(v, a, perturbation)[0])
+
+    n = f * h * w
+    video = ModalityLatents(x["noise"].clone(), torch.zeros_like(x["noise"]), torch.ones(1, n),
+                            ours.rope.prepare_video_coords(1, f, h, w, torch.device("cpu"), fps=FPS), n)
+    video = append_reference(video, x["ref"], state.positions[:, :, n:], attention_weights=torch.full((1, 8), 0.4))
+    audio = ModalityLatents(x["audio"].clone(), torch.zeros_like(x["audio"]), torch.ones(1, ta),
+                            _audio_positions(ta), ta)
+    emb = PromptEmbeddings(x["v_ctx"], x["a_ctx"], torch.ones(1, x["v_ctx"].shape[1], dtype=torch.int64))
+    passes = TransformerPasses(ours, attention_control=GuidanceAttentionControl(ours))
+    plan = StepPlan(passes=(GuidancePass("cond"), GuidancePass("stg", perturb_video=True)), skip_blocks=(1,))
+    preds = passes(plan, video, audio, TextContexts(emb), sigma)
+    assert passes.num_calls == 1
+    err_cond = (preds["cond"].video - outs[0]).abs().max().item()
+    err_stg = (preds["stg"].video - outs[1]).abs().max().item()
+    print(f"bias + batched STG: cond row {err_cond:.2e}, perturbed row {err_stg:.2e}")
+    assert (outs[1] - outs[0]).abs().max() > 1e-3
+    assert err_cond < 1e-4 and err_stg < 1e-4

@@ -1,0 +1,242 @@
+"""Pipeline-side LoRA loading: official LTX-2 / IC-LoRA files straight into diffusers' LoRA machinery.
+
+`LTX2OfficialLoraLoaderMixin.load_lora_weights` accepts what `diffusers.loaders.LTX2LoraLoaderMixin` accepts
+(diffusers-format files, hub ids, folders, state dicts) and, in addition, official-format files
+(`diffusion_model.*` / `text_embedding_projection.*` keys, `lora_A`/`lora_B` or community `lora_down`/`lora_up`),
+converted in memory by `diffusers_ltx2.conversion.lora` - connector blocks go to the `connectors` component.
+The adapters then live in PEFT as usual: adapter names, `set_adapters` strengths, `fuse_lora` / `unfuse_lora`,
+`delete_adapters`.
+
+Scaling: the official fusion is `W + strength * B @ A` (no alpha scaling). Converted files carry no alphas
+(a kohya-style `alpha` is folded into `B` by the converter), so PEFT's `alpha / r` is made 1 for every module.
+
+IC-LoRA metadata: the file's `reference_downscale_factor` (and `reference_temporal_scale_factor`) is recorded
+per adapter; `pipe.reference_downscale_factor` is the factor of the loaded adapters. A factor passed to
+`load_lora_weights` overrides the file; two adapters with different factors (other than 1) are refused, as
+ltx-pipelines does; a file without the key counts as 1 (with a warning).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from diffusers.loaders import LTX2LoraLoaderMixin
+
+from ..conversion.lora import convert_lora_state_dict
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LTX2OfficialLoraLoaderMixin", "ICLoraInfo", "is_official_lora", "read_reference_factors"]
+
+_OFFICIAL_PREFIXES = ("diffusion_model.", "text_embedding_projection.")
+
+
+@dataclass(frozen=True)
+class ICLoraInfo:
+    """What the pipeline recorded about one loaded adapter."""
+
+    adapter_name: str
+    reference_downscale_factor: int
+    reference_temporal_scale_factor: int
+    from_metadata: bool
+    strength: float = 1.0
+
+
+def is_official_lora(state_dict: dict) -> bool:
+    """Official / community LTX-2 key layout (rather than diffusers' `transformer.` / `connectors.`)."""
+    return any(k.startswith(_OFFICIAL_PREFIXES) or ".lora_down." in k or ".lora_up." in k for k in state_dict)
+
+
+def _parse_factor(metadata: dict | None, key: str) -> int | None:
+    if not metadata or metadata.get(key) in (None, ""):
+        return None
+    raw = metadata[key]
+    try:
+        value = float(raw)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"LoRA metadata {key}={raw!r} is not a number") from exc
+    if value < 1 or value != int(value):
+        raise ValueError(f"LoRA metadata {key}={raw!r} must be a positive integer")
+    return int(value)
+
+
+def read_reference_factors(metadata: dict | None) -> tuple[int | None, int | None]:
+    """`(reference_downscale_factor, reference_temporal_scale_factor)` from a LoRA file's metadata (None = absent)."""
+    return _parse_factor(metadata, "reference_downscale_factor"), _parse_factor(
+        metadata, "reference_temporal_scale_factor"
+    )
+
+
+def _check_factor(name: str, value) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+class LTX2OfficialLoraLoaderMixin(LTX2LoraLoaderMixin):
+    """`LTX2LoraLoaderMixin` that also loads official-format LTX-2 LoRAs and records IC-LoRA metadata."""
+
+    @property
+    def ic_lora_adapters(self) -> dict[str, ICLoraInfo]:
+        """Recorded information per loaded adapter name."""
+        if not hasattr(self, "_ic_lora_adapters"):
+            self._ic_lora_adapters = {}
+        return self._ic_lora_adapters
+
+    @property
+    def reference_downscale_factor(self) -> int:
+        """Reference downscale factor of the loaded LoRAs (1 when none sets one)."""
+        return self._common_factor("reference_downscale_factor")
+
+    @property
+    def reference_temporal_scale_factor(self) -> int:
+        """Reference temporal scale factor of the loaded LoRAs (1 when none sets one)."""
+        return self._common_factor("reference_temporal_scale_factor")
+
+    def _common_factor(self, field: str, extra: ICLoraInfo | None = None) -> int:
+        factor, owner = 1, None
+        infos = list(self.ic_lora_adapters.values()) + ([extra] if extra is not None else [])
+        for info in infos:
+            value = getattr(info, field)
+            if value == 1:
+                continue
+            if factor not in (1, value):
+                raise ValueError(
+                    f"LoRA {info.adapter_name!r} has {field}={value} but the loaded LoRA {owner!r} has {factor}: "
+                    "LoRAs with different reference scales cannot be combined (delete_adapters one of them, or "
+                    f"pass {field}= explicitly)"
+                )
+            factor, owner = value, info.adapter_name
+        return factor
+
+    def load_lora_weights(
+        self,
+        pretrained_model_name_or_path_or_dict,
+        adapter_name: str | None = None,
+        hotswap: bool = False,
+        *,
+        strength: float = 1.0,
+        reference_downscale_factor: int | None = None,
+        reference_temporal_scale_factor: int | None = None,
+        **kwargs,
+    ):
+        """Load a LoRA (official or diffusers format) into the transformer (and connectors).
+
+        Args:
+            pretrained_model_name_or_path_or_dict: a `.safetensors` file, a folder / hub id (with `weight_name=`),
+                or a state dict.
+            adapter_name: PEFT adapter name (default: `default_<n>`).
+            hotswap: replace an existing adapter's weights in place (diffusers semantics).
+            strength: the adapter's weight (`W + strength * B @ A`); change later with `set_adapters`.
+            reference_downscale_factor: IC-LoRA reference downscale factor; overrides the file's metadata.
+            reference_temporal_scale_factor: IC-LoRA temporal factor; overrides the file's metadata.
+            **kwargs: forwarded to diffusers (`weight_name`, `subfolder`, `low_cpu_mem_usage`, ...).
+        """
+        _check_factor("reference_downscale_factor", reference_downscale_factor)
+        _check_factor("reference_temporal_scale_factor", reference_temporal_scale_factor)
+        if not isinstance(strength, (int, float)) or isinstance(strength, bool):
+            raise ValueError(f"strength must be a number, got {strength!r}")
+        state_dict, file_metadata = self._fetch_lora(pretrained_model_name_or_path_or_dict, kwargs)
+        if not state_dict:
+            raise ValueError("the LoRA file holds no tensors")
+        if is_official_lora(state_dict):
+            state_dict, _ = convert_lora_state_dict(state_dict, file_metadata)
+        if adapter_name is None:
+            from diffusers.utils.peft_utils import get_adapter_name
+
+            adapter_name = get_adapter_name(self.transformer)
+        spatial, temporal = read_reference_factors(file_metadata)
+        if spatial is None and reference_downscale_factor is None:
+            logger.warning(
+                "LoRA %r has no reference_downscale_factor in its metadata: using 1 (a reference at the target "
+                "resolution); pass reference_downscale_factor= if it is an IC-LoRA trained otherwise", adapter_name
+            )
+        info = ICLoraInfo(
+            adapter_name=adapter_name,
+            reference_downscale_factor=reference_downscale_factor or spatial or 1,
+            reference_temporal_scale_factor=reference_temporal_scale_factor or temporal or 1,
+            from_metadata=reference_downscale_factor is None and spatial is not None,
+            strength=float(strength),
+        )
+        if not hotswap:
+            if adapter_name in self.ic_lora_adapters:
+                raise ValueError(f"an adapter named {adapter_name!r} is already loaded; pass another adapter_name")
+            self._common_factor("reference_downscale_factor", info)  # refuse before touching the model
+            self._common_factor("reference_temporal_scale_factor", info)
+        kwargs.pop("weight_name", None)
+        super().load_lora_weights(state_dict, adapter_name=adapter_name, hotswap=hotswap, **kwargs)
+        self.ic_lora_adapters[adapter_name] = info
+        if strength != 1.0:
+            self._apply_strengths()
+        return adapter_name
+
+    def _fetch_lora(self, source, kwargs) -> tuple[dict[str, torch.Tensor], dict | None]:
+        """The raw state dict and the file's full safetensors metadata (None for in-memory dicts)."""
+        if isinstance(source, dict):
+            return dict(source), None
+        from diffusers.loaders.lora_base import _fetch_state_dict
+
+        fetch_keys = ("weight_name", "cache_dir", "force_download", "proxies", "local_files_only", "token",
+                      "revision", "subfolder")
+        opts = {k: kwargs.pop(k, None) for k in fetch_keys}
+        use_safetensors = kwargs.pop("use_safetensors", None)
+        state_dict, _, file_metadata = _fetch_state_dict(
+            pretrained_model_name_or_path_or_dict=source, use_safetensors=use_safetensors in (None, True),
+            allow_pickle=use_safetensors is None, user_agent={"file_type": "attn_procs_weights",
+                                                              "framework": "pytorch"},
+            force_download=bool(opts.pop("force_download")), return_file_metadata=True, **opts,
+        )
+        return dict(state_dict), dict(file_metadata) if file_metadata else None
+
+    def _apply_strengths(self) -> None:
+        """Activate every recorded adapter with its recorded strength on the components that hold it."""
+        for name in self._lora_loadable_modules:
+            model = getattr(self, name, None)
+            present = set(getattr(model, "peft_config", {}) or {})
+            adapters = [a for a in self.ic_lora_adapters if a in present]
+            if adapters:
+                model.set_adapters(adapters, [self.ic_lora_adapters[a].strength for a in adapters])
+
+    def set_adapters(self, adapter_names, adapter_weights=None):
+        """diffusers' `set_adapters`; also records scalar strengths."""
+        super().set_adapters(adapter_names, adapter_weights)
+        names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
+        weights = adapter_weights if isinstance(adapter_weights, list) else [adapter_weights] * len(names)
+        for n, w in zip(names, weights):
+            if n in self.ic_lora_adapters and isinstance(w, (int, float)):
+                old = self.ic_lora_adapters[n]
+                self.ic_lora_adapters[n] = ICLoraInfo(old.adapter_name, old.reference_downscale_factor,
+                                                      old.reference_temporal_scale_factor, old.from_metadata, float(w))
+
+    def delete_adapters(self, adapter_names):
+        """diffusers' `delete_adapters`; also forgets their recorded IC-LoRA factors."""
+        super().delete_adapters(adapter_names)
+        for name in [adapter_names] if isinstance(adapter_names, str) else adapter_names:
+            self.ic_lora_adapters.pop(name, None)
+
+    def unload_lora_weights(self, *args, **kwargs):
+        """diffusers' `unload_lora_weights`; also forgets every recorded IC-LoRA factor."""
+        super().unload_lora_weights(*args, **kwargs)
+        self.ic_lora_adapters.clear()
+
+    def fuse_lora(self, components: list[str] | None = None, lora_scale: float = 1.0, safe_fusing: bool = False,
+                  adapter_names: list[str] | None = None, **kwargs):
+        """Fuse the LoRAs into the weights (`W += lora_scale * strength * B @ A`); by default into every component
+        that holds LoRA layers (transformer and, for connector-block LoRAs, connectors)."""
+        if components is None:
+            components = self._components_with_lora() or ["transformer"]
+        super().fuse_lora(components=components, lora_scale=lora_scale, safe_fusing=safe_fusing,
+                          adapter_names=adapter_names, **kwargs)
+
+    def unfuse_lora(self, components: list[str] | None = None, **kwargs):
+        """Undo `fuse_lora` (by default on every component holding LoRA layers)."""
+        if components is None:
+            components = self._components_with_lora() or ["transformer"]
+        super().unfuse_lora(components=components, **kwargs)
+
+    def _components_with_lora(self) -> list[str]:
+        return [n for n in self._lora_loadable_modules if getattr(getattr(self, n, None), "peft_config", None)]
