@@ -8,7 +8,7 @@ from ._registration import register as _register
 from .export import export_to_video_with_audio
 from .guiders import ClassifierFreeGuidance, GuidancePass, Guider, Prediction, StepPlan
 from .loaders import GemmaPromptEncoder, PromptEmbeddings, PromptEncoder
-from .pipelines import LTX2AudioVideoPipeline, LTX2AudioVideoPipelineOutput
+from .pipelines import LTX2AudioVideoPipeline, LTX2AudioVideoPipelineOutput, LTX2ICLoRAPipeline
 from .schedulers import DISTILLED_REFINE_SIGMAS, DISTILLED_SIGMAS, LTX2Scheduler
 from .guiders import (
     GuidanceAttentionControl,
@@ -21,7 +21,7 @@ from .guiders import (
 __version__ = "0.1.0"
 
 _register(
-    pipelines={"LTX2AudioVideoPipeline": LTX2AudioVideoPipeline},
+    pipelines={"LTX2AudioVideoPipeline": LTX2AudioVideoPipeline, "LTX2ICLoRAPipeline": LTX2ICLoRAPipeline},
     loadable_bases=("Guider", "LTX2Scheduler"),
 )
 
@@ -34,6 +34,7 @@ __all__ = [
     "Guider",
     "LTX2AudioVideoPipeline",
     "LTX2AudioVideoPipelineOutput",
+    "LTX2ICLoRAPipeline",
     "LTX2Scheduler",
     "Prediction",
     "PromptEmbeddings",

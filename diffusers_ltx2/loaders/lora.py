@@ -82,10 +82,14 @@ class LTX2OfficialLoraLoaderMixin(LTX2LoraLoaderMixin):
 
     @property
     def ic_lora_adapters(self) -> dict[str, ICLoraInfo]:
-        """Recorded information per loaded adapter name."""
-        if not hasattr(self, "_ic_lora_adapters"):
-            self._ic_lora_adapters = {}
-        return self._ic_lora_adapters
+        """Recorded information per loaded adapter name. Kept on the transformer (where the adapters live), so
+        pipelines sharing it through `from_pipe` see the same factors."""
+        holder = getattr(self, "transformer", None) or self
+        records = getattr(holder, "_ltx2_lora_adapters", None)
+        if records is None:
+            records = {}
+            object.__setattr__(holder, "_ltx2_lora_adapters", records)
+        return records
 
     @property
     def reference_downscale_factor(self) -> int:

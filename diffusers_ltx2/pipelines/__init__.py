@@ -2,6 +2,7 @@
 
 from .base import LTX2PipelineBase
 from .pipeline_ltx2 import LTX2AudioVideoPipeline
+from .pipeline_ltx2_ic_lora import LTX2ICLoRAPipeline
 from .pipeline_output import LTX2AudioVideoPipelineOutput
 
-__all__ = ["LTX2AudioVideoPipeline", "LTX2AudioVideoPipelineOutput", "LTX2PipelineBase"]
+__all__ = ["LTX2AudioVideoPipeline", "LTX2ICLoRAPipeline", "LTX2AudioVideoPipelineOutput", "LTX2PipelineBase"]

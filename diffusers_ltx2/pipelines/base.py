@@ -13,12 +13,14 @@ from dataclasses import replace
 import numpy as np
 import PIL.Image
 import torch
-from diffusers.loaders import LTX2LoraLoaderMixin
+from diffusers import AutoencoderKLLTX2Audio, AutoencoderKLLTX2Video, LTX2VideoTransformer3DModel
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
+from diffusers.pipelines.ltx2 import LTX2TextConnectors, LTX2Vocoder, LTX2VocoderWithBWE
 
 from ..guiders import GuidanceAttentionControl, Guider, MultimodalGuider
+from ..loaders.lora import LTX2OfficialLoraLoaderMixin
 from ..loaders.gemma import DEFAULT_MAX_SEQUENCE_LENGTH, GemmaPromptEncoder, run_connectors
 from ..loaders.prompt_embeddings import PromptEmbeddings
 from ..schedulers import LTX2Scheduler
@@ -35,7 +37,7 @@ def default_guider() -> Guider:
     return MultimodalGuider()
 
 
-class LTX2PipelineBase(DiffusionPipeline, LTX2LoraLoaderMixin):
+class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
     """Components and shared steps of the LTX-2 audio+video pipelines.
 
     Args:
@@ -51,6 +53,10 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2LoraLoaderMixin):
         guider: a `Guider`; defaults to `MultimodalGuider` with the recommended values.
         prompt_encoder: optional `PromptEncoder` used instead of the local Gemma (e.g. `LTXAPIPromptEncoder`);
             not saved with the pipeline.
+
+    LoRAs: `load_lora_weights` takes diffusers-format and official-format LTX-2 LoRAs (see
+    `diffusers_ltx2.loaders.lora`); model components are type-annotated so `from_pipe` can move them between
+    the pipelines of this package.
     """
 
     model_cpu_offload_seq = "text_encoder->connectors->transformer->vae->audio_vae->vocoder"
@@ -60,13 +66,13 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2LoraLoaderMixin):
     def __init__(
         self,
         scheduler,
-        vae,
-        audio_vae,
+        vae: AutoencoderKLLTX2Video,
+        audio_vae: AutoencoderKLLTX2Audio,
         text_encoder,
         tokenizer,
-        connectors,
-        transformer,
-        vocoder,
+        connectors: LTX2TextConnectors,
+        transformer: LTX2VideoTransformer3DModel,
+        vocoder: LTX2Vocoder | LTX2VocoderWithBWE,
         guider: Guider | None = None,
         prompt_encoder=None,
     ):
@@ -87,6 +93,40 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2LoraLoaderMixin):
         )
         self.prompt_encoder = prompt_encoder
         self.video_processor = VideoProcessor(vae_scale_factor=self.vae_spatial_ratio)
+
+    @classmethod
+    def from_single_file(
+        cls,
+        path: str | os.PathLike,
+        *,
+        text_encoder=None,
+        tokenizer=None,
+        torch_dtype: torch.dtype | None = None,
+        fp8: str | None = "dequantize",
+        guider: Guider | None = None,
+        prompt_encoder=None,
+        progress: bool = True,
+    ):
+        """Build the pipeline straight from an official LTX-2 single-file checkpoint (2.0 or 2.3).
+
+        Tensors are streamed into the diffusers modules one at a time (the same key mapping as `ltx2 convert`),
+        so the file is never held in memory as a whole. Gemma ships separately: pass `text_encoder` and
+        `tokenizer`, or a `prompt_encoder` (e.g. `LTXAPIPromptEncoder`), or call the pipeline with `prompt_embeds`.
+
+        Args:
+            path: the official `.safetensors` file.
+            torch_dtype: dtype of the floating weights (`None` keeps the file's).
+            fp8: for FP8 files, `"dequantize"` (weight * weight_scale -> bf16) or `"keep"` (float8 weights).
+        """
+        from ..conversion import load_components_from_single_file
+
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"checkpoint not found: {path}")
+        components = load_components_from_single_file(path, dtype=torch_dtype, fp8=fp8, progress=progress)
+        return cls(
+            scheduler=LTX2Scheduler(), text_encoder=text_encoder, tokenizer=tokenizer, guider=guider,
+            prompt_encoder=prompt_encoder, **components,
+        )
 
     # -- geometry --------------------------------------------------------------------------------------------
     @property

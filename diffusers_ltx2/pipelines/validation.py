@@ -99,3 +99,54 @@ def check_latents_shape(name: str, latents: torch.Tensor | None, packed: Sequenc
             f"{name} has shape {tuple(latents.shape)}; for this clip expected {tuple(unpacked)} "
             f"or packed {tuple(packed)}"
         )
+
+
+class CallInputs:
+    """Prompt-side inputs of a pipeline call after `check_call_inputs` (normalized, batch sizes resolved)."""
+
+    def __init__(self, prompts, negative_prompts, prompt_embeds, negative_prompt_embeds, batch_size, total):
+        self.prompts = prompts
+        self.negative_prompts = negative_prompts
+        self.prompt_embeds = prompt_embeds
+        self.negative_prompt_embeds = negative_prompt_embeds
+        self.batch_size = batch_size
+        self.total = total
+
+
+def check_call_inputs(
+    pipe, *, prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, height, width, num_frames, frame_rate,
+    output_type, image, image_strength, num_videos_per_prompt, generator, latents, audio_latents,
+    callback_tensor_inputs, guider,
+) -> CallInputs:
+    """The checks every LTX-2 pipeline call shares (prompts, geometry, image, generators, noise, callback
+    tensors, guider), run before any model; returns the normalized prompt inputs."""
+    prompts = normalize_prompts(prompt)
+    negative_prompts = normalize_prompts(negative_prompt, "negative_prompt")
+    prompt_embeds = pipe._load_embeddings(prompt_embeds)
+    negative_prompt_embeds = pipe._load_embeddings(negative_prompt_embeds)
+    if (prompts is None) == (prompt_embeds is None):
+        raise ValueError("pass exactly one of prompt or prompt_embeds")
+    batch_size = len(prompts) if prompts is not None else prompt_embeds.batch_size
+    if negative_prompts is not None:
+        check_batch("negative_prompt", len(negative_prompts), batch_size)
+        if len(negative_prompts) == 1:
+            negative_prompts = negative_prompts * batch_size
+    if negative_prompt_embeds is not None:
+        check_batch("negative_prompt_embeds", negative_prompt_embeds.batch_size, batch_size)
+    check_num_frames(num_frames, pipe.vae_temporal_ratio)
+    check_resolution(height, width, pipe.vae_spatial_ratio)
+    check_positive("frame_rate", frame_rate)
+    check_output_type(output_type)
+    check_strength("image_strength", image_strength)
+    pipe.check_image(image, batch_size)
+    if not isinstance(num_videos_per_prompt, int) or num_videos_per_prompt < 1:
+        raise ValueError(f"num_videos_per_prompt must be a positive integer, got {num_videos_per_prompt!r}")
+    total = batch_size * num_videos_per_prompt
+    check_generator(generator, total)
+    check_latents_shape("latents", latents, *pipe.video_latent_shape(total, num_frames, height, width))
+    check_latents_shape("audio_latents", audio_latents, *pipe.audio_latent_shape(total, num_frames, frame_rate))
+    bad_inputs = set(callback_tensor_inputs) - set(pipe._callback_tensor_inputs)
+    if bad_inputs:
+        raise ValueError(f"callback tensor inputs must be among {pipe._callback_tensor_inputs}, got {bad_inputs}")
+    guider.validate_for(pipe.transformer)
+    return CallInputs(prompts, negative_prompts, prompt_embeds, negative_prompt_embeds, batch_size, total)

@@ -1,0 +1,119 @@
+"""Control videos: reading (PyAV), converting and fitting them to a generation's size and length."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import PIL.Image
+import torch
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["read_video", "to_frames", "fit_frames", "frames_to_uint8"]
+
+
+def read_video(path: str | os.PathLike, max_frames: int | None = None) -> torch.Tensor:
+    """Decode a video file to `(F, 3, H, W)` float32 RGB in `[0, 1]` (at most `max_frames` frames)."""
+    import av
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"control video not found: {path}")
+    frames = []
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise ValueError(f"{path} has no video stream")
+            for frame in container.decode(video=0):
+                frames.append(torch.from_numpy(frame.to_ndarray(format="rgb24")))
+                if max_frames is not None and len(frames) >= max_frames:
+                    break
+    except av.error.FFmpegError as exc:  # type: ignore[attr-defined]
+        raise ValueError(f"cannot decode {path} as a video: {exc}") from exc
+    if not frames:
+        raise ValueError(f"{path} contains no decodable video frames")
+    return torch.stack(frames).permute(0, 3, 1, 2).float() / 255.0
+
+
+def to_frames(video) -> torch.Tensor:
+    """Any supported control-video form -> `(F, 3, H, W)` float32 in `[0, 1]`.
+
+    Accepted: a file path; a list of PIL images; a numpy array `(F, H, W, 3)` (uint8, or float in `[0, 1]`);
+    a tensor `(F, 3, H, W)` in `[0, 1]` (a single `(3, H, W)` / `(H, W, 3)` frame is one frame).
+    """
+    if isinstance(video, (str, os.PathLike)):
+        return read_video(video)
+    if isinstance(video, PIL.Image.Image):
+        video = [video]
+    if isinstance(video, (list, tuple)):
+        if not video:
+            raise ValueError("control_video is an empty list")
+        if not all(isinstance(f, PIL.Image.Image) for f in video):
+            raise ValueError("a control_video list must contain PIL images")
+        video = np.stack([np.asarray(f.convert("RGB")) for f in video])
+    if isinstance(video, np.ndarray):
+        arr = video
+        if arr.ndim == 3:
+            arr = arr[None]
+        if arr.ndim != 4 or arr.shape[-1] != 3:
+            raise ValueError(f"control_video arrays must be (F, H, W, 3), got {video.shape}")
+        scale = 255.0 if arr.dtype == np.uint8 else 1.0
+        video = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float() / scale
+    if not isinstance(video, torch.Tensor):
+        raise ValueError(
+            "control_video must be a file path, a list of PIL images, a (F, H, W, 3) array or a (F, 3, H, W) "
+            f"tensor, got {type(video).__name__}"
+        )
+    t = video
+    if t.ndim == 3:
+        t = t[None]
+    if t.ndim == 4 and t.shape[1] != 3 and t.shape[-1] == 3:
+        t = t.permute(0, 3, 1, 2)
+    if t.ndim != 4 or t.shape[1] != 3:
+        raise ValueError(f"control_video tensors must be (F, 3, H, W), got {tuple(video.shape)}")
+    if t.shape[0] == 0 or t.shape[2] == 0 or t.shape[3] == 0:
+        raise ValueError(f"control_video is empty: shape {tuple(video.shape)}")
+    t = t.float()
+    if float(t.min()) < -1e-3 or float(t.max()) > 1 + 1e-3:
+        raise ValueError("control_video tensor values must be in [0, 1]")
+    return t
+
+
+def fit_frames(frames: torch.Tensor, num_frames: int, height: int, width: int, temporal_ratio: int = 8,
+               frame_step: int = 1) -> torch.Tensor:
+    """Trim a control video to the clip and resize / center-crop it to `(height, width)`.
+
+    Every `frame_step`-th frame is kept (temporal reference scale). The result has `min(available, wanted)` frames
+    rounded down to `temporal_ratio * k + 1` (the VAE's causal layout); a video too short even for one frame is
+    an error. Spatially the video is scaled to cover `(height, width)` (aspect kept) and center-cropped.
+    """
+    if frame_step < 1:
+        raise ValueError(f"frame_step must be >= 1, got {frame_step}")
+    frames = frames[::frame_step]
+    wanted = (num_frames - 1) // frame_step + 1
+    available = min(frames.shape[0], wanted)
+    usable = (available - 1) // temporal_ratio * temporal_ratio + 1
+    if available < 1:
+        raise ValueError("the control video has no frames")
+    if usable < wanted:
+        logger.warning(
+            "control video has %d usable frames for a %d-frame clip: the reference covers the first %d frames",
+            frames.shape[0], num_frames, usable,
+        )
+    frames = frames[:usable]
+    _, _, h, w = frames.shape
+    scale = max(height / h, width / w)
+    new_h, new_w = max(height, round(h * scale)), max(width, round(w * scale))
+    if (new_h, new_w) != (h, w):
+        mode = "area" if scale < 1 else "bilinear"
+        kwargs = {} if mode == "area" else {"align_corners": False}
+        frames = torch.nn.functional.interpolate(frames, size=(new_h, new_w), mode=mode, **kwargs)
+    top, left = (new_h - height) // 2, (new_w - width) // 2
+    return frames[:, :, top : top + height, left : left + width].clamp(0, 1).contiguous()
+
+
+def frames_to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """`(F, 3, H, W)` in `[0, 1]` -> `(F, H, W, 3)` uint8."""
+    return (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()

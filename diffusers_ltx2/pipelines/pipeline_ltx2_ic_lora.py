@@ -1,0 +1,231 @@
+"""`LTX2ICLoRAPipeline`: IC-LoRA video-to-video control (canny, depth, pose, union) with audio.
+
+The control (reference) video is encoded at `(H / f, W / f)` where `f` is the LoRA's
+`reference_downscale_factor` (read from the file when it is loaded), and its tokens are appended clean after
+the generated tokens with positions scaled by `f` (`pipelines.reference`). Everything else - prompt encoding,
+latents, guidance, the denoising core and decoding - is the shared `LTX2PipelineBase` machinery, so a
+pipeline converts to and from `LTX2AudioVideoPipeline` with `from_pipe`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from ..guiders import Guider
+from ..loaders.prompt_embeddings import PromptEmbeddings
+from . import latents as L
+from . import validation as V
+from .base import LTX2PipelineBase
+from .denoising import ModalityLatents, TransformerPasses, denoise
+from .pipeline_output import LTX2AudioVideoPipelineOutput
+from .reference import append_reference, latent_token_mask, reference_cross_weights
+
+
+class LTX2ICLoRAPipeline(LTX2PipelineBase):
+    """LTX-2 video(+audio) generation controlled by a reference video through an IC-LoRA.
+
+    Example:
+        >>> import diffusers_ltx2, torch
+        >>> pipe = diffusers_ltx2.LTX2ICLoRAPipeline.from_pretrained("path/to/ltx2", torch_dtype=torch.bfloat16)
+        >>> pipe.load_lora_weights("ltx-2-19b-ic-lora-union-control.safetensors", adapter_name="union")
+        >>> pipe.reference_downscale_factor  # read from the LoRA's metadata
+        2
+        >>> edges = diffusers_ltx2.control.CannyPreprocessor()
+        >>> out = pipe("a dancer on a beach", control_video="dance.mp4", control_preprocessor=edges)
+    """
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str] | None = None,
+        negative_prompt: str | list[str] | None = None,
+        *,
+        control_video=None,
+        control_strength: float = 1.0,
+        conditioning_attention_strength: float = 1.0,
+        conditioning_attention_mask: torch.Tensor | None = None,
+        control_preprocessor: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        reference_downscale_factor: int | None = None,
+        height: int = 512,
+        width: int = 768,
+        num_frames: int = 121,
+        frame_rate: float = 24.0,
+        num_inference_steps: int = 40,
+        sigmas: list[float] | None = None,
+        guider: Guider | None = None,
+        image=None,
+        image_strength: float = 1.0,
+        num_videos_per_prompt: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        audio_latents: torch.Tensor | None = None,
+        prompt_embeds: PromptEmbeddings | str | None = None,
+        negative_prompt_embeds: PromptEmbeddings | str | None = None,
+        max_batch_passes: int | None = None,
+        max_sequence_length: int | None = None,
+        decode_timestep: float = 0.0,
+        decode_noise_scale: float | None = None,
+        output_type: str = "np",
+        return_dict: bool = True,
+        attention_kwargs: dict[str, Any] | None = None,
+        callback_on_step_end: Callable | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ("latents",),
+    ):
+        """Generate a clip with audio that follows `control_video`.
+
+        Args:
+            control_video: the reference: a video file path, a list of PIL images, a `(F, H, W, 3)` array or a
+                `(F, 3, H, W)` tensor in `[0, 1]`. It is trimmed to `num_frames` (a shorter video conditions the
+                first `8k + 1` frames it covers) and resized / center-cropped to `(height / f, width / f)`.
+            control_strength: 1 keeps the reference tokens clean (official); lower values let them be denoised.
+            conditioning_attention_strength: how strongly generated and reference tokens attend to each other
+                (official log bias; 0 = the reference is ignored, 1 = unmodified attention).
+            conditioning_attention_mask: optional per-region weights in `[0, 1]`, pixel-space `(B, 1, F, H, W)`
+                (or `(B, F, H, W)`) over the fitted reference video, multiplied by `conditioning_attention_strength`.
+            control_preprocessor: optional callable `(F, 3, H, W) -> (F, 3, H, W)` in `[0, 1]` applied to the
+                fitted control video (e.g. `diffusers_ltx2.control.CannyPreprocessor()`).
+            reference_downscale_factor: overrides the factor recorded from the loaded LoRAs.
+            The other arguments are those of `LTX2AudioVideoPipeline.__call__`.
+
+        Returns:
+            `LTX2AudioVideoPipelineOutput(frames, audio, sample_rate)`.
+        """
+        # 1. Check every input before any model runs.
+        guider = guider if guider is not None else self.guider
+        inputs = V.check_call_inputs(
+            self, prompt=prompt, negative_prompt=negative_prompt, prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_prompt_embeds, height=height, width=width, num_frames=num_frames,
+            frame_rate=frame_rate, output_type=output_type, image=image, image_strength=image_strength,
+            num_videos_per_prompt=num_videos_per_prompt, generator=generator, latents=latents,
+            audio_latents=audio_latents, callback_tensor_inputs=callback_on_step_end_tensor_inputs, guider=guider,
+        )
+        V.check_strength("control_strength", control_strength)
+        V.check_strength("conditioning_attention_strength", conditioning_attention_strength)
+        factor = self.resolve_downscale_factor(reference_downscale_factor, height, width)
+        control = self.fit_control_video(control_video, num_frames, height // factor, width // factor)
+        device = self._execution_device
+        num_tokens = self.video_latent_shape(1, num_frames, height, width)[0][1]
+        self.scheduler.set_timesteps(
+            None if sigmas is not None else num_inference_steps, device=device, sigmas=sigmas, num_tokens=num_tokens
+        )
+        self._interrupt = False
+
+        # 2. Prompt conditioning.
+        contexts = self.encode_prompt(
+            inputs.prompts, inputs.negative_prompts, prompt_embeds=inputs.prompt_embeds,
+            negative_prompt_embeds=inputs.negative_prompt_embeds, need_negative=guider.uses_negative_prompt,
+            num_videos_per_prompt=num_videos_per_prompt, max_sequence_length=max_sequence_length, device=device,
+        )
+
+        # 3. Initial latents (video noise first, then audio), then the reference tokens appended after them.
+        total = inputs.total
+        first_frame = self.encode_image(image, height, width, total, device) if image is not None else None
+        video = self.prepare_video_latents(
+            total, num_frames, height, width, frame_rate, generator=generator, noise=latents, device=device,
+            first_frame=first_frame, first_frame_strength=image_strength,
+        )
+        audio = self.prepare_audio_latents(
+            total, num_frames, frame_rate, generator=generator, noise=audio_latents, device=device
+        )
+        if control_preprocessor is not None:
+            control = self.run_preprocessor(control_preprocessor, control)
+        video = self.prepare_reference(
+            video, control, factor, frame_rate, strength=control_strength,
+            attention_strength=conditioning_attention_strength, attention_mask=conditioning_attention_mask,
+        )
+
+        # 4. Denoise (the shared core; the reference tokens ride along and are dropped at the end).
+        passes = TransformerPasses(
+            self.transformer, attention_control=self.attention_control_for(guider),
+            attention_kwargs=attention_kwargs, max_batch_passes=max_batch_passes,
+        )
+        on_step_end = self._step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs)
+        with self.progress_bar(total=len(self.scheduler.sigmas) - 1) as bar:
+            video, audio = denoise(
+                passes=passes, guider=guider, scheduler=self.scheduler, video=video, audio=audio,
+                contexts=contexts, progress_bar=bar, on_step_end=on_step_end, should_stop=lambda: self._interrupt,
+            )
+
+        # 5. Decode the generated tokens only.
+        video_latents = self.unpack_video_latents(video, num_frames, height, width)
+        audio_out = self.unpack_audio_latents(audio)
+        sample_rate = None
+        frames = video_latents
+        if output_type != "latent":
+            frames = self.decode_video(video_latents, output_type, generator=generator,
+                                       decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale)
+            audio_out = self.decode_audio(audio_out, output_type)
+            sample_rate = self.audio_sample_rate
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return frames, audio_out
+        return LTX2AudioVideoPipelineOutput(frames=frames, audio=audio_out, sample_rate=sample_rate)
+
+    # -- reference steps ------------------------------------------------------------------------------------
+    def resolve_downscale_factor(self, factor: int | None, height: int, width: int) -> int:
+        """The reference downscale factor for a call (explicit, else the loaded LoRAs'), checked against the size:
+        the reference `(height / f, width / f)` must itself be a multiple of the VAE's 32 pixels."""
+        if factor is None:
+            factor = self.reference_downscale_factor
+        if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+            raise ValueError(f"reference_downscale_factor must be a positive integer, got {factor!r}")
+        unit = self.vae_spatial_ratio * factor
+        if height % unit or width % unit:
+            raise ValueError(
+                f"with reference_downscale_factor {factor} height and width must be multiples of {unit} (the "
+                f"reference is encoded at height/{factor} x width/{factor}), got {height}x{width}; nearest valid: "
+                f"height {V.nearest_multiples(height, unit)}, width {V.nearest_multiples(width, unit)}"
+            )
+        return factor
+
+    def fit_control_video(self, control_video, num_frames: int, height: int, width: int) -> torch.Tensor:
+        """Read / convert the control video and fit it to the clip: `(F, 3, height, width)` in `[0, 1]`,
+        `F = 8k + 1 <= num_frames` (frames taken every `reference_temporal_scale_factor`)."""
+        from ..control.video import fit_frames, to_frames
+
+        if control_video is None:
+            raise ValueError("control_video is required: a video file, PIL frames, an array or a tensor")
+        frames = to_frames(control_video)
+        return fit_frames(frames, num_frames, height, width, self.vae_temporal_ratio,
+                          frame_step=self.reference_temporal_scale_factor)
+
+    @staticmethod
+    def run_preprocessor(preprocessor, frames: torch.Tensor) -> torch.Tensor:
+        """Apply a control preprocessor and check it returned frames of the same size in `[0, 1]`."""
+        out = preprocessor(frames)
+        if not isinstance(out, torch.Tensor) or out.shape != frames.shape:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"control_preprocessor must return a tensor of shape {tuple(frames.shape)}, got {got}")
+        return out.float().clamp(0, 1)
+
+    def encode_video(self, frames: torch.Tensor, batch_size: int, device) -> torch.Tensor:
+        """`(F, 3, H, W)` frames in `[0, 1]` -> normalized VAE latents `(B, C, f, h, w)`."""
+        pixels = (frames * 2 - 1).permute(1, 0, 2, 3).unsqueeze(0).to(device=device, dtype=self.vae.dtype)
+        latents = self.vae.encode(pixels).latent_dist.mode()
+        latents = L.normalize_video(latents.float(), self.vae.latents_mean, self.vae.latents_std)
+        return latents.expand(batch_size, -1, -1, -1, -1)
+
+    def prepare_reference(
+        self, video: ModalityLatents, control: torch.Tensor, factor: int, frame_rate: float, *,
+        strength: float = 1.0, attention_strength: float = 1.0, attention_mask: torch.Tensor | None = None,
+    ) -> ModalityLatents:
+        """Encode the fitted control video and append its tokens to `video` (see `pipelines.reference`).
+
+        Positions: the reference's own latent grid, h / w multiplied by `factor`; time at the frame rate divided
+        by the temporal scale factor, so a temporally subsampled reference spans the same seconds."""
+        device = video.latent.device
+        ref = self.encode_video(control, video.batch_size, device)
+        _, _, f, h, w = ref.shape
+        step = self.reference_temporal_scale_factor
+        coords = self.video_coords(video.batch_size, f, h, w, frame_rate / step, device, spatial_scale=factor)
+        token_mask = None
+        if attention_mask is not None:
+            if not isinstance(attention_mask, torch.Tensor):
+                raise ValueError("conditioning_attention_mask must be a torch.Tensor")
+            if attention_mask.ndim >= 4:  # pixel frames beyond the fitted reference are not used
+                attention_mask = attention_mask[..., : control.shape[0], :, :]
+            token_mask = latent_token_mask(attention_mask, f, h, w, self.vae_temporal_ratio)
+        weights = reference_cross_weights(attention_strength, token_mask, video.batch_size, f * h * w)
+        return append_reference(video, ref, coords, strength=strength, attention_weights=weights)
