@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest_conversion import GEMMA_HIDDEN, load_official, write_official_checkpoint
+
+# conftest_conversion stubs torchaudio before anything imports ltx_core
+try:
+    from conftest_conversion import GEMMA_HIDDEN, load_official, write_official_checkpoint
+except ModuleNotFoundError:  # tests/ collected as a package
+    from .conftest_conversion import GEMMA_HIDDEN, load_official, write_official_checkpoint
+
 from diffusers import LTX2VideoTransformer3DModel
 from ltx_core.components.diffusion_steps import EulerDiffusionStep
 from ltx_core.components.patchifiers import VideoLatentPatchifier
