@@ -1,0 +1,87 @@
+"""`ltx2 convert` and `ltx2 convert-lora`: official single-file checkpoints and LoRAs -> diffusers layout.
+
+The same parsers back the standalone scripts `conversion/convert_checkpoint.py` and `conversion/convert_lora.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_convert_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """Arguments of ``convert`` (pass an existing (sub)parser to extend it)."""
+    p = parser or argparse.ArgumentParser(description="Convert an official LTX-2 checkpoint to a diffusers folder")
+    p.add_argument("src", help="official LTX-2 .safetensors file (2.0 or 2.3)")
+    p.add_argument("dst", help="output folder (must not exist unless --overwrite)")
+    p.add_argument("--dtype", choices=["keep", "bf16", "fp32"], default="keep", help="dtype of floating tensors")
+    p.add_argument("--fp8", choices=["dequantize", "keep"], default=None,
+                   help="FP8 files: dequantize to bf16 (weight * weight_scale) or keep float8 weights + scales")
+    p.add_argument("--max-shard-size", default="5GB", help="largest safetensors shard, e.g. 5GB, 500MB")
+    p.add_argument("--gemma", default=None, help="Gemma folder (transformers format) to add as text_encoder/tokenizer")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder after success")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    """Execute a parsed ``convert`` command; returns a process exit code."""
+    from diffusers_ltx2.conversion import ConversionError, convert_single_file
+
+    try:
+        out = convert_single_file(
+            args.src, args.dst, dtype=args.dtype, fp8=args.fp8, max_shard_size=args.max_shard_size,
+            gemma_path=args.gemma, progress=not args.no_progress, overwrite=args.overwrite,
+        )
+    except (ConversionError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing was written", file=sys.stderr)
+        return 130
+    print(out)
+    return 0
+
+
+
+def build_convert_lora_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """Arguments of ``convert-lora`` (pass an existing (sub)parser to extend it)."""
+    p = parser or argparse.ArgumentParser(description="Convert an official LTX-2 LoRA to diffusers/PEFT keys")
+    p.add_argument("src", help="official LoRA .safetensors")
+    p.add_argument("dst", help="output .safetensors")
+    p.add_argument("--dtype", choices=["keep", "bf16", "fp32"], default="keep")
+    p.add_argument("--overwrite", action="store_true")
+    return p
+
+
+def run_convert_lora(args: argparse.Namespace) -> int:
+    """Execute a parsed ``convert-lora`` command; returns a process exit code."""
+    from diffusers_ltx2.conversion import ConversionError, convert_lora_file
+
+    try:
+        out = convert_lora_file(args.src, args.dst, dtype=args.dtype, overwrite=args.overwrite)
+    except (ConversionError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0
+
+
+
+def add_parser(subparsers) -> None:
+    """Register `convert` and `convert-lora`."""
+    p = subparsers.add_parser("convert", help="official LTX-2 .safetensors -> diffusers folder",
+                              description=build_convert_parser.__doc__)
+    build_convert_parser(p).set_defaults(func=run_convert)
+    p = subparsers.add_parser("convert-lora", help="official LTX-2 LoRA -> diffusers/PEFT LoRA file")
+    build_convert_lora_parser(p).set_defaults(func=run_convert_lora)
+
+
+def main_convert(argv: list[str] | None = None) -> int:
+    """Entry of `python conversion/convert_checkpoint.py SRC DST [...]`."""
+    return run_convert(build_convert_parser().parse_args(argv))
+
+
+def main_convert_lora(argv: list[str] | None = None) -> int:
+    """Entry of `python conversion/convert_lora.py SRC DST [...]`."""
+    return run_convert_lora(build_convert_lora_parser().parse_args(argv))
