@@ -44,7 +44,8 @@ def canny_edges(frames: torch.Tensor, low_threshold: float = 0.1, high_threshold
     gy = F.conv2d(padded, sobel.t().contiguous().view(1, 1, 3, 3))
     mag = torch.sqrt(gx**2 + gy**2)
 
-    # Non-maximum suppression: keep a pixel if it is >= both neighbours along its gradient direction.
+    # Non-maximum suppression: keep a pixel if it is a maximum along its gradient direction; ties (a step edge
+    # between two pixels has equal magnitude on both) go to one side so outlines stay one pixel thick.
     angle = torch.rad2deg(torch.atan2(gy, gx)) % 180.0
     sector = (((angle + 22.5) // 45.0) % 4).long()  # 0: horizontal gradient, 1: 45 deg, 2: vertical, 3: 135 deg
     m = F.pad(mag, (1, 1, 1, 1))
@@ -56,7 +57,7 @@ def canny_edges(frames: torch.Tensor, low_threshold: float = 0.1, high_threshold
     offsets = [((0, 1), (0, -1)), ((1, 1), (-1, -1)), ((1, 0), (-1, 0)), ((1, -1), (-1, 1))]
     keep = torch.zeros_like(mag, dtype=torch.bool)
     for s, (a, b) in enumerate(offsets):
-        keep |= (sector == s) & (mag >= shifted(*a)) & (mag >= shifted(*b))
+        keep |= (sector == s) & (mag > shifted(*a)) & (mag >= shifted(*b))
     thin = torch.where(keep, mag, torch.zeros_like(mag))
 
     strong = thin >= high_threshold
