@@ -10,6 +10,7 @@ import os
 import pickle
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -172,7 +173,8 @@ def test_split_taken_from_model_config_and_known_widths(api):
     out = make_encoder(api, video_dim=None, audio_dim=None, model_config=connectors_2_3).encode(["x"])
     assert out.video_context.shape[-1] == VIDEO and out.audio_context.shape[-1] == AUDIO
     # 2.0 connectors / transformers: both contexts are caption_channels wide; 2.3 transformer: stream widths
-    assert context_dims({"caption_channels": 20, "text_proj_in_factor": 3, "per_modality_projections": False}) == (20, 20)
+    connectors_2_0 = {"caption_channels": 20, "text_proj_in_factor": 3, "per_modality_projections": False}
+    assert context_dims(connectors_2_0) == (20, 20)
     assert context_dims({"caption_channels": 20, "num_attention_heads": 2, "attention_head_dim": 12,
                          "audio_num_attention_heads": 2, "audio_attention_head_dim": 8}) == (20, 20)
     assert context_dims({"caption_channels": 20, "num_attention_heads": 2, "attention_head_dim": 12,
@@ -400,6 +402,37 @@ def test_code_running_pickle_is_refused_and_does_not_run(api, tmp_path, kind):
         except Exception:  # the exec payload returns None where a tensor is expected, after running
             pass
     assert marker.exists()
+
+
+class HookedTensor:
+    """A real tensor whose pickle also sets backward hooks through BUILD (only allowed globals are used)."""
+
+    def __init__(self, tensor):
+        self.tensor = tensor
+
+    def __reduce__(self):
+        func, args = self.tensor.__reduce_ex__(2)
+        hooks = OrderedDict(hook=torch.device("cpu"))
+        return (func, args, (self.tensor, None, hooks, False, None))
+
+
+def test_state_smuggled_onto_a_tensor_is_refused(api):
+    payload = pickle.dumps([[HookedTensor(reference_tensor("h")), {}]])
+    assert pickle.loads(payload)[0][0]._backward_hooks  # control: a naive load attaches the hooks
+    api.script.append(Reply(200, payload))
+    with pytest.raises(LTXAPIResponseError, match="refused.*hooks"):
+        make_encoder(api).encode(["h"])
+
+
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_torch_save_payloads_are_accepted(api, zip_format):
+    buffer = io.BytesIO()
+    conditioning = [[reference_tensor("t"), {"attention_mask": reference_mask()}]]
+    torch.save(conditioning, buffer, _use_new_zipfile_serialization=zip_format)
+    api.script.append(Reply(200, buffer.getvalue()))
+    out = make_encoder(api).encode(["t"])
+    assert torch.equal(out.audio_context[0], reference_tensor("t")[0, :, VIDEO:])
+    assert torch.equal(out.attention_mask, reference_mask())
 
 
 def test_https_only_except_loopback():

@@ -258,6 +258,6 @@ def check_model_identity(
     if not accepted or embeddings_identity in accepted:
         return
     raise ModelIdentityMismatchError(
-        f"{source}: the embeddings were made for model {short_identity(embeddings_identity)!r}, but the loaded model is "
-        f"{' / '.join(repr(short_identity(i)) for i in accepted)}; re-encode the prompt with this model"
+        f"{source}: the embeddings were made for model {short_identity(embeddings_identity)!r}, but the loaded "
+        f"model is {' / '.join(repr(short_identity(i)) for i in accepted)}; re-encode the prompt with this model"
     )

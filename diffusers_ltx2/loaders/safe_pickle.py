@@ -15,6 +15,9 @@ Two encodings are accepted:
   must be a storage. Storages saved on CUDA therefore land on the CPU.
 * **torch.save files** (zip or legacy format): handed to ``torch.load(map_location="cpu", weights_only=True)``.
 
+Whatever was decoded is then walked once more and refused unless it is plain data (containers, strings,
+numbers, dtypes, devices, sizes) and plain tensors without hooks or extra attributes.
+
 Why not only ``torch._weights_only_unpickler``: it does not allow ``torch.storage._load_from_bytes`` (so it
 cannot read a raw pickled tensor at all), and allow-listing that name through
 ``torch.serialization.safe_globals`` would call the real, unrestricted function and mutate process-wide
@@ -152,6 +155,42 @@ def _torch_weights_only_load(data: bytes) -> Any:
         raise SafeUnpicklingError(f"could not read torch.save payload: {_first_line(err)}") from None
 
 
+_PLAIN = (str, bytes, int, float, bool, type(None), torch.dtype, torch.device)
+
+
+def _validate(root: Any) -> None:
+    """Second line of defence: the decoded object may only be plain data and plain tensors.
+
+    ``BUILD`` opcodes can set state on objects that allowed callables returned (e.g. backward hooks on a
+    tensor); anything beyond plain values is refused here, before the caller sees it.
+    """
+    stack, seen = [root], set()
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        kind = type(obj)
+        if kind in _PLAIN:
+            continue
+        if kind in (torch.Tensor, torch.nn.Parameter):
+            hooks = getattr(obj, "_backward_hooks", None)
+            if hooks or obj.grad_fn is not None or getattr(obj, "__dict__", None):
+                raise ForbiddenPickleError("refusing a tensor carrying hooks or extra attributes")
+            continue
+        if kind is torch.Size:
+            continue
+        if kind in (list, tuple, set, frozenset):
+            stack.extend(obj)
+        elif kind in (dict, OrderedDict):
+            if kind is OrderedDict and vars(obj):
+                raise ForbiddenPickleError("refusing an OrderedDict carrying extra attributes")
+            stack.extend(obj.keys())
+            stack.extend(obj.values())
+        else:
+            raise ForbiddenPickleError(f"refusing a decoded {kind.__module__}.{kind.__qualname__} object")
+
+
 def safe_loads(data: bytes) -> Any:
     """Deserialize `data` (a raw pickle or a `torch.save` payload) with an allow-list; tensors land on the CPU.
 
@@ -165,7 +204,9 @@ def safe_loads(data: bytes) -> Any:
     if not data:
         raise SafeUnpicklingError("empty payload")
     if data[:4] == b"PK\x03\x04":  # torch.save zip container
-        return _torch_weights_only_load(data)
+        obj = _torch_weights_only_load(data)
+        _validate(obj)
+        return obj
     try:
         obj = _RestrictedUnpickler(io.BytesIO(data)).load()
     except SafeUnpicklingError:
@@ -176,5 +217,6 @@ def safe_loads(data: bytes) -> Any:
             OverflowError, MemoryError, RuntimeError, UnicodeDecodeError) as err:
         raise SafeUnpicklingError(f"malformed or truncated pickle ({type(err).__name__}: {_first_line(err)})") from None
     if isinstance(obj, int) and not isinstance(obj, bool) and obj == _TORCH_LEGACY_MAGIC:
-        return _torch_weights_only_load(data)  # legacy torch.save stream: a magic number comes first
+        obj = _torch_weights_only_load(data)  # legacy torch.save stream: a magic number comes first
+    _validate(obj)
     return obj
