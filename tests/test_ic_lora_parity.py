@@ -31,7 +31,6 @@ from ltx_core.types import LatentState, VideoLatentShape
 from diffusers_ltx2.conversion import convert_single_file
 from diffusers_ltx2.guiders import ClassifierFreeGuidance
 from diffusers_ltx2.loaders.prompt_embeddings import PromptEmbeddings
-from diffusers_ltx2.pipelines import latents as L
 from diffusers_ltx2.pipelines.denoising import ModalityLatents, TextContexts, TransformerPasses, denoise
 from diffusers_ltx2.pipelines.reference import append_reference, reference_cross_weights
 from diffusers_ltx2.schedulers import LTX2Scheduler

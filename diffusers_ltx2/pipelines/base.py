@@ -25,7 +25,8 @@ from ..loaders.gemma import DEFAULT_MAX_SEQUENCE_LENGTH, GemmaPromptEncoder, run
 from ..loaders.prompt_embeddings import PromptEmbeddings
 from ..schedulers import LTX2Scheduler
 from . import latents as L
-from .denoising import ModalityLatents, TextContexts
+from .denoising import ModalityLatents, TextContexts, TransformerPasses, denoise
+from .pipeline_output import LTX2AudioVideoPipelineOutput
 
 logger = logging.getLogger(__name__)
 
@@ -260,6 +261,49 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
 
         return on_step_end
 
+    def set_schedule(self, num_inference_steps: int, sigmas, num_frames: int, height: int, width: int, device):
+        """Set the scheduler's sigmas for a clip (custom `sigmas` win over `num_inference_steps`)."""
+        num_tokens = self.video_latent_shape(1, num_frames, height, width)[0][1]
+        self.scheduler.set_timesteps(
+            None if sigmas is not None else num_inference_steps, device=device, sigmas=sigmas, num_tokens=num_tokens
+        )
+        self._interrupt = False
+
+    def run_denoising(
+        self, guider: Guider, video: ModalityLatents, audio: ModalityLatents, contexts: TextContexts, *,
+        attention_kwargs=None, max_batch_passes: int | None = None, callback=None, callback_tensor_inputs=("latents",),
+    ) -> tuple[ModalityLatents, ModalityLatents]:
+        """The shared denoising loop with a progress bar, the guider's passes and the user's step callback."""
+        passes = TransformerPasses(
+            self.transformer, attention_control=self.attention_control_for(guider),
+            attention_kwargs=attention_kwargs, max_batch_passes=max_batch_passes,
+        )
+        with self.progress_bar(total=len(self.scheduler.sigmas) - 1) as bar:
+            return denoise(
+                passes=passes, guider=guider, scheduler=self.scheduler, video=video, audio=audio, contexts=contexts,
+                progress_bar=bar, on_step_end=self._step_callback(callback, callback_tensor_inputs),
+                should_stop=lambda: self._interrupt,
+            )
+
+    def finish(
+        self, video: ModalityLatents, audio: ModalityLatents, num_frames: int, height: int, width: int, *,
+        output_type: str, generator=None, decode_timestep: float = 0.0, decode_noise_scale: float | None = None,
+        return_dict: bool = True,
+    ):
+        """Decode the generated tokens (appended conditioning dropped) into the pipeline output."""
+        video_latents = self.unpack_video_latents(video, num_frames, height, width)
+        audio_out = self.unpack_audio_latents(audio)
+        frames, sample_rate = video_latents, None
+        if output_type != "latent":
+            frames = self.decode_video(video_latents, output_type, generator=generator,
+                                       decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale)
+            audio_out = self.decode_audio(audio_out, output_type)
+            sample_rate = self.audio_sample_rate
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return frames, audio_out
+        return LTX2AudioVideoPipelineOutput(frames=frames, audio=audio_out, sample_rate=sample_rate)
+
     # -- latents ---------------------------------------------------------------------------------------------
     def video_coords(self, batch_size: int, frames: int, height: int, width: int, frame_rate: float, device,
                      spatial_scale: int = 1) -> torch.Tensor:
@@ -300,6 +344,21 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
         mask = torch.ones(shape[:2], device=device, dtype=torch.float32)
         coords = self.transformer.audio_rope.prepare_audio_coords(batch_size, length, device)
         return self._noised(clean, mask, coords, length, generator, noise, unpack=None)
+
+    def prepare_initial_latents(
+        self, total: int, num_frames: int, height: int, width: int, frame_rate: float, *, generator=None,
+        latents=None, audio_latents=None, image=None, image_strength: float = 1.0, device=None,
+    ) -> tuple[ModalityLatents, ModalityLatents]:
+        """Noised video and audio states (video noise drawn first, as the official pipelines do); an `image`
+        conditions the first frame."""
+        first_frame = self.encode_image(image, height, width, total, device) if image is not None else None
+        video = self.prepare_video_latents(
+            total, num_frames, height, width, frame_rate, generator=generator, noise=latents, device=device,
+            first_frame=first_frame, first_frame_strength=image_strength,
+        )
+        audio = self.prepare_audio_latents(total, num_frames, frame_rate, generator=generator, noise=audio_latents,
+                                           device=device)
+        return video, audio
 
     def audio_latent_shape(self, batch_size: int, num_frames: int, frame_rate: float):
         """`(packed, unpacked)` shapes of the audio latents of a clip."""

@@ -10,8 +10,6 @@ from ..guiders import Guider
 from ..loaders.prompt_embeddings import PromptEmbeddings
 from . import validation as V
 from .base import LTX2PipelineBase
-from .denoising import TransformerPasses, denoise
-from .pipeline_output import LTX2AudioVideoPipelineOutput
 
 
 class LTX2AudioVideoPipeline(LTX2PipelineBase):
@@ -88,80 +86,37 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
         """
         # 1. Check every input before any model runs.
         guider = guider if guider is not None else self.guider
-        prompts = V.normalize_prompts(prompt)
-        negative_prompts = V.normalize_prompts(negative_prompt, "negative_prompt")
-        prompt_embeds = self._load_embeddings(prompt_embeds)
-        negative_prompt_embeds = self._load_embeddings(negative_prompt_embeds)
-        if (prompts is None) == (prompt_embeds is None):
-            raise ValueError("pass exactly one of prompt or prompt_embeds")
-        batch_size = len(prompts) if prompts is not None else prompt_embeds.batch_size
-        if negative_prompts is not None:
-            V.check_batch("negative_prompt", len(negative_prompts), batch_size)
-            if len(negative_prompts) == 1:
-                negative_prompts = negative_prompts * batch_size
-        if negative_prompt_embeds is not None:
-            V.check_batch("negative_prompt_embeds", negative_prompt_embeds.batch_size, batch_size)
-        V.check_num_frames(num_frames, self.vae_temporal_ratio)
-        V.check_resolution(height, width, self.vae_spatial_ratio)
-        V.check_positive("frame_rate", frame_rate)
-        V.check_output_type(output_type)
-        V.check_strength("image_strength", image_strength)
-        self.check_image(image, batch_size)
-        total = batch_size * num_videos_per_prompt
-        V.check_generator(generator, total)
-        V.check_latents_shape("latents", latents, *self.video_latent_shape(total, num_frames, height, width))
-        V.check_latents_shape("audio_latents", audio_latents, *self.audio_latent_shape(total, num_frames, frame_rate))
-        bad_inputs = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
-        if bad_inputs:
-            raise ValueError(f"callback tensor inputs must be among {self._callback_tensor_inputs}, got {bad_inputs}")
-        guider.validate_for(self.transformer)
-        device = self._execution_device
-        num_tokens = self.video_latent_shape(1, num_frames, height, width)[0][1]
-        self.scheduler.set_timesteps(
-            None if sigmas is not None else num_inference_steps, device=device, sigmas=sigmas, num_tokens=num_tokens
+        inputs = V.check_call_inputs(
+            self, prompt=prompt, negative_prompt=negative_prompt, prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_prompt_embeds, height=height, width=width, num_frames=num_frames,
+            frame_rate=frame_rate, output_type=output_type, image=image, image_strength=image_strength,
+            num_videos_per_prompt=num_videos_per_prompt, generator=generator, latents=latents,
+            audio_latents=audio_latents, callback_tensor_inputs=callback_on_step_end_tensor_inputs, guider=guider,
         )
-        self._interrupt = False
+        device = self._execution_device
+        self.set_schedule(num_inference_steps, sigmas, num_frames, height, width, device)
 
         # 2. Prompt conditioning (local Gemma, a prompt encoder, or given embeddings).
         contexts = self.encode_prompt(
-            prompts, negative_prompts, prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
-            need_negative=guider.uses_negative_prompt, num_videos_per_prompt=num_videos_per_prompt,
-            max_sequence_length=max_sequence_length, device=device,
+            inputs.prompts, inputs.negative_prompts, prompt_embeds=inputs.prompt_embeds,
+            negative_prompt_embeds=inputs.negative_prompt_embeds, need_negative=guider.uses_negative_prompt,
+            num_videos_per_prompt=num_videos_per_prompt, max_sequence_length=max_sequence_length, device=device,
         )
 
         # 3. Initial latents: video noise first, then audio (official order); the image conditions frame 0.
-        first_frame = self.encode_image(image, height, width, total, device) if image is not None else None
-        video = self.prepare_video_latents(
-            total, num_frames, height, width, frame_rate, generator=generator, noise=latents, device=device,
-            first_frame=first_frame, first_frame_strength=image_strength,
-        )
-        audio = self.prepare_audio_latents(
-            total, num_frames, frame_rate, generator=generator, noise=audio_latents, device=device
+        video, audio = self.prepare_initial_latents(
+            inputs.total, num_frames, height, width, frame_rate, generator=generator, latents=latents,
+            audio_latents=audio_latents, image=image, image_strength=image_strength, device=device,
         )
 
         # 4. Denoise.
-        passes = TransformerPasses(
-            self.transformer, attention_control=self.attention_control_for(guider),
-            attention_kwargs=attention_kwargs, max_batch_passes=max_batch_passes,
+        video, audio = self.run_denoising(
+            guider, video, audio, contexts, attention_kwargs=attention_kwargs, max_batch_passes=max_batch_passes,
+            callback=callback_on_step_end, callback_tensor_inputs=callback_on_step_end_tensor_inputs,
         )
-        on_step_end = self._step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs)
-        with self.progress_bar(total=len(self.scheduler.sigmas) - 1) as bar:
-            video, audio = denoise(
-                passes=passes, guider=guider, scheduler=self.scheduler, video=video, audio=audio,
-                contexts=contexts, progress_bar=bar, on_step_end=on_step_end, should_stop=lambda: self._interrupt,
-            )
 
         # 5. Decode.
-        video_latents = self.unpack_video_latents(video, num_frames, height, width)
-        audio_out = self.unpack_audio_latents(audio)
-        if output_type == "latent":
-            frames, sample_rate = video_latents, None
-        else:
-            frames = self.decode_video(video_latents, output_type, generator=generator,
-                                       decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale)
-            audio_out = self.decode_audio(audio_out, output_type)
-            sample_rate = self.audio_sample_rate
-        self.maybe_free_model_hooks()
-        if not return_dict:
-            return frames, audio_out
-        return LTX2AudioVideoPipelineOutput(frames=frames, audio=audio_out, sample_rate=sample_rate)
+        return self.finish(
+            video, audio, num_frames, height, width, output_type=output_type, generator=generator,
+            decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale, return_dict=return_dict,
+        )

@@ -18,8 +18,7 @@ from ..loaders.prompt_embeddings import PromptEmbeddings
 from . import latents as L
 from . import validation as V
 from .base import LTX2PipelineBase
-from .denoising import ModalityLatents, TransformerPasses, denoise
-from .pipeline_output import LTX2AudioVideoPipelineOutput
+from .denoising import ModalityLatents
 from .reference import append_reference, latent_token_mask, reference_cross_weights
 
 
@@ -106,11 +105,7 @@ class LTX2ICLoRAPipeline(LTX2PipelineBase):
         factor = self.resolve_downscale_factor(reference_downscale_factor, height, width)
         control = self.fit_control_video(control_video, num_frames, height // factor, width // factor)
         device = self._execution_device
-        num_tokens = self.video_latent_shape(1, num_frames, height, width)[0][1]
-        self.scheduler.set_timesteps(
-            None if sigmas is not None else num_inference_steps, device=device, sigmas=sigmas, num_tokens=num_tokens
-        )
-        self._interrupt = False
+        self.set_schedule(num_inference_steps, sigmas, num_frames, height, width, device)
 
         # 2. Prompt conditioning.
         contexts = self.encode_prompt(
@@ -120,14 +115,9 @@ class LTX2ICLoRAPipeline(LTX2PipelineBase):
         )
 
         # 3. Initial latents (video noise first, then audio), then the reference tokens appended after them.
-        total = inputs.total
-        first_frame = self.encode_image(image, height, width, total, device) if image is not None else None
-        video = self.prepare_video_latents(
-            total, num_frames, height, width, frame_rate, generator=generator, noise=latents, device=device,
-            first_frame=first_frame, first_frame_strength=image_strength,
-        )
-        audio = self.prepare_audio_latents(
-            total, num_frames, frame_rate, generator=generator, noise=audio_latents, device=device
+        video, audio = self.prepare_initial_latents(
+            inputs.total, num_frames, height, width, frame_rate, generator=generator, latents=latents,
+            audio_latents=audio_latents, image=image, image_strength=image_strength, device=device,
         )
         if control_preprocessor is not None:
             control = self.run_preprocessor(control_preprocessor, control)
@@ -137,31 +127,16 @@ class LTX2ICLoRAPipeline(LTX2PipelineBase):
         )
 
         # 4. Denoise (the shared core; the reference tokens ride along and are dropped at the end).
-        passes = TransformerPasses(
-            self.transformer, attention_control=self.attention_control_for(guider),
-            attention_kwargs=attention_kwargs, max_batch_passes=max_batch_passes,
+        video, audio = self.run_denoising(
+            guider, video, audio, contexts, attention_kwargs=attention_kwargs, max_batch_passes=max_batch_passes,
+            callback=callback_on_step_end, callback_tensor_inputs=callback_on_step_end_tensor_inputs,
         )
-        on_step_end = self._step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs)
-        with self.progress_bar(total=len(self.scheduler.sigmas) - 1) as bar:
-            video, audio = denoise(
-                passes=passes, guider=guider, scheduler=self.scheduler, video=video, audio=audio,
-                contexts=contexts, progress_bar=bar, on_step_end=on_step_end, should_stop=lambda: self._interrupt,
-            )
 
         # 5. Decode the generated tokens only.
-        video_latents = self.unpack_video_latents(video, num_frames, height, width)
-        audio_out = self.unpack_audio_latents(audio)
-        sample_rate = None
-        frames = video_latents
-        if output_type != "latent":
-            frames = self.decode_video(video_latents, output_type, generator=generator,
-                                       decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale)
-            audio_out = self.decode_audio(audio_out, output_type)
-            sample_rate = self.audio_sample_rate
-        self.maybe_free_model_hooks()
-        if not return_dict:
-            return frames, audio_out
-        return LTX2AudioVideoPipelineOutput(frames=frames, audio=audio_out, sample_rate=sample_rate)
+        return self.finish(
+            video, audio, num_frames, height, width, output_type=output_type, generator=generator,
+            decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale, return_dict=return_dict,
+        )
 
     # -- reference steps ------------------------------------------------------------------------------------
     def resolve_downscale_factor(self, factor: int | None, height: int, width: int) -> int:
