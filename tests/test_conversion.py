@@ -136,7 +136,9 @@ def test_sharding_dtype_and_folder_layout(tmp_path):
     assert model_index["vocoder"] == ["ltx2", "LTX2VocoderWithBWE"]
     assert model_index["text_encoder"] == [None, None]
     assert json.loads((out / "scheduler" / "scheduler_config.json").read_text())["_class_name"] == "LTX2Scheduler"
-    assert json.loads((out / "guider" / "guider_config.json").read_text())["audio_guidance_scale"] == 7.0
+    guider = json.loads((out / "guider" / "guider_config.json").read_text())
+    assert guider["_class_name"] == "MultimodalGuider"
+    assert guider["audio"]["cfg"] == 7.0 and guider["video"]["cfg"] == 3.0  # the recommended dials
     assert json.loads((out / "transformer" / "config.json").read_text())["perturbed_attn"] is True
 
 

@@ -10,7 +10,7 @@ import torch
 
 from diffusers_ltx2 import LTX2AudioVideoPipeline, PromptEmbeddings
 from diffusers_ltx2.conversion import convert_single_file
-from diffusers_ltx2.guiders import ClassifierFreeGuidance
+from diffusers_ltx2.guiders import ClassifierFreeGuidance, MultimodalGuider
 
 from conftest_conversion import CONFIGS, write_official_checkpoint
 
@@ -48,6 +48,7 @@ def test_single_file_and_converted_folder_give_the_same_pipeline(tmp_path, versi
     from_folder = LTX2AudioVideoPipeline.from_pretrained(folder)
     from_file = LTX2AudioVideoPipeline.from_single_file(src, progress=False)
     assert from_folder.text_encoder is None and from_file.text_encoder is None
+    assert isinstance(from_folder.guider, MultimodalGuider) and isinstance(from_file.guider, MultimodalGuider)
     for name in ("transformer", "connectors", "vae", "audio_vae", "vocoder"):
         a, b = getattr(from_folder, name).state_dict(), getattr(from_file, name).state_dict()
         assert a.keys() == b.keys(), name

@@ -430,22 +430,7 @@ def check_connector_dims(conn: dict) -> None:
             )
 
 
-SCHEDULER_CONFIG = {
-    "_class_name": "LTX2Scheduler",
-    "max_shift": 2.05,
-    "base_shift": 0.95,
-    "stretch": True,
-    "terminal": 0.1,
-    "default_num_tokens": 4096,
-    "use_token_count_shift": False,
-}
-
-GUIDER_CONFIG = {"_class_name": "ClassifierFreeGuidance", "guidance_scale": 3.0, "audio_guidance_scale": 7.0}
-
-
 __all__ = [
-    "GUIDER_CONFIG",
-    "SCHEDULER_CONFIG",
     "SUPPORTED_VERSIONS",
     "audio_vae_config",
     "check_connector_dims",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from ..guiders import MultimodalGuider
+from ..schedulers import LTX2Scheduler
+
 import json
 import os
 import shutil
@@ -85,7 +88,7 @@ def model_index(plan: ConversionPlan, text_encoder=None, tokenizer=None) -> dict
     for name, spec in plan.specs.items():
         index[name] = [_LIBRARIES[spec.class_name], spec.class_name]
     index["scheduler"] = ["diffusers_ltx2", "LTX2Scheduler"]
-    index["guider"] = ["diffusers_ltx2", "ClassifierFreeGuidance"]
+    index["guider"] = ["diffusers_ltx2", "MultimodalGuider"]
     index["text_encoder"] = text_encoder or [None, None]
     index["tokenizer"] = tokenizer or [None, None]
     return index
@@ -157,8 +160,10 @@ def convert_single_file(
         ) as bar:
             for name in plan.specs:
                 _write_component(plan, name, tmp / name, reader, max_bytes, bar)
-        _write_json(tmp / "scheduler" / "scheduler_config.json", dict(C.SCHEDULER_CONFIG))
-        _write_json(tmp / "guider" / "guider_config.json", dict(C.GUIDER_CONFIG))
+        # The scheduler and guider a pipeline gets by default (official schedule; recommended multimodal dials,
+        # STG block chosen from the transformer at run time), written by the classes themselves.
+        LTX2Scheduler().save_pretrained(tmp / "scheduler")
+        MultimodalGuider().save_pretrained(tmp / "guider")
         te_entry = tok_entry = None
         if gemma is not None:
             model_files, tok_files, te_entry, tok_entry = gemma
