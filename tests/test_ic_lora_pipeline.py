@@ -180,7 +180,9 @@ def test_cli_control(tmp_path, tiny_components, capsys):
             "--steps", "1", "--dtype", "fp32", "--device", "cpu"]
     assert main(base + ["--preprocess", "depth"]) == 2
     assert "needs --preprocess-model" in capsys.readouterr().err
-    assert main(base + ["--preprocess", "canny", "--cfg", "1", "--stg", "0", "--modality-scale", "1"]) == 0
-    assert "reference downscale factor: 2" in capsys.readouterr().out
+    rc = main(base + ["--preprocess", "canny", "--cfg", "1", "--stg", "0", "--modality-scale", "1"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "reference downscale factor: 2" in captured.out
     with av.open(str(out)) as f:
         assert f.streams.video[0].frames in (0, 9) and len(f.streams.audio) == 1

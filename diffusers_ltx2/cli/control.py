@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 import torch
 
@@ -85,7 +86,7 @@ def run(args) -> int:
     if args.preprocess != "none":
         preprocessor = get_preprocessor(args.preprocess, args.preprocess_model)
 
-    timer = StageTimer()
+    timer = StageTimer(stream=sys.stdout)  # the current stdout (the class default is bound at import time)
     with timer.stage("load"):
         pipe = LTX2ICLoRAPipeline.from_pretrained(args.model, torch_dtype=dtype)
         strengths = args.lora_strength or [1.0] * len(args.lora)
