@@ -68,3 +68,34 @@ def test_single_file_and_converted_folder_give_the_same_pipeline(tmp_path, versi
 def test_from_single_file_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         LTX2AudioVideoPipeline.from_single_file(tmp_path / "nope.safetensors")
+
+
+def test_model_identity_is_recorded_and_checked(tmp_path):
+    """The checkpoint's API model id travels into the converted folder and the single-file pipeline, and
+    embeddings carrying another model's id are refused."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    src = tmp_path / "official.safetensors"
+    write_official_checkpoint(src, "2.0", seed=3, config=_consistent_config("2.0"))
+    with safe_open(str(src), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        metadata = dict(f.metadata(), encrypted_wandb_properties="model-A")
+    save_file(tensors, str(src), metadata=metadata)
+
+    folder = convert_single_file(src, tmp_path / "diffusers", progress=False)
+    assert json.loads((folder / "model_index.json").read_text())["model_identity"] == "model-A"
+    pipe = LTX2AudioVideoPipeline.from_pretrained(folder)
+    assert pipe.model_identity == "model-A"
+    assert LTX2AudioVideoPipeline.from_single_file(src, progress=False).model_identity == "model-A"
+
+    run = dict(height=64, width=64, num_frames=9, num_inference_steps=1, output_type="latent",
+               guider=ClassifierFreeGuidance(1.0, 1.0))
+    good = _embeddings(pipe)
+    pipe(prompt_embeds=PromptEmbeddings(good.video_context, good.audio_context, good.attention_mask,
+                                        model_identity="model-A"), **run)
+    with pytest.raises(ValueError, match="model-B"):
+        pipe(prompt_embeds=PromptEmbeddings(good.video_context, good.audio_context, good.attention_mask,
+                                            model_identity="model-B"), **run)

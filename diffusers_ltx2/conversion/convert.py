@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..guiders import MultimodalGuider
+from ..loaders.identity import MODEL_ID_METADATA_KEY
 from ..schedulers import LTX2Scheduler
 
 import json
@@ -91,6 +92,8 @@ def model_index(plan: ConversionPlan, text_encoder=None, tokenizer=None) -> dict
     index["guider"] = ["diffusers_ltx2", "MultimodalGuider"]
     index["text_encoder"] = text_encoder or [None, None]
     index["tokenizer"] = tokenizer or [None, None]
+    # the checkpoint's LTX API model id: saved conditioning and API embeddings are checked against it
+    index["model_identity"] = plan.info.metadata.get(MODEL_ID_METADATA_KEY)
     return index
 
 

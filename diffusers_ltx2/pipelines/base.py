@@ -54,6 +54,9 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
         guider: a `Guider`; defaults to `MultimodalGuider` with the recommended values.
         prompt_encoder: optional `PromptEncoder` used instead of the local Gemma (e.g. `LTXAPIPromptEncoder`);
             not saved with the pipeline.
+        model_identity: the official checkpoint's model id (its `encrypted_wandb_properties` metadata), recorded
+            by `from_single_file` / `ltx2 convert` and saved in `model_index.json`; saved conditioning and API
+            embeddings are checked against it.
 
     LoRAs: `load_lora_weights` takes diffusers-format and official-format LTX-2 LoRAs (see
     `diffusers_ltx2.loaders.lora`); model components are type-annotated so `from_pipe` can move them between
@@ -76,6 +79,7 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
         vocoder: LTX2Vocoder | LTX2VocoderWithBWE,
         guider: Guider | None = None,
         prompt_encoder=None,
+        model_identity: str | None = None,
     ):
         super().__init__()
         if not isinstance(scheduler, LTX2Scheduler):
@@ -92,6 +96,7 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
             vocoder=vocoder,
             guider=guider if guider is not None else default_guider(),
         )
+        self.register_to_config(model_identity=model_identity)
         self.prompt_encoder = prompt_encoder
         self.video_processor = VideoProcessor(vae_scale_factor=self.vae_spatial_ratio)
 
@@ -121,12 +126,15 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
         """
         from ..conversion import load_components_from_single_file
 
+        from ..loaders.identity import MODEL_ID_METADATA_KEY, read_safetensors_metadata
+
         if not os.path.isfile(path):
             raise FileNotFoundError(f"checkpoint not found: {path}")
         components = load_components_from_single_file(path, dtype=torch_dtype, fp8=fp8, progress=progress)
         return cls(
             scheduler=LTX2Scheduler(), text_encoder=text_encoder, tokenizer=tokenizer, guider=guider,
-            prompt_encoder=prompt_encoder, **components,
+            prompt_encoder=prompt_encoder, model_identity=read_safetensors_metadata(path).get(MODEL_ID_METADATA_KEY),
+            **components,
         )
 
     # -- geometry --------------------------------------------------------------------------------------------
@@ -193,6 +201,11 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
         return TextContexts(positive=positive, negative=negative)
 
     def _to_connector_stage(self, embeddings: PromptEmbeddings, device) -> PromptEmbeddings:
+        from ..loaders.identity import check_model_identity
+
+        # an API model_id or a cached entry of another checkpoint fails here, naming both models
+        check_model_identity(embeddings.model_identity, self.model_identities(), source="prompt embeddings",
+                             warn_if_unknown=False)
         embeddings = embeddings.to(device=device)
         if embeddings.stage == "features":
             embeddings = run_connectors(self.connectors, embeddings)
@@ -217,18 +230,33 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
         """`PromptEmbeddings` pass through; a path is read as a saved conditioning file."""
         if embeddings is None or isinstance(embeddings, PromptEmbeddings):
             return embeddings
-        if isinstance(embeddings, (str, os.PathLike)):
-            from ..loaders.conditioning_file import load_conditioning
+        """Return checked `PromptEmbeddings` for `prompt_embeds=`: embeddings, a conditioning file or a ComfyUI
+        conditioning list; embeddings made for another model (identity or widths) are refused."""
+        if embeddings is None:
+            return None
+        if not isinstance(embeddings, (PromptEmbeddings, str, os.PathLike, list, tuple)):
+            raise ValueError(
+                "prompt embeddings must be PromptEmbeddings or a conditioning file path, "
+                f"got {type(embeddings).__name__}"
+            )
+        from ..loaders.conditioning_file import as_prompt_embeddings
+        from ..loaders.identity import context_dims
 
-            return load_conditioning(embeddings, expected_identity=self.model_identity)
-        raise ValueError(
-            f"prompt embeddings must be PromptEmbeddings or a conditioning file path, got {type(embeddings).__name__}"
-        )
+        video_dim, audio_dim = context_dims(self.transformer)
+        return as_prompt_embeddings(embeddings, model_identities=self.model_identities(),
+                                    video_dim=video_dim, audio_dim=audio_dim)
 
     @property
     def model_identity(self) -> str | None:
-        """Identity of this model for prompt embeddings (the official checkpoint's model id when known)."""
-        return getattr(self.config, "model_identity", None) or getattr(self.transformer.config, "_ltx_model_id", None)
+        """The official checkpoint's model id (`encrypted_wandb_properties`) when known, else `None`."""
+        return getattr(self.config, "model_identity", None)
+
+    def model_identities(self) -> list[str]:
+        """Identities prompt embeddings may carry to be accepted by this pipeline: the checkpoint's model id
+        and the fingerprint of its text connectors (what locally encoded embeddings record)."""
+        from ..loaders.identity import connector_fingerprint
+
+        return [i for i in (self.model_identity, connector_fingerprint(self.connectors)) if i]
 
     # -- denoising -------------------------------------------------------------------------------------------
     @property
