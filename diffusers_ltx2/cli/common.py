@@ -38,8 +38,8 @@ def check_output_path(path: str) -> str:
 class StageTimer:
     """Times named stages and prints them as they finish."""
 
-    def __init__(self, stream=sys.stdout):
-        self.stream = stream
+    def __init__(self, stream=None):
+        self.stream = stream if stream is not None else sys.stdout  # resolved now, not at import
         self.stages: list[tuple[str, float]] = []
 
     @contextlib.contextmanager
