@@ -62,3 +62,76 @@ def write_clip(output, path: str, frame_rate: float) -> str:
 
     return export_to_video_with_audio(output.frames[0], output.audio[0], path, fps=frame_rate,
                                       sample_rate=output.sample_rate)
+
+
+def add_clip_arguments(p, *, height_help: str = "multiple of 32") -> None:
+    """Options every generating subcommand shares: model, prompt, output, clip size, sampling, device."""
+    from .guidance_args import add_guidance_arguments
+
+    p.add_argument("--model", required=True, help="diffusers-layout LTX-2 folder (see `ltx2 convert`)")
+    p.add_argument("--prompt", help="text prompt (or use --conditioning)")
+    p.add_argument("--negative-prompt", default=None)
+    p.add_argument("--conditioning", help="saved conditioning file used instead of --prompt")
+    p.add_argument("--negative-conditioning", help="saved conditioning file for the negative prompt")
+    p.add_argument("--output", required=True, help="output .mp4 path")
+    p.add_argument("--num-frames", type=int, default=121, help="8k+1 frames")
+    p.add_argument("--height", type=int, default=512, help=height_help)
+    p.add_argument("--width", type=int, default=768, help=height_help)
+    p.add_argument("--frame-rate", type=float, default=24.0)
+    p.add_argument("--steps", type=int, default=40, help="denoising steps")
+    p.add_argument("--distilled", action="store_true", help="use the 8-step distilled sigmas (distilled checkpoints)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", default="bf16", help="model dtype: bf16, fp16 or fp32")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    p.add_argument("--cpu-offload", action="store_true", help="enable diffusers model CPU offload")
+    p.add_argument("--sequential-passes", action="store_true", help="run guidance passes one by one (less memory)")
+    p.add_argument("--max-sequence-length", type=int, default=None, help="padded prompt length (local Gemma)")
+    add_guidance_arguments(p)
+
+
+def check_clip_arguments(args, extra_files=()) -> None:
+    """The checks of `add_clip_arguments`' options that need no model (bad input exits with code 2 at once)."""
+    from ..pipelines import validation as V
+
+    check_output_path(args.output)
+    if (args.prompt is None) == (args.conditioning is None):
+        raise ValueError("pass exactly one of --prompt or --conditioning")
+    if not os.path.isdir(args.model):
+        raise FileNotFoundError(f"model folder not found: {args.model}")
+    for path in (args.conditioning, args.negative_conditioning, *extra_files):
+        if path is not None and not os.path.isfile(path):
+            raise FileNotFoundError(f"file not found: {path}")
+    V.check_num_frames(args.num_frames)
+    V.check_resolution(args.height, args.width)
+    parse_dtype(args.dtype)
+
+
+def load_pipeline(cls, args, timer: StageTimer, setup=None):
+    """`cls.from_pretrained(args.model)` in the requested dtype, optional `setup(pipe)` (e.g. LoRAs), then
+    onto the device or CPU offload."""
+    device = args.device or default_device()
+    with timer.stage("load"):
+        pipe = cls.from_pretrained(args.model, dtype=parse_dtype(args.dtype))
+        if setup is not None:
+            setup(pipe)
+        if args.cpu_offload:
+            pipe.enable_model_cpu_offload(device=device)
+        else:
+            pipe.to(device)
+    return pipe
+
+
+def clip_call_arguments(args) -> dict:
+    """Keyword arguments of a pipeline call taken from `add_clip_arguments`' options."""
+    from ..schedulers import DISTILLED_SIGMAS
+    from .guidance_args import guider_from_args
+
+    return dict(
+        prompt=args.prompt, negative_prompt=args.negative_prompt,
+        prompt_embeds=args.conditioning, negative_prompt_embeds=args.negative_conditioning,
+        height=args.height, width=args.width, num_frames=args.num_frames, frame_rate=args.frame_rate,
+        num_inference_steps=args.steps, sigmas=list(DISTILLED_SIGMAS) if args.distilled else None,
+        guider=guider_from_args(args), max_batch_passes=1 if args.sequential_passes else None,
+        max_sequence_length=args.max_sequence_length,
+        generator=torch.Generator(device="cpu").manual_seed(args.seed),
+    )

@@ -16,6 +16,7 @@ from .common import StageTimer, check_output_path, write_clip
 
 
 def add_parser(subparsers) -> None:
+    """Register `ltx2 demo`."""
     p = subparsers.add_parser("demo", help="run the full pipeline on a tiny random-weight model",
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--output", default="ltx2_demo.mp4", help="output .mp4 path")
@@ -28,10 +29,10 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    """Build, save, reload and run the tiny model; write the MP4; returns the exit code."""
     import diffusers
 
     from .. import factory
-    from ..guiders import ClassifierFreeGuidance
     from ..schedulers import LTX2Scheduler
     from ..pipelines import LTX2AudioVideoPipeline
 
@@ -45,8 +46,8 @@ def run(args) -> int:
         model_dir = args.model_dir or os.path.join(tmp, "ltx2-tiny")
         with timer.stage("build tiny model"):
             components = factory.build_components(size, seed=args.seed)
-            pipe = LTX2AudioVideoPipeline(scheduler=LTX2Scheduler(), guider=ClassifierFreeGuidance(3.0, 7.0),
-                                          **components)
+            # the default guider: MultimodalGuider with the recommended dials (cfg, STG, modality guidance)
+            pipe = LTX2AudioVideoPipeline(scheduler=LTX2Scheduler(), **components)
         with timer.stage("save_pretrained"):
             pipe.save_pretrained(model_dir)
         with timer.stage("from_pretrained"):

@@ -131,6 +131,7 @@ class Guider(ConfigMixin):
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, subfolder: str | None = None, **kwargs):
         """Load a guider saved with `save_pretrained` (also as a pipeline's `guider` subfolder)."""
         kwargs.pop("torch_dtype", None)
+        kwargs.pop("dtype", None)
         config = cls.load_config(pretrained_model_name_or_path, subfolder=subfolder, **_hub_kwargs(kwargs))
         return cls.from_config(config)
 

@@ -17,7 +17,7 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
 
     Example:
         >>> import diffusers_ltx2, torch
-        >>> pipe = diffusers_ltx2.LTX2AudioVideoPipeline.from_pretrained("path/to/ltx2", torch_dtype=torch.bfloat16)
+        >>> pipe = diffusers_ltx2.LTX2AudioVideoPipeline.from_pretrained("path/to/ltx2", dtype=torch.bfloat16)
         >>> out = pipe("a cat playing piano", num_frames=121, height=512, width=768)
         >>> diffusers_ltx2.export_to_video_with_audio(out.frames[0], out.audio[0], "cat.mp4", 24, out.sample_rate)
     """

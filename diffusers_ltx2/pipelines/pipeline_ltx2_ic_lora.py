@@ -27,7 +27,7 @@ class LTX2ICLoRAPipeline(LTX2PipelineBase):
 
     Example:
         >>> import diffusers_ltx2, torch
-        >>> pipe = diffusers_ltx2.LTX2ICLoRAPipeline.from_pretrained("path/to/ltx2", torch_dtype=torch.bfloat16)
+        >>> pipe = diffusers_ltx2.LTX2ICLoRAPipeline.from_pretrained("path/to/ltx2", dtype=torch.bfloat16)
         >>> pipe.load_lora_weights("ltx-2-19b-ic-lora-union-control.safetensors", adapter_name="union")
         >>> pipe.reference_downscale_factor  # read from the LoRA's metadata
         2
