@@ -144,9 +144,9 @@ class MultimodalGuider(Guider):
     All passes of a step run as one batched transformer call (see `TransformerPasses`).
 
     Args:
-        video: `ModalityGuidanceParams` (or a dict of its fields) for the video; default: the recommended
-            cfg 3, stg 1, modality 3, rescale 0.7.
-        audio: the same for the audio; default: cfg 7, stg 1, modality 3, rescale 0.7.
+        video: `ModalityGuidanceParams` (or a dict of its fields; fields left out are "off") for the video;
+            `None`: the recommended cfg 3, stg 1, modality 3, rescale 0.7.
+        audio: the same for the audio; `None`: the recommended cfg 7, stg 1, modality 3, rescale 0.7.
         skip_blocks: transformer blocks whose self-attention STG perturbs. `None`: the model's default
             (LTX-2.0: [29]; 2.3 checkpoints, i.e. `gated_attn` / `cross_attn_mod` transformers: [28]).
 
