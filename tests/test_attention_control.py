@@ -239,3 +239,26 @@ def test_works_with_lora_and_torch_compile(tiny_components):
         torch.testing.assert_close(got[p.name].video, lora[p.name].video, rtol=0, atol=1e-6)
         torch.testing.assert_close(got[p.name].audio, lora[p.name].audio, rtol=0, atol=1e-6)
     assert _state(tr) == before
+
+
+def test_works_with_offload_hooks(tiny_components):
+    """accelerate's cpu_offload (weights on the meta device, loaded by module hooks per forward) and diffusers'
+    leaf-level group offloading: the STG value path calls the hooked modules, so both keep working."""
+    from accelerate import cpu_offload
+
+    tr = tiny_components["transformer"]
+    inputs = make_inputs(tr, batch=1)
+    ref, _ = run_passes(tr, GUIDED, inputs)
+    grouped = LTX2VideoTransformer3DModel.from_config(tr.config).eval()
+    grouped.load_state_dict(tr.state_dict())
+    grouped.enable_group_offload(onload_device=torch.device("cpu"), offload_device=torch.device("cpu"),
+                                 offload_type="leaf_level")
+    cpu_offload(tr, execution_device=torch.device("cpu"))
+    assert next(tr.parameters()).device.type == "meta"
+    for model in (tr, grouped):
+        before = _state(model)
+        got, _ = run_passes(model, GUIDED, inputs)
+        assert _state(model) == before
+        for p in GUIDED:
+            torch.testing.assert_close(got[p.name].video, ref[p.name].video, rtol=0, atol=1e-6)
+            torch.testing.assert_close(got[p.name].audio, ref[p.name].audio, rtol=0, atol=1e-6)

@@ -186,7 +186,8 @@ class MultimodalGuider(Guider):
         active = [p for p, run in ((v, run_v), (a, run_a)) if run]
         gates = dict(a2v=v.cross_attn, v2a=a.cross_attn)
         # Official skip-step: the conditional, perturbed and isolated passes reuse one frozen-modality input;
-        # only the negative pass is built afresh (unfrozen).
+        # only the negative pass is built afresh (unfrozen). (In the isolated pass the frozen stream cannot reach
+        # the other modality anyway; freezing it there only saves its compute.)
         frozen = dict(freeze_video=not run_v, freeze_audio=not run_a)
         passes = [GuidancePass(COND, **gates, **frozen)]
         if any(p.needs(UNCOND) for p in active):
