@@ -10,19 +10,12 @@ ltx-core's loader (``SingleGPUModelBuilder`` with its own key ops), so a wrong p
 from __future__ import annotations
 
 import copy
-import importlib.machinery
 import json
-import sys
-import types
 
 import torch
-import transformers  # noqa: F401  (imported before the stub below so its availability probe sees no torchaudio)
 from safetensors.torch import save_file
 
-if "torchaudio" not in sys.modules:  # only ltx_core.model.audio_vae.ops imports it (mel front-end of the encoder)
-    _stub = types.ModuleType("torchaudio")
-    _stub.__spec__ = importlib.machinery.ModuleSpec("torchaudio", loader=None)
-    sys.modules["torchaudio"] = _stub
+import ltx_reference  # noqa: F401,E402  (stubs torchaudio before ltx-core is imported)
 
 from ltx_core.loader import SingleGPUModelBuilder  # noqa: E402
 from ltx_core.model.audio_vae.model_configurator import (  # noqa: E402

@@ -11,10 +11,7 @@ import torch
 from diffusers_ltx2 import ClassifierFreeGuidance, LTX2AudioVideoPipeline, LTX2ICLoRAPipeline, LTX2Scheduler
 from diffusers_ltx2.control import CannyPreprocessor
 
-try:
-    from test_ic_lora_loading import write_lora
-except ModuleNotFoundError:  # tests/ collected as a package
-    from .test_ic_lora_loading import write_lora
+from test_ic_lora_loading import write_lora
 
 CLIP = dict(height=128, width=128, num_frames=9, frame_rate=24.0)
 FAST = dict(num_inference_steps=2, max_sequence_length=128)

@@ -11,18 +11,11 @@ call using the matching `BatchedPerturbationConfig` / `Modality(enabled=False)`,
 from __future__ import annotations
 
 import dataclasses
-import importlib.machinery
-import sys
-import types
 
 import pytest
 import torch
-import transformers  # noqa: F401  (imported before the torchaudio stub so its availability probe is unaffected)
 
-if "torchaudio" not in sys.modules:  # only ltx_core.model.audio_vae.ops imports it
-    _stub = types.ModuleType("torchaudio")
-    _stub.__spec__ = importlib.machinery.ModuleSpec("torchaudio", loader=None)
-    sys.modules["torchaudio"] = _stub
+import ltx_reference  # noqa: F401,E402  (stubs torchaudio before ltx-core is imported)
 
 from diffusers import LTX2VideoTransformer3DModel  # noqa: E402
 from ltx_core.components.diffusion_steps import EulerDiffusionStep  # noqa: E402

@@ -14,10 +14,8 @@ from diffusers_ltx2.loaders.cache import CachedPromptEncoder
 from diffusers_ltx2.loaders.gemma import GemmaPromptEncoder
 from diffusers_ltx2.loaders.identity import connector_fingerprint
 
-try:  # the fake LTX API server and its fixture
-    from test_api_encoder import AUDIO, FAST, KEY, MODEL_ID, VIDEO, api, reference_tensor  # noqa: F401
-except ModuleNotFoundError:  # tests/ collected as a package
-    from .test_api_encoder import AUDIO, FAST, KEY, MODEL_ID, VIDEO, api, reference_tensor  # noqa: F401
+# the fake LTX API server and its fixture
+from test_api_encoder import AUDIO, FAST, KEY, MODEL_ID, VIDEO, api, reference_tensor  # noqa: F401
 
 
 @pytest.fixture(scope="module")
