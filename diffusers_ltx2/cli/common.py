@@ -22,6 +22,7 @@ def parse_dtype(name: str) -> torch.dtype:
 
 
 def default_device() -> str:
+    """The default torch device: "cuda" when a GPU is available, else "cpu"."""
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -44,6 +45,7 @@ class StageTimer:
 
     @contextlib.contextmanager
     def stage(self, name: str):
+        """Context manager timing one named stage."""
         start = time.perf_counter()
         yield
         elapsed = time.perf_counter() - start
@@ -51,6 +53,7 @@ class StageTimer:
         print(f"[{name}] {elapsed:.2f} s", file=self.stream, flush=True)
 
     def summary(self) -> str:
+        """One line: total and per-stage seconds."""
         total = sum(t for _, t in self.stages)
         parts = ", ".join(f"{n} {t:.2f} s" for n, t in self.stages)
         return f"total {total:.2f} s ({parts})"

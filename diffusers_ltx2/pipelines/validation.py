@@ -74,16 +74,19 @@ def check_generator(generator, batch_size: int) -> None:
 
 
 def check_output_type(output_type: str) -> None:
+    """`output_type` must be one of "np", "pt", "pil", "latent"."""
     if output_type not in OUTPUT_TYPES:
         raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
 
 
 def check_positive(name: str, value) -> None:
+    """`value` must be a real number > 0 (bools refused)."""
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
         raise ValueError(f"{name} must be a positive number, got {value!r}")
 
 
 def check_strength(name: str, value) -> None:
+    """`value` must be a number in [0, 1]."""
     if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {value!r}")
 
