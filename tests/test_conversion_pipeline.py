@@ -4,6 +4,7 @@ on the official file, and the two agree."""
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -99,3 +100,39 @@ def test_model_identity_is_recorded_and_checked(tmp_path):
     with pytest.raises(ValueError, match="model-B"):
         pipe(prompt_embeds=PromptEmbeddings(good.video_context, good.audio_context, good.attention_mask,
                                             model_identity="model-B"), **run)
+
+
+def test_fp8_keep_folder_loads_with_float8_weights(tmp_path):
+    """`ltx2 convert --fp8 keep` output loads through `from_pretrained` with float8 block weights and gives the
+    dequantized model's output."""
+    from conftest_conversion import official_state_dict
+    from safetensors.torch import save_file
+
+    from diffusers_ltx2.conversion.fp8 import FP8ScaledLinear
+
+    config = _consistent_config("2.0")
+    sd = official_state_dict(config, seed=3)
+    for key in list(sd):
+        if key.startswith("model.diffusion_model.transformer_blocks.0.") and key.endswith(".weight") \
+                and sd[key].ndim == 2:
+            w = sd[key].float()
+            scale = w.abs().max() / torch.finfo(torch.float8_e4m3fn).max
+            sd[key] = (w / scale).to(torch.float8_e4m3fn)
+            sd[key.removesuffix(".weight") + ".weight_scale"] = scale.reshape(())
+    src = tmp_path / "fp8.safetensors"
+    save_file(sd, str(src), metadata={"config": json.dumps(config), "model_version": "2.0.0"})
+
+    kept = LTX2AudioVideoPipeline.from_pretrained(
+        convert_single_file(src, tmp_path / "keep", fp8="keep", progress=False), dtype=torch.float32)
+    deq = LTX2AudioVideoPipeline.from_pretrained(
+        convert_single_file(src, tmp_path / "deq", fp8="dequantize", dtype="fp32", progress=False))
+    to_q = kept.transformer.transformer_blocks[0].attn1.to_q
+    assert isinstance(to_q, FP8ScaledLinear) and to_q.weight.dtype == torch.float8_e4m3fn
+
+    run = dict(height=64, width=64, num_frames=9, num_inference_steps=2, output_type="latent",
+               guider=ClassifierFreeGuidance(1.0, 1.0))
+    a = kept(prompt_embeds=_embeddings(kept), generator=torch.Generator().manual_seed(0), **run)
+    b = deq(prompt_embeds=_embeddings(deq), generator=torch.Generator().manual_seed(0), **run)
+    # the same dequantized fp32 weights (once at conversion vs per call): op-order noise only
+    torch.testing.assert_close(a.frames, b.frames, rtol=0, atol=1e-5)
+    torch.testing.assert_close(a.audio, b.audio, rtol=0, atol=1e-5)

@@ -101,6 +101,21 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
         self.video_processor = VideoProcessor(vae_scale_factor=self.vae_spatial_ratio)
 
     @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """diffusers' `from_pretrained`; in addition a `transformer/` converted with `ltx2 convert --fp8 keep`
+        (float8 weights + scales, `ltx2_fp8.json`) is loaded with float8 weights that are dequantized per call,
+        so it takes the memory of the FP8 file."""
+        from ..conversion.fp8 import FP8_MANIFEST, load_fp8_transformer
+
+        folder = os.path.join(str(pretrained_model_name_or_path), "transformer")
+        if "transformer" not in kwargs and os.path.isfile(os.path.join(folder, FP8_MANIFEST)):
+            dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
+            if isinstance(dtype, dict):
+                dtype = dtype.get("transformer", dtype.get("default"))
+            kwargs["transformer"] = load_fp8_transformer(folder, dtype=dtype or torch.bfloat16)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @classmethod
     def from_single_file(
         cls,
         path: str | os.PathLike,
