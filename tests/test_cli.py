@@ -71,3 +71,28 @@ def test_help_lists_subcommands():
     assert result.returncode == 0
     for name in ("generate", "demo"):
         assert name in result.stdout
+
+
+def test_encode_then_generate_from_conditioning(tiny_pipe, tmp_path, monkeypatch):
+    """`ltx2 encode` (local Gemma) then `ltx2 generate --conditioning` on the same folder: Gemma's output is
+    reused and the clip is the same as with `--prompt`."""
+    from diffusers_ltx2.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    model = tmp_path / "model"
+    tiny_pipe.save_pretrained(model)
+    common = ["--model", str(model), "--num-frames", "9", "--height", "64", "--width", "64", "--steps", "2",
+              "--dtype", "fp32", "--device", "cpu", "--max-sequence-length", "128"]
+    assert main(["encode", "--model", str(model), "--prompt", "a cat", "--output", "pos.safetensors",
+                 "--max-sequence-length", "128"]) == 0
+    assert main(["encode", "--model", str(model), "--prompt", "", "--output", "neg.safetensors",
+                 "--max-sequence-length", "128"]) == 0
+    assert main(["generate", *common, "--conditioning", "pos.safetensors", "--negative-conditioning",
+                 "neg.safetensors", "--output", "from_file.mp4"]) == 0
+    assert main(["generate", *common, "--prompt", "a cat", "--negative-prompt", "", "--output", "from_prompt.mp4"]) == 0
+    frames = {}
+    for name in ("from_file", "from_prompt"):
+        with av.open(f"{name}.mp4") as container:
+            frames[name] = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames["from_file"]) == 9
+    assert all((a == b).all() for a, b in zip(frames["from_file"], frames["from_prompt"]))
