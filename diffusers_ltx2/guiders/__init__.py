@@ -1,7 +1,7 @@
 """Guidance methods: the `Guider` interface and its implementations."""
 
-from .base import CONDITIONAL, GUIDER_CONFIG_NAME, GuidancePass, Guider, Prediction, StepPlan
-from .cfg import ClassifierFreeGuidance, cfg_combine
+from .base import CONDITIONAL, GUIDER_CONFIG_NAME, GuidancePass, Guider, PerModalityScaleGuider, Prediction, StepPlan
+from .cfg import ClassifierFreeGuidance
 from .attention import GuidanceAttentionControl, default_skip_blocks
 from .combine import multimodal_combine
 from .modality import ModalityGuidance
@@ -14,9 +14,9 @@ __all__ = [
     "ClassifierFreeGuidance",
     "GuidancePass",
     "Guider",
+    "PerModalityScaleGuider",
     "Prediction",
     "StepPlan",
-    "cfg_combine",
     "GuidanceAttentionControl",
     "ModalityGuidance",
     "ModalityGuidanceParams",

@@ -140,6 +140,33 @@ class Guider(ConfigMixin):
         return f"{type(self).__name__}({settings})"
 
 
+class PerModalityScaleGuider(Guider):
+    """Base of the single-method guiders: one scale for video and one for audio (`None` = the video's).
+
+    Subclasses name their two config entries in `scale_names` and call `check_scales()` in `__init__`.
+    """
+
+    scale_names: tuple[str, str] = ("", "")
+
+    def check_scales(self) -> None:
+        """Both scales must be >= 0 (NaN refused)."""
+        for name in self.scale_names:
+            value = self.config[name]
+            if value is not None and not value >= 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+
+    @property
+    def video_scale(self) -> float:
+        """The video scale."""
+        return float(self.config[self.scale_names[0]])
+
+    @property
+    def audio_scale(self) -> float:
+        """The audio scale (the video's when unset)."""
+        value = self.config[self.scale_names[1]]
+        return self.video_scale if value is None else float(value)
+
+
 def _hub_kwargs(kwargs: dict) -> dict:
     allowed = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision")
     return {k: v for k, v in kwargs.items() if k in allowed}

@@ -6,19 +6,13 @@ from typing import Mapping
 
 from diffusers.configuration_utils import register_to_config
 
-from .base import CONDITIONAL, GuidancePass, Guider, Prediction, StepPlan
+from .base import CONDITIONAL, GuidancePass, PerModalityScaleGuider, Prediction, StepPlan
+from .combine import multimodal_combine
 
 NEGATIVE = GuidancePass("uncond", negative=True)
 
 
-def cfg_combine(cond, uncond, scale: float):
-    """`cond + (scale - 1) * (cond - uncond)`: the official delta form (scale 1 returns `cond`)."""
-    if scale == 1.0:
-        return cond
-    return cond + (scale - 1.0) * (cond - uncond)
-
-
-class ClassifierFreeGuidance(Guider):
+class ClassifierFreeGuidance(PerModalityScaleGuider):
     """Classifier-free guidance with a separate scale per modality.
 
     Args:
@@ -26,20 +20,11 @@ class ClassifierFreeGuidance(Guider):
         audio_guidance_scale: audio cfg scale; `None` uses `guidance_scale`.
     """
 
+    scale_names = ("guidance_scale", "audio_guidance_scale")
+
     @register_to_config
     def __init__(self, guidance_scale: float = 3.0, audio_guidance_scale: float | None = 7.0):
-        for name, value in (("guidance_scale", guidance_scale), ("audio_guidance_scale", audio_guidance_scale)):
-            if value is not None and value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
-
-    @property
-    def video_scale(self) -> float:
-        return float(self.config.guidance_scale)
-
-    @property
-    def audio_scale(self) -> float:
-        a = self.config.audio_guidance_scale
-        return self.video_scale if a is None else float(a)
+        self.check_scales()
 
     @property
     def uses_negative_prompt(self) -> bool:
@@ -54,6 +39,6 @@ class ClassifierFreeGuidance(Guider):
             return cond
         uncond = predictions[NEGATIVE.name]
         return Prediction(
-            video=cfg_combine(cond.video, uncond.video, self.video_scale),
-            audio=cfg_combine(cond.audio, uncond.audio, self.audio_scale),
+            video=multimodal_combine(cond.video, uncond.video, cfg=self.video_scale),
+            audio=multimodal_combine(cond.audio, uncond.audio, cfg=self.audio_scale),
         )

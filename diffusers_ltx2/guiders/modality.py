@@ -6,13 +6,13 @@ from typing import Mapping
 
 from diffusers.configuration_utils import register_to_config
 
-from .base import CONDITIONAL, GuidancePass, Guider, Prediction, StepPlan
+from .base import CONDITIONAL, GuidancePass, PerModalityScaleGuider, Prediction, StepPlan
 from .combine import multimodal_combine
 
 ISOLATED_PASS = GuidancePass("isolated", a2v=False, v2a=False)
 
 
-class ModalityGuidance(Guider):
+class ModalityGuidance(PerModalityScaleGuider):
     """`pred = c + (scale - 1) * (c - m)` per modality, `m` being the pass with audio-to-video and
     video-to-audio attention switched off in every block.
 
@@ -21,20 +21,11 @@ class ModalityGuidance(Guider):
         audio_modality_scale: audio modality scale; `None` uses `modality_scale`.
     """
 
+    scale_names = ("modality_scale", "audio_modality_scale")
+
     @register_to_config
     def __init__(self, modality_scale: float = 3.0, audio_modality_scale: float | None = 3.0):
-        for name, value in (("modality_scale", modality_scale), ("audio_modality_scale", audio_modality_scale)):
-            if value is not None and not value >= 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
-
-    @property
-    def video_scale(self) -> float:
-        return float(self.config.modality_scale)
-
-    @property
-    def audio_scale(self) -> float:
-        a = self.config.audio_modality_scale
-        return self.video_scale if a is None else float(a)
+        self.check_scales()
 
     def plan(self, step_index: int, num_steps: int, sigma: float) -> StepPlan:
         if self.video_scale == 1.0 and self.audio_scale == 1.0:

@@ -6,14 +6,14 @@ from typing import Mapping
 
 from diffusers.configuration_utils import register_to_config
 
-from .base import CONDITIONAL, GuidancePass, Guider, Prediction, StepPlan
+from .base import CONDITIONAL, GuidancePass, PerModalityScaleGuider, Prediction, StepPlan
 from .combine import multimodal_combine
 from .multimodal import check_skip_blocks
 
 PERTURBED_NAME = "perturbed"
 
 
-class SpatioTemporalGuidance(Guider):
+class SpatioTemporalGuidance(PerModalityScaleGuider):
     """`pred = c + scale * (c - p)` per modality, `p` being the pass with self-attention replaced by its value
     projection (`to_out(V)`, the gate kept) in `skip_blocks`.
 
@@ -23,22 +23,13 @@ class SpatioTemporalGuidance(Guider):
         skip_blocks: perturbed blocks; `None` = the model's default (LTX-2.0: [29], 2.3: [28]).
     """
 
+    scale_names = ("stg_scale", "audio_stg_scale")
+
     @register_to_config
     def __init__(self, stg_scale: float = 1.0, audio_stg_scale: float | None = 1.0,
                  skip_blocks: list[int] | None = None):
-        for name, value in (("stg_scale", stg_scale), ("audio_stg_scale", audio_stg_scale)):
-            if value is not None and not value >= 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
+        self.check_scales()
         self.skip_blocks = check_skip_blocks(skip_blocks)
-
-    @property
-    def video_scale(self) -> float:
-        return float(self.config.stg_scale)
-
-    @property
-    def audio_scale(self) -> float:
-        a = self.config.audio_stg_scale
-        return self.video_scale if a is None else float(a)
 
     def validate_for(self, transformer) -> None:
         check_skip_blocks(self.skip_blocks, len(transformer.transformer_blocks))
