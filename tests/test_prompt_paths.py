@@ -8,7 +8,7 @@ import pickle
 import torch
 from test_api_encoder import KEY, FakeLTXAPI, Reply
 
-from diffusers_ltx2 import ClassifierFreeGuidance
+from diffusers_ltx2 import ClassifierFreeGuidance, LTX2AudioVideoPipeline
 from diffusers_ltx2.factory import TINY_CLIP
 from diffusers_ltx2.loaders import GemmaPromptEncoder, LTXAPIPromptEncoder, save_conditioning
 from diffusers_ltx2.loaders.identity import connector_fingerprint
@@ -25,9 +25,9 @@ def test_local_saved_and_api_embeddings_give_identical_output(tiny_pipe, tmp_pat
                                model_identity=connector_fingerprint(pipe.connectors))
     pos, neg = local.encode([prompt]), local.encode([negative])
 
-    def run(**kw):
-        return pipe(generator=torch.Generator().manual_seed(0), max_sequence_length=128,
-                    guider=ClassifierFreeGuidance(3.0, 7.0), **RUN, **kw)
+    def run(pipeline=pipe, **kw):
+        return pipeline(generator=torch.Generator().manual_seed(0), max_sequence_length=128,
+                        guider=ClassifierFreeGuidance(3.0, 7.0), **RUN, **kw)
 
     ref = run(prompt=prompt, negative_prompt=negative)
 
@@ -49,10 +49,17 @@ def test_local_saved_and_api_embeddings_give_identical_output(tiny_pipe, tmp_pat
                                   timeout=5)
         pipe.prompt_encoder = api
         remote = run(prompt=prompt, negative_prompt=negative)
+        # the documented way: load without Gemma, prompts go to the API
+        pipe.save_pretrained(tmp_path / "model")
+        gemma_free = LTX2AudioVideoPipeline.from_pretrained(tmp_path / "model", text_encoder=None, prompt_encoder=api)
+        assert gemma_free.text_encoder is None and gemma_free.model_identity == MODEL_ID
+        reloaded = run(gemma_free, prompt=prompt, negative_prompt=negative)
     finally:
         server.server.shutdown()
         server.server.server_close()
-    assert len(server.requests) == 2  # the prompt and the negative prompt, nothing from Gemma
+    assert len(server.requests) == 4  # the prompt and the negative prompt, twice; nothing from Gemma
+    # reloaded weights may take other fp32 BLAS paths (sums reordered, ~1e-6)
+    torch.testing.assert_close(reloaded.frames, ref.frames, rtol=0, atol=1e-5)
 
     for out in (saved, remote):
         torch.testing.assert_close(out.frames, ref.frames, rtol=0, atol=0)
