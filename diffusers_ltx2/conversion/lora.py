@@ -41,14 +41,29 @@ def _official_key(module: str) -> str:
     return module + ".weight"
 
 
+def _parse_factor(metadata: dict | None, key: str) -> int | None:
+    if not metadata or metadata.get(key) in (None, ""):
+        return None
+    raw = metadata[key]
+    try:
+        value = float(raw)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"LoRA metadata {key}={raw!r} is not a number") from exc
+    if value < 1 or value != int(value):
+        raise ValueError(f"LoRA metadata {key}={raw!r} must be a positive integer")
+    return int(value)
+
+
+def read_reference_factors(metadata: dict | None) -> tuple[int | None, int | None]:
+    """`(reference_downscale_factor, reference_temporal_scale_factor)` from a LoRA file's metadata (None = absent)."""
+    return _parse_factor(metadata, "reference_downscale_factor"), _parse_factor(
+        metadata, "reference_temporal_scale_factor"
+    )
+
+
 def reference_downscale_factor(metadata: dict[str, str] | None) -> int | None:
     """IC-LoRA ``reference_downscale_factor`` from LoRA metadata (``None`` when absent)."""
-    if not metadata or metadata.get("reference_downscale_factor") in (None, ""):
-        return None
-    try:
-        return int(float(metadata["reference_downscale_factor"]))
-    except ValueError as exc:
-        raise ConversionError(f"invalid reference_downscale_factor {metadata['reference_downscale_factor']!r}") from exc
+    return read_reference_factors(metadata)[0]
 
 
 def convert_lora_state_dict(

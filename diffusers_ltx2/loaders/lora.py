@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from diffusers.loaders import LTX2LoraLoaderMixin
 
-from ..conversion.lora import convert_lora_state_dict
+from ..conversion.lora import convert_lora_state_dict, read_reference_factors
 
 logger = logging.getLogger(__name__)
 
@@ -47,26 +47,6 @@ class ICLoraInfo:
 def is_official_lora(state_dict: dict) -> bool:
     """Official / community LTX-2 key layout (rather than diffusers' `transformer.` / `connectors.`)."""
     return any(k.startswith(_OFFICIAL_PREFIXES) or ".lora_down." in k or ".lora_up." in k for k in state_dict)
-
-
-def _parse_factor(metadata: dict | None, key: str) -> int | None:
-    if not metadata or metadata.get(key) in (None, ""):
-        return None
-    raw = metadata[key]
-    try:
-        value = float(raw)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"LoRA metadata {key}={raw!r} is not a number") from exc
-    if value < 1 or value != int(value):
-        raise ValueError(f"LoRA metadata {key}={raw!r} must be a positive integer")
-    return int(value)
-
-
-def read_reference_factors(metadata: dict | None) -> tuple[int | None, int | None]:
-    """`(reference_downscale_factor, reference_temporal_scale_factor)` from a LoRA file's metadata (None = absent)."""
-    return _parse_factor(metadata, "reference_downscale_factor"), _parse_factor(
-        metadata, "reference_temporal_scale_factor"
-    )
 
 
 def _check_factor(name: str, value) -> int | None:
