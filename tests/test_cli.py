@@ -96,3 +96,14 @@ def test_encode_then_generate_from_conditioning(tiny_pipe, tmp_path, monkeypatch
             frames[name] = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert len(frames["from_file"]) == 9
     assert all((a == b).all() for a, b in zip(frames["from_file"], frames["from_prompt"]))
+
+
+def test_no_guidance_flag_turns_every_dial_off():
+    from diffusers_ltx2.cli import build_parser
+    from diffusers_ltx2.cli.guidance_args import guider_from_args
+
+    base = ["generate", "--model", "m", "--prompt", "p", "--output", "o.mp4"]
+    default = guider_from_args(build_parser().parse_args(base))
+    assert len(default.plan(0, 8, 1.0).passes) == 4 and default.uses_negative_prompt
+    off = guider_from_args(build_parser().parse_args([*base, "--no-guidance", "--cfg", "5"]))
+    assert [p.name for p in off.plan(0, 8, 1.0).passes] == ["cond"] and not off.uses_negative_prompt

@@ -3,6 +3,7 @@
     --cfg 3 --audio-cfg 7 --stg 1 --audio-stg 1 --modality-scale 3 --audio-modality-scale 3
     --rescale 0.7 --audio-rescale 0.7 --skip-step 0 --audio-skip-step 0
     --no-perturb-attn / --no-audio-perturb-attn --no-cross-attn / --no-audio-cross-attn --skip-blocks 29
+    --no-guidance (all dials off, for distilled checkpoints)
 
 Defaults are the recommended values; `--skip-blocks` defaults to the model's own STG block (29 for LTX-2.0,
 28 for 2.3). Invalid values are rejected by `ModalityGuidanceParams` with the same messages as the Python API.
@@ -45,6 +46,9 @@ def add_guidance_arguments(parser: argparse.ArgumentParser) -> None:
                            action="store_false", help=f"{modality}: switch off {other} attention in every pass")
     group.add_argument("--skip-blocks", type=_block_list, default=None,
                        help="comma-separated STG blocks (default: the model's, 29 for LTX-2.0 and 28 for 2.3)")
+    group.add_argument("--no-guidance", action="store_true",
+                       help="every dial off, one transformer pass per step (distilled checkpoints); overrides the "
+                            "dials above")
 
 
 def _block_list(text: str) -> list[int]:
@@ -59,6 +63,9 @@ def _block_list(text: str) -> list[int]:
 
 def guider_from_args(args: argparse.Namespace) -> MultimodalGuider:
     """The `MultimodalGuider` described by parsed flags (raises `ValueError` on invalid values)."""
+    if getattr(args, "no_guidance", False):
+        off = ModalityGuidanceParams(cfg=1.0, stg=0.0, modality_scale=1.0, rescale=0.0)
+        return MultimodalGuider(video=off, audio=off, skip_blocks=args.skip_blocks)
     fields = ("cfg", "stg", "modality_scale", "rescale", "skip_step", "perturb_attn", "cross_attn")
     params = {
         modality: ModalityGuidanceParams(**{f: getattr(args, _dest(modality, f)) for f in fields})
