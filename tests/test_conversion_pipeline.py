@@ -12,6 +12,7 @@ import torch
 from diffusers_ltx2 import LTX2AudioVideoPipeline, PromptEmbeddings
 from diffusers_ltx2.conversion import convert_single_file
 from diffusers_ltx2.guiders import ClassifierFreeGuidance, MultimodalGuider
+from diffusers_ltx2.loaders.identity import context_dims
 
 from conftest_conversion import CONFIGS, write_official_checkpoint
 
@@ -28,12 +29,7 @@ def _consistent_config(version: str) -> dict:
 
 def _embeddings(pipe, seed=0) -> PromptEmbeddings:
     """Random connector-stage embeddings of the widths this transformer expects (Gemma is not shipped)."""
-    cfg = pipe.transformer.config
-    if cfg.use_prompt_embeddings:
-        widths = (cfg.caption_channels, cfg.caption_channels)
-    else:
-        widths = (cfg.num_attention_heads * cfg.attention_head_dim,
-                  cfg.audio_num_attention_heads * cfg.audio_attention_head_dim)
+    widths = context_dims(pipe.transformer)
     g = torch.Generator().manual_seed(seed)
     return PromptEmbeddings(video_context=torch.randn(1, 8, widths[0], generator=g),
                             audio_context=torch.randn(1, 8, widths[1], generator=g),

@@ -228,12 +228,9 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
         return embeddings
 
     def _check_context_width(self, embeddings: PromptEmbeddings) -> None:
-        cfg = self.transformer.config
-        if cfg.use_prompt_embeddings:  # 2.0: caption projection inside the DiT
-            expected = (cfg.caption_channels, cfg.caption_channels)
-        else:  # 2.3: connectors already project per modality
-            expected = (cfg.num_attention_heads * cfg.attention_head_dim,
-                        cfg.audio_num_attention_heads * cfg.audio_attention_head_dim)
+        from ..loaders.identity import context_dims
+
+        expected = context_dims(self.transformer)  # 2.0: caption_channels twice; 2.3: the stream widths
         got = (embeddings.video_context.shape[-1], embeddings.audio_context.shape[-1])
         if got != expected:
             raise ValueError(
@@ -242,14 +239,12 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
             )
 
     def _load_embeddings(self, embeddings):
-        """`PromptEmbeddings` pass through; a path is read as a saved conditioning file."""
+        """Checked `PromptEmbeddings` for `prompt_embeds=`: a conditioning file or a ComfyUI conditioning list
+        is loaded and refused when made for another model (identity or widths); `PromptEmbeddings` pass
+        through here and are checked with every other source in `_to_connector_stage`."""
         if embeddings is None or isinstance(embeddings, PromptEmbeddings):
             return embeddings
-        """Return checked `PromptEmbeddings` for `prompt_embeds=`: embeddings, a conditioning file or a ComfyUI
-        conditioning list; embeddings made for another model (identity or widths) are refused."""
-        if embeddings is None:
-            return None
-        if not isinstance(embeddings, (PromptEmbeddings, str, os.PathLike, list, tuple)):
+        if not isinstance(embeddings, (str, os.PathLike, list, tuple)):
             raise ValueError(
                 "prompt embeddings must be PromptEmbeddings or a conditioning file path, "
                 f"got {type(embeddings).__name__}"
@@ -460,14 +455,19 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
         if n not in (1, batch_size):
             raise ValueError(f"got {n} images for a batch of {batch_size} prompts")
 
-    def encode_image(self, image, height: int, width: int, batch_size: int, device) -> torch.Tensor:
-        """Resize an image to the clip size and encode it as normalized first-frame latents `(B, C, 1, h, w)`."""
-        pixels = self.video_processor.preprocess(image, height=height, width=width)
-        pixels = pixels.to(device=device, dtype=self.vae.dtype).unsqueeze(2)
+    def encode_pixels(self, pixels: torch.Tensor, batch_size: int, device) -> torch.Tensor:
+        """VAE-encode `(B, 3, F, H, W)` pixels in `[-1, 1]` into normalized diffusion-space latents (the
+        posterior mean); a batch of one is broadcast to `batch_size`."""
+        pixels = pixels.to(device=device, dtype=self.vae.dtype)
         with torch.no_grad():
             latents = self.vae.encode(pixels).latent_dist.mode()
         latents = L.normalize_video(latents.float(), self.vae.latents_mean, self.vae.latents_std)
         return latents.expand(batch_size, -1, -1, -1, -1) if latents.shape[0] == 1 else latents
+
+    def encode_image(self, image, height: int, width: int, batch_size: int, device) -> torch.Tensor:
+        """Resize an image to the clip size and encode it as normalized first-frame latents `(B, C, 1, h, w)`."""
+        pixels = self.video_processor.preprocess(image, height=height, width=width).unsqueeze(2)
+        return self.encode_pixels(pixels, batch_size, device)
 
     # -- decoding --------------------------------------------------------------------------------------------
     def unpack_video_latents(self, video: ModalityLatents, num_frames: int, height: int, width: int):

@@ -15,7 +15,6 @@ import torch
 
 from ..guiders import Guider
 from ..loaders.prompt_embeddings import PromptEmbeddings
-from . import latents as L
 from . import validation as V
 from .base import LTX2PipelineBase
 from .denoising import ModalityLatents
@@ -177,10 +176,7 @@ class LTX2ICLoRAPipeline(LTX2PipelineBase):
 
     def encode_video(self, frames: torch.Tensor, batch_size: int, device) -> torch.Tensor:
         """`(F, 3, H, W)` frames in `[0, 1]` -> normalized VAE latents `(B, C, f, h, w)`."""
-        pixels = (frames * 2 - 1).permute(1, 0, 2, 3).unsqueeze(0).to(device=device, dtype=self.vae.dtype)
-        latents = self.vae.encode(pixels).latent_dist.mode()
-        latents = L.normalize_video(latents.float(), self.vae.latents_mean, self.vae.latents_std)
-        return latents.expand(batch_size, -1, -1, -1, -1)
+        return self.encode_pixels((frames * 2 - 1).permute(1, 0, 2, 3).unsqueeze(0), batch_size, device)
 
     def prepare_reference(
         self, video: ModalityLatents, control: torch.Tensor, factor: int, frame_rate: float, *,
