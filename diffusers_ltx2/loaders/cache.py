@@ -82,9 +82,11 @@ class CachedPromptEncoder:
         parts["format_version"] = FORMAT_VERSION
         return parts
 
-    def path_for(self, prompt: str) -> Path:
-        """The cache file that holds (or would hold) `prompt`'s embeddings."""
-        key = json.dumps({**self._key_parts(), "prompt": prompt}, sort_keys=True, default=str)
+    def path_for(self, prompt: str, key_parts: dict | None = None) -> Path:
+        """The cache file that holds (or would hold) `prompt`'s embeddings (`key_parts`: `_key_parts()`,
+        when the caller already has them)."""
+        parts = self._key_parts() if key_parts is None else key_parts
+        key = json.dumps({**parts, "prompt": prompt}, sort_keys=True, default=str)
         return self.cache_dir / f"{hashlib.sha256(key.encode('utf-8')).hexdigest()[:32]}.safetensors"
 
     def _load(self, path: Path, identity: str) -> PromptEmbeddings | None:
@@ -108,10 +110,12 @@ class CachedPromptEncoder:
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise ValueError("prompts must be a non-empty list of strings")
         identity = self.model_identity
+        key_parts = self._key_parts()
+        paths = {prompt: self.path_for(prompt, key_parts) for prompt in dict.fromkeys(prompts)}
         rows: dict[str, PromptEmbeddings] = {}
         missing: list[str] = []
-        for prompt in dict.fromkeys(prompts):
-            cached = self._load(self.path_for(prompt), identity)
+        for prompt, path in paths.items():
+            cached = self._load(path, identity)
             if cached is None:
                 missing.append(prompt)
             else:
@@ -126,7 +130,7 @@ class CachedPromptEncoder:
                 )
             for i, prompt in enumerate(missing):
                 row = _row(fresh, i, identity)
-                save_conditioning(self.path_for(prompt), row, prompt=prompt, encoder=self.kind.removeprefix("cached-"))
+                save_conditioning(paths[prompt], row, prompt=prompt, encoder=self.kind.removeprefix("cached-"))
                 rows[prompt] = row
             self.misses += sum(1 for p in prompts if p in missing)
         embeddings = cat_padded([rows[p] for p in prompts])
