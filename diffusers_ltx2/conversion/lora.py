@@ -1,23 +1,33 @@
-"""Official / community LTX-2 LoRAs -> diffusers/PEFT LoRA format.
+"""LTX-2 LoRA files in every layout users meet -> one checked set of factors per target layer.
 
-Input keys: ``diffusion_model.<module>.lora_A.weight`` / ``lora_B.weight`` (official trainer) or
-``lora_down`` / ``lora_up`` (community), optional ``<module>.alpha``, and ``text_embedding_projection.*``.
-Module paths are renamed with the same rules as full checkpoints (:class:`keymap.KeyMapper`), so connector
-blocks (``diffusion_model.{video,audio}_embeddings_connector.*``) land in ``connectors.*`` rather than in
-the transformer, where diffusers 0.42.1's own converter puts them.
+`normalize_lora` is the single key-normalisation step behind both `load_lora_weights` and `ltx2 convert-lora`.
+Accepted keys (`<module>` in any layout `lora_targets.resolve_module` knows: official `diffusion_model.`,
+diffusers `transformer.` / `connectors.`, bare diffusers paths, `diffusion_model.connectors.*`, kohya
+`lora_unet_<path_with_underscores>`):
 
-Output keys: ``transformer.<module>.lora_A.weight`` / ``lora_B.weight`` and ``connectors.<module>...``,
-which ``LTX2LoraLoaderMixin.load_lora_weights`` loads as-is. Scaling: the official fusion adds
-``B @ A`` with no alpha scaling; a file that stores ``alpha`` follows the kohya/ComfyUI convention
-(``alpha / rank``), which is folded into ``lora_B`` so PEFT's default scale of 1 reproduces it.
-All metadata (``reference_downscale_factor``, ``reference_temporal_scale_factor``...) is kept.
+* ``<module>.lora_A.weight`` / ``lora_B.weight``, optionally with an adapter segment (``lora_A.default.weight``);
+* ``<module>.lora_down.weight`` / ``lora_up.weight`` (community / kohya), with an optional ``<module>.alpha``.
+
+Every module must resolve to a linear layer of the target (a real model, or the LTX-2 layer names when
+converting without one) with matching shapes, both factors present and finite; otherwise one `LoraKeyError`
+(a `ValueError`) lists the unmatched keys grouped by module and names the probable cause - nothing is loaded.
+
+Scaling: the official fusion adds ``B @ A`` with no alpha (the trainer sets alpha = rank); a kohya-style
+``alpha`` means ``alpha / rank`` and is folded into ``lora_B``. diffusers files keep their PEFT adapter
+metadata (``lora_adapter_metadata``: ``r``, ``lora_alpha``, patterns), which the loader hands to PEFT; a file
+with both is ambiguous and refused. IC-LoRA metadata (``reference_downscale_factor``, or kohya's
+``ss_reference_downscale_factor``) is read by `read_reference_factors`.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,20 +35,223 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .errors import ConversionError, KeyMismatchError
-from .keymap import TRANSFORMER_PREFIX, KeyMapper
+from .lora_targets import LoraTargets, resolve_module
 from .streaming import read_header
 
-_LORA_RE = re.compile(r"^(?P<module>.+)\.(?P<kind>lora_A|lora_B|lora_down|lora_up)(?:\.default)?\.weight$")
+__all__ = [
+    "LoraKeyError", "NormalizedLora", "normalize_lora", "convert_lora_state_dict", "convert_lora_file",
+    "read_reference_factors", "reference_downscale_factor", "ADAPTER_METADATA_KEY",
+]
+
+#: diffusers' safetensors metadata key holding the PEFT `LoraConfig` fields (`diffusers.loaders.lora_base`).
+ADAPTER_METADATA_KEY = "lora_adapter_metadata"
+
+_FACTOR_RE = re.compile(
+    r"^(?P<module>.+?)\.(?P<kind>lora_A|lora_B|lora_down|lora_up)(?:\.(?P<adapter>[^.]+))?\.weight$"
+)
 _ALPHA_RE = re.compile(r"^(?P<module>.+)\.alpha$")
-_KIND = {"lora_A": "lora_A", "lora_down": "lora_A", "lora_B": "lora_B", "lora_up": "lora_B"}
-_PREFIXES = ("diffusion_model.", "text_embedding_projection.")
+_KIND = {"lora_A": "A", "lora_down": "A", "lora_B": "B", "lora_up": "B"}
+_SHOWN_GROUPS, _SHOWN_KEYS = 8, 3
 
 
-def _official_key(module: str) -> str:
-    """LoRA module path -> the full-checkpoint key of the weight it adapts."""
-    if module.startswith("diffusion_model."):
-        return TRANSFORMER_PREFIX + module.removeprefix("diffusion_model.") + ".weight"
-    return module + ".weight"
+class LoraKeyError(KeyMismatchError, ValueError):
+    """A LoRA file whose tensors do not all land on a layer of the model (nothing was loaded).
+
+    Attributes:
+        unknown: keys of modules with no target.
+        missing: ``"<module>: has only [...]"`` for modules lacking one of their two factors.
+        problems: ``(cause, module, keys)`` for every refused module.
+    """
+
+    def __init__(self, message: str, problems: list[tuple[str, str, list[str]]], unknown=(), missing=()):
+        ValueError.__init__(self, message)
+        self.unknown, self.missing, self.problems = sorted(unknown), sorted(missing), problems
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+@dataclass
+class NormalizedLora:
+    """Checked LoRA factors: `factors[(component, path)] = (A (r, in), B (out, r))`, alpha folded into B.
+
+    `adapter_config[component]` holds diffusers' PEFT adapter metadata for that component (empty when the file
+    has none); `metadata` the file's safetensors metadata, unchanged."""
+
+    factors: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]]
+    metadata: dict[str, str] = field(default_factory=dict)
+    adapter_config: dict[str, dict] = field(default_factory=dict)
+
+    def components(self) -> list[str]:
+        return sorted({c for c, _ in self.factors})
+
+    def modules(self, component: str) -> list[str]:
+        return sorted(p for c, p in self.factors if c == component)
+
+    def state_dict(self, component: str | None = None) -> dict[str, torch.Tensor]:
+        """diffusers/PEFT keys: ``<component>.<path>.lora_A.weight`` / ``lora_B.weight``."""
+        out = {}
+        for (c, path), (a, b) in sorted(self.factors.items()):
+            if component in (None, c):
+                out[f"{c}.{path}.lora_A.weight"] = a
+                out[f"{c}.{path}.lora_B.weight"] = b
+        return out
+
+
+def _adapter_config(metadata: dict | None) -> dict[str, dict]:
+    raw = (metadata or {}).get(ADAPTER_METADATA_KEY)
+    if raw in (None, ""):
+        return {}
+    try:
+        flat = json.loads(raw) if isinstance(raw, str) else dict(raw)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"LoRA metadata {ADAPTER_METADATA_KEY} is not valid JSON ({exc})") from exc
+    out: dict[str, dict] = defaultdict(dict)
+    for key, value in flat.items():
+        component, _, name = key.partition(".")
+        if not name:
+            raise ValueError(f"LoRA metadata {ADAPTER_METADATA_KEY} has an entry {key!r} without a component prefix")
+        out[component][name] = value
+    return dict(out)
+
+
+def _peft_rank_alpha(config: dict, path: str) -> tuple[int, float]:
+    """Rank and alpha PEFT will use for `path` under a `LoraConfig`-style dict (its pattern rules)."""
+    from peft.utils.other import get_pattern_key
+
+    rank_pattern, alpha_pattern = config.get("rank_pattern") or {}, config.get("alpha_pattern") or {}
+    r = rank_pattern.get(get_pattern_key(list(rank_pattern), path), config.get("r", 8))
+    alpha = alpha_pattern.get(get_pattern_key(list(alpha_pattern), path), config.get("lora_alpha", r))
+    return int(r), float(alpha)
+
+
+def _group_label(module: str) -> str:
+    return re.sub(r"(transformer_blocks|transformer_1d_blocks)([._])\d+([._])", r"\1\2*\3", module)
+
+
+def _format_problems(problems: list[tuple[str, str, list[str]]], total_modules: int, name: str | None) -> str:
+    by_cause: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for cause, module, keys in problems:
+        by_cause[cause][_group_label(module)].extend(keys)
+    n_keys = sum(len(k) for _, _, k in problems)
+    who = f"LoRA {name!r}" if name else "the LoRA"
+    lines = [f"{who} does not fit this model: {len({m for _, m, _ in problems})} of {total_modules} modules "
+             f"({n_keys} tensors) have no valid target; nothing was loaded."]
+    shown = 0
+    for cause, groups in by_cause.items():
+        lines.append(f"  {cause}:")
+        for label, keys in groups.items():
+            if shown == _SHOWN_GROUPS:
+                lines.append("    ...")
+                break
+            more = f", ... ({len(keys)} keys)" if len(keys) > _SHOWN_KEYS else ""
+            lines.append(f"    {label}: {', '.join(keys[:_SHOWN_KEYS])}{more}")
+            shown += 1
+    return "\n".join(lines)
+
+
+def normalize_lora(
+    state_dict: dict[str, torch.Tensor],
+    metadata: dict[str, str] | None = None,
+    targets: LoraTargets | None = None,
+    *,
+    name: str | None = None,
+) -> NormalizedLora:
+    """Map every tensor of a LoRA state dict to `(component, layer path)` and check it (see the module doc).
+
+    Args:
+        state_dict: the file's tensors, in any supported layout.
+        metadata: the file's safetensors metadata (strings), or None.
+        targets: the catalogue to check against (`LoraTargets.from_models(...)`); default: LTX-2 layer names.
+        name: adapter name, for messages.
+
+    Raises:
+        LoraKeyError: (a ValueError) some tensors have no target, lack their other factor, have shapes that do
+            not fit, are not finite, or the file mixes conventions; nothing is returned.
+        ValueError: an empty state dict, or unreadable adapter metadata.
+    """
+    if not state_dict:
+        raise ValueError("the LoRA file holds no tensors")
+    targets = targets or LoraTargets.template()
+    entries: dict[str, dict[str, tuple[str, torch.Tensor]]] = defaultdict(dict)
+    adapters: set[str] = set()
+    problems: list[tuple[str, str, list[str]]] = []
+    for key, value in state_dict.items():
+        m = _FACTOR_RE.match(key)
+        kind = _KIND[m.group("kind")] if m else None
+        if m and m.group("adapter"):
+            adapters.add(m.group("adapter"))
+        if m is None:
+            m = _ALPHA_RE.match(key)
+            kind = "alpha" if m else None
+        if m is None:
+            problems.append(("not a LoRA factor (lora_A/B, lora_down/up or alpha; DoRA, LoKr and bias tensors are "
+                             "not supported)", key, [key]))
+            continue
+        module = m.group("module")
+        if kind in entries[module]:
+            problems.append(("two tensors for the same factor", module, [entries[module][kind][0], key]))
+        entries[module][kind] = (key, value)
+    if len(adapters) > 1:
+        raise ValueError(f"the LoRA file holds several adapters ({sorted(adapters)}): save one adapter per file")
+
+    adapter_config = _adapter_config(metadata)
+    factors: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
+    owner: dict[tuple[str, str], str] = {}
+    missing: list[str] = []
+    for module, parts in entries.items():
+        keys = [k for k, _ in parts.values()]
+        (component, path), found = resolve_module(module, targets)
+        if not found:
+            problems.append((targets.diagnose(component, path), module, keys))
+            continue
+        if "A" not in parts or "B" not in parts:
+            have = sorted({"A": "lora_A", "B": "lora_B", "alpha": "alpha"}[k] for k in parts)
+            missing.append(f"{module}: has only {have}")
+            problems.append(("one of the two factors is missing", module, keys))
+            continue
+        if (component, path) in owner:
+            problems.append((f"a second set of factors for {component}.{path}", module, keys))
+            continue
+        a, b = parts["A"][1], parts["B"][1]
+        shape = targets.shape(component, path)
+        if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[1] or (
+            shape is not None and (b.shape[0], a.shape[1]) != shape
+        ):
+            layer = f" for a layer of shape {shape}" if shape else ""
+            problems.append((f"factor shapes do not fit (made for a model of another size?): A {tuple(a.shape)}, "
+                             f"B {tuple(b.shape)}{layer}", module, keys))
+            continue
+        alpha = parts.get("alpha", (None, None))[1]
+        if not (a.is_floating_point() and b.is_floating_point()):
+            problems.append(("factors are not floating point", module, keys))
+            continue
+        if not (torch.isfinite(a).all() and torch.isfinite(b).all()) or (
+            alpha is not None and (alpha.numel() != 1 or not math.isfinite(float(alpha)))
+        ):
+            problems.append(("NaN or inf values (a corrupt or diverged LoRA)", module, keys))
+            continue
+        if alpha is not None and adapter_config.get(component, {}).get("lora_alpha") is not None:
+            problems.append(("alpha given twice (an .alpha tensor and lora_alpha in lora_adapter_metadata)",
+                             module, keys))
+            continue
+        if alpha is not None:
+            b = (b.to(torch.float32) * (float(alpha) / a.shape[0])).to(b.dtype)
+        factors[(component, path)] = (a, b)
+        owner[(component, path)] = module
+    if problems:
+        unknown = [k for cause, _, keys in problems for k in keys if "missing" not in cause]
+        raise LoraKeyError(_format_problems(problems, len(entries), name), problems, unknown, missing)
+    for component, config in adapter_config.items():
+        for path in (p for c, p in factors if c == component):
+            r, _ = _peft_rank_alpha(config, path)
+            if r != factors[(component, path)][0].shape[0]:
+                raise ValueError(f"lora_adapter_metadata gives rank {r} for {component}.{path} but its factors have "
+                                 f"rank {factors[(component, path)][0].shape[0]}")
+    return NormalizedLora(factors, dict(metadata or {}), adapter_config)
+
+
+# ----------------------------------------------------------------------------------------------- metadata
 
 
 def _parse_factor(metadata: dict | None, key: str) -> int | None:
@@ -49,16 +262,29 @@ def _parse_factor(metadata: dict | None, key: str) -> int | None:
         value = float(raw)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"LoRA metadata {key}={raw!r} is not a number") from exc
-    if value < 1 or value != int(value):
+    if not math.isfinite(value) or value < 1 or value != int(value):
         raise ValueError(f"LoRA metadata {key}={raw!r} must be a positive integer")
     return int(value)
 
 
+def _read_factor(metadata: dict | None, key: str) -> int | None:
+    """`key` or kohya's `ss_<key>`; a file where both are present and differ is refused."""
+    plain, kohya = _parse_factor(metadata, key), _parse_factor(metadata, "ss_" + key)
+    if plain is not None and kohya is not None and plain != kohya:
+        raise ValueError(f"LoRA metadata disagrees with itself: {key}={plain} but ss_{key}={kohya}")
+    return plain if plain is not None else kohya
+
+
 def read_reference_factors(metadata: dict | None) -> tuple[int | None, int | None]:
-    """`(reference_downscale_factor, reference_temporal_scale_factor)` from a LoRA file's metadata (None = absent)."""
-    return _parse_factor(metadata, "reference_downscale_factor"), _parse_factor(
-        metadata, "reference_temporal_scale_factor"
-    )
+    """`(reference_downscale_factor, reference_temporal_scale_factor)` from a LoRA file's metadata (None = absent).
+
+    Reads the official keys and the kohya-trainer spelling (`ss_reference_downscale_factor`, ...).
+
+    Raises:
+        ValueError: a value that is not a positive integer, or the two spellings disagree.
+    """
+    return _read_factor(metadata, "reference_downscale_factor"), _read_factor(metadata,
+                                                                             "reference_temporal_scale_factor")
 
 
 def reference_downscale_factor(metadata: dict[str, str] | None) -> int | None:
@@ -66,70 +292,34 @@ def reference_downscale_factor(metadata: dict[str, str] | None) -> int | None:
     return read_reference_factors(metadata)[0]
 
 
+# ----------------------------------------------------------------------------------------------- files
+
+
 def convert_lora_state_dict(
-    state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+    state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None, targets: LoraTargets | None = None
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Rename an official LoRA state dict to diffusers/PEFT keys.
+    """Rename a LoRA state dict (any supported layout) to diffusers/PEFT keys: `normalize_lora` + keys.
 
-    Returns ``(state_dict, metadata)``; raises :class:`KeyMismatchError` for keys that are not LoRA
-    factors / alphas of known modules, or for modules with only one of the two factors.
+    Returns ``(state_dict, metadata)``; raises :class:`LoraKeyError` (see `normalize_lora`).
     """
-    mapper = KeyMapper({})
-    pairs: dict[str, dict[str, torch.Tensor]] = {}
-    alphas: dict[str, torch.Tensor] = {}
-    unknown: list[str] = []
-    for key, value in state_dict.items():
-        if not key.startswith(_PREFIXES):
-            unknown.append(key)
-            continue
-        m = _LORA_RE.match(key)
-        if m:
-            pairs.setdefault(m.group("module"), {})[_KIND[m.group("kind")]] = value
-            continue
-        m = _ALPHA_RE.match(key)
-        if m:
-            alphas[m.group("module")] = value
-            continue
-        unknown.append(key)
-
-    out: dict[str, torch.Tensor] = {}
-    missing: list[str] = []
-    for module, factors in sorted(pairs.items()):
-        if set(factors) != {"lora_A", "lora_B"}:
-            missing.append(f"{module}: has only {sorted(factors)}")
-            continue
-        try:
-            routed = mapper.map(_official_key(module))
-        except KeyError:
-            routed = None
-        if routed is None:
-            unknown.append(module)
-            continue
-        component, new = routed
-        target = new.removesuffix(".weight")
-        a, b = factors["lora_A"], factors["lora_B"]
-        if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[1]:
-            raise ConversionError(f"{module}: LoRA factors of shapes {tuple(a.shape)} and {tuple(b.shape)} do not chain")
-        if module in alphas:
-            rank = a.shape[0]
-            b = (b.to(torch.float32) * (float(alphas.pop(module)) / rank)).to(b.dtype)
-        out[f"{component}.{target}.lora_A.weight"] = a
-        out[f"{component}.{target}.lora_B.weight"] = b
-    unknown.extend(f"{m}.alpha (no LoRA factors)" for m in alphas)
-    if unknown or missing:
-        raise KeyMismatchError(unknown=unknown, missing=missing)
-    return out, dict(metadata or {})
+    normalized = normalize_lora(state_dict, metadata, targets)
+    read_reference_factors(normalized.metadata)  # refuse unreadable / contradictory IC-LoRA metadata
+    return normalized.state_dict(), normalized.metadata
 
 
 def convert_lora_file(
     src: str | os.PathLike, dst: str | os.PathLike, *, dtype: str = "keep", overwrite: bool = False
 ) -> Path:
-    """Convert an official LoRA ``.safetensors`` to a diffusers/PEFT LoRA file (written atomically).
+    """Convert a LoRA ``.safetensors`` (official, kohya, ...) to a diffusers/PEFT LoRA file (written atomically).
 
     Args:
-        src: official LoRA file.
+        src: the LoRA file.
         dst: output ``.safetensors`` path (refused if it exists, unless ``overwrite``).
         dtype: ``"keep"``, ``"bf16"`` or ``"fp32"`` for the factors.
+
+    Raises:
+        LoraKeyError: some tensors have no LTX-2 target (see `normalize_lora`); nothing is written.
+        ConversionError: an unreadable file, or `dst` exists.
     """
     src, dst = Path(src), Path(dst)
     tensors, metadata = read_header(src)  # validates the file before reading data
@@ -151,3 +341,4 @@ def convert_lora_file(
         tmp.unlink(missing_ok=True)
         raise
     return dst
+

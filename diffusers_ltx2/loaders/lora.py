@@ -1,36 +1,46 @@
-"""Pipeline-side LoRA loading: official LTX-2 / IC-LoRA files straight into diffusers' LoRA machinery.
+"""Pipeline-side LoRA loading: LTX-2 LoRAs of every layout straight into diffusers' LoRA machinery.
 
 `LTX2OfficialLoraLoaderMixin.load_lora_weights` accepts what `diffusers.loaders.LTX2LoraLoaderMixin` accepts
 (diffusers-format files, hub ids, folders, state dicts) and, in addition, official-format files
-(`diffusion_model.*` / `text_embedding_projection.*` keys, `lora_A`/`lora_B` or community `lora_down`/`lora_up`),
-converted in memory by `diffusers_ltx2.conversion.lora` - connector blocks go to the `connectors` component.
+(`diffusion_model.*` / `text_embedding_projection.*`), kohya files (`lora_unet_*`, `lora_down`/`lora_up`,
+`alpha`), bare module paths (with or without PEFT's `.default`) and both connector namings. One step,
+`diffusers_ltx2.conversion.lora.normalize_lora`, maps every tensor to a layer of *this* pipeline's transformer /
+connectors and checks it (shapes, both factors, finite values): if any tensor has no target the load fails with a
+`ValueError` naming the keys and the probable cause, before the model is touched. After PEFT has injected the
+adapter, the layers it created are checked to be exactly those of the file (else the adapter is removed again).
 The adapters then live in PEFT as usual: adapter names, `set_adapters` strengths, `fuse_lora` / `unfuse_lora`,
 `delete_adapters`.
 
-Scaling: the official fusion is `W + strength * B @ A` (no alpha scaling). Converted files carry no alphas
-(a kohya-style `alpha` is folded into `B` by the converter), so PEFT's `alpha / r` is made 1 for every module.
+Scaling: the official fusion is `W + strength * B @ A` (no alpha scaling): official files load with PEFT's
+`alpha / r` = 1; a kohya `alpha` is folded into `B` (`alpha / rank`); a diffusers file's PEFT adapter metadata
+(`lora_adapter_metadata`: `r`, `lora_alpha`, patterns, as written by `save_lora_weights(...,
+transformer_lora_adapter_metadata=...)`) is handed to PEFT, so `lora_alpha != r` keeps its scale.
 
-IC-LoRA metadata: the file's `reference_downscale_factor` (and `reference_temporal_scale_factor`) is recorded
-per adapter; `pipe.reference_downscale_factor` is the factor of the loaded adapters. A factor passed to
-`load_lora_weights` overrides the file; two adapters with different factors (other than 1) are refused, as
-ltx-pipelines does; a file without the key counts as 1 (with a warning).
+IC-LoRA metadata: the file's `reference_downscale_factor` (kohya trainers: `ss_reference_downscale_factor`; a
+file where the two differ is refused) and `reference_temporal_scale_factor` are recorded per adapter;
+`pipe.reference_downscale_factor` is the factor of the loaded adapters. A factor passed to `load_lora_weights`
+overrides the file; two adapters with different factors (other than 1) are refused, as ltx-pipelines does; a
+file without the key counts as 1 (with a warning).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 import torch
 from diffusers.loaders import LTX2LoraLoaderMixin
 
-from ..conversion.lora import convert_lora_state_dict, read_reference_factors
+from ..conversion.lora import NormalizedLora, normalize_lora, read_reference_factors
+from ..conversion.lora_targets import LoraTargets
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LTX2OfficialLoraLoaderMixin", "ICLoraInfo", "is_official_lora", "read_reference_factors"]
+__all__ = ["LTX2OfficialLoraLoaderMixin", "ICLoraInfo", "read_reference_factors", "check_adapter_name"]
 
-_OFFICIAL_PREFIXES = ("diffusion_model.", "text_embedding_projection.")
+#: File suffixes that make a string a file path rather than a hub id.
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 
 
 @dataclass(frozen=True)
@@ -44,17 +54,39 @@ class ICLoraInfo:
     strength: float = 1.0
 
 
-def is_official_lora(state_dict: dict) -> bool:
-    """Official / community LTX-2 key layout (rather than diffusers' `transformer.` / `connectors.`)."""
-    return any(k.startswith(_OFFICIAL_PREFIXES) or ".lora_down." in k or ".lora_up." in k for k in state_dict)
-
-
 def _check_factor(name: str, value) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return value
+
+
+def check_adapter_name(name) -> str:
+    """An adapter name PEFT can hold: a non-empty string without `.` (PEFT stores adapters as submodule names).
+
+    Raises:
+        ValueError: otherwise.
+    """
+    if not isinstance(name, str) or not name.strip() or "." in name:
+        raise ValueError(f"adapter_name must be a non-empty string without '.', got {name!r}")
+    return name
+
+
+def _check_local_source(source, weight_name: str | None) -> None:
+    """A path that names a local file (or a local folder + `weight_name`) and does not exist: FileNotFoundError
+    here rather than a hub lookup (diffusers treats any other string as a hub id)."""
+    if not isinstance(source, (str, os.PathLike)):
+        return
+    text = os.path.expanduser(os.fspath(source))
+    if os.path.isdir(text):
+        if weight_name is not None and not os.path.isfile(os.path.join(text, weight_name)):
+            raise FileNotFoundError(f"LoRA file not found: {os.path.join(text, weight_name)}")
+        return
+    looks_local = (text.lower().endswith(_WEIGHT_SUFFIXES) or os.path.isabs(text)
+                   or text.startswith(("./", "../", ".\\", "..\\", "~")) or os.sep + os.sep in text)
+    if looks_local and not os.path.isfile(text):
+        raise FileNotFoundError(f"LoRA file not found: {text}")
 
 
 class LTX2OfficialLoraLoaderMixin(LTX2LoraLoaderMixin):
@@ -108,31 +140,46 @@ class LTX2OfficialLoraLoaderMixin(LTX2LoraLoaderMixin):
         reference_temporal_scale_factor: int | None = None,
         **kwargs,
     ):
-        """Load a LoRA (official or diffusers format) into the transformer (and connectors).
+        """Load a LoRA (any supported layout, see the module doc) into the transformer (and connectors).
+
+        Every tensor of the file must land on a linear layer of this pipeline's transformer / connectors: the
+        file is normalised and checked completely before anything is injected, and the layers PEFT created are
+        checked after (the adapter is removed again if they differ).
 
         Args:
             pretrained_model_name_or_path_or_dict: a `.safetensors` file, a folder / hub id (with `weight_name=`),
-                or a state dict.
-            adapter_name: PEFT adapter name (default: `default_<n>`).
+                or a state dict (no metadata then: pass `reference_downscale_factor=` for an IC-LoRA).
+            adapter_name: PEFT adapter name (default: `default_<n>`); a non-empty string without `.`.
             hotswap: replace an existing adapter's weights in place (diffusers semantics).
             strength: the adapter's weight (`W + strength * B @ A`); change later with `set_adapters`.
             reference_downscale_factor: IC-LoRA reference downscale factor; overrides the file's metadata.
             reference_temporal_scale_factor: IC-LoRA temporal factor; overrides the file's metadata.
             **kwargs: forwarded to diffusers (`weight_name`, `subfolder`, `low_cpu_mem_usage`, ...).
+
+        Returns:
+            The adapter name.
+
+        Raises:
+            FileNotFoundError: a local file path (or folder + `weight_name`) that does not exist.
+            ValueError: a bad adapter name / strength / factor; a LoRA whose tensors do not all fit this model
+                (`conversion.lora.LoraKeyError`, listing the keys and the probable cause); NaN/inf factors;
+                contradictory IC-LoRA metadata; a LoRA that created no layer.
         """
         _check_factor("reference_downscale_factor", reference_downscale_factor)
         _check_factor("reference_temporal_scale_factor", reference_temporal_scale_factor)
-        if not isinstance(strength, (int, float)) or isinstance(strength, bool):
-            raise ValueError(f"strength must be a number, got {strength!r}")
+        if not isinstance(strength, (int, float)) or isinstance(strength, bool) or not torch.isfinite(
+            torch.tensor(float(strength))
+        ):
+            raise ValueError(f"strength must be a finite number, got {strength!r}")
+        if adapter_name is not None:
+            check_adapter_name(adapter_name)
+        _check_local_source(pretrained_model_name_or_path_or_dict, kwargs.get("weight_name"))
         state_dict, file_metadata = self._fetch_lora(pretrained_model_name_or_path_or_dict, kwargs)
-        if not state_dict:
-            raise ValueError("the LoRA file holds no tensors")
-        if is_official_lora(state_dict):
-            state_dict, _ = convert_lora_state_dict(state_dict, file_metadata)
         if adapter_name is None:
             from diffusers.utils.peft_utils import get_adapter_name
 
             adapter_name = get_adapter_name(self.transformer)
+        lora = normalize_lora(state_dict, file_metadata, self.lora_targets(), name=adapter_name)
         spatial, temporal = read_reference_factors(file_metadata)
         if spatial is None and reference_downscale_factor is None:
             logger.warning(
@@ -147,16 +194,65 @@ class LTX2OfficialLoraLoaderMixin(LTX2LoraLoaderMixin):
             strength=float(strength),
         )
         if not hotswap:
-            if adapter_name in self.ic_lora_adapters:
+            if adapter_name in self.ic_lora_adapters or any(
+                adapter_name in (getattr(getattr(self, c, None), "peft_config", None) or {})
+                for c in self._lora_loadable_modules
+            ):
                 raise ValueError(f"an adapter named {adapter_name!r} is already loaded; pass another adapter_name")
             self._common_factor("reference_downscale_factor", info)  # refuse before touching the model
             self._common_factor("reference_temporal_scale_factor", info)
-        kwargs.pop("weight_name", None)
-        super().load_lora_weights(state_dict, adapter_name=adapter_name, hotswap=hotswap, **kwargs)
+        self._inject(lora, adapter_name, hotswap, kwargs.pop("low_cpu_mem_usage", None))
         self.ic_lora_adapters[adapter_name] = info
         if strength != 1.0:
             self._apply_strengths()
         return adapter_name
+
+    def lora_targets(self) -> LoraTargets:
+        """The LoRA-able layers of this pipeline's transformer and connectors (what a LoRA is checked against)."""
+        return LoraTargets.from_models({c: getattr(self, c, None) for c in self._lora_loadable_modules})
+
+    def _inject(self, lora: NormalizedLora, adapter_name: str, hotswap: bool, low_cpu_mem_usage) -> None:
+        """Hand the checked factors to PEFT per component; verify the created layers; undo on any failure."""
+        from diffusers.loaders.lora_pipeline import _LOW_CPU_MEM_USAGE_DEFAULT_LORA
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        if low_cpu_mem_usage is None:
+            low_cpu_mem_usage = _LOW_CPU_MEM_USAGE_DEFAULT_LORA
+        done: list[str] = []
+        try:
+            for component in lora.components():
+                model = getattr(self, component)
+                config = None
+                if lora.adapter_config.get(component):
+                    # diffusers' own adapter metadata (alpha, rank, patterns), with the exact layers as targets
+                    config = {f"{component}.{k}": v for k, v in lora.adapter_config[component].items()}
+                    config[f"{component}.target_modules"] = lora.modules(component)
+                self.load_lora_into_transformer(
+                    lora.state_dict(component), transformer=model, adapter_name=adapter_name, metadata=config,
+                    _pipeline=self, low_cpu_mem_usage=low_cpu_mem_usage, hotswap=hotswap, prefix=component,
+                )
+                done.append(component)
+                created = sorted(
+                    name for name, mod in model.named_modules()
+                    if isinstance(mod, BaseTunerLayer) and adapter_name in getattr(mod, "lora_A", {})
+                )
+                if created != lora.modules(component):
+                    extra = sorted(set(created) - set(lora.modules(component)))[:5]
+                    absent = sorted(set(lora.modules(component)) - set(created))[:5]
+                    raise ValueError(
+                        f"LoRA {adapter_name!r} created {len(created)} layers in the {component} for "
+                        f"{len(lora.modules(component))} modules of the file (not created: {absent}, unexpected: "
+                        f"{extra}); it was removed again"
+                    )
+        except BaseException:
+            if not hotswap:
+                for component in lora.components():
+                    model = getattr(self, component)
+                    if adapter_name in (getattr(model, "peft_config", None) or {}):
+                        model.delete_adapters(adapter_name)
+            raise
+        if not done:
+            raise ValueError(f"LoRA {adapter_name!r} created no layer")
 
     def _fetch_lora(self, source, kwargs) -> tuple[dict[str, torch.Tensor], dict | None]:
         """The raw state dict and the file's full safetensors metadata (None for in-memory dicts)."""
@@ -168,6 +264,10 @@ class LTX2OfficialLoraLoaderMixin(LTX2LoraLoaderMixin):
                       "revision", "subfolder")
         opts = {k: kwargs.pop(k, None) for k in fetch_keys}
         use_safetensors = kwargs.pop("use_safetensors", None)
+        if isinstance(source, os.PathLike):
+            source = os.fspath(source)
+        if isinstance(source, str):
+            source = os.path.expanduser(source)
         state_dict, _, file_metadata = _fetch_state_dict(
             pretrained_model_name_or_path_or_dict=source, use_safetensors=use_safetensors in (None, True),
             allow_pickle=use_safetensors is None, user_agent={"file_type": "attn_procs_weights",
