@@ -81,7 +81,7 @@ def _official_aliases(component: str, path: str) -> list[str]:
     out = []
     if component == "transformer":
         for new, old in _TRANSFORMER_INVERSE:
-            if path.startswith(new + "."):
+            if path == new or path.startswith(new + "."):
                 alias = old + path[len(new):]
                 if map_transformer_key(alias + ".weight") == path + ".weight":
                     out.append(alias)
