@@ -132,7 +132,7 @@ def test_control_video_fitting(ic_pipe, caplog):
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        (dict(control_video=None), "control_video is required"),
+        (dict(control_video=None, control_preprocessor=lambda f: f), "need a control_video"),
         (dict(control_video=[]), "empty list"),
         (dict(control_video=torch.rand(9, 4, 64, 64)), r"\(F, 3, H, W\)"),
         (dict(control_video=torch.rand(9, 3, 64, 64) * 3), r"in \[0, 1\]"),

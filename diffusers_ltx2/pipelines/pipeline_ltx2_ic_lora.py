@@ -2,22 +2,30 @@
 
 The control (reference) video is encoded at `(H / f, W / f)` where `f` is the LoRA's
 `reference_downscale_factor` (read from the file when it is loaded), and its tokens are appended clean after
-the generated tokens with positions scaled by `f` (`pipelines.reference`). Everything else - prompt encoding,
-latents, guidance, the denoising core and decoding - is the shared `LTX2PipelineBase` machinery, so a
-pipeline converts to and from `LTX2AudioVideoPipeline` with `from_pipe`.
+the generated tokens with positions scaled by `f` (`pipelines.reference`). Noise is drawn as ltx-pipelines'
+`ic_lora.py` does (`create_noised_state` + `GaussianNoiser`): one draw over the generated *and* reference video
+tokens, then the audio tokens, so a `generator` seeded like the official run gives the same noise. Everything
+else - prompt encoding, latents, guidance, the denoising core and decoding - is the shared `LTX2PipelineBase`
+machinery, so a pipeline converts to and from `LTX2AudioVideoPipeline` with `from_pipe`. diffusers'
+`LTX2InContextPipeline` arguments (`reference_conditions=`, `conditions=`) are accepted
+(`pipelines.diffusers_conditions`); without a control video the call is a plain generation.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable
 
 import torch
+from diffusers.utils.torch_utils import randn_tensor
 
 from ..guiders import Guider
 from ..loaders.prompt_embeddings import PromptEmbeddings
+from . import latents as L
 from . import validation as V
 from .base import LTX2PipelineBase
 from .denoising import ModalityLatents
+from .diffusers_conditions import control_from_reference_conditions, image_from_conditions
 from .reference import append_reference, latent_token_mask, reference_cross_weights
 
 
@@ -46,6 +54,8 @@ class LTX2ICLoRAPipeline(LTX2PipelineBase):
         conditioning_attention_mask: torch.Tensor | None = None,
         control_preprocessor: Callable[[torch.Tensor], torch.Tensor] | None = None,
         reference_downscale_factor: int | None = None,
+        reference_conditions=None,
+        conditions=None,
         height: int = 512,
         width: int = 768,
         num_frames: int = 121,
@@ -85,13 +95,22 @@ class LTX2ICLoRAPipeline(LTX2PipelineBase):
             control_preprocessor: optional callable `(F, 3, H, W) -> (F, 3, H, W)` in `[0, 1]` applied to the
                 fitted control video (e.g. `diffusers_ltx2.control.CannyPreprocessor()`).
             reference_downscale_factor: overrides the factor recorded from the loaded LoRAs.
-            The other arguments are those of `LTX2AudioVideoPipeline.__call__`.
+            reference_conditions: diffusers' form of `control_video` / `control_strength`: one
+                `LTX2ReferenceCondition(frames, strength)` (or a list of one).
+            conditions: diffusers' form of `image` / `image_strength`: one `LTX2VideoCondition(frames, index=0,
+                strength, crf)` (re-compressed at `crf` as diffusers does); other indices or several frames raise
+                `NotImplementedError`.
+            The other arguments are those of `LTX2AudioVideoPipeline.__call__`. Without `control_video` (and
+            `reference_conditions`) the call is a plain generation, as diffusers' in-context pipeline's.
 
         Returns:
             `LTX2AudioVideoPipelineOutput(frames, audio, sample_rate)`.
         """
         # 1. Check every input before any model runs.
         guider = guider if guider is not None else self.guider
+        control_video, control_strength = control_from_reference_conditions(
+            reference_conditions, control_video, control_strength)
+        image, image_strength = image_from_conditions(conditions, image, image_strength, self.text_encoder)
         inputs = V.check_call_inputs(
             self, prompt=prompt, negative_prompt=negative_prompt, prompt_embeds=prompt_embeds,
             negative_prompt_embeds=negative_prompt_embeds, height=height, width=width, num_frames=num_frames,
@@ -101,8 +120,12 @@ class LTX2ICLoRAPipeline(LTX2PipelineBase):
         )
         V.check_strength("control_strength", control_strength)
         V.check_strength("conditioning_attention_strength", conditioning_attention_strength)
-        factor = self.resolve_downscale_factor(reference_downscale_factor, height, width)
-        control = self.fit_control_video(control_video, num_frames, height // factor, width // factor)
+        control, factor = None, None
+        if control_video is not None:
+            factor = self.resolve_downscale_factor(reference_downscale_factor, height, width)
+            control = self.fit_control_video(control_video, num_frames, height // factor, width // factor)
+        elif control_preprocessor is not None or conditioning_attention_mask is not None:
+            raise ValueError("control_preprocessor / conditioning_attention_mask need a control_video")
         device = self._execution_device
         self.set_schedule(num_inference_steps, sigmas, num_frames, height, width, device)
 
@@ -113,16 +136,14 @@ class LTX2ICLoRAPipeline(LTX2PipelineBase):
             num_videos_per_prompt=num_videos_per_prompt, max_sequence_length=max_sequence_length, device=device,
         )
 
-        # 3. Initial latents (video noise first, then audio), then the reference tokens appended after them.
-        video, audio = self.prepare_initial_latents(
-            inputs.total, num_frames, height, width, frame_rate, generator=generator, latents=latents,
-            audio_latents=audio_latents, image=image, image_strength=image_strength, device=device,
-        )
-        if control_preprocessor is not None:
+        # 3. Initial latents: generated + reference video tokens, then noise in the official order.
+        if control is not None and control_preprocessor is not None:
             control = self.run_preprocessor(control_preprocessor, control)
-        video = self.prepare_reference(
-            video, control, factor, frame_rate, strength=control_strength,
-            attention_strength=conditioning_attention_strength, attention_mask=conditioning_attention_mask,
+        video, audio = self.prepare_ic_latents(
+            inputs.total, num_frames, height, width, frame_rate, control=control, factor=factor,
+            control_strength=control_strength, attention_strength=conditioning_attention_strength,
+            attention_mask=conditioning_attention_mask, generator=generator, latents=latents,
+            audio_latents=audio_latents, image=image, image_strength=image_strength, device=device,
         )
 
         # 4. Denoise (the shared core; the reference tokens ride along and are dropped at the end).
@@ -138,6 +159,36 @@ class LTX2ICLoRAPipeline(LTX2PipelineBase):
         )
 
     # -- reference steps ------------------------------------------------------------------------------------
+    def prepare_ic_latents(
+        self, total: int, num_frames: int, height: int, width: int, frame_rate: float, *, control=None,
+        factor: int | None = None, control_strength: float = 1.0, attention_strength: float = 1.0,
+        attention_mask: torch.Tensor | None = None, generator=None, latents=None, audio_latents=None, image=None,
+        image_strength: float = 1.0, device=None,
+    ) -> tuple[ModalityLatents, ModalityLatents]:
+        """Initial video (generated + reference tokens) and audio states, noised in the official order.
+
+        ltx-pipelines `ic_lora.py` builds the video state with every conditioning applied (first-frame image,
+        then the reference appended) and only then noises it (`create_noised_state` -> `GaussianNoiser`): one
+        `randn` over all `N + M` video tokens, then one over the audio tokens. Tokens are noised as
+        `noise * mask + clean * (1 - mask)`, so a partially held reference (`control_strength < 1`) is noised too.
+        `latents` (user noise for the `N` generated tokens) replaces the first part of the video draw.
+        """
+        first_frame = self.encode_image(image, height, width, total, device) if image is not None else None
+        packed, _ = self.video_latent_shape(total, num_frames, height, width)
+        video = self.prepare_video_latents(
+            total, num_frames, height, width, frame_rate, noise=torch.zeros(packed, device=device), device=device,
+            first_frame=first_frame, first_frame_strength=image_strength,
+        )
+        if control is not None:
+            video = self.prepare_reference(
+                video, control, factor, frame_rate, strength=control_strength, attention_strength=attention_strength,
+                attention_mask=attention_mask,
+            )
+        video = noise_tokens(video, generator, target_noise=latents)
+        audio = self.prepare_audio_latents(total, num_frames, frame_rate, generator=generator, noise=audio_latents,
+                                           device=device)
+        return video, audio
+
     def resolve_downscale_factor(self, factor: int | None, height: int, width: int) -> int:
         """The reference downscale factor for a call (explicit, else the loaded LoRAs'), checked against the size:
         the reference `(height / f, width / f)` must itself be a multiple of the VAE's 32 pixels."""
@@ -200,3 +251,20 @@ class LTX2ICLoRAPipeline(LTX2PipelineBase):
             token_mask = latent_token_mask(attention_mask, f, h, w, self.vae_temporal_ratio)
         weights = reference_cross_weights(attention_strength, token_mask, video.batch_size, f * h * w)
         return append_reference(video, ref, coords, strength=strength, attention_weights=weights)
+
+
+def noise_tokens(state: ModalityLatents, generator=None, target_noise: torch.Tensor | None = None) -> ModalityLatents:
+    """Official `GaussianNoiser` on a token state: `latent = noise * mask + clean * (1 - mask)` with one standard
+    normal draw of the state's full `(B, N + M, C)` shape (float32). `target_noise` (`(B, N, C)` or unpacked
+    `(B, C, F, H, W)`) stands for the first `N` tokens' noise; the rest is drawn."""
+    b, n, c = state.latent.shape
+    device = state.latent.device
+    if target_noise is None:
+        noise = randn_tensor((b, n, c), generator=generator, device=device, dtype=torch.float32)
+    else:
+        noise = (L.pack_video(target_noise) if target_noise.ndim == 5 else target_noise).to(device, torch.float32)
+        if noise.shape[1] < n:
+            extra = randn_tensor((b, n - noise.shape[1], c), generator=generator, device=device, dtype=torch.float32)
+            noise = torch.cat([noise, extra], dim=1)
+    mask = state.denoise_mask.unsqueeze(-1)
+    return replace(state, latent=noise * mask + state.clean * (1 - mask))
