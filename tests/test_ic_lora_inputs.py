@@ -1,0 +1,187 @@
+"""`LTX2ICLoRAPipeline`: seed parity of the initial noise with ltx-pipelines' IC-LoRA pipeline (issue 16 H), the
+reference's time positions at a temporal scale factor of 2 (issue 16 J), diffusers' in-context arguments and
+plain generation without a control video (issue 15 item 4)."""
+
+from __future__ import annotations
+
+import ltx_reference  # noqa: F401  (stubs torchaudio before ltx_core is imported)
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
+from diffusers.pipelines.ltx2.pipeline_ltx2_ic_lora import LTX2ReferenceCondition
+from ltx_core.components.noisers import GaussianNoiser
+from ltx_core.components.patchifiers import AudioPatchifier, VideoLatentPatchifier
+from ltx_core.conditioning import VideoConditionByLatentIndex, VideoConditionByReferenceLatent
+from ltx_core.tools import AudioLatentTools, VideoLatentTools
+from ltx_core.types import AudioLatentShape, VideoLatentShape, VideoPixelShape
+from ltx_pipelines.utils.helpers import create_noised_state
+
+from diffusers_ltx2 import ClassifierFreeGuidance, LTX2AudioVideoPipeline, LTX2ICLoRAPipeline, LTX2Scheduler
+
+from test_ic_lora_loading import write_lora
+
+CLIP = dict(height=128, width=128, num_frames=9, frame_rate=24.0)
+FAST = dict(num_inference_steps=2, max_sequence_length=128, output_type="latent")
+
+
+@pytest.fixture()
+def ic_pipe(tiny_components):
+    return LTX2ICLoRAPipeline(scheduler=LTX2Scheduler(), guider=ClassifierFreeGuidance(1.0, 1.0), **tiny_components)
+
+
+def _seed(s=7):
+    return torch.Generator().manual_seed(s)
+
+
+# ------------------------------------------------------------------------------ H. seed parity with ltx-pipelines
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("with_image", [False, True], ids=["reference", "image+reference"])
+def test_initial_noise_matches_official_ic_lora_draw(ic_pipe, with_image):
+    """ltx-pipelines `ic_lora.py`: conditionings (image at latent 0, then the reference) are applied to the empty
+    video state, then `GaussianNoiser` draws over all video tokens, then over the audio tokens
+    (`denoise_audio_video` -> `create_noised_state`). Same generator seed -> the same states, including the noise
+    of the audio and of a partially held (strength 0.6) reference."""
+    h, w, frames, fps, factor, strength = 128, 128, 17, 24.0, 2, 0.6
+    control = ic_pipe.fit_control_video(torch.rand(17, 3, 128, 128, generator=_seed(1)), frames, h // factor,
+                                        w // factor)
+    image = torch.rand(1, 3, h, w, generator=_seed(2)) if with_image else None
+    video, audio = ic_pipe.prepare_ic_latents(
+        1, frames, h, w, fps, control=control, factor=factor, control_strength=strength, generator=_seed(),
+        image=image, image_strength=0.9, device="cpu",
+    )
+
+    # official side, same encoded latents
+    ref_latent = ic_pipe.encode_video(control, 1, "cpu")
+    pixel = VideoPixelShape(batch=1, frames=frames, height=h, width=w, fps=fps)
+    channels = ic_pipe.transformer.config.in_channels
+    video_tools = VideoLatentTools(VideoLatentPatchifier(patch_size=1),
+                                   VideoLatentShape.from_pixel_shape(pixel, latent_channels=channels), fps)
+    mel = ic_pipe.audio_vae.config.mel_bins // ic_pipe.audio_vae.mel_compression_ratio
+    audio_tools = AudioLatentTools(AudioPatchifier(patch_size=1), AudioLatentShape.from_video_pixel_shape(
+        pixel, channels=ic_pipe.audio_vae.config.latent_channels, mel_bins=mel))
+    conditionings = []
+    if with_image:
+        conditionings.append(VideoConditionByLatentIndex(ic_pipe.encode_image(image, h, w, 1, "cpu"), 0.9, 0))
+    conditionings.append(VideoConditionByReferenceLatent(ref_latent, downscale_factor=factor, strength=strength))
+    noiser = GaussianNoiser(_seed())
+    official_video = create_noised_state(video_tools, conditionings, noiser, torch.float32, torch.device("cpu"))
+    official_audio = create_noised_state(audio_tools, [], noiser, torch.float32, torch.device("cpu"))
+
+    n = video.num_target_tokens
+    assert video.latent.shape == official_video.latent.shape and video.latent.shape[1] > n
+    torch.testing.assert_close(video.denoise_mask, official_video.denoise_mask.squeeze(-1), rtol=0, atol=0)
+    torch.testing.assert_close(video.coords, official_video.positions, rtol=0, atol=1e-6)
+    torch.testing.assert_close(video.latent, official_video.latent, rtol=0, atol=1e-6)
+    torch.testing.assert_close(audio.latent, official_audio.latent, rtol=0, atol=0)
+    reference = video.latent[:, n:]
+    assert (reference - video.clean[:, n:]).abs().max() > 0.1  # the 0.6-strength reference is noised
+
+
+# ------------------------------------------------------------------------------ J. temporal scale factor 2
+
+
+def _spy_reference(pipe):
+    seen = {}
+    original = pipe.prepare_reference
+
+    def spy(video, *args, **kwargs):
+        seen["after"] = original(video, *args, **kwargs)
+        return seen["after"]
+
+    pipe.prepare_reference = spy
+    return seen
+
+
+def test_temporal_factor_2_reference_covers_the_same_seconds(ic_pipe, tmp_path):
+    """A LoRA trained on references at every 2nd frame: the reference keeps frames 0, 2, 4, ... and its time
+    positions are those frames' times in the clip (frame_rate / 2), so it spans the target's seconds."""
+    path = tmp_path / "temporal.safetensors"
+    write_lora(path, ic_pipe.transformer, metadata={"reference_downscale_factor": "1",
+                                                    "reference_temporal_scale_factor": "2"})
+    ic_pipe.load_lora_weights(str(path), adapter_name="t2")
+    assert ic_pipe.reference_temporal_scale_factor == 2
+    seen = _spy_reference(ic_pipe)
+    fps, frames = 24.0, 17
+    ic_pipe("a cat", control_video=torch.rand(17, 3, 64, 64), height=64, width=64, num_frames=frames,
+            frame_rate=fps, **FAST)
+    state = seen["after"]
+    n = state.num_target_tokens
+    ref_time, target_time = state.coords[0, 0, n:], state.coords[0, 0, :n]
+    # the kept frames 0, 2, ..., 16 form 2 latent frames of the reference: latent frame j covers kept frames
+    # [max(0, 8j - 7), 8j + 1) = clip frames twice those, i.e. seconds [2 * max(0, 8j - 7), 2 * (8j + 1)) / fps
+    expected = torch.tensor([[0.0, 2 * 1 / fps], [2 * 1 / fps, 2 * 9 / fps]])
+    starts_ends = torch.unique(ref_time, dim=0)
+    torch.testing.assert_close(starts_ends, expected, rtol=0, atol=1e-6)
+    assert abs(ref_time[:, 1].max() - target_time[:, 1].max()) <= 1 / fps + 1e-6  # same span, to a frame
+
+
+# ------------------------------------------------------------------------------ issue 15.4: diffusers arguments
+
+
+@torch.no_grad()
+def test_diffusers_reference_condition_equals_control_video(ic_pipe):
+    control = torch.rand(9, 3, 128, 128, generator=_seed(3))
+    ours = ic_pipe("a cat", control_video=control, control_strength=0.8, generator=_seed(), **CLIP, **FAST).frames
+    theirs = ic_pipe("a cat", reference_conditions=[LTX2ReferenceCondition(frames=control, strength=0.8)],
+                     generator=_seed(), **CLIP, **FAST).frames
+    single = ic_pipe("a cat", reference_conditions=LTX2ReferenceCondition(frames=control, strength=0.8),
+                     generator=_seed(), **CLIP, **FAST).frames
+    torch.testing.assert_close(theirs, ours, rtol=0, atol=0)
+    torch.testing.assert_close(single, ours, rtol=0, atol=0)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("crf", [0, None], ids=["crf0", "crf_default"])
+def test_diffusers_video_condition_equals_first_frame_image(ic_pipe, crf):
+    """`LTX2VideoCondition(image, index=0, strength, crf)` = `image=` re-compressed at the CRF (diffusers'
+    default for Gemma-3 models: 33), on diffusers' 0-255 scale."""
+    from diffusers.pipelines.ltx2.utils import apply_image_conditioning_crf
+
+    arr = (np.random.default_rng(0).random((128, 128, 3)) * 255).astype(np.uint8)
+    control = torch.rand(9, 3, 128, 128, generator=_seed(3))
+    cond = LTX2VideoCondition(frames=PIL.Image.fromarray(arr), index=0, strength=0.7, crf=crf)
+    theirs = ic_pipe("a cat", control_video=control, conditions=[cond], generator=_seed(), **CLIP, **FAST).frames
+    expected_pixels = apply_image_conditioning_crf(arr, 33) if crf is None else arr
+    if crf is None:
+        assert np.abs(expected_pixels.astype(int) - arr).max() > 0  # re-compression changed the image
+    image = torch.from_numpy(expected_pixels).permute(2, 0, 1)[None].float() / 255
+    ours = ic_pipe("a cat", control_video=control, image=image, image_strength=0.7, generator=_seed(),
+                   **CLIP, **FAST).frames
+    torch.testing.assert_close(theirs, ours, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kwargs,error,message", [
+    (dict(conditions=[LTX2VideoCondition(frames=PIL.Image.new("RGB", (64, 64)), index=1)]),
+     NotImplementedError, "keyframe"),
+    (dict(conditions=[LTX2VideoCondition(frames=[PIL.Image.new("RGB", (64, 64))] * 3)]),
+     NotImplementedError, "video conditioning"),
+    (dict(conditions=[LTX2VideoCondition(frames=PIL.Image.new("RGB", (64, 64)))] * 2), NotImplementedError, "one"),
+    (dict(conditions=[LTX2VideoCondition(frames=np.zeros((64, 64, 3), np.float32))]), ValueError, "uint8"),
+    (dict(conditions=LTX2VideoCondition(frames=PIL.Image.new("RGB", (64, 64))), image=torch.rand(1, 3, 64, 64)),
+     ValueError, "not both"),
+    (dict(reference_conditions=[LTX2ReferenceCondition(frames=torch.rand(9, 3, 64, 64))] * 2),
+     NotImplementedError, "one reference"),
+    (dict(reference_conditions=LTX2ReferenceCondition(frames=torch.rand(9, 3, 64, 64)),
+          control_video=torch.rand(9, 3, 64, 64)), ValueError, "not both"),
+    (dict(reference_conditions=["not a condition"]), ValueError, "condition objects"),
+])
+def test_unsupported_diffusers_conditions_raise_clear_errors(ic_pipe, kwargs, error, message):
+    calls = []
+    ic_pipe.transformer.register_forward_pre_hook(lambda *a: calls.append(1))
+    with pytest.raises(error, match=message):
+        ic_pipe("a cat", **CLIP, **FAST, **kwargs)
+    assert not calls  # refused before the model ran
+
+
+@torch.no_grad()
+def test_without_control_video_it_is_a_plain_generation(ic_pipe):
+    """No reference: the same noise draw and states as `LTX2AudioVideoPipeline` (as diffusers' in-context
+    pipeline runs without references)."""
+    ic = ic_pipe("a cat", generator=_seed(), **CLIP, **FAST)
+    plain = LTX2AudioVideoPipeline.from_pipe(ic_pipe)("a cat", generator=_seed(), **CLIP, **FAST)
+    torch.testing.assert_close(ic.frames, plain.frames, rtol=0, atol=0)
+    torch.testing.assert_close(ic.audio, plain.audio, rtol=0, atol=0)
