@@ -314,3 +314,18 @@ def test_adapter_metadata_rank_must_match_the_factors(pipe, tmp_path):
                                                                                 "transformer.lora_alpha": 8})})
     with pytest.raises(ValueError, match="alpha given twice"):
         pipe.load_lora_weights(str(path2), adapter_name="y")
+
+
+@torch.no_grad()
+def test_diffusers_converter_leftovers_and_hotswap(pipe):
+    """Keys diffusers' own converter writes for official connector blocks (`transformer.video_embeddings_connector
+    ...`) land in the connectors; a hotswap replaces the factors in place."""
+    sd, expected = make_lora(pipe, "official", layers=LAYERS[5:6] + LAYERS[:1])
+    moved = {("transformer." + k.removeprefix("diffusion_model.")): v for k, v in sd.items()}
+    pipe.load_lora_weights(moved, adapter_name="x")
+    for (c, p), d in expected.items():
+        torch.testing.assert_close(effective_delta(getattr(pipe, c), p, "x"), d, rtol=0, atol=1e-6)
+    sd2, expected2 = make_lora(pipe, "official", seed=5, layers=LAYERS[5:6] + LAYERS[:1])
+    pipe.load_lora_weights(sd2, adapter_name="x", hotswap=True)
+    for (c, p), d in expected2.items():
+        torch.testing.assert_close(effective_delta(getattr(pipe, c), p, "x"), d, rtol=0, atol=1e-6)

@@ -114,10 +114,13 @@ def resolve_module(module: str, targets: "LoraTargets") -> tuple[tuple[str, str]
         if hit is not None:
             return hit, targets.has(*hit)
         return ("?", module), False
-    if m.startswith("transformer."):
-        candidates.append(("transformer", m.removeprefix("transformer.")))
-    elif m.startswith("connectors."):
-        candidates.append(("connectors", m.removeprefix("connectors.")))
+    if m.startswith(("transformer.", "connectors.")):
+        component, _, rest = m.partition(".")
+        candidates.append((component, rest))
+        # diffusers' own converter leaves official names (connector blocks included) under `transformer.`
+        official = _official_map("diffusion_model." + rest)
+        if official is not None:
+            candidates.append(official)
     elif m.startswith("diffusion_model.connectors."):
         rest = m.removeprefix("diffusion_model.connectors.")
         candidates += [("connectors", rest), ("connectors", rest.replace(".transformer_1d_blocks.", ".transformer_blocks."))]
