@@ -39,23 +39,26 @@ def _seed(s=7):
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("with_image", [False, True], ids=["reference", "image+reference"])
-def test_initial_noise_matches_official_ic_lora_draw(ic_pipe, with_image):
-    """ltx-pipelines `ic_lora.py`: conditionings (image at latent 0, then the reference) are applied to the empty
+@pytest.mark.parametrize("case", ["reference", "image+reference", "two references+attention"])
+def test_initial_noise_matches_official_ic_lora_draw(ic_pipe, case):
+    """ltx-pipelines `ic_lora.py`: conditionings (image at latent 0, then each reference) are applied to the empty
     video state, then `GaussianNoiser` draws over all video tokens, then over the audio tokens
     (`denoise_audio_video` -> `create_noised_state`). Same generator seed -> the same states, including the noise
-    of the audio and of a partially held (strength 0.6) reference."""
-    h, w, frames, fps, factor, strength = 128, 128, 17, 24.0, 2, 0.6
-    control = ic_pipe.fit_control_video(torch.rand(17, 3, 128, 128, generator=_seed(1)), frames, h // factor,
-                                        w // factor)
-    image = torch.rand(1, 3, h, w, generator=_seed(2)) if with_image else None
+    of the audio and of a partially held (strength 0.6) reference, and the attention bias of two references."""
+    from ltx_core.conditioning import ConditioningItemAttentionStrengthWrapper
+
+    h, w, frames, fps, factor = 128, 128, 17, 24.0, 2
+    strengths = [0.6, 1.0] if case.startswith("two") else [0.6]
+    attention = 0.5 if case.startswith("two") else 1.0
+    controls = [ic_pipe.fit_control_video(torch.rand(17, 3, 128, 128, generator=_seed(1 + i)), frames, h // factor,
+                                          w // factor) for i in range(len(strengths))]
+    image = torch.rand(1, 3, h, w, generator=_seed(9)) if case.startswith("image") else None
     video, audio = ic_pipe.prepare_ic_latents(
-        1, frames, h, w, fps, control=control, factor=factor, control_strength=strength, generator=_seed(),
-        image=image, image_strength=0.9, device="cpu",
+        1, frames, h, w, fps, references=list(zip(controls, strengths)), factor=factor, attention_strength=attention,
+        generator=_seed(), image=image, image_strength=0.9, device="cpu",
     )
 
     # official side, same encoded latents
-    ref_latent = ic_pipe.encode_video(control, 1, "cpu")
     pixel = VideoPixelShape(batch=1, frames=frames, height=h, width=w, fps=fps)
     channels = ic_pipe.transformer.config.in_channels
     video_tools = VideoLatentTools(VideoLatentPatchifier(patch_size=1),
@@ -64,9 +67,14 @@ def test_initial_noise_matches_official_ic_lora_draw(ic_pipe, with_image):
     audio_tools = AudioLatentTools(AudioPatchifier(patch_size=1), AudioLatentShape.from_video_pixel_shape(
         pixel, channels=ic_pipe.audio_vae.config.latent_channels, mel_bins=mel))
     conditionings = []
-    if with_image:
+    if image is not None:
         conditionings.append(VideoConditionByLatentIndex(ic_pipe.encode_image(image, h, w, 1, "cpu"), 0.9, 0))
-    conditionings.append(VideoConditionByReferenceLatent(ref_latent, downscale_factor=factor, strength=strength))
+    for control, strength in zip(controls, strengths):
+        item = VideoConditionByReferenceLatent(ic_pipe.encode_video(control, 1, "cpu"), downscale_factor=factor,
+                                               strength=strength)
+        if attention < 1:
+            item = ConditioningItemAttentionStrengthWrapper(item, attention_mask=attention)
+        conditionings.append(item)
     noiser = GaussianNoiser(_seed())
     official_video = create_noised_state(video_tools, conditionings, noiser, torch.float32, torch.device("cpu"))
     official_audio = create_noised_state(audio_tools, [], noiser, torch.float32, torch.device("cpu"))
@@ -77,8 +85,16 @@ def test_initial_noise_matches_official_ic_lora_draw(ic_pipe, with_image):
     torch.testing.assert_close(video.coords, official_video.positions, rtol=0, atol=1e-6)
     torch.testing.assert_close(video.latent, official_video.latent, rtol=0, atol=1e-6)
     torch.testing.assert_close(audio.latent, official_audio.latent, rtol=0, atol=0)
-    reference = video.latent[:, n:]
-    assert (reference - video.clean[:, n:]).abs().max() > 0.1  # the 0.6-strength reference is noised
+    if attention < 1:
+        # [0, 1] weights (0 between the two reference groups; the bias holds the dtype minimum there)
+        torch.testing.assert_close(torch.exp(video.self_attention_bias), official_video.attention_mask,
+                                   rtol=0, atol=1e-6)
+        assert (official_video.attention_mask == 0).any()
+    else:
+        assert video.self_attention_bias is None and official_video.attention_mask is None
+    m = controls[0].shape[0] // 8 + 1  # first reference: latent frames x (h/32/2) x (w/32/2) tokens
+    first = slice(n, n + m * (h // 64) * (w // 64))
+    assert (video.latent[:, first] - video.clean[:, first]).abs().max() > 0.1  # the 0.6-strength reference is noised
 
 
 # ------------------------------------------------------------------------------ J. temporal scale factor 2
@@ -163,8 +179,6 @@ def test_diffusers_video_condition_equals_first_frame_image(ic_pipe, crf):
     (dict(conditions=[LTX2VideoCondition(frames=np.zeros((64, 64, 3), np.float32))]), ValueError, "uint8"),
     (dict(conditions=LTX2VideoCondition(frames=PIL.Image.new("RGB", (64, 64))), image=torch.rand(1, 3, 64, 64)),
      ValueError, "not both"),
-    (dict(reference_conditions=[LTX2ReferenceCondition(frames=torch.rand(9, 3, 64, 64))] * 2),
-     NotImplementedError, "one reference"),
     (dict(reference_conditions=LTX2ReferenceCondition(frames=torch.rand(9, 3, 64, 64)),
           control_video=torch.rand(9, 3, 64, 64)), ValueError, "not both"),
     (dict(reference_conditions=["not a condition"]), ValueError, "condition objects"),
@@ -185,3 +199,19 @@ def test_without_control_video_it_is_a_plain_generation(ic_pipe):
     plain = LTX2AudioVideoPipeline.from_pipe(ic_pipe)("a cat", generator=_seed(), **CLIP, **FAST)
     torch.testing.assert_close(ic.frames, plain.frames, rtol=0, atol=0)
     torch.testing.assert_close(ic.audio, plain.audio, rtol=0, atol=0)
+
+
+@torch.no_grad()
+def test_two_diffusers_references_are_both_appended(ic_pipe):
+    seen = _spy_reference(ic_pipe)
+    calls = []
+    original = ic_pipe.prepare_reference
+
+    def count(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    ic_pipe.prepare_reference = count
+    refs = [LTX2ReferenceCondition(frames=torch.rand(9, 3, 64, 64), strength=s) for s in (1.0, 0.5)]
+    ic_pipe("a cat", reference_conditions=refs, reference_downscale_factor=2, generator=_seed(), **CLIP, **FAST)
+    assert len(calls) == 2 and "after" in seen

@@ -2,19 +2,19 @@
 
 diffusers 0.42.1's `LTX2InContextPipeline` takes `reference_conditions=` (`LTX2ReferenceCondition(frames,
 strength)`) and `conditions=` (`LTX2VideoCondition(frames, index, strength, crf)`). This package's IC-LoRA pipeline
-has one control video (`control_video`, `control_strength`) and a first-frame image (`image`, `image_strength`):
+has control videos (`control_video`, `control_strength`) and a first-frame image (`image`, `image_strength`):
 
 | diffusers                                           | ours                                                   |
 |-----------------------------------------------------|--------------------------------------------------------|
-| `reference_conditions=[LTX2ReferenceCondition(f, s)]` | `control_video=f, control_strength=s`                 |
+| `reference_conditions=[LTX2ReferenceCondition(f, s), ...]` | `control_video=f, control_strength=s` (several: each appended in order) |
 | `conditions=[LTX2VideoCondition(img, index=0, strength=s, crf=c)]` | `image=<img re-compressed at CRF c>, image_strength=s` |
 | `reference_downscale_factor=`                        | the same (default: the loaded LoRA's factor)           |
 
 Values: diffusers reads condition frames (arrays / tensors) on a 0-255 scale and re-compresses a single image with
 H.264 at `crf` (`None`: the model default, 33 for Gemma-3 models) before encoding; this is done here with
 diffusers' own `apply_image_conditioning_crf`. What has no counterpart here is refused with a clear error
-(several references, several conditions, a condition at another latent index or of several frames: keyframe /
-video conditioning), never silently dropped.
+(several conditions, a condition at another latent index or of several frames: keyframe / video conditioning),
+never silently dropped.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-__all__ = ["control_from_reference_conditions", "image_from_conditions"]
+__all__ = ["references_from", "image_from_conditions"]
 
 
 def _as_list(value, name: str) -> list:
@@ -37,23 +37,19 @@ def _as_list(value, name: str) -> list:
     return items
 
 
-def control_from_reference_conditions(reference_conditions, control_video, control_strength: float):
-    """`reference_conditions=` -> `(control_video, control_strength)`.
+def references_from(reference_conditions, control_video, control_strength: float) -> list[tuple[object, float]]:
+    """`control_video` / `reference_conditions=` -> the call's references `[(frames, strength), ...]` (in order;
+    empty for a plain generation).
 
     Raises:
         ValueError: both `reference_conditions` and `control_video` given, or objects of another type.
-        NotImplementedError: more than one reference (one control video per call here).
     """
     refs = _as_list(reference_conditions, "reference_conditions")
-    if not refs:
-        return control_video, control_strength
-    if control_video is not None:
+    if refs and control_video is not None:
         raise ValueError("pass either control_video= or reference_conditions=, not both")
-    if len(refs) > 1:
-        raise NotImplementedError(
-            f"got {len(refs)} reference conditions: LTX2ICLoRAPipeline takes one reference video per call"
-        )
-    return refs[0].frames, float(refs[0].strength)
+    if control_video is not None:
+        return [(control_video, control_strength)]
+    return [(ref.frames, float(ref.strength)) for ref in refs]
 
 
 def _single_frame(frames) -> np.ndarray:
@@ -121,5 +117,5 @@ def image_from_conditions(conditions, image, image_strength: float, text_encoder
             raise ValueError(f"image conditioning CRF expects a uint8 RGB frame, got dtype={arr.dtype}; pass a PIL "
                              "image / uint8 array, or set crf=0 on the condition")
         arr = apply_image_conditioning_crf(arr, int(crf))
-    pixels = torch.from_numpy(np.ascontiguousarray(arr)).to(torch.float32).permute(2, 0, 1)[None] / 255.0
+    pixels = torch.from_numpy(np.array(arr, dtype=np.float32)).permute(2, 0, 1)[None] / 255.0
     return pixels.clamp(0, 1), float(cond.strength)

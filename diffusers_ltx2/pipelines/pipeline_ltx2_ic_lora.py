@@ -25,7 +25,7 @@ from . import latents as L
 from . import validation as V
 from .base import LTX2PipelineBase
 from .denoising import ModalityLatents
-from .diffusers_conditions import control_from_reference_conditions, image_from_conditions
+from .diffusers_conditions import image_from_conditions, references_from
 from .reference import append_reference, latent_token_mask, reference_cross_weights
 
 
@@ -95,8 +95,10 @@ class LTX2ICLoRAPipeline(LTX2PipelineBase):
             control_preprocessor: optional callable `(F, 3, H, W) -> (F, 3, H, W)` in `[0, 1]` applied to the
                 fitted control video (e.g. `diffusers_ltx2.control.CannyPreprocessor()`).
             reference_downscale_factor: overrides the factor recorded from the loaded LoRAs.
-            reference_conditions: diffusers' form of `control_video` / `control_strength`: one
-                `LTX2ReferenceCondition(frames, strength)` (or a list of one).
+            reference_conditions: diffusers' form of `control_video` / `control_strength`: one or more
+                `LTX2ReferenceCondition(frames, strength)`; several references are appended one after the other
+                (as ltx-pipelines does with several `video_conditioning` entries), each fitted, preprocessed and
+                masked like `control_video`.
             conditions: diffusers' form of `image` / `image_strength`: one `LTX2VideoCondition(frames, index=0,
                 strength, crf)` (re-compressed at `crf` as diffusers does); other indices or several frames raise
                 `NotImplementedError`.
@@ -108,8 +110,7 @@ class LTX2ICLoRAPipeline(LTX2PipelineBase):
         """
         # 1. Check every input before any model runs.
         guider = guider if guider is not None else self.guider
-        control_video, control_strength = control_from_reference_conditions(
-            reference_conditions, control_video, control_strength)
+        references = references_from(reference_conditions, control_video, control_strength)
         image, image_strength = image_from_conditions(conditions, image, image_strength, self.text_encoder)
         inputs = V.check_call_inputs(
             self, prompt=prompt, negative_prompt=negative_prompt, prompt_embeds=prompt_embeds,
@@ -118,12 +119,14 @@ class LTX2ICLoRAPipeline(LTX2PipelineBase):
             num_videos_per_prompt=num_videos_per_prompt, generator=generator, latents=latents,
             audio_latents=audio_latents, callback_tensor_inputs=callback_on_step_end_tensor_inputs, guider=guider,
         )
-        V.check_strength("control_strength", control_strength)
+        for _, strength in references:
+            V.check_strength("control_strength", strength)
         V.check_strength("conditioning_attention_strength", conditioning_attention_strength)
-        control, factor = None, None
-        if control_video is not None:
+        factor = None
+        if references:
             factor = self.resolve_downscale_factor(reference_downscale_factor, height, width)
-            control = self.fit_control_video(control_video, num_frames, height // factor, width // factor)
+            references = [(self.fit_control_video(frames, num_frames, height // factor, width // factor), strength)
+                          for frames, strength in references]
         elif control_preprocessor is not None or conditioning_attention_mask is not None:
             raise ValueError("control_preprocessor / conditioning_attention_mask need a control_video")
         device = self._execution_device
@@ -137,13 +140,13 @@ class LTX2ICLoRAPipeline(LTX2PipelineBase):
         )
 
         # 3. Initial latents: generated + reference video tokens, then noise in the official order.
-        if control is not None and control_preprocessor is not None:
-            control = self.run_preprocessor(control_preprocessor, control)
+        if control_preprocessor is not None:
+            references = [(self.run_preprocessor(control_preprocessor, c), s) for c, s in references]
         video, audio = self.prepare_ic_latents(
-            inputs.total, num_frames, height, width, frame_rate, control=control, factor=factor,
-            control_strength=control_strength, attention_strength=conditioning_attention_strength,
-            attention_mask=conditioning_attention_mask, generator=generator, latents=latents,
-            audio_latents=audio_latents, image=image, image_strength=image_strength, device=device,
+            inputs.total, num_frames, height, width, frame_rate, references=references, factor=factor,
+            attention_strength=conditioning_attention_strength, attention_mask=conditioning_attention_mask,
+            generator=generator, latents=latents, audio_latents=audio_latents, image=image,
+            image_strength=image_strength, device=device,
         )
 
         # 4. Denoise (the shared core; the reference tokens ride along and are dropped at the end).
@@ -160,17 +163,18 @@ class LTX2ICLoRAPipeline(LTX2PipelineBase):
 
     # -- reference steps ------------------------------------------------------------------------------------
     def prepare_ic_latents(
-        self, total: int, num_frames: int, height: int, width: int, frame_rate: float, *, control=None,
-        factor: int | None = None, control_strength: float = 1.0, attention_strength: float = 1.0,
+        self, total: int, num_frames: int, height: int, width: int, frame_rate: float, *,
+        references: list[tuple[torch.Tensor, float]] = (), factor: int | None = None, attention_strength: float = 1.0,
         attention_mask: torch.Tensor | None = None, generator=None, latents=None, audio_latents=None, image=None,
         image_strength: float = 1.0, device=None,
     ) -> tuple[ModalityLatents, ModalityLatents]:
         """Initial video (generated + reference tokens) and audio states, noised in the official order.
 
-        ltx-pipelines `ic_lora.py` builds the video state with every conditioning applied (first-frame image,
-        then the reference appended) and only then noises it (`create_noised_state` -> `GaussianNoiser`): one
-        `randn` over all `N + M` video tokens, then one over the audio tokens. Tokens are noised as
-        `noise * mask + clean * (1 - mask)`, so a partially held reference (`control_strength < 1`) is noised too.
+        `references` are fitted control videos `(F, 3, H / factor, W / factor)` in `[0, 1]` with their strengths,
+        appended in order. ltx-pipelines `ic_lora.py` builds the video state with every conditioning applied
+        (first-frame image, then each reference appended) and only then noises it (`create_noised_state` ->
+        `GaussianNoiser`): one `randn` over all `N + M` video tokens, then one over the audio tokens. Tokens are
+        noised as `noise * mask + clean * (1 - mask)`, so a partially held reference (strength < 1) is noised too.
         `latents` (user noise for the `N` generated tokens) replaces the first part of the video draw.
         """
         first_frame = self.encode_image(image, height, width, total, device) if image is not None else None
@@ -179,9 +183,9 @@ class LTX2ICLoRAPipeline(LTX2PipelineBase):
             total, num_frames, height, width, frame_rate, noise=torch.zeros(packed, device=device), device=device,
             first_frame=first_frame, first_frame_strength=image_strength,
         )
-        if control is not None:
+        for control, strength in references:
             video = self.prepare_reference(
-                video, control, factor, frame_rate, strength=control_strength, attention_strength=attention_strength,
+                video, control, factor, frame_rate, strength=strength, attention_strength=attention_strength,
                 attention_mask=attention_mask,
             )
         video = noise_tokens(video, generator, target_noise=latents)
