@@ -237,7 +237,7 @@ def test_empty_or_alpha_only_files_create_no_layer(pipe, tmp_path):
 
 def test_missing_local_file_is_file_not_found(pipe, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    for missing in ["missing.safetensors", str(tmp_path / "nope.safetensors"), "./models/lora"]:
+    for missing in ["missing.safetensors", str(tmp_path / "nope.safetensors"), "./models/lora", "models/loras/x"]:
         with pytest.raises(FileNotFoundError, match="LoRA file not found") as info:
             pipe.load_lora_weights(missing)
         assert missing.lstrip("./") in str(info.value)
@@ -329,3 +329,19 @@ def test_diffusers_converter_leftovers_and_hotswap(pipe):
     pipe.load_lora_weights(sd2, adapter_name="x", hotswap=True)
     for (c, p), d in expected2.items():
         torch.testing.assert_close(effective_delta(getattr(pipe, c), p, "x"), d, rtol=0, atol=1e-6)
+
+
+@torch.no_grad()
+def test_convert_lora_keeps_diffusers_adapter_metadata(pipe, tmp_path):
+    """A diffusers file with lora_alpha=16, r=4 keeps its scale (4) through `ltx2 convert-lora` and loading."""
+    from diffusers_ltx2.cli.convert import main_convert_lora
+
+    sd, expected = make_lora(pipe, "diffusers", layers=LAYERS[:2])
+    src, dst = tmp_path / "d.safetensors", tmp_path / "converted.safetensors"
+    save_file(sd, str(src), metadata={"lora_adapter_metadata": json.dumps(
+        {"transformer.r": RANK, "transformer.lora_alpha": 16, "transformer.target_modules": ["to_q"]})})
+    assert main_convert_lora([str(src), str(dst)]) == 0
+    pipe.load_lora_weights(str(dst), adapter_name="m")
+    for (c, p), d in expected.items():
+        torch.testing.assert_close(effective_delta(getattr(pipe, c), p, "m"), 4 * d, rtol=0, atol=1e-6)
+    assert lora_layers(pipe.transformer, "m") == sorted(p for _, p in expected)  # not every "to_q" of the model

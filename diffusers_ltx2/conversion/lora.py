@@ -129,13 +129,14 @@ def _group_label(module: str) -> str:
     return re.sub(r"(transformer_blocks|transformer_1d_blocks)([._])\d+([._])", r"\1\2*\3", module)
 
 
-def _format_problems(problems: list[tuple[str, str, list[str]]], total_modules: int, name: str | None) -> str:
+def _format_problems(problems: list[tuple[str, str, list[str]]], total_modules: int, name: str | None,
+                     model: str) -> str:
     by_cause: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for cause, module, keys in problems:
         by_cause[cause][_group_label(module)].extend(keys)
     n_keys = sum(len(k) for _, _, k in problems)
     who = f"LoRA {name!r}" if name else "the LoRA"
-    lines = [f"{who} does not fit this model: {len({m for _, m, _ in problems})} of {total_modules} modules "
+    lines = [f"{who} does not fit {model}: {len({m for _, m, _ in problems})} of {total_modules} modules "
              f"({n_keys} tensors) have no valid target; nothing was loaded."]
     shown = 0
     for cause, groups in by_cause.items():
@@ -241,7 +242,8 @@ def normalize_lora(
         owner[(component, path)] = module
     if problems:
         unknown = [k for cause, _, keys in problems for k in keys if "missing" not in cause]
-        raise LoraKeyError(_format_problems(problems, len(entries), name), problems, unknown, missing)
+        model = "LTX-2 (2.0 or 2.3)" if targets.template else "this model"
+        raise LoraKeyError(_format_problems(problems, len(entries), name, model), problems, unknown, missing)
     for component, config in adapter_config.items():
         for path in (p for c, p in factors if c == component):
             r, _ = _peft_rank_alpha(config, path)

@@ -75,7 +75,8 @@ def check_adapter_name(name) -> str:
 
 def _check_local_source(source, weight_name: str | None) -> None:
     """A path that names a local file (or a local folder + `weight_name`) and does not exist: FileNotFoundError
-    here rather than a hub lookup (diffusers treats any other string as a hub id)."""
+    here rather than a hub lookup (diffusers treats any other string as a hub id). Local-looking: a weights
+    suffix, an absolute / `./` / `~` path, or more than one `/` (a hub id is `owner/name`)."""
     if not isinstance(source, (str, os.PathLike)):
         return
     text = os.path.expanduser(os.fspath(source))
@@ -84,7 +85,7 @@ def _check_local_source(source, weight_name: str | None) -> None:
             raise FileNotFoundError(f"LoRA file not found: {os.path.join(text, weight_name)}")
         return
     looks_local = (text.lower().endswith(_WEIGHT_SUFFIXES) or os.path.isabs(text)
-                   or text.startswith(("./", "../", ".\\", "..\\", "~")) or os.sep + os.sep in text)
+                   or text.startswith(("./", "../", ".\\", "..\\", "~")) or text.count("/") >= 2 or "\\" in text)
     if looks_local and not os.path.isfile(text):
         raise FileNotFoundError(f"LoRA file not found: {text}")
 
