@@ -215,3 +215,21 @@ def test_two_diffusers_references_are_both_appended(ic_pipe):
     refs = [LTX2ReferenceCondition(frames=torch.rand(9, 3, 64, 64), strength=s) for s in (1.0, 0.5)]
     ic_pipe("a cat", reference_conditions=refs, reference_downscale_factor=2, generator=_seed(), **CLIP, **FAST)
     assert len(calls) == 2 and "after" in seen
+
+
+@torch.no_grad()
+def test_user_latents_and_generator_lists_with_a_reference(ic_pipe):
+    """`latents=` is the generated tokens' noise (the reference's noise is drawn); one generator per video draws
+    each video's generated + reference tokens, as a single generator does for a batch of one."""
+    control = ic_pipe.fit_control_video(torch.rand(9, 3, 64, 64, generator=_seed(1)), 9, 64, 64)
+    n = 2 * 4 * 4  # 128 x 128 x 9 -> 2 x 4 x 4 generated tokens
+    noise = torch.randn(1, n, ic_pipe.transformer.config.in_channels, generator=_seed(4))
+    video, _ = ic_pipe.prepare_ic_latents(1, 9, 128, 128, 24.0, references=[(control, 0.5)], factor=2,
+                                          latents=noise, generator=_seed(), device="cpu")
+    torch.testing.assert_close(video.latent[:, :n], noise, rtol=0, atol=0)
+    assert video.latent.shape[1] > n
+    batch, _ = ic_pipe.prepare_ic_latents(2, 9, 128, 128, 24.0, references=[(control, 0.5)], factor=2,
+                                          generator=[_seed(1), _seed(2)], device="cpu")
+    single, _ = ic_pipe.prepare_ic_latents(1, 9, 128, 128, 24.0, references=[(control, 0.5)], factor=2,
+                                           generator=_seed(2), device="cpu")
+    torch.testing.assert_close(batch.latent[1:], single.latent, rtol=0, atol=0)
