@@ -345,3 +345,11 @@ def test_convert_lora_keeps_diffusers_adapter_metadata(pipe, tmp_path):
     for (c, p), d in expected.items():
         torch.testing.assert_close(effective_delta(getattr(pipe, c), p, "m"), 4 * d, rtol=0, atol=1e-6)
     assert lora_layers(pipe.transformer, "m") == sorted(p for _, p in expected)  # not every "to_q" of the model
+
+
+def test_unknown_keyword_arguments_are_refused_before_loading(pipe):
+    sd, _ = make_lora(pipe, "official", layers=LAYERS[:1])
+    with pytest.raises(TypeError, match="weight_nmae"):
+        pipe.load_lora_weights(sd, adapter_name="x", weight_nmae="lora.safetensors")
+    assert _untouched(pipe)
+    pipe.load_lora_weights(sd, adapter_name="x", weight_name="ignored for a dict", low_cpu_mem_usage=False)

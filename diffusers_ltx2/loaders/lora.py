@@ -39,6 +39,10 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["LTX2OfficialLoraLoaderMixin", "ICLoraInfo", "read_reference_factors", "check_adapter_name"]
 
+#: `load_lora_weights` keyword arguments that say where the file is (diffusers' `lora_state_dict` ones).
+_FETCH_KEYS = ("weight_name", "cache_dir", "force_download", "proxies", "local_files_only", "token", "revision",
+               "subfolder")
+
 #: File suffixes that make a string a file path rather than a hub id.
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 
@@ -162,6 +166,7 @@ class LTX2OfficialLoraLoaderMixin(LTX2LoraLoaderMixin):
 
         Raises:
             FileNotFoundError: a local file path (or folder + `weight_name`) that does not exist.
+            TypeError: an unknown keyword argument (checked before anything is read).
             ValueError: a bad adapter name / strength / factor; a LoRA whose tensors do not all fit this model
                 (`conversion.lora.LoraKeyError`, listing the keys and the probable cause); NaN/inf factors;
                 contradictory IC-LoRA metadata; a LoRA that created no layer.
@@ -174,6 +179,9 @@ class LTX2OfficialLoraLoaderMixin(LTX2LoraLoaderMixin):
             raise ValueError(f"strength must be a finite number, got {strength!r}")
         if adapter_name is not None:
             check_adapter_name(adapter_name)
+        unknown = set(kwargs) - set(_FETCH_KEYS) - {"use_safetensors", "low_cpu_mem_usage"}
+        if unknown:
+            raise TypeError(f"load_lora_weights() got unexpected keyword arguments {sorted(unknown)}")
         _check_local_source(pretrained_model_name_or_path_or_dict, kwargs.get("weight_name"))
         state_dict, file_metadata = self._fetch_lora(pretrained_model_name_or_path_or_dict, kwargs)
         if adapter_name is None:
@@ -202,7 +210,7 @@ class LTX2OfficialLoraLoaderMixin(LTX2LoraLoaderMixin):
                 raise ValueError(f"an adapter named {adapter_name!r} is already loaded; pass another adapter_name")
             self._common_factor("reference_downscale_factor", info)  # refuse before touching the model
             self._common_factor("reference_temporal_scale_factor", info)
-        self._inject(lora, adapter_name, hotswap, kwargs.pop("low_cpu_mem_usage", None))
+        self._inject(lora, adapter_name, hotswap, kwargs.get("low_cpu_mem_usage"))
         self.ic_lora_adapters[adapter_name] = info
         if strength != 1.0:
             self._apply_strengths()
@@ -257,13 +265,11 @@ class LTX2OfficialLoraLoaderMixin(LTX2LoraLoaderMixin):
 
     def _fetch_lora(self, source, kwargs) -> tuple[dict[str, torch.Tensor], dict | None]:
         """The raw state dict and the file's full safetensors metadata (None for in-memory dicts)."""
+        opts = {k: kwargs.pop(k, None) for k in _FETCH_KEYS}
         if isinstance(source, dict):
             return dict(source), None
         from diffusers.loaders.lora_base import _fetch_state_dict
 
-        fetch_keys = ("weight_name", "cache_dir", "force_download", "proxies", "local_files_only", "token",
-                      "revision", "subfolder")
-        opts = {k: kwargs.pop(k, None) for k in fetch_keys}
         use_safetensors = kwargs.pop("use_safetensors", None)
         if isinstance(source, os.PathLike):
             source = os.fspath(source)
