@@ -262,11 +262,13 @@ class LTXAPIPromptEncoder:
         return {"kind": self.kind, "model_identity": self.model_id, "enhance_prompt": self.enhance_prompt}
 
     def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(api_key=***, model_id={short_identity(self.model_id)!r}, "
-            f"enhance_prompt={self.enhance_prompt}, base_url={self.base_url!r}, timeout={self.timeout}, "
-            f"retries={self.retries})"
+        # getattr: also called on a half-built instance (a traceback printing __init__'s locals)
+        model_id = getattr(self, "model_id", None)
+        settings = ", ".join(
+            f"{name}={getattr(self, name)!r}" for name in ("enhance_prompt", "base_url", "timeout", "retries")
+            if hasattr(self, name)
         )
+        return f"{type(self).__name__}(api_key=***, model_id={short_identity(model_id)!r}{', ' if settings else ''}{settings})"
 
     def __getstate__(self):
         raise TypeError(f"{type(self).__name__} holds an API key and is not picklable; build one per process")
