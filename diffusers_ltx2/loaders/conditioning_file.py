@@ -232,7 +232,7 @@ def from_comfy_conditioning(
     value is read).
 
     Raises:
-        ValueError: (`ConditioningFileError` or from `identity.split_context`) for anything unusable: wrong
+        ConditioningFileError: (a `ValueError`) for anything unusable: wrong
             structure, a non-float, empty, non-finite or out-of-bounds tensor, a width that does not split,
             a mask that does not fit or is not binary.
     """
@@ -257,7 +257,10 @@ def from_comfy_conditioning(
     if isinstance(context, torch.Tensor) and context.ndim == 2:
         context = context.unsqueeze(0)
     _check_context(context, source, max_batch=max_batch, max_tokens=max_tokens)
-    video, audio = split_context(context, video_dim, audio_dim, source=source)
+    try:
+        video, audio = split_context(context, video_dim, audio_dim, source=source)
+    except ValueError as err:
+        raise ConditioningFileError(str(err)) from None
     mask = _binary_mask(options.get("attention_mask"), context.shape[0], context.shape[1], source)
     return PromptEmbeddings(
         video_context=video.contiguous(), audio_context=audio.contiguous(), attention_mask=mask,
