@@ -7,14 +7,15 @@ import io
 import json
 import os
 import pickle
+import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import textwrap
 import threading
 import time
 import traceback
-from collections import OrderedDict
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ import torch
 
 from diffusers_ltx2.loaders.api import (
     DEFAULT_MAX_RESPONSE_BYTES,
+    HTTPClientTransport,
     LTXAPIConnectionError,
     LTXAPIPromptEncoder,
     LTXAPIRateLimitError,
@@ -46,8 +48,9 @@ REPO = Path(__file__).resolve().parents[1]
 class RawServer:
     """A TCP server on 127.0.0.1 that reads one request and then runs `script(send)` to answer it."""
 
-    def __init__(self, script):
+    def __init__(self, script, tls: ssl.SSLContext | None = None):
         self.script = script
+        self.tls = tls
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.stop = threading.Event()
@@ -64,6 +67,8 @@ class RawServer:
     def _handle(self, conn):
         try:
             conn.settimeout(10)
+            if self.tls is not None:
+                conn = self.tls.wrap_socket(conn, server_side=True)
             data = b""
             while b"\r\n\r\n" not in data:
                 chunk = conn.recv(65536)
@@ -118,6 +123,44 @@ def test_a_trickling_server_cannot_hold_a_request_past_the_timeout(scenario):
     assert elapsed < 1.0 + 1.0, f"{scenario}: encode() returned after {elapsed:.2f} s with timeout=1.0"
 
 
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1: (server context, client context trusting it)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make a test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+    client = ssl.create_default_context(cafile=str(cert))
+    return server, client
+
+
+def test_https_works_and_the_deadline_holds_over_tls(api, tls):
+    server_context, client_context = tls
+    api.server.socket = server_context.wrap_socket(api.server.socket, server_side=True)
+    https_url = api.url.replace("http://", "https://")
+    out = make_encoder(api, base_url=https_url, transport=HTTPClientTransport(ssl_context=client_context)).encode(["a"])
+    assert torch.equal(out.video_context[0], reference_tensor("a")[0, :, :VIDEO])
+    with pytest.raises(LTXAPIConnectionError, match="CERTIFICATE_VERIFY_FAILED"):  # certificates are checked
+        make_encoder(api, base_url=https_url, retries=0).encode(["a"])
+
+    for name, server in [("trickled body", RawServer(SCENARIOS["body"], tls=server_context)),
+                         ("handshake never answered", RawServer(lambda send, stop: None))]:
+        encoder = LTXAPIPromptEncoder(api_key=KEY, model_id=MODEL_ID, base_url=server.url.replace("http:", "https:"),
+                                      timeout=1.0, retries=0, transport=HTTPClientTransport(ssl_context=client_context))
+        start = time.monotonic()
+        try:
+            with pytest.raises(LTXAPITimeoutError):
+                encoder.encode(["p"])
+        finally:
+            server.close()
+        assert time.monotonic() - start < 1.0 + 1.0, name
+
+
 # ------------------------------------------------------------------------------------ body size cap
 
 
@@ -134,7 +177,8 @@ def test_the_largest_real_reply_decodes_through_a_real_server(api):
     tensor = torch.randn(1, 1024, 7680)
     api.script.append(Reply(200, pickle.dumps([[tensor, {}]])))
     out = make_encoder(api, video_dim=None, audio_dim=None, timeout=20).encode(["long"])
-    assert torch.equal(out.video_context[0], tensor[0, :, :3840]) and torch.equal(out.audio_context[0], tensor[0, :, 3840:])
+    assert torch.equal(out.video_context[0], tensor[0, :, :3840])
+    assert torch.equal(out.audio_context[0], tensor[0, :, 3840:])
 
 
 def test_a_reply_over_the_configured_cap_is_refused(api):

@@ -268,7 +268,8 @@ class LTXAPIPromptEncoder:
             f"{name}={getattr(self, name)!r}" for name in ("enhance_prompt", "base_url", "timeout", "retries")
             if hasattr(self, name)
         )
-        return f"{type(self).__name__}(api_key=***, model_id={short_identity(model_id)!r}{', ' if settings else ''}{settings})"
+        settings = f", {settings}" if settings else ""
+        return f"{type(self).__name__}(api_key=***, model_id={short_identity(model_id)!r}{settings})"
 
     def __getstate__(self):
         raise TypeError(f"{type(self).__name__} holds an API key and is not picklable; build one per process")
