@@ -214,3 +214,28 @@ def test_sparse_tensors_from_torch_save_are_refused():
     assert torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)[0][0].is_sparse  # control
     with pytest.raises(ForbiddenPickleError, match="sparse"):
         safe_loads(buffer.getvalue())
+
+
+# Opcodes whose declared length or memo index CPython's C unpickler reserves before reading anything.
+HUGE = 3_000_000_000
+DECLARED_ALLOCATIONS = {
+    "BINBYTES8 of 3 GB": b"\x80\x04\x8e" + struct.pack("<Q", HUGE) + b"abc.",
+    "BINUNICODE8 of 3 GB": b"\x80\x04\x8d" + struct.pack("<Q", HUGE) + b"abc.",
+    "BYTEARRAY8 of 3 GB": b"\x80\x05\x96" + struct.pack("<Q", HUGE) + b"abc.",
+    "FRAME of 3 GB": b"\x80\x04\x95" + struct.pack("<Q", HUGE) + b"N.",
+    "LONG_BINPUT at 2**28": b"\x80\x02N" + b"r" + struct.pack("<I", 2**28 - 1) + b".",
+    "PUT at 2e9": b"\x80\x02Np2000000000\n.",
+}
+
+
+@pytest.mark.parametrize("name", sorted(DECLARED_ALLOCATIONS))
+def test_declared_lengths_and_memo_indices_are_checked_before_unpickling(name):
+    with pytest.raises(SafeUnpicklingError):
+        safe_loads(DECLARED_ALLOCATIONS[name])
+
+
+def test_memo_and_frames_of_real_pickles_still_load():
+    value = [[torch.ones(2, 3), {"a": "x" * 100, "b": ["x" * 100] * 3}]]
+    for protocol in (2, 3, 4, 5):
+        out = safe_loads(pickle.dumps(value, protocol=protocol))
+        assert torch.equal(out[0][0], value[0][0]) and out[0][1] == value[0][1]

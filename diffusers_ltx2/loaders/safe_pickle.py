@@ -21,7 +21,8 @@ numbers, dtypes, devices, sizes) and plain tensors without hooks or extra attrib
 Nothing allocates more than the payload justifies. Before torch reads a storage it is checked that the
 sizes the payload *declares* fit in the payload (legacy streams are pre-scanned with placeholder globals;
 zip entries must be stored uncompressed and fit in the file), so a 600-byte payload cannot make torch reserve
-gigabytes. Every tensor must lie inside its storage (offset + extent <= storage size) and hold no more
+gigabytes, and every pickle's opcodes are walked first (`pickletools`) so that no declared argument length
+or memo index makes the C unpickler reserve memory either. Every tensor must lie inside its storage (offset + extent <= storage size) and hold no more
 elements than it (no zero or overlapping strides repeating a few stored values over a huge shape), and only
 dense strided tensors are accepted (no sparse, quantized or nested ones). A decoded tensor is therefore never
 larger than the payload that carried it.
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import pickletools
 import warnings
 import zipfile
 from collections import OrderedDict
@@ -99,6 +101,35 @@ def _check_layout(storage_numel: int, offset, size, stride) -> None:
             f"tensor of {numel} elements over a {storage_numel}-element storage (zero or overlapping strides "
             "expanding the data) is not accepted"
         )
+
+
+_MEMO_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+
+
+def _prescan(stream: io.BytesIO) -> None:
+    """Walk the opcodes of the pickle at `stream`'s position, then rewind; refuse what would make the C
+    unpickler reserve memory the payload does not carry.
+
+    CPython's unpickler reserves a ``BINBYTES8``/``BINUNICODE8``/``BYTEARRAY8`` argument at its declared length
+    before reading it, and grows its memo table to any ``PUT`` index; `pickletools.genops` reads the same
+    arguments without reserving them (a truncated one is an error) and the memo indices are checked here
+    against what a pickler writes (sequential: never more than the opcodes seen so far), as are ``FRAME``
+    lengths against the bytes left.
+    """
+    start = stream.tell()
+    available = len(stream.getbuffer()) - start
+    try:
+        for count, (op, arg, pos) in enumerate(pickletools.genops(stream)):
+            if op.name in _MEMO_PUTS and (not isinstance(arg, int) or not 0 <= arg <= count):
+                raise ForbiddenPickleError(f"refusing memo index {arg!r} (a pickler numbers its memo sequentially)")
+            if op.name == "FRAME" and arg > available - (pos - start):
+                raise SafeUnpicklingError(f"pickle frame of {arg} bytes is longer than the payload")
+    except SafeUnpicklingError:
+        raise
+    except Exception as err:  # ValueError for truncated arguments, missing STOP, unknown opcodes
+        raise SafeUnpicklingError(f"malformed or truncated pickle ({type(err).__name__}: {_first_line(err)})") from None
+    finally:
+        stream.seek(start)
 
 
 class _Placeholder:
@@ -174,14 +205,19 @@ def _check_legacy_sizes(data: bytes) -> None:
     records first (nothing real is resolved or called) and compares.
     """
     stream = io.BytesIO(data)
+
+    def load(unpickler):
+        _prescan(stream)
+        return unpickler.load()
+
     try:
-        if _PlainUnpickler(stream).load() != _TORCH_LEGACY_MAGIC:
+        if load(_PlainUnpickler(stream)) != _TORCH_LEGACY_MAGIC:
             raise SafeUnpicklingError("not a torch.save stream")
-        _PlainUnpickler(stream).load()  # protocol version
-        _PlainUnpickler(stream).load()  # system info
+        load(_PlainUnpickler(stream))  # protocol version
+        load(_PlainUnpickler(stream))  # system info
         measuring = _MeasuringUnpickler(stream)
-        measuring.load()
-        keys = _PlainUnpickler(stream).load()
+        load(measuring)
+        keys = load(_PlainUnpickler(stream))
     except SafeUnpicklingError:
         raise
     except Exception as err:  # malformed pickles raise many types; none of them ran anything
@@ -403,8 +439,10 @@ def safe_loads(data: bytes) -> Any:
         obj = _torch_weights_only_load(data)
         _validate(obj, len(data))
         return obj
+    stream = io.BytesIO(data)
     try:
-        obj = _RestrictedUnpickler(io.BytesIO(data)).load()
+        _prescan(stream)
+        obj = _RestrictedUnpickler(stream).load()
     except SafeUnpicklingError:
         raise
     except RecursionError:
