@@ -282,6 +282,7 @@ _CHILD = textwrap.dedent(
 
     payloads = {
         "zero strides (64 x 4096 x 7680)": Tensor(1, 0, (64, 4096, 7680), (0, 0, 0)),
+        "zero strides (1 x 4096 x 7680), otherwise in bounds": Tensor(1, 0, (1, 4096, 7680), (0, 0, 0)),
         "overlapping strides (20^8 over 153)": Tensor(153, 0, (20,) * 8, (1,) * 8),
         "offset 5e8 into 4 floats": Tensor(4, 500_000_000, (1, 1, 7680), (7680, 7680, 1)),
         "storage declaring 2 GB": Tensor(4, 0, (1, 1, 4), (4, 4, 1), record=legacy_storage_bytes(500_000_000)),
