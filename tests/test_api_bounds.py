@@ -24,6 +24,7 @@ import torch
 from diffusers_ltx2.loaders.api import (
     DEFAULT_MAX_RESPONSE_BYTES,
     HTTPClientTransport,
+    HTTPResponse,
     LTXAPIConnectionError,
     LTXAPIPromptEncoder,
     LTXAPIRateLimitError,
@@ -189,6 +190,13 @@ def test_a_reply_over_the_configured_cap_is_refused(api):
     api.script.append(Reply(200, body))
     out = make_encoder(api, max_response_bytes=len(body)).encode(["big"])  # exactly at the cap: fine
     assert torch.equal(out.video_context[0], reference_tensor("big")[0, :, :VIDEO])
+
+    class Generous:  # any Transport: the encoder applies its cap to what it is handed too
+        def post(self, url, body, headers, timeout):
+            return HTTPResponse(200, {}, conditioning_pickle("big"))
+
+    with pytest.raises(LTXAPIResponseError, match="exceeds"):
+        make_encoder(api, transport=Generous(), max_response_bytes=len(body) - 1).encode(["big"])
 
     # no Content-Length (chunked): the cap still holds while reading
     def chunked(send, stop):
@@ -388,7 +396,8 @@ def test_the_key_is_not_in_frame_locals_of_any_error(api, monkeypatch):
     with pytest.raises(ValueError) as info:  # raised while the key itself is checked
         LTXAPIPromptEncoder(api_key=KEY + "\r\nX-Evil: 1", model_id=MODEL_ID, base_url=api.url)
     errors.append(info.value)
-    api.script.extend([Reply(500, b"down")] * 2)
+    echo = lambda request: Reply(500, b"down", {"X-Echo": request["headers"]["Authorization"]})  # noqa: E731
+    api.script.extend([echo] * 2)
     with pytest.raises(LTXAPIServerError) as info:
         make_encoder(api, retries=1).encode(["p"])
     errors.append(info.value)

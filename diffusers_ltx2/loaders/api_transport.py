@@ -36,10 +36,11 @@ DEFAULT_MAX_RESPONSE_BYTES = 1024 * (3840 + 3840) * 4 + (1 << 20)
 
 @dataclass(frozen=True)
 class HTTPResponse:
-    """A complete HTTP reply; header names are lower-case. The body is left out of the ``repr``."""
+    """A complete HTTP reply; header names are lower-case. Only the status is in the ``repr`` (a server may
+    echo the request's key in its headers or body, and tracebacks print reprs of locals)."""
 
     status: int
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     body: bytes = field(default=b"", repr=False)
 
 
