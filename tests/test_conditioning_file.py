@@ -248,13 +248,15 @@ def write_ours(path, tensors: dict, identity: str = "model-A", **metadata):
 
 
 def _features(tokens=5, width=96, **replace):
-    tensors = {"gemma_features_0": torch.randn(1, tokens, width), "attention_mask_0": torch.ones(1, tokens, dtype=torch.int64)}
+    tensors = {"gemma_features_0": torch.randn(1, tokens, width),
+               "attention_mask_0": torch.ones(1, tokens, dtype=torch.int64)}
     tensors.update(replace)
     return {k: v for k, v in tensors.items() if v is not None}
 
 
 def _connector(tokens=5, **replace):
-    tensors = {"conditioning_data_0": torch.randn(1, tokens, 12), "attention_mask_0": torch.ones(1, tokens, dtype=torch.int64)}
+    tensors = {"conditioning_data_0": torch.randn(1, tokens, 12),
+               "attention_mask_0": torch.ones(1, tokens, dtype=torch.int64)}
     tensors.update(replace)
     return {k: v for k, v in tensors.items() if v is not None}
 

@@ -18,14 +18,14 @@ Two encodings are accepted:
 Whatever was decoded is then walked once more and refused unless it is plain data (containers, strings,
 numbers, dtypes, devices, sizes) and plain tensors without hooks or extra attributes.
 
-Nothing allocates more than the payload justifies. Before torch reads a storage it is checked that the
-sizes the payload *declares* fit in the payload (legacy streams are pre-scanned with placeholder globals;
-zip entries must be stored uncompressed and fit in the file), so a 600-byte payload cannot make torch reserve
-gigabytes, and every pickle's opcodes are walked first (`pickletools`) so that no declared argument length
-or memo index makes the C unpickler reserve memory either. Every tensor must lie inside its storage (offset + extent <= storage size) and hold no more
-elements than it (no zero or overlapping strides repeating a few stored values over a huge shape), and only
-dense strided tensors are accepted (no sparse, quantized or nested ones). A decoded tensor is therefore never
-larger than the payload that carried it.
+Nothing allocates more than the payload justifies. Every pickle's opcodes are walked first (`pickletools`)
+so that no declared argument length or memo index makes the C unpickler reserve memory; before torch reads a
+storage, the sizes the payload *declares* are checked to fit in the payload (legacy streams are pre-scanned
+with placeholder globals; zip entries must be stored uncompressed and fit in the file), so a 600-byte payload
+cannot make torch reserve gigabytes. Every tensor must lie inside its storage (offset + extent <= storage
+size) and hold no more elements than it (no zero or overlapping strides repeating a few stored values over a
+huge shape), and only dense strided CPU tensors are accepted (no sparse, quantized or nested ones). A decoded
+tensor is therefore never larger than the payload that carried it.
 
 Why not only ``torch._weights_only_unpickler``: it does not allow ``torch.storage._load_from_bytes`` (so it
 cannot read a raw pickled tensor at all), and allow-listing that name through
