@@ -19,6 +19,7 @@ from diffusers_ltx2.cli import encode as encode_cli
 from diffusers_ltx2.factory import TINY, build_components
 from diffusers_ltx2.loaders.conditioning_file import (
     FORMAT_NAME,
+    ConditioningFileError,
     as_prompt_embeddings,
     from_comfy_conditioning,
     load_conditioning,
@@ -235,6 +236,73 @@ def test_newer_format_version_is_refused(tmp_path):
               metadata={"format": FORMAT_NAME, "format_version": "9", "video_dim": "8", "audio_dim": "4"})
     with pytest.raises(ValueError, match="format version '9'"):
         load_conditioning(tmp_path / "future.safetensors")
+
+
+# ------------------------------------------------------------------------------------- unusable files
+
+
+def write_ours(path, tensors: dict, identity: str = "model-A", **metadata):
+    """A file in our format with the given tensors and metadata (what a corrupt or forged file looks like)."""
+    meta = {"format": FORMAT_NAME, "format_version": "1", "model_identity": identity, **metadata}
+    save_file({k: v.contiguous() for k, v in tensors.items()}, path, metadata=meta)
+
+
+def _features(tokens=5, width=96, **replace):
+    tensors = {"gemma_features_0": torch.randn(1, tokens, width),
+               "attention_mask_0": torch.ones(1, tokens, dtype=torch.int64)}
+    tensors.update(replace)
+    return {k: v for k, v in tensors.items() if v is not None}
+
+
+def _connector(tokens=5, **replace):
+    tensors = {"conditioning_data_0": torch.randn(1, tokens, 12),
+               "attention_mask_0": torch.ones(1, tokens, dtype=torch.int64)}
+    tensors.update(replace)
+    return {k: v for k, v in tensors.items() if v is not None}
+
+
+_FEATURES, _CONNECTOR = {"stage": "features"}, {"stage": "connector", "video_dim": "8", "audio_dim": "4"}
+# name -> (tensors, metadata, the refusal's wording); tensors are (batch=1, tokens=5, ...)
+UNUSABLE_FILES = {
+    "features with NaN": (_features(gemma_features_0=torch.full((1, 5, 96), float("nan"))), _FEATURES, "NaN"),
+    "features with inf": (_features(gemma_features_0=torch.full((1, 5, 96), float("inf"))), _FEATURES, "infinite"),
+    "integer features": (_features(gemma_features_0=torch.ones(1, 5, 96, dtype=torch.int32)), _FEATURES, "floating"),
+    "2-D features": (_features(gemma_features_0=torch.randn(5, 96)), _FEATURES, "batch, tokens, channels"),
+    "empty features": (_features(gemma_features_0=torch.randn(1, 0, 96), attention_mask_0=torch.ones(1, 0)),
+                       _FEATURES, "empty"),
+    "features mask of the wrong length": (_features(attention_mask_0=torch.ones(1, 4)), _FEATURES, "attention_mask"),
+    "features mask not binary": (_features(attention_mask_0=torch.full((1, 5), 2)), _FEATURES, "only 0 and 1"),
+    "features without a mask": (_features(attention_mask_0=None), _FEATURES, "exactly gemma_features_0"),
+    "features next to a connector tensor": ({**_features(), "conditioning_data_0": torch.randn(1, 5, 12)}, _FEATURES,
+                                            "exactly gemma_features_0"),
+    "unknown stage": (_connector(), {**_CONNECTOR, "stage": "decoder"}, "stage 'decoder'"),
+    "no stage": (_connector(), {"video_dim": "8", "audio_dim": "4"}, "stage None"),
+    "connector with NaN": (_connector(conditioning_data_0=torch.full((1, 5, 12), float("nan"))), _CONNECTOR, "NaN"),
+    "integer connector output": (_connector(conditioning_data_0=torch.ones(1, 5, 12, dtype=torch.int64)), _CONNECTOR,
+                                 "floating"),
+    "1-D connector output": (_connector(conditioning_data_0=torch.randn(12)), _CONNECTOR, "batch, tokens, channels"),
+    "connector mask of the wrong length": (_connector(attention_mask_0=torch.ones(1, 6)), _CONNECTOR, "attention_mask"),
+    "connector file holding features": ({**_connector(), "gemma_features_0": torch.randn(1, 5, 96)}, _CONNECTOR,
+                                        "gemma_features_0"),
+    "connector width not the recorded split": (_connector(), {**_CONNECTOR, "audio_dim": "8"}, "12 wide"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNUSABLE_FILES))
+def test_unusable_files_are_refused_with_a_value_error(tmp_path, name):
+    tensors, metadata, wording = UNUSABLE_FILES[name]
+    write_ours(tmp_path / "c.safetensors", tensors, **metadata)
+    with pytest.raises(ValueError, match=wording) as info:
+        load_conditioning(tmp_path / "c.safetensors")
+    assert isinstance(info.value, ConditioningFileError)
+
+
+def test_well_formed_files_of_both_stages_load(tmp_path):
+    write_ours(tmp_path / "f.safetensors", _features(), **_FEATURES)
+    assert load_conditioning(tmp_path / "f.safetensors").stage == "features"
+    write_ours(tmp_path / "c.safetensors", _connector(), **_CONNECTOR)
+    loaded = load_conditioning(tmp_path / "c.safetensors")
+    assert loaded.stage == "connector" and loaded.video_context.shape == (1, 5, 8)
 
 
 # ---------------------------------------------------------------------------------------------- writing

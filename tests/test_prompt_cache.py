@@ -14,6 +14,11 @@ from diffusers_ltx2.loaders.cache import CachedPromptEncoder
 from diffusers_ltx2.loaders.gemma import GemmaPromptEncoder
 from diffusers_ltx2.loaders.identity import connector_fingerprint
 
+from diffusers_ltx2.loaders.conditioning_file import load_conditioning
+
+# unusable conditioning files (one per fault kind)
+from test_conditioning_file import UNUSABLE_FILES, write_ours
+
 # the fake LTX API server and its fixture
 from test_api_encoder import AUDIO, FAST, KEY, MODEL_ID, VIDEO, api, reference_tensor  # noqa: F401
 
@@ -120,3 +125,20 @@ def test_encoder_without_identity_needs_one(models, tmp_path):
     assert torch.equal(again.video_context, out.video_context)
     with pytest.raises(TypeError):
         CachedPromptEncoder(object(), tmp_path)
+
+
+@pytest.mark.parametrize("name", sorted(UNUSABLE_FILES))
+def test_every_kind_of_unusable_entry_is_reencoded_not_raised(models, tmp_path, name):
+    tensors, metadata, _ = UNUSABLE_FILES[name]
+    features = metadata.get("stage") == "features"
+    inner = gemma(models, connectors=False) if features else gemma(models)
+    cached = CachedPromptEncoder(inner, tmp_path, model_identity="gemma-tiny-seed0" if features else None)
+    prompt = "a lighthouse in a storm"
+    path = cached.path_for(prompt)
+    write_ours(path, tensors, identity=cached.model_identity, **metadata)  # under this model's key and identity
+
+    out = cached.encode([prompt])
+    fresh = inner.encode([prompt])
+    assert cached.misses == 1 and cached.hits == 0
+    assert torch.equal(out.video_context, fresh.video_context) and torch.equal(out.attention_mask, fresh.attention_mask)
+    assert torch.equal(load_conditioning(path).video_context, fresh.video_context)  # the entry was replaced

@@ -10,29 +10,39 @@ the CPU); anything else in it is refused.
 Failure handling: 401/403 raise `LTXAPIAuthError` naming ``LTX_API_KEY``; 429 and 5xx, timeouts, dropped
 connections and truncated replies are retried with exponential backoff (``Retry-After`` honoured, capped);
 other statuses, malformed replies and replies of the wrong width for the loaded model raise at once.
-The API key never appears in logs, reprs or exception messages (server text is redacted too), and is only
-ever sent over https (plain http is allowed for loopback addresses, for tests and local proxies).
+Bounds: ``timeout`` is a deadline for each whole request (see `api_transport`), replies are capped at
+``max_response_bytes`` (31 MiB by default, the largest legitimate reply plus 1 MiB), and a decoded reply must be
+one row of at most `MAX_REPLY_TOKENS` tokens whose tensors lie inside their storages (see `safe_pickle`).
+
+The API key (``api_key=`` or ``LTX_API_KEY``, treated alike, see `api_keys`) never appears in logs, reprs,
+exception messages or frame locals (server text is redacted before it is cut short), and is only ever sent
+over https (plain http is allowed for loopback addresses, for tests and local proxies).
 Redirects are not followed, so the key cannot be forwarded to another host.
 """
 
 from __future__ import annotations
 
-import http.client
+import email.utils
 import ipaddress
 import json
 import logging
+import math
 import os
 import random
-import socket
-import ssl
 import time
 import urllib.parse
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Mapping
 
 import torch
 
+from .api_keys import API_KEY_ENV, APIKey, redact
+from .api_transport import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    HTTPClientTransport,
+    HTTPResponse,
+    Transport,
+    TransportError,
+)
 from .conditioning_file import cat_padded, from_comfy_conditioning
 from .identity import context_dims, read_model_id, short_identity
 from .prompt_embeddings import PromptEmbeddings
@@ -41,6 +51,7 @@ from .safe_pickle import ForbiddenPickleError, SafeUnpicklingError, safe_loads
 __all__ = [
     "API_KEY_ENV",
     "DEFAULT_BASE_URL",
+    "DEFAULT_MAX_RESPONSE_BYTES",
     "HTTPClientTransport",
     "HTTPResponse",
     "LTXAPIAuthError",
@@ -51,16 +62,19 @@ __all__ = [
     "LTXAPIResponseError",
     "LTXAPIServerError",
     "LTXAPITimeoutError",
+    "MAX_REPLY_TOKENS",
     "Transport",
     "TransportError",
 ]
 
 logger = logging.getLogger(__name__)
 
-API_KEY_ENV = "LTX_API_KEY"
 DEFAULT_BASE_URL = "https://api.ltx.video"
 ENDPOINT = "/v1/prompt-embedding"
-DEFAULT_MAX_RESPONSE_BYTES = 512 * 1024 * 1024
+# A reply is one prompt: 1 row of at most this many tokens (LTX-2's Gemma context is 1024 tokens).
+MAX_REPLY_TOKENS = 4096
+# Bytes of a non-200 reply quoted in error messages (after the key is redacted).
+_SNIPPET_CHARS = 200
 
 
 # ----------------------------------------------------------------------------------------------- errors
@@ -94,100 +108,6 @@ class LTXAPIResponseError(LTXAPIError, ValueError):
     """The reply is not usable: unexpected status, malformed or unsafe pickle, or the wrong width for the model."""
 
 
-# -------------------------------------------------------------------------------------------- transport
-
-
-@dataclass(frozen=True)
-class HTTPResponse:
-    """A complete HTTP reply; header names are lower-case."""
-
-    status: int
-    headers: Mapping[str, str] = field(default_factory=dict)
-    body: bytes = b""
-
-
-class TransportError(OSError):
-    """The request did not produce a complete reply (connection failure or truncated body). Retryable."""
-
-
-@runtime_checkable
-class Transport(Protocol):
-    """What `LTXAPIPromptEncoder` needs from an HTTP client: one POST, the whole reply.
-
-    Implementations raise `TimeoutError` when `timeout` (seconds, for the whole exchange) runs out and
-    `TransportError` when the connection fails or the body is cut short; HTTP error statuses are returned,
-    not raised, and redirects are not followed.
-    """
-
-    def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> HTTPResponse:
-        ...
-
-
-class HTTPClientTransport:
-    """`Transport` over the standard library's `http.client` (no third-party HTTP dependency).
-
-    Args:
-        max_response_bytes: replies larger than this are refused (a 1024-token 2.0 reply in float32 is 31 MB).
-        ssl_context: for https; default `ssl.create_default_context()` (certificate and host checks on).
-    """
-
-    def __init__(self, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES, ssl_context: ssl.SSLContext | None = None):
-        self.max_response_bytes = int(max_response_bytes)
-        self.ssl_context = ssl_context
-
-    def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> HTTPResponse:
-        parts = urllib.parse.urlsplit(url)
-        deadline = time.monotonic() + timeout
-        if parts.scheme == "https":
-            context = self.ssl_context or ssl.create_default_context()
-            conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout, context=context)
-        elif parts.scheme == "http":
-            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-        else:
-            raise ValueError(f"unsupported URL scheme {parts.scheme!r}")
-        path = parts.path or "/"
-        if parts.query:
-            path += "?" + parts.query
-        try:
-            conn.request("POST", path, body=body, headers=dict(headers))
-            response = conn.getresponse()
-            reply_headers = {k.lower(): v for k, v in response.getheaders()}
-            declared = reply_headers.get("content-length")
-            expected = int(declared) if declared and declared.isdigit() else None
-            if expected is not None and expected > self.max_response_bytes:
-                raise TransportError(f"reply of {expected} bytes exceeds the {self.max_response_bytes}-byte limit")
-            chunks, size = [], 0
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError("reply not complete within the timeout")
-                if conn.sock is not None:  # the timeout covers the whole exchange, not each read
-                    conn.sock.settimeout(remaining)
-                chunk = response.read(1 << 20)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > self.max_response_bytes:
-                    raise TransportError(f"reply exceeds the {self.max_response_bytes}-byte limit")
-            data = b"".join(chunks)
-            if expected is not None and len(data) != expected:
-                raise TransportError(f"reply truncated: got {len(data)} of {expected} bytes")
-            return HTTPResponse(status=response.status, headers=reply_headers, body=data)
-        except (socket.timeout, TimeoutError) as err:
-            raise TimeoutError(str(err) or "timed out") from None
-        except http.client.IncompleteRead as err:
-            raise TransportError(f"reply truncated: got {len(err.partial)} bytes") from None
-        except (http.client.HTTPException, ConnectionError, ssl.SSLError) as err:
-            raise TransportError(f"{type(err).__name__}: {err}") from None
-        except OSError as err:
-            if isinstance(err, TransportError):
-                raise
-            raise TransportError(f"{type(err).__name__}: {err.strerror or err}") from None
-        finally:
-            conn.close()
-
-
 # ------------------------------------------------------------------------------------------------ helpers
 
 
@@ -211,27 +131,40 @@ def _check_base_url(base_url: str) -> str:
     return base_url.rstrip("/")
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("retry-after")
-    if value is None:
+def _retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds the server asks to wait (``Retry-After``: delta-seconds or an HTTP date); `None` if absent or
+    unreadable. Not capped here: the caller caps it."""
+    value = (headers.get("retry-after") or "").strip()
+    if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        return None  # HTTP-date form: fall back to our own backoff
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None or when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if math.isnan(seconds):
+        return None
+    return max(0.0, seconds)
 
 
-class _Redactor:
-    """Removes the API key from text that may have come from the server or a library."""
+def _quote_reply(body: bytes, key: APIKey) -> str:
+    """The start of a server's reply for an error message: the key is redacted first, then the text cut,
+    so a key straddling the cut cannot leak its first characters."""
+    head = body[: 4 * (_SNIPPET_CHARS + len(key.reveal())) + 64]  # a key starting in the quote ends in here
+    text = redact(head.decode("utf-8", "replace"), key).strip()
+    return text[:_SNIPPET_CHARS]
 
-    def __init__(self, secret: str):
-        self._secret = secret
 
-    def __call__(self, text: str) -> str:
-        return text.replace(self._secret, "***") if self._secret else text
+class _RequestHeaders(dict):
+    """The request headers; their ``repr`` (what a traceback printing frame locals shows) masks the key."""
 
     def __repr__(self) -> str:
-        return "_Redactor(***)"
+        return repr({k: ("***" if k.lower() == "authorization" else v) for k, v in self.items()})
 
 
 # ------------------------------------------------------------------------------------------------ encoder
@@ -246,7 +179,8 @@ class LTXAPIPromptEncoder:
             Default: read from `checkpoint`.
         enhance_prompt: let the API rewrite the prompt with Gemma before encoding.
         base_url: API root; must be https (http only for loopback addresses).
-        timeout: seconds for one whole request (connect, send, read).
+        timeout: seconds for one whole request: a deadline covering connecting, sending, the status line,
+            headers, interim replies and every body byte (a server trickling bytes cannot extend it).
         retries: extra attempts after 429, 5xx, timeouts, dropped connections and truncated replies.
         checkpoint: safetensors file (or folder) to read `model_id` from.
         video_dim, audio_dim: widths of the video/audio contexts in the reply; default from `model_config`
@@ -256,6 +190,10 @@ class LTXAPIPromptEncoder:
         backoff_base, backoff_max: retry delays are ``min(backoff_max, backoff_base * 2**attempt)`` with
             jitter, or the server's ``Retry-After`` capped at `backoff_max`.
         transport: the HTTP client (default `HTTPClientTransport`).
+        max_response_bytes: larger replies are refused (by the default transport before they are read in
+            full); default 32,505,856 bytes, the largest legitimate reply (1024 tokens x 7680 float32
+            channels) plus 1 MiB. Decoded replies must also be one row of at most `MAX_REPLY_TOKENS` tokens.
+        sleep: called with the delay in seconds between attempts (default `time.sleep`).
 
     The returned embeddings are connector-stage, on the CPU unless `device` is given, with
     ``model_identity = model_id``.
@@ -279,18 +217,13 @@ class LTXAPIPromptEncoder:
         backoff_base: float = 1.0,
         backoff_max: float = 30.0,
         transport: Transport | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        sleep: Callable[[float], None] = time.sleep,
     ):
-        key = api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")
-        key = key.strip()
-        if not key:
-            raise ValueError(
-                f"no LTX API key: pass api_key= or set the {API_KEY_ENV} environment variable "
-                "(keys are issued at https://console.ltx.video)"
-            )
-        if any(c in key for c in "\r\n\0") or not key.isprintable():
-            raise ValueError(f"the LTX API key contains control characters; check {API_KEY_ENV}")
-        self.__key = key
-        self._redact = _Redactor(key)
+        try:
+            self.__key = APIKey(api_key)  # validates; repr "***"; known to save_conditioning's secret check
+        finally:
+            api_key = None  # a traceback printing this frame's locals shows no key
         if model_id is None and checkpoint is not None:
             model_id = read_model_id(checkpoint)
         if not model_id:
@@ -313,7 +246,11 @@ class LTXAPIPromptEncoder:
             video_dim, audio_dim = context_dims(model_config)
         self.video_dim = video_dim
         self.audio_dim = audio_dim
-        self.transport = transport if transport is not None else HTTPClientTransport()
+        if int(max_response_bytes) <= 0:
+            raise ValueError(f"max_response_bytes must be positive, got {max_response_bytes}")
+        self.max_response_bytes = int(max_response_bytes)
+        self.transport = transport if transport is not None else HTTPClientTransport(self.max_response_bytes)
+        self.sleep = sleep
 
     @property
     def model_identity(self) -> str:
@@ -325,11 +262,14 @@ class LTXAPIPromptEncoder:
         return {"kind": self.kind, "model_identity": self.model_id, "enhance_prompt": self.enhance_prompt}
 
     def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(api_key=***, model_id={short_identity(self.model_id)!r}, "
-            f"enhance_prompt={self.enhance_prompt}, base_url={self.base_url!r}, timeout={self.timeout}, "
-            f"retries={self.retries})"
+        # getattr: also called on a half-built instance (a traceback printing __init__'s locals)
+        model_id = getattr(self, "model_id", None)
+        settings = ", ".join(
+            f"{name}={getattr(self, name)!r}" for name in ("enhance_prompt", "base_url", "timeout", "retries")
+            if hasattr(self, name)
         )
+        settings = f", {settings}" if settings else ""
+        return f"{type(self).__name__}(api_key=***, model_id={short_identity(model_id)!r}{settings})"
 
     def __getstate__(self):
         raise TypeError(f"{type(self).__name__} holds an API key and is not picklable; build one per process")
@@ -347,12 +287,12 @@ class LTXAPIPromptEncoder:
         body = json.dumps(
             {"prompt": prompt, "model_id": self.model_id, "enhance_prompt": self.enhance_prompt}
         ).encode("utf-8")
-        headers = {
-            "Authorization": f"Bearer {self.__key}",
+        headers = _RequestHeaders({
+            "Authorization": f"Bearer {self.__key.reveal()}",
             "Content-Type": "application/json",
             "Accept": "application/octet-stream",
             "User-Agent": "diffusers-ltx2",
-        }
+        })
         attempts = self.retries + 1
         failures: list[str] = []
         last_kind: type[LTXAPIError] = LTXAPIConnectionError
@@ -366,19 +306,24 @@ class LTXAPIPromptEncoder:
                 failures.append(f"timed out after {self.timeout:g} s")
             except TransportError as err:
                 last_kind = LTXAPIConnectionError
-                failures.append(self._redact(str(err)))
+                failures.append(redact(str(err), self.__key)[:_SNIPPET_CHARS])
             else:
                 status = response.status
                 logger.debug("LTX API %s -> %d (%d bytes, %.2f s)", url, status, len(response.body),
                              time.monotonic() - started)
                 if status == 200:
+                    if len(response.body) > self.max_response_bytes:
+                        raise LTXAPIResponseError(
+                            f"the LTX API reply of {len(response.body)} bytes exceeds the "
+                            f"{self.max_response_bytes}-byte limit (max_response_bytes)"
+                        )
                     return response.body
                 if status in (401, 403):
                     raise LTXAPIAuthError(
                         f"the LTX API rejected the API key (HTTP {status}); check {API_KEY_ENV} or the api_key "
                         "argument (keys are issued at https://console.ltx.video)"
                     )
-                snippet = self._redact(response.body[:200].decode("utf-8", "replace")).strip()
+                snippet = _quote_reply(response.body, self.__key)
                 if status == 429 or 500 <= status < 600:
                     last_kind = LTXAPIRateLimitError if status == 429 else LTXAPIServerError
                     retry_after = _retry_after(response.headers)
@@ -392,7 +337,7 @@ class LTXAPIPromptEncoder:
                 delay = self._delay(attempt, retry_after)
                 logger.info("LTX API attempt %d/%d failed (%s); retrying in %.2f s", attempt + 1, attempts,
                             failures[-1], delay)
-                time.sleep(delay)
+                self.sleep(delay)
         raise last_kind(
             f"LTX API request failed after {attempts} attempt(s): {'; '.join(failures[-3:])}"
         )
@@ -402,17 +347,17 @@ class LTXAPIPromptEncoder:
         try:
             conditioning = safe_loads(body)
         except ForbiddenPickleError as err:
-            raise LTXAPIResponseError(f"{source} was refused: {self._redact(str(err))}") from None
+            raise LTXAPIResponseError(f"{source} was refused: {redact(str(err), self.__key)}") from None
         except SafeUnpicklingError as err:
-            raise LTXAPIResponseError(f"{source} is malformed: {self._redact(str(err))}") from None
+            raise LTXAPIResponseError(f"{source} is malformed: {redact(str(err), self.__key)}") from None
         try:
             return from_comfy_conditioning(
                 conditioning, video_dim=self.video_dim, audio_dim=self.audio_dim,
-                model_identity=self.model_id, source=source,
+                model_identity=self.model_id, source=source, max_batch=1, max_tokens=MAX_REPLY_TOKENS,
             )
         except ValueError as err:
             raise LTXAPIResponseError(
-                f"{self._redact(str(err))} (requested model_id {short_identity(self.model_id)!r})"
+                f"{redact(str(err), self.__key)} (requested model_id {short_identity(self.model_id)!r})"
             ) from None
 
     def encode(self, prompts: list[str], *, device: torch.device | None = None) -> PromptEmbeddings:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from .api_keys import contains_api_key
 from .conditioning_file import FORMAT_VERSION, cat_padded, load_conditioning, save_conditioning
 from .identity import connector_fingerprint
 from .prompt_embeddings import PromptEmbeddings, PromptEncoder
@@ -26,7 +27,9 @@ class CachedPromptEncoder:
     Entries are conditioning files (see `save_conditioning`) named by a hash of the prompt, the encoder kind,
     the model identity and the encoder's other output-determining settings (e.g. the API's
     ``enhance_prompt``, Gemma's sequence length). Entries that fail to load (corrupt, other model) are
-    re-encoded and replaced. Writes are atomic, so concurrent processes sharing a folder are safe.
+    re-encoded and replaced. Writes are atomic, so concurrent processes sharing a folder are safe. Entries
+    record their prompt as metadata, except a prompt containing an LTX API key (``LTX_API_KEY`` or any live
+    encoder's ``api_key=``): that entry is saved without its prompt.
 
     Args:
         inner: the encoder to call on cache misses.
@@ -130,7 +133,8 @@ class CachedPromptEncoder:
                 )
             for i, prompt in enumerate(missing):
                 row = _row(fresh, i, identity)
-                save_conditioning(paths[prompt], row, prompt=prompt, encoder=self.kind.removeprefix("cached-"))
+                extra = {} if contains_api_key(prompt) else {"prompt": prompt}
+                save_conditioning(paths[prompt], row, encoder=self.kind.removeprefix("cached-"), **extra)
                 rows[prompt] = row
             self.misses += sum(1 for p in prompts if p in missing)
         embeddings = cat_padded([rows[p] for p in prompts])

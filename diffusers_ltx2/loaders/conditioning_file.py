@@ -34,6 +34,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_save
 
+from .api_keys import API_KEY_ENV, contains_api_key
 from .identity import (
     MissingModelIdentityWarning,
     check_model_identity,
@@ -43,6 +44,7 @@ from .identity import (
 from .prompt_embeddings import PromptEmbeddings
 
 __all__ = [
+    "ConditioningFileError",
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "as_prompt_embeddings",
@@ -55,7 +57,6 @@ __all__ = [
 
 FORMAT_NAME = "diffusers_ltx2.conditioning"
 FORMAT_VERSION = 1
-_API_KEY_ENV = "LTX_API_KEY"
 _SafetensorError = getattr(safetensors, "SafetensorError", Exception)
 _RESERVED = frozenset(
     {"format", "format_version", "model_identity", "stage", "dtype", "created_at", "video_dim", "audio_dim",
@@ -69,13 +70,19 @@ def _metadata_value(value: Any) -> str:
     return json.dumps(value, default=str)
 
 
+class ConditioningFileError(ValueError):
+    """Conditioning (a file, or a ComfyUI conditioning list) that cannot be used: corrupt, inconsistent or
+    of an unknown kind. Every refusal by this module is a `ValueError` (this class or
+    `identity.ModelIdentityMismatchError`), so callers such as the prompt cache can catch one type."""
+
+
 def _refuse_secrets(metadata: Mapping[str, str]) -> None:
-    secret = os.environ.get(_API_KEY_ENV)
-    if not secret or len(secret) < 8:
-        return
     for key, value in metadata.items():
-        if secret in key or secret in value:
-            raise ValueError(f"refusing to save: metadata entry {key[:40]!r} contains the {_API_KEY_ENV} API key")
+        if contains_api_key(key) or contains_api_key(value):
+            raise ValueError(
+                f"refusing to save: metadata entry {key[:40]!r} contains an LTX API key ({API_KEY_ENV} or the "
+                "api_key= of an LTXAPIPromptEncoder)"
+            )
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -162,27 +169,47 @@ def _binary_mask(mask: torch.Tensor | None, batch: int, tokens: int, source: str
     if mask is None:
         return torch.ones(batch, tokens, dtype=torch.int64)
     if not isinstance(mask, torch.Tensor):
-        raise ValueError(f"{source}: attention_mask is a {type(mask).__name__}, not a tensor")
+        raise ConditioningFileError(f"{source}: attention_mask is a {type(mask).__name__}, not a tensor")
     if mask.numel() != batch * tokens:
-        raise ValueError(
+        raise ConditioningFileError(
             f"{source}: attention_mask has shape {tuple(mask.shape)}, which does not fit the context's "
             f"(batch, tokens) = ({batch}, {tokens})"
         )
     mask = mask.reshape(batch, tokens)
     if mask.dtype == torch.bool:
         return mask.to(torch.int64)
-    if not bool(((mask == 0) | (mask == 1)).all()):
-        raise ValueError(f"{source}: attention_mask must hold only 0 and 1 (got other values)")
+    if mask.is_complex() or not bool(((mask == 0) | (mask == 1)).all()):
+        raise ConditioningFileError(f"{source}: attention_mask must hold only 0 and 1 (got other values)")
     return mask.to(torch.int64)
 
 
-def _check_values(context: torch.Tensor, source: str) -> None:
-    if not context.is_floating_point():
-        raise ValueError(f"{source}: the context tensor has dtype {context.dtype}, expected a floating type")
+def _check_context(
+    context: Any,
+    source: str,
+    what: str = "the context tensor",
+    *,
+    max_batch: int | None = None,
+    max_tokens: int | None = None,
+) -> None:
+    """A usable ``(batch, tokens, channels)`` float tensor: shapes and bounds first (cheap), values last."""
+    if not isinstance(context, torch.Tensor):
+        raise ConditioningFileError(f"{source}: expected a tensor, got {type(context).__name__}")
+    if context.ndim != 3:
+        raise ConditioningFileError(
+            f"{source}: {what} must be (batch, tokens, channels), got shape {tuple(context.shape)}"
+        )
     if context.numel() == 0:
-        raise ValueError(f"{source}: the context tensor is empty (shape {tuple(context.shape)})")
+        raise ConditioningFileError(f"{source}: {what} is empty (shape {tuple(context.shape)})")
+    if max_batch is not None and context.shape[0] > max_batch:
+        raise ConditioningFileError(f"{source}: {what} holds {context.shape[0]} rows, expected at most {max_batch}")
+    if max_tokens is not None and context.shape[1] > max_tokens:
+        raise ConditioningFileError(
+            f"{source}: {what} is {context.shape[1]} tokens long, more than the {max_tokens} allowed"
+        )
+    if not context.is_floating_point():
+        raise ConditioningFileError(f"{source}: {what} has dtype {context.dtype}, expected a floating type")
     if not bool(torch.isfinite(context).all()):
-        raise ValueError(f"{source}: the context tensor contains NaN or infinite values")
+        raise ConditioningFileError(f"{source}: {what} contains NaN or infinite values")
 
 
 def from_comfy_conditioning(
@@ -192,6 +219,8 @@ def from_comfy_conditioning(
     audio_dim: int | None = None,
     model_identity: str | None = None,
     source: str = "ComfyUI conditioning",
+    max_batch: int | None = None,
+    max_tokens: int | None = None,
 ) -> PromptEmbeddings:
     """Turn a ComfyUI conditioning list ``[[tensor, {options}]]`` (the LTX API reply) into `PromptEmbeddings`.
 
@@ -199,30 +228,39 @@ def from_comfy_conditioning(
     give the split (default: the released models' widths, see `identity.KNOWN_CONTEXT_SPLITS`). The mask is
     ``options["attention_mask"]`` when present, else all ones. Conditioning flagged
     ``unprocessed_ltxav_embeds`` (ComfyUI's projected-but-not-connected 2.3 features) is refused: it is not
-    a connector output.
+    a connector output. `max_batch`/`max_tokens` bound the tensor's rows and length (checked before any
+    value is read).
+
+    Raises:
+        ConditioningFileError: (a `ValueError`) for anything unusable: wrong
+            structure, a non-float, empty, non-finite or out-of-bounds tensor, a width that does not split,
+            a mask that does not fit or is not binary.
     """
     if not isinstance(conditioning, (list, tuple)) or not conditioning:
-        raise ValueError(f"{source}: expected a non-empty list [[tensor, {{...}}]], got {type(conditioning).__name__}")
+        raise ConditioningFileError(
+            f"{source}: expected a non-empty list [[tensor, {{...}}]], got {type(conditioning).__name__}"
+        )
     if len(conditioning) != 1:
-        raise ValueError(f"{source}: expected exactly one conditioning entry, got {len(conditioning)}")
+        raise ConditioningFileError(f"{source}: expected exactly one conditioning entry, got {len(conditioning)}")
     entry = conditioning[0]
     if not isinstance(entry, (list, tuple)) or not 1 <= len(entry) <= 2:
-        raise ValueError(f"{source}: each entry must be [tensor, options], got {type(entry).__name__}")
+        raise ConditioningFileError(f"{source}: each entry must be [tensor, options], got {type(entry).__name__}")
     context = entry[0]
     options = entry[1] if len(entry) == 2 else {}
-    if not isinstance(context, torch.Tensor):
-        raise ValueError(f"{source}: expected a tensor, got {type(context).__name__}")
     if not isinstance(options, dict):
-        raise ValueError(f"{source}: options must be a dict, got {type(options).__name__}")
+        raise ConditioningFileError(f"{source}: options must be a dict, got {type(options).__name__}")
     if options.get("unprocessed_ltxav_embeds"):
-        raise ValueError(
+        raise ConditioningFileError(
             f"{source}: the tensor is flagged unprocessed_ltxav_embeds (projected Gemma features that still need "
             "the model's connectors), not a connector output; it cannot be used as prompt embeddings here"
         )
-    if context.ndim == 2:
+    if isinstance(context, torch.Tensor) and context.ndim == 2:
         context = context.unsqueeze(0)
-    _check_values(context, source)
-    video, audio = split_context(context, video_dim, audio_dim, source=source)
+    _check_context(context, source, max_batch=max_batch, max_tokens=max_tokens)
+    try:
+        video, audio = split_context(context, video_dim, audio_dim, source=source)
+    except ValueError as err:
+        raise ConditioningFileError(str(err)) from None
     mask = _binary_mask(options.get("attention_mask"), context.shape[0], context.shape[1], source)
     return PromptEmbeddings(
         video_context=video.contiguous(), audio_context=audio.contiguous(), attention_mask=mask,
@@ -233,7 +271,7 @@ def from_comfy_conditioning(
 def _check_dims(file_dims: tuple[int, int], video_dim: int | None, audio_dim: int | None, source: str) -> None:
     want = (video_dim if video_dim is not None else file_dims[0], audio_dim if audio_dim is not None else file_dims[1])
     if tuple(want) != tuple(file_dims):
-        raise ValueError(
+        raise ConditioningFileError(
             f"{source}: holds video {file_dims[0]} + audio {file_dims[1]} wide contexts but the loaded model "
             f"expects video {want[0]} + audio {want[1]}; the embeddings were made for a different model"
         )
@@ -259,7 +297,14 @@ def load_conditioning(
             naming both.
         device: where to put the tensors (default CPU).
 
-    ComfyUI files carry no model identity and emit a `MissingModelIdentityWarning`.
+    Both stages get the same checks: a ``(batch, tokens, channels)`` floating tensor, non-empty, finite,
+    with a binary ``(batch, tokens)`` mask. ComfyUI files carry no model identity and emit a
+    `MissingModelIdentityWarning`.
+
+    Raises:
+        FileNotFoundError: `path` is not a file.
+        ValueError: every other refusal (`ConditioningFileError`, `ModelIdentityMismatchError`): unreadable
+            or corrupt file, unknown or missing ``stage``, newer format version, failed checks above.
     """
     path = Path(path)
     source = f"conditioning file {path}"
@@ -270,36 +315,54 @@ def load_conditioning(
             metadata = fh.metadata() or {}
             keys = set(fh.keys())
             tensors = {k: fh.get_tensor(k) for k in keys}
-    except (_SafetensorError, OSError, ValueError) as err:
-        raise ValueError(f"{source} is not a readable safetensors file: {err}") from None
+    except (_SafetensorError, OSError, ValueError, RuntimeError, TypeError) as err:
+        raise ConditioningFileError(f"{source} is not a readable safetensors file: {err}") from None
+    try:
+        embeddings = _from_tensors(tensors, metadata, path, source, video_dim, audio_dim, model_identities)
+    except (RuntimeError, TypeError, IndexError, OverflowError) as err:  # torch on odd tensors: still a refusal
+        raise ConditioningFileError(f"{source} is not usable conditioning: {type(err).__name__}: {err}") from None
+    return embeddings.to(device) if device is not None else embeddings
 
+
+def _from_tensors(tensors, metadata, path, source, video_dim, audio_dim, model_identities) -> PromptEmbeddings:
+    keys = set(tensors)
     if metadata.get("format") == FORMAT_NAME:
         try:
             version = int(metadata.get("format_version", "0"))
         except ValueError:
             version = -1
         if not 1 <= version <= FORMAT_VERSION:
-            raise ValueError(
+            raise ConditioningFileError(
                 f"{source} has format version {metadata.get('format_version')!r}; this version of diffusers_ltx2 "
                 f"reads up to {FORMAT_VERSION}"
             )
         identity = metadata.get("model_identity") or None
         check_model_identity(identity, model_identities, source=source)
-        stage = metadata.get("stage", "connector")
+        stage = metadata.get("stage")
+        if stage not in ("connector", "features"):
+            raise ConditioningFileError(
+                f"{source} records stage {stage!r}; expected 'connector' or 'features' (the file is corrupt or "
+                "was written by a newer tool)"
+            )
         if stage == "features":
-            if "gemma_features_0" not in tensors or "attention_mask_0" not in tensors:
-                raise ValueError(f"{source} is missing gemma_features_0 / attention_mask_0")
+            if keys != {"gemma_features_0", "attention_mask_0"}:
+                raise ConditioningFileError(
+                    f"{source} is a feature-stage file and must hold exactly gemma_features_0 and attention_mask_0, "
+                    f"got {sorted(keys)}"
+                )
             features = tensors["gemma_features_0"]
-            embeddings = PromptEmbeddings(
+            _check_context(features, source, "gemma_features_0")
+            return PromptEmbeddings(
                 video_context=features, audio_context=None,
-                attention_mask=_binary_mask(tensors["attention_mask_0"], *features.shape[:2], source),
+                attention_mask=_binary_mask(tensors["attention_mask_0"], features.shape[0], features.shape[1], source),
                 model_identity=identity, stage="features",
             )
-            return embeddings.to(device) if device is not None else embeddings
+        if "gemma_features_0" in keys:
+            raise ConditioningFileError(f"{source} is a connector-stage file but holds gemma_features_0")
         try:
             file_dims = (int(metadata["video_dim"]), int(metadata["audio_dim"]))
         except (KeyError, ValueError):
-            raise ValueError(f"{source} does not record video_dim/audio_dim") from None
+            raise ConditioningFileError(f"{source} does not record video_dim/audio_dim") from None
         _check_dims(file_dims, video_dim, audio_dim, source)
         video_dim, audio_dim = file_dims
     elif any(k.startswith("conditioning_data_") for k in keys):
@@ -309,25 +372,24 @@ def load_conditioning(
             "checked against the loaded model (conditioning made for another LTX-2 model gives wrong results "
             "silently)",
             MissingModelIdentityWarning,
-            stacklevel=2,
+            stacklevel=4,
         )
     else:
-        raise ValueError(f"{source} holds no conditioning (no conditioning_data_* tensors)")
+        raise ConditioningFileError(f"{source} holds no conditioning (no conditioning_data_* tensors)")
 
     data_keys = sorted(k for k in keys if k.startswith("conditioning_data_"))
     if len(data_keys) != 1:
-        raise ValueError(
+        raise ConditioningFileError(
             f"{source} holds {len(data_keys)} conditionings ({', '.join(data_keys)}); exactly one is supported"
         )
     index = data_keys[0].removeprefix("conditioning_data_")
     options = {}
     if f"attention_mask_{index}" in tensors:
         options["attention_mask"] = tensors[f"attention_mask_{index}"]
-    embeddings = from_comfy_conditioning(
+    return from_comfy_conditioning(
         [[tensors[data_keys[0]], options]], video_dim=video_dim, audio_dim=audio_dim,
         model_identity=identity, source=source,
     )
-    return embeddings.to(device) if device is not None else embeddings
 
 
 def as_prompt_embeddings(

@@ -18,6 +18,15 @@ Two encodings are accepted:
 Whatever was decoded is then walked once more and refused unless it is plain data (containers, strings,
 numbers, dtypes, devices, sizes) and plain tensors without hooks or extra attributes.
 
+Nothing allocates more than the payload justifies. Every pickle's opcodes are walked first (`pickletools`)
+so that no declared argument length or memo index makes the C unpickler reserve memory; before torch reads a
+storage, the sizes the payload *declares* are checked to fit in the payload (legacy streams are pre-scanned
+with placeholder globals; zip entries must be stored uncompressed and fit in the file), so a 600-byte payload
+cannot make torch reserve gigabytes. Every tensor must lie inside its storage (offset + extent <= storage
+size) and hold no more elements than it (no zero or overlapping strides repeating a few stored values over a
+huge shape), and only dense strided CPU tensors are accepted (no sparse, quantized or nested ones). A decoded
+tensor is therefore never larger than the payload that carried it.
+
 Why not only ``torch._weights_only_unpickler``: it does not allow ``torch.storage._load_from_bytes`` (so it
 cannot read a raw pickled tensor at all), and allow-listing that name through
 ``torch.serialization.safe_globals`` would call the real, unrestricted function and mutate process-wide
@@ -30,16 +39,19 @@ from __future__ import annotations
 
 import io
 import pickle
+import pickletools
+import warnings
 import zipfile
 from collections import OrderedDict
 from typing import Any
 
 import torch
 
-__all__ = ["ForbiddenPickleError", "SafeUnpicklingError", "safe_loads"]
+__all__ = ["ForbiddenPickleError", "SafeUnpicklingError", "allowed_globals", "safe_loads"]
 
 # First pickle of a legacy (pre-zip) `torch.save` stream.
 _TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_MAX_NDIM = 8
 
 
 class SafeUnpicklingError(pickle.UnpicklingError, ValueError):
@@ -50,22 +62,220 @@ class ForbiddenPickleError(SafeUnpicklingError):
     """The payload references something outside the allow-list (it may try to run code); nothing was run."""
 
 
+def _storage_numel(storage) -> int:
+    """Elements of a storage (bytes for an untyped one)."""
+    if isinstance(storage, torch.storage.TypedStorage):
+        return int(storage.size())
+    return int(storage.nbytes())
+
+
+def _check_layout(storage_numel: int, offset, size, stride) -> None:
+    """Refuse a tensor view that reaches outside its storage or holds more elements than the storage.
+
+    `offset`, `size` and `stride` are in elements. Zero or overlapping strides (which would repeat a few
+    stored values over a huge shape) fail the element count; negative strides are refused outright.
+    """
+    size, stride = tuple(size), tuple(stride)
+    values = (offset, *size, *stride)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise ForbiddenPickleError("tensor offset, sizes and strides must be integers")
+    if len(size) != len(stride) or len(size) > _MAX_NDIM:
+        raise ForbiddenPickleError(f"tensor with {len(size)} sizes and {len(stride)} strides is not accepted")
+    if offset < 0 or any(n < 0 for n in size) or any(st < 0 for st in stride):
+        raise ForbiddenPickleError("tensor with a negative offset, size or stride is not accepted")
+    numel = 1
+    for n in size:
+        numel *= n
+    if numel == 0:
+        if offset > storage_numel:
+            raise ForbiddenPickleError(f"tensor offset {offset} lies outside its {storage_numel}-element storage")
+        return
+    extent = offset + sum((n - 1) * st for n, st in zip(size, stride)) + 1
+    if extent > storage_numel:
+        raise ForbiddenPickleError(
+            f"tensor (offset {offset}, size {size}, stride {stride}) reaches element {extent} of a "
+            f"{storage_numel}-element storage"
+        )
+    if numel > storage_numel:
+        raise ForbiddenPickleError(
+            f"tensor of {numel} elements over a {storage_numel}-element storage (zero or overlapping strides "
+            "expanding the data) is not accepted"
+        )
+
+
+_MEMO_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+
+
+def _prescan(stream: io.BytesIO) -> None:
+    """Walk the opcodes of the pickle at `stream`'s position, then rewind; refuse what would make the C
+    unpickler reserve memory the payload does not carry.
+
+    CPython's unpickler reserves a ``BINBYTES8``/``BINUNICODE8``/``BYTEARRAY8`` argument at its declared length
+    before reading it, and grows its memo table to any ``PUT`` index; `pickletools.genops` reads the same
+    arguments without reserving them (a truncated one is an error) and the memo indices are checked here
+    against what a pickler writes (sequential: never more than the opcodes seen so far), as are ``FRAME``
+    lengths against the bytes left.
+    """
+    start = stream.tell()
+    available = len(stream.getbuffer()) - start
+    try:
+        for count, (op, arg, pos) in enumerate(pickletools.genops(stream)):
+            if op.name in _MEMO_PUTS and (not isinstance(arg, int) or not 0 <= arg <= count):
+                raise ForbiddenPickleError(f"refusing memo index {arg!r} (a pickler numbers its memo sequentially)")
+            if op.name == "FRAME" and arg > available - (pos - start):
+                raise SafeUnpicklingError(f"pickle frame of {arg} bytes is longer than the payload")
+    except SafeUnpicklingError:
+        raise
+    except Exception as err:  # ValueError for truncated arguments, missing STOP, unknown opcodes
+        raise SafeUnpicklingError(f"malformed or truncated pickle ({type(err).__name__}: {_first_line(err)})") from None
+    finally:
+        stream.seek(start)
+
+
+class _Placeholder:
+    """Stands in for every global while a legacy stream is only being measured: accepts any call or state."""
+
+    def __new__(cls, *args, **kwargs):
+        return object.__new__(cls)
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        pass
+
+    def append(self, item):
+        pass
+
+    def extend(self, items):
+        pass
+
+    def __setitem__(self, key, value):
+        pass
+
+
+class _StorageType:
+    def __init__(self, itemsize: int):
+        self.itemsize = itemsize
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """No globals, no persistent ids: plain data only."""
+
+    def find_class(self, module: str, name: str):
+        raise ForbiddenPickleError(f"refusing global {module}.{name} in a torch.save header")
+
+    def persistent_load(self, pid):
+        raise ForbiddenPickleError("refusing a persistent id in a torch.save header")
+
+
+class _MeasuringUnpickler(pickle.Unpickler):
+    """Reads the object pickle of a legacy torch.save stream with placeholders, recording declared storages."""
+
+    def __init__(self, file):
+        super().__init__(file)
+        self.storages: dict[str, int] = {}  # key -> declared bytes
+
+    def find_class(self, module: str, name: str):
+        if module == "torch" and name.endswith("Storage"):
+            kind = getattr(torch, name, None)
+            if kind is torch.UntypedStorage:
+                return _StorageType(1)
+            with warnings.catch_warnings():  # legacy storage classes warn on every attribute access
+                warnings.simplefilter("ignore")
+                dtype = getattr(kind, "dtype", None)
+            if isinstance(dtype, torch.dtype):
+                return _StorageType(torch.empty((), dtype=dtype).element_size())
+        return type(f"{module}.{name}", (_Placeholder,), {})
+
+    def persistent_load(self, pid):
+        if not isinstance(pid, tuple) or len(pid) != 6 or pid[0] not in ("storage", b"storage"):
+            raise ForbiddenPickleError("unexpected persistent id in a legacy torch.save stream")
+        _, kind, key, _location, numel, view = pid
+        if not isinstance(kind, _StorageType) or not isinstance(numel, int) or numel < 0 or view is not None:
+            raise ForbiddenPickleError("unexpected storage record in a legacy torch.save stream")
+        self.storages[str(key)] = numel * kind.itemsize
+        return _Placeholder()
+
+
+def _check_legacy_sizes(data: bytes) -> None:
+    """Refuse a legacy torch.save stream whose declared storages do not fit in the stream itself.
+
+    torch reserves each storage at the size the stream declares before reading it; this reads the same
+    records first (nothing real is resolved or called) and compares.
+    """
+    stream = io.BytesIO(data)
+
+    def load(unpickler):
+        _prescan(stream)
+        return unpickler.load()
+
+    try:
+        if load(_PlainUnpickler(stream)) != _TORCH_LEGACY_MAGIC:
+            raise SafeUnpicklingError("not a torch.save stream")
+        load(_PlainUnpickler(stream))  # protocol version
+        load(_PlainUnpickler(stream))  # system info
+        measuring = _MeasuringUnpickler(stream)
+        load(measuring)
+        keys = load(_PlainUnpickler(stream))
+    except SafeUnpicklingError:
+        raise
+    except Exception as err:  # malformed pickles raise many types; none of them ran anything
+        raise SafeUnpicklingError(f"malformed torch.save stream ({type(err).__name__}: {_first_line(err)})") from None
+    if not isinstance(keys, list) or any(str(k) not in measuring.storages for k in keys):
+        raise SafeUnpicklingError("malformed torch.save stream (storage keys do not match)")
+    declared = sum(8 + measuring.storages[str(k)] for k in keys)
+    available = len(data) - stream.tell()
+    if declared > available:
+        raise ForbiddenPickleError(
+            f"torch.save stream declares {declared} bytes of storage but carries {available}: refusing to allocate"
+        )
+
+
+def _check_zip_sizes(data: bytes) -> None:
+    """Refuse a torch.save zip whose entries are compressed or do not fit in the file (torch reserves each
+    entry at its declared size before reading it; torch itself writes entries uncompressed)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            infos = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
+        raise SafeUnpicklingError(f"could not read torch.save payload: {_first_line(err)}") from None
+    total = 0
+    for info in infos:
+        if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
+            raise ForbiddenPickleError(f"torch.save entry {info.filename[:80]!r} is compressed: not accepted")
+        total += info.file_size
+    if total > len(data):
+        raise ForbiddenPickleError(
+            f"torch.save zip declares {total} bytes of entries but is {len(data)} bytes long: refusing to allocate"
+        )
+
+
 def _storage_from_bytes(data: bytes):
-    """Safe stand-in for `torch.storage._load_from_bytes`: weights-only load, mapped to the CPU."""
+    """Safe stand-in for `torch.storage._load_from_bytes`: sizes checked, weights-only load, mapped to the CPU."""
     if not isinstance(data, (bytes, bytearray)):
         raise ForbiddenPickleError(f"tensor storage payload must be bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if data[:4] == b"PK\x03\x04":
+        _check_zip_sizes(data)
+    else:
+        _check_legacy_sizes(data)
     try:
-        storage = torch.load(io.BytesIO(bytes(data)), map_location="cpu", weights_only=True)
+        storage = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises UnpicklingError/RuntimeError with very long messages
         raise ForbiddenPickleError(f"rejected tensor storage payload: {_first_line(err)}") from None
     if not isinstance(storage, (torch.storage.TypedStorage, torch.storage.UntypedStorage)):
         raise ForbiddenPickleError(f"tensor storage payload decoded to {type(storage).__name__}, not a storage")
+    if storage.nbytes() > len(data):
+        raise ForbiddenPickleError("tensor storage is larger than its payload")
     return storage
 
 
 def _check_storage(storage) -> None:
     if not isinstance(storage, (torch.storage.TypedStorage, torch.storage.UntypedStorage)):
         raise ForbiddenPickleError(f"tensor rebuild expects a storage, got {type(storage).__name__}")
+    if storage.device.type != "cpu":
+        raise ForbiddenPickleError(f"tensor storage on {storage.device} is not accepted")
 
 
 def _check_hooks(hooks) -> None:
@@ -78,7 +288,7 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=Fals
     _check_hooks(backward_hooks)
     if metadata:
         raise ForbiddenPickleError("pickled tensors with extra tensor metadata are not accepted")
-    # torch validates offset/size/stride against the storage size inside `set_`.
+    _check_layout(_storage_numel(storage), storage_offset, size, stride)
     return torch._utils._rebuild_tensor_v2(
         storage, int(storage_offset), tuple(size), tuple(stride), bool(requires_grad), OrderedDict()
     )
@@ -86,6 +296,7 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=Fals
 
 def _rebuild_tensor(storage, storage_offset, size, stride):
     _check_storage(storage)
+    _check_layout(_storage_numel(storage), storage_offset, size, stride)
     return torch._utils._rebuild_tensor(storage, int(storage_offset), tuple(size), tuple(stride))
 
 
@@ -116,6 +327,13 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
 _ALLOWED = _allowed_globals()
 
 
+def allowed_globals() -> frozenset[str]:
+    """The ``module.name`` globals a raw pickle may reference (every other one raises `ForbiddenPickleError`):
+    the tensor and storage rebuild functions (replaced by checked versions), ``collections.OrderedDict``,
+    ``_codecs.encode`` (latin-1 only), ``torch.Size``, ``torch.device`` and the ``torch`` dtypes."""
+    return frozenset(f"{module}.{name}" for module, name in _ALLOWED)
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         try:
@@ -144,6 +362,10 @@ def _first_line(err: BaseException) -> str:
 
 
 def _torch_weights_only_load(data: bytes) -> Any:
+    if data[:4] == b"PK\x03\x04":
+        _check_zip_sizes(data)
+    else:
+        _check_legacy_sizes(data)
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as err:
@@ -158,13 +380,14 @@ def _torch_weights_only_load(data: bytes) -> Any:
 _PLAIN = (str, bytes, int, float, bool, type(None), torch.dtype, torch.device)
 
 
-def _validate(root: Any) -> None:
-    """Second line of defence: the decoded object may only be plain data and plain tensors.
+def _validate(root: Any, budget: int) -> None:
+    """Second line of defence: the decoded object may only be plain data and plain dense tensors, lying
+    inside their storages, whose distinct storages add up to at most `budget` bytes (the payload's size).
 
     ``BUILD`` opcodes can set state on objects that allowed callables returned (e.g. backward hooks on a
     tensor); anything beyond plain values is refused here, before the caller sees it.
     """
-    stack, seen = [root], set()
+    stack, seen, storages = [root], set(), {}
     while stack:
         obj = stack.pop()
         if id(obj) in seen:
@@ -177,6 +400,11 @@ def _validate(root: Any) -> None:
             hooks = getattr(obj, "_backward_hooks", None)
             if hooks or obj.grad_fn is not None or getattr(obj, "__dict__", None):
                 raise ForbiddenPickleError("refusing a tensor carrying hooks or extra attributes")
+            if obj.layout != torch.strided or obj.is_quantized or obj.is_nested or obj.device.type != "cpu":
+                raise ForbiddenPickleError(f"refusing a {obj.layout} / quantized / nested / non-CPU tensor")
+            storage = obj.untyped_storage()
+            _check_layout(storage.nbytes() // obj.element_size(), obj.storage_offset(), obj.shape, obj.stride())
+            storages[storage.data_ptr()] = storage.nbytes()
             continue
         if kind is torch.Size:
             continue
@@ -189,6 +417,10 @@ def _validate(root: Any) -> None:
             stack.extend(obj.values())
         else:
             raise ForbiddenPickleError(f"refusing a decoded {kind.__module__}.{kind.__qualname__} object")
+    if sum(storages.values()) > budget:
+        raise ForbiddenPickleError(
+            f"decoded tensors hold {sum(storages.values())} bytes, more than the {budget}-byte payload carried"
+        )
 
 
 def safe_loads(data: bytes) -> Any:
@@ -205,10 +437,12 @@ def safe_loads(data: bytes) -> Any:
         raise SafeUnpicklingError("empty payload")
     if data[:4] == b"PK\x03\x04":  # torch.save zip container
         obj = _torch_weights_only_load(data)
-        _validate(obj)
+        _validate(obj, len(data))
         return obj
+    stream = io.BytesIO(data)
     try:
-        obj = _RestrictedUnpickler(io.BytesIO(data)).load()
+        _prescan(stream)
+        obj = _RestrictedUnpickler(stream).load()
     except SafeUnpicklingError:
         raise
     except RecursionError:
@@ -218,5 +452,5 @@ def safe_loads(data: bytes) -> Any:
         raise SafeUnpicklingError(f"malformed or truncated pickle ({type(err).__name__}: {_first_line(err)})") from None
     if isinstance(obj, int) and not isinstance(obj, bool) and obj == _TORCH_LEGACY_MAGIC:
         obj = _torch_weights_only_load(data)  # legacy torch.save stream: a magic number comes first
-    _validate(obj)
+    _validate(obj, len(data))
     return obj
