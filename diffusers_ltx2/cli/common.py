@@ -164,8 +164,10 @@ def check_video_file(path: str) -> str:
         with av.open(path) as container:
             if not container.streams.video:
                 raise ValueError(f"{path} has no video stream")
-    except av.error.FFmpegError as err:
-        raise ValueError(f"{path} is not a readable video ({err})") from None
+            next(container.decode(video=0))  # the first frame decodes (FFmpeg guesses formats by name)
+    except (av.error.FFmpegError, OSError, StopIteration) as err:
+        reason = "no frames" if isinstance(err, StopIteration) else err
+        raise ValueError(f"{path} is not a readable video ({reason})") from None
     return path
 
 

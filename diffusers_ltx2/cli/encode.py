@@ -121,7 +121,7 @@ def _check_args(args: argparse.Namespace) -> None:
         missing = [sub for sub in ("tokenizer", "text_encoder", "connectors") if not (model / sub).is_dir()]
         if missing:
             raise ValueError(f"{model} is not a pipeline folder with a local text encoder: missing "
-                             f"{', '.join(missing)}/ (encode with --api, or convert with --gemma)")
+                             f"{', '.join(m + '/' for m in missing)} (encode with --api, or convert with --gemma)")
         args.device = check_device(args.device or "cpu")
 
 
