@@ -364,3 +364,12 @@ def test_float8_nan_patterns_are_detected():
     assert has_nonfinite(torch.tensor([0.5, float("nan")]).to(torch.float8_e4m3fn))
     assert has_nonfinite(torch.tensor([0.5, float("inf")]).to(torch.float8_e5m2))
     assert not has_nonfinite(torch.tensor([1, 2, 3]))
+    big = torch.full((1000,), 60000.0, dtype=torch.float16)  # finite, but its fp16 sum overflows to inf
+    assert not has_nonfinite(big)
+    big[7] = float("-inf")
+    assert has_nonfinite(big)
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        t = torch.randn(300, dtype=dtype)
+        assert not has_nonfinite(t)
+        t[123] = float("nan")
+        assert has_nonfinite(t)

@@ -7,7 +7,7 @@ import os
 
 from .common import (
     StageTimer, add_clip_arguments, check_clip_arguments, check_lora_file, check_video_file, clip_call_arguments,
-    load_pipeline, positive_int, strength, write_clip,
+    finite_float, load_pipeline, positive_int, strength, write_clip,
 )
 
 PREPROCESSORS = ("none", "canny", "depth", "pose")
@@ -19,7 +19,7 @@ def add_parser(subparsers) -> None:
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--lora", required=True, action="append",
                    help="IC-LoRA .safetensors (official or diffusers format); repeat for several")
-    p.add_argument("--lora-strength", type=float, action="append", default=None,
+    p.add_argument("--lora-strength", type=finite_float, action="append", default=None,
                    help="strength per --lora (default 1.0 each)")
     p.add_argument("--control-video", required=True, help="control / reference video file")
     p.add_argument("--preprocess", choices=PREPROCESSORS, default="none",

@@ -39,7 +39,7 @@ def _run(command: str, convert) -> int:
             warnings.showwarning = _show_warning
             out = convert()
     except KeyboardInterrupt:
-        print(f"{command}: interrupted; the destination was left as it was", file=sys.stderr)
+        print(f"{command}: interrupted (no partial output is left behind)", file=sys.stderr)
         return 130
     except (ConversionError, ValueError, OSError) as exc:
         print(f"{command}: error: {describe_error(exc)}", file=sys.stderr)

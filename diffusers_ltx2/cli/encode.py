@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -106,6 +107,8 @@ def _local_encoder(args):
 def _check_args(args: argparse.Namespace) -> None:
     """Everything checkable before Gemma loads or the API is called (`ValueError` / `FileNotFoundError`)."""
     check_output_path(args.output, suffix=".safetensors")
+    if args.cache_dir is not None and os.path.exists(args.cache_dir) and not os.path.isdir(args.cache_dir):
+        raise ValueError(f"--cache-dir {args.cache_dir} is a file, not a folder")
     if args.api:
         if args.model is not None and not Path(args.model).exists():
             raise FileNotFoundError(f"--model not found: {args.model}")
