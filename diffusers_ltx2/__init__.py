@@ -45,7 +45,13 @@ __all__ = sorted(_EXPORTS)
 _registration.install()
 
 
+#: subpackages reachable as attributes (`diffusers_ltx2.control.CannyPreprocessor`) as when they were eager
+_SUBMODULES = ("cli", "control", "conversion", "export", "factory", "guiders", "loaders", "pipelines", "schedulers")
+
+
 def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

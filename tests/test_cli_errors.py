@@ -93,6 +93,7 @@ def test_public_names_resolve_lazily():
     assert set(diffusers_ltx2.__all__) <= set(dir(diffusers_ltx2))
     with pytest.raises(AttributeError):
         diffusers_ltx2.NoSuchName  # noqa: B018
+    assert diffusers_ltx2.control.CannyPreprocessor.__name__ == "CannyPreprocessor"  # subpackages as attributes
 
 
 # ----------------------------------------------------------------------------------- user errors before loading
