@@ -123,7 +123,11 @@ def test_convert_lora_refuses_its_own_source_and_folders(tmp_path, capsys):
     assert "is the source" in capsys.readouterr().err and lora.read_bytes() == before
     assert main(["convert-lora", str(lora), str(tmp_path)]) == 2
     assert "is a folder" in capsys.readouterr().err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["lora.safetensors"]
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    assert main(["convert-lora", str(lora), str(notes), "--overwrite"]) == 2
+    assert "not a .safetensors file" in capsys.readouterr().err and notes.read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lora.safetensors", "notes.txt"]
 
 
 # ----------------------------------------------------------------------------------- crash-safe replace

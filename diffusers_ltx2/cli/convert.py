@@ -75,7 +75,7 @@ def build_convert_lora_parser(parser: argparse.ArgumentParser | None = None) -> 
 
 def _check_lora_destination(src: str, dst: str, overwrite: bool) -> None:
     """A LoRA's output is one file: never the source itself, never a folder; an existing file only with
-    ``overwrite``."""
+    ``overwrite``, and only when it is a safetensors file (a LoRA written before)."""
     from diffusers_ltx2.conversion.errors import ConversionError
 
     if os.path.exists(dst) and os.path.exists(src) and os.path.samefile(src, dst):
@@ -84,6 +84,14 @@ def _check_lora_destination(src: str, dst: str, overwrite: bool) -> None:
         raise ConversionError(f"the destination {dst} is a folder; give a .safetensors file path")
     if os.path.lexists(dst) and not overwrite:
         raise ConversionError(f"{dst} already exists (pass --overwrite to replace it)")
+    if os.path.lexists(dst):  # --overwrite replaces a safetensors file, never an arbitrary one
+        from diffusers_ltx2.conversion.streaming import read_header
+
+        try:
+            read_header(dst)
+        except ConversionError:
+            raise ConversionError(f"{dst} is not a .safetensors file; --overwrite only replaces a LoRA file "
+                                  "(choose another output path)") from None
 
 
 def run_convert_lora(args: argparse.Namespace) -> int:
