@@ -112,6 +112,10 @@ def workspace(tmp_path, monkeypatch):
     for sub in ("tokenizer", "text_encoder", "connectors"):
         (model / sub).mkdir()
     (tmp_path / "not_a_model").mkdir()
+    (tmp_path / "incomplete").mkdir()
+    (tmp_path / "incomplete" / "model_index.json").write_text(
+        '{"_class_name": "LTX2AudioVideoPipeline", "transformer": ["diffusers", "LTX2VideoTransformer3DModel"], '
+        '"vae": ["diffusers", "AutoencoderKLLTX2Video"], "text_encoder": [null, null]}')
     Image.new("RGB", (64, 64)).save(tmp_path / "image.png")
     (tmp_path / "notes.png").write_text("not an image")
     save_file({"diffusion_model.a.lora_A.weight": torch.zeros(2, 4),
@@ -156,6 +160,8 @@ def _replace(argv: list[str], flag: str, value: str) -> list[str]:
     (_replace(GENERATE, "--output", "clip.gif"), ".mp4"),
     (_replace(GENERATE, "--model", "not_a_model"), "not a diffusers pipeline folder"),
     (_replace(GENERATE, "--model", "missing"), "model folder not found"),
+    (_replace(GENERATE, "--model", "incomplete"), "lists transformer, vae but the folder has no transformer/, vae/"),
+    (["convert", "model", "out", "--no-progress"], "is a folder, not a .safetensors file"),
     (_replace(GENERATE, "--device", "banana"), "invalid --device 'banana'"),
     (_replace(GENERATE, "--device", "cuda:99"), "--device cuda:99"),
     *([(_replace(GENERATE, "--device", "cuda"), "CUDA")] if not torch.cuda.is_available() else []),

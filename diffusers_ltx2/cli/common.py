@@ -135,8 +135,9 @@ def check_output_path(path: str, suffix: str = ".mp4") -> str:
     return path
 
 
-def check_model_folder(path: str) -> str:
-    """`path` must be a diffusers pipeline folder (`model_index.json`), e.g. the output of `ltx2 convert`."""
+def check_model_folder(path: str, optional: tuple[str, ...] = ()) -> str:
+    """`path` must be a diffusers pipeline folder (`model_index.json`), e.g. the output of `ltx2 convert`, with a
+    subfolder for every component its index lists (except those in `optional`, which will not be loaded)."""
     if not os.path.isdir(path):
         raise FileNotFoundError(f"model folder not found: {path}")
     index = os.path.join(path, "model_index.json")
@@ -145,9 +146,17 @@ def check_model_folder(path: str) -> str:
                          "checkpoint with `ltx2 convert CHECKPOINT FOLDER`")
     try:
         with open(index) as f:
-            json.load(f)
+            entries = json.load(f)
     except ValueError as err:
         raise ValueError(f"{index} is not valid JSON ({err})") from None
+    if not isinstance(entries, dict):
+        raise ValueError(f"{index} is not a diffusers model index (a JSON object)")
+    missing = [name for name, entry in entries.items()
+               if not name.startswith("_") and name not in optional and isinstance(entry, list) and len(entry) == 2
+               and entry[0] is not None and not os.path.isdir(os.path.join(path, name))]
+    if missing:
+        raise ValueError(f"{path} is incomplete: model_index.json lists {', '.join(missing)} but the folder has no "
+                         f"{', '.join(m + '/' for m in missing)}")
     return path
 
 
@@ -289,7 +298,7 @@ def check_clip_arguments(args, extra_files=()) -> None:
         raise ValueError("pass exactly one of --prompt or --conditioning")
     if args.negative_prompt is not None and args.negative_conditioning is not None:
         raise ValueError("pass at most one of --negative-prompt or --negative-conditioning")
-    check_model_folder(args.model)
+    check_model_folder(args.model, optional=("text_encoder", "tokenizer"))  # those two: once we know they load
     for path in extra_files:
         if path is not None and not os.path.isfile(path):
             raise FileNotFoundError(f"file not found: {path}")
@@ -307,6 +316,8 @@ def check_clip_arguments(args, extra_files=()) -> None:
     negative_from_text = args.negative_prompt is not None or (
         args.negative_conditioning is None and guider.uses_negative_prompt)
     args.text_encoder_needed = args.prompt is not None or negative_from_text
+    if args.text_encoder_needed:
+        check_model_folder(args.model)
 
 
 def clip_guider(args):

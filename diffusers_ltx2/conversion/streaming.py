@@ -66,6 +66,8 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, TensorInfo], dict[st
     Raises :class:`CorruptCheckpointError` for a missing, truncated or malformed file, naming the path.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CorruptCheckpointError(f"{path} is a folder, not a .safetensors file")
     if not path.is_file():
         raise CorruptCheckpointError(f"{path}: no such file")
     size = path.stat().st_size
