@@ -41,12 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def describe_error(err: BaseException) -> str:
-    """One line for a user error; an `OSError` names the OS error (e.g. "No space left on device (ENOSPC)")."""
+    """The message of a user error; an `OSError` names the OS error (e.g. "No space left on device (ENOSPC)").
+    Notes added on the way (e.g. a cleanup that failed) follow in brackets."""
     if isinstance(err, OSError) and err.errno is not None and err.strerror:
         code = errno.errorcode.get(err.errno, str(err.errno))
         where = f": {err.filename}" if err.filename else ""
-        return f"{err.strerror} ({code}){where}"
-    return str(err)
+        text = f"{err.strerror} ({code}){where}"
+    else:
+        text = str(err)
+    notes = getattr(err, "__notes__", None) or []
+    return text + "".join(f" [{note}]" for note in notes)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

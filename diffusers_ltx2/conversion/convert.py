@@ -11,7 +11,6 @@ import os
 import shutil
 from pathlib import Path
 
-from . import configs as C
 from .errors import ConversionError
 from .fp8 import write_manifest
 from .loading import NonFiniteWeights, materialize

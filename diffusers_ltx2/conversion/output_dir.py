@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import threading
 import uuid
 import warnings
@@ -124,11 +125,14 @@ def _remove_tree(path: Path) -> list[str]:
     """``rmtree`` that returns its failures (``"path: error"``) instead of ignoring them."""
     failures: list[str] = []
 
-    def record(func, failed, exc_info):
-        failures.append(f"{failed}: {exc_info[1]}")
+    def record(func, failed, error):
+        failures.append(f"{failed}: {error[1] if isinstance(error, tuple) else error}")
 
     if path.exists() or path.is_symlink():
-        shutil.rmtree(path, onerror=record)
+        if sys.version_info >= (3, 12):
+            shutil.rmtree(path, onexc=record)
+        else:
+            shutil.rmtree(path, onerror=record)
     return failures
 
 
