@@ -36,3 +36,21 @@ def test_readme_generation_example_runs(tiny_pipe, tmp_path, monkeypatch):
     with av.open(str(tmp_path / "trio.mp4")) as container:
         assert sorted(s.type for s in container.streams) == ["audio", "video"]
         assert sum(1 for _ in container.decode(video=0)) == 9
+
+
+def test_from_single_file_takes_dtype_like_from_pretrained(tmp_path):
+    """The README spells the dtype `dtype=` everywhere; `from_single_file` takes it (and the older
+    `torch_dtype=`, refusing a contradiction)."""
+    import torch
+    from conftest_conversion import write_official_checkpoint
+
+    from diffusers_ltx2 import LTX2AudioVideoPipeline
+
+    src = tmp_path / "official.safetensors"
+    write_official_checkpoint(src, "2.0")
+    pipe = LTX2AudioVideoPipeline.from_single_file(src, dtype=torch.bfloat16, progress=False)
+    assert pipe.transformer.dtype == torch.bfloat16 and pipe.vae.dtype == torch.bfloat16
+    old_spelling = LTX2AudioVideoPipeline.from_single_file(src, torch_dtype=torch.float32, progress=False)
+    assert old_spelling.transformer.dtype == torch.float32
+    with pytest.raises(ValueError, match="disagree"):
+        LTX2AudioVideoPipeline.from_single_file(src, dtype=torch.bfloat16, torch_dtype=torch.float32)
