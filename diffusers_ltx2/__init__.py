@@ -2,48 +2,64 @@
 
 Importing the package registers its pipelines with diffusers, so `diffusers.DiffusionPipeline.from_pretrained`
 loads folders saved by `LTX2AudioVideoPipeline.save_pretrained`.
+
+The import itself is cheap: the public names below are imported on first use (PEP 562 `__getattr__`), and
+diffusers resolves our pipeline names on demand (see `_registration`), so the `ltx2` command line starts
+without importing torch or diffusers.
 """
 
-from ._registration import register as _register
-from .export import export_to_video_with_audio
-from .guiders import ClassifierFreeGuidance, GuidancePass, Guider, Prediction, StepPlan
-from .loaders import GemmaPromptEncoder, PromptEmbeddings, PromptEncoder
-from .pipelines import LTX2AudioVideoPipeline, LTX2AudioVideoPipelineOutput, LTX2ICLoRAPipeline
-from .schedulers import DISTILLED_REFINE_SIGMAS, DISTILLED_SIGMAS, LTX2Scheduler
-from .guiders import (
-    GuidanceAttentionControl,
-    ModalityGuidance,
-    ModalityGuidanceParams,
-    MultimodalGuider,
-    SpatioTemporalGuidance,
-)
+from __future__ import annotations
+
+import importlib
+
+from . import _registration
 
 __version__ = "0.1.0"
 
-_register(
-    pipelines={"LTX2AudioVideoPipeline": LTX2AudioVideoPipeline, "LTX2ICLoRAPipeline": LTX2ICLoRAPipeline},
-    loadable_bases=("Guider", "LTX2Scheduler"),
-)
+#: public name -> submodule defining it (imported on first access)
+_EXPORTS = {
+    "export_to_video_with_audio": ".export",
+    "ClassifierFreeGuidance": ".guiders",
+    "GuidancePass": ".guiders",
+    "Guider": ".guiders",
+    "Prediction": ".guiders",
+    "StepPlan": ".guiders",
+    "GuidanceAttentionControl": ".guiders",
+    "ModalityGuidance": ".guiders",
+    "ModalityGuidanceParams": ".guiders",
+    "MultimodalGuider": ".guiders",
+    "SpatioTemporalGuidance": ".guiders",
+    "GemmaPromptEncoder": ".loaders",
+    "PromptEmbeddings": ".loaders",
+    "PromptEncoder": ".loaders",
+    "LTX2AudioVideoPipeline": ".pipelines",
+    "LTX2AudioVideoPipelineOutput": ".pipelines",
+    "LTX2ICLoRAPipeline": ".pipelines",
+    "DISTILLED_REFINE_SIGMAS": ".schedulers",
+    "DISTILLED_SIGMAS": ".schedulers",
+    "LTX2Scheduler": ".schedulers",
+}
 
-__all__ = [
-    "DISTILLED_REFINE_SIGMAS",
-    "DISTILLED_SIGMAS",
-    "ClassifierFreeGuidance",
-    "GemmaPromptEncoder",
-    "GuidancePass",
-    "Guider",
-    "LTX2AudioVideoPipeline",
-    "LTX2AudioVideoPipelineOutput",
-    "LTX2ICLoRAPipeline",
-    "LTX2Scheduler",
-    "Prediction",
-    "PromptEmbeddings",
-    "PromptEncoder",
-    "StepPlan",
-    "export_to_video_with_audio",
-    "GuidanceAttentionControl",
-    "ModalityGuidance",
-    "ModalityGuidanceParams",
-    "MultimodalGuider",
-    "SpatioTemporalGuidance",
-]
+__all__ = sorted(_EXPORTS)
+
+_registration.install()
+
+
+#: subpackages reachable as attributes (`diffusers_ltx2.control.CannyPreprocessor`) as when they were eager
+_SUBMODULES = ("cli", "control", "conversion", "export", "factory", "guiders", "loaders", "pipelines", "schedulers")
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    importlib.import_module(".pipelines", __name__)  # using the package registers its pipelines with diffusers
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

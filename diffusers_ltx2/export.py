@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
+import stat
+import uuid
 from fractions import Fraction
 from typing import Any
 
@@ -19,15 +20,44 @@ _FALLBACK_AUDIO_RATE = 48000
 _AUDIO_CHUNK = 1024  # samples per AAC frame
 
 
+#: Accepted frame rates (frames per second) and audio sample rates (Hz), inclusive.
+FPS_RANGE = (0.001, 1000.0)
+SAMPLE_RATE_RANGE = (1000, 384000)
+
+
+def _is_pil(obj: Any) -> bool:
+    return hasattr(obj, "convert") and hasattr(obj, "size")
+
+
+def _channels_last(frames: np.ndarray) -> np.ndarray:
+    """Accept what the pipeline returns for one video or a batch of one.
+
+    ``output_type="np"``: ``(F, H, W, 3)``; ``"pt"``: ``(F, 3, H, W)`` (channels first, moved last); either with a
+    leading batch axis of size 1 (the whole ``output.frames``).
+    """
+    if frames.ndim == 5:
+        if frames.shape[0] != 1:
+            raise ValueError(f"`frames` holds a batch of {frames.shape[0]} videos {frames.shape}; pass one, e.g. "
+                             "`output.frames[i]`.")
+        frames = frames[0]
+    if frames.ndim == 4 and frames.shape[-1] != 3 and frames.shape[1] == 3:
+        frames = frames.transpose(0, 2, 3, 1)
+    return frames
+
+
 def _frames_to_uint8(frames: Any) -> np.ndarray:
     """Normalise frames to a contiguous ``uint8`` array of shape ``(F, H, W, 3)``.
 
     Floats are treated as ``[0, 1]`` intensities (clipped, then rounded to 0..255); ``uint8`` is used as is.
+    Accepts each ``output_type`` of the pipeline: ``np`` ``(F, H, W, 3)``, ``pt`` ``(F, 3, H, W)``, ``pil`` (a list
+    of images), also with the batch of one around them.
     """
+    if isinstance(frames, (list, tuple)) and len(frames) == 1 and isinstance(frames[0], (list, tuple)):
+        frames = frames[0]  # output_type="pil": a batch (list) of lists of images
     if isinstance(frames, (list, tuple)):
         if len(frames) == 0:
             raise ValueError("`frames` must contain at least one frame.")
-        if all(hasattr(f, "convert") and hasattr(f, "size") for f in frames):  # PIL images
+        if all(_is_pil(f) for f in frames):  # PIL images
             sizes = {f.size for f in frames}
             if len(sizes) != 1:
                 raise ValueError(f"All PIL frames must have the same size, got {sorted(sizes)}.")
@@ -43,8 +73,10 @@ def _frames_to_uint8(frames: Any) -> np.ndarray:
         raise ValueError(
             f"`frames` must be a numpy array, torch tensor or list of PIL images, got {type(frames).__name__}."
         )
+    frames = _channels_last(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"`frames` must have shape (frames, height, width, 3), got {frames.shape}.")
+        raise ValueError(f"`frames` must have shape (frames, height, width, 3) or (frames, 3, height, width), "
+                         f"got {frames.shape}.")
     if frames.shape[0] < 1:
         raise ValueError("`frames` must contain at least one frame.")
     if frames.dtype == np.uint8:
@@ -86,13 +118,26 @@ def _audio_to_planar(audio: Any) -> np.ndarray:
     return np.ascontiguousarray(np.clip(audio, -1.0, 1.0), dtype=np.float32)
 
 
-def _positive_number(name: str, value: Any) -> float:
-    """Return ``value`` as float, raising ``ValueError`` unless it is a finite number > 0."""
+def _number_in_range(name: str, value: Any, low: float, high: float, unit: str) -> float:
+    """Return ``value`` as float, raising ``ValueError`` naming ``[low, high]`` unless it is a number in it."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating, Fraction)):
-        raise ValueError(f"`{name}` must be a positive number, got {value!r}.")
-    if not math.isfinite(float(value)) or float(value) <= 0:
-        raise ValueError(f"`{name}` must be a positive number, got {value!r}.")
+        raise ValueError(f"`{name}` must be a number in [{low:g}, {high:g}] {unit}, got {value!r}.")
+    if not math.isfinite(float(value)) or not low <= float(value) <= high:
+        raise ValueError(f"`{name}` must be in [{low:g}, {high:g}] {unit}, got {value!r}.")
     return float(value)
+
+
+def check_fps(fps: Any) -> float:
+    """``fps`` as float; ``ValueError`` unless it is a number in :data:`FPS_RANGE` (frames per second)."""
+    return _number_in_range("fps", fps, *FPS_RANGE, "frames per second")
+
+
+def check_sample_rate(sample_rate: Any) -> int:
+    """``sample_rate`` as int; ``ValueError`` unless it is a whole number of Hz in :data:`SAMPLE_RATE_RANGE`."""
+    sr = _number_in_range("sample_rate", sample_rate, *SAMPLE_RATE_RANGE, "Hz")
+    if sr != int(sr):
+        raise ValueError(f"`sample_rate` must be a whole number of Hz, got {sample_rate!r}.")
+    return int(sr)
 
 
 def _resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
@@ -129,6 +174,28 @@ def _write_audio(container: Any, stream: Any, waveform: np.ndarray, rate: int, s
     return start
 
 
+def _new_temp_file(path: str, parent: str) -> str:
+    """Create the temporary sibling the MP4 is written to, with the mode a plain ``open(path, "w")`` gives:
+    an existing file's permission bits are kept, a new file gets ``0o666`` minus the umask (``mkstemp``'s
+    0600 would survive the final rename)."""
+    for _ in range(100):
+        tmp_path = os.path.join(parent, f".tmp-{uuid.uuid4().hex[:12]}.mp4")
+        try:
+            fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the kernel applies the umask
+        except FileExistsError:
+            continue
+        try:
+            if os.path.isfile(path):
+                os.fchmod(fd, stat.S_IMODE(os.stat(path).st_mode))
+        except BaseException:
+            os.close(fd)
+            os.remove(tmp_path)
+            raise
+        os.close(fd)
+        return tmp_path
+    raise FileExistsError(f"could not create a temporary file in {parent}")
+
+
 def export_to_video_with_audio(
     frames: Any,
     audio: Any,
@@ -143,14 +210,19 @@ def export_to_video_with_audio(
     only once it is complete, so a failure never leaves a partial file at ``path`` (the temporary file is removed).
 
     Args:
-        frames: ``(F, H, W, 3)`` RGB frames as a NumPy array or torch tensor, either float in ``[0, 1]`` (clipped)
-            or ``uint8``; or a list of equally sized PIL images. ``H`` and ``W`` must be even (yuv420p).
+        frames: ``(F, H, W, 3)`` or ``(F, 3, H, W)`` RGB frames as a NumPy array or torch tensor, either float in
+            ``[0, 1]`` (clipped) or ``uint8``; or a list of equally sized PIL images - i.e. ``output.frames[i]``
+            of any ``output_type`` (``np``, ``pt``, ``pil``); a batch of one is accepted too. ``H`` and ``W`` must
+            be even (yuv420p).
         audio: ``None`` for a silent video, or a float waveform in ``[-1, 1]`` (clipped) as NumPy/torch with shape
             ``(channels, samples)``, ``(samples, channels)``, ``(samples,)`` or ``(1, channels, samples)``;
             1 or 2 channels.
-        path: Destination file; its parent folder must exist. An existing file is replaced.
-        fps: Frames per second (> 0); fractional rates such as ``24000 / 1001`` are kept as fractions.
-        sample_rate: Audio sample rate in Hz (> 0), required when ``audio`` is given. Rates the AAC encoder does
+        path: Destination file; its parent folder must exist. An existing file is replaced (keeping its
+            permission bits); a new one gets the mode ``open()`` would give (``0o666`` minus the umask).
+        fps: Frames per second in :data:`FPS_RANGE` (0.001 to 1000); fractional rates such as ``24000 / 1001``
+            are kept as fractions.
+        sample_rate: Audio sample rate in Hz, a whole number in :data:`SAMPLE_RATE_RANGE` (1000 to 384000),
+            required when ``audio`` is given. Rates the AAC encoder does
             not support (e.g. 22000) are resampled to 48000 Hz; 24000 and 48000 are written unchanged.
         crf: x264 constant rate factor, an integer in ``[0, 51]`` (lower is better quality).
 
@@ -158,8 +230,8 @@ def export_to_video_with_audio(
         ``path`` as a string.
 
     Raises:
-        ValueError: On bad shapes or dtypes, odd width/height, non-positive ``fps``/``sample_rate``, a bad ``crf``
-            or a missing parent folder.
+        ValueError: On bad shapes or dtypes, odd width/height, ``fps``/``sample_rate`` outside their ranges (the
+            message names the range), a bad ``crf`` or a missing parent folder.
     """
     video = _frames_to_uint8(frames)
     num_frames, height, width, _ = video.shape
@@ -168,24 +240,21 @@ def export_to_video_with_audio(
             f"H.264 with yuv420p chroma subsampling needs even width and height, got {width}x{height}; "
             "crop or pad the frames to even dimensions."
         )
-    rate = Fraction(_positive_number("fps", fps)).limit_denominator(100000)
+    rate = Fraction(check_fps(fps)).limit_denominator(100000)
     if isinstance(crf, bool) or not isinstance(crf, (int, np.integer)) or not 0 <= crf <= 51:
         raise ValueError(f"`crf` must be an integer in [0, 51], got {crf!r}.")
     waveform = None
     if audio is not None:
         if sample_rate is None:
             raise ValueError("`sample_rate` is required when `audio` is given.")
-        sr = _positive_number("sample_rate", sample_rate)
-        if sr != int(sr):
-            raise ValueError(f"`sample_rate` must be a whole number of Hz, got {sample_rate!r}.")
-        sample_rate = int(sr)
+        sample_rate = check_sample_rate(sample_rate)
         waveform = _audio_to_planar(audio)
         supported = av.codec.Codec("aac", "w").audio_rates
         if supported and sample_rate not in supported:
             waveform = _resample(waveform, sample_rate, _FALLBACK_AUDIO_RATE)
             sample_rate = _FALLBACK_AUDIO_RATE
     elif sample_rate is not None:
-        _positive_number("sample_rate", sample_rate)
+        check_sample_rate(sample_rate)
 
     path = os.fspath(path)
     parent = os.path.dirname(os.path.abspath(path))
@@ -194,8 +263,7 @@ def export_to_video_with_audio(
     if os.path.isdir(path):
         raise ValueError(f"{path!r} is a folder, not a file path.")
 
-    fd, tmp_path = tempfile.mkstemp(prefix=".tmp-", suffix=".mp4", dir=parent)
-    os.close(fd)
+    tmp_path = _new_temp_file(path, parent)
     try:
         with av.open(tmp_path, mode="w", format="mp4") as container:
             v_stream = container.add_stream("libx264", rate=rate)

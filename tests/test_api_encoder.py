@@ -474,8 +474,9 @@ def test_cli_encode_with_api_writes_a_loadable_file_without_the_key(api, tmp_pat
     assert torch.equal(loaded.video_context[0], reference_tensor("a fox")[0, :, :VIDEO])
 
     monkeypatch.setenv("LTX_API_KEY", "wrong-key-123456")
-    code = cli_main(["encode", "--api", "--model-id", MODEL_ID, "--prompt", "x", "--output", str(tmp_path / "n.st"),
+    code = cli_main(["encode", "--api", "--model-id", MODEL_ID, "--prompt", "x",
+                     "--output", str(tmp_path / "n.safetensors"),
                      "--base-url", api.url, "--retries", "0"])
     err = capsys.readouterr().err
     assert code == 1 and "LTX_API_KEY" in err and "wrong-key-123456" not in err
-    assert not (tmp_path / "n.st").exists()
+    assert not (tmp_path / "n.safetensors").exists()

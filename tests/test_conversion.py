@@ -24,7 +24,8 @@ from diffusers_ltx2.conversion import (
 )
 from diffusers_ltx2.conversion.configs import normalize_version, video_vae_config
 from diffusers_ltx2.conversion.keymap import KeyMapper, map_transformer_key, map_vocoder_key
-from diffusers_ltx2.conversion.streaming import atomic_output_dir, parse_size
+from diffusers_ltx2.conversion.output_dir import atomic_output_dir
+from diffusers_ltx2.conversion.streaming import parse_size
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -208,6 +209,7 @@ def test_atomic_output_dir_on_interrupt_and_existing_output(tmp_path):
     assert _no_leftovers(tmp_path, "out")
     dst.mkdir()
     (dst / "keep.txt").write_text("old")
+    (dst / "model_index.json").write_text('{"_class_name": "LTX2AudioVideoPipeline"}')  # a folder we wrote
     with pytest.raises(ConversionError, match="exists"):
         with atomic_output_dir(dst):
             pass

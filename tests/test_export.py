@@ -119,7 +119,8 @@ def test_existing_file_is_replaced(tmp_path):
         (np.zeros((9, 63, 96, 3), np.float32), None, {}, "even"),
         (np.zeros((9, 64, 95, 3), np.float32), None, {}, "even"),
         (np.zeros((64, 96, 3), np.float32), None, {}, "shape"),
-        (np.zeros((9, 3, 64, 96), np.float32), None, {}, "shape"),
+        (np.zeros((9, 4, 64, 96), np.float32), None, {}, "shape"),
+        (np.zeros((2, 9, 64, 96, 3), np.float32), None, {}, "batch of 2"),
         (np.zeros((0, 64, 96, 3), np.float32), None, {}, "at least one"),
         (np.zeros((9, 64, 96, 3), np.int32), None, {}, "dtype"),
         (np.full((9, 64, 96, 3), np.nan, np.float32), None, {}, "NaN"),
@@ -168,3 +169,72 @@ def test_failure_mid_write_leaves_nothing(tmp_path, monkeypatch):
     assert calls["n"] == 5
     assert path.read_bytes() == b"previous"  # the old file is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]  # temp file removed
+
+
+# ------------------------------------------------------------------------------------- file mode, ranges, types
+
+
+def test_new_file_gets_the_umask_mode_and_a_replaced_file_keeps_its_mode(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o027)
+    try:
+        new = tmp_path / "new.mp4"
+        export_to_video_with_audio(make_frames(), None, new, fps=FPS)
+        assert stat.S_IMODE(new.stat().st_mode) == 0o640  # 0o666 & ~0o027, as open() would give
+        existing = tmp_path / "existing.mp4"
+        existing.write_bytes(b"old")
+        existing.chmod(0o644)
+        export_to_video_with_audio(make_frames(), None, existing, fps=FPS)
+        assert stat.S_IMODE(existing.stat().st_mode) == 0o644
+        assert existing.stat().st_size > 3
+    finally:
+        os.umask(old)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing.mp4", "new.mp4"]
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(fps=1e-6), r"fps.*\[0.001, 1000\] frames per second"),
+    (dict(fps=0), r"\[0.001, 1000\]"),
+    (dict(fps=1e6), r"\[0.001, 1000\]"),
+    (dict(fps=float("nan")), r"\[0.001, 1000\]"),
+    (dict(sample_rate=1), r"sample_rate.*\[1000, 384000\] Hz"),
+    (dict(sample_rate=10**12), r"\[1000, 384000\] Hz"),
+    (dict(sample_rate=24000.5), "whole number"),
+])
+def test_fps_and_sample_rate_outside_their_range_name_the_range(tmp_path, kwargs, message):
+    args = {"fps": FPS, "sample_rate": 24000, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        export_to_video_with_audio(make_frames(), make_audio(24000), tmp_path / "x.mp4", **args)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_range_edges_are_written(tmp_path):
+    frames = make_frames()[:2]
+    export_to_video_with_audio(frames, None, tmp_path / "slow.mp4", fps=0.001)
+    export_to_video_with_audio(frames, np.zeros((2, 1000), np.float32), tmp_path / "low.mp4", fps=FPS,
+                               sample_rate=1000)
+    assert read_back(tmp_path / "slow.mp4")[1].shape[0] == 2
+    assert read_back(tmp_path / "low.mp4")[0]["samples"] > 0
+
+
+@pytest.mark.slow
+def test_every_output_type_of_the_pipeline_is_accepted(tiny_pipe, tmp_path):
+    """`output.frames[0]` / `output.audio[0]` of output_type np, pt and pil (and the batch of one itself) give
+    the same MP4 frames."""
+    decoded = {}
+    for output_type in ("np", "pt", "pil"):
+        out = tiny_pipe("a cat", num_frames=9, height=64, width=64, num_inference_steps=1, output_type=output_type,
+                        generator=torch.Generator().manual_seed(0))
+        for label, frames, audio in ((output_type, out.frames[0], out.audio[0]),
+                                     (f"{output_type} batch", out.frames, out.audio)):
+            path = tmp_path / f"{label.replace(' ', '_')}.mp4"
+            export_to_video_with_audio(frames, audio, path, fps=FPS, sample_rate=out.sample_rate)
+            info, decoded[label] = read_back(path)
+            assert info["kinds"] == ["audio", "video"] and decoded[label].shape == (9, 64, 64, 3)
+    assert isinstance(tiny_pipe("a cat", num_frames=9, height=64, width=64, num_inference_steps=1,
+                                output_type="pt").frames, torch.Tensor)
+    reference = decoded["np"].astype(int)
+    for label, frames in decoded.items():
+        assert np.abs(frames.astype(int) - reference).max() <= 2, label  # pil rounds to uint8 first

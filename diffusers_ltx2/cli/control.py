@@ -6,7 +6,8 @@ import argparse
 import os
 
 from .common import (
-    StageTimer, add_clip_arguments, check_clip_arguments, clip_call_arguments, load_pipeline, write_clip,
+    StageTimer, add_clip_arguments, check_clip_arguments, check_lora_file, check_video_file, clip_call_arguments,
+    finite_float, load_pipeline, positive_int, strength, write_clip,
 )
 
 PREPROCESSORS = ("none", "canny", "depth", "pose")
@@ -18,16 +19,17 @@ def add_parser(subparsers) -> None:
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--lora", required=True, action="append",
                    help="IC-LoRA .safetensors (official or diffusers format); repeat for several")
-    p.add_argument("--lora-strength", type=float, action="append", default=None,
+    p.add_argument("--lora-strength", type=finite_float, action="append", default=None,
                    help="strength per --lora (default 1.0 each)")
     p.add_argument("--control-video", required=True, help="control / reference video file")
     p.add_argument("--preprocess", choices=PREPROCESSORS, default="none",
                    help="turn the control video into edges / depth / pose first (none: it already is one)")
     p.add_argument("--preprocess-model", default=None, help="local transformers model folder for depth / pose")
-    p.add_argument("--reference-downscale-factor", type=int, default=None,
+    p.add_argument("--reference-downscale-factor", type=positive_int, default=None,
                    help="override the factor read from the LoRA metadata")
-    p.add_argument("--control-strength", type=float, default=1.0)
-    p.add_argument("--attention-strength", type=float, default=1.0, help="conditioning attention strength")
+    p.add_argument("--control-strength", type=strength, default=1.0, help="in [0, 1]")
+    p.add_argument("--attention-strength", type=strength, default=1.0,
+                   help="conditioning attention strength, in [0, 1]")
     add_clip_arguments(p, height_help="multiple of 32 * the reference downscale factor")
     p.set_defaults(func=run)
 
@@ -36,7 +38,10 @@ def _check_args(args) -> None:
     """Everything checkable without a model, so mistakes fail in a second with exit code 2."""
     from ..pipelines import validation as V
 
-    check_clip_arguments(args, extra_files=(args.control_video, *args.lora))
+    check_clip_arguments(args)
+    check_video_file(args.control_video)
+    for path in args.lora:
+        check_lora_file(path)
     if args.lora_strength is not None and len(args.lora_strength) != len(args.lora):
         raise ValueError(f"got {len(args.lora_strength)} --lora-strength values for {len(args.lora)} --lora files")
     if args.preprocess in ("depth", "pose") and not args.preprocess_model:

@@ -6,7 +6,9 @@ The same parsers back the standalone scripts `conversion/convert_checkpoint.py` 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
 
 
 def build_convert_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -24,23 +26,40 @@ def build_convert_parser(parser: argparse.ArgumentParser | None = None) -> argpa
     return p
 
 
-def run_convert(args: argparse.Namespace) -> int:
-    """Execute a parsed ``convert`` command; returns a process exit code."""
-    from diffusers_ltx2.conversion import ConversionError, convert_single_file
+def _run(command: str, convert) -> int:
+    """Run ``convert()`` and map its outcome to an exit code: 0; 2 with one message for a refused input or a
+    failed write (the OS error named: disk full, permission denied...); 130 on Ctrl-C. Warnings (NaN/inf
+    weights) are printed as they come."""
+    from diffusers_ltx2.cli import describe_error
+    from diffusers_ltx2.conversion.errors import ConversionError
 
     try:
-        out = convert_single_file(
-            args.src, args.dst, dtype=args.dtype, fp8=args.fp8, max_shard_size=args.max_shard_size,
-            gemma_path=args.gemma, progress=not args.no_progress, overwrite=args.overwrite,
-        )
-    except (ConversionError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", RuntimeWarning)
+            warnings.showwarning = _show_warning
+            out = convert()
     except KeyboardInterrupt:
-        print("interrupted: nothing was written", file=sys.stderr)
+        print(f"{command}: interrupted (no partial output is left behind)", file=sys.stderr)
         return 130
+    except (ConversionError, ValueError, OSError) as exc:
+        print(f"{command}: error: {describe_error(exc)}", file=sys.stderr)
+        return 2
     print(out)
     return 0
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    """Execute a parsed ``convert`` command; returns a process exit code."""
+    from diffusers_ltx2.conversion.convert import convert_single_file
+
+    return _run("ltx2 convert", lambda: convert_single_file(
+        args.src, args.dst, dtype=args.dtype, fp8=args.fp8, max_shard_size=args.max_shard_size,
+        gemma_path=args.gemma, progress=not args.no_progress, overwrite=args.overwrite,
+    ))
 
 
 
@@ -54,17 +73,36 @@ def build_convert_lora_parser(parser: argparse.ArgumentParser | None = None) -> 
     return p
 
 
+def _check_lora_destination(src: str, dst: str, overwrite: bool) -> None:
+    """A LoRA's output is one file: never the source itself, never a folder; an existing file only with
+    ``overwrite``, and only when it is a safetensors file (a LoRA written before)."""
+    from diffusers_ltx2.conversion.errors import ConversionError
+
+    if os.path.exists(dst) and os.path.exists(src) and os.path.samefile(src, dst):
+        raise ConversionError(f"the destination {dst} is the source file; choose another output path")
+    if os.path.isdir(dst):
+        raise ConversionError(f"the destination {dst} is a folder; give a .safetensors file path")
+    if os.path.lexists(dst) and not overwrite:
+        raise ConversionError(f"{dst} already exists (pass --overwrite to replace it)")
+    if os.path.lexists(dst):  # --overwrite replaces a safetensors file, never an arbitrary one
+        from diffusers_ltx2.conversion.streaming import read_header
+
+        try:
+            read_header(dst)
+        except ConversionError:
+            raise ConversionError(f"{dst} is not a .safetensors file; --overwrite only replaces a LoRA file "
+                                  "(choose another output path)") from None
+
+
 def run_convert_lora(args: argparse.Namespace) -> int:
     """Execute a parsed ``convert-lora`` command; returns a process exit code."""
-    from diffusers_ltx2.conversion import ConversionError, convert_lora_file
+    def convert():
+        from diffusers_ltx2.conversion.lora import convert_lora_file
 
-    try:
-        out = convert_lora_file(args.src, args.dst, dtype=args.dtype, overwrite=args.overwrite)
-    except (ConversionError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(out)
-    return 0
+        _check_lora_destination(args.src, args.dst, args.overwrite)
+        return convert_lora_file(args.src, args.dst, dtype=args.dtype, overwrite=args.overwrite)
+
+    return _run("ltx2 convert-lora", convert)
 
 
 

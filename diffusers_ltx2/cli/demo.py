@@ -10,9 +10,7 @@ import argparse
 import os
 import tempfile
 
-import torch
-
-from .common import StageTimer, check_output_path, write_clip
+from .common import StageTimer, check_output_path, non_negative_int, positive_int, write_clip
 
 
 def add_parser(subparsers) -> None:
@@ -22,8 +20,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--output", default="ltx2_demo.mp4", help="output .mp4 path")
     p.add_argument("--model-dir", default=None, help="where to save the tiny model (default: a temporary folder)")
     p.add_argument("--prompt", default="a red bird flies over the sea at sunset, waves and wind")
-    p.add_argument("--steps", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=positive_int, default=8)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--size", choices=("tiny", "small"), default="tiny", help="model size preset")
     p.set_defaults(func=run)
 
@@ -31,12 +29,17 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     """Build, save, reload and run the tiny model; write the MP4; returns the exit code."""
     import diffusers
+    import torch
 
     from .. import factory
     from ..schedulers import LTX2Scheduler
     from ..pipelines import LTX2AudioVideoPipeline
 
     check_output_path(args.output)
+    if args.model_dir and os.path.isdir(args.model_dir) and os.listdir(args.model_dir) \
+            and not os.path.isfile(os.path.join(args.model_dir, "model_index.json")):
+        raise ValueError(f"--model-dir {args.model_dir} is a non-empty folder that is not a pipeline folder; "
+                         "saving the model there would overwrite its files: choose a new or empty folder")
     size, clip = (factory.TINY, dict(factory.TINY_CLIP, num_frames=25)) if args.size == "tiny" \
         else (factory.SMALL, dict(factory.SMALL_CLIP))
     timer = StageTimer()

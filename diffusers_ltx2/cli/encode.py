@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
+
+from .common import check_device, check_output_path, non_negative_int, positive_float, positive_int
 
 _DTYPES = ("float32", "bfloat16", "float16")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register the ``encode`` subcommand."""
-    from ..loaders.api import DEFAULT_BASE_URL
-
     parser = subparsers.add_parser(
         "encode",
         help="encode prompts into a conditioning file (local Gemma or the LTX API)",
@@ -38,15 +39,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                              "--api: checkpoint file or folder to read the model id (and widths) from")
     parser.add_argument("--model-id", help="--api: the model id, instead of reading it from --model")
     parser.add_argument("--enhance-prompt", action="store_true", help="--api: let the API enhance the prompt")
-    parser.add_argument("--base-url", default=DEFAULT_BASE_URL, help="--api: API root (https)")
-    parser.add_argument("--timeout", type=float, default=60.0, help="--api: seconds per request")
-    parser.add_argument("--retries", type=int, default=3, help="--api: retries on 429/5xx/timeouts")
-    parser.add_argument("--video-dim", type=int, help="--api: video context width (default: from the model)")
-    parser.add_argument("--audio-dim", type=int, help="--api: audio context width (default: from the model)")
+    parser.add_argument("--base-url", default=None, help="--api: API root (https; default: the LTX API)")
+    parser.add_argument("--timeout", type=positive_float, default=60.0, help="--api: seconds per request")
+    parser.add_argument("--retries", type=non_negative_int, default=3, help="--api: retries on 429/5xx/timeouts")
+    parser.add_argument("--video-dim", type=positive_int, help="--api: video context width (default: from the model)")
+    parser.add_argument("--audio-dim", type=positive_int, help="--api: audio context width (default: from the model)")
     parser.add_argument("--dtype", choices=_DTYPES, help="store the embeddings in this dtype (default: as encoded)")
     parser.add_argument("--cache-dir", help="reuse/store per-prompt embeddings in this folder")
     parser.add_argument("--device", help="local: device for Gemma and the connectors (default: cpu)")
-    parser.add_argument("--max-sequence-length", type=int,
+    parser.add_argument("--max-sequence-length", type=positive_int,
                         help="local: padded prompt length (default: 1024, or the tokenizer's maximum if smaller, "
                              "as the pipeline does)")
     parser.set_defaults(func=run)
@@ -63,7 +64,7 @@ def _connectors_config(model: Path | None) -> dict | None:
 
 
 def _api_encoder(args):
-    from ..loaders.api import LTXAPIPromptEncoder
+    from ..loaders.api import DEFAULT_BASE_URL, LTXAPIPromptEncoder
     from ..loaders.identity import context_dims, read_model_id
 
     model = Path(args.model) if args.model else None
@@ -75,8 +76,8 @@ def _api_encoder(args):
     if config is not None and video_dim is None and audio_dim is None:
         video_dim, audio_dim = context_dims(config)
     return LTXAPIPromptEncoder(
-        model_id=model_id, enhance_prompt=args.enhance_prompt, base_url=args.base_url, timeout=args.timeout,
-        retries=args.retries, video_dim=video_dim, audio_dim=audio_dim,
+        model_id=model_id, enhance_prompt=args.enhance_prompt, base_url=args.base_url or DEFAULT_BASE_URL,
+        timeout=args.timeout, retries=args.retries, video_dim=video_dim, audio_dim=audio_dim,
     )
 
 
@@ -88,14 +89,8 @@ def _local_encoder(args):
     from ..loaders.gemma import DEFAULT_MAX_SEQUENCE_LENGTH, GemmaPromptEncoder
     from ..loaders.identity import connector_fingerprint
 
-    if not args.model:
-        raise ValueError("local encoding needs --model (a pipeline folder with tokenizer/, text_encoder/, "
-                         "connectors/); or use --api")
-    model = Path(args.model)
-    missing = [sub for sub in ("tokenizer", "text_encoder", "connectors") if not (model / sub).is_dir()]
-    if missing:
-        raise FileNotFoundError(f"{model} is not a pipeline folder: missing {', '.join(missing)}/")
-    device = torch.device(args.device or "cpu")
+    model = Path(args.model)  # checked by _check_args
+    device = torch.device(args.device)
     tokenizer = transformers.AutoTokenizer.from_pretrained(model / "tokenizer")
     config = transformers.AutoConfig.from_pretrained(model / "text_encoder")
     architecture = (getattr(config, "architectures", None) or ["Gemma3ForConditionalGeneration"])[0]
@@ -109,6 +104,30 @@ def _local_encoder(args):
     )
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    """Everything checkable before Gemma loads or the API is called (`ValueError` / `FileNotFoundError`)."""
+    check_output_path(args.output, suffix=".safetensors")
+    if args.cache_dir is not None and os.path.exists(args.cache_dir) and not os.path.isdir(args.cache_dir):
+        raise ValueError(f"--cache-dir {args.cache_dir} is a file, not a folder")
+    if args.api:
+        if args.model is not None and not Path(args.model).exists():
+            raise FileNotFoundError(f"--model not found: {args.model}")
+        if args.device is not None:
+            raise ValueError("--device applies to local encoding only (the LTX API runs remotely)")
+    else:
+        if not args.model:
+            raise ValueError("local encoding needs --model (a pipeline folder with tokenizer/, text_encoder/, "
+                             "connectors/); or use --api")
+        model = Path(args.model)
+        if not model.is_dir():
+            raise FileNotFoundError(f"model folder not found: {model}")
+        missing = [sub for sub in ("tokenizer", "text_encoder", "connectors") if not (model / sub).is_dir()]
+        if missing:
+            raise ValueError(f"{model} is not a pipeline folder with a local text encoder: missing "
+                             f"{', '.join(m + '/' for m in missing)} (encode with --api, or convert with --gemma)")
+        args.device = check_device(args.device or "cpu")
+
+
 def run(args: argparse.Namespace) -> int:
     """Encode ``args.prompt`` and write ``args.output``; returns the exit code."""
     import torch
@@ -118,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
     from ..loaders.conditioning_file import save_conditioning
     from ..loaders.identity import short_identity
 
+    _check_args(args)
     try:
         encoder = _api_encoder(args) if args.api else _local_encoder(args)
         kind = encoder.kind

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 
-from .common import StageTimer, add_clip_arguments, check_clip_arguments, clip_call_arguments, load_pipeline, write_clip
+from .common import (
+    StageTimer, add_clip_arguments, check_clip_arguments, check_image_file, clip_call_arguments, load_pipeline,
+    strength, write_clip,
+)
 
 
 def add_parser(subparsers) -> None:
@@ -14,7 +17,7 @@ def add_parser(subparsers) -> None:
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_clip_arguments(p)
     p.add_argument("--image", help="first-frame image file")
-    p.add_argument("--image-strength", type=float, default=1.0)
+    p.add_argument("--image-strength", type=strength, default=1.0, help="in [0, 1]")
     p.set_defaults(func=run)
 
 
@@ -23,9 +26,11 @@ def run(args) -> int:
     from ..pipelines import LTX2AudioVideoPipeline
     from ..pipelines import validation as V
 
-    check_clip_arguments(args, extra_files=(args.image,))
+    check_clip_arguments(args)  # also builds the guider: bad guidance flags fail here, before loading
+    if args.image is not None:
+        check_image_file(args.image)
     V.check_strength("--image-strength", args.image_strength)
-    call = clip_call_arguments(args)  # builds the guider: bad guidance flags fail here, before loading
+    call = clip_call_arguments(args)
     timer = StageTimer()
     pipe = load_pipeline(LTX2AudioVideoPipeline, args, timer)
     image = None

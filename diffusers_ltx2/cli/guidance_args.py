@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..guiders import ModalityGuidanceParams, MultimodalGuider
-from ..guiders.multimodal import RECOMMENDED_AUDIO, RECOMMENDED_VIDEO
+from ..recommended import RECOMMENDED_AUDIO, RECOMMENDED_VIDEO  # plain data: --help imports no torch/diffusers
 
 # (flag stem, field, type, help)
 _DIALS = (
@@ -35,10 +34,10 @@ def add_guidance_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("guidance", "multimodal guidance dials, per modality")
     defaults = {"video": RECOMMENDED_VIDEO, "audio": RECOMMENDED_AUDIO}
     for modality, prefix in (("video", "--"), ("audio", "--audio-")):
-        base = ModalityGuidanceParams(**defaults[modality])
         for stem, field, kind, text in _DIALS:
+            # skip_step has no recommended value: None leaves ModalityGuidanceParams' own default (0)
             group.add_argument(f"{prefix}{stem}", dest=_dest(modality, field), type=kind,
-                               default=getattr(base, field), help=f"{modality}: {text}")
+                               default=defaults[modality].get(field), help=f"{modality}: {text}")
         group.add_argument(f"{prefix.replace('--', '--no-', 1)}perturb-attn", dest=_dest(modality, "perturb_attn"),
                            action="store_false", help=f"{modality}: STG does not perturb its self-attention")
         other = "audio->video" if modality == "video" else "video->audio"
@@ -61,14 +60,17 @@ def _block_list(text: str) -> list[int]:
     return blocks
 
 
-def guider_from_args(args: argparse.Namespace) -> MultimodalGuider:
+def guider_from_args(args: argparse.Namespace):
     """The `MultimodalGuider` described by parsed flags (raises `ValueError` on invalid values)."""
+    from ..guiders import ModalityGuidanceParams, MultimodalGuider
+
     if getattr(args, "no_guidance", False):
         off = ModalityGuidanceParams(cfg=1.0, stg=0.0, modality_scale=1.0, rescale=0.0)
         return MultimodalGuider(video=off, audio=off, skip_blocks=args.skip_blocks)
     fields = ("cfg", "stg", "modality_scale", "rescale", "skip_step", "perturb_attn", "cross_attn")
     params = {
-        modality: ModalityGuidanceParams(**{f: getattr(args, _dest(modality, f)) for f in fields})
+        modality: ModalityGuidanceParams(**{f: getattr(args, _dest(modality, f)) for f in fields
+                                            if getattr(args, _dest(modality, f)) is not None})
         for modality in ("video", "audio")
     }
     return MultimodalGuider(video=params["video"], audio=params["audio"], skip_blocks=args.skip_blocks)

@@ -6,19 +6,32 @@ Public entry points:
 - :func:`load_components_from_single_file` - modules straight from the official file (``from_single_file``).
 - :func:`convert_lora_file` / :func:`convert_lora_state_dict` - official LoRA -> diffusers/PEFT keys.
 - :func:`load_fp8_transformer` - load a transformer folder converted with ``fp8="keep"``.
+
+Names are imported on first use (PEP 562), so ``diffusers_ltx2.conversion.errors`` costs no torch/diffusers import.
 """
 
-from .convert import convert_single_file
+from __future__ import annotations
+
+import importlib
+
 from .errors import (
     ConversionError,
     CorruptCheckpointError,
     KeyMismatchError,
     UnsupportedCheckpointError,
 )
-from .fp8 import FP8ScaledLinear, load_fp8_transformer
-from .loading import load_components_from_single_file
-from .lora import convert_lora_file, convert_lora_state_dict, reference_downscale_factor
-from .plan import inspect_checkpoint, plan_conversion
+
+_LAZY = {
+    "FP8ScaledLinear": ".fp8",
+    "load_fp8_transformer": ".fp8",
+    "convert_single_file": ".convert",
+    "load_components_from_single_file": ".loading",
+    "convert_lora_file": ".lora",
+    "convert_lora_state_dict": ".lora",
+    "reference_downscale_factor": ".lora",
+    "inspect_checkpoint": ".plan",
+    "plan_conversion": ".plan",
+}
 
 __all__ = [
     "ConversionError",
@@ -35,3 +48,15 @@ __all__ = [
     "plan_conversion",
     "reference_downscale_factor",
 ]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -11,16 +11,15 @@ import os
 import shutil
 from pathlib import Path
 
-from . import configs as C
 from .errors import ConversionError
 from .fp8 import write_manifest
-from .loading import materialize
+from .loading import NonFiniteWeights, materialize
+from .output_dir import atomic_output_dir, check_destination
 from .plan import ConversionPlan, inspect_checkpoint, plan_conversion
 from .streaming import (
     OutputTensor,
     SafetensorsStreamWriter,
     StreamingReader,
-    atomic_output_dir,
     parse_size,
     plan_shards,
     shard_file_names,
@@ -97,7 +96,8 @@ def model_index(plan: ConversionPlan, text_encoder=None, tokenizer=None) -> dict
     return index
 
 
-def _write_component(plan: ConversionPlan, name: str, folder: Path, reader: StreamingReader, max_bytes: int, bar) -> None:
+def _write_component(plan: ConversionPlan, name: str, folder: Path, reader: StreamingReader, max_bytes: int, bar,
+                     nonfinite: NonFiniteWeights) -> None:
     spec = plan.specs[name]
     folder.mkdir()
     _write_json(folder / "config.json", {"_class_name": spec.class_name, "_diffusers_version": _diffusers_version(),
@@ -111,10 +111,14 @@ def _write_component(plan: ConversionPlan, name: str, folder: Path, reader: Stre
         try:
             for _ in shard:
                 tp = next(it)
-                writer.write(tp.dst, materialize(reader, tp))
+                tensor = materialize(reader, tp)
+                nonfinite.check(tp.src or tp.dst, tensor)
+                writer.write(tp.dst, tensor)
                 bar.update(tp.nbytes)
-        finally:
-            writer.close()
+        except BaseException:
+            writer.abort()  # the error in flight (disk full, Ctrl-C, ...) is the one that propagates
+            raise
+        writer.close()
     write_index(folder, shards, names)
     if plan.fp8_modules.get(name):
         write_manifest(folder, plan.fp8_modules[name], plan.fp8_weight_dtype)
@@ -134,8 +138,8 @@ def convert_single_file(
     """Convert an official LTX-2 ``.safetensors`` into a diffusers pipeline folder.
 
     Tensors are read one at a time and written into sharded safetensors; the output is assembled in a
-    temporary sibling folder renamed to ``dst`` only when everything succeeded (errors and Ctrl-C leave
-    nothing behind). Unknown or missing keys abort before anything is written, listing the keys.
+    temporary sibling folder that takes ``dst``'s place only when everything succeeded (errors and Ctrl-C
+    leave nothing behind; see :mod:`.output_dir` for the destination rules). Unknown or missing keys abort before anything is written, listing the keys.
 
     Args:
         src: official single file (``config`` and ``model_version`` metadata; versions 2.0 and 2.3).
@@ -145,24 +149,38 @@ def convert_single_file(
         max_shard_size: e.g. ``"5GB"`` or bytes; one shard per file up to this size.
         gemma_path: Gemma folder (transformers format) copied as ``text_encoder`` / ``tokenizer``.
         progress: tqdm progress bar over bytes written.
-        overwrite: replace an existing ``dst`` (after success only).
+        overwrite: replace an existing ``dst`` (after success only) - only a folder this tool wrote (its
+            ``model_index.json`` names an LTX-2 pipeline), never a file or another folder.
 
     Returns:
         The output folder.
+
+    Raises:
+        ConversionError: a destination that is or contains ``src`` / ``gemma_path``, an existing one without
+            ``overwrite`` or that this tool did not write; unknown/missing keys; a tensor whose dtype does not
+            fit its role (e.g. an integer weight); a corrupt or unsupported file (subclasses).
+        OSError: writing failed (disk full, permission denied, ...): the OS error itself, not a summary.
+        KeyboardInterrupt: Ctrl-C; nothing is left behind.
+
+    Warns:
+        RuntimeWarning: naming the tensors that hold NaN or inf (checked while streaming, no second read).
     """
     from tqdm.auto import tqdm
 
+    sources = [src] if gemma_path is None else [src, gemma_path]
+    check_destination(dst, sources, overwrite=overwrite)  # before anything is read
     max_bytes = parse_size(max_shard_size)
     plan = plan_conversion(inspect_checkpoint(src), dtype=dtype, fp8=fp8)
     gemma = _gemma_entries(gemma_path) if gemma_path is not None else None
     dst = Path(dst)
-    with atomic_output_dir(dst, overwrite=overwrite) as tmp:
+    nonfinite = NonFiniteWeights(src)
+    with atomic_output_dir(dst, overwrite=overwrite, sources=sources) as tmp:
         with StreamingReader(src) as reader, tqdm(
             total=plan.total_bytes, unit="B", unit_scale=True, desc=f"LTX-{plan.info.version} -> diffusers",
             disable=not progress,
         ) as bar:
             for name in plan.specs:
-                _write_component(plan, name, tmp / name, reader, max_bytes, bar)
+                _write_component(plan, name, tmp / name, reader, max_bytes, bar, nonfinite)
         # The scheduler and guider a pipeline gets by default (official schedule; recommended multimodal dials,
         # STG block chosen from the transformer at run time), written by the classes themselves.
         LTX2Scheduler().save_pretrained(tmp / "scheduler")
@@ -175,4 +193,5 @@ def convert_single_file(
                 for f in files:
                     shutil.copy2(f, tmp / folder / f.name)
         _write_json(tmp / "model_index.json", model_index(plan, te_entry, tok_entry))
+    nonfinite.warn()
     return dst

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +26,45 @@ def materialize(reader: StreamingReader, tp: TensorPlan) -> torch.Tensor:
         scale = reader.get(tp.scale) if tp.scale else None
         return dequantize(t, scale, tp.dtype)
     return t if t.dtype == tp.dtype else t.to(tp.dtype)
+
+
+def has_nonfinite(t: torch.Tensor) -> bool:
+    """True when a floating tensor holds NaN or inf (float8 checked on its bit patterns); False for integers."""
+    if t.dtype == torch.float8_e4m3fn:  # no inf; NaN is S.1111.111
+        return bool(((t.view(torch.uint8) & 0x7F) == 0x7F).any())
+    if t.dtype == torch.float8_e5m2:  # exponent all ones: inf or NaN
+        return bool(((t.view(torch.uint8) & 0x7F) >= 0x7C).any())
+    if not t.is_floating_point() or t.numel() == 0:
+        return False
+    # Fast path: one reduction, ~40x cheaper than isfinite() on CPU. A NaN or inf element always makes the sum
+    # NaN or inf (IEEE), so a finite sum proves the tensor finite; a non-finite sum (which a large finite fp16
+    # tensor can also give, by overflow) is settled by the exact element-wise check.
+    if bool(torch.isfinite(t.sum())):
+        return False
+    return not bool(torch.isfinite(t).all())
+
+
+class NonFiniteWeights:
+    """Collects the names of tensors with NaN/inf as they stream past, then warns once naming them.
+
+    The check rides on the conversion's single read of each tensor (no second pass over the file).
+    """
+
+    def __init__(self, source: str | os.PathLike):
+        self.source = str(source)
+        self.names: list[str] = []
+
+    def check(self, name: str, tensor: torch.Tensor) -> None:
+        """Record ``name`` if ``tensor`` holds NaN or inf."""
+        if has_nonfinite(tensor):
+            self.names.append(name)
+
+    def warn(self) -> None:
+        """One ``RuntimeWarning`` listing the recorded tensors (nothing when all were finite)."""
+        if self.names:
+            shown = ", ".join(self.names[:10]) + (f" and {len(self.names) - 10} more" if len(self.names) > 10 else "")
+            warnings.warn(f"{self.source}: {len(self.names)} tensor(s) contain NaN or inf values: {shown}; "
+                          "a model with these weights produces NaN", RuntimeWarning, stacklevel=3)
 
 
 def assign_tensor(root: nn.Module, key: str, tensor: torch.Tensor) -> None:
@@ -109,13 +149,16 @@ def load_components_from_single_file(
 
     total = sum(t.nbytes for c in wanted for t in plan.tensors[c])
     modules: dict[str, nn.Module] = {}
+    nonfinite = NonFiniteWeights(path)
     with StreamingReader(path) as reader, tqdm(total=total, unit="B", unit_scale=True, disable=not progress) as bar:
         for comp in wanted:
             module = _empty_module(plan.specs[comp])
             if plan.fp8_modules.get(comp):
                 swap_linears(module, plan.fp8_modules[comp], plan.fp8_weight_dtype)
             for tp in plan.tensors[comp]:
-                assign_tensor(module, tp.dst, materialize(reader, tp))
+                tensor = materialize(reader, tp)
+                nonfinite.check(tp.src or tp.dst, tensor)
+                assign_tensor(module, tp.dst, tensor)
                 bar.update(tp.nbytes)
             if dtype is not None:
                 for key, buf in list(module.named_buffers()):  # init-time buffers (filters) follow dtype too
@@ -123,4 +166,5 @@ def load_components_from_single_file(
                         assign_tensor(module, key, buf.to(dtype))
             check_materialized(module, comp)
             modules[comp] = module.eval()
+    nonfinite.warn()
     return modules

@@ -125,7 +125,7 @@ def plan_conversion(info: CheckpointInfo, dtype: str = "keep", fp8: str | None =
         )
 
     plan = ConversionPlan(info, specs, {name: [] for name in specs})
-    unknown, seen = [], {name: set() for name in specs}
+    unknown, wrong_dtype, seen = [], [], {name: set() for name in specs}
     for key, ti in sorted(info.tensors.items(), key=lambda kv: kv[1].start):
         try:
             routed = mapper.map(key)
@@ -145,6 +145,12 @@ def plan_conversion(info: CheckpointInfo, dtype: str = "keep", fp8: str | None =
         seen[component].add(new)
         scale_key = key.removesuffix(".weight") + ".weight_scale" if key.endswith(".weight") else None
         scale_key = scale_key if scale_key in info.tensors else None
+        if ti.dtype.is_floating_point != exp[1].is_floating_point:
+            wanted = "floating-point" if exp[1].is_floating_point else "integer/boolean"
+            wrong_dtype.append(f"{key}: {_kind(ti.dtype)}, but {component}.{new} is a {wanted} tensor")
+        if scale_key and not info.tensors[scale_key].dtype.is_floating_point:
+            wrong_dtype.append(f"{scale_key}: {_kind(info.tensors[scale_key].dtype)}, but a weight scale is "
+                               "floating point")
         if is_float8(ti.dtype) and fp8 == "keep" and component == "transformer" and len(ti.shape) == 2:
             plan.fp8_weight_dtype = ti.dtype
             module = new.removesuffix(".weight")
@@ -162,4 +168,17 @@ def plan_conversion(info: CheckpointInfo, dtype: str = "keep", fp8: str | None =
     missing = [f"{name}: {k}" for name in specs for k in sorted(set(expected[name]) - seen[name])]
     if unknown or missing:
         raise KeyMismatchError(unknown=unknown, missing=missing)
+    if wrong_dtype:
+        raise ConversionError(
+            f"{info.path.name}: {len(wrong_dtype)} tensor(s) have a dtype that does not fit their role "
+            "(the file is damaged or not an LTX-2 checkpoint):\n  " + "\n  ".join(wrong_dtype[:20])
+            + (f"\n  ... and {len(wrong_dtype) - 20} more" if len(wrong_dtype) > 20 else "")
+        )
     return plan
+
+
+def _kind(dtype: torch.dtype) -> str:
+    """``"floating point"`` or e.g. ``"integer (int32)"`` for error messages."""
+    if dtype.is_floating_point:
+        return f"floating point ({str(dtype).removeprefix('torch.')})"
+    return f"{'boolean' if dtype == torch.bool else 'integer'} ({str(dtype).removeprefix('torch.')})"

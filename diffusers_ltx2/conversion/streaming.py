@@ -1,4 +1,4 @@
-"""Streaming safetensors I/O: header inspection, one-tensor-at-a-time reading, sharded writing, atomic folders.
+"""Streaming safetensors I/O: header inspection, one-tensor-at-a-time reading, sharded writing.
 
 Nothing here holds more than one tensor of the source in memory. The writer knows every output tensor's
 shape and dtype up front (from the source header), so it writes each shard's safetensors header first and
@@ -11,10 +11,7 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import struct
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +66,8 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, TensorInfo], dict[st
     Raises :class:`CorruptCheckpointError` for a missing, truncated or malformed file, naming the path.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CorruptCheckpointError(f"{path} is a folder, not a .safetensors file")
     if not path.is_file():
         raise CorruptCheckpointError(f"{path}: no such file")
     size = path.stat().st_size
@@ -236,12 +235,21 @@ class SafetensorsStreamWriter:
         self._next += 1
 
     def close(self) -> None:
-        """Flush and close; raises if some declared tensors were never written."""
+        """Flush and close; raises if some declared tensors were never written (call on success only)."""
         if self._file.closed:
             return
         self._file.close()
         if self._next != len(self._expected):
             raise ConversionError(f"{self.path}: {len(self._expected) - self._next} tensors were not written")
+
+    def abort(self) -> None:
+        """Close after a failure without any check of its own, so the error in flight is the one reported.
+
+        A second error from closing (e.g. flushing onto a full disk again) is dropped: the file is partial
+        and its folder is about to be removed.
+        """
+        with contextlib.suppress(OSError):
+            self._file.close()
 
 
 WEIGHTS_NAME = "diffusion_pytorch_model"
@@ -262,30 +270,3 @@ def write_index(folder: Path, shards: list[list[OutputTensor]], names: list[str]
     total = sum(t.nbytes for shard in shards for t in shard)
     with open(folder / f"{stem}.safetensors.index.json", "w") as f:
         json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2, sort_keys=True)
-
-
-@contextlib.contextmanager
-def atomic_output_dir(dst: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling folder that becomes ``dst`` only if the block finishes.
-
-    Any exception, including ``KeyboardInterrupt``, removes the temporary folder and leaves ``dst`` as it was.
-    An existing ``dst`` is refused unless ``overwrite`` (then it is replaced only after success).
-    """
-    dst = Path(dst).absolute()
-    if dst.exists() and not overwrite:
-        raise ConversionError(f"{dst} already exists (pass overwrite=True / --overwrite to replace it)")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.parent / f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        yield tmp
-        if dst.exists():
-            old = dst.parent / f".{dst.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(dst, old)
-            os.replace(tmp, dst)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

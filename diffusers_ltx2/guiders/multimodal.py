@@ -32,9 +32,8 @@ UNCOND = "uncond"
 PERTURBED = "perturbed"
 ISOLATED = "isolated"
 
-#: Recommended values (LTX-2 model card / official pipelines).
-RECOMMENDED_VIDEO = dict(cfg=3.0, stg=1.0, modality_scale=3.0, rescale=0.7)
-RECOMMENDED_AUDIO = dict(cfg=7.0, stg=1.0, modality_scale=3.0, rescale=0.7)
+#: Recommended values (LTX-2 model card / official pipelines), kept import-free for the CLI's --help.
+from ..recommended import RECOMMENDED_AUDIO, RECOMMENDED_VIDEO  # noqa: E402
 
 
 def _check_scale(name: str, value) -> float:

@@ -6,3 +6,11 @@ from .pipeline_ltx2_ic_lora import LTX2ICLoRAPipeline
 from .pipeline_output import LTX2AudioVideoPipelineOutput
 
 __all__ = ["LTX2AudioVideoPipeline", "LTX2ICLoRAPipeline", "LTX2AudioVideoPipelineOutput", "LTX2PipelineBase"]
+
+from .._registration import register as _register  # noqa: E402
+
+# diffusers resolves `_class_name` and the `diffusers_ltx2` component library through these entries.
+_register(
+    pipelines={"LTX2AudioVideoPipeline": LTX2AudioVideoPipeline, "LTX2ICLoRAPipeline": LTX2ICLoRAPipeline},
+    loadable_bases=("Guider", "LTX2Scheduler"),
+)

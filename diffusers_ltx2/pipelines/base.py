@@ -122,6 +122,7 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
         *,
         text_encoder=None,
         tokenizer=None,
+        dtype: torch.dtype | None = None,
         torch_dtype: torch.dtype | None = None,
         fp8: str | None = "dequantize",
         guider: Guider | None = None,
@@ -136,7 +137,8 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
 
         Args:
             path: the official `.safetensors` file.
-            torch_dtype: dtype of the floating weights (`None` keeps the file's).
+            dtype: dtype of the floating weights (`None` keeps the file's); `torch_dtype` is the older spelling
+                (as in diffusers, which deprecates it), accepted too.
             fp8: for FP8 files, `"dequantize"` (weight * weight_scale -> bf16) or `"keep"` (float8 weights).
         """
         from ..conversion import load_components_from_single_file
@@ -145,7 +147,10 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
 
         if not os.path.isfile(path):
             raise FileNotFoundError(f"checkpoint not found: {path}")
-        components = load_components_from_single_file(path, dtype=torch_dtype, fp8=fp8, progress=progress)
+        if dtype is not None and torch_dtype is not None and dtype != torch_dtype:
+            raise ValueError(f"dtype={dtype} and torch_dtype={torch_dtype} disagree; pass only dtype")
+        dtype = dtype if dtype is not None else torch_dtype
+        components = load_components_from_single_file(path, dtype=dtype, fp8=fp8, progress=progress)
         return cls(
             scheduler=LTX2Scheduler(), text_encoder=text_encoder, tokenizer=tokenizer, guider=guider,
             prompt_encoder=prompt_encoder, model_identity=read_safetensors_metadata(path).get(MODEL_ID_METADATA_KEY),
