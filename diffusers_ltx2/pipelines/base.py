@@ -25,7 +25,8 @@ from ..schedulers import LTX2Scheduler
 from . import latents as L
 from .call_lock import serialized_call
 from .denoising import ModalityLatents, TextContexts, TransformerPasses, denoise
-from .diffusers_compat import DIFFUSERS_ONLY_COMPONENTS, check_diffusers_components
+from .diffusers_compat import DIFFUSERS_ONLY_COMPONENTS, as_ltx2_scheduler, check_diffusers_components, saved_by_this_package
+from .diffusers_surface import DiffusersLTX2Surface
 from .images import check_image, spread_over_videos, to_unit_range
 from .pipeline_output import LTX2AudioVideoPipelineOutput
 
@@ -39,44 +40,7 @@ def default_guider() -> Guider:
     return MultimodalGuider()
 
 
-def _saved_by_this_package(folder) -> bool:
-    """Whether `folder/model_index.json` names one of this package's pipelines (its guider, or the absence of one,
-    is then what was saved); unreadable or remote folders count as foreign."""
-    import json
-
-    try:
-        with open(os.path.join(str(folder), "model_index.json"), encoding="utf-8") as f:
-            index = json.load(f)
-    except (OSError, ValueError):
-        return False
-    return "guider" in index or index.get("_class_name") in ("LTX2AudioVideoPipeline", "LTX2ICLoRAPipeline")
-
-
-def as_ltx2_scheduler(scheduler) -> LTX2Scheduler:
-    """`scheduler` as the official sampler: a diffusers `FlowMatchEulerDiscreteScheduler` (what diffusers' LTX-2
-    folders ship, or what diffusers code assigns) is converted keeping its shift settings.
-
-    Raises:
-        ValueError: any other scheduler, or flow-match options the official schedule cannot express; the
-            message names `LTX2Scheduler`.
-    """
-    if isinstance(scheduler, LTX2Scheduler):
-        return scheduler
-    name = type(scheduler).__name__
-    if name != "FlowMatchEulerDiscreteScheduler":
-        raise ValueError(
-            f"LTX-2 pipelines sample with LTX2Scheduler (the official Euler sampler on x0), got {name}: assign "
-            "diffusers_ltx2.LTX2Scheduler() (a FlowMatchEulerDiscreteScheduler is converted to it)"
-        )
-    try:
-        converted = LTX2Scheduler.from_flow_match_config(scheduler.config)
-    except ValueError as exc:
-        raise ValueError(f"this FlowMatchEulerDiscreteScheduler cannot be converted to LTX2Scheduler: {exc}") from exc
-    logger.info("replacing %s with LTX2Scheduler (the official sampler, same shift settings)", name)
-    return converted
-
-
-class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
+class LTX2PipelineBase(DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
     """Components and shared steps of the LTX-2 audio+video pipelines.
 
     Args:
@@ -189,7 +153,7 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
         # diffusers' prompt-enhancement / duration-head components of a diffusers folder are not loaded
         for name in DIFFUSERS_ONLY_COMPONENTS:
             kwargs.setdefault(name, None)
-        if "guider" not in kwargs and not _saved_by_this_package(pretrained_model_name_or_path):
+        if "guider" not in kwargs and not saved_by_this_package(pretrained_model_name_or_path):
             kwargs["guider"] = default_guider()  # a diffusers-layout folder has no guider: add the recommended one
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
@@ -230,57 +194,7 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
             **components,
         )
 
-    # -- geometry (diffusers' attribute names; defaults when a component is absent, as diffusers) ------------------
-    @property
-    def vae_spatial_compression_ratio(self) -> int:
-        vae = getattr(self, "vae", None)
-        return getattr(vae, "spatial_compression_ratio", 32) if vae is not None else 32
-
-    @property
-    def vae_temporal_compression_ratio(self) -> int:
-        vae = getattr(self, "vae", None)
-        return getattr(vae, "temporal_compression_ratio", 8) if vae is not None else 8
-
-    @property
-    def audio_vae_mel_compression_ratio(self) -> int:
-        audio_vae = getattr(self, "audio_vae", None)
-        return getattr(audio_vae, "mel_compression_ratio", 4) if audio_vae is not None else 4
-
-    @property
-    def audio_vae_temporal_compression_ratio(self) -> int:
-        audio_vae = getattr(self, "audio_vae", None)
-        return getattr(audio_vae, "temporal_compression_ratio", 4) if audio_vae is not None else 4
-
-    @property
-    def transformer_spatial_patch_size(self) -> int:
-        transformer = getattr(self, "transformer", None)
-        return transformer.config.patch_size if transformer is not None else 1
-
-    @property
-    def transformer_temporal_patch_size(self) -> int:
-        transformer = getattr(self, "transformer", None)
-        return transformer.config.patch_size_t if transformer is not None else 1
-
-    @property
-    def audio_sampling_rate(self) -> int:
-        """Sample rate of the audio VAE's mel front-end (16 kHz for LTX-2), as diffusers' attribute."""
-        audio_vae = getattr(self, "audio_vae", None)
-        return audio_vae.config.sample_rate if audio_vae is not None else 16000
-
-    @property
-    def audio_hop_length(self) -> int:
-        audio_vae = getattr(self, "audio_vae", None)
-        return audio_vae.config.mel_hop_length if audio_vae is not None else 160
-
-    @property
-    def tokenizer_max_length(self) -> int:
-        tokenizer = getattr(self, "tokenizer", None)
-        return tokenizer.model_max_length if tokenizer is not None else 1024
-
-    # the names this package used first
-    vae_spatial_ratio = vae_spatial_compression_ratio
-    vae_temporal_ratio = vae_temporal_compression_ratio
-
+    # -- geometry: diffusers' attribute names come from `DiffusersLTX2Surface` ---------------------------------
     @property
     def audio_sample_rate(self) -> int:
         """Sample rate of the generated waveform (the vocoder's output rate)."""
@@ -299,58 +213,6 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
         if max_sequence_length is None:
             max_sequence_length = min(DEFAULT_MAX_SEQUENCE_LENGTH, int(self.tokenizer.model_max_length))
         return GemmaPromptEncoder(self.tokenizer, self.text_encoder, max_sequence_length=max_sequence_length)
-
-    def encode_prompt(
-        self,
-        prompt: str | list[str] | None = None,
-        negative_prompt: str | list[str] | None = None,
-        do_classifier_free_guidance: bool = True,
-        num_videos_per_prompt: int = 1,
-        prompt_embeds=None,
-        negative_prompt_embeds=None,
-        prompt_attention_mask: torch.Tensor | None = None,
-        negative_prompt_attention_mask: torch.Tensor | None = None,
-        max_sequence_length: int | None = 1024,
-        scale_factor: int = 8,
-        device: torch.device | None = None,
-        dtype: torch.dtype | None = None,
-        *,
-        need_negative: bool | None = None,
-    ):
-        """Encode prompts, with diffusers' `LTX2Pipeline.encode_prompt` signature and return value.
-
-        Returns `(prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask)`:
-        Gemma's stacked hidden states `(B * num_videos_per_prompt, max_sequence_length, hidden * (layers + 1))` in
-        `dtype` (default: the text encoder's) and int64 masks `(B * num_videos_per_prompt, L)`, left padded; the
-        negative pair is `None` when `do_classifier_free_guidance` is False and no negative embeddings are given.
-        Tensors given are returned as they are (as diffusers). These tensors can be passed back to the pipeline
-        call as `prompt_embeds` / `prompt_attention_mask`. Needs `text_encoder` and `tokenizer` only (a pipeline
-        built from those two alone works); `scale_factor` is accepted and unused, as in diffusers. Unlike
-        diffusers, the masks are repeated per prompt like the embeddings (diffusers tiles them: for several
-        prompts and videos per prompt its masks do not line up with its embeddings).
-
-        With the keyword `need_negative=` it is this package's own step instead (kept for the pipelines):
-        `encode_text_contexts(prompt, negative_prompt, ...)`, returning `TextContexts`.
-
-        Raises:
-            ValueError: no text encoder / tokenizer, or inconsistent prompts (as diffusers).
-        """
-        if need_negative is not None:
-            return self.encode_text_contexts(
-                prompt, negative_prompt, prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
-                need_negative=need_negative, num_videos_per_prompt=num_videos_per_prompt,
-                max_sequence_length=max_sequence_length, device=device,
-            )
-        from .diffusers_compat import diffusers_encode_prompt
-
-        return diffusers_encode_prompt(
-            self, prompt, negative_prompt, do_classifier_free_guidance=do_classifier_free_guidance,
-            num_videos_per_prompt=num_videos_per_prompt, prompt_embeds=prompt_embeds,
-            negative_prompt_embeds=negative_prompt_embeds, prompt_attention_mask=prompt_attention_mask,
-            negative_prompt_attention_mask=negative_prompt_attention_mask,
-            max_sequence_length=1024 if max_sequence_length is None else max_sequence_length,
-            device=device or self._execution_device, dtype=dtype,
-        )
 
     def encode_text_contexts(
         self,

@@ -15,15 +15,23 @@ rescale applies to a modality when its rescale is `> 0`.
 
 from __future__ import annotations
 
+import json
+import logging
 import math
+import os
 from typing import Any
 
 import torch
 
 from ..guiders import Guider, ModalityGuidanceParams, MultimodalGuider
 from ..loaders.prompt_embeddings import PromptEmbeddings
+from ..schedulers import LTX2Scheduler
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
+    "as_ltx2_scheduler",
+    "saved_by_this_package",
     "DIFFUSERS_DEFAULT",
     "DIFFUSERS_GUIDANCE_DEFAULTS",
     "DIFFUSERS_ONLY_COMPONENTS",
@@ -319,3 +327,38 @@ def diffusers_encode_prompt(
             raise ValueError(f"negative_prompt has batch size {len(negative_prompt)}, but prompt has {batch_size}")
         negative_prompt_embeds, negative_prompt_attention_mask = encode(negative_prompt)
     return prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask
+
+
+def saved_by_this_package(folder) -> bool:
+    """Whether `folder/model_index.json` names one of this package's pipelines (its guider, or the absence of one,
+    is then what was saved); unreadable or remote folders count as foreign."""
+    try:
+        with open(os.path.join(str(folder), "model_index.json"), encoding="utf-8") as f:
+            index = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return "guider" in index or index.get("_class_name") in ("LTX2AudioVideoPipeline", "LTX2ICLoRAPipeline")
+
+
+def as_ltx2_scheduler(scheduler) -> LTX2Scheduler:
+    """`scheduler` as the official sampler: a diffusers `FlowMatchEulerDiscreteScheduler` (what diffusers' LTX-2
+    folders ship, or what diffusers code assigns) is converted keeping its shift settings.
+
+    Raises:
+        ValueError: any other scheduler, or flow-match options the official schedule cannot express; the
+            message names `LTX2Scheduler`.
+    """
+    if isinstance(scheduler, LTX2Scheduler):
+        return scheduler
+    name = type(scheduler).__name__
+    if name != "FlowMatchEulerDiscreteScheduler":
+        raise ValueError(
+            f"LTX-2 pipelines sample with LTX2Scheduler (the official Euler sampler on x0), got {name}: assign "
+            "diffusers_ltx2.LTX2Scheduler() (a FlowMatchEulerDiscreteScheduler is converted to it)"
+        )
+    try:
+        converted = LTX2Scheduler.from_flow_match_config(scheduler.config)
+    except ValueError as exc:
+        raise ValueError(f"this FlowMatchEulerDiscreteScheduler cannot be converted to LTX2Scheduler: {exc}") from exc
+    logger.info("replacing %s with LTX2Scheduler (the official sampler, same shift settings)", name)
+    return converted
