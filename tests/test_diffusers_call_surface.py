@@ -366,3 +366,19 @@ def test_assigning_diffusers_schedulers(tiny_pipe):
 def test_modality_params_for_no_guidance_are_all_off():
     g = no_guidance()
     assert g.video == g.audio == ModalityGuidanceParams() and not g.uses_negative_prompt
+
+
+def test_decode_timestep_and_noise_scale_per_video(tiny_pipe):
+    """diffusers takes one decode timestep / noise scale per video; each video is decoded as if alone."""
+    from diffusers import AutoencoderKLLTX2Video
+
+    torch.manual_seed(0)
+    tiny_pipe.vae = AutoencoderKLLTX2Video.from_config({**tiny_pipe.vae.config, "timestep_conditioning": True}).eval()
+    latents = torch.randn(2, *tiny_pipe.video_latent_shape(1, 9, 64, 64)[1][1:], generator=_gen(7))
+    both = tiny_pipe.decode_video(latents, "pt", generator=[_gen(1), _gen(2)], decode_timestep=[0.05, 0.2],
+                                  decode_noise_scale=[0.0, 0.1])
+    for i, (seed, t, s) in enumerate(((1, 0.05, 0.0), (2, 0.2, 0.1))):
+        alone = tiny_pipe.decode_video(latents[i:i + 1], "pt", generator=_gen(seed), decode_timestep=t,
+                                       decode_noise_scale=s)
+        torch.testing.assert_close(both[i:i + 1], alone, rtol=0, atol=1e-5)
+    assert (both[0] - both[1]).abs().max() > 1e-3
