@@ -44,7 +44,7 @@ CASES = [
     (dict(prompt_embeds=torch.zeros(1, 4, 4)), "needs its prompt_attention_mask"),
     (dict(prompt_embeds=torch.zeros(1, 4, 4), prompt_attention_mask=torch.ones(1, 5)), r"\(batch, tokens\)"),
     (dict(prompt_attention_mask=torch.ones(1, 4)), "without prompt_embeds"),
-    (dict(prompt_embeds=3), "PromptEmbeddings or a conditioning file path"),
+    (dict(prompt_embeds=3), "PromptEmbeddings, a conditioning file path or a tensor"),
     # images: floats outside [0, 1] (e.g. 0-255 floats) and integer dtypes other than uint8 are refused
     (dict(image=np.full((64, 64, 3), 200.0, dtype=np.float32)), r"in \[0, 1\].*pass a uint8 array"),
     (dict(image=torch.full((3, 64, 64), -0.5)), r"in \[0, 1\]"),

@@ -282,8 +282,8 @@ class LTX2PipelineBase(DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLora
             return embeddings
         if not isinstance(embeddings, (str, os.PathLike, list, tuple)):
             raise ValueError(
-                "prompt embeddings must be PromptEmbeddings or a conditioning file path, "
-                f"got {type(embeddings).__name__}"
+                "prompt embeddings must be PromptEmbeddings, a conditioning file path or a tensor with its "
+                f"attention mask, got {type(embeddings).__name__}"
             )
         from ..loaders.conditioning_file import as_prompt_embeddings
         from ..loaders.identity import context_dims
