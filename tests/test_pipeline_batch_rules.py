@@ -118,3 +118,16 @@ def test_calling_the_pipeline_from_its_own_callback_is_refused(tiny_pipe):
         tiny_pipe("a dog", callback_on_step_end=nested, **RUN)
     out = tiny_pipe("a dog", generator=_gen(), **RUN)  # the locks were released
     assert torch.isfinite(out.frames).all()
+
+
+def test_a_user_subclass_delegating_to_the_pipeline_call_runs(tiny_components):
+    from diffusers_ltx2 import LTX2Scheduler
+
+    class Logged(LTX2AudioVideoPipeline):
+        def __call__(self, *args, **kwargs):
+            self.calls = getattr(self, "calls", 0) + 1
+            return super().__call__(*args, **kwargs)
+
+    pipe = Logged(scheduler=LTX2Scheduler(), guider=None, **tiny_components)
+    out = pipe("a dog", generator=_gen(), **RUN)
+    assert pipe.calls == 1 and torch.isfinite(out.frames).all()

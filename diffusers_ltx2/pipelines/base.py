@@ -81,9 +81,11 @@ class LTX2PipelineBase(DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLora
     _callback_tensor_inputs = ["latents", "audio_latents", "prompt_embeds", "negative_prompt_embeds"]
 
     def __init_subclass__(cls, **kwargs):
+        # This package's pipelines run their calls under `serialized_call`; a user's subclass whose `__call__`
+        # delegates to `super().__call__` is then serialized there (wrapping it too would make that a nested call).
         super().__init_subclass__(**kwargs)
         call = cls.__dict__.get("__call__")
-        if call is not None and not getattr(call, "__serialized__", False):
+        if call is not None and cls.__module__.startswith("diffusers_ltx2.") and not getattr(call, "__serialized__", False):
             cls.__call__ = serialized_call(call)
 
     def __init__(
