@@ -382,3 +382,17 @@ def test_decode_timestep_and_noise_scale_per_video(tiny_pipe):
                                        decode_noise_scale=s)
         torch.testing.assert_close(both[i:i + 1], alone, rtol=0, atol=1e-5)
     assert (both[0] - both[1]).abs().max() > 1e-3
+
+
+def test_guidance_properties_report_the_running_call(tiny_pipe):
+    seen = []
+
+    def callback(pipe, i, sigma, tensors):
+        seen.append((pipe.guidance_scale, pipe.audio_guidance_scale, pipe.stg_scale, pipe.audio_stg_scale,
+                     pipe.modality_scale, pipe.guidance_rescale, pipe.do_classifier_free_guidance,
+                     pipe.do_spatio_temporal_guidance, pipe.do_modality_isolation_guidance, pipe.attention_kwargs))
+        return {}
+
+    tiny_pipe("a dog runs", guidance_scale=4.0, audio_stg_scale=0.0, callback_on_step_end=callback,
+              attention_kwargs={"scale": 1.0}, **RUN)
+    assert seen[0] == (4.0, 7.0, 1.0, 0.0, 3.0, 0.7, True, True, True, {"scale": 1.0})

@@ -57,6 +57,42 @@ class DiffusersLTX2Surface:
         tokenizer = getattr(self, "tokenizer", None)
         return tokenizer.model_max_length if tokenizer is not None else 1024
 
+    # -- the running call's guidance, under diffusers' names (read-only views of the call's guider) -------------
+    def _record_call(self, guider, attention_kwargs=None) -> None:
+        """Remember the call's dials so that diffusers' properties (`guidance_scale`, ...) report them; guiders
+        other than `MultimodalGuider` report `None`."""
+        from ..guiders import MultimodalGuider
+
+        video = guider.video if isinstance(guider, MultimodalGuider) else None
+        audio = guider.audio if isinstance(guider, MultimodalGuider) else None
+        for name, field in (("guidance_scale", "cfg"), ("stg_scale", "stg"), ("modality_scale", "modality_scale"),
+                            ("guidance_rescale", "rescale")):
+            setattr(self, "_" + name, getattr(video, field) if video is not None else None)
+            setattr(self, "_audio_" + name, getattr(audio, field) if audio is not None else None)
+        self._attention_kwargs = attention_kwargs
+
+    guidance_scale = property(lambda self: getattr(self, "_guidance_scale", None))
+    stg_scale = property(lambda self: getattr(self, "_stg_scale", None))
+    modality_scale = property(lambda self: getattr(self, "_modality_scale", None))
+    guidance_rescale = property(lambda self: getattr(self, "_guidance_rescale", None))
+    audio_guidance_scale = property(lambda self: getattr(self, "_audio_guidance_scale", None))
+    audio_stg_scale = property(lambda self: getattr(self, "_audio_stg_scale", None))
+    audio_modality_scale = property(lambda self: getattr(self, "_audio_modality_scale", None))
+    audio_guidance_rescale = property(lambda self: getattr(self, "_audio_guidance_rescale", None))
+    attention_kwargs = property(lambda self: getattr(self, "_attention_kwargs", None))
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        return (self.guidance_scale or 1.0) != 1.0 or (self.audio_guidance_scale or 1.0) != 1.0
+
+    @property
+    def do_spatio_temporal_guidance(self) -> bool:
+        return bool(self.stg_scale) or bool(self.audio_stg_scale)
+
+    @property
+    def do_modality_isolation_guidance(self) -> bool:
+        return (self.modality_scale or 1.0) != 1.0 or (self.audio_modality_scale or 1.0) != 1.0
+
     # the names this package used first
     vae_spatial_ratio = vae_spatial_compression_ratio
     vae_temporal_ratio = vae_temporal_compression_ratio

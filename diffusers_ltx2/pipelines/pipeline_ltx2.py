@@ -159,6 +159,7 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
             guider=guider,
         )
         device = self._execution_device
+        self._record_call(guider, attention_kwargs)
         self.set_schedule(num_inference_steps, sigmas, num_frames, height, width, device)
 
         # 2. Prompt conditioning (local Gemma, a prompt encoder, or given embeddings).
