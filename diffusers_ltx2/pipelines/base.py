@@ -155,7 +155,8 @@ class LTX2PipelineBase(DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLora
         # diffusers' prompt-enhancement / duration-head components of a diffusers folder are not loaded
         for name in DIFFUSERS_ONLY_COMPONENTS:
             kwargs.setdefault(name, None)
-        if "guider" not in kwargs and not saved_by_this_package(pretrained_model_name_or_path):
+        hub = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only", "proxies") if k in kwargs}
+        if "guider" not in kwargs and not saved_by_this_package(pretrained_model_name_or_path, **hub):
             kwargs["guider"] = default_guider()  # a diffusers-layout folder has no guider: add the recommended one
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 

@@ -329,14 +329,22 @@ def diffusers_encode_prompt(
     return prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask
 
 
-def saved_by_this_package(folder) -> bool:
-    """Whether `folder/model_index.json` names one of this package's pipelines (its guider, or the absence of one,
-    is then what was saved); unreadable or remote folders count as foreign."""
+def saved_by_this_package(folder, **hub_kwargs) -> bool:
+    """Whether the pipeline folder (local, or a Hub repo id: its `model_index.json` is fetched with `hub_kwargs`
+    such as `revision`, `token`, `cache_dir`, `local_files_only`) was saved by this package (it lists a guider or
+    names one of its pipelines): its guider, or the absence of one, is then what was saved. A folder whose index
+    cannot be read counts as this package's (nothing is added; loading reports the problem)."""
+    local = os.path.join(str(folder), "model_index.json")
     try:
-        with open(os.path.join(str(folder), "model_index.json"), encoding="utf-8") as f:
-            index = json.load(f)
-    except (OSError, ValueError):
-        return False
+        if os.path.isfile(local):
+            with open(local, encoding="utf-8") as f:
+                index = json.load(f)
+        else:
+            from diffusers.pipelines.pipeline_utils import DiffusionPipeline
+
+            index = DiffusionPipeline.load_config(str(folder), **hub_kwargs)
+    except Exception:  # noqa: BLE001 - from_pretrained itself raises the real error
+        return True
     return "guider" in index or index.get("_class_name") in ("LTX2AudioVideoPipeline", "LTX2ICLoRAPipeline")
 
 
