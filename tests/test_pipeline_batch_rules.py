@@ -131,3 +131,16 @@ def test_a_user_subclass_delegating_to_the_pipeline_call_runs(tiny_components):
     pipe = Logged(scheduler=LTX2Scheduler(), guider=None, **tiny_components)
     out = pipe("a dog", generator=_gen(), **RUN)
     assert pipe.calls == 1 and torch.isfinite(out.frames).all()
+
+
+def test_pad_to_common_length_left_pads_with_masked_zeros():
+    from diffusers_ltx2 import PromptEmbeddings
+    from diffusers_ltx2.pipelines.denoising import pad_to_common_length
+
+    short = PromptEmbeddings(torch.ones(1, 2, 3), torch.ones(1, 2, 4), torch.ones(1, 2, dtype=torch.long))
+    long = PromptEmbeddings(torch.full((1, 5, 3), 2.0), torch.full((1, 5, 4), 2.0), torch.ones(1, 5, dtype=torch.long))
+    a, b = pad_to_common_length([short, long])
+    assert b is long
+    assert a.attention_mask.tolist() == [[0, 0, 0, 1, 1]] and a.attention_mask.dtype == torch.long
+    assert a.video_context[:, :3].abs().sum() == 0 and torch.equal(a.video_context[:, 3:], short.video_context)
+    assert a.audio_context.shape == (1, 5, 4) and torch.equal(a.audio_context[:, 3:], short.audio_context)
