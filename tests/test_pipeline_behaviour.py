@@ -19,11 +19,13 @@ def _gen(seed=0):
 
 
 def test_output_types(tiny_pipe):
-    np_out = tiny_pipe("a cat", num_inference_steps=2, generator=_gen(), **TINY_CLIP)
+    np_out = tiny_pipe("a cat", num_inference_steps=2, generator=_gen(), output_type="np", **TINY_CLIP)
     f, h, w = TINY_CLIP["num_frames"], TINY_CLIP["height"], TINY_CLIP["width"]
     assert np_out.frames.shape == (1, f, h, w, 3) and np_out.frames.dtype == np.float32
     assert 0.0 <= np_out.frames.min() and np_out.frames.max() <= 1.0
-    assert np_out.audio.dtype == np.float32 and np_out.audio.shape[:2] == (1, 2)
+    # audio is a float32 tensor whatever the output type, as diffusers' LTX-2 pipelines return it
+    assert isinstance(np_out.audio, torch.Tensor) and np_out.audio.dtype == torch.float32
+    assert np_out.audio.shape[:2] == (1, 2)
     assert np_out.sample_rate == tiny_pipe.vocoder.config.output_sampling_rate
     # audio covers the clip: 4T - 3 mel frames of 240 samples at 24 kHz, T = round(frames / fps * 25)
     t = round(f / TINY_CLIP["frame_rate"] * 25)
@@ -33,10 +35,14 @@ def test_output_types(tiny_pipe):
     assert pt_out.frames.shape == (1, f, 3, h, w) and isinstance(pt_out.audio, torch.Tensor)
     np.testing.assert_allclose(pt_out.frames.permute(0, 1, 3, 4, 2).numpy(), np_out.frames, atol=1e-6)
 
-    pil_out = tiny_pipe("a cat", num_inference_steps=2, generator=_gen(), output_type="pil", **TINY_CLIP)
+    # the default is "pil", as diffusers' LTX2Pipeline
+    pil_out = tiny_pipe("a cat", num_inference_steps=2, generator=_gen(), **TINY_CLIP)
     assert len(pil_out.frames[0]) == f and isinstance(pil_out.frames[0][0], PIL.Image.Image)
+    np.testing.assert_array_equal(np.asarray(pil_out.frames[0][0]), (np_out.frames[0, 0] * 255).round().astype(np.uint8))
+    torch.testing.assert_close(pil_out.audio, np_out.audio)
 
-    frames, audio = tiny_pipe("a cat", num_inference_steps=2, generator=_gen(), return_dict=False, **TINY_CLIP)
+    frames, audio = tiny_pipe("a cat", num_inference_steps=2, generator=_gen(), return_dict=False, output_type="np",
+                              **TINY_CLIP)
     np.testing.assert_array_equal(frames, np_out.frames)
 
 

@@ -56,7 +56,7 @@ def run(args) -> int:
         with timer.stage("from_pretrained"):
             pipe = diffusers.DiffusionPipeline.from_pretrained(model_dir)
         with timer.stage("generate"):
-            out = pipe(args.prompt, num_inference_steps=args.steps,
+            out = pipe(args.prompt, num_inference_steps=args.steps, output_type="np",
                        generator=torch.Generator().manual_seed(args.seed), **clip)
     with timer.stage("write mp4"):
         write_clip(out, args.output, clip["frame_rate"])

@@ -10,8 +10,6 @@ import logging
 import os
 from dataclasses import replace
 
-import numpy as np
-import PIL.Image
 import torch
 from diffusers import AutoencoderKLLTX2Audio, AutoencoderKLLTX2Video, LTX2VideoTransformer3DModel
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
@@ -25,7 +23,11 @@ from ..loaders.gemma import DEFAULT_MAX_SEQUENCE_LENGTH, GemmaPromptEncoder, run
 from ..loaders.prompt_embeddings import PromptEmbeddings
 from ..schedulers import LTX2Scheduler
 from . import latents as L
+from .call_lock import serialized_call
 from .denoising import ModalityLatents, TextContexts, TransformerPasses, denoise
+from .diffusers_compat import DIFFUSERS_ONLY_COMPONENTS, as_ltx2_scheduler, check_diffusers_components, saved_by_this_package
+from .diffusers_surface import DiffusersLTX2Surface
+from .images import check_image, spread_over_videos, to_unit_range
 from .pipeline_output import LTX2AudioVideoPipelineOutput
 
 logger = logging.getLogger(__name__)
@@ -38,12 +40,13 @@ def default_guider() -> Guider:
     return MultimodalGuider()
 
 
-class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
+class LTX2PipelineBase(DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
     """Components and shared steps of the LTX-2 audio+video pipelines.
 
     Args:
-        scheduler: `LTX2Scheduler` (a diffusers `FlowMatchEulerDiscreteScheduler` from a diffusers-format repo
-            is converted, keeping its shift settings).
+        scheduler: `LTX2Scheduler` (a diffusers `FlowMatchEulerDiscreteScheduler`, e.g. from a diffusers-format
+            repo or assigned later as `pipe.scheduler = ...`, is converted keeping its shift settings; any other
+            scheduler is refused).
         vae: `AutoencoderKLLTX2Video`.
         audio_vae: `AutoencoderKLLTX2Audio`.
         text_encoder: `Gemma3ForConditionalGeneration`, or `None` when prompts come from a `prompt_encoder`.
@@ -51,21 +54,39 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
         connectors: `LTX2TextConnectors`.
         transformer: `LTX2VideoTransformer3DModel`.
         vocoder: `LTX2Vocoder` or `LTX2VocoderWithBWE`.
-        guider: a `Guider`; defaults to `MultimodalGuider` with the recommended values.
+        guider: a `Guider`; left out: `MultimodalGuider` with the recommended values; `None`: no guidance
+            (the conditional pass only) unless a call passes `guider=` or diffusers' guidance arguments.
         prompt_encoder: optional `PromptEncoder` used instead of the local Gemma (e.g. `LTXAPIPromptEncoder`);
             not saved with the pipeline.
         model_identity: the official checkpoint's model id (its `encrypted_wandb_properties` metadata), recorded
             by `from_single_file` / `ltx2 convert` and saved in `model_index.json`; saved conditioning and API
             embeddings are checked against it.
+        processor, prompt_enhancer, duration_head, audio_scheduler: diffusers' optional LTX-2 components, accepted
+            as `None` only (prompt enhancement, automatic duration and a separate audio scheduler are not
+            implemented); anything else raises `UnsupportedFeatureError`.
+
+    Only `text_encoder` and `tokenizer` are needed to build a pipeline that encodes prompts (`encode_prompt`),
+    as in diffusers; generating needs every model component.
 
     LoRAs: `load_lora_weights` takes diffusers-format and official-format LTX-2 LoRAs (see
     `diffusers_ltx2.loaders.lora`); model components are type-annotated so `from_pipe` can move them between
     the pipelines of this package.
+
+    Calls are serialized per shared component (`call_lock`): two threads calling pipelines that share a
+    transformer or scheduler run one after the other, each with its own guider.
     """
 
     model_cpu_offload_seq = "text_encoder->connectors->transformer->vae->audio_vae->vocoder"
-    _optional_components = ["text_encoder", "tokenizer", "guider"]
-    _callback_tensor_inputs = ["latents", "audio_latents"]
+    _optional_components = ["text_encoder", "tokenizer", "guider", *DIFFUSERS_ONLY_COMPONENTS]
+    _callback_tensor_inputs = ["latents", "audio_latents", "prompt_embeds", "negative_prompt_embeds"]
+
+    def __init_subclass__(cls, **kwargs):
+        # This package's pipelines run their calls under `serialized_call`; a user's subclass whose `__call__`
+        # delegates to `super().__call__` is then serialized there (wrapping it too would make that a nested call).
+        super().__init_subclass__(**kwargs)
+        call = cls.__dict__.get("__call__")
+        if call is not None and cls.__module__.startswith("diffusers_ltx2.") and not getattr(call, "__serialized__", False):
+            cls.__call__ = serialized_call(call)
 
     def __init__(
         self,
@@ -77,14 +98,21 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
         connectors: LTX2TextConnectors,
         transformer: LTX2VideoTransformer3DModel,
         vocoder: LTX2Vocoder | LTX2VocoderWithBWE,
-        guider: Guider | None = None,
+        guider: Guider | None | str = "default",
         prompt_encoder=None,
         model_identity: str | None = None,
+        processor=None,
+        prompt_enhancer=None,
+        duration_head=None,
+        audio_scheduler=None,
     ):
         super().__init__()
-        if not isinstance(scheduler, LTX2Scheduler):
-            logger.info("replacing %s with LTX2Scheduler (the official sampler)", type(scheduler).__name__)
-            scheduler = LTX2Scheduler.from_flow_match_config(scheduler.config)
+        check_diffusers_components(dict(processor=processor, prompt_enhancer=prompt_enhancer,
+                                        duration_head=duration_head, audio_scheduler=audio_scheduler))
+        if isinstance(guider, str):
+            if guider != "default":
+                raise ValueError(f"guider must be a Guider, None (no guidance) or 'default', got {guider!r}")
+            guider = default_guider()
         self.register_modules(
             scheduler=scheduler,
             vae=vae,
@@ -94,11 +122,22 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
             connectors=connectors,
             transformer=transformer,
             vocoder=vocoder,
-            guider=guider if guider is not None else default_guider(),
+            guider=guider,
+            processor=None,
+            prompt_enhancer=None,
+            duration_head=None,
+            audio_scheduler=None,
         )
         self.register_to_config(model_identity=model_identity)
         self.prompt_encoder = prompt_encoder
-        self.video_processor = VideoProcessor(vae_scale_factor=self.vae_spatial_ratio)
+        self.video_processor = VideoProcessor(vae_scale_factor=self.vae_spatial_compression_ratio)
+        self._interrupt = False
+        self._num_timesteps = None
+
+    def __setattr__(self, name, value):
+        if name == "scheduler" and value is not None and not isinstance(value, LTX2Scheduler):
+            value = as_ltx2_scheduler(value)
+        super().__setattr__(name, value)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
@@ -113,6 +152,12 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
             if isinstance(dtype, dict):
                 dtype = dtype.get("transformer", dtype.get("default"))
             kwargs["transformer"] = load_fp8_transformer(folder, dtype=dtype or torch.bfloat16)
+        # diffusers' prompt-enhancement / duration-head components of a diffusers folder are not loaded
+        for name in DIFFUSERS_ONLY_COMPONENTS:
+            kwargs.setdefault(name, None)
+        hub = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only", "proxies") if k in kwargs}
+        if "guider" not in kwargs and not saved_by_this_package(pretrained_model_name_or_path, **hub):
+            kwargs["guider"] = default_guider()  # a diffusers-layout folder has no guider: add the recommended one
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @classmethod
@@ -125,7 +170,7 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
         dtype: torch.dtype | None = None,
         torch_dtype: torch.dtype | None = None,
         fp8: str | None = "dequantize",
-        guider: Guider | None = None,
+        guider: Guider | None | str = "default",
         prompt_encoder=None,
         progress: bool = True,
     ):
@@ -157,15 +202,7 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
             **components,
         )
 
-    # -- geometry --------------------------------------------------------------------------------------------
-    @property
-    def vae_spatial_ratio(self) -> int:
-        return getattr(self.vae, "spatial_compression_ratio", 32) if self.vae is not None else 32
-
-    @property
-    def vae_temporal_ratio(self) -> int:
-        return getattr(self.vae, "temporal_compression_ratio", 8) if self.vae is not None else 8
-
+    # -- geometry: diffusers' attribute names come from `DiffusersLTX2Surface` ---------------------------------
     @property
     def audio_sample_rate(self) -> int:
         """Sample rate of the generated waveform (the vocoder's output rate)."""
@@ -185,7 +222,7 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
             max_sequence_length = min(DEFAULT_MAX_SEQUENCE_LENGTH, int(self.tokenizer.model_max_length))
         return GemmaPromptEncoder(self.tokenizer, self.text_encoder, max_sequence_length=max_sequence_length)
 
-    def encode_prompt(
+    def encode_text_contexts(
         self,
         prompts: list[str] | None,
         negative_prompts: list[str] | None,
@@ -202,6 +239,8 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
         Prompts go through `prompt_encoder` (or the local Gemma); feature-stage embeddings go through the
         pipeline's connectors; connector-stage embeddings are used as they are. `max_sequence_length` is the
         padded prompt length for the local Gemma (default: 1024, or the tokenizer's maximum if smaller).
+        Every embedding is repeated `num_videos_per_prompt` times per prompt, in prompt order; a negative of
+        batch 1 is used for every prompt.
         """
         device = device or self._execution_device
         encoder = None
@@ -251,8 +290,8 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
             return embeddings
         if not isinstance(embeddings, (str, os.PathLike, list, tuple)):
             raise ValueError(
-                "prompt embeddings must be PromptEmbeddings or a conditioning file path, "
-                f"got {type(embeddings).__name__}"
+                "prompt embeddings must be PromptEmbeddings, a conditioning file path or a tensor with its "
+                f"attention mask, got {type(embeddings).__name__}"
             )
         from ..loaders.conditioning_file import as_prompt_embeddings
         from ..loaders.identity import context_dims
@@ -276,8 +315,13 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
     # -- denoising -------------------------------------------------------------------------------------------
     @property
     def interrupt(self) -> bool:
-        """Set `pipe._interrupt = True` from a callback to stop denoising early."""
+        """Set `pipe._interrupt = True` from a callback to stop denoising early (the clip is still decoded)."""
         return getattr(self, "_interrupt", False)
+
+    @property
+    def num_timesteps(self) -> int | None:
+        """Denoising steps of the last (or running) call."""
+        return getattr(self, "_num_timesteps", None)
 
     def attention_control_for(self, guider: Guider):
         """Attention control able to run any guider's perturbed / isolated / frozen passes on this transformer.
@@ -288,19 +332,46 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
         """
         return GuidanceAttentionControl(self.transformer)
 
-    def _step_callback(self, callback, tensor_inputs):
-        """Adapt a diffusers-style `callback_on_step_end` to the denoising loop."""
+    @staticmethod
+    def callback_tensor_names(callback, tensor_inputs):
+        """The tensors a step callback asks for: a diffusers `PipelineCallback` / `MultiPipelineCallbacks` names
+        its own (`callback.tensor_inputs`), as in diffusers; otherwise `callback_on_step_end_tensor_inputs`."""
+        from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+
+        if isinstance(callback, (PipelineCallback, MultiPipelineCallbacks)):
+            return list(callback.tensor_inputs)
+        return list(tensor_inputs)
+
+    def _step_callback(self, callback, tensor_inputs, contexts: TextContexts | None = None):
+        """Adapt a diffusers-style `callback_on_step_end` to the denoising loop.
+
+        The callback sees `latents` / `audio_latents` (packed float32 tokens `(B, N, C)`) and `prompt_embeds` /
+        `negative_prompt_embeds` (connector-stage video contexts `(B, L, D)`, the negative `None` when no
+        negative pass runs); tensors it returns replace them for the following steps.
+        """
         if callback is None:
             return None
+        state = {"contexts": contexts}
 
         def on_step_end(step, sigma, video, audio):
-            names = {"latents": video.latent, "audio_latents": audio.latent}
+            ctx = state["contexts"]
+            names = {"latents": video.latent, "audio_latents": audio.latent,
+                     "prompt_embeds": ctx.positive.video_context if ctx is not None else None,
+                     "negative_prompt_embeds": ctx.negative.video_context if ctx is not None and ctx.negative
+                     is not None else None}
             out = callback(self, step, sigma, {k: names[k] for k in tensor_inputs}) or {}
             if "latents" in out:
                 video = replace(video, latent=out["latents"].to(torch.float32))
             if "audio_latents" in out:
                 audio = replace(audio, latent=out["audio_latents"].to(torch.float32))
-            return video, audio
+            if ctx is not None and out.get("prompt_embeds") is not None:
+                ctx = replace(ctx, positive=replace(ctx.positive, video_context=out["prompt_embeds"]))
+            if ctx is not None and ctx.negative is not None and out.get("negative_prompt_embeds") is not None:
+                ctx = replace(ctx, negative=replace(ctx.negative, video_context=out["negative_prompt_embeds"]))
+            if ctx is state["contexts"]:
+                return video, audio
+            state["contexts"] = ctx
+            return video, audio, ctx
 
         return on_step_end
 
@@ -310,21 +381,28 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
         self.scheduler.set_timesteps(
             None if sigmas is not None else num_inference_steps, device=device, sigmas=sigmas, num_tokens=num_tokens
         )
+        self._num_timesteps = len(self.scheduler.sigmas) - 1
         self._interrupt = False
 
     def run_denoising(
         self, guider: Guider, video: ModalityLatents, audio: ModalityLatents, contexts: TextContexts, *,
         attention_kwargs=None, max_batch_passes: int | None = None, callback=None, callback_tensor_inputs=("latents",),
+        use_cross_timestep: bool = True,
     ) -> tuple[ModalityLatents, ModalityLatents]:
-        """The shared denoising loop with a progress bar, the guider's passes and the user's step callback."""
+        """The shared denoising loop with a progress bar, the guider's passes and the user's step callback.
+
+        `use_cross_timestep`: the cross-modal attention modulation uses the other modality's sigma (official and
+        diffusers' default); `False` is diffusers' "legacy" switch, passed to its transformer as is.
+        """
         passes = TransformerPasses(
             self.transformer, attention_control=self.attention_control_for(guider),
             attention_kwargs=attention_kwargs, max_batch_passes=max_batch_passes,
+            use_cross_timestep=use_cross_timestep,
         )
         with self.progress_bar(total=len(self.scheduler.sigmas) - 1) as bar:
             return denoise(
                 passes=passes, guider=guider, scheduler=self.scheduler, video=video, audio=audio, contexts=contexts,
-                progress_bar=bar, on_step_end=self._step_callback(callback, callback_tensor_inputs),
+                progress_bar=bar, on_step_end=self._step_callback(callback, callback_tensor_inputs, contexts),
                 should_stop=lambda: self._interrupt,
             )
 
@@ -361,46 +439,78 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
         self, batch_size: int, num_frames: int, height: int, width: int, frame_rate: float, *,
         generator=None, noise: torch.Tensor | None = None, device=None,
         first_frame: torch.Tensor | None = None, first_frame_strength: float = 1.0,
+        clean_latents: torch.Tensor | None = None, noise_scale: float = 1.0,
     ) -> ModalityLatents:
-        """Initial noisy video state; `first_frame` (normalized latents `(B, C, 1, h, w)`) conditions frame 0."""
+        """Initial noisy video state; `first_frame` (normalized latents `(B, C, 1, h, w)`) conditions frame 0.
+
+        `noise`: the noise to use instead of drawing it. `clean_latents` (diffusers' `latents` with a
+        `noise_scale`): latents to start from, unpacked `(B, C, F, H, W)` in the VAE's space (what
+        `output_type="latent"` returns) or packed normalized tokens `(B, N, C)`, noised by `noise_scale`.
+        """
         f, h, w = L.latent_video_size(num_frames, height, width, self.vae_temporal_ratio, self.vae_spatial_ratio)
         channels = self.transformer.config.in_channels
         shape = (batch_size, f * h * w, channels)
         clean = torch.zeros(shape, device=device, dtype=torch.float32)
+        if clean_latents is not None:
+            clean_latents = clean_latents.to(device, torch.float32)
+            if clean_latents.ndim == 5:
+                clean_latents = L.pack_video(L.normalize_video(clean_latents, self.vae.latents_mean,
+                                                               self.vae.latents_std))
+            clean = clean_latents.clone()
         mask = torch.ones(shape[:2], device=device, dtype=torch.float32)
         if first_frame is not None:
             tokens = L.pack_video(first_frame.to(device, torch.float32))
             clean[:, : tokens.shape[1]] = tokens
             mask[:, : tokens.shape[1]] = 1.0 - first_frame_strength
         coords = self.video_coords(batch_size, f, h, w, frame_rate, device)
-        return self._noised(clean, mask, coords, shape[1], generator, noise, unpack=(f, h, w))
+        return self._noised(clean, mask, coords, shape[1], generator, noise, noise_scale)
 
     def prepare_audio_latents(
         self, batch_size: int, num_frames: int, frame_rate: float, *, generator=None,
-        noise: torch.Tensor | None = None, device=None,
+        noise: torch.Tensor | None = None, device=None, clean_latents: torch.Tensor | None = None,
+        noise_scale: float = 1.0,
     ) -> ModalityLatents:
-        """Initial noisy audio state covering the clip's duration."""
+        """Initial noisy audio state covering the clip's duration (`clean_latents`: unpacked `(B, C, T, M)` in
+        the audio VAE's space, or packed normalized tokens `(B, T, C*M)`; see `prepare_video_latents`)."""
         length = L.audio_latent_length(num_frames, frame_rate, L.audio_latents_per_second(self.audio_vae))
         channels = self.transformer.config.audio_in_channels
         shape = (batch_size, length, channels)
         clean = torch.zeros(shape, device=device, dtype=torch.float32)
+        if clean_latents is not None:
+            clean_latents = clean_latents.to(device, torch.float32)
+            if clean_latents.ndim == 4:
+                clean_latents = L.normalize_audio_tokens(L.pack_audio(clean_latents), self.audio_vae.latents_mean,
+                                                         self.audio_vae.latents_std)
+            clean = clean_latents.clone()
         mask = torch.ones(shape[:2], device=device, dtype=torch.float32)
         coords = self.transformer.audio_rope.prepare_audio_coords(batch_size, length, device)
-        return self._noised(clean, mask, coords, length, generator, noise, unpack=None)
+        return self._noised(clean, mask, coords, length, generator, noise, noise_scale)
 
     def prepare_initial_latents(
         self, total: int, num_frames: int, height: int, width: int, frame_rate: float, *, generator=None,
         latents=None, audio_latents=None, image=None, image_strength: float = 1.0, device=None,
+        noise_scale: float = 0.0,
     ) -> tuple[ModalityLatents, ModalityLatents]:
         """Noised video and audio states (video noise drawn first, as the official pipelines do); an `image`
-        conditions the first frame."""
+        conditions the first frame (one image, one per prompt or one per video; see `images`).
+
+        `noise_scale == 0`: `latents` / `audio_latents` are the initial noise. `noise_scale > 0` (diffusers'
+        meaning, e.g. 0.909375 for a second stage): they are clean latents, noised as the official noiser does,
+        `noise * s * mask + clean * (1 - s * mask)` with fresh noise from `generator`; without them it is ignored.
+        """
         first_frame = self.encode_image(image, height, width, total, device) if image is not None else None
+        renoise = noise_scale > 0
         video = self.prepare_video_latents(
-            total, num_frames, height, width, frame_rate, generator=generator, noise=latents, device=device,
+            total, num_frames, height, width, frame_rate, generator=generator, device=device,
             first_frame=first_frame, first_frame_strength=image_strength,
+            noise=None if renoise else latents, clean_latents=latents if renoise else None,
+            noise_scale=noise_scale if renoise and latents is not None else 1.0,
         )
-        audio = self.prepare_audio_latents(total, num_frames, frame_rate, generator=generator, noise=audio_latents,
-                                           device=device)
+        audio = self.prepare_audio_latents(
+            total, num_frames, frame_rate, generator=generator, device=device,
+            noise=None if renoise else audio_latents, clean_latents=audio_latents if renoise else None,
+            noise_scale=noise_scale if renoise and audio_latents is not None else 1.0,
+        )
         return video, audio
 
     def audio_latent_shape(self, batch_size: int, num_frames: int, frame_rate: float):
@@ -417,8 +527,9 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
         return (batch_size, f * h * w, c), (batch_size, c, f, h, w)
 
     @staticmethod
-    def _noised(clean, mask, coords, num_target, generator, noise, unpack) -> ModalityLatents:
-        """Official noiser: `latent = noise * mask + clean * (1 - mask)`, noise drawn in token layout."""
+    def _noised(clean, mask, coords, num_target, generator, noise, noise_scale: float = 1.0) -> ModalityLatents:
+        """Official noiser: `latent = noise * m + clean * (1 - m)` with `m = mask * noise_scale`, noise drawn in
+        token layout (or given, packed or unpacked)."""
         if noise is None:
             noise = randn_tensor(clean.shape, generator=generator, device=clean.device, dtype=torch.float32)
         elif noise.ndim == 5:
@@ -426,39 +537,17 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
         elif noise.ndim == 4:
             noise = L.pack_audio(noise)
         noise = noise.to(clean.device, torch.float32)
-        m = mask.unsqueeze(-1)
+        m = mask.unsqueeze(-1) * noise_scale
         latent = noise * m + clean * (1 - m)
         return ModalityLatents(latent=latent, clean=clean, denoise_mask=mask, coords=coords,
                                num_target_tokens=num_target)
 
     # -- images ----------------------------------------------------------------------------------------------
     @staticmethod
-    def check_image(image, batch_size: int) -> None:
-        """Validate an `image` argument's type and shape (before any model runs)."""
-        if image is None:
-            return
-        images = image if isinstance(image, list) else [image]
-        if not images:
-            raise ValueError("image is an empty list")
-        n = 0
-        for im in images:
-            if isinstance(im, PIL.Image.Image):
-                n += 1
-                continue
-            if isinstance(im, np.ndarray):
-                arr = im if im.ndim == 4 else im[None] if im.ndim == 3 else None
-                if arr is None or arr.shape[-1] not in (1, 3):
-                    raise ValueError(f"image arrays must be (H, W, 3) or (B, H, W, 3), got {im.shape}")
-                n += arr.shape[0]
-            elif isinstance(im, torch.Tensor):
-                t = im if im.ndim == 4 else im[None] if im.ndim == 3 else None
-                if t is None or t.shape[1] != 3:
-                    raise ValueError(f"image tensors must be (3, H, W) or (B, 3, H, W), got {tuple(im.shape)}")
-                n += t.shape[0]
-            else:
-                raise ValueError(f"image must be a PIL image, numpy array or torch tensor, got {type(im).__name__}")
-        if n not in (1, batch_size):
-            raise ValueError(f"got {n} images for a batch of {batch_size} prompts")
+    def check_image(image, batch_size: int, total: int | None = None) -> None:
+        """Validate an `image` argument (types, shapes, dtype, value range, count) before any model runs; see
+        `diffusers_ltx2.pipelines.images.check_image`."""
+        check_image(image, batch_size, total)
 
     def encode_pixels(self, pixels: torch.Tensor, batch_size: int, device) -> torch.Tensor:
         """VAE-encode `(B, 3, F, H, W)` pixels in `[-1, 1]` into normalized diffusion-space latents (the
@@ -470,9 +559,11 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
         return latents.expand(batch_size, -1, -1, -1, -1) if latents.shape[0] == 1 else latents
 
     def encode_image(self, image, height: int, width: int, batch_size: int, device) -> torch.Tensor:
-        """Resize an image to the clip size and encode it as normalized first-frame latents `(B, C, 1, h, w)`."""
-        pixels = self.video_processor.preprocess(image, height=height, width=width).unsqueeze(2)
-        return self.encode_pixels(pixels, batch_size, device)
+        """Resize image(s) to the clip size and encode them as normalized first-frame latents
+        `(batch_size, C, 1, h, w)`: uint8 values are scaled to [0, 1]; one image is used for every video, one
+        per prompt is repeated for that prompt's videos (in order), one per video is used as is."""
+        pixels = self.video_processor.preprocess(to_unit_range(image), height=height, width=width).unsqueeze(2)
+        return spread_over_videos(self.encode_pixels(pixels, pixels.shape[0], device), batch_size)
 
     # -- decoding --------------------------------------------------------------------------------------------
     def unpack_video_latents(self, video: ModalityLatents, num_frames: int, height: int, width: int):
@@ -488,25 +579,37 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
         return L.unpack_audio(tokens, mel)
 
     def decode_video(self, latents: torch.Tensor, output_type: str, *, generator=None,
-                     decode_timestep: float = 0.0, decode_noise_scale: float | None = None):
-        """VAE-decode denormalized latents and post-process to `output_type`."""
+                     decode_timestep: float | list[float] = 0.0, decode_noise_scale: float | list[float] | None = None):
+        """VAE-decode denormalized latents and post-process to `output_type`.
+
+        `decode_timestep` / `decode_noise_scale` (timestep-conditioned VAEs only): one value or one per video,
+        as in diffusers; the noise scale defaults to the timestep.
+        """
         latents = latents.to(self.vae.dtype)
         timestep = None
         if self.vae.config.timestep_conditioning:
-            noise_scale = decode_timestep if decode_noise_scale is None else decode_noise_scale
+            batch = latents.shape[0]
+
+            def per_video(value):
+                value = torch.as_tensor(value, dtype=torch.float32, device=latents.device).flatten()
+                return value.expand(batch) if value.numel() == 1 else value
+
+            decode_t = per_video(decode_timestep)
+            noise_scale = (decode_t if decode_noise_scale is None else per_video(decode_noise_scale)).view(-1, 1, 1, 1, 1)
             mean, std = self.vae.latents_mean, self.vae.latents_std
             normalized = L.normalize_video(latents.float(), mean, std)
             noise = randn_tensor(normalized.shape, generator=generator, device=latents.device, dtype=torch.float32)
             normalized = (1 - noise_scale) * normalized + noise_scale * noise
             latents = L.denormalize_video(normalized, mean, std).to(self.vae.dtype)
-            timestep = torch.full((latents.shape[0],), decode_timestep, device=latents.device, dtype=latents.dtype)
+            timestep = decode_t.to(latents.dtype)
         with torch.no_grad():
             video = self.vae.decode(latents, timestep, return_dict=False)[0]
         return self.video_processor.postprocess_video(video, output_type=output_type)
 
     def decode_audio(self, latents: torch.Tensor, output_type: str):
-        """Audio VAE -> mel -> vocoder; float32 stereo waveforms `(B, 2, samples)`."""
+        """Audio VAE -> mel -> vocoder; float32 stereo waveforms `(B, 2, samples)` as a CPU `torch.Tensor` for
+        every output type (diffusers' LTX-2 pipelines return the vocoder's tensor whatever `output_type`)."""
         with torch.no_grad():
             mel = self.audio_vae.decode(latents.to(self.audio_vae.dtype), return_dict=False)[0]
             wave = self.vocoder(mel.to(self.vocoder.dtype)).float()
-        return wave.cpu() if output_type == "pt" else wave.cpu().numpy()
+        return wave.cpu()

@@ -128,7 +128,7 @@ class TransformerPasses:
     def _run(self, passes, plan, video, audio, contexts, sigma) -> dict[str, Prediction]:
         n = len(passes)
         dtype = self.transformer.dtype
-        ctx = PromptEmbeddings.cat([contexts.for_pass(p) for p in passes])
+        ctx = PromptEmbeddings.cat(pad_to_common_length([contexts.for_pass(p) for p in passes]))
         sigma = sigma.to(torch.float32)
         v_t = video.timesteps(sigma).repeat(n, 1)
         a_t = audio.timesteps(sigma).repeat(n, 1)
@@ -175,6 +175,30 @@ class TransformerPasses:
         }
 
 
+def pad_to_common_length(items: list[PromptEmbeddings]) -> list[PromptEmbeddings]:
+    """Left-pad prompt contexts of different lengths (e.g. a 64-token conditioning file next to a 1024-token
+    negative) to the longest, with zero tokens and mask 0, so that they can run in one batched call.
+
+    Masked tokens receive a -10000 attention bias (diffusers' LTX-2 transformer), i.e. zero weight after the
+    softmax, and text tokens carry no positions, so each row attends exactly as it would alone.
+    """
+    length = max(e.video_context.shape[1] for e in items)
+
+    def pad(x: torch.Tensor | None, n: int):
+        if x is None or n == 0:
+            return x
+        return torch.cat([x.new_zeros((x.shape[0], n, *x.shape[2:])), x], dim=1)
+
+    out = []
+    for e in items:
+        n = length - e.video_context.shape[1]
+        out.append(e if n == 0 else replace(
+            e, video_context=pad(e.video_context, n), audio_context=pad(e.audio_context, n),
+            attention_mask=pad(e.attention_mask, n),
+        ))
+    return out
+
+
 def _to_x0(sample: torch.Tensor, velocity: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
     """x0 = x - t * v with per-token t, in float32."""
     return sample.float() - timesteps.unsqueeze(-1).float() * velocity.float()
@@ -188,7 +212,9 @@ class _NullContext:
         return False
 
 
-StepCallback = Callable[[int, torch.Tensor, ModalityLatents, ModalityLatents], "tuple[ModalityLatents, ModalityLatents] | None"]
+#: `on_step_end(step, sigma, video, audio)` may return new `(video, audio)` states, or `(video, audio, contexts)`
+#: to change the prompt contexts of the following steps; `None` keeps everything.
+StepCallback = Callable[[int, torch.Tensor, ModalityLatents, ModalityLatents], "tuple | None"]
 
 
 def denoise(
@@ -232,7 +258,8 @@ def denoise(
         if on_step_end is not None:
             updated = on_step_end(i, sigma, video, audio)
             if updated is not None:
-                video, audio = updated
+                video, audio, *rest = updated
+                contexts = rest[0] if rest else contexts
         if progress_bar is not None:
             progress_bar.update()
     return video, audio

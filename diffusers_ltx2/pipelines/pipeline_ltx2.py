@@ -10,6 +10,7 @@ from ..guiders import Guider
 from ..loaders.prompt_embeddings import PromptEmbeddings
 from . import validation as V
 from .base import LTX2PipelineBase
+from .diffusers_compat import DIFFUSERS_DEFAULT, check_unsupported_features, resolve_guider, sigmas_from_timesteps
 
 
 class LTX2AudioVideoPipeline(LTX2PipelineBase):
@@ -30,74 +31,139 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
         *,
         height: int = 512,
         width: int = 768,
-        num_frames: int = 121,
+        num_frames: int | None = 121,
         frame_rate: float = 24.0,
         num_inference_steps: int = 40,
         sigmas: list[float] | None = None,
+        timesteps: list[float] | None = None,
         guider: Guider | None = None,
+        guidance_scale: float = DIFFUSERS_DEFAULT,
+        stg_scale: float = DIFFUSERS_DEFAULT,
+        modality_scale: float = DIFFUSERS_DEFAULT,
+        guidance_rescale: float = DIFFUSERS_DEFAULT,
+        audio_guidance_scale: float | None = DIFFUSERS_DEFAULT,
+        audio_stg_scale: float | None = DIFFUSERS_DEFAULT,
+        audio_modality_scale: float | None = DIFFUSERS_DEFAULT,
+        audio_guidance_rescale: float | None = DIFFUSERS_DEFAULT,
+        spatio_temporal_guidance_blocks: list[int] | None = DIFFUSERS_DEFAULT,
+        use_cross_timestep: bool = True,
         image=None,
         image_strength: float = 1.0,
+        noise_scale: float = 0.0,
         num_videos_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         audio_latents: torch.Tensor | None = None,
-        prompt_embeds: PromptEmbeddings | str | None = None,
-        negative_prompt_embeds: PromptEmbeddings | str | None = None,
+        prompt_embeds: PromptEmbeddings | str | torch.Tensor | None = None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        negative_prompt_embeds: PromptEmbeddings | str | torch.Tensor | None = None,
+        negative_prompt_attention_mask: torch.Tensor | None = None,
         max_batch_passes: int | None = None,
         max_sequence_length: int | None = None,
-        decode_timestep: float = 0.0,
-        decode_noise_scale: float | None = None,
-        output_type: str = "np",
+        decode_timestep: float | list[float] = 0.0,
+        decode_noise_scale: float | list[float] | None = None,
+        output_type: str = "pil",
         return_dict: bool = True,
         attention_kwargs: dict[str, Any] | None = None,
         callback_on_step_end: Callable | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ("latents",),
+        min_seconds: float = 1.0,
+        max_seconds: float = 20.0,
+        motion_speed: float = 1.0,
+        system_prompt: str | None = None,
+        enable_prompt_enhancement: bool = False,
+        prompt_max_new_tokens: int | None = None,
+        prompt_enhancement_kwargs: dict[str, Any] | None = None,
+        prompt_enhancement_seed: int = 10,
     ):
         """Generate a clip with audio.
+
+        Every argument of diffusers' `LTX2Pipeline.__call__` is accepted (README: "diffusers arguments").
 
         Args:
             prompt: text prompt(s); or pass `prompt_embeds`.
             negative_prompt: used by guiders that need a negative pass (CFG); defaults to "".
             height, width: pixels, multiples of 32.
-            num_frames: `8k + 1` frames.
+            num_frames: `8k + 1` frames (`None`: 121, as diffusers without a duration head).
             frame_rate: frames per second (positions and audio length depend on it).
             num_inference_steps: denoising steps of the official LTX-2 schedule (ignored with `sigmas`).
             sigmas: custom decreasing sigmas (e.g. `diffusers_ltx2.DISTILLED_SIGMAS`); a final 0 is appended.
-            guider: guidance for this call (default: the pipeline's `guider` component).
-            image: optional first-frame image (PIL, `(H, W, 3)` array or `(3, H, W)` tensor in [0, 1]); resized to
-                the clip size.
+            timesteps: diffusers' alternative to `sigmas`, on the 0..1000 scale (`sigmas = timesteps / 1000`).
+            guider: guidance for this call (default: the pipeline's `guider` component; `None` there: none).
+            guidance_scale, stg_scale, modality_scale, guidance_rescale, audio_guidance_scale, audio_stg_scale,
+                audio_modality_scale, audio_guidance_rescale, spatio_temporal_guidance_blocks: diffusers'
+                guidance arguments; passing any builds the call's `MultimodalGuider` from them and diffusers'
+                defaults for the others (`diffusers_compat.guider_from_diffusers_args`). Not with `guider=`.
+            use_cross_timestep: cross-modal attention modulation uses the other modality's sigma (official).
+            image: optional first-frame image(s) (PIL, `(H, W, 3)` array or `(3, H, W)` tensor, floats in [0, 1]
+                or uint8 0-255); resized to the clip size. One for all videos, one per prompt (repeated for
+                its `num_videos_per_prompt` videos) or one per video.
             image_strength: 1.0 keeps the first frame exactly; lower values let it change.
+            noise_scale: in [0, 1]; with `latents` / `audio_latents`, they are clean latents noised by this much
+                (diffusers' meaning; e.g. 0.909375 with `DISTILLED_REFINE_SIGMAS` for a second stage). 0: they
+                are the initial noise.
             num_videos_per_prompt: clips per prompt.
-            generator: torch generator(s); video noise is drawn first, then audio (official order).
-            latents, audio_latents: initial noise instead of drawing it, packed `(B, N, C)` or unpacked.
-            prompt_embeds, negative_prompt_embeds: `PromptEmbeddings`, or a path to a saved conditioning file.
+            generator: torch generator(s), one or one per video; video noise is drawn first, then audio.
+            latents, audio_latents: initial noise instead of drawing it (or clean latents, see `noise_scale`),
+                packed `(B, N, C)` tokens or unpacked `(B, C, F, H, W)` / `(B, C, T, M)`.
+            prompt_embeds, negative_prompt_embeds: `PromptEmbeddings`, a path to a saved conditioning file, or
+                diffusers' raw tensors (Gemma features from `encode_prompt`) with `prompt_attention_mask` /
+                `negative_prompt_attention_mask`. Prompt and negative may have different lengths.
             max_batch_passes: guidance passes per transformer call (`1` = sequential, lowest memory).
             max_sequence_length: padded prompt length for the local Gemma (default 1024, or the tokenizer's
                 maximum if smaller).
-            decode_timestep, decode_noise_scale: VAE decoder timestep conditioning (timestep-conditioned VAEs only).
-            output_type: "np", "pt", "pil" or "latent".
+            decode_timestep, decode_noise_scale: VAE decoder timestep conditioning (timestep-conditioned VAEs
+                only); one value or one per video.
+            output_type: "pil" (default, as diffusers), "np", "pt" or "latent".
             return_dict: return `LTX2AudioVideoPipelineOutput` (else a tuple `(frames, audio)`).
             attention_kwargs: forwarded to the transformer (e.g. `{"scale": 0.8}` for LoRA strength).
-            callback_on_step_end: `fn(pipe, step, sigma, tensors) -> dict`, tensors named in
-                `callback_on_step_end_tensor_inputs` ("latents", "audio_latents"); returned tensors replace them.
+            callback_on_step_end: `fn(pipe, step, sigma, tensors) -> dict` (or a diffusers `PipelineCallback`),
+                tensors named in `callback_on_step_end_tensor_inputs` (`_callback_tensor_inputs`); returned
+                tensors replace them.
+            min_seconds, max_seconds, motion_speed, system_prompt, enable_prompt_enhancement,
+                prompt_max_new_tokens, prompt_enhancement_kwargs, prompt_enhancement_seed: diffusers' arguments for
+                the duration head, motion speed and prompt enhancement. Accepted at their defaults (the prompt
+                enhancement options also while enhancement is off, as diffusers ignores them then); asking for
+                one of these features raises `UnsupportedFeatureError` (a `NotImplementedError`).
 
         Returns:
-            `LTX2AudioVideoPipelineOutput(frames, audio, sample_rate)`.
+            `LTX2AudioVideoPipelineOutput(frames, audio, sample_rate)`; `audio` is a float32 `torch.Tensor`
+            `(B, 2, samples)` (denormalized latents for "latent").
+
+        Raises:
+            ValueError: any invalid input, before any model runs.
+            UnsupportedFeatureError: a diffusers argument asks for a feature this package does not have.
         """
         # 1. Check every input before any model runs.
-        guider = guider if guider is not None else self.guider
+        check_unsupported_features(num_frames=num_frames, min_seconds=min_seconds, max_seconds=max_seconds,
+                                   motion_speed=motion_speed, enable_prompt_enhancement=enable_prompt_enhancement)
+        num_frames = 121 if num_frames is None else num_frames
+        V.check_strength("noise_scale", noise_scale)
+        sigmas = sigmas_from_timesteps(timesteps, sigmas)
+        guider = resolve_guider(guider, self.guider, dict(
+            guidance_scale=guidance_scale, stg_scale=stg_scale, modality_scale=modality_scale,
+            guidance_rescale=guidance_rescale, audio_guidance_scale=audio_guidance_scale,
+            audio_stg_scale=audio_stg_scale, audio_modality_scale=audio_modality_scale,
+            audio_guidance_rescale=audio_guidance_rescale,
+            spatio_temporal_guidance_blocks=spatio_temporal_guidance_blocks,
+        ))
+        callback_on_step_end_tensor_inputs = self.callback_tensor_names(callback_on_step_end,
+                                                                        callback_on_step_end_tensor_inputs)
         inputs = V.check_call_inputs(
             self, prompt=prompt, negative_prompt=negative_prompt, prompt_embeds=prompt_embeds,
-            negative_prompt_embeds=negative_prompt_embeds, height=height, width=width, num_frames=num_frames,
-            frame_rate=frame_rate, output_type=output_type, image=image, image_strength=image_strength,
-            num_videos_per_prompt=num_videos_per_prompt, generator=generator, latents=latents,
-            audio_latents=audio_latents, callback_tensor_inputs=callback_on_step_end_tensor_inputs, guider=guider,
+            negative_prompt_embeds=negative_prompt_embeds, prompt_attention_mask=prompt_attention_mask,
+            negative_prompt_attention_mask=negative_prompt_attention_mask, height=height, width=width,
+            num_frames=num_frames, frame_rate=frame_rate, output_type=output_type, image=image,
+            image_strength=image_strength, num_videos_per_prompt=num_videos_per_prompt, generator=generator,
+            latents=latents, audio_latents=audio_latents, callback_tensor_inputs=callback_on_step_end_tensor_inputs,
+            guider=guider,
         )
         device = self._execution_device
+        self._record_call(guider, attention_kwargs)
         self.set_schedule(num_inference_steps, sigmas, num_frames, height, width, device)
 
         # 2. Prompt conditioning (local Gemma, a prompt encoder, or given embeddings).
-        contexts = self.encode_prompt(
+        contexts = self.encode_text_contexts(
             inputs.prompts, inputs.negative_prompts, prompt_embeds=inputs.prompt_embeds,
             negative_prompt_embeds=inputs.negative_prompt_embeds, need_negative=guider.uses_negative_prompt,
             num_videos_per_prompt=num_videos_per_prompt, max_sequence_length=max_sequence_length, device=device,
@@ -107,12 +173,14 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
         video, audio = self.prepare_initial_latents(
             inputs.total, num_frames, height, width, frame_rate, generator=generator, latents=latents,
             audio_latents=audio_latents, image=image, image_strength=image_strength, device=device,
+            noise_scale=noise_scale,
         )
 
         # 4. Denoise.
         video, audio = self.run_denoising(
             guider, video, audio, contexts, attention_kwargs=attention_kwargs, max_batch_passes=max_batch_passes,
             callback=callback_on_step_end, callback_tensor_inputs=callback_on_step_end_tensor_inputs,
+            use_cross_timestep=use_cross_timestep,
         )
 
         # 5. Decode.

@@ -119,12 +119,21 @@ class CallInputs:
 def check_call_inputs(
     pipe, *, prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, height, width, num_frames, frame_rate,
     output_type, image, image_strength, num_videos_per_prompt, generator, latents, audio_latents,
-    callback_tensor_inputs, guider,
+    callback_tensor_inputs, guider, prompt_attention_mask=None, negative_prompt_attention_mask=None,
 ) -> CallInputs:
     """The checks every LTX-2 pipeline call shares (prompts, geometry, image, generators, noise, callback
-    tensors, guider), run before any model; returns the normalized prompt inputs."""
+    tensors, guider), run before any model; returns the normalized prompt inputs.
+
+    `prompt_embeds` may also be a raw tensor with its `prompt_attention_mask` (diffusers' `encode_prompt`
+    output: Gemma features), likewise the negative.
+    """
+    from .diffusers_compat import embeddings_from_tensors
+
     prompts = normalize_prompts(prompt)
     negative_prompts = normalize_prompts(negative_prompt, "negative_prompt")
+    prompt_embeds = embeddings_from_tensors(prompt_embeds, prompt_attention_mask, "prompt_embeds")
+    negative_prompt_embeds = embeddings_from_tensors(negative_prompt_embeds, negative_prompt_attention_mask,
+                                                     "negative_prompt_embeds")
     prompt_embeds = pipe._load_embeddings(prompt_embeds)
     negative_prompt_embeds = pipe._load_embeddings(negative_prompt_embeds)
     if (prompts is None) == (prompt_embeds is None):
@@ -141,15 +150,16 @@ def check_call_inputs(
     check_positive("frame_rate", frame_rate)
     check_output_type(output_type)
     check_strength("image_strength", image_strength)
-    pipe.check_image(image, batch_size)
-    if not isinstance(num_videos_per_prompt, int) or num_videos_per_prompt < 1:
+    if not isinstance(num_videos_per_prompt, int) or isinstance(num_videos_per_prompt, bool) or num_videos_per_prompt < 1:
         raise ValueError(f"num_videos_per_prompt must be a positive integer, got {num_videos_per_prompt!r}")
     total = batch_size * num_videos_per_prompt
+    pipe.check_image(image, batch_size, total)
     check_generator(generator, total)
     check_latents_shape("latents", latents, *pipe.video_latent_shape(total, num_frames, height, width))
     check_latents_shape("audio_latents", audio_latents, *pipe.audio_latent_shape(total, num_frames, frame_rate))
     bad_inputs = set(callback_tensor_inputs) - set(pipe._callback_tensor_inputs)
     if bad_inputs:
         raise ValueError(f"callback tensor inputs must be among {pipe._callback_tensor_inputs}, got {bad_inputs}")
-    guider.validate_for(pipe.transformer)
+    if guider is not None:
+        guider.validate_for(pipe.transformer)
     return CallInputs(prompts, negative_prompts, prompt_embeds, negative_prompt_embeds, batch_size, total)

@@ -1,0 +1,150 @@
+"""diffusers' `LTX2Pipeline` attributes and `encode_prompt` on this package's pipelines (a mixin of
+`LTX2PipelineBase`): code that reads `pipe.vae_spatial_compression_ratio` or calls `pipe.encode_prompt(...)` the
+diffusers way keeps working. Values follow diffusers 0.42.1 `LTX2Pipeline.__init__`, including its defaults when
+a component is absent (a text-encoder-only pipeline)."""
+
+from __future__ import annotations
+
+import torch
+
+
+class DiffusersLTX2Surface:
+    """diffusers' `LTX2Pipeline` attribute names and `encode_prompt`."""
+
+    @property
+    def vae_spatial_compression_ratio(self) -> int:
+        vae = getattr(self, "vae", None)
+        return getattr(vae, "spatial_compression_ratio", 32) if vae is not None else 32
+
+    @property
+    def vae_temporal_compression_ratio(self) -> int:
+        vae = getattr(self, "vae", None)
+        return getattr(vae, "temporal_compression_ratio", 8) if vae is not None else 8
+
+    @property
+    def audio_vae_mel_compression_ratio(self) -> int:
+        audio_vae = getattr(self, "audio_vae", None)
+        return getattr(audio_vae, "mel_compression_ratio", 4) if audio_vae is not None else 4
+
+    @property
+    def audio_vae_temporal_compression_ratio(self) -> int:
+        audio_vae = getattr(self, "audio_vae", None)
+        return getattr(audio_vae, "temporal_compression_ratio", 4) if audio_vae is not None else 4
+
+    @property
+    def transformer_spatial_patch_size(self) -> int:
+        transformer = getattr(self, "transformer", None)
+        return transformer.config.patch_size if transformer is not None else 1
+
+    @property
+    def transformer_temporal_patch_size(self) -> int:
+        transformer = getattr(self, "transformer", None)
+        return transformer.config.patch_size_t if transformer is not None else 1
+
+    @property
+    def audio_sampling_rate(self) -> int:
+        """Sample rate of the audio VAE's mel front-end (16 kHz for LTX-2), as diffusers' attribute."""
+        audio_vae = getattr(self, "audio_vae", None)
+        return audio_vae.config.sample_rate if audio_vae is not None else 16000
+
+    @property
+    def audio_hop_length(self) -> int:
+        audio_vae = getattr(self, "audio_vae", None)
+        return audio_vae.config.mel_hop_length if audio_vae is not None else 160
+
+    @property
+    def tokenizer_max_length(self) -> int:
+        tokenizer = getattr(self, "tokenizer", None)
+        return tokenizer.model_max_length if tokenizer is not None else 1024
+
+    # -- the running call's guidance, under diffusers' names (read-only views of the call's guider) -------------
+    def _record_call(self, guider, attention_kwargs=None) -> None:
+        """Remember the call's dials so that diffusers' properties (`guidance_scale`, ...) report them; guiders
+        other than `MultimodalGuider` report `None`."""
+        from ..guiders import MultimodalGuider
+
+        video = guider.video if isinstance(guider, MultimodalGuider) else None
+        audio = guider.audio if isinstance(guider, MultimodalGuider) else None
+        for name, field in (("guidance_scale", "cfg"), ("stg_scale", "stg"), ("modality_scale", "modality_scale"),
+                            ("guidance_rescale", "rescale")):
+            setattr(self, "_" + name, getattr(video, field) if video is not None else None)
+            setattr(self, "_audio_" + name, getattr(audio, field) if audio is not None else None)
+        self._attention_kwargs = attention_kwargs
+
+    guidance_scale = property(lambda self: getattr(self, "_guidance_scale", None))
+    stg_scale = property(lambda self: getattr(self, "_stg_scale", None))
+    modality_scale = property(lambda self: getattr(self, "_modality_scale", None))
+    guidance_rescale = property(lambda self: getattr(self, "_guidance_rescale", None))
+    audio_guidance_scale = property(lambda self: getattr(self, "_audio_guidance_scale", None))
+    audio_stg_scale = property(lambda self: getattr(self, "_audio_stg_scale", None))
+    audio_modality_scale = property(lambda self: getattr(self, "_audio_modality_scale", None))
+    audio_guidance_rescale = property(lambda self: getattr(self, "_audio_guidance_rescale", None))
+    attention_kwargs = property(lambda self: getattr(self, "_attention_kwargs", None))
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        return (self.guidance_scale or 1.0) != 1.0 or (self.audio_guidance_scale or 1.0) != 1.0
+
+    @property
+    def do_spatio_temporal_guidance(self) -> bool:
+        return bool(self.stg_scale) or bool(self.audio_stg_scale)
+
+    @property
+    def do_modality_isolation_guidance(self) -> bool:
+        return (self.modality_scale or 1.0) != 1.0 or (self.audio_modality_scale or 1.0) != 1.0
+
+    # the names this package used first
+    vae_spatial_ratio = vae_spatial_compression_ratio
+    vae_temporal_ratio = vae_temporal_compression_ratio
+
+    def encode_prompt(
+        self,
+        prompt: str | list[str] | None = None,
+        negative_prompt: str | list[str] | None = None,
+        do_classifier_free_guidance: bool = True,
+        num_videos_per_prompt: int = 1,
+        prompt_embeds=None,
+        negative_prompt_embeds=None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        negative_prompt_attention_mask: torch.Tensor | None = None,
+        max_sequence_length: int | None = 1024,
+        scale_factor: int = 8,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        need_negative: bool | None = None,
+    ):
+        """Encode prompts, with diffusers' `LTX2Pipeline.encode_prompt` signature and return value.
+
+        Returns `(prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask)`:
+        Gemma's stacked hidden states `(B * num_videos_per_prompt, max_sequence_length, hidden * (layers + 1))` in
+        `dtype` (default: the text encoder's) and int64 masks `(B * num_videos_per_prompt, L)`, left padded; the
+        negative pair is `None` when `do_classifier_free_guidance` is False and no negative embeddings are given.
+        Tensors given are returned as they are (as diffusers). These tensors can be passed back to the pipeline
+        call as `prompt_embeds` / `prompt_attention_mask`. Needs `text_encoder` and `tokenizer` only (a pipeline
+        built from those two alone works); `scale_factor` is accepted and unused, as in diffusers. Unlike
+        diffusers, the masks are repeated per prompt like the embeddings (diffusers tiles them: for several
+        prompts and videos per prompt its masks do not line up with its embeddings).
+
+        With the keyword `need_negative=` it is this package's own step instead (kept for the pipelines):
+        `encode_text_contexts(prompt, negative_prompt, ...)`, returning `TextContexts`.
+
+        Raises:
+            ValueError: no text encoder / tokenizer, or inconsistent prompts (as diffusers).
+        """
+        if need_negative is not None:
+            return self.encode_text_contexts(
+                prompt, negative_prompt, prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
+                need_negative=need_negative, num_videos_per_prompt=num_videos_per_prompt,
+                max_sequence_length=max_sequence_length, device=device,
+            )
+        from .diffusers_compat import diffusers_encode_prompt
+
+        return diffusers_encode_prompt(
+            self, prompt, negative_prompt, do_classifier_free_guidance=do_classifier_free_guidance,
+            num_videos_per_prompt=num_videos_per_prompt, prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_prompt_embeds, prompt_attention_mask=prompt_attention_mask,
+            negative_prompt_attention_mask=negative_prompt_attention_mask,
+            max_sequence_length=1024 if max_sequence_length is None else max_sequence_length,
+            device=device or self._execution_device, dtype=dtype,
+        )
