@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable
 
 import torch
@@ -37,6 +38,8 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
         guider: Guider | None = None,
         image=None,
         image_strength: float = 1.0,
+        conditions: list | None = None,
+        output_modalities: tuple[str, ...] = ("video", "audio"),
         num_videos_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
@@ -67,6 +70,12 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
             image: optional first-frame image (PIL, `(H, W, 3)` array or `(3, H, W)` tensor in [0, 1]); resized to
                 the clip size.
             image_strength: 1.0 keeps the first frame exactly; lower values let it change.
+            conditions: condition objects from `diffusers_ltx2.conditioning`, composable in one call:
+                `VideoCondition` (image / clip at any frame), `AudioCondition` (audio-to-video: audio frozen, the
+                output returns the input waveform), `FrozenVideo` (video-to-audio), `TemporalRegion` (retake a
+                window of a `FrozenVideo` / `AudioCondition` source). Checked before any model runs.
+            output_modalities: `("video", "audio")` or `("audio",)` for audio-only generation (no frames are
+                returned; `frames` is `None`).
             num_videos_per_prompt: clips per prompt.
             generator: torch generator(s); video noise is drawn first, then audio (official order).
             latents, audio_latents: initial noise instead of drawing it, packed `(B, N, C)` or unpacked.
@@ -93,6 +102,12 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
             num_videos_per_prompt=num_videos_per_prompt, generator=generator, latents=latents,
             audio_latents=audio_latents, callback_tensor_inputs=callback_on_step_end_tensor_inputs, guider=guider,
         )
+        conditioned = conditions is not None or tuple(output_modalities) != ("video", "audio")
+        if conditioned:
+            conditions, audio_only = self.prepare_conditions(
+                conditions, inputs.total, num_frames, height, width, frame_rate, image=image,
+                output_modalities=output_modalities,
+            )
         device = self._execution_device
         self.set_schedule(num_inference_steps, sigmas, num_frames, height, width, device)
 
@@ -104,19 +119,33 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
         )
 
         # 3. Initial latents: video noise first, then audio (official order); the image conditions frame 0.
-        video, audio = self.prepare_initial_latents(
-            inputs.total, num_frames, height, width, frame_rate, generator=generator, latents=latents,
-            audio_latents=audio_latents, image=image, image_strength=image_strength, device=device,
-        )
+        state = None
+        if conditioned:
+            # conditions edit the unnoised states, then they are noised; frozen modalities cost no passes
+            state = self.prepare_conditioned_latents(
+                conditions, inputs.total, num_frames, height, width, frame_rate, generator=generator,
+                latents=latents, audio_latents=audio_latents, image=image, image_strength=image_strength,
+                audio_only=audio_only, device=device,
+            )
+            video, audio = state.video, state.audio
+            guider = guider.for_frozen(video=state.frozen_video, audio=state.frozen_audio, cross_modal=not audio_only)
+            contexts = replace(contexts, frozen_video=state.frozen_video, frozen_audio=state.frozen_audio)
+        else:
+            video, audio = self.prepare_initial_latents(
+                inputs.total, num_frames, height, width, frame_rate, generator=generator, latents=latents,
+                audio_latents=audio_latents, image=image, image_strength=image_strength, device=device,
+            )
 
         # 4. Denoise.
         video, audio = self.run_denoising(
             guider, video, audio, contexts, attention_kwargs=attention_kwargs, max_batch_passes=max_batch_passes,
             callback=callback_on_step_end, callback_tensor_inputs=callback_on_step_end_tensor_inputs,
+            cross_modal=not (state is not None and state.audio_only),
         )
 
         # 5. Decode.
         return self.finish(
             video, audio, num_frames, height, width, output_type=output_type, generator=generator,
             decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale, return_dict=return_dict,
+            conditioned=state,
         )
