@@ -23,6 +23,7 @@ DEFAULT_N_FFT = 1024
 diffusers' `AutoencoderKLLTX2Audio` config does not record it."""
 
 _MAX_CHANNELS = 64
+_SEEK_PREROLL_S = 1.0
 
 
 def _check_window(start_time, duration) -> tuple[float, float | None]:
@@ -57,16 +58,21 @@ def _decode_file(path: str, start_time: float, duration: float | None) -> tuple[
         end_time = None if duration is None else start_time + duration
         # every frame converted to float planar at its own rate and layout: no resampling here
         converter = av.AudioResampler(format="fltp")
+        # times are measured from the stream's first sample (`start_time`): MP3 / AAC streams start at the
+        # encoder delay, not 0. The official decoder uses raw pts, which shifts its window by that delay
+        # (~50 ms for MP3) and cuts as much off the end of a whole-file read.
+        origin = stream.start_time if stream.start_time is not None else 0
         try:
-            if start_time > 0 and stream.time_base:
-                container.seek(int(start_time / stream.time_base), stream=stream)
+            if start_time > _SEEK_PREROLL_S and stream.time_base:
+                # decoders need a little audio before the window (MP3 decodes silence right after a seek)
+                container.seek(origin + int((start_time - _SEEK_PREROLL_S) / stream.time_base), stream=stream)
             for frame in container.decode(stream):
                 if frame.pts is None or frame.sample_rate != rate:
                     if frame.sample_rate != rate:
                         raise ValueError(f"{path}: the sample rate changes inside the stream "
                                          f"({rate} -> {frame.sample_rate} Hz)")
                     continue
-                frame_time = float(frame.pts * stream.time_base)
+                frame_time = float((frame.pts - origin) * stream.time_base)
                 if frame_time + frame.samples / rate <= start_time:
                     continue
                 if end_time is not None and frame_time >= end_time:
