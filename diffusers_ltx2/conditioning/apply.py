@@ -62,6 +62,17 @@ def check_conditions(conditions, geometry: ClipGeometry, *, image=None, output_m
                 raise ValueError(f"two conditions give the source {m} ({providers[m]} and {type(c).__name__})")
             providers[m] = type(c).__name__
     regions = [c for c in conditions if isinstance(c, TemporalRegion)]
+    mods = check_output_modalities(output_modalities)
+    if mods == (AUDIO,):
+        video_conds = [type(c).__name__ for c in conditions if VIDEO in c.provides or isinstance(c, VideoCondition)]
+        if image is not None or video_conds:
+            raise ValueError(f"audio-only generation takes no video conditions, got "
+                             f"{video_conds + (['image='] if image is not None else [])}")
+        if regions and regions[0].video:
+            raise ValueError("audio-only generation: pass TemporalRegion(..., video=False)")
+        if AUDIO in providers and not regions:
+            raise ValueError("audio-only generation with a frozen AudioCondition and no TemporalRegion has nothing "
+                             "to generate")
     if len(regions) > 1:
         raise ValueError("only one TemporalRegion per call (a retake window); merge the windows")
     for region in regions:
@@ -76,17 +87,6 @@ def check_conditions(conditions, geometry: ClipGeometry, *, image=None, output_m
     if len(frame0) + (image is not None) > 1:
         raise ValueError("more than one condition at frame 0 (image= and/or VideoCondition(frame_index=0)); "
                          "keep one")
-    mods = check_output_modalities(output_modalities)
-    if mods == (AUDIO,):
-        video_conds = [type(c).__name__ for c in conditions if VIDEO in c.provides or isinstance(c, VideoCondition)]
-        if image is not None or video_conds:
-            raise ValueError(f"audio-only generation takes no video conditions, got "
-                             f"{video_conds + (['image='] if image is not None else [])}")
-        if regions and regions[0].video:
-            raise ValueError("audio-only generation: pass TemporalRegion(..., video=False)")
-        if AUDIO in providers and not regions:
-            raise ValueError("audio-only generation with a frozen AudioCondition and no TemporalRegion has nothing "
-                             "to generate")
     return sorted(conditions, key=lambda c: c.order)
 
 

@@ -77,9 +77,12 @@ class AudioCondition(Condition):
         wave = self.clip_waveform(g)
         tokens = encode_audio_tokens(encoder, wave, self.sample_rate, g.audio_latent_length)
         state.replace_clean(AUDIO, tokens.expand(g.batch_size, -1, -1).to(state.audio.latent.device), 0.0)
+        # the returned sound: the whole waveform resampled, then cut (no filter edge at the clip's end)
         out_rate = encoder.audio_sample_rate
-        out = resample_audio(wave, self.sample_rate, out_rate)
-        out = to_channels(out, 2)[:, : self.samples_for(g, out_rate)]
+        n_out = self.samples_for(g, out_rate)
+        out = to_channels(resample_audio(self.waveform[:, : self.samples_for(g) + self.sample_rate], self.sample_rate,
+                                         out_rate), 2)[:, :n_out]
+        out = torch.nn.functional.pad(out, (0, n_out - out.shape[-1])) if out.shape[-1] < n_out else out
         state.waveform = out.unsqueeze(0).expand(g.batch_size, -1, -1).contiguous()
 
 
