@@ -47,13 +47,13 @@ def build_conditions(args) -> list:
     for text in args.image:
         spec = parse_media_spec(text, "--image")
         check_file(spec.path, "--image")
-        strength = check_strength(f"--image {text}", args.image_strength if spec.strength is None else spec.strength)
+        strength = check_strength(f"--image {text}: STRENGTH", args.image_strength if spec.strength is None else spec.strength)
         frame = resolve_frame(spec, "--image", args.num_frames)
         conditions.append(VideoCondition(spec.path, frame_index=frame, strength=strength, crf=args.image_crf))
     for text in args.video:
         spec = parse_media_spec(text, "--video")
         check_file(spec.path, "--video")
-        strength = check_strength(f"--video {text}", 1.0 if spec.strength is None else spec.strength)
+        strength = check_strength(f"--video {text}: STRENGTH", 1.0 if spec.strength is None else spec.strength)
         if spec.frame is not None and spec.frame < 0:
             raise ValueError(f"--video {text}: FRAME must be >= 0 for clips")
         frame = resolve_frame(spec, "--video", args.num_frames)
