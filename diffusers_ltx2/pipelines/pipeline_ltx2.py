@@ -149,3 +149,12 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
             decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale, return_dict=return_dict,
             conditioned=state,
         )
+
+    def extend(self, clip, num_new_frames: int, *, overlap_frames: int = 16, overlap_strength: float = 0.5,
+               audio=None, sample_rate: int | None = None, **kwargs):
+        """Continue `clip` (and its `audio`) by `num_new_frames` frames, joined without a seam; see
+        `diffusers_ltx2.conditioning.extend.extend` (ComfyUI `LTXVExtendSampler` semantics)."""
+        from ..conditioning.extend import extend
+
+        return extend(self, clip, num_new_frames, overlap_frames=overlap_frames, overlap_strength=overlap_strength,
+                      audio=audio, sample_rate=sample_rate, **kwargs)
