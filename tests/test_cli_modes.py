@@ -120,6 +120,10 @@ def test_generate_modes_reject_bad_arguments_before_loading(tmp_path, capsys, me
     ("retake", ["--input", "{clip}", "--start", "0.1", "--end", "0.2", "--ramp", "-1"], "ramp_s must be >= 0"),
     ("retake", ["--input", "{clip}", "--start", "0.1", "--end", "0.2", "--num-frames", "25"],
      "--num-frames 25 is more than --input"),
+    ("extend", ["--input", "{clip}", "--frames", "12"], "num_new_frames must be a positive multiple of 8"),
+    ("extend", ["--input", "{clip}", "--frames", "8", "--overlap", "24"], "needs a clip of at least 25 frames"),
+    ("extend", ["--input", "{clip}", "--frames", "8", "--overlap-strength", "2"], "overlap_strength must be"),
+    ("extend", ["--input", "{clip}", "--frames", "8", "--num-frames", "25"], "takes --frames (frames to add)"),
     ("foley", ["--input", "missing.mp4"], "--input: file not found: missing.mp4"),
     ("foley", ["--input", "{wav}"], "tone.wav has no video stream"),
     ("foley", ["--input", "{clip}", "--num-frames", "10"], "8k+1"),
@@ -205,9 +209,23 @@ def test_retake_keeps_the_frozen_modality(model_dir, media, tmp_path):
     assert _read(both)[0].shape == source.shape
 
 
+@pytest.mark.slow
+def test_extend_continues_the_clip_and_its_sound(model_dir, media, tmp_path):
+    out = tmp_path / "longer.mp4"
+    assert main(["extend", "--model", model_dir, *FAST, "--input", media["clip"], "--frames", "16", "--overlap", "8",
+                 "--output", str(out)]) == 0
+    frames, audio, rate = _read(out)
+    source = frame_colours(17, 64, 96)
+    assert frames.shape == (17 + 16, 64, 96, 3)
+    kept = 17 - 9  # frames before the 9-frame overlap are the input's
+    assert np.abs(frames[:kept].astype(int) - source[:kept]).mean() < 3.0
+    head = audio[:, : round(kept / 24 * rate)]  # the input's sound up to the overlap
+    assert abs(_peak_hz(head, rate) - 440.0) < 15.0
+
+
 def test_help_lists_the_mode_subcommands(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     text = capsys.readouterr().out
-    for name in ("retake", "foley"):
+    for name in ("retake", "foley", "extend"):
         assert name in text
