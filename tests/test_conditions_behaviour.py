@@ -219,3 +219,26 @@ def test_audio_only_output_does_not_depend_on_the_video_stream(tiny_pipe):
     # a different clip size changes only the (absent) video; same audio length (17 frames at 24 fps)
     b = _run(tiny_pipe, guider=MultimodalGuider(), output_modalities=("audio",), height=128, width=96)
     torch.testing.assert_close(a.audio, b.audio, rtol=0, atol=0)
+
+
+def test_conditions_broadcast_over_prompts_and_videos_per_prompt(tiny_pipe):
+    img = np.random.RandomState(2).randint(0, 255, (64, 64, 3), dtype=np.uint8)
+    wave, rate = _wave()
+    out = tiny_pipe([PROMPT, "a cat"], num_videos_per_prompt=2, num_inference_steps=2, guider=MultimodalGuider(),
+                    conditions=[VideoCondition(img, 8), AudioCondition(wave, rate)], output_type="np",
+                    generator=torch.Generator().manual_seed(0), **CLIP)
+    assert out.frames.shape[0] == 4 and out.audio.shape[0] == 4
+    assert all(np.array_equal(out.audio[i], out.audio[0]) for i in range(4))  # the given sound, every clip
+
+
+def test_given_noise_covers_the_target_tokens_and_keyframes_draw_theirs(tiny_pipe):
+    img = np.random.RandomState(3).randint(0, 255, (64, 64, 3), dtype=np.uint8)
+    noise = torch.randn(1, 12, tiny_pipe.transformer.config.in_channels, generator=torch.Generator().manual_seed(9))
+    state = tiny_pipe.prepare_conditioned_latents(
+        [VideoCondition(img, 8, 0.5)], 1, 17, 64, 64, 24.0, latents=noise,
+        generator=torch.Generator().manual_seed(0), device="cpu")
+    assert state.video.latent.shape[1] == 16
+    assert torch.equal(state.video.latent[:, :12], noise)  # mask 1 on the target tokens: pure given noise
+    clean, mask = state.video.clean[:, 12:], 0.5
+    assert not torch.equal(state.video.latent[:, 12:], clean)  # half-noised keyframe tokens
+    assert (state.video.denoise_mask[:, 12:] == mask).all()

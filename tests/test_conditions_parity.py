@@ -222,3 +222,26 @@ def test_retake_matches_official_retake(ref, video, audio):
         assert kept.any()
         if on:
             assert (~kept).any() and (ours - source)[~kept].abs().max() > 0.05  # the window was regenerated
+
+
+@pytest.mark.slow
+@torch.no_grad()
+def test_video_to_audio_matches_the_mirrored_a2vid_stage_1(ref):
+    """V2A has no official pipeline: its mirror of `denoise_video_only` (video from the encoded clip, noise_scale 0,
+    mask 0, video guider all off without a negative context; audio guided as usual)."""
+    clip = torch.rand(CLIP["num_frames"], 64, 96, 3, generator=torch.Generator().manual_seed(12))
+    ours_v, ours_a = _ours(ref, [FrozenVideo(clip)])
+
+    video_tools, audio_tools = _tools(ref["pipe"])
+    video_latent = ref["video_encoder"](resize_and_center_crop(clip, CLIP["height"], CLIP["width"]) * 2 - 1)
+    noiser = GaussianNoiser(torch.Generator().manual_seed(7))
+    video_state = create_noised_state(video_tools, [], noiser, torch.float32, torch.device("cpu"), noise_scale=0.0,
+                                      initial_latent=video_latent)
+    video_state.denoise_mask.zero_()
+    audio_state = create_noised_state(audio_tools, [], noiser, torch.float32, torch.device("cpu"))
+    source_video = video_state.latent.clone()
+    ref_v, ref_a = _official(ref, video_state, audio_state, OFF, _params(AUDIO), video_negative=False)
+
+    torch.testing.assert_close(ours_a, ref_a.latent, rtol=0, atol=ATOL)
+    torch.testing.assert_close(ours_v, source_video, rtol=0, atol=ATOL)
+    assert (ours_a - audio_state.latent).abs().max() > 0.1
