@@ -121,8 +121,8 @@ def test_audio_shorter_than_the_clip_is_padded_with_silence(tiny_pipe):
 
 def test_a_frozen_modality_costs_no_passes_and_skip_step_still_works(tiny_pipe):
     calls = []
-    handle = tiny_pipe.transformer.register_forward_hook(lambda m, a, kw, o: calls.append(kw["hidden_states"].shape[0]),
-                                                         with_kwargs=True)
+    handle = tiny_pipe.transformer.register_forward_hook(
+        lambda m, a, kw, o: calls.append(kw["hidden_states"].shape[0]), with_kwargs=True)
     wave, rate = _wave()
     video_cfg = dict(cfg=3.0, skip_step=1)
     guider = MultimodalGuider(video=video_cfg)  # audio: the recommended cfg 7, stg 1, modality 3
@@ -189,7 +189,7 @@ def test_retake_ramp_partially_renoises_the_edges(tiny_pipe):
     assert ((mask > 0) & (mask < 1)).any() and (mask == 1).any() and (mask == 0).any()
 
 
-# -- audio-only ----------------------------------------------------------------------------------------------------------
+# -- audio-only ---------------------------------------------------------------------------------------------------
 def test_audio_only_runs_one_placeholder_video_token_without_cross_modal_attention(tiny_pipe, monkeypatch):
     shapes, passes = [], []
     handle = tiny_pipe.transformer.register_forward_hook(

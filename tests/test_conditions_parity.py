@@ -109,7 +109,7 @@ def _official(ref, video_state, audio_state, video_params, audio_params, *, audi
                                 EulerDiffusionStep(), fn)
 
 
-def _params(p, stg=True):
+def _params(p):
     return MultiModalGuiderParams(cfg_scale=p.cfg, stg_scale=p.stg, stg_blocks=list(STG_BLOCKS),
                                   rescale_scale=p.rescale, modality_scale=p.modality_scale, skip_step=p.skip_step)
 

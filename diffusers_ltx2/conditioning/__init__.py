@@ -1,7 +1,13 @@
 """Condition types for `LTX2AudioVideoPipeline(..., conditions=[...])`, one module each (model: ltx-core's
 `conditioning/types/`): keyframes and clips at any frame, audio-to-video, video-to-audio, retake windows."""
 
-from .apply import ConditionedLatents, check_conditions, check_output_modalities, geometry_for, prepare_conditioned_latents
+from .apply import (
+    ConditionedLatents,
+    check_conditions,
+    check_output_modalities,
+    geometry_for,
+    prepare_conditioned_latents,
+)
 from .audio import AudioCondition, encode_audio_tokens
 from .base import ClipGeometry, Condition, ConditioningState
 from .extend import ExtensionPlan, extend, plan_extension

@@ -40,7 +40,9 @@ def check_output_modalities(output_modalities) -> tuple[str, ...]:
     return tuple(m for m in MODALITIES if m in mods)
 
 
-def check_conditions(conditions, geometry: ClipGeometry, *, image=None, output_modalities=MODALITIES) -> list[Condition]:
+def check_conditions(
+    conditions, geometry: ClipGeometry, *, image=None, output_modalities=MODALITIES,
+) -> list[Condition]:
     """Validate a `conditions=` list against the clip and against each other; raise `ValueError` before any model
     runs. Returns the conditions in application order (sources, then regions, then frame conditions)."""
     if conditions is None:
