@@ -1,5 +1,5 @@
 """Conditioned generation against the official implementation (ltx-core / ltx-pipelines 1.0.0) on one tiny
-converted LTX-2.0 checkpoint: fp32, same Gemma hidden states, generator, sigmas and multimodal guidance.
+converted LTX-2.0 and LTX-2.3 checkpoint: fp32, same Gemma hidden states, generator, sigmas and multimodal guidance.
 
 - keyframes (frames 0, 8 and the last frame; one at strength 0.8), from PNG files through the CRF 33 image
   loader: `combined_image_conditionings` (`VideoConditionByLatentIndex` / `VideoConditionByKeyframeIndex`) with
@@ -53,12 +53,12 @@ ATOL = 1e-4
 OFF = MultiModalGuiderParams()
 
 
-@pytest.fixture(scope="module")
-def ref(tmp_path_factory):
-    """The official checkpoint, our pipeline converted from it, and the official components."""
+@pytest.fixture(scope="module", params=["2.0", "2.3"])
+def ref(tmp_path_factory, request):
+    """The official checkpoint (LTX-2.0 and 2.3), our pipeline converted from it, and the official components."""
     tmp = tmp_path_factory.mktemp("cond_parity")
     src = tmp / "official.safetensors"
-    write_official_checkpoint(src, "2.0", seed=5, config=_config("2.0"))
+    write_official_checkpoint(src, request.param, seed=5, config=_config(request.param))
     pipe = LTX2AudioVideoPipeline.from_pretrained(convert_single_file(src, tmp / "diffusers", progress=False))
     pipe.set_progress_bar_config(disable=True)
     positive, negative = _gemma_states(1, valid=37), _gemma_states(2, valid=5)
