@@ -58,6 +58,11 @@ def test_bad_condition_combinations_fail_before_any_model(guarded_pipe, conditio
         _call(guarded_pipe, conditions)
 
 
+def test_audio_only_refuses_video_noise(guarded_pipe):
+    with pytest.raises(ValueError, match="pass audio_latents, not latents"):
+        _call(guarded_pipe, output_modalities=("audio",), latents=torch.zeros(1, 12, 16))
+
+
 def test_image_and_frame_0_condition_conflict(guarded_pipe):
     with pytest.raises(ValueError, match="more than one condition at frame 0"):
         _call(guarded_pipe, [VideoCondition(IMG, 0)], image=torch.zeros(3, 64, 64))

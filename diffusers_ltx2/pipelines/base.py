@@ -417,7 +417,7 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
 
     def prepare_conditions(
         self, conditions, total: int, num_frames: int, height: int, width: int, frame_rate: float, *,
-        image=None, output_modalities=("video", "audio"),
+        image=None, output_modalities=("video", "audio"), latents=None,
     ):
         """Check `conditions=` / `output_modalities=` against the clip (before any model runs); returns the
         ordered conditions and whether the call is audio-only (see `diffusers_ltx2.conditioning`)."""
@@ -425,7 +425,10 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
 
         geometry = C.geometry_for(self, total, num_frames, height, width, frame_rate)
         ordered = C.check_conditions(conditions, geometry, image=image, output_modalities=output_modalities)
-        return ordered, C.check_output_modalities(output_modalities) == ("audio",)
+        audio_only = C.check_output_modalities(output_modalities) == ("audio",)
+        if audio_only and latents is not None:
+            raise ValueError("audio-only generation draws no video noise: pass audio_latents, not latents")
+        return ordered, audio_only
 
     def prepare_conditioned_latents(
         self, conditions, total: int, num_frames: int, height: int, width: int, frame_rate: float, *,

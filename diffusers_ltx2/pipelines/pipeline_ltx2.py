@@ -74,8 +74,11 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
                 `VideoCondition` (image / clip at any frame), `AudioCondition` (audio-to-video: audio frozen, the
                 output returns the input waveform), `FrozenVideo` (video-to-audio), `TemporalRegion` (retake a
                 window of a `FrozenVideo` / `AudioCondition` source). Checked before any model runs.
-            output_modalities: `("video", "audio")` or `("audio",)` for audio-only generation (no frames are
-                returned; `frames` is `None`).
+            output_modalities: `("video", "audio")` or `("audio",)` for audio-only generation (`frames` is
+                `None`). Audio-only runs the audio stream with both cross-modal attentions off and no modality
+                pass; the video stream (diffusers' transformer always has one) is a single frozen placeholder
+                token per row (no noise drawn, no VAE work), which with cross-modal attention off cannot reach
+                the audio.
             num_videos_per_prompt: clips per prompt.
             generator: torch generator(s); video noise is drawn first, then audio (official order).
             latents, audio_latents: initial noise instead of drawing it, packed `(B, N, C)` or unpacked.
@@ -106,7 +109,7 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
         if conditioned:
             conditions, audio_only = self.prepare_conditions(
                 conditions, inputs.total, num_frames, height, width, frame_rate, image=image,
-                output_modalities=output_modalities,
+                output_modalities=output_modalities, latents=latents,
             )
         device = self._execution_device
         self.set_schedule(num_inference_steps, sigmas, num_frames, height, width, device)
