@@ -242,3 +242,25 @@ def test_given_noise_covers_the_target_tokens_and_keyframes_draw_theirs(tiny_pip
     clean, mask = state.video.clean[:, 12:], 0.5
     assert not torch.equal(state.video.latent[:, 12:], clean)  # half-noised keyframe tokens
     assert (state.video.denoise_mask[:, 12:] == mask).all()
+
+
+def test_guiders_spend_no_pass_on_a_frozen_modality():
+    from diffusers_ltx2 import ModalityGuidance, SpatioTemporalGuidance
+
+    names = lambda plan: [p.name for p in plan.passes]  # noqa: E731
+    video_only = MultimodalGuider(video=dict(cfg=1.0, stg=0.0, modality_scale=1.0))  # audio: recommended
+    assert names(video_only.plan(0, 4, 1.0)) == ["cond", "uncond", "perturbed", "isolated"]  # all for the audio
+    a2v = video_only.for_frozen(audio=True)
+    assert names(a2v.plan(0, 4, 1.0)) == ["cond"] and not a2v.uses_negative_prompt
+    plan = MultimodalGuider().for_frozen(audio=True).plan(0, 4, 1.0)
+    assert not plan.audio and plan.video and not any(p.perturb_audio or p.freeze_audio for p in plan.passes)
+    audio_only = MultimodalGuider().for_frozen(video=True, cross_modal=False).plan(0, 4, 1.0)
+    assert names(audio_only) == ["cond", "uncond", "perturbed"]
+    assert all(not (p.a2v or p.v2a or p.perturb_video) for p in audio_only.passes)
+    assert ClassifierFreeGuidance(1.0, 7.0).for_frozen(audio=True).plan(0, 4, 1.0).passes == \
+        ClassifierFreeGuidance(1.0, 1.0).plan(0, 4, 1.0).passes
+    assert not ModalityGuidance(3.0, 3.0).for_frozen(video=True, cross_modal=False).uses_negative_prompt
+    stg = SpatioTemporalGuidance(1.0, 1.0).for_frozen(video=True)
+    assert (stg.video_scale, stg.audio_scale) == (0.0, 1.0)
+    custom = MultimodalGuider()
+    assert custom.for_frozen() is custom

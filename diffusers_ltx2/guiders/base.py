@@ -180,7 +180,8 @@ class PerModalityScaleGuider(Guider):
         }
         if not (video or audio or off):
             return self
-        return type(self).from_config({**dict(self.config), **scales})
+        settings = {k: v for k, v in self.config.items() if not k.startswith("_")}  # no _use_default_values
+        return type(self).from_config({**settings, **scales})
 
     @property
     def video_scale(self) -> float:
