@@ -20,8 +20,11 @@ def tone(seconds: float, sample_rate: int, freqs=(440.0, 660.0), amplitude: floa
     return (amplitude * np.stack([np.sin(2 * np.pi * f * t) for f in freqs])).astype(np.float32)
 
 
+LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1"}
+
+
 def _encode_audio(container, stream, wave: np.ndarray, sample_rate: int, sample_fmt: str) -> None:
-    layout = {1: "mono", 2: "stereo"}[wave.shape[0]]
+    layout = LAYOUTS[wave.shape[0]]
     chunk = stream.codec_context.frame_size or 1024
     for start in range(0, wave.shape[1], chunk):
         part = wave[:, start : start + chunk]
@@ -38,10 +41,10 @@ def _encode_audio(container, stream, wave: np.ndarray, sample_rate: int, sample_
 
 
 def write_audio(path, wave: np.ndarray, sample_rate: int) -> str:
-    """Write `(C, N)` float audio (C = 1 or 2) with the codec of the path's extension."""
+    """Write `(C, N)` float audio (C = 1, 2 or 6) with the codec of the path's extension."""
     path = str(path)
     fmt, codec, sample_fmt = AUDIO_CODECS[path[path.rindex("."):]]
-    layout = {1: "mono", 2: "stereo"}[wave.shape[0]]
+    layout = LAYOUTS[wave.shape[0]]
     with av.open(path, "w", format=fmt) as container:
         stream = container.add_stream(codec, rate=sample_rate, layout=layout)
         _encode_audio(container, stream, wave, sample_rate, sample_fmt)

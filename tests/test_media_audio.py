@@ -170,6 +170,16 @@ def test_load_audio_window_matches_official_decoder(tmp_path):
     assert torch.equal(ours, full[:, round(0.5 * rate) : round(1.25 * rate)])
 
 
+def test_load_audio_surround_file_to_the_models_stereo_16k(tmp_path):
+    wave = tone(0.5, 48000, freqs=(200.0, 300.0, 400.0, 500.0, 600.0, 700.0))
+    path = write_audio(tmp_path / "surround.wav", wave, 48000)
+    six, sr = load_audio(path)
+    assert sr == 48000 and six.shape == (6, 24000) and np.abs(six.numpy() - wave).max() <= 1 / 32767
+    stereo, sr = load_audio(path, 16000, channels=2)   # front left / right, resampled
+    assert sr == 16000 and stereo.shape == (2, 8000)
+    assert torch.equal(stereo, resample_audio(six[:2], 48000, 16000))
+
+
 @pytest.mark.parametrize("ext", [".mp3", ".m4a"])
 def test_load_audio_window_of_lossy_files_is_aligned(tmp_path, ext):
     """Lossy streams start at the encoder delay: the window is measured from the first sample, so it lines

@@ -59,6 +59,8 @@ def build_conditions(args) -> list:
         frame = resolve_frame(spec, "--video", args.num_frames)
         available = probe_video(spec.path).num_frames
         n = largest_clip_length(min(available, args.num_frames - frame))
+        if n < 1:
+            raise ValueError(f"--video {spec.path} has no frames")
         frames, fps = load_video(spec.path, num_frames=n)
         if n < available:
             print(f"--video {spec.path}: using its first {n} of {available} frames (8k+1 frames from frame {frame})")
