@@ -116,7 +116,8 @@ def test_generate_modes_reject_bad_arguments_before_loading(tmp_path, capsys, me
 @pytest.mark.parametrize("command,extra,message", [
     ("retake", ["--input", "{clip}", "--start", "0.5", "--end", "2.0"], "ends outside the clip, which lasts 0.7083 s"),
     ("retake", ["--input", "{clip}", "--start", "0.5", "--end", "0.2"], "need 0 <= start_s < end_s"),
-    ("retake", ["--input", "{silent}", "--start", "0.1", "--end", "0.2"], "silent.mp4 has no audio track"),
+    ("retake", ["--input", "{silent}", "--start", "0.1", "--end", "0.2", "--no-video"],
+     "silent.mp4 has no audio track to retake"),
     ("retake", ["--input", "{clip}", "--start", "0.1", "--end", "0.2", "--ramp", "-1"], "ramp_s must be >= 0"),
     ("retake", ["--input", "{clip}", "--start", "0.1", "--end", "0.2", "--num-frames", "25"],
      "--num-frames 25 is more than --input"),
@@ -203,6 +204,10 @@ def test_retake_keeps_the_frozen_modality(model_dir, media, tmp_path):
                  "--no-audio", "--output", str(keep_audio)]) == 0
     frames, audio, rate = _read(keep_audio)
     assert frames.shape == source.shape and abs(_peak_hz(audio, rate) - 440.0) < 5.0
+    silent = tmp_path / "silent_retake.mp4"  # no source sound: the video is retaken, the sound generated
+    assert main(["retake", "--model", model_dir, *FAST, "--input", media["silent"], "--start", "0.1", "--end", "0.2",
+                 "--output", str(silent)]) == 0
+    assert _read(silent)[0].shape == (9, 64, 64, 3)
     both = tmp_path / "retake.mp4"
     assert main(["retake", "--model", model_dir, *FAST, "--input", media["clip"], "--start", "0.2", "--end", "0.5",
                  "--ramp", "0.1", "--output", str(both)]) == 0

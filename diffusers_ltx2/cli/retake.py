@@ -34,12 +34,14 @@ def build_conditions(args, source) -> list:
     from ..conditioning import AudioCondition, FrozenVideo, TemporalRegion
     from ..media import load_video
 
+    frames, _ = load_video(source.path, num_frames=source.num_frames)
     if not source.has_audio:
-        raise ValueError(f"--input {source.path} has no audio track: a retake keeps the source audio outside the "
-                         f"window (generate a soundtrack first with `ltx2 foley`)")
+        if args.no_video:
+            raise ValueError(f"--input {source.path} has no audio track to retake (generate one with `ltx2 foley`)")
+        print(f"--input {source.path} has no audio track: the sound of the whole clip is generated")
+        return [FrozenVideo(frames), TemporalRegion(args.start, args.end, audio=False, ramp_s=args.ramp)]
     region = TemporalRegion(args.start, args.end, video=not args.no_video, audio=not args.no_audio,
                             ramp_s=args.ramp)
-    frames, _ = load_video(source.path, num_frames=source.num_frames)
     return [FrozenVideo(frames), AudioCondition(source.path), region]
 
 
