@@ -10,6 +10,11 @@ same computations are written here from torchaudio's definitions (torchaudio 2.x
   mel_scale="slaney")`.
 - `log_mel_spectrogram`: `MelSpectrogram(n_fft, win_length=n_fft, hop, hann window (periodic), center=True,
   pad_mode="reflect", power=1.0)` followed by the official `log(clamp(mel, 1e-5))`, laid out `(..., time, mels)`.
+
+The tests check these against float64 references written from those definitions. Checked once by hand against
+torchaudio 2.11.1's own Python code (its C++ extension left out, which these functions do not use) and the
+official `AudioProcessor` running on it: identical results (max difference 0.0) for float32 and float64 input
+at 8 / 11.025 / 16 / 22.05 / 32 / 44.1 / 48 / 96 kHz.
 """
 
 from __future__ import annotations
@@ -32,17 +37,20 @@ def _check_rate(name: str, rate) -> int:
 
 
 def _sinc_resample_kernel(orig: int, new: int, device, dtype) -> tuple[torch.Tensor, int]:
-    """Polyphase kernels `(new, 1, 2 * width + orig)` and the half-width, for rates already divided by their gcd."""
+    """Polyphase kernels `(new, 1, 2 * width + orig)` and the half-width, for rates already divided by their gcd.
+
+    Computed in the waveform's dtype with torchaudio's operation order, so float32 results match it bit for bit.
+    """
     base_freq = min(orig, new) * _ROLLOFF
     width = math.ceil(_LOWPASS_FILTER_WIDTH * orig / base_freq)
-    idx = torch.arange(-width, width + orig, dtype=torch.float64, device=device)[None, None] / orig
-    t = torch.arange(0, -new, -1, dtype=torch.float64, device=device)[:, None, None] / new + idx
+    idx = torch.arange(-width, width + orig, dtype=dtype, device=device)[None, None] / orig
+    t = torch.arange(0, -new, -1, dtype=dtype, device=device)[:, None, None] / new + idx
     t = (t * base_freq).clamp(-_LOWPASS_FILTER_WIDTH, _LOWPASS_FILTER_WIDTH)
     window = torch.cos(t * math.pi / _LOWPASS_FILTER_WIDTH / 2) ** 2
     t = t * math.pi
-    kernels = torch.where(t == 0, torch.ones_like(t), torch.sin(t) / t)
-    kernels = kernels * window * (base_freq / orig)
-    return kernels.to(dtype), width
+    kernels = torch.where(t == 0, torch.tensor(1.0).to(t), t.sin() / t)
+    kernels = kernels * (window * (base_freq / orig))
+    return kernels, width
 
 
 def resample_audio(waveform: torch.Tensor, orig_sr: int, target_sr: int) -> torch.Tensor:
