@@ -13,7 +13,7 @@ import torch
 
 import ltx_reference  # noqa: F401  (stubs torchaudio before ltx-pipelines imports ltx-core)
 from ltx_pipelines.utils.media_io import decode_audio_from_file
-from media_files import tone, write_audio, write_video, frame_colours
+from media_files import frame_colours, tone, write_audio, write_video
 
 from diffusers_ltx2.media import (
     load_audio, log_mel_spectrogram, mel_filterbank, resample_audio, save_audio, to_channels, waveform_to_mel,

@@ -10,7 +10,8 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ("generate", "retake", "foley", "extend", "demo", "encode", "convert", "control")  # convert also registers convert-lora
+# convert also registers convert-lora
+SUBCOMMANDS = ("generate", "retake", "foley", "extend", "demo", "encode", "convert", "control")
 
 
 def build_parser() -> argparse.ArgumentParser:

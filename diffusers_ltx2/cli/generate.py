@@ -47,7 +47,8 @@ def build_conditions(args) -> list:
     for text in args.image:
         spec = parse_media_spec(text, "--image")
         check_file(spec.path, "--image")
-        strength = check_strength(f"--image {text}: STRENGTH", args.image_strength if spec.strength is None else spec.strength)
+        strength = args.image_strength if spec.strength is None else spec.strength
+        strength = check_strength(f"--image {text}: STRENGTH", strength)
         frame = resolve_frame(spec, "--image", args.num_frames)
         conditions.append(VideoCondition(spec.path, frame_index=frame, strength=strength, crf=args.image_crf))
     for text in args.video:
