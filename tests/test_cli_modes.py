@@ -3,7 +3,6 @@ media files; every bad argument fails with exit code 2 and a clear message befor
 
 from __future__ import annotations
 
-
 import av
 import numpy as np
 import PIL.Image
