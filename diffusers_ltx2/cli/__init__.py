@@ -15,7 +15,8 @@ import errno
 import importlib
 import sys
 
-SUBCOMMANDS = ("generate", "demo", "encode", "convert", "control")  # convert also registers convert-lora
+# convert also registers convert-lora
+SUBCOMMANDS = ("generate", "retake", "foley", "extend", "demo", "encode", "convert", "control")
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -268,7 +268,7 @@ def add_clip_arguments(p, *, height_help: str = "multiple of 32") -> None:
     p.add_argument("--negative-prompt", default=None)
     p.add_argument("--conditioning", help="saved conditioning file used instead of --prompt")
     p.add_argument("--negative-conditioning", help="saved conditioning file for the negative prompt")
-    p.add_argument("--output", required=True, help="output .mp4 path")
+    p.add_argument("--output", required=True, help="output .mp4 path (.wav / .flac for audio-only output)")
     p.add_argument("--num-frames", type=positive_int, default=121, help="8k+1 frames")
     p.add_argument("--height", type=positive_int, default=512, help=height_help)
     p.add_argument("--width", type=positive_int, default=768, help=height_help)
@@ -284,16 +284,18 @@ def add_clip_arguments(p, *, height_help: str = "multiple of 32") -> None:
     add_guidance_arguments(p)
 
 
-def check_clip_arguments(args, extra_files=()) -> None:
+def check_clip_arguments(args, extra_files=(), *, audio_output: bool = False) -> None:
     """The checks of `add_clip_arguments`' options that need no model (bad input exits with code 2 at once).
 
+    `audio_output`: the output is a .wav / .flac (audio-only), checked by the caller, not an .mp4.
     Also records `args.device` (the resolved device) and `args.text_encoder_needed` (False when every prompt
     comes from a conditioning file, so the text encoder is not loaded).
     """
     from ..export import check_fps
     from ..pipelines import validation as V
 
-    check_output_path(args.output)
+    if not audio_output:
+        check_output_path(args.output)
     if (args.prompt is None) == (args.conditioning is None):
         raise ValueError("pass exactly one of --prompt or --conditioning")
     if args.negative_prompt is not None and args.negative_conditioning is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import os
 
@@ -15,25 +17,16 @@ __all__ = ["read_video", "to_frames", "fit_frames", "frames_to_uint8"]
 
 
 def read_video(path: str | os.PathLike, max_frames: int | None = None) -> torch.Tensor:
-    """Decode a video file to `(F, 3, H, W)` float32 RGB in `[0, 1]` (at most `max_frames` frames)."""
-    import av
+    """Decode a video file to `(F, 3, H, W)` float32 RGB in `[0, 1]` (at most `max_frames` frames).
 
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"control video not found: {path}")
-    frames = []
-    try:
-        with av.open(path) as container:
-            if not container.streams.video:
-                raise ValueError(f"{path} has no video stream")
-            for frame in container.decode(video=0):
-                frames.append(torch.from_numpy(frame.to_ndarray(format="rgb24")))
-                if max_frames is not None and len(frames) >= max_frames:
-                    break
-    except av.error.FFmpegError as exc:  # type: ignore[attr-defined]
-        raise ValueError(f"cannot decode {path} as a video: {exc}") from exc
+    Decoding is `diffusers_ltx2.media.video`'s (FileNotFoundError / ValueError naming the file)."""
+    from ..media.video import iter_video_frames
+
+    _, decoded = iter_video_frames(path)
+    with contextlib.closing(decoded):
+        frames = [torch.from_numpy(f) for f in itertools.islice(decoded, max_frames)]
     if not frames:
-        raise ValueError(f"{path} contains no decodable video frames")
+        raise ValueError(f"{os.fspath(path)} contains no decodable video frames")
     return torch.stack(frames).permute(0, 3, 1, 2).float() / 255.0
 
 

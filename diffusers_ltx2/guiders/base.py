@@ -122,6 +122,17 @@ class Guider(ConfigMixin):
     def validate_for(self, transformer) -> None:
         """Check settings against the transformer (e.g. block indices); raise `ValueError` when unusable."""
 
+    def for_frozen(self, *, video: bool = False, audio: bool = False, cross_modal: bool = True) -> "Guider":
+        """This guider for a call in which `video` / `audio` is frozen (held at given clean values: audio-to-video,
+        video-to-audio, audio-only) and, with `cross_modal=False`, audio<->video attention is off.
+
+        A frozen modality's x0 is its clean value, so no pass may be spent on it (no negative / perturbed /
+        isolated pass for its sake); without cross-modal attention the modality-isolated pass is a no-op.
+        The built-in guiders return a copy with those dials neutral (official A2V: the audio guider gets
+        `MultiModalGuiderParams()`); the base implementation returns `self` (a custom guider keeps its passes).
+        """
+        return self
+
     # -- persistence: a guider is a pipeline component in its own folder ----------------------------------
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
         """Write `guider_config.json` into `save_directory`."""
@@ -147,6 +158,10 @@ class PerModalityScaleGuider(Guider):
     """
 
     scale_names: tuple[str, str] = ("", "")
+    #: the scale value at which the method is off (cfg / modality 1, stg 0).
+    neutral_scale: float = 1.0
+    #: whether the method needs audio<->video attention (modality guidance); off without it.
+    needs_cross_modal: bool = False
 
     def check_scales(self) -> None:
         """Both scales must be >= 0 (NaN refused)."""
@@ -154,6 +169,19 @@ class PerModalityScaleGuider(Guider):
             value = self.config[name]
             if value is not None and not value >= 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
+
+    def for_frozen(self, *, video: bool = False, audio: bool = False, cross_modal: bool = True) -> "Guider":
+        """A copy with the frozen modality's scale neutral (both when the method needs cross-modal attention
+        and it is off); `self` when nothing changes."""
+        off = not cross_modal and self.needs_cross_modal
+        scales = {
+            self.scale_names[0]: self.neutral_scale if (video or off) else self.video_scale,
+            self.scale_names[1]: self.neutral_scale if (audio or off) else self.audio_scale,
+        }
+        if not (video or audio or off):
+            return self
+        settings = {k: v for k, v in self.config.items() if not k.startswith("_")}  # no _use_default_values
+        return type(self).from_config({**settings, **scales})
 
     @property
     def video_scale(self) -> float:

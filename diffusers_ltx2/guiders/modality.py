@@ -22,6 +22,8 @@ class ModalityGuidance(PerModalityScaleGuider):
     """
 
     scale_names = ("modality_scale", "audio_modality_scale")
+    neutral_scale = 1.0
+    needs_cross_modal = True
 
     @register_to_config
     def __init__(self, modality_scale: float = 3.0, audio_modality_scale: float | None = 3.0):

@@ -21,7 +21,7 @@ Semantics (facts file, "Multimodal guidance"; official `ltx_pipelines` `multi_mo
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Mapping
 
 from .base import GuidancePass, Guider, Prediction, StepPlan
@@ -167,6 +167,7 @@ class MultimodalGuider(Guider):
             video=asdict(self.video), audio=asdict(self.audio),
             skip_blocks=list(self.skip_blocks) if self.skip_blocks is not None else None,
         )
+        self._frozen = (False, False)  # (video, audio) held at clean values in this call (see for_frozen)
 
     # -- Guider interface ---------------------------------------------------------------------------------
     @property
@@ -176,9 +177,31 @@ class MultimodalGuider(Guider):
     def validate_for(self, transformer) -> None:
         check_skip_blocks(self.skip_blocks, _num_blocks(transformer))
 
+    def for_frozen(self, *, video: bool = False, audio: bool = False, cross_modal: bool = True) -> "MultimodalGuider":
+        """A copy for a call with a frozen modality (A2V, V2A, audio-only): the frozen modality's dials are all
+        off (official A2V gives the audio guider `MultiModalGuiderParams()`) and it is never recomputed (its x0
+        is its clean value), so no pass is spent on it and a step on which the other modality skips
+        (skip_step) makes no model call. Its token stream still runs in every pass (official: the frozen
+        modality stays `enabled`, the other one attends to it). With `cross_modal=False` (audio-only) both
+        `cross_attn` gates are off and `modality_scale` is 1 (no isolated pass: it would equal the
+        conditional one)."""
+        if not (video or audio or not cross_modal):
+            return self
+        off = ModalityGuidanceParams()
+
+        def adapt(params: ModalityGuidanceParams, is_frozen: bool) -> ModalityGuidanceParams:
+            params = off if is_frozen else params
+            return replace(params, modality_scale=1.0, cross_attn=False) if not cross_modal else params
+
+        guider = MultimodalGuider(adapt(self.video, video), adapt(self.audio, audio), skip_blocks=self.skip_blocks)
+        guider._frozen = (video, audio)
+        return guider
+
     def plan(self, step_index: int, num_steps: int, sigma: float) -> StepPlan:
         v, a = self.video, self.audio
-        run_v, run_a = v.recomputes_at(step_index), a.recomputes_at(step_index)
+        frozen_v, frozen_a = self._frozen
+        run_v = not frozen_v and v.recomputes_at(step_index)
+        run_a = not frozen_a and a.recomputes_at(step_index)
         blocks = self.skip_blocks or ()
         if not (run_v or run_a):
             return StepPlan(passes=(), video=False, audio=False, skip_blocks=blocks)
@@ -186,8 +209,9 @@ class MultimodalGuider(Guider):
         gates = dict(a2v=v.cross_attn, v2a=a.cross_attn)
         # Official skip-step: the conditional, perturbed and isolated passes reuse one frozen-modality input;
         # only the negative pass is built afresh (unfrozen). (In the isolated pass the frozen stream cannot reach
-        # the other modality anyway; freezing it there only saves its compute.)
-        frozen = dict(freeze_video=not run_v, freeze_audio=not run_a)
+        # the other modality anyway; freezing it there only saves its compute.) A modality frozen for the whole
+        # call (A2V / V2A) keeps its stream running, as officially.
+        frozen = dict(freeze_video=not run_v and not frozen_v, freeze_audio=not run_a and not frozen_a)
         passes = [GuidancePass(COND, **gates, **frozen)]
         if any(p.needs(UNCOND) for p in active):
             passes.append(GuidancePass(UNCOND, negative=True, **gates))

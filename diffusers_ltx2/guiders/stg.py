@@ -24,6 +24,7 @@ class SpatioTemporalGuidance(PerModalityScaleGuider):
     """
 
     scale_names = ("stg_scale", "audio_stg_scale")
+    neutral_scale = 0.0
 
     @register_to_config
     def __init__(self, stg_scale: float = 1.0, audio_stg_scale: float | None = 1.0,

@@ -387,17 +387,18 @@ class LTX2PipelineBase(DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLora
     def run_denoising(
         self, guider: Guider, video: ModalityLatents, audio: ModalityLatents, contexts: TextContexts, *,
         attention_kwargs=None, max_batch_passes: int | None = None, callback=None, callback_tensor_inputs=("latents",),
-        use_cross_timestep: bool = True,
+        use_cross_timestep: bool = True, cross_modal: bool = True,
     ) -> tuple[ModalityLatents, ModalityLatents]:
         """The shared denoising loop with a progress bar, the guider's passes and the user's step callback.
 
         `use_cross_timestep`: the cross-modal attention modulation uses the other modality's sigma (official and
         diffusers' default); `False` is diffusers' "legacy" switch, passed to its transformer as is.
+        `cross_modal=False`: audio<->video attention off in every pass, for audio-only generation.
         """
         passes = TransformerPasses(
             self.transformer, attention_control=self.attention_control_for(guider),
             attention_kwargs=attention_kwargs, max_batch_passes=max_batch_passes,
-            use_cross_timestep=use_cross_timestep,
+            use_cross_timestep=use_cross_timestep, cross_modal=cross_modal,
         )
         with self.progress_bar(total=len(self.scheduler.sigmas) - 1) as bar:
             return denoise(
@@ -409,16 +410,31 @@ class LTX2PipelineBase(DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLora
     def finish(
         self, video: ModalityLatents, audio: ModalityLatents, num_frames: int, height: int, width: int, *,
         output_type: str, generator=None, decode_timestep: float = 0.0, decode_noise_scale: float | None = None,
-        return_dict: bool = True,
+        return_dict: bool = True, conditioned=None,
     ):
-        """Decode the generated tokens (appended conditioning dropped) into the pipeline output."""
-        video_latents = self.unpack_video_latents(video, num_frames, height, width)
+        """Decode the generated tokens (appended conditioning dropped) into the pipeline output.
+
+        `conditioned` (`conditioning.ConditionedLatents`): a frozen source is returned as given (original pixels /
+        the original waveform at the vocoder rate) instead of a VAE round trip; audio-only has no frames (`None`).
+        """
+        audio_only = conditioned is not None and conditioned.audio_only
+        video_latents = None if audio_only else self.unpack_video_latents(video, num_frames, height, width)
         audio_out = self.unpack_audio_latents(audio)
         frames, sample_rate = video_latents, None
         if output_type != "latent":
-            frames = self.decode_video(video_latents, output_type, generator=generator,
-                                       decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale)
-            audio_out = self.decode_audio(audio_out, output_type)
+            pixels = conditioned.video_pixels if conditioned is not None else None
+            waveform = conditioned.waveform if conditioned is not None else None
+            if audio_only:
+                frames = None
+            elif pixels is not None:
+                frames = self.video_processor.postprocess_video(pixels, output_type=output_type)
+            else:
+                frames = self.decode_video(video_latents, output_type, generator=generator,
+                                           decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale)
+            if waveform is not None:
+                audio_out = waveform.cpu() if output_type == "pt" else waveform.cpu().numpy()
+            else:
+                audio_out = self.decode_audio(audio_out, output_type)
             sample_rate = self.audio_sample_rate
         self.maybe_free_model_hooks()
         if not return_dict:
@@ -512,6 +528,37 @@ class LTX2PipelineBase(DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLora
             noise_scale=noise_scale if renoise and audio_latents is not None else 1.0,
         )
         return video, audio
+
+    def prepare_conditions(
+        self, conditions, total: int, num_frames: int, height: int, width: int, frame_rate: float, *,
+        image=None, output_modalities=("video", "audio"), latents=None,
+    ):
+        """Check `conditions=` / `output_modalities=` against the clip (before any model runs); returns the
+        ordered conditions and whether the call is audio-only (see `diffusers_ltx2.conditioning`)."""
+        from .. import conditioning as C
+
+        geometry = C.geometry_for(self, total, num_frames, height, width, frame_rate)
+        ordered = C.check_conditions(conditions, geometry, image=image, output_modalities=output_modalities)
+        audio_only = C.check_output_modalities(output_modalities) == ("audio",)
+        if audio_only and latents is not None:
+            raise ValueError("audio-only generation draws no video noise: pass audio_latents, not latents")
+        return ordered, audio_only
+
+    def prepare_conditioned_latents(
+        self, conditions, total: int, num_frames: int, height: int, width: int, frame_rate: float, *,
+        generator=None, latents=None, audio_latents=None, image=None, image_strength: float = 1.0,
+        audio_only: bool = False, device=None,
+    ):
+        """Initial states with `conditions` applied, then noised (video first, then audio); returns
+        `conditioning.ConditionedLatents`."""
+        from .. import conditioning as C
+
+        geometry = C.geometry_for(self, total, num_frames, height, width, frame_rate)
+        first_frame = self.encode_image(image, height, width, total, device) if image is not None else None
+        return C.prepare_conditioned_latents(
+            self, conditions, geometry, generator=generator, latents=latents, audio_latents=audio_latents,
+            first_frame=first_frame, first_frame_strength=image_strength, audio_only=audio_only, device=device,
+        )
 
     def audio_latent_shape(self, batch_size: int, num_frames: int, frame_rate: float):
         """`(packed, unpacked)` shapes of the audio latents of a clip."""

@@ -66,13 +66,22 @@ class ModalityLatents:
 
 @dataclass(frozen=True)
 class TextContexts:
-    """Connector-stage prompt embeddings for the positive and (optional) negative prompt."""
+    """Connector-stage prompt embeddings for the positive and (optional) negative prompt.
+
+    `frozen_video` / `frozen_audio`: that modality is held at given values for the whole call (A2V, V2A); its
+    stream reads the *positive* prompt in negative passes too (official A2V: the frozen audio guider has no
+    negative context, so `multi_modal_guider_denoising_func` gives the audio stream the positive one).
+    """
 
     positive: PromptEmbeddings
     negative: PromptEmbeddings | None = None
+    frozen_video: bool = False
+    frozen_audio: bool = False
 
-    def for_pass(self, p: GuidancePass) -> PromptEmbeddings:
-        if not p.negative:
+    def for_pass(self, p: GuidancePass, modality: str | None = None) -> PromptEmbeddings:
+        """The embeddings a pass gives the `modality` ("video" / "audio") stream (`None`: the video's)."""
+        frozen = self.frozen_audio if modality == "audio" else self.frozen_video
+        if not p.negative or frozen:
             return self.positive
         if self.negative is None:
             raise ValueError(f"guidance pass {p.name!r} needs a negative prompt, but none was encoded")
@@ -93,6 +102,8 @@ class TransformerPasses:
         use_cross_timestep: cross-modal AdaLN uses the other modality's sigma (official behaviour).
         attention_kwargs: forwarded to the transformer (e.g. LoRA `scale`).
         max_batch_passes: passes per transformer call; `None` = all at once.
+        cross_modal: `False` switches audio->video and video->audio attention off in every pass (audio-only
+            generation: the placeholder video stream cannot reach the audio).
     """
 
     def __init__(
@@ -103,6 +114,7 @@ class TransformerPasses:
         use_cross_timestep: bool = True,
         attention_kwargs: dict | None = None,
         max_batch_passes: int | None = None,
+        cross_modal: bool = True,
     ):
         if max_batch_passes is not None and max_batch_passes < 1:
             raise ValueError(f"max_batch_passes must be >= 1 or None, got {max_batch_passes}")
@@ -111,6 +123,7 @@ class TransformerPasses:
         self.use_cross_timestep = use_cross_timestep
         self.attention_kwargs = attention_kwargs
         self.max_batch_passes = max_batch_passes
+        self.cross_modal = cross_modal
         self.num_calls = 0
 
     def __call__(
@@ -118,6 +131,8 @@ class TransformerPasses:
         sigma: torch.Tensor,
     ) -> dict[str, Prediction]:
         passes = list(plan.passes)
+        if not self.cross_modal:
+            passes = [replace(p, a2v=False, v2a=False) for p in passes]
         group = self.max_batch_passes or len(passes)
         out: dict[str, Prediction] = {}
         for start in range(0, len(passes), group):
@@ -128,7 +143,10 @@ class TransformerPasses:
     def _run(self, passes, plan, video, audio, contexts, sigma) -> dict[str, Prediction]:
         n = len(passes)
         dtype = self.transformer.dtype
-        ctx = PromptEmbeddings.cat(pad_to_common_length([contexts.for_pass(p) for p in passes]))
+        ctx = PromptEmbeddings.cat(pad_to_common_length([contexts.for_pass(p, "video") for p in passes]))
+        a_ctx = ctx
+        if contexts.frozen_video or contexts.frozen_audio:
+            a_ctx = PromptEmbeddings.cat(pad_to_common_length([contexts.for_pass(p, "audio") for p in passes]))
         sigma = sigma.to(torch.float32)
         v_t = video.timesteps(sigma).repeat(n, 1)
         a_t = audio.timesteps(sigma).repeat(n, 1)
@@ -151,9 +169,9 @@ class TransformerPasses:
                 hidden_states=video.latent.repeat(n, 1, 1).to(dtype),
                 audio_hidden_states=audio.latent.repeat(n, 1, 1).to(dtype),
                 encoder_hidden_states=ctx.video_context.to(dtype),
-                audio_encoder_hidden_states=ctx.audio_context.to(dtype),
+                audio_encoder_hidden_states=a_ctx.audio_context.to(dtype),
                 encoder_attention_mask=ctx.attention_mask,
-                audio_encoder_attention_mask=ctx.attention_mask,
+                audio_encoder_attention_mask=a_ctx.attention_mask,
                 timestep=v_t * 1000.0,
                 audio_timestep=a_t * 1000.0,
                 sigma=sample_sigma,
@@ -199,6 +217,11 @@ def pad_to_common_length(items: list[PromptEmbeddings]) -> list[PromptEmbeddings
     return out
 
 
+def _is_frozen(state: ModalityLatents) -> bool:
+    """Every token held at its clean value (denoise mask 0 everywhere)."""
+    return bool((state.denoise_mask == 0).all())
+
+
 def _to_x0(sample: torch.Tensor, velocity: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
     """x0 = x - t * v with per-token t, in float32."""
     return sample.float() - timesteps.unsqueeze(-1).float() * velocity.float()
@@ -234,9 +257,14 @@ def denoise(
     At each step: the guider plans the passes; they run batched; the guider combines their x0; a modality
     the plan does not recompute reuses its previous x0 (skip_step); conditioned tokens are clamped to their
     clean values; the scheduler takes the Euler step. Returns the final states.
+
+    A modality whose denoise mask is 0 everywhere (frozen: A2V audio, V2A video, the audio-only placeholder video)
+    is never stepped: its x0 is its clean value, its latent stays bit-identical, and a guider (see
+    `Guider.for_frozen`) need not recompute it.
     """
     sigmas = scheduler.sigmas
     num_steps = len(sigmas) - 1
+    frozen_video, frozen_audio = _is_frozen(video), _is_frozen(audio)
     last = Prediction(video=None, audio=None)
     for i in range(num_steps):
         if should_stop is not None and should_stop():
@@ -248,13 +276,19 @@ def denoise(
             guided = guider.combine(i, plan, passes(plan, video, audio, contexts, sigma))
         x0_video = guided.video if plan.video and plan.runs_model else last.video
         x0_audio = guided.audio if plan.audio and plan.runs_model else last.audio
+        if frozen_video:
+            x0_video = video.clean
+        if frozen_audio:
+            x0_audio = audio.clean
         if x0_video is None or x0_audio is None:
             raise RuntimeError(
                 f"{type(guider).__name__} skipped a modality at step {i} before any x0 was computed for it"
             )
         last = Prediction(x0_video, x0_audio)
-        video = replace(video, latent=scheduler.step(video.clamp(x0_video), video.latent, i, return_dict=False)[0])
-        audio = replace(audio, latent=scheduler.step(audio.clamp(x0_audio), audio.latent, i, return_dict=False)[0])
+        if not frozen_video:
+            video = replace(video, latent=scheduler.step(video.clamp(x0_video), video.latent, i, return_dict=False)[0])
+        if not frozen_audio:
+            audio = replace(audio, latent=scheduler.step(audio.clamp(x0_audio), audio.latent, i, return_dict=False)[0])
         if on_step_end is not None:
             updated = on_step_end(i, sigma, video, audio)
             if updated is not None:

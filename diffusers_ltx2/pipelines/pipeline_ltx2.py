@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable
 
 import torch
@@ -50,6 +51,8 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
         image=None,
         image_strength: float = 1.0,
         noise_scale: float = 0.0,
+        conditions: list | None = None,
+        output_modalities: tuple[str, ...] = ("video", "audio"),
         num_videos_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
@@ -102,6 +105,15 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
             noise_scale: in [0, 1]; with `latents` / `audio_latents`, they are clean latents noised by this much
                 (diffusers' meaning; e.g. 0.909375 with `DISTILLED_REFINE_SIGMAS` for a second stage). 0: they
                 are the initial noise.
+            conditions: condition objects from `diffusers_ltx2.conditioning`, composable in one call:
+                `VideoCondition` (image / clip at any frame), `AudioCondition` (audio-to-video: audio frozen, the
+                output returns the input waveform), `FrozenVideo` (video-to-audio), `TemporalRegion` (retake a
+                window of a `FrozenVideo` / `AudioCondition` source). Checked before any model runs.
+            output_modalities: `("video", "audio")` or `("audio",)` for audio-only generation (`frames` is
+                `None`). Audio-only runs the audio stream with both cross-modal attentions off and no modality
+                pass; the video stream (diffusers' transformer always has one) is a single frozen placeholder
+                token per row (no noise drawn, no VAE work), which with cross-modal attention off cannot reach
+                the audio.
             num_videos_per_prompt: clips per prompt.
             generator: torch generator(s), one or one per video; video noise is drawn first, then audio.
             latents, audio_latents: initial noise instead of drawing it (or clean latents, see `noise_scale`),
@@ -158,6 +170,15 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
             latents=latents, audio_latents=audio_latents, callback_tensor_inputs=callback_on_step_end_tensor_inputs,
             guider=guider,
         )
+        conditioned = conditions is not None or tuple(output_modalities) != ("video", "audio")
+        if conditioned and noise_scale > 0:
+            raise ValueError("noise_scale (re-noising given clean latents) cannot be combined with conditions= / "
+                             "output_modalities=: the conditions define the clean latents")
+        if conditioned:
+            conditions, audio_only = self.prepare_conditions(
+                conditions, inputs.total, num_frames, height, width, frame_rate, image=image,
+                output_modalities=output_modalities, latents=latents,
+            )
         device = self._execution_device
         self._record_call(guider, attention_kwargs)
         self.set_schedule(num_inference_steps, sigmas, num_frames, height, width, device)
@@ -170,21 +191,43 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
         )
 
         # 3. Initial latents: video noise first, then audio (official order); the image conditions frame 0.
-        video, audio = self.prepare_initial_latents(
-            inputs.total, num_frames, height, width, frame_rate, generator=generator, latents=latents,
-            audio_latents=audio_latents, image=image, image_strength=image_strength, device=device,
-            noise_scale=noise_scale,
-        )
+        state = None
+        if conditioned:
+            # conditions edit the unnoised states, then they are noised; frozen modalities cost no passes
+            state = self.prepare_conditioned_latents(
+                conditions, inputs.total, num_frames, height, width, frame_rate, generator=generator,
+                latents=latents, audio_latents=audio_latents, image=image, image_strength=image_strength,
+                audio_only=audio_only, device=device,
+            )
+            video, audio = state.video, state.audio
+            guider = guider.for_frozen(video=state.frozen_video, audio=state.frozen_audio, cross_modal=not audio_only)
+            contexts = replace(contexts, frozen_video=state.frozen_video, frozen_audio=state.frozen_audio)
+        else:
+            video, audio = self.prepare_initial_latents(
+                inputs.total, num_frames, height, width, frame_rate, generator=generator, latents=latents,
+                audio_latents=audio_latents, image=image, image_strength=image_strength, device=device,
+                noise_scale=noise_scale,
+            )
 
         # 4. Denoise.
         video, audio = self.run_denoising(
             guider, video, audio, contexts, attention_kwargs=attention_kwargs, max_batch_passes=max_batch_passes,
             callback=callback_on_step_end, callback_tensor_inputs=callback_on_step_end_tensor_inputs,
-            use_cross_timestep=use_cross_timestep,
+            use_cross_timestep=use_cross_timestep, cross_modal=not (state is not None and state.audio_only),
         )
 
         # 5. Decode.
         return self.finish(
             video, audio, num_frames, height, width, output_type=output_type, generator=generator,
             decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale, return_dict=return_dict,
+            conditioned=state,
         )
+
+    def extend(self, clip, num_new_frames: int, *, overlap_frames: int = 16, overlap_strength: float = 0.5,
+               audio=None, sample_rate: int | None = None, **kwargs):
+        """Continue `clip` (and its `audio`) by `num_new_frames` frames, joined without a seam; see
+        `diffusers_ltx2.conditioning.extend.extend` (ComfyUI `LTXVExtendSampler` semantics)."""
+        from ..conditioning.extend import extend
+
+        return extend(self, clip, num_new_frames, overlap_frames=overlap_frames, overlap_strength=overlap_strength,
+                      audio=audio, sample_rate=sample_rate, **kwargs)

@@ -1,0 +1,160 @@
+"""Conditioning flags of the `ltx2` subcommands: media specs (`PATH[@FRAME[:STRENGTH]]`), the source clip of
+`retake` / `foley` / `extend`, the checks of `conditions=` before any model loads, and writing the result.
+
+Everything here runs before the pipeline is loaded, so a bad flag, a missing file, a frame outside the clip or a
+window outside the source fails in a second with exit code 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+
+_SPEC = re.compile(r"^(?P<path>.+?)(?:@(?P<frame>-?\d+)(?::(?P<strength>[^:@]+))?)?$")
+
+
+@dataclasses.dataclass(frozen=True)
+class MediaSpec:
+    """A parsed `PATH[@FRAME[:STRENGTH]]`: `frame` may be negative (counted from the end: -1 = the last frame)
+    or None when not given; `strength` None when not given."""
+
+    path: str
+    frame: int | None
+    strength: float | None
+
+
+def parse_media_spec(text: str, flag: str) -> MediaSpec:
+    """`"key.png@40:0.8"` -> `MediaSpec("key.png", 40, 0.8)`; a path containing `@` is kept whole unless it ends
+    with `@<integer>[:<number>]`. Raises ValueError naming `flag` for an unparsable strength."""
+    match = _SPEC.match(text)
+    if match is None or not match.group("path"):
+        raise ValueError(f"{flag} expects PATH[@FRAME[:STRENGTH]], got {text!r}")
+    frame = match.group("frame")
+    strength = match.group("strength")
+    if strength is not None:
+        try:
+            strength = float(strength)
+        except ValueError:
+            raise ValueError(f"{flag} {text!r}: STRENGTH must be a number in [0, 1], got {strength!r}") from None
+    return MediaSpec(match.group("path"), None if frame is None else int(frame), strength)
+
+
+def resolve_frame(spec: MediaSpec, flag: str, num_frames: int, length: int = 1, default: int = 0) -> int:
+    """The pixel frame a spec lands on: negative frames count from the end of the clip (-1 = the last frame
+    for an image; a clip of `length` frames at -1 ends on the last frame). Raises ValueError when the media
+    does not fit inside the clip's frames `0..num_frames-1`."""
+    frame = default if spec.frame is None else spec.frame
+    if frame < 0:
+        frame = num_frames - length + 1 + frame
+    if frame < 0 or frame + length - 1 > num_frames - 1:
+        what = "frame" if length == 1 else f"{length}-frame clip"
+        raise ValueError(f"{flag} {spec.path}@{spec.frame}: the {what} does not fit in the clip's frames "
+                         f"0..{num_frames - 1} (--num-frames {num_frames})")
+    return frame
+
+
+def check_strength(flag: str, value: float) -> float:
+    from ..pipelines import validation as V
+
+    V.check_strength(flag, value)
+    return float(value)
+
+
+def check_file(path: str, flag: str) -> str:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{flag}: file not found: {path}")
+    return path
+
+
+def check_audio_output(path: str) -> str:
+    """Audio-only output: an existing folder and a .wav / .flac file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"output folder does not exist: {folder}")
+    if not path.lower().endswith((".wav", ".flac")):
+        raise ValueError(f"--audio-only writes audio: --output must be a .wav or .flac file, got {path!r}")
+    return path
+
+
+def largest_clip_length(available: int, temporal_ratio: int = 8) -> int:
+    """The longest `8k + 1` frame count within `available` frames (0 if none)."""
+    return 0 if available < 1 else (available - 1) // temporal_ratio * temporal_ratio + 1
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceClip:
+    """The input clip of `retake` / `foley` / `extend` as the generation will use it."""
+
+    path: str
+    num_frames: int  # 8k+1 frames used from the start of the file
+    available_frames: int
+    height: int  # generation size (multiples of 32)
+    width: int
+    frame_rate: float
+    has_audio: bool
+
+    @property
+    def duration_s(self) -> float:
+        return self.num_frames / self.frame_rate
+
+
+def resolve_source_clip(args, *, max_frames: int | None = None, spatial_ratio: int = 32) -> SourceClip:
+    """Probe `args.input` (no full decode) and fill `args.num_frames`, `args.height`, `args.width`,
+    `args.frame_rate` where the user left them unset: the longest `8k + 1` frames of the file (at most
+    `max_frames`), its size rounded down to multiples of 32, its frame rate."""
+    from ..media import probe_video
+
+    check_file(args.input, "--input")
+    info = probe_video(args.input)
+    usable = largest_clip_length(info.num_frames if max_frames is None else min(info.num_frames, max_frames))
+    if usable < 1:
+        raise ValueError(f"--input {args.input} has no frames")
+    if args.num_frames is None:
+        args.num_frames = usable
+    elif args.num_frames > info.num_frames:
+        raise ValueError(f"--num-frames {args.num_frames} is more than --input {args.input} has ({info.num_frames})")
+    for name, size in (("height", info.height), ("width", info.width)):
+        if getattr(args, name) is None:
+            rounded = size // spatial_ratio * spatial_ratio
+            if rounded < spatial_ratio:
+                raise ValueError(f"--input {args.input} is {info.width}x{info.height}: too small for the model "
+                                 f"(at least {spatial_ratio} pixels per side)")
+            setattr(args, name, rounded)
+    if args.frame_rate is None:
+        args.frame_rate = info.fps
+    return SourceClip(path=args.input, num_frames=args.num_frames, available_frames=info.num_frames,
+                      height=args.height, width=args.width, frame_rate=args.frame_rate, has_audio=info.has_audio)
+
+
+def add_source_clip_arguments(p) -> None:
+    """`--input` plus clip-size defaults taken from it (`add_clip_arguments` must be called after)."""
+    p.add_argument("--input", required=True, help="source clip (any video file FFmpeg reads)")
+
+
+def source_clip_defaults(p) -> None:
+    """Let `--num-frames / --height / --width / --frame-rate` default to the input clip's."""
+    p.set_defaults(num_frames=None, height=None, width=None, frame_rate=None)
+    for action in p._actions:
+        if action.dest in ("num_frames", "height", "width", "frame_rate"):
+            action.help = f"{action.help or ''} (default: from --input)".strip()
+
+
+def check_conditions_early(conditions, args, *, output_modalities=("video", "audio")) -> None:
+    """Run the conditions' own checks (frame counts, indices, windows, combinations) on the clip's geometry
+    with the LTX-2 VAE ratios, before any model is loaded."""
+    from ..conditioning import ClipGeometry, check_conditions
+
+    geometry = ClipGeometry(batch_size=1, num_frames=args.num_frames, height=args.height, width=args.width,
+                            frame_rate=float(args.frame_rate))
+    check_conditions(conditions, geometry, output_modalities=output_modalities)
+
+
+def write_output(out, args) -> str:
+    """Write the pipeline output: an MP4 (video + audio) or, for audio-only output, a WAV / FLAC."""
+    from ..media import save_audio
+    from .common import write_clip
+
+    if out.frames is None:
+        return save_audio(args.output, out.audio[0], out.sample_rate)
+    return write_clip(out, args.output, args.frame_rate)

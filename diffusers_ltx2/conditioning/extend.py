@@ -1,0 +1,159 @@
+"""Extension: continue a clip (video + its audio) from its last frames, joined without a seam.
+
+Semantics follow ComfyUI's `LTXVExtendSampler` in pixel space: the last frames of the clip are placed as a guide
+at the start of a new clip with strength `overlap_strength` (0.5), the new clip is generated, and the overlap is
+blended linearly into the old clip before the two are concatenated. In pixel frames: the guide is the clip's last
+`overlap_frames + 1` frames (an `8k + 1` count, as the causal VAE needs: `overlap_frames` is a multiple of 8 like
+ComfyUI's `frame_overlap`), so the new clip has `overlap_frames + 1 + num_new_frames` frames and its first
+`overlap_frames + 1` frames line up one to one with the old tail.
+
+Audio (our addition; ComfyUI's sampler is video-only): the old audio under the overlap is frozen in the new
+clip (`AudioCondition` + `TemporalRegion` that regenerates only after the overlap), so the new sound continues it;
+in the output the old audio is cross-faded linearly into the new one over the overlap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .audio import AudioCondition
+from .frames import as_frames, num_frames_of
+from .temporal_region import TemporalRegion
+from .video import VideoCondition
+
+
+@dataclass(frozen=True)
+class ExtensionPlan:
+    """Frame bookkeeping of an extension.
+
+    Attributes:
+        old_frames: frames of the clip being extended.
+        overlap: frames shared by the old tail and the new clip's head (`overlap_frames + 1`).
+        new_clip_frames: frames generated in the new clip (`overlap + num_new_frames`, `8k + 1`).
+        total_frames: frames of the result (`old_frames + num_new_frames`).
+    """
+
+    old_frames: int
+    overlap: int
+    new_clip_frames: int
+    total_frames: int
+
+    @property
+    def join_frame(self) -> int:
+        """Index in the result (and the old clip) where the overlap starts."""
+        return self.old_frames - self.overlap
+
+
+def plan_extension(old_frames: int, num_new_frames: int, overlap_frames: int, overlap_strength: float) -> ExtensionPlan:
+    """Check the extension's numbers (before any model runs) and lay out the frames.
+
+    Raises:
+        ValueError: `num_new_frames` or `overlap_frames` not a positive multiple of 8, an overlap longer than the
+        clip, a strength outside [0, 1].
+    """
+    for name, value in (("num_new_frames", num_new_frames), ("overlap_frames", overlap_frames)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 8 or value % 8:
+            raise ValueError(f"{name} must be a positive multiple of 8 (the VAE's 8-frame unit), got {value!r}")
+    if isinstance(overlap_strength, bool) or not isinstance(overlap_strength, (int, float)) \
+            or not 0 <= overlap_strength <= 1:
+        raise ValueError(f"overlap_strength must be a number in [0, 1], got {overlap_strength!r}")
+    overlap = overlap_frames + 1
+    if overlap > old_frames:
+        raise ValueError(f"overlap_frames={overlap_frames} needs a clip of at least {overlap} frames, the clip has "
+                         f"{old_frames}")
+    return ExtensionPlan(old_frames, overlap, overlap + num_new_frames, old_frames + num_new_frames)
+
+
+def blend_weights(n: int) -> torch.Tensor:
+    """Weights of the new clip across an `n`-frame (or sample) overlap: linear, `(i + 1) / (n + 1)`."""
+    return torch.arange(1, n + 1, dtype=torch.float32) / (n + 1)
+
+
+def join_frames(old: torch.Tensor, new: torch.Tensor, overlap: int) -> torch.Tensor:
+    """`old (F1, ...)` + `new (F2, ...)` whose first `overlap` frames cover old's last ones, blended linearly."""
+    w = blend_weights(overlap).view(-1, *([1] * (old.ndim - 1))).to(old)
+    mixed = old[-overlap:] * (1 - w) + new[:overlap] * w
+    return torch.cat([old[:-overlap], mixed, new[overlap:]])
+
+
+def join_audio(old: torch.Tensor, new: torch.Tensor, start: int, overlap: int) -> torch.Tensor:
+    """`old (C, N1)` up to sample `start`, cross-faded over `overlap` samples into `new (C, N2)` (which starts at
+    `start`), then `new`."""
+    overlap = min(overlap, old.shape[-1] - start, new.shape[-1])
+    w = blend_weights(overlap).to(old)
+    mixed = old[:, start:start + overlap] * (1 - w) + new[:, :overlap] * w
+    return torch.cat([old[:, :start], mixed, new[:, overlap:]], dim=-1)
+
+
+def extend(
+    pipe, clip, num_new_frames: int, *, overlap_frames: int = 16, overlap_strength: float = 0.5, audio=None,
+    sample_rate: int | None = None, frame_rate: float = 24.0, height: int | None = None, width: int | None = None,
+    output_type: str = "np", **call_kwargs,
+):
+    """Continue `clip` by `num_new_frames` frames (video and, given `audio`, sound).
+
+    Args:
+        pipe: an `LTX2AudioVideoPipeline`.
+        clip: the clip to extend: a video path or `(F, H, W, 3)` uint8 / float-in-[0, 1] frames.
+        num_new_frames: frames to add, a multiple of 8.
+        overlap_frames: frames of the clip's end that guide the new clip (multiple of 8; the guide is the last
+            `overlap_frames + 1` frames).
+        overlap_strength: strength of that guide (ComfyUI 0.5: the overlap may change so it can be blended).
+        audio: the clip's audio (path, or waveform `(C, N)` with `sample_rate`), starting with the clip; `None`:
+            no sound is continued (the result's audio is the new clip's, silent before it).
+        frame_rate: the clip's frame rate.
+        height, width: size of the result (default: the clip's, which must then be multiples of 32).
+        output_type: "np" (`(1, F, H, W, 3)` float32 in [0, 1]) or "pt" (`(1, F, 3, H, W)`).
+        call_kwargs: forwarded to the pipeline call (prompt, guider, num_inference_steps, generator, ...).
+
+    Returns:
+        `LTX2AudioVideoPipelineOutput` with `old_frames + num_new_frames` frames and the joined audio at the
+        vocoder rate.
+
+    Raises:
+        ValueError / FileNotFoundError before any model runs (see `plan_extension`, the media loaders).
+    """
+    from ..media.audio import load_audio, resample_audio, to_channels
+    from ..media.image import resize_center_crop
+    from ..pipelines.pipeline_output import LTX2AudioVideoPipelineOutput
+
+    if output_type not in ("np", "pt"):
+        raise ValueError(f"extend returns pixels: output_type must be 'np' or 'pt', got {output_type!r}")
+    for key in ("num_frames", "conditions", "image", "output_modalities", "return_dict"):
+        if key in call_kwargs:
+            raise ValueError(f"extend sets {key} itself; do not pass it")
+    frames = as_frames(clip, "extend")
+    plan = plan_extension(num_frames_of(frames), num_new_frames, overlap_frames, overlap_strength)
+    height = int(frames.shape[1]) if height is None else height
+    width = int(frames.shape[2]) if width is None else width
+    old = resize_center_crop(frames, height, width)
+    old = old / 255.0 if isinstance(frames, np.ndarray) and frames.dtype == np.uint8 else old  # (F, H, W, 3) [0, 1]
+    conditions = [VideoCondition(old[plan.join_frame:], 0, overlap_strength)]
+    old_audio = None
+    if audio is not None:
+        waveform, rate = load_audio(audio, sample_rate)
+        out_rate = pipe.audio_sample_rate
+        old_audio = to_channels(resample_audio(waveform, rate, out_rate), 2)
+        start_s = plan.join_frame / frame_rate
+        overlap_s = plan.overlap / frame_rate
+        conditions += [AudioCondition(waveform, rate, start_time=start_s),
+                       TemporalRegion(overlap_s, plan.new_clip_frames / frame_rate, video=False)]
+    out = pipe(num_frames=plan.new_clip_frames, height=height, width=width, frame_rate=frame_rate,
+               conditions=conditions, output_type="pt", return_dict=True, **call_kwargs)
+    if out.frames.shape[0] != 1:
+        raise ValueError("extend continues one clip: pass one prompt and num_videos_per_prompt=1")
+    new = out.frames[0].permute(0, 2, 3, 1).float()  # (F, H, W, 3)
+    video = join_frames(old, new, plan.overlap)
+    new_audio = out.audio[0].float()
+    start = round(plan.join_frame / frame_rate * pipe.audio_sample_rate)
+    if old_audio is None:
+        old_audio = torch.zeros(new_audio.shape[0], start + 1)
+    sound = join_audio(old_audio, new_audio, start, round(plan.overlap / frame_rate * pipe.audio_sample_rate))
+    video, sound = video[None], sound[None]
+    if output_type == "pt":
+        return LTX2AudioVideoPipelineOutput(frames=video.permute(0, 1, 4, 2, 3), audio=sound,
+                                            sample_rate=pipe.audio_sample_rate)
+    return LTX2AudioVideoPipelineOutput(frames=video.numpy(), audio=sound.numpy(), sample_rate=pipe.audio_sample_rate)

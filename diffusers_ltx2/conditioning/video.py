@@ -1,0 +1,130 @@
+"""`VideoCondition`: an image or a clip at any pixel frame (first frame, keyframes, first-last frame).
+
+Official semantics (ltx-core 1.0.0 `conditioning/types`, used by `ltx_pipelines.utils.helpers.
+combined_image_conditionings`):
+- frame 0 (`VideoConditionByLatentIndex`): the encoded latent overwrites the clean tokens of the first latent
+  frame(s); their denoise mask is `1 - strength`;
+- any other pixel frame (`VideoConditionByKeyframeIndex`): the encoded tokens are appended after the target tokens
+  (clean = the tokens, mask `1 - strength`), with positions = their own pixel boxes, time shifted by
+  `frame_index` pixel frames, *without* the causal first-frame fix, divided by fps. They are dropped before
+  decoding.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..pipelines import latents as L
+from .base import VIDEO, ClipGeometry, Condition, ConditioningState
+from .frames import as_frames, num_frames_of, to_vae_pixels
+
+DEFAULT_IMAGE_CRF = 33
+
+
+def keyframe_positions(
+    batch_size: int, latent_frames: int, latent_height: int, latent_width: int, *, frame_index: int,
+    frame_rate: float, temporal_ratio: int = 8, spatial_ratio: int = 32, device=None,
+) -> torch.Tensor:
+    """Positions `(B, 3, F*H*W, 2)` (`[start, end)` per axis, float32) of keyframe tokens appended at
+    `frame_index` (official `VideoConditionByKeyframeIndex`: pixel boxes, causal fix only at frame 0, time
+    `+ frame_index`, then divided by `frame_rate`)."""
+    f = torch.arange(latent_frames, dtype=torch.float32, device=device)
+    h = torch.arange(latent_height, dtype=torch.float32, device=device)
+    w = torch.arange(latent_width, dtype=torch.float32, device=device)
+    grid = torch.stack(torch.meshgrid(f, h, w, indexing="ij"))  # (3, F, H, W)
+    bounds = torch.stack([grid, grid + 1], dim=-1).flatten(1, 3)  # (3, N, 2) latent [start, end)
+    scale = torch.tensor([temporal_ratio, spatial_ratio, spatial_ratio], dtype=torch.float32, device=device)
+    pixels = bounds * scale.view(3, 1, 1)
+    if frame_index == 0:
+        pixels[0] = (pixels[0] + 1 - temporal_ratio).clamp(min=0)
+    pixels[0] = (pixels[0] + frame_index) / frame_rate
+    return pixels.unsqueeze(0).repeat(batch_size, 1, 1, 1)
+
+
+class VideoCondition(Condition):
+    """Condition the clip on an image or a short clip placed at pixel frame `frame_index`.
+
+    Args:
+        frames: an image or a clip: image / video path, PIL image(s), or `(H, W, 3)` / `(F, H, W, 3)` uint8 or
+            float-in-[0, 1] array / tensor. A clip needs `8k + 1` frames (the VAE's unit); an image is one frame.
+            Resized to cover the clip and centre-cropped (official loader).
+        frame_index: first pixel frame the media lands on, `0 <= frame_index` and
+            `frame_index + len(frames) - 1 <= num_frames - 1`. 0 replaces the first latent frame(s);
+            any other index appends keyframe tokens.
+        strength: in [0, 1]; 1 holds the frames exactly (denoise mask `1 - strength`).
+        crf: H.264 CRF applied to *images* before encoding, as the official image loader (33; 0 = off).
+
+    Raises (from `check`, before any model runs):
+        ValueError: a clip whose frame count is not 1 or `8k + 1`, an index outside the clip, a strength
+            outside [0, 1], a bad crf. FileNotFoundError: a missing file.
+    """
+
+    order = 2
+
+    def __init__(self, frames, frame_index: int = 0, strength: float = 1.0, *, crf: int = DEFAULT_IMAGE_CRF):
+        if isinstance(frame_index, bool) or not isinstance(frame_index, int) or frame_index < 0:
+            raise ValueError(f"frame_index must be an integer >= 0, got {frame_index!r}")
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
+            raise ValueError(f"strength must be a number in [0, 1], got {strength!r}")
+        if isinstance(crf, bool) or not isinstance(crf, int) or not 0 <= crf <= 51:
+            raise ValueError(f"crf must be an integer in [0, 51] (0 = no recompression), got {crf!r}")
+        self.frames = as_frames(frames, "VideoCondition")
+        self.frame_index = frame_index
+        self.strength = float(strength)
+        self.crf = crf
+
+    @property
+    def num_frames(self) -> int:
+        return num_frames_of(self.frames)
+
+    def check(self, geometry: ClipGeometry) -> None:
+        geometry.check_clip_frames(self.num_frames, "VideoCondition")
+        last = self.frame_index + self.num_frames - 1
+        if last > geometry.num_frames - 1:
+            raise ValueError(
+                f"VideoCondition at frame {self.frame_index} with {self.num_frames} frame(s) ends at frame {last}, "
+                f"outside the clip's frames 0..{geometry.num_frames - 1}"
+            )
+
+    def apply(self, state: ConditioningState, encoder) -> None:
+        g = state.geometry
+        pixels = to_vae_pixels(self.frames, g.height, g.width, self.crf)
+        latents = encoder.encode_pixels(pixels, g.batch_size, state.video.latent.device)  # (B, C, f, h, w)
+        tokens = L.pack_video(latents.float())
+        if self.frame_index == 0:
+            if state.frame0 is not None:
+                raise ValueError(f"two conditions replace the first frame ({state.frame0} and a VideoCondition)")
+            state.frame0 = "VideoCondition"
+            n = tokens.shape[1]
+            state.video.clean[:, :n] = tokens
+            state.video.latent[:, :n] = tokens
+            state.video.denoise_mask[:, :n] = 1.0 - self.strength
+            return
+        positions = keyframe_positions(
+            g.batch_size, latents.shape[2], latents.shape[3], latents.shape[4], frame_index=self.frame_index,
+            frame_rate=g.frame_rate, temporal_ratio=g.temporal_ratio, spatial_ratio=g.spatial_ratio,
+            device=tokens.device,
+        )
+        state.append(VIDEO, tokens, positions, 1.0 - self.strength)
+
+
+class EncodedFirstFrame(Condition):
+    """The pipeline's `image=` shorthand inside a conditioned call: already encoded first-frame latents
+    `(B, C, 1, h, w)` (normalized) replacing latent frame 0 with mask `1 - strength` (the pipeline's own image
+    preprocessing, unchanged)."""
+
+    order = 2
+
+    def __init__(self, latents: torch.Tensor, strength: float):
+        self.latents = latents
+        self.strength = float(strength)
+
+    def apply(self, state: ConditioningState, encoder) -> None:
+        if state.frame0 is not None:
+            raise ValueError(f"two conditions replace the first frame ({state.frame0} and image=)")
+        state.frame0 = "image="
+        tokens = L.pack_video(self.latents.to(state.video.latent.device, torch.float32))
+        n = tokens.shape[1]
+        state.video.clean[:, :n] = tokens
+        state.video.latent[:, :n] = tokens
+        state.video.denoise_mask[:, :n] = 1.0 - self.strength

@@ -1,0 +1,18 @@
+"""Source media in (and audio out): audio files and waveforms, video files, images prepared as the official
+loader prepares them. Pure I/O and signal math; no model is loaded here (except reading an audio VAE's config).
+
+- `audio`: `load_audio`, `resample_audio`, `to_channels`, `waveform_to_mel` (official mel front end), `save_audio`
+- `video`: `load_video`, `probe_video`
+- `image`: `load_image`, `crf_compress` (official H.264 recompression), `resize_center_crop`
+"""
+
+from .audio import DEFAULT_N_FFT, load_audio, resample_audio, save_audio, to_channels, waveform_to_mel
+from .dsp import log_mel_spectrogram, mel_filterbank
+from .image import DEFAULT_IMAGE_CRF, crf_compress, load_image, resize_center_crop
+from .video import VideoInfo, load_video, probe_video
+
+__all__ = [
+    "DEFAULT_IMAGE_CRF", "DEFAULT_N_FFT", "VideoInfo", "crf_compress", "load_audio", "load_image", "load_video",
+    "log_mel_spectrogram", "mel_filterbank", "probe_video", "resample_audio", "resize_center_crop", "save_audio",
+    "to_channels", "waveform_to_mel",
+]
