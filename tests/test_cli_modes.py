@@ -99,7 +99,7 @@ def _bad(capsys, tmp_path, argv, message):
 
 
 @pytest.mark.parametrize("extra,message", [
-    (["--image", "missing.png"], "--image: file not found: missing.png"),
+    (["--image", "missing.png"], "image file not found: missing.png"),
     (["--image", "{image}@9"], "the frame does not fit in the clip's frames 0..8"),
     (["--image", "{image}@0:1.5"], "key.png@0:1.5: STRENGTH must be in [0, 1]"),
     (["--image", "{image}@0", "--image", "{image}"], "more than one condition at frame 0"),

@@ -49,7 +49,6 @@ def build_conditions(args) -> list:
     conditions = []
     for text in args.image:
         spec = parse_media_spec(text, "--image")
-        check_file(spec.path, "--image")
         check_image_file(spec.path)
         value = args.image_strength if spec.strength is None else spec.strength
         value = check_strength(f"--image {text}: STRENGTH", value)
