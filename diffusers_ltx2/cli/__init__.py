@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ("generate", "demo", "encode", "convert", "control")  # convert also registers convert-lora
+SUBCOMMANDS = ("generate", "demo", "encode", "convert", "control", "preprocess", "train")  # convert also registers convert-lora
 
 
 def build_parser() -> argparse.ArgumentParser:

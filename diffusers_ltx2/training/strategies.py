@@ -71,7 +71,8 @@ def sample_generators(seed: int, sample_indices: list[int]) -> list[torch.Genera
     return [torch.Generator().manual_seed(seed * 1_000_003 + i) for i in sample_indices]
 
 
-def _uses_audio(config: TrainingConfig) -> bool:
+def uses_audio(config: TrainingConfig) -> bool:
+    """Whether the strategy trains the audio modality (text_to_video with `with_audio`)."""
     s = config.training_strategy
     return isinstance(s, TextToVideoConfig) and s.with_audio
 
@@ -88,7 +89,7 @@ def draw_step_noise(config: TrainingConfig, batch: dict, generators: list[torch.
         sig.append(timesteps.sample_sigmas(fm.timestep_sampling_mode, 1, n, fm.timestep_sampling_params, g))
         first.append(torch.rand((1,), generator=g) < p if p > 0 else torch.zeros(1, dtype=torch.bool))
         vn.append(torch.randn((1, n, c), generator=g))
-        if _uses_audio(config):
+        if uses_audio(config):
             a = batch["audio_latents"]
             an.append(torch.randn((1, a.shape[2], a.shape[1] * a.shape[3]), generator=g))
     if len(generators) != b:
@@ -136,7 +137,7 @@ def build_inputs(config: TrainingConfig, transformer, batch: dict, noise: StepNo
         video = append_reference(video, ref, coords, strength=1.0)
 
     audio_target = audio_loss_mask = None
-    if _uses_audio(config):
+    if uses_audio(config):
         a0 = L.pack_audio(batch["audio_latents"].float().to(device))
         an = noise.audio_noise.to(device)
         audio = ModalityLatents(
@@ -160,7 +161,7 @@ def build_inputs(config: TrainingConfig, transformer, batch: dict, noise: StepNo
     return TrainingInputs(
         video=video, audio=audio, contexts=contexts, sigma=sigma,
         video_target=objective.velocity_target(x0, vnoise), video_loss_mask=mask > 0,
-        audio_target=audio_target, audio_loss_mask=audio_loss_mask, isolate_audio=not _uses_audio(config),
+        audio_target=audio_target, audio_loss_mask=audio_loss_mask, isolate_audio=not uses_audio(config),
     )
 
 

@@ -87,9 +87,14 @@ class Trainer:
 
         cfg = self.config
         if self._accelerator is None:
+            from accelerate.utils import DistributedDataParallelKwargs
+
+            # video-only strategies leave audio-stream LoRA weights without gradients
+            ddp = DistributedDataParallelKwargs(find_unused_parameters=not S.uses_audio(cfg))
             self._accelerator = Accelerator(
                 mixed_precision=cfg.acceleration.mixed_precision_mode,
                 gradient_accumulation_steps=cfg.optimization.gradient_accumulation_steps,
+                kwargs_handlers=[ddp],
             )
         acc = self.accelerator
         transformer, self.model_identity = (
