@@ -218,14 +218,12 @@ class Trainer:
                 self._log_loss(out, mean)
             bar.update(1)
             bar.set_postfix(loss=f"{mean:.4f}")
-            if cfg.checkpoints.interval and self.step % cfg.checkpoints.interval == 0 and self.step < target:
+            if cfg.checkpoints.interval and self.step % cfg.checkpoints.interval == 0:
                 result.checkpoints.append(self.save_checkpoint())
         bar.close()
         result.seconds = time.perf_counter() - start
         result.step = self.step
         result.output = self.save_weights(out / "lora_weights.safetensors" if self.adapted else out / "model_weights.safetensors")
-        if cfg.checkpoints.interval and self.step == cfg.optimization.steps:
-            result.checkpoints.append(self.save_checkpoint())
         if acc.is_main_process:
             from .plot import write_loss_plot
 
@@ -253,7 +251,7 @@ class Trainer:
             "base_model_identity": self.model_identity, "ltx2_lora_alpha_folded": "true",
         }
         if cfg.lora is not None and cfg.model.training_mode == "lora":
-            meta.update(rank=str(cfg.lora.rank), alpha=str(cfg.lora.alpha if cfg.lora.alpha is not None else cfg.lora.rank),
+            meta.update(rank=str(cfg.lora.rank), alpha=f"{cfg.lora.alpha if cfg.lora.alpha is not None else cfg.lora.rank:g}",
                         target_modules=json.dumps(resolve_target_modules(cfg.lora.target_modules)))
         if isinstance(s, VideoToVideoConfig):
             meta["reference_downscale_factor"] = str(s.reference_downscale_factor)
