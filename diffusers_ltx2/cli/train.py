@@ -43,5 +43,6 @@ def run(args) -> int:
         print(json.dumps({"output": str(result.output), "steps": result.step,
                           "first_loss": result.losses[0] if result.losses else None,
                           "last_loss": result.losses[-1] if result.losses else None,
+                          "num_processes": trainer.accelerator.num_processes,
                           "checkpoints": [str(c) for c in result.checkpoints]}))
     return 0

@@ -165,13 +165,13 @@ def build_inputs(config: TrainingConfig, transformer, batch: dict, noise: StepNo
     )
 
 
-def predict_velocity(transformer, inputs: TrainingInputs) -> tuple[torch.Tensor, torch.Tensor]:
+def predict_velocity(transformer, inputs: TrainingInputs, dtype: torch.dtype | None = None):
     """One differentiable transformer call (the pipelines' calling convention: per-token timesteps
     `mask * sigma * 1000`, per-sample sigma for the cross-modal AdaLN, positions passed explicitly).
     Returns the velocity predictions `(B, N_video, C)` (all video tokens, reference included) and
-    `(B, N_audio, C_a)`."""
+    `(B, N_audio, C_a)`. `transformer` may be wrapped (DDP): then pass the model `dtype`."""
     video, audio = inputs.video, inputs.audio
-    dtype = transformer.dtype
+    dtype = dtype or transformer.dtype
     sigma = inputs.sigma.view(-1, 1)
     ctx = inputs.contexts
     return transformer(

@@ -91,7 +91,10 @@ class Trainer:
 
             # video-only strategies leave audio-stream LoRA weights without gradients
             ddp = DistributedDataParallelKwargs(find_unused_parameters=not S.uses_audio(cfg))
+            # `accelerate launch --multi_gpu` on a machine without GPUs: data-parallel on CPU (gloo)
+            cpu_ddp = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
             self._accelerator = Accelerator(
+                cpu=cpu_ddp,
                 mixed_precision=cfg.acceleration.mixed_precision_mode,
                 gradient_accumulation_steps=cfg.optimization.gradient_accumulation_steps,
                 kwargs_handlers=[ddp],
@@ -172,7 +175,7 @@ class Trainer:
             noise = S.draw_step_noise(self.config, batch, S.sample_generators(self.config.seed, sample_indices))
         inputs = S.build_inputs(self.config, self.unwrapped, batch, noise)
         with self.accelerator.autocast():
-            video_pred, audio_pred = S.predict_velocity(self.transformer, inputs)
+            video_pred, audio_pred = S.predict_velocity(self.transformer, inputs, self.unwrapped.dtype)
         return S.compute_loss(inputs, video_pred, audio_pred)
 
     def train(self, max_steps: int | None = None, resume_from: str | os.PathLike | None = None,
