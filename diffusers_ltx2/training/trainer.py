@@ -92,7 +92,12 @@ class Trainer:
             # video-only strategies leave audio-stream LoRA weights without gradients
             ddp = DistributedDataParallelKwargs(find_unused_parameters=not S.uses_audio(cfg))
             # `accelerate launch --multi_gpu` on a machine without GPUs: data-parallel on CPU (gloo)
-            cpu_ddp = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+            distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+            cpu_ddp = not torch.cuda.is_available() and distributed
+            if not distributed:  # several trainers in one process (notebooks, benchmarks) may differ in precision
+                from accelerate.state import AcceleratorState
+
+                AcceleratorState._reset_state(reset_partial_state=True)
             self._accelerator = Accelerator(
                 cpu=cpu_ddp,
                 mixed_precision=cfg.acceleration.mixed_precision_mode,
