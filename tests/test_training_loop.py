@@ -191,3 +191,27 @@ def test_gradient_accumulation_equals_the_bigger_batch(tmp_path):
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
     assert any(a[k].abs().sum() > 0 for k in a if "lora_B" in k)
+
+
+def test_validation_clips_are_rendered_with_audio(tmp_path):
+    import av
+    import numpy as np
+
+    from diffusers_ltx2.export import export_to_video_with_audio
+
+    root = write_dataset(tmp_path / "data", build_components(TINY)["transformer"], n_clips=1, factor=2)
+    control = tmp_path / "control.mp4"
+    export_to_video_with_audio((np.random.default_rng(0).random((9, 64, 64, 3)) * 255).astype(np.uint8), None,
+                               control, fps=24)
+    for strategy, extra in (({"name": "text_to_video", "with_audio": True}, {}),
+                            ({"name": "video_to_video"}, {"reference_videos": [str(control)]})):
+        out = tmp_path / strategy["name"]
+        cfg = make_config(root, out, strategy, optimization={"steps": 2},
+                          validation={"interval": 2, "conditions": ["clip0"], "inference_steps": 2, **extra})
+        Trainer(cfg).train(progress=False)
+        clip = out / "validation" / "step_00002_clip0.mp4"
+        with av.open(str(clip)) as f:
+            assert f.streams.video and f.streams.audio
+    with pytest.raises(Exception, match="one reference video per condition"):
+        Trainer(make_config(root, tmp_path / "x", {"name": "video_to_video"},
+                            validation={"interval": 2, "conditions": ["clip0"]}))

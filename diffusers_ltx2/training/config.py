@@ -158,18 +158,30 @@ class DataConfig(_Section):
 
 
 class ValidationConfig(_Section):
-    """Validation clips rendered with the package's pipeline every `interval` steps (`None`: never):
-    `prompts` are encoded by the model's Gemma, or give `conditions` (files under conditions/) instead;
-    `reference_videos` (IC-LoRA) one per prompt; `video_dims` (width, height, frames); unguided sampling with
-    `inference_steps`."""
+    """Validation clips rendered with the package's pipeline (unguided, `inference_steps` steps) on the model being
+    trained every `interval` steps (`None`: never) into `output_dir/validation/`: `conditions` are clip names
+    whose stored prompt embeddings (conditions/) are used; IC-LoRA runs need one `reference_videos` entry (a
+    control video file) per condition; `video_dims` is (width, height, frames)."""
 
     interval: int | None = Field(None, ge=1)
     conditions: list[str] = Field(default_factory=list)
-    reference_latents: list[str] = Field(default_factory=list)
+    reference_videos: list[str] = Field(default_factory=list)
     video_dims: tuple[int, int, int] = (64, 64, 9)
     frame_rate: float = Field(24.0, gt=0)
     inference_steps: int = Field(8, ge=2)
     seed: int = 42
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.interval is not None and not self.conditions:
+            raise ValueError("validation.interval needs at least one entry in validation.conditions")
+        missing = [p for p in self.reference_videos if not os.path.isfile(p)]
+        if missing:
+            raise ValueError(f"validation reference videos not found: {missing}")
+        w, h, f = self.video_dims
+        if w % 32 or h % 32 or (f - 1) % 8:
+            raise ValueError(f"video_dims (width, height, frames) must be multiples of 32 and 8k + 1 frames, got {self.video_dims}")
+        return self
 
 
 class CheckpointsConfig(_Section):

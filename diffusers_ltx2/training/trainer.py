@@ -75,6 +75,11 @@ class Trainer:
         )
         for msg in self.dataset.skipped:
             logger.warning("skipping clip %s", msg)
+        self.validation = None
+        if config.validation.interval:
+            from .validation import ValidationRenderer
+
+            self.validation = ValidationRenderer(config)  # checks its inputs now, loads models on first use
         self._transformer = transformer
         self._accelerator = accelerator
         self.step = 0
@@ -226,6 +231,8 @@ class Trainer:
                 self._log_loss(out, mean)
             bar.update(1)
             bar.set_postfix(loss=f"{mean:.4f}")
+            if self.validation is not None and self.step % cfg.validation.interval == 0:
+                self.render_validation(out)
             if cfg.checkpoints.interval and self.step % cfg.checkpoints.interval == 0:
                 result.checkpoints.append(self.save_checkpoint())
         bar.close()
@@ -238,6 +245,15 @@ class Trainer:
             write_loss_plot(out / "loss.csv", out / "loss.png")
         acc.wait_for_everyone()
         return result
+
+    def render_validation(self, out: Path) -> list[Path]:
+        """Validation clips of the current weights (main process; the others wait)."""
+        paths = []
+        if self.accelerator.is_main_process:
+            paths = self.validation.render(self.unwrapped, self.step, out / "validation")
+            self.validation_paths = getattr(self, "validation_paths", []) + paths
+        self.accelerator.wait_for_everyone()
+        return paths
 
     # -- outputs ----------------------------------------------------------------------------------------------
     def _log_loss(self, out: Path, loss: float) -> None:
