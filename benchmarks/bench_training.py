@@ -10,8 +10,9 @@ tokens, AdamW, fp32):
   connectors on the caption (what precomputing saves)
 
 Step times: medians of ``--steps`` optimizer steps per variant per round, variants interleaved over ``--rounds``.
-Peak memory: each variant once more in a fresh subprocess; on CPU the peak resident set (VmHWM) growth during the
-steps over the process after setup, on CUDA ``max_memory_allocated``.
+Memory: the activations autograd keeps for the backward pass (bytes of the distinct storages saved by one training
+step, parameters excluded; measured with ``saved_tensors_hooks``, deterministic, what checkpointing and a smaller
+reference reduce), and on CUDA also the step's ``max_memory_allocated``.
 
     python benchmarks/bench_training.py [--steps 3] [--rounds 3]
 """
@@ -19,9 +20,7 @@ steps over the process after setup, on CUDA ``max_memory_allocated``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,21 +33,6 @@ sys.path.insert(0, str(REPO))
 
 VARIANTS = ("ref_f1", "ref_f2", "ref_f2_ckpt", "ref_f2_on_the_fly")
 HEIGHT, WIDTH, FRAMES = 256, 384, 17
-
-
-def _vm_hwm() -> int:
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def _reset_hwm() -> None:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
 
 
 class Bench:
@@ -114,36 +98,42 @@ class Bench:
         self.k += 1
 
 
-def measure_memory(variant: str, steps: int, workdir: Path) -> dict:
-    bench = Bench(variant, workdir)
-    bench.step()  # warm-up: optimizer state allocated
-    cuda = torch.cuda.is_available()
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    _reset_hwm()
-    base = _vm_hwm()
-    for _ in range(steps):
+def saved_activation_bytes(bench: "Bench") -> int:
+    """Bytes of the distinct non-parameter storages autograd saves during one training step."""
+    params = {p.untyped_storage().data_ptr() for p in bench.trainer.unwrapped.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         bench.step()
-    peak = torch.cuda.max_memory_allocated() if cuda else _vm_hwm() - base
-    return {"variant": variant, "peak_bytes": peak, "kind": "cuda_max_allocated" if cuda else "rss_growth"}
+    return sum(saved.values())
+
+
+def cuda_peak_bytes(bench: "Bench") -> int | None:
+    if not torch.cuda.is_available():
+        return None
+    torch.cuda.reset_peak_memory_stats()
+    bench.step()
+    return torch.cuda.max_memory_allocated()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--memory-only", help=argparse.SUPPRESS)
-    parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.manual_seed(0)
-    if args.memory_only:
-        print(json.dumps(measure_memory(args.memory_only, args.steps, Path(args.workdir))))
-        return
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         benches = {v: Bench(v, workdir) for v in VARIANTS}
         for b in benches.values():
             b.step()  # warm-up
+        memory = {v: (saved_activation_bytes(b), cuda_peak_bytes(b)) for v, b in benches.items()}
         times = {v: [] for v in VARIANTS}
         for _ in range(args.rounds):
             for v, b in benches.items():
@@ -151,18 +141,14 @@ def main() -> None:
                     start = time.perf_counter()
                     b.step()
                     times[v].append(time.perf_counter() - start)
-        del benches
-        memory = {}
-        for v in VARIANTS:
-            out = subprocess.run([sys.executable, __file__, "--memory-only", v, "--steps", str(args.steps),
-                                  "--workdir", str(workdir)], capture_output=True, text=True, check=True)
-            memory[v] = json.loads(out.stdout.strip().splitlines()[-1])
     base = statistics.median(times["ref_f2"])
-    print(f"| variant | ms / step | vs ref_f2 | peak memory ({memory['ref_f2']['kind']}) |")
-    print("|---|---|---|---|")
+    print("| variant | ms / step | vs ref_f2 | saved activations | CUDA peak |")
+    print("|---|---|---|---|---|")
     for v in VARIANTS:
         med = statistics.median(times[v])
-        print(f"| {v} | {med * 1000:.0f} | {med / base:.2f}x | {memory[v]['peak_bytes'] / 2 ** 20:.0f} MiB |")
+        act, peak = memory[v]
+        cuda = "-" if peak is None else f"{peak / 2 ** 20:.0f} MiB"
+        print(f"| {v} | {med * 1000:.0f} | {med / base:.2f}x | {act / 2 ** 20:.1f} MiB | {cuda} |")
 
 
 if __name__ == "__main__":
