@@ -26,7 +26,10 @@ def test_defaults_are_the_documented_ones(root):
     cfg = parse_config(_base(root))
     assert isinstance(cfg, TrainingConfig)
     assert cfg.training_strategy.name == "text_to_video" and cfg.training_strategy.first_frame_conditioning_p == 0.1
-    assert cfg.lora.rank == 32 and cfg.lora.alpha is None and cfg.lora.target_modules == "audio_video"
+    assert cfg.lora.rank == 32 and cfg.lora.alpha is None and cfg.lora_target_modules() == "video"
+    for d in ("audio_latents",):
+        (root / d).mkdir()
+    assert parse_config(_base(root, training_strategy={"with_audio": True})).lora_target_modules() == "audio_video"
     assert cfg.flow_matching.timestep_sampling_mode == "shifted_logit_normal"
     v2v = parse_config(_base(root, training_strategy={"name": "video_to_video"})).training_strategy
     assert v2v.reference_downscale_factor == 2 and v2v.control_types == ["canny"]

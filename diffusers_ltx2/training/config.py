@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
+                      model_validator)
 
 __all__ = ["ConfigError", "TrainingConfig", "load_config", "parse_config"]
 
@@ -59,18 +60,21 @@ class LoraSection(_Section):
     """peft LoRA: `rank` (default 32, the IC-LoRA rank of the official workflow), `alpha` (default = rank, as the
     official trainer; the exported file folds `alpha / rank` into `lora_B`), `dropout`, and `target_modules`:
     a preset name (`video`, `audio`, `audio_video`, `av_full`, see `training.lora`) or a list of module-name
-    patterns (peft semantics: a name matches when it equals a module path or is its suffix)."""
+    patterns (peft semantics: a name matches when it equals a module path or is its suffix). Default (`None`):
+    `audio_video` when the strategy trains audio, else `video` (the official IC-LoRA layout)."""
 
     rank: int = Field(32, ge=1)
     alpha: float | None = Field(None, gt=0)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    target_modules: str | list[str] = "audio_video"
+    target_modules: str | list[str] | None = None
 
     @field_validator("target_modules")
     @classmethod
     def _targets(cls, v):
         from .lora import TARGET_MODULE_PRESETS
 
+        if v is None:
+            return v
         if isinstance(v, str) and v not in TARGET_MODULE_PRESETS:
             raise ValueError(f"unknown target_modules preset {v!r}; presets: {sorted(TARGET_MODULE_PRESETS)}")
         if isinstance(v, list) and (not v or any(not isinstance(m, str) or not m for m in v)):
@@ -113,7 +117,15 @@ class VideoToVideoConfig(_Section):
         return v
 
 
-StrategyConfig = Annotated[Union[TextToVideoConfig, VideoToVideoConfig], Field(discriminator="name")]
+def _strategy_name(v) -> str:
+    """The strategy's `name`, `text_to_video` when omitted (as the official trainer)."""
+    return v.get("name", "text_to_video") if isinstance(v, dict) else getattr(v, "name", "text_to_video")
+
+
+StrategyConfig = Annotated[
+    Union[Annotated[TextToVideoConfig, Tag("text_to_video")], Annotated[VideoToVideoConfig, Tag("video_to_video")]],
+    Discriminator(_strategy_name),
+]
 
 
 class OptimizationConfig(_Section):
@@ -224,6 +236,13 @@ class TrainingConfig(_Section):
     flow_matching: FlowMatchingConfig = Field(default_factory=FlowMatchingConfig)
     seed: int = 42
     output_dir: str = "outputs/ltx2_lora"
+
+    def lora_target_modules(self) -> str | list[str]:
+        """The LoRA target modules in effect (the strategy-dependent default when none are configured)."""
+        if self.lora is not None and self.lora.target_modules is not None:
+            return self.lora.target_modules
+        s = self.training_strategy
+        return "audio_video" if isinstance(s, TextToVideoConfig) and s.with_audio else "video"
 
     @model_validator(mode="after")
     def _cross(self):

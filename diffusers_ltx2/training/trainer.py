@@ -118,12 +118,16 @@ class Trainer:
             quantize_frozen_base(transformer, cfg.acceleration.quantization)
         if cfg.model.training_mode == "lora":
             self.adapted = add_lora(transformer, cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout,
-                                    cfg.lora.target_modules, seed=cfg.seed)
+                                    cfg.lora_target_modules(), seed=cfg.seed)
             if cfg.model.load_checkpoint:
                 load_lora_into(transformer, cfg.model.load_checkpoint)
         else:
             transformer.requires_grad_(True)
             self.adapted = []
+            if cfg.model.load_checkpoint:
+                from safetensors.torch import load_file
+
+                transformer.load_state_dict(load_file(cfg.model.load_checkpoint))
         if cfg.optimization.enable_gradient_checkpointing:
             transformer.enable_gradient_checkpointing()
         transformer.train()
@@ -276,7 +280,7 @@ class Trainer:
         }
         if cfg.lora is not None and cfg.model.training_mode == "lora":
             meta.update(rank=str(cfg.lora.rank), alpha=f"{cfg.lora.alpha if cfg.lora.alpha is not None else cfg.lora.rank:g}",
-                        target_modules=json.dumps(resolve_target_modules(cfg.lora.target_modules)))
+                        target_modules=json.dumps(resolve_target_modules(cfg.lora_target_modules())))
         if isinstance(s, VideoToVideoConfig):
             meta["reference_downscale_factor"] = str(s.reference_downscale_factor)
             meta["control_types"] = json.dumps(s.control_types)
