@@ -137,7 +137,6 @@ def load_lora_into(transformer, path: str | os.PathLike, adapter_name: str = "de
 
     converted, _ = convert_lora_state_dict(load_file(str(path)))
     modules = dict(transformer.named_modules())
-    seen = set()
     for key, value in converted.items():
         if not key.startswith("transformer."):
             raise ValueError(f"{path}: {key} is not a transformer LoRA weight")
@@ -152,5 +151,3 @@ def load_lora_into(transformer, path: str | os.PathLike, adapter_name: str = "de
             value = value.float() / float(module.scaling[adapter_name])
         with torch.no_grad():
             layer.weight.copy_(value)
-        seen.add(mod_name)
-    return None
