@@ -117,15 +117,20 @@ def test_union_ic_lora_overfits_two_control_types_and_the_pipeline_reads_the_fac
     assert pipe.reference_downscale_factor == 2 and pipe.ic_lora_adapters["union"].from_metadata
     call = dict(prompt_embeds=_embeds(root, "clip0"), height=64, width=64, num_frames=9, num_inference_steps=8,
                 output_type="latent")
+    targets = [read_entry(root / "latents" / f"clip{i}.safetensors")[0]["latents"][None] for i in range(2)]
     for i, frames in enumerate(controls.values()):
-        target = read_entry(root / "latents" / f"clip{i}.safetensors")[0]["latents"][None]
+        target = targets[i]
         with_lora = pipe(control_video=frames, generator=torch.Generator().manual_seed(1), **call).frames
         pipe.set_adapters("union", 0.0)
         without = pipe(control_video=frames, generator=torch.Generator().manual_seed(1), **call).frames
         pipe.set_adapters("union", 1.0)
         d0, d1 = _distance(pipe, without, target), _distance(pipe, with_lora, target)
-        print(f"IC-LoRA control {i}: RMS distance to the target {d0:.3f} at strength 0 -> {d1:.3f} at strength 1")
+        other = _distance(pipe, with_lora, targets[1 - i])
+        print(f"IC-LoRA control {i}: RMS distance to its target {d0:.3f} at strength 0 -> {d1:.3f} at strength 1 "
+              f"(to the other control's target: {other:.3f})")
         assert d1 < 0.8 * d0, (i, d0, d1)
+        # not asserted: that each control selects its own clip (d1 < other). On this tiny random model the two
+        # generations come out nearly identical (the LoRA fits what the clips share; measured in the report).
 
 
 def test_exported_lora_reproduces_the_trained_model_in_the_pipeline(tmp_path, tiny_components):
