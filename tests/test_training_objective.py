@@ -144,6 +144,11 @@ def test_reference_tokens_are_clean_at_timestep_zero_without_loss(tmp_path):
     assert torch.all(timesteps[:, n:] == 0) and torch.all(timesteps[:, :n] == inputs.sigma)
     # positions of the reference span the target's pixel box (h / w scaled by the factor)
     assert inputs.video.coords[0, 1:, n:].max() == inputs.video.coords[0, 1:, :n].max()
+    # ... but the reference conditions the target: the loss depends on the reference latents through attention
+    ref = batch["reference_latents"].clone().requires_grad_(True)
+    conditioned = S.build_inputs(cfg, trainer.unwrapped, dict(batch, reference_latents=ref), noise)
+    S.compute_loss(conditioned, *S.predict_velocity(trainer.unwrapped, conditioned)).sum().backward()
+    assert ref.grad is not None and float(ref.grad.abs().sum()) > 0
     # the loss does not see the reference tokens' predictions
     pred = torch.randn(1, inputs.video.latent.shape[1], inputs.video_target.shape[-1], requires_grad=True)
     S.compute_loss(inputs, pred, torch.zeros(1, 1, 1)).sum().backward()
