@@ -16,7 +16,7 @@ import importlib
 import sys
 
 # convert also registers convert-lora
-SUBCOMMANDS = ("generate", "retake", "foley", "extend", "demo", "encode", "convert", "control")
+SUBCOMMANDS = ("generate", "retake", "foley", "extend", "demo", "encode", "convert", "control", "preprocess", "train")
 
 
 class ArgumentParser(argparse.ArgumentParser):

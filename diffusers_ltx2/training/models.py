@@ -1,0 +1,68 @@
+"""Model plumbing for training: loading the transformer to train, quantizing its frozen base, runtime checks.
+
+Kept apart from the loop (`training.trainer`) so the loop can be handed a pre-built transformer.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+
+import torch
+
+from .config import TrainingConfig
+
+__all__ = ["check_runtime_options", "load_transformer", "quantize_frozen_base"]
+
+
+def check_runtime_options(config: TrainingConfig) -> None:
+    """Options that depend on the machine, checked before any model loads (`ValueError` with the fix)."""
+    if config.optimization.optimizer_type == "adamw8bit":
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise ValueError("optimizer_type 'adamw8bit' needs bitsandbytes (pip install bitsandbytes)")
+        if not torch.cuda.is_available():
+            raise ValueError("optimizer_type 'adamw8bit' needs a CUDA GPU (bitsandbytes' 8-bit AdamW is GPU-only)")
+    if config.acceleration.quantization and importlib.util.find_spec("optimum.quanto") is None:
+        raise ValueError(f"quantization {config.acceleration.quantization!r} needs optimum-quanto")
+
+
+def load_transformer(model_path: str):
+    """`(LTX2VideoTransformer3DModel, model identity or None)` from a pipeline folder, an official single file,
+    or `factory:tiny[:SEED]` / `factory:small[:SEED]` (random weights, tests and benchmarks)."""
+    from diffusers import LTX2VideoTransformer3DModel
+
+    if model_path.startswith("factory:"):
+        from ..factory import SMALL, TINY, build_components
+
+        parts = model_path.split(":")
+        size = {"tiny": TINY, "small": SMALL}[parts[1]]
+        seed = int(parts[2]) if len(parts) > 2 else 0
+        return build_components(size, seed=seed)["transformer"], model_path
+    if os.path.isdir(model_path):
+        sub = os.path.join(model_path, "transformer")
+        if not os.path.isdir(sub):
+            raise ValueError(f"{model_path} is not an LTX-2 pipeline folder (no transformer/)")
+        identity = None
+        index = os.path.join(model_path, "model_index.json")
+        if os.path.isfile(index):
+            with open(index) as f:
+                identity = json.load(f).get("model_identity")
+        return LTX2VideoTransformer3DModel.from_pretrained(sub), identity
+    from ..conversion import load_components_from_single_file
+    from ..loaders.identity import MODEL_ID_METADATA_KEY, read_safetensors_metadata
+
+    components = load_components_from_single_file(model_path)
+    return components["transformer"], read_safetensors_metadata(model_path).get(MODEL_ID_METADATA_KEY)
+
+
+def quantize_frozen_base(transformer, mode: str) -> None:
+    """Quantize the transformer blocks' linear weights with optimum-quanto (`int8-quanto` -> qint8,
+    `fp8-quanto` -> qfloat8) and freeze them; the LoRA added afterwards trains in full precision on top
+    (official trainer: `quantization: int8-quanto`)."""
+    from optimum.quanto import freeze, qfloat8, qint8, quantize
+
+    weights = {"int8-quanto": qint8, "fp8-quanto": qfloat8}[mode]
+    quantize(transformer, weights=weights, include="transformer_blocks.*")
+    freeze(transformer)
+    transformer.requires_grad_(False)

@@ -1,0 +1,188 @@
+"""`ltx2 preprocess`: videos + captions -> the precomputed dataset `ltx2 train` reads (see `training.data`).
+
+Per clip: the video is decoded, trimmed to `num_frames` and resized / centre-cropped to `height x width`
+(`control.video.fit_frames`), encoded with the pipeline's VAE into normalized latents (`encode_pixels`, the
+same step the pipelines use for images and control videos); the caption goes through any `PromptEncoder`
+(local Gemma, the LTX API, a cache) and is stored at the connector stage, so training needs neither Gemma nor
+the connectors. For IC-LoRA the reference is made exactly as `LTX2ICLoRAPipeline` makes it at inference: the clip
+fitted to `(height / f, width / f)`, the control preprocessor (canny built in, depth / pose from local models)
+applied, then VAE-encoded. Union datasets: each clip's control type comes from the caption file's
+`control_type` column, else the listed types are assigned in turn.
+
+Resumable: clips whose outputs all exist are skipped; every file is written atomically. Bad clips (unreadable,
+too short, no caption) are reported and skipped, never abort the run. Audio tracks are not encoded yet (the
+package has no audio-VAE mel front-end); text-to-video-with-audio datasets need `audio_latents/` from elsewhere.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..loaders.prompt_embeddings import PromptEmbeddings
+from .data import write_entry
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Clip", "PreprocessReport", "find_clips", "preprocess_dataset"]
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi")
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One source clip: `name` (output file stem), `video` path, `caption`, optional `control_type`."""
+
+    name: str
+    video: Path
+    caption: str
+    control_type: str | None = None
+
+
+@dataclass
+class PreprocessReport:
+    """`written`: clips encoded now; `existing`: clips already complete (resume); `skipped`: `(name, reason)`."""
+
+    written: list[str] = field(default_factory=list)
+    existing: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"written": self.written, "existing": self.existing,
+                "skipped": [{"clip": n, "reason": r} for n, r in self.skipped]}
+
+
+def find_clips(source: str | os.PathLike) -> list[Clip]:
+    """Clips from a folder (`<clip>.mp4` + `<clip>.txt` caption) or a CSV / JSONL file with `video` and `caption`
+    (optional `control_type`) columns, video paths relative to the file. A video without a caption is kept with
+    an empty caption and reported by `preprocess_dataset`. Raises `FileNotFoundError` / `ValueError`."""
+    source = Path(source)
+    if source.is_dir():
+        clips = []
+        for video in sorted(p for p in source.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES):
+            txt = video.with_suffix(".txt")
+            clips.append(Clip(video.stem, video, txt.read_text().strip() if txt.is_file() else ""))
+        if not clips:
+            raise ValueError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) in {source}")
+        return clips
+    if not source.is_file():
+        raise FileNotFoundError(f"dataset source not found: {source}")
+    if source.suffix.lower() == ".csv":
+        rows = list(csv.DictReader(source.open(newline="")))
+    elif source.suffix.lower() in (".jsonl", ".json"):
+        rows = [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
+    else:
+        raise ValueError(f"{source}: captions come as a folder of .txt files, a .csv or a .jsonl")
+    clips, names = [], set()
+    for i, row in enumerate(rows):
+        if "video" not in row or "caption" not in row:
+            raise ValueError(f"{source} row {i + 1} lacks a 'video' or 'caption' field")
+        video = (source.parent / row["video"]).resolve()
+        name = video.stem if video.stem not in names else f"{video.stem}_{i}"
+        names.add(name)
+        clips.append(Clip(name, video, str(row["caption"]).strip(), row.get("control_type") or None))
+    return clips
+
+
+def _outputs(root: Path, name: str, with_reference: bool) -> list[Path]:
+    folders = ["latents", "conditions"] + (["reference_latents"] if with_reference else [])
+    return [root / d / f"{name}.safetensors" for d in folders]
+
+
+def _to_connector_stage(pipe, embeddings: PromptEmbeddings) -> PromptEmbeddings:
+    if embeddings.stage == "features":
+        from ..loaders.gemma import run_connectors
+
+        embeddings = run_connectors(pipe.connectors, embeddings)
+    return embeddings
+
+
+def preprocess_dataset(
+    pipe, clips: list[Clip], output: str | os.PathLike, *, height: int, width: int, num_frames: int,
+    frame_rate: float | None = None, prompt_encoder=None, reference_downscale_factor: int | None = None,
+    control_types: list[str] | None = None, preprocessors: dict[str, Callable] | None = None,
+    progress: bool = True,
+) -> PreprocessReport:
+    """Encode `clips` into `output/{latents,conditions,reference_latents}/`.
+
+    Args:
+        pipe: an LTX-2 pipeline of this package (its `vae`, `connectors` and prompt encoder are used).
+        clips: from `find_clips`.
+        height, width: target size in pixels (multiples of 32; of `32 * factor` for IC-LoRA references).
+        num_frames: frames per clip (8k + 1); shorter clips are skipped.
+        frame_rate: stored as the clip's fps (default: 24).
+        prompt_encoder: any `PromptEncoder`; default: the pipeline's (local Gemma or its `prompt_encoder`).
+        reference_downscale_factor: make IC-LoRA references at `(height / f, width / f)`; `None`: no references.
+        control_types: the reference control types (union when more than one); needs `reference_downscale_factor`.
+        preprocessors: control type -> callable `(F, 3, h, w) -> (F, 3, h, w)` in `[0, 1]`; default canny built in.
+
+    Returns a `PreprocessReport` (also written to `output/preprocess_report.json`).
+    """
+    from tqdm.auto import tqdm
+
+    from ..control import get_preprocessor
+    from ..control.video import fit_frames, read_video
+
+    if num_frames < 1 or (num_frames - 1) % 8:
+        raise ValueError(f"num_frames must be 8k + 1, got {num_frames}")
+    factor = reference_downscale_factor
+    unit = 32 * (factor or 1)
+    if height % unit or width % unit:
+        raise ValueError(f"height and width must be multiples of {unit}, got {height}x{width}")
+    if control_types and factor is None:
+        raise ValueError("control types need a reference_downscale_factor")
+    types = list(control_types or (["canny"] if factor else []))
+    preprocessors = dict(preprocessors or {})
+    for t in types:
+        if t not in preprocessors:
+            preprocessors[t] = get_preprocessor(t)  # canny; depth / pose without a model path fail here, early
+    encoder = prompt_encoder or pipe._active_prompt_encoder()
+    root = Path(output)
+    device = pipe._execution_device
+    report = PreprocessReport()
+    fps = float(frame_rate or 24.0)
+    for i, clip in enumerate(tqdm(clips, desc="preprocessing", disable=not progress)):
+        if all(p.is_file() for p in _outputs(root, clip.name, factor is not None)):
+            report.existing.append(clip.name)
+            continue
+        ctype = clip.control_type or (types[i % len(types)] if types else None)
+        try:
+            if not clip.caption:
+                raise ValueError("no caption")
+            if ctype is not None and ctype not in preprocessors:
+                raise ValueError(f"control type {ctype!r} has no preprocessor (given: {sorted(preprocessors)})")
+            frames = read_video(clip.video, max_frames=num_frames)
+            if frames.shape[0] < num_frames:
+                raise ValueError(f"too short: {frames.shape[0]} frames, {num_frames} needed")
+            target = fit_frames(frames, num_frames, height, width)
+            with torch.no_grad():
+                latents = pipe.encode_pixels((target * 2 - 1).permute(1, 0, 2, 3)[None], 1, device)[0]
+                embeds = _to_connector_stage(pipe, encoder.encode([clip.caption], device=device))
+                reference = None
+                if factor is not None:
+                    small = fit_frames(frames, num_frames, height // factor, width // factor)
+                    control = preprocessors[ctype](small).float().clamp(0, 1)
+                    reference = pipe.encode_pixels((control * 2 - 1).permute(1, 0, 2, 3)[None], 1, device)[0]
+        except (ValueError, FileNotFoundError, RuntimeError) as err:
+            logger.warning("skipping %s: %s", clip.name, err)
+            report.skipped.append((clip.name, str(err)))
+            continue
+        write_entry(root / "conditions" / f"{clip.name}.safetensors", {
+            "video_context": embeds.video_context[0].float(), "audio_context": embeds.audio_context[0].float(),
+            "attention_mask": embeds.attention_mask[0]}, {"caption": clip.caption, "model_identity": embeds.model_identity or ""})
+        if reference is not None:
+            write_entry(root / "reference_latents" / f"{clip.name}.safetensors", {"latents": reference.float()},
+                        {"control_type": ctype, "reference_downscale_factor": factor})
+        write_entry(root / "latents" / f"{clip.name}.safetensors", {"latents": latents.float()},
+                    {"fps": fps, "num_frames": num_frames, "height": height, "width": width})
+        report.written.append(clip.name)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "preprocess_report.json").write_text(json.dumps(report.to_json(), indent=1))
+    return report

@@ -1,0 +1,193 @@
+"""Training strategies: a batch of precomputed latents + the step's random draws -> the transformer's inputs,
+the flow-matching targets and the loss masks.
+
+Sources followed: the official `text_to_video` and `video_to_video` strategies (`ltx_trainer/training_strategies/`,
+LTX-2 repository). The token state is built with the same code the inference pipelines use, so what is trained is
+what runs: `pipelines.latents.pack_video` / `pack_audio` (official patchifier order), RoPE positions from the
+transformer's own `prepare_video_coords` (pixel boxes, causal fix, seconds) and, for IC-LoRA, `pipelines.reference
+.append_reference` with positions on the reference's small grid scaled by the reference downscale factor.
+
+One deliberate difference from the official trainer: reference tokens are appended *after* the target tokens
+(as our inference pipeline and ltx-pipelines' `VideoConditionByReferenceLatent` do) rather than before them. The
+transformer has no causal structure, so the outputs per token are the same up to float rounding; the loss is on
+the target tokens either way.
+
+Without audio (IC-LoRA, or text-to-video with `with_audio: false`) the official trainer disables the audio
+modality; here the audio stream gets one dummy token and audio<->video cross-attention is switched off in every
+block (`isolate_modalities`), which is the same computation for the video tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..loaders.prompt_embeddings import PromptEmbeddings
+from ..pipelines import latents as L
+from ..pipelines.denoising import ModalityLatents
+from ..pipelines.reference import append_reference
+from . import objective, timesteps
+from .config import TextToVideoConfig, TrainingConfig, VideoToVideoConfig
+
+__all__ = ["StepNoise", "TrainingInputs", "draw_step_noise", "build_inputs", "sample_generators"]
+
+
+@dataclass
+class StepNoise:
+    """The random draws of one step: `sigma` `(B,)`, `first_frame` `(B,)` bool (first latent frame given clean),
+    `video_noise` `(B, N, C)` on the target tokens, `audio_noise` `(B, T, C_a)` or `None`."""
+
+    sigma: torch.Tensor
+    first_frame: torch.Tensor
+    video_noise: torch.Tensor
+    audio_noise: torch.Tensor | None
+
+
+@dataclass
+class TrainingInputs:
+    """Transformer inputs and loss terms of one step.
+
+    `video` / `audio`: token states (noisy latent, clean, denoise mask, positions); `sigma` `(B,)`;
+    `video_target` `(B, N, C)` velocity targets of the target tokens and `video_loss_mask` `(B, N)`;
+    `audio_target` / `audio_loss_mask` when audio is trained (else `None`); `isolate_audio`: audio<->video
+    attention off (no audio trained)."""
+
+    video: ModalityLatents
+    audio: ModalityLatents
+    contexts: PromptEmbeddings
+    sigma: torch.Tensor
+    video_target: torch.Tensor
+    video_loss_mask: torch.Tensor
+    audio_target: torch.Tensor | None
+    audio_loss_mask: torch.Tensor | None
+    isolate_audio: bool
+
+
+def sample_generators(seed: int, sample_indices: list[int]) -> list[torch.Generator]:
+    """One generator per sample, seeded from `(seed, global sample index)`: the draws of a sample do not depend on
+    how samples are split over processes or gradient-accumulation steps (data-parallel runs match one process with
+    the whole batch; a resumed run draws what the uninterrupted one drew)."""
+    return [torch.Generator().manual_seed(seed * 1_000_003 + i) for i in sample_indices]
+
+
+def uses_audio(config: TrainingConfig) -> bool:
+    """Whether the strategy trains the audio modality (text_to_video with `with_audio`)."""
+    s = config.training_strategy
+    return isinstance(s, TextToVideoConfig) and s.with_audio
+
+
+def draw_step_noise(config: TrainingConfig, batch: dict, generators: list[torch.Generator]) -> StepNoise:
+    """Per sample, in this order: sigma (the configured sampler), the first-frame coin, video noise, audio noise."""
+    fm = config.flow_matching
+    lat = batch["latents"]
+    b, c, f, h, w = lat.shape
+    n = f * h * w
+    p = config.training_strategy.first_frame_conditioning_p
+    sig, first, vn, an = [], [], [], []
+    for g in generators:
+        sig.append(timesteps.sample_sigmas(fm.timestep_sampling_mode, 1, n, fm.timestep_sampling_params, g))
+        first.append(torch.rand((1,), generator=g) < p if p > 0 else torch.zeros(1, dtype=torch.bool))
+        vn.append(torch.randn((1, n, c), generator=g))
+        if uses_audio(config):
+            a = batch["audio_latents"]
+            an.append(torch.randn((1, a.shape[2], a.shape[1] * a.shape[3]), generator=g))
+    if len(generators) != b:
+        raise ValueError(f"{len(generators)} generators for a batch of {b}")
+    return StepNoise(torch.cat(sig), torch.cat(first), torch.cat(vn), torch.cat(an) if an else None)
+
+
+def video_positions(transformer, batch_size: int, frames: int, height: int, width: int, fps: float, device,
+                    spatial_scale: int = 1) -> torch.Tensor:
+    """`(B, 3, F*H*W, 2)` RoPE positions of a latent grid from the transformer's own rule (as the pipelines);
+    `spatial_scale` multiplies h / w (references on a downscaled grid)."""
+    coords = transformer.rope.prepare_video_coords(batch_size, frames, height, width, device, fps=fps)
+    if spatial_scale != 1:
+        coords = coords.clone()
+        coords[:, 1:] *= spatial_scale
+    return coords
+
+
+def build_inputs(config: TrainingConfig, transformer, batch: dict, noise: StepNoise) -> TrainingInputs:
+    """Token states, targets and loss masks of a batch (deterministic given `noise`)."""
+    strategy = config.training_strategy
+    x0_grid = batch["latents"].float()
+    b, _, f, h, w = x0_grid.shape
+    device = x0_grid.device
+    fps = float(batch["fps"][0])
+    x0 = L.pack_video(x0_grid)
+    mask = torch.ones(x0.shape[:2], device=device)
+    mask[noise.first_frame.to(device), : h * w] = 0.0  # official: the first latent frame is h * w tokens
+    sigma = noise.sigma.to(device)
+    vnoise = noise.video_noise.to(device)
+    video = ModalityLatents(
+        latent=objective.noise_tokens(x0, vnoise, sigma, mask), clean=x0 * (1 - mask).unsqueeze(-1),
+        denoise_mask=mask, coords=video_positions(transformer, b, f, h, w, fps, device), num_target_tokens=x0.shape[1],
+    )
+    if isinstance(strategy, VideoToVideoConfig):
+        ref = batch["reference_latents"].float().to(device)
+        factor = strategy.reference_downscale_factor
+        _, _, rf, rh, rw = ref.shape
+        if (rh * factor, rw * factor) != (h, w):
+            raise ValueError(
+                f"reference latents {rh}x{rw} times reference_downscale_factor {factor} do not give the target's "
+                f"{h}x{w} latent grid (preprocess the references with --reference-downscale-factor {factor})"
+            )
+        coords = video_positions(transformer, b, rf, rh, rw, fps, device, spatial_scale=factor)
+        video = append_reference(video, ref, coords, strength=1.0)
+
+    audio_target = audio_loss_mask = None
+    if uses_audio(config):
+        a0 = L.pack_audio(batch["audio_latents"].float().to(device))
+        an = noise.audio_noise.to(device)
+        audio = ModalityLatents(
+            latent=objective.noise_tokens(a0, an, sigma), clean=torch.zeros_like(a0),
+            denoise_mask=torch.ones(a0.shape[:2], device=device),
+            coords=transformer.audio_rope.prepare_audio_coords(b, a0.shape[1], device), num_target_tokens=a0.shape[1],
+        )
+        audio_target = objective.velocity_target(a0, an)
+        audio_loss_mask = audio.denoise_mask > 0
+    else:
+        channels = transformer.config.audio_in_channels
+        audio = ModalityLatents(
+            latent=torch.zeros(b, 1, channels, device=device), clean=torch.zeros(b, 1, channels, device=device),
+            denoise_mask=torch.zeros(b, 1, device=device),
+            coords=transformer.audio_rope.prepare_audio_coords(b, 1, device), num_target_tokens=1,
+        )
+    contexts = PromptEmbeddings(
+        video_context=batch["video_context"].to(device), audio_context=batch["audio_context"].to(device),
+        attention_mask=batch["attention_mask"].to(device),
+    )
+    return TrainingInputs(
+        video=video, audio=audio, contexts=contexts, sigma=sigma,
+        video_target=objective.velocity_target(x0, vnoise), video_loss_mask=mask > 0,
+        audio_target=audio_target, audio_loss_mask=audio_loss_mask, isolate_audio=not uses_audio(config),
+    )
+
+
+def predict_velocity(transformer, inputs: TrainingInputs, dtype: torch.dtype | None = None):
+    """One differentiable transformer call (the pipelines' calling convention: per-token timesteps
+    `mask * sigma * 1000`, per-sample sigma for the cross-modal AdaLN, positions passed explicitly).
+    Returns the velocity predictions `(B, N_video, C)` (all video tokens, reference included) and
+    `(B, N_audio, C_a)`. `transformer` may be wrapped (DDP): then pass the model `dtype`."""
+    video, audio = inputs.video, inputs.audio
+    dtype = dtype or transformer.dtype
+    sigma = inputs.sigma.view(-1, 1)
+    ctx = inputs.contexts
+    return transformer(
+        hidden_states=video.latent.to(dtype), audio_hidden_states=audio.latent.to(dtype),
+        encoder_hidden_states=ctx.video_context.to(dtype), audio_encoder_hidden_states=ctx.audio_context.to(dtype),
+        encoder_attention_mask=ctx.attention_mask, audio_encoder_attention_mask=ctx.attention_mask,
+        timestep=video.timesteps(sigma) * 1000.0, audio_timestep=audio.timesteps(sigma) * 1000.0,
+        sigma=inputs.sigma * 1000.0, audio_sigma=inputs.sigma * 1000.0,
+        video_coords=video.coords, audio_coords=audio.coords, use_cross_timestep=True,
+        isolate_modalities=inputs.isolate_audio, return_dict=False,
+    )
+
+
+def compute_loss(inputs: TrainingInputs, video_pred: torch.Tensor, audio_pred: torch.Tensor) -> torch.Tensor:
+    """Per-sample loss `(B,)` on the target tokens (appended reference tokens sliced off, no loss)."""
+    n = inputs.video.num_target_tokens
+    audio = audio_pred if inputs.audio_target is not None else None
+    return objective.flow_matching_loss(video_pred[:, :n], inputs.video_target, inputs.video_loss_mask,
+                                        audio, inputs.audio_target, inputs.audio_loss_mask)

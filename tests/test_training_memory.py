@@ -1,0 +1,91 @@
+"""Memory options: gradient checkpointing (same gradients), int8-quanto frozen base (LoRA trains on QLinear),
+bf16 autocast, and the 8-bit AdamW guard."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from diffusers_ltx2.factory import TINY, build_components
+from diffusers_ltx2.training import strategies as S
+from diffusers_ltx2.training.trainer import Trainer
+
+from training_fixtures import make_config, write_dataset
+
+T2V = {"name": "text_to_video", "with_audio": True, "first_frame_conditioning_p": 0.5}
+
+
+@pytest.fixture()
+def root(tmp_path):
+    return write_dataset(tmp_path / "data", build_components(TINY)["transformer"], n_clips=2)
+
+
+def _step(trainer, cfg):
+    batch = trainer.batch_for([0, 1])
+    noise = S.draw_step_noise(cfg, batch, S.sample_generators(0, [0, 1]))
+    with torch.no_grad():
+        for n, p in trainer.unwrapped.named_parameters():
+            if "lora_B" in n:
+                p.fill_(0.01)
+    loss = trainer.compute_loss(batch, [0, 1], noise)
+    loss.mean().backward()
+    return loss.detach(), [p.grad.clone() for p in trainer.params]
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tmp_path, root):
+    plain_cfg = make_config(root, tmp_path / "a", T2V, optimization={"batch_size": 2})
+    ckpt_cfg = make_config(root, tmp_path / "b", T2V,
+                           optimization={"batch_size": 2, "enable_gradient_checkpointing": True})
+    plain = Trainer(plain_cfg).setup()
+    ckpt = Trainer(ckpt_cfg).setup()
+    assert ckpt.unwrapped.gradient_checkpointing and not plain.unwrapped.gradient_checkpointing
+    (l1, g1), (l2, g2) = _step(plain, plain_cfg), _step(ckpt, ckpt_cfg)
+    torch.testing.assert_close(l1, l2)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("mode, qtype, rtol", [("int8-quanto", "qint8", 0.05), ("fp8-quanto", "qfloat8", 0.1)])
+def test_quanto_base_trains_a_lora(tmp_path, root, mode, qtype, rtol):
+    from optimum.quanto import QLinear
+
+    cfg = make_config(root, tmp_path / "q", T2V, acceleration={"quantization": mode},
+                      optimization={"steps": 3, "learning_rate": 1e-2, "batch_size": 2})
+    trainer = Trainer(cfg).setup()
+    layer = dict(trainer.unwrapped.named_modules())["transformer_blocks.0.attn1.to_q"]
+    assert isinstance(layer.base_layer, QLinear) and layer.base_layer.weight.qtype.name.startswith(qtype)
+    assert not any(p.requires_grad for n, p in trainer.unwrapped.named_parameters() if "lora_" not in n)
+    q_loss, _ = _step(trainer, cfg)
+    ref_cfg = make_config(root, tmp_path / "r", T2V, optimization={"batch_size": 2})
+    ref_loss, _ = _step(Trainer(ref_cfg).setup(), ref_cfg)
+    torch.testing.assert_close(q_loss, ref_loss, rtol=rtol, atol=0.0)  # quantized weights: close, not equal
+    trainer.optimizer.zero_grad()
+    result = trainer.train(progress=False)
+    from safetensors import safe_open
+
+    with safe_open(str(result.output), "pt") as f:
+        assert any(f.get_tensor(k).abs().sum() > 0 for k in f.keys() if k.endswith("lora_B.weight"))
+
+
+def test_bf16_autocast_runs_close_to_fp32(tmp_path, root):
+    cfg = make_config(root, tmp_path / "bf", T2V, acceleration={"mixed_precision_mode": "bf16"},
+                      optimization={"batch_size": 2})
+    trainer = Trainer(cfg).setup()
+    loss, grads = _step(trainer, cfg)
+    ref_cfg = make_config(root, tmp_path / "fp", T2V, optimization={"batch_size": 2})
+    ref, _ = _step(Trainer(ref_cfg).setup(), ref_cfg)
+    torch.testing.assert_close(loss, ref, rtol=0.05, atol=0.0)
+    assert all(g.dtype == torch.float32 for g in grads)  # LoRA weights stay fp32
+
+
+@pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is not None and torch.cuda.is_available(),
+                    reason="bitsandbytes and a GPU are present: 8-bit AdamW is allowed")
+def test_adamw8bit_is_refused_without_bitsandbytes_and_a_gpu(tmp_path, root, monkeypatch):
+    from diffusers_ltx2.training import models
+
+    monkeypatch.setattr(models, "load_transformer", lambda *a: pytest.fail("model loaded"))
+    cfg = make_config(root, tmp_path / "o", T2V, optimization={"optimizer_type": "adamw8bit"})
+    with pytest.raises(ValueError, match="adamw8bit"):
+        Trainer(cfg)
