@@ -101,19 +101,41 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
         self.video_processor = VideoProcessor(vae_scale_factor=self.vae_spatial_ratio)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+    def from_pretrained(cls, pretrained_model_name_or_path, *, quantization: str | None = None,
+                        text_encoder_quantization: str | None = None, **kwargs):
         """diffusers' `from_pretrained`; in addition a `transformer/` converted with `ltx2 convert --fp8 keep`
         (float8 weights + scales, `ltx2_fp8.json`) is loaded with float8 weights that are dequantized per call,
-        so it takes the memory of the FP8 file."""
-        from ..conversion.fp8 import FP8_MANIFEST, load_fp8_transformer
+        so it takes the memory of the FP8 file.
 
+        Args:
+            quantization: quantize the transformer at load: "fp8-cast" (official), "fp8", "int8" or "int4"
+                (optimum-quanto); see `diffusers_ltx2.quantization`. Saved quantized folders reload as they are.
+            text_encoder_quantization: "fp8", "int8" or "int4" (optimum-quanto) for the Gemma text encoder.
+        """
+        from ..conversion.fp8 import FP8_MANIFEST, load_fp8_transformer
+        from ..quantization.loading import prepare_from_pretrained, quantize_text_encoder_of
+
+        kwargs = prepare_from_pretrained(pretrained_model_name_or_path, kwargs, quantization,
+                                         text_encoder_quantization)
         folder = os.path.join(str(pretrained_model_name_or_path), "transformer")
         if "transformer" not in kwargs and os.path.isfile(os.path.join(folder, FP8_MANIFEST)):
             dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
             if isinstance(dtype, dict):
                 dtype = dtype.get("transformer", dtype.get("default"))
             kwargs["transformer"] = load_fp8_transformer(folder, dtype=dtype or torch.bfloat16)
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        quantize_text_encoder_of(pipe, text_encoder_quantization)
+        return pipe
+
+    def save_pretrained(self, save_directory, **kwargs):
+        """diffusers' `save_pretrained`; quantized transformers save with their quantization (see
+        `diffusers_ltx2.quantization`). Raises `NotImplementedError` before writing anything when the text
+        encoder was quantized in memory (`text_encoder_quantization=`), which cannot be serialized."""
+        from ..quantization.loading import after_save, before_save
+
+        before_save(self)
+        super().save_pretrained(save_directory, **kwargs)
+        after_save(self, save_directory)
 
     @classmethod
     def from_single_file(
@@ -124,6 +146,8 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
         tokenizer=None,
         torch_dtype: torch.dtype | None = None,
         fp8: str | None = "dequantize",
+        quantization: str | None = None,
+        text_encoder_quantization: str | None = None,
         guider: Guider | None = None,
         prompt_encoder=None,
         progress: bool = True,
@@ -138,19 +162,32 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
             path: the official `.safetensors` file.
             torch_dtype: dtype of the floating weights (`None` keeps the file's).
             fp8: for FP8 files, `"dequantize"` (weight * weight_scale -> bf16) or `"keep"` (float8 weights).
+            quantization: quantize the transformer after loading ("fp8-cast", "fp8", "int8", "int4"; see
+                `diffusers_ltx2.quantization`); the bf16 transformer is whole in CPU memory once.
+            text_encoder_quantization: quanto mode for the `text_encoder` passed in (quantized in place).
         """
+        from ..quantization import check_quantization, quantize_transformer_
+        from ..quantization.loading import quantize_text_encoder_of
         from ..conversion import load_components_from_single_file
 
         from ..loaders.identity import MODEL_ID_METADATA_KEY, read_safetensors_metadata
 
         if not os.path.isfile(path):
             raise FileNotFoundError(f"checkpoint not found: {path}")
+        check_quantization(quantization)
+        check_quantization(text_encoder_quantization, text_encoder=True)
+        if quantization is not None and fp8 == "keep":
+            raise ValueError("fp8='keep' already loads float8 weights; use fp8='dequantize' with quantization=")
         components = load_components_from_single_file(path, dtype=torch_dtype, fp8=fp8, progress=progress)
-        return cls(
+        if quantization is not None:
+            quantize_transformer_(components["transformer"], quantization)
+        pipe = cls(
             scheduler=LTX2Scheduler(), text_encoder=text_encoder, tokenizer=tokenizer, guider=guider,
             prompt_encoder=prompt_encoder, model_identity=read_safetensors_metadata(path).get(MODEL_ID_METADATA_KEY),
             **components,
         )
+        quantize_text_encoder_of(pipe, text_encoder_quantization)
+        return pipe
 
     # -- geometry --------------------------------------------------------------------------------------------
     @property
