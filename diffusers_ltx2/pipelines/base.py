@@ -23,6 +23,7 @@ from ..guiders import GuidanceAttentionControl, Guider, MultimodalGuider
 from ..loaders.lora import LTX2OfficialLoraLoaderMixin
 from ..loaders.gemma import DEFAULT_MAX_SEQUENCE_LENGTH, GemmaPromptEncoder, run_connectors
 from ..loaders.prompt_embeddings import PromptEmbeddings
+from ..memory.vae_tiling import auto_tile_vae
 from ..schedulers import LTX2Scheduler
 from . import latents as L
 from .denoising import ModalityLatents, TextContexts, TransformerPasses, denoise
@@ -64,6 +65,7 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
     """
 
     model_cpu_offload_seq = "text_encoder->connectors->transformer->vae->audio_vae->vocoder"
+    vae_memory_budget: int | None = None  # bytes for one VAE decode / encode; drives automatic tiling
     _optional_components = ["text_encoder", "tokenizer", "guider"]
     _callback_tensor_inputs = ["latents", "audio_latents"]
 
@@ -496,6 +498,7 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
         """VAE-encode `(B, 3, F, H, W)` pixels in `[-1, 1]` into normalized diffusion-space latents (the
         posterior mean); a batch of one is broadcast to `batch_size`."""
         pixels = pixels.to(device=device, dtype=self.vae.dtype)
+        auto_tile_vae(self.vae, *pixels.shape[2:], budget_bytes=self.vae_memory_budget)
         with torch.no_grad():
             latents = self.vae.encode(pixels).latent_dist.mode()
         latents = L.normalize_video(latents.float(), self.vae.latents_mean, self.vae.latents_std)
@@ -521,7 +524,8 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
 
     def decode_video(self, latents: torch.Tensor, output_type: str, *, generator=None,
                      decode_timestep: float = 0.0, decode_noise_scale: float | None = None):
-        """VAE-decode denormalized latents and post-process to `output_type`."""
+        """VAE-decode denormalized latents and post-process to `output_type`; tiled automatically above one
+        official tile or over `vae_memory_budget` (`diffusers_ltx2.memory.vae_tiling`)."""
         latents = latents.to(self.vae.dtype)
         timestep = None
         if self.vae.config.timestep_conditioning:
@@ -532,6 +536,9 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
             normalized = (1 - noise_scale) * normalized + noise_scale * noise
             latents = L.denormalize_video(normalized, mean, std).to(self.vae.dtype)
             timestep = torch.full((latents.shape[0],), decode_timestep, device=latents.device, dtype=latents.dtype)
+        r_t, r_s = self.vae_temporal_ratio, self.vae_spatial_ratio
+        auto_tile_vae(self.vae, (latents.shape[2] - 1) * r_t + 1, latents.shape[3] * r_s, latents.shape[4] * r_s,
+                      budget_bytes=self.vae_memory_budget)
         with torch.no_grad():
             video = self.vae.decode(latents, timestep, return_dict=False)[0]
         return self.video_processor.postprocess_video(video, output_type=output_type)
