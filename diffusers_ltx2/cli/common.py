@@ -90,6 +90,9 @@ def add_clip_arguments(p, *, height_help: str = "multiple of 32") -> None:
     p.add_argument("--sequential-passes", action="store_true", help="run guidance passes one by one (less memory)")
     p.add_argument("--max-sequence-length", type=int, default=None, help="padded prompt length (local Gemma)")
     add_guidance_arguments(p)
+    from .memory_args import add_memory_arguments
+
+    add_memory_arguments(p)
 
 
 def check_clip_arguments(args, extra_files=()) -> None:
@@ -107,21 +110,37 @@ def check_clip_arguments(args, extra_files=()) -> None:
     V.check_num_frames(args.num_frames)
     V.check_resolution(args.height, args.width)
     parse_dtype(args.dtype)
+    from .memory_args import check_memory_arguments
+
+    check_memory_arguments(args)
 
 
 def load_pipeline(cls, args, timer: StageTimer, setup=None):
-    """`cls.from_pretrained(args.model)` in the requested dtype, optional `setup(pipe)` (e.g. LoRAs), then
-    onto the device or CPU offload."""
+    """`cls.from_pretrained(args.model)` in the requested dtype and quantization, optional `setup(pipe)` (e.g.
+    LoRAs), then onto the device or offloaded (`memory_args`)."""
+    from .memory_args import apply_memory_settings, memory_settings
+
     device = args.device or default_device()
+    settings = memory_settings(args, guidance_passes(args) if args.vram_budget else 1)
     with timer.stage("load"):
-        pipe = cls.from_pretrained(args.model, dtype=parse_dtype(args.dtype))
+        pipe = cls.from_pretrained(args.model, dtype=parse_dtype(args.dtype), quantization=settings.quantization,
+                                   text_encoder_quantization=settings.text_encoder_quantization)
         if setup is not None:
             setup(pipe)
-        if args.cpu_offload:
-            pipe.enable_model_cpu_offload(device=device)
-        else:
-            pipe.to(device)
+        apply_memory_settings(pipe, settings, device)
     return pipe
+
+
+def guidance_passes(args) -> int:
+    """Transformer passes batched per call at the first step (1 with --sequential-passes); without guidance
+    flags, those of the default guider (the folder's saved guider is not read for the plan)."""
+    from ..pipelines.base import default_guider
+    from .guidance_args import guider_from_args
+
+    if args.sequential_passes:
+        return 1
+    guider = guider_from_args(args) or default_guider()
+    return max(1, len(guider.plan(0, max(1, args.steps), 1.0).passes))
 
 
 def clip_call_arguments(args) -> dict:

@@ -26,12 +26,14 @@ OFFLOAD_MODES = ("model", "blocks", "disk")
 RESIDENT_IN_BLOCK_MODES = ("vae", "audio_vae", "vocoder", "connectors")
 
 
-def check_offload(mode: str | None, *, disk_path: str | None = None, transformer=None) -> str | None:
-    """Validate an offload request before anything loads or moves.
+def check_offload(mode: str | None, *, disk_path: str | None = None, transformer=None, text_encoder=None,
+                  quantizations=()) -> str | None:
+    """Validate an offload request before anything loads or moves (`quantizations`: the modes requested for
+    models not loaded yet).
 
     Raises:
-        ValueError: unknown mode; `disk` without a folder; `disk` with an optimum-quanto transformer (its
-            quantized tensors are not plain tensors and cannot be written to safetensors group files).
+        ValueError: unknown mode; `disk` without a folder; `disk` with optimum-quanto weights (transformer or
+            text encoder: quantized tensors are not plain tensors and cannot be written to safetensors files).
     """
     if mode is None:
         return None
@@ -40,13 +42,17 @@ def check_offload(mode: str | None, *, disk_path: str | None = None, transformer
     if mode == "disk":
         if not disk_path:
             raise ValueError("offload 'disk' needs a folder for the weight files (offload_folder=)")
-        if transformer is not None:
-            from ..quantization import transformer_quantization
+        from ..quantization import transformer_quantization
 
-            q = transformer_quantization(transformer)
-            if q not in (None, "fp8-cast"):
-                raise ValueError(f"offload 'disk' cannot store optimum-quanto weights ({q}); use 'blocks', or "
-                                 "quantization='fp8-cast' (plain float8 tensors) with 'disk'")
+        modes = list(quantizations)
+        if transformer is not None:
+            modes.append(transformer_quantization(transformer))
+        if text_encoder is not None:
+            modes.append(getattr(text_encoder, "_ltx2_quantization", None))
+        quanto = [q for q in modes if q not in (None, "fp8-cast")]
+        if quanto:
+            raise ValueError(f"offload 'disk' cannot store optimum-quanto weights ({quanto[0]}); use 'blocks', or "
+                             "quantization='fp8-cast' (plain float8 tensors) with 'disk'")
     return mode
 
 
@@ -61,7 +67,8 @@ def apply_offload(pipe, mode: str | None, device: str | torch.device | None = No
         num_blocks_per_group: transformer blocks resident at a time in the block modes.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    check_offload(mode, disk_path=offload_folder, transformer=getattr(pipe, "transformer", None))
+    check_offload(mode, disk_path=offload_folder, transformer=getattr(pipe, "transformer", None),
+                  text_encoder=getattr(pipe, "text_encoder", None))
     if mode is None:
         pipe.to(device)
     elif mode == "model":
