@@ -3,8 +3,6 @@ peak within 20% of allocations measured on the tiny and SMALL models, and plans 
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 

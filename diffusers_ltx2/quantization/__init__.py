@@ -22,7 +22,7 @@ from torch import nn
 
 from .fp8_cast import apply_fp8_cast, fp8_linear_names
 from .policy import KEEP_HIGH_PRECISION, is_quantized_linear, quantized_linear_names
-from .quanto import QUANTO_MODES, quanto_config, quantize_quanto_, quantize_text_encoder_, quanto_linear_names
+from .quanto import QUANTO_MODES, quanto_config, quantize_quanto_, quantize_text_encoder_
 
 __all__ = [
     "QUANTIZATION_MODES", "TEXT_ENCODER_QUANTIZATION_MODES", "KEEP_HIGH_PRECISION", "apply_fp8_cast",
