@@ -214,3 +214,30 @@ def test_text_encoder_quantization_runs_and_refuses_to_save(tiny_components, tmp
     with pytest.raises(NotImplementedError, match="cannot be saved"):
         pipe.save_pretrained(tmp_path / "te")
     assert not (tmp_path / "te").exists()  # refused before anything is written
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["fp8-cast", "int8"])
+def test_from_single_file_quantizes_like_from_pretrained(mode, tmp_path):
+    """An official single-file checkpoint quantized at `from_single_file` holds the same quantized tensors as its
+    converted folder quantized at `from_pretrained`, and saves / reloads."""
+    from conftest_conversion import write_official_checkpoint
+    from test_conversion_pipeline import _consistent_config
+
+    from diffusers_ltx2 import LTX2AudioVideoPipeline
+    from diffusers_ltx2.conversion import convert_single_file
+
+    src = tmp_path / "official.safetensors"
+    write_official_checkpoint(src, "2.0", seed=3, config=_consistent_config("2.0"))
+    folder = convert_single_file(src, tmp_path / "diffusers", progress=False)
+    from_file = LTX2AudioVideoPipeline.from_single_file(src, progress=False, quantization=mode,
+                                                        torch_dtype=torch.float32)
+    from_folder = LTX2AudioVideoPipeline.from_pretrained(folder, quantization=mode, dtype=torch.float32)
+    a, b = from_file.transformer.state_dict(), from_folder.transformer.state_dict()
+    assert a.keys() == b.keys() and transformer_quantization(from_file.transformer) == mode
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    from_file.save_pretrained(tmp_path / "saved")
+    reloaded = LTX2AudioVideoPipeline.from_pretrained(tmp_path / "saved", dtype=torch.float32)
+    assert transformer_quantization(reloaded.transformer) == mode
+    with pytest.raises(ValueError, match="fp8='keep' already loads float8"):
+        LTX2AudioVideoPipeline.from_single_file(src, progress=False, quantization=mode, fp8="keep")
