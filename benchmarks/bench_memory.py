@@ -10,7 +10,7 @@ gives the bytes ratios the real model would see.
 CPU only here: offload modes move nothing on CPU (model / blocks) or go through files (disk), so their time is
 hook / disk overhead, not PCIe transfers; quanto dequantizes per matmul on CPU (no int8 / fp8 kernels).
 
-    python benchmarks/bench_memory.py [--steps 4] [--repeats 2] [--threads N]
+    python benchmarks/bench_memory.py [--steps 4] [--repeats 2] [--threads N] [--dtype bf16|fp32]
 """
 
 from __future__ import annotations
@@ -81,7 +81,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16",
+                        help="model dtype (fp32 runs much faster on CPU; the bytes ratios are then vs fp32)")
     args = parser.parse_args()
+    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     if args.threads:
         torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -93,14 +96,14 @@ def main() -> None:
         b = model_bytes(block, mode)
         print(f"  {mode or 'bf16':9s} {b / 2**20:8.1f} MiB  {b / bf16_block:.4f} x bf16")
 
-    components = {k: (v.to(torch.bfloat16) if isinstance(v, torch.nn.Module) and k != "tokenizer" else v)
+    components = {k: (v.to(dtype) if isinstance(v, torch.nn.Module) and k != "tokenizer" else v)
                   for k, v in build_components(SMALL, seed=0).items()}
     folder = tempfile.mkdtemp(prefix="ltx2-offload-")
     pipes = {name: build(components, q, o, f"{folder}/{i}") for i, (name, q, o) in enumerate(VARIANTS)}
     fp = footprint_from_pipeline(pipes["bf16"][0])
     clip = Clip(SMALL_CLIP["num_frames"], SMALL_CLIP["height"], SMALL_CLIP["width"], SMALL_CLIP["frame_rate"],
                 text_tokens=SMALL.max_sequence_length)
-    est_acts = activation_bytes(fp, clip, passes=4, dtype_bytes=2)
+    est_acts = activation_bytes(fp, clip, passes=4, dtype_bytes=torch.finfo(dtype).bits // 8)
     for name, (pipe, _) in pipes.items():  # warm-up
         run(pipe, 2)
     times = {name: [] for name in pipes}
@@ -113,11 +116,11 @@ def main() -> None:
     base = statistics.median(times["bf16"])
     ref = frames["bf16"]
     print(f"\nSMALL config ({SMALL.num_layers} blocks, 512 / 256 wide), {SMALL_CLIP['height']}x"
-          f"{SMALL_CLIP['width']}x{SMALL_CLIP['num_frames']}, 4 guidance passes batched, bf16, {args.steps} steps")
-    print("| variant | transformer weights | x bf16 | peak alloc. in a guided call (est.) | ms / step | vs bf16 "
+          f"{SMALL_CLIP['width']}x{SMALL_CLIP['num_frames']}, 4 guidance passes batched, {args.dtype}, {args.steps} steps")
+    print(f"| variant | transformer weights | x {args.dtype} | peak alloc. in a guided call (est.) | ms / step | vs {args.dtype} "
           "| frames max abs | PSNR dB |")
     print("|---|---|---|---|---|---|---|---|")
-    bf16_bytes = pipes["bf16"][1]
+    bf16_bytes = pipes["bf16"][1]  # the unquantized variant (named bf16; in --dtype fp32 it is fp32)
     for name, (pipe, stored) in pipes.items():
         med = statistics.median(times[name])
         dev = (frames[name] - ref).abs().max().item()

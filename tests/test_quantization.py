@@ -143,6 +143,18 @@ def test_quantized_output_close_to_unquantized(mode, tiny_components, reference_
         assert 0 < _rel(x, ref) <= DEVIATION_BOUND[mode]  # > 0: the weights really are quantized
 
 
+def test_dtype_casts_keep_quantized_weights(tiny_components):
+    """`pipe.to(dtype)` after quantizing: fp8-cast weights stay float8 (torch would upcast them); quanto refuses."""
+    t = tiny_components["transformer"]
+    quantize_transformer_(t, "fp8-cast")
+    before = {k: v.clone() for k, v in t.state_dict().items()}
+    t.to(torch.bfloat16)
+    q = t.transformer_blocks[0].attn1.to_q
+    assert q.weight.dtype == torch.float8_e4m3fn and q.bias.dtype == torch.float8_e4m3fn
+    assert torch.equal(q.weight.float(), before["transformer_blocks.0.attn1.to_q.weight"].float())
+    assert t.proj_in.weight.dtype == torch.bfloat16  # the kept layers do follow the cast
+
+
 def test_quantizing_twice_is_refused(tiny_components):
     quantize_transformer_(tiny_components["transformer"], "int8")
     with pytest.raises(ValueError, match="already quantized"):
