@@ -15,6 +15,18 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 
+def _storage(t):
+    """(data pointer, bytes, storage) of a plain tensor's storage; (None, 0, None) for anything else (meta
+    tensors, wrapper subclasses such as quanto's, whose inner tensors are what gets allocated)."""
+    if not isinstance(t, torch.Tensor) or t.device.type == "meta":
+        return None, 0, None
+    try:
+        storage = t.untyped_storage()
+        return storage.data_ptr(), storage.nbytes(), storage
+    except (RuntimeError, NotImplementedError):
+        return None, 0, None
+
+
 class AllocationTracker(TorchDispatchMode):
     """Context manager: `peak` / `live` bytes allocated by operators run inside it (tensors created before it
     are not counted)."""
@@ -27,12 +39,10 @@ class AllocationTracker(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        inputs = {t.untyped_storage().data_ptr() for t in tree_flatten((args, kwargs))[0]
-                  if isinstance(t, torch.Tensor) and t.device.type != "meta"}
+        inputs = {_storage(t)[0] for t in tree_flatten((args, kwargs))[0]}
         for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor) and t.device.type != "meta":
-                storage = t.untyped_storage()
-                key, size = storage.data_ptr(), storage.nbytes()
+            key, size, storage = _storage(t)
+            if storage is not None:
                 if size == 0 or key in self._sizes or key in inputs:  # views / in-place results: not new memory
                     continue
                 self._sizes[key] = size
