@@ -282,6 +282,9 @@ def add_clip_arguments(p, *, height_help: str = "multiple of 32") -> None:
     p.add_argument("--sequential-passes", action="store_true", help="run guidance passes one by one (less memory)")
     p.add_argument("--max-sequence-length", type=positive_int, default=None, help="padded prompt length (local Gemma)")
     add_guidance_arguments(p)
+    from .memory_args import add_memory_arguments
+
+    add_memory_arguments(p)
 
 
 def check_clip_arguments(args, extra_files=(), *, audio_output: bool = False) -> None:
@@ -320,6 +323,9 @@ def check_clip_arguments(args, extra_files=(), *, audio_output: bool = False) ->
     args.text_encoder_needed = args.prompt is not None or negative_from_text
     if args.text_encoder_needed:
         check_model_folder(args.model)
+    from .memory_args import check_memory_arguments
+
+    check_memory_arguments(args)
 
 
 def clip_guider(args):
@@ -332,19 +338,32 @@ def clip_guider(args):
 
 
 def load_pipeline(cls, args, timer: StageTimer, setup=None):
-    """`cls.from_pretrained(args.model)` in the requested dtype (without the text encoder when no prompt needs
-    it), optional `setup(pipe)` (e.g. LoRAs), then onto the device or CPU offload."""
+    """`cls.from_pretrained(args.model)` in the requested dtype and quantization (without the text encoder when
+    no prompt needs it), optional `setup(pipe)` (e.g. LoRAs), then onto the device or offloaded (`memory_args`)."""
+    from .memory_args import apply_memory_settings, memory_settings
+
     device = args.device or default_device()
+    settings = memory_settings(args, guidance_passes(args) if args.vram_budget else 1)
     extra = {} if getattr(args, "text_encoder_needed", True) else {"text_encoder": None, "tokenizer": None}
     with timer.stage("load"):
-        pipe = cls.from_pretrained(args.model, dtype=parse_dtype(args.dtype), **extra)
+        pipe = cls.from_pretrained(args.model, dtype=parse_dtype(args.dtype), quantization=settings.quantization,
+                                   text_encoder_quantization=settings.text_encoder_quantization, **extra)
         if setup is not None:
             setup(pipe)
-        if args.cpu_offload:
-            pipe.enable_model_cpu_offload(device=device)
-        else:
-            pipe.to(device)
+        apply_memory_settings(pipe, settings, device)
     return pipe
+
+
+def guidance_passes(args) -> int:
+    """Transformer passes batched per call at the first step (1 with --sequential-passes); without guidance
+    flags, those of the default guider (the folder's saved guider is not read for the plan)."""
+    from ..pipelines.base import default_guider
+    from .guidance_args import guider_from_args
+
+    if args.sequential_passes:
+        return 1
+    guider = guider_from_args(args) or default_guider()
+    return max(1, len(guider.plan(0, max(1, args.steps), 1.0).passes))
 
 
 def clip_call_arguments(args) -> dict:

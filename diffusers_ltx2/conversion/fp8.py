@@ -56,6 +56,17 @@ class FP8ScaledLinear(nn.Module):
         self.register_buffer("weight_scale", torch.ones((), dtype=torch.float32))
         self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
 
+    def _apply(self, fn, recurse=True):
+        """`.to(device)` moves the float8 tensors; a dtype change (`pipe.to(torch.bfloat16)`) leaves them float8
+        (torch would upcast them and silently drop the memory saving). float8 -> wider -> float8 is exact."""
+        kept = {name: t.dtype for name, t in self.named_parameters(recurse=False) if is_float8(t.dtype)}
+        super()._apply(fn, recurse)
+        for name, dtype in kept.items():
+            param = getattr(self, name)
+            if param.dtype != dtype:
+                setattr(self, name, nn.Parameter(param.data.to(dtype), requires_grad=False))
+        return self
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = dequantize(self.weight, self.weight_scale, x.dtype)
         b = self.bias.to(x.dtype) if self.bias is not None else None

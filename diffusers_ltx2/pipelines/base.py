@@ -21,6 +21,7 @@ from ..guiders import GuidanceAttentionControl, Guider, MultimodalGuider
 from ..loaders.lora import LTX2OfficialLoraLoaderMixin
 from ..loaders.gemma import DEFAULT_MAX_SEQUENCE_LENGTH, GemmaPromptEncoder, run_connectors
 from ..loaders.prompt_embeddings import PromptEmbeddings
+from ..memory.vae_tiling import auto_tile_vae
 from ..schedulers import LTX2Scheduler
 from . import latents as L
 from .call_lock import serialized_call
@@ -77,6 +78,7 @@ class LTX2PipelineBase(DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLora
     """
 
     model_cpu_offload_seq = "text_encoder->connectors->transformer->vae->audio_vae->vocoder"
+    vae_memory_budget: int | None = None  # bytes for one VAE decode / encode; drives automatic tiling
     _optional_components = ["text_encoder", "tokenizer", "guider", *DIFFUSERS_ONLY_COMPONENTS]
     _callback_tensor_inputs = ["latents", "audio_latents", "prompt_embeds", "negative_prompt_embeds"]
 
@@ -140,12 +142,22 @@ class LTX2PipelineBase(DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLora
         super().__setattr__(name, value)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+    def from_pretrained(cls, pretrained_model_name_or_path, *, quantization: str | None = None,
+                        text_encoder_quantization: str | None = None, **kwargs):
         """diffusers' `from_pretrained`; in addition a `transformer/` converted with `ltx2 convert --fp8 keep`
         (float8 weights + scales, `ltx2_fp8.json`) is loaded with float8 weights that are dequantized per call,
-        so it takes the memory of the FP8 file."""
-        from ..conversion.fp8 import FP8_MANIFEST, load_fp8_transformer
+        so it takes the memory of the FP8 file.
 
+        Args:
+            quantization: quantize the transformer at load: "fp8-cast" (official), "fp8", "int8" or "int4"
+                (optimum-quanto); see `diffusers_ltx2.quantization`. Saved quantized folders reload as they are.
+            text_encoder_quantization: "fp8", "int8" or "int4" (optimum-quanto) for the Gemma text encoder.
+        """
+        from ..conversion.fp8 import FP8_MANIFEST, load_fp8_transformer
+        from ..quantization.loading import prepare_from_pretrained, quantize_text_encoder_of
+
+        kwargs = prepare_from_pretrained(pretrained_model_name_or_path, kwargs, quantization,
+                                         text_encoder_quantization)
         folder = os.path.join(str(pretrained_model_name_or_path), "transformer")
         if "transformer" not in kwargs and os.path.isfile(os.path.join(folder, FP8_MANIFEST)):
             dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
@@ -158,7 +170,19 @@ class LTX2PipelineBase(DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLora
         hub = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only", "proxies") if k in kwargs}
         if "guider" not in kwargs and not saved_by_this_package(pretrained_model_name_or_path, **hub):
             kwargs["guider"] = default_guider()  # a diffusers-layout folder has no guider: add the recommended one
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        quantize_text_encoder_of(pipe, text_encoder_quantization)
+        return pipe
+
+    def save_pretrained(self, save_directory, **kwargs):
+        """diffusers' `save_pretrained`; quantized transformers save with their quantization (see
+        `diffusers_ltx2.quantization`). Raises `NotImplementedError` before writing anything when the text
+        encoder was quantized in memory (`text_encoder_quantization=`), which cannot be serialized."""
+        from ..quantization.loading import after_save, before_save
+
+        before_save(self)
+        super().save_pretrained(save_directory, **kwargs)
+        after_save(self, save_directory)
 
     @classmethod
     def from_single_file(
@@ -170,6 +194,8 @@ class LTX2PipelineBase(DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLora
         dtype: torch.dtype | None = None,
         torch_dtype: torch.dtype | None = None,
         fp8: str | None = "dequantize",
+        quantization: str | None = None,
+        text_encoder_quantization: str | None = None,
         guider: Guider | None | str = "default",
         prompt_encoder=None,
         progress: bool = True,
@@ -185,7 +211,12 @@ class LTX2PipelineBase(DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLora
             dtype: dtype of the floating weights (`None` keeps the file's); `torch_dtype` is the older spelling
                 (as in diffusers, which deprecates it), accepted too.
             fp8: for FP8 files, `"dequantize"` (weight * weight_scale -> bf16) or `"keep"` (float8 weights).
+            quantization: quantize the transformer after loading ("fp8-cast", "fp8", "int8", "int4"; see
+                `diffusers_ltx2.quantization`); the bf16 transformer is whole in CPU memory once.
+            text_encoder_quantization: quanto mode for the `text_encoder` passed in (quantized in place).
         """
+        from ..quantization import check_quantization, quantize_transformer_
+        from ..quantization.loading import quantize_text_encoder_of
         from ..conversion import load_components_from_single_file
 
         from ..loaders.identity import MODEL_ID_METADATA_KEY, read_safetensors_metadata
@@ -195,12 +226,20 @@ class LTX2PipelineBase(DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLora
         if dtype is not None and torch_dtype is not None and dtype != torch_dtype:
             raise ValueError(f"dtype={dtype} and torch_dtype={torch_dtype} disagree; pass only dtype")
         dtype = dtype if dtype is not None else torch_dtype
+        check_quantization(quantization)
+        check_quantization(text_encoder_quantization, text_encoder=True)
+        if quantization is not None and fp8 == "keep":
+            raise ValueError("fp8='keep' already loads float8 weights; use fp8='dequantize' with quantization=")
         components = load_components_from_single_file(path, dtype=dtype, fp8=fp8, progress=progress)
-        return cls(
+        if quantization is not None:
+            quantize_transformer_(components["transformer"], quantization)
+        pipe = cls(
             scheduler=LTX2Scheduler(), text_encoder=text_encoder, tokenizer=tokenizer, guider=guider,
             prompt_encoder=prompt_encoder, model_identity=read_safetensors_metadata(path).get(MODEL_ID_METADATA_KEY),
             **components,
         )
+        quantize_text_encoder_of(pipe, text_encoder_quantization)
+        return pipe
 
     # -- geometry: diffusers' attribute names come from `DiffusersLTX2Surface` ---------------------------------
     @property
@@ -600,6 +639,7 @@ class LTX2PipelineBase(DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLora
         """VAE-encode `(B, 3, F, H, W)` pixels in `[-1, 1]` into normalized diffusion-space latents (the
         posterior mean); a batch of one is broadcast to `batch_size`."""
         pixels = pixels.to(device=device, dtype=self.vae.dtype)
+        auto_tile_vae(self.vae, *pixels.shape[2:], budget_bytes=self.vae_memory_budget)
         with torch.no_grad():
             latents = self.vae.encode(pixels).latent_dist.mode()
         latents = L.normalize_video(latents.float(), self.vae.latents_mean, self.vae.latents_std)
@@ -630,7 +670,8 @@ class LTX2PipelineBase(DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLora
         """VAE-decode denormalized latents and post-process to `output_type`.
 
         `decode_timestep` / `decode_noise_scale` (timestep-conditioned VAEs only): one value or one per video,
-        as in diffusers; the noise scale defaults to the timestep.
+        as in diffusers; the noise scale defaults to the timestep. Tiled automatically above one official tile or over
+        `vae_memory_budget` (`diffusers_ltx2.memory.vae_tiling`).
         """
         latents = latents.to(self.vae.dtype)
         timestep = None
@@ -649,6 +690,9 @@ class LTX2PipelineBase(DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLora
             normalized = (1 - noise_scale) * normalized + noise_scale * noise
             latents = L.denormalize_video(normalized, mean, std).to(self.vae.dtype)
             timestep = decode_t.to(latents.dtype)
+        r_t, r_s = self.vae_temporal_ratio, self.vae_spatial_ratio
+        auto_tile_vae(self.vae, (latents.shape[2] - 1) * r_t + 1, latents.shape[3] * r_s, latents.shape[4] * r_s,
+                      budget_bytes=self.vae_memory_budget)
         with torch.no_grad():
             video = self.vae.decode(latents, timestep, return_dict=False)[0]
         return self.video_processor.postprocess_video(video, output_type=output_type)

@@ -1,0 +1,104 @@
+"""Weight quantization of the LTX-2 transformer (and the Gemma text encoder) at load.
+
+One argument, `quantization=`, on `LTX2AudioVideoPipeline.from_pretrained` / `from_single_file` and
+`--quantize` on the CLI:
+
+======== ================================================== ====================== ==================
+mode     weights of the quantized linears                    backend                 saves / reloads
+======== ================================================== ====================== ==================
+fp8-cast float8_e4m3fn, no scale, upcast per matmul          official semantics      yes (FP8 keep folder)
+fp8      quanto qfloat8 (e4m3, per-output-channel scale)    optimum-quanto          yes (quanto config)
+int8     quanto qint8 (per-output-channel scale)            optimum-quanto          yes (quanto config)
+int4     quanto qint4 (groups of 128, scale + shift)        optimum-quanto          yes (quanto config)
+======== ================================================== ====================== ==================
+
+The layers quantized and kept are listed once, in `policy.py`. The text encoder (`text_encoder_quantization=`)
+takes the quanto modes; it is not serializable.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .fp8_cast import apply_fp8_cast, fp8_linear_names
+from .policy import KEEP_HIGH_PRECISION, is_quantized_linear, quantized_linear_names
+from .quanto import QUANTO_MODES, quanto_config, quantize_quanto_, quantize_text_encoder_
+
+__all__ = [
+    "QUANTIZATION_MODES", "TEXT_ENCODER_QUANTIZATION_MODES", "KEEP_HIGH_PRECISION", "apply_fp8_cast",
+    "check_quantization", "check_serializable", "is_quantized_linear", "quantize_transformer_",
+    "quantized_linear_names", "quanto_config", "quantize_text_encoder_", "transformer_quantization", "weight_bytes",
+]
+
+QUANTIZATION_MODES = ("fp8-cast", "fp8", "int8", "int4")
+TEXT_ENCODER_QUANTIZATION_MODES = tuple(QUANTO_MODES)
+
+
+def check_quantization(mode: str | None, *, text_encoder: bool = False) -> str | None:
+    """Validate a quantization mode name (`None` = no quantization) before any model loads; returns it.
+
+    Raises:
+        ValueError: unknown mode (the message lists the choices).
+        ImportError: a quanto mode without optimum-quanto installed.
+    """
+    if mode is None:
+        return None
+    choices = TEXT_ENCODER_QUANTIZATION_MODES if text_encoder else QUANTIZATION_MODES
+    if mode not in choices:
+        what = "text encoder quantization" if text_encoder else "quantization"
+        raise ValueError(f"unknown {what} {mode!r}; choose one of {', '.join(choices)}")
+    if mode in QUANTO_MODES:
+        try:
+            import optimum.quanto  # noqa: F401
+        except ImportError as e:
+            raise ImportError(f"quantization {mode!r} needs optimum-quanto: pip install optimum-quanto") from e
+    return mode
+
+
+def transformer_quantization(model: nn.Module) -> str | None:
+    """The quantization a transformer carries: "fp8-cast"-style float8 linears ("fp8-cast"), a quanto config
+    ("fp8" / "int8" / "int4"), or `None`."""
+    config = getattr(getattr(model, "config", None), "quantization_config", None)
+    if config is not None:
+        dtype = config.get("weights_dtype") if isinstance(config, dict) else getattr(config, "weights_dtype", None)
+        return {v[0]: k for k, v in QUANTO_MODES.items()}.get(dtype, str(dtype))
+    return "fp8-cast" if fp8_linear_names(model) else None
+
+
+def quantize_transformer_(model: nn.Module, mode: str) -> list[str]:
+    """Quantize an already-built LTX-2 transformer in place with `mode`; returns the quantized module names.
+
+    Raises:
+        ValueError: unknown mode, or the model is already quantized.
+    """
+    check_quantization(mode)
+    current = transformer_quantization(model)
+    if current is not None:
+        raise ValueError(f"the transformer is already quantized ({current}); load the bf16 weights to quantize")
+    if mode == "fp8-cast":
+        return apply_fp8_cast(model)
+    return quantize_quanto_(model, mode)
+
+
+def check_serializable(components: dict) -> None:
+    """Raise `NotImplementedError` (before anything is written) when a component cannot be saved: a text encoder
+    quantized in memory with optimum-quanto."""
+    te = components.get("text_encoder")
+    if te is not None and getattr(te, "_ltx2_quantization", None):
+        raise NotImplementedError(
+            f"the text encoder is quantized in memory ({te._ltx2_quantization}, optimum-quanto) and cannot be "
+            "saved; save the pipeline without text_encoder_quantization and quantize it again at load")
+
+
+def _tensor_bytes(t) -> int:
+    """Bytes of a tensor; a tensor subclass (quanto's QTensors) is the sum of its inner tensors."""
+    if hasattr(t, "__tensor_flatten__"):
+        names, _ = t.__tensor_flatten__()
+        return sum(_tensor_bytes(getattr(t, n)) for n in names)
+    return t.numel() * t.element_size()
+
+
+def weight_bytes(module: nn.Module) -> int:
+    """Bytes of a module's parameters and buffers as stored (quantized data, scales and shifts included)."""
+    tensors = {id(t): t for t in (*module.parameters(), *module.buffers())}
+    return sum(_tensor_bytes(t) for t in tensors.values())

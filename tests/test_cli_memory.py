@@ -1,0 +1,76 @@
+"""`ltx2 generate` memory options: --quantize, --text-encoder-quantize, --offload, --vram-budget."""
+
+from __future__ import annotations
+
+import os
+
+import av
+import pytest
+
+from diffusers_ltx2.cli.memory_args import parse_bytes
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
+
+
+def test_parse_bytes():
+    assert parse_bytes("16GB") == 16 * 10**9 and parse_bytes("16GiB") == parse_bytes("16g") == 16 * 2**30
+    assert parse_bytes("1.5 MB") == 1_500_000 and parse_bytes("4096") == 4096
+    for bad in ("lots", "-3GB", "16 parsecs", ""):
+        with pytest.raises(ValueError, match="bad memory size"):
+            parse_bytes(bad)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--vram-budget", "lots"], "bad memory size"),
+    (["--offload", "disk"], "needs a folder"),
+    (["--offload-folder", "x"], "only used with --offload disk"),
+    (["--cpu-offload", "--offload", "blocks"], "either --cpu-offload or --offload"),
+    (["--offload", "disk", "--offload-folder", "w", "--text-encoder-quantize", "int8"], "cannot store optimum-quanto"),
+    (["--quantize", "nf4"], "invalid choice"),
+])
+def test_memory_flags_rejected_before_loading(tmp_path, monkeypatch, capsys, args, message):
+    from diffusers_ltx2.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    code = main(["generate", "--model", str(tmp_path), "--prompt", "a cat", "--output", "o.mp4", *args]) \
+        if "nf4" not in args else None
+    if code is None:  # argparse choices: SystemExit(2)
+        with pytest.raises(SystemExit) as e:
+            main(["generate", "--model", str(tmp_path), "--prompt", "a cat", "--output", "o.mp4", *args])
+        code = e.value.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "o.mp4")
+
+
+def _frames(path):
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+@pytest.mark.slow
+def test_generate_quantized_offloaded_and_planned(tiny_pipe, tmp_path, monkeypatch, capsys):
+    from diffusers_ltx2.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    model = tmp_path / "model"
+    tiny_pipe.save_pretrained(model)
+    common = ["generate", "--model", str(model), "--prompt", "a cat", "--num-frames", "9", "--height", "64",
+              "--width", "64", "--steps", "2", "--dtype", "fp32", "--device", "cpu", "--max-sequence-length", "128"]
+    assert main([*common, "--quantize", "int8", "--output", "q.mp4"]) == 0
+    assert main([*common, "--quantize", "int8", "--offload", "blocks", "--output", "qb.mp4"]) == 0
+    assert main([*common, "--quantize", "fp8-cast", "--text-encoder-quantize", "int8", "--offload", "model",
+                 "--output", "fm.mp4"]) == 0
+    assert main([*common, "--quantize", "fp8-cast", "--offload", "disk", "--offload-folder", "weights",
+                 "--output", "fd.mp4"]) == 0
+    assert os.listdir("weights")
+    # offloading changes nothing: same frames, bit for bit
+    assert all((a == b).all() for a, b in zip(_frames("q.mp4"), _frames("qb.mp4")))
+    capsys.readouterr()
+    assert main([*common, "--vram-budget", "64GB", "--output", "roomy.mp4"]) == 0
+    out = capsys.readouterr().out
+    assert "memory plan" in out and "quantization: none" in out and "offload: none" in out
+    assert "estimated peak" in out and "activations (4 guidance passes batched)" in out
+    assert main([*common, "--vram-budget", "1MB", "--output", "tight.mp4"]) == 0  # tiny model: ~3 MB of weights
+    out = capsys.readouterr().out
+    assert "offload: blocks" in out and len(_frames("tight.mp4")) == 9
