@@ -32,6 +32,8 @@ def test_memory_flags_rejected_before_loading(tmp_path, monkeypatch, capsys, arg
     from diffusers_ltx2.cli import main
 
     monkeypatch.chdir(tmp_path)
+    # passes the CLI's model-folder check but holds no model: loading would fail differently
+    (tmp_path / "model_index.json").write_text('{"_class_name": "LTX2AudioVideoPipeline"}')
     code = main(["generate", "--model", str(tmp_path), "--prompt", "a cat", "--output", "o.mp4", *args]) \
         if "nf4" not in args else None
     if code is None:  # argparse choices: SystemExit(2)

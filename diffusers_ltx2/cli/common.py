@@ -311,6 +311,9 @@ def check_clip_arguments(args, extra_files=(), *, audio_output: bool = False) ->
     V.check_resolution(args.height, args.width)
     check_fps(args.frame_rate)  # the MP4 writer's range, checked now rather than after generating
     parse_dtype(args.dtype)
+    from .memory_args import check_memory_arguments
+
+    check_memory_arguments(args)  # before the device checks: conflicting memory flags are the first thing to fix
     args.device = check_device(args.device)
     if args.cpu_offload and not args.device.startswith("cuda"):
         raise ValueError("--cpu-offload moves models between the CPU and a GPU; it needs a CUDA --device")
@@ -323,9 +326,6 @@ def check_clip_arguments(args, extra_files=(), *, audio_output: bool = False) ->
     args.text_encoder_needed = args.prompt is not None or negative_from_text
     if args.text_encoder_needed:
         check_model_folder(args.model)
-    from .memory_args import check_memory_arguments
-
-    check_memory_arguments(args)
 
 
 def clip_guider(args):

@@ -20,8 +20,7 @@ def parse_bytes(text: str) -> int:
 
 def add_memory_arguments(p) -> None:
     """Register the memory options on a subcommand parser (one argument group)."""
-    from ..memory import OFFLOAD_MODES
-    from ..quantization import QUANTIZATION_MODES, TEXT_ENCODER_QUANTIZATION_MODES
+    from ..memory_modes import OFFLOAD_MODES, QUANTIZATION_MODES, TEXT_ENCODER_QUANTIZATION_MODES
 
     g = p.add_argument_group("memory")
     g.add_argument("--quantize", choices=QUANTIZATION_MODES, default=None,

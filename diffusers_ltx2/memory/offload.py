@@ -17,7 +17,7 @@ import os
 
 import torch
 
-OFFLOAD_MODES = ("model", "blocks", "disk")
+from ..memory_modes import OFFLOAD_MODES  # noqa: E402  (plain data, shared with the command line)
 
 # Streamed in the block modes: the transformer and the Gemma text encoder (the bulk of the weights). The rest
 # stays resident on the compute device: it is small, and the pipeline reads the VAEs' latent statistics

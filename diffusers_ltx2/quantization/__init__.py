@@ -30,8 +30,9 @@ __all__ = [
     "quantized_linear_names", "quanto_config", "quantize_text_encoder_", "transformer_quantization", "weight_bytes",
 ]
 
-QUANTIZATION_MODES = ("fp8-cast", "fp8", "int8", "int4")
-TEXT_ENCODER_QUANTIZATION_MODES = tuple(QUANTO_MODES)
+from ..memory_modes import QUANTIZATION_MODES, TEXT_ENCODER_QUANTIZATION_MODES  # noqa: E402
+
+assert tuple(QUANTO_MODES) == TEXT_ENCODER_QUANTIZATION_MODES, "memory_modes lists every quanto mode"
 
 
 def check_quantization(mode: str | None, *, text_encoder: bool = False) -> str | None:
