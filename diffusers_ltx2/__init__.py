@@ -47,3 +47,9 @@ __all__ = [
     "MultimodalGuider",
     "SpatioTemporalGuidance",
 ]
+
+# Two-stage / distilled generation (latent upsampler + distilled-LoRA refinement).
+from .pipelines.two_stage import DEFAULT_NEGATIVE_PROMPT, LTX2TwoStagePipeline  # noqa: E402
+
+_register(pipelines={"LTX2TwoStagePipeline": LTX2TwoStagePipeline}, loadable_bases=())
+__all__ += ["DEFAULT_NEGATIVE_PROMPT", "LTX2TwoStagePipeline"]

@@ -433,10 +433,11 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
     def prepare_conditioned_latents(
         self, conditions, total: int, num_frames: int, height: int, width: int, frame_rate: float, *,
         generator=None, latents=None, audio_latents=None, image=None, image_strength: float = 1.0,
-        audio_only: bool = False, device=None,
+        audio_only: bool = False, device=None, initial_video=None, initial_audio=None, noise_scale: float = 1.0,
     ):
         """Initial states with `conditions` applied, then noised (video first, then audio); returns
-        `conditioning.ConditionedLatents`."""
+        `conditioning.ConditionedLatents`. `initial_video` / `initial_audio` (clean packed tokens) and
+        `noise_scale`: start from a given clean latent re-noised to `noise_scale` (two-stage refinement)."""
         from .. import conditioning as C
 
         geometry = C.geometry_for(self, total, num_frames, height, width, frame_rate)
@@ -444,6 +445,7 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
         return C.prepare_conditioned_latents(
             self, conditions, geometry, generator=generator, latents=latents, audio_latents=audio_latents,
             first_frame=first_frame, first_frame_strength=image_strength, audio_only=audio_only, device=device,
+            initial_video=initial_video, initial_audio=initial_audio, noise_scale=noise_scale,
         )
 
     def audio_latent_shape(self, batch_size: int, num_frames: int, frame_rate: float):
@@ -460,8 +462,9 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
         return (batch_size, f * h * w, c), (batch_size, c, f, h, w)
 
     @staticmethod
-    def _noised(clean, mask, coords, num_target, generator, noise, unpack) -> ModalityLatents:
-        """Official noiser: `latent = noise * mask + clean * (1 - mask)`, noise drawn in token layout."""
+    def _noised(clean, mask, coords, num_target, generator, noise, unpack, noise_scale: float = 1.0) -> ModalityLatents:
+        """Official noiser: `latent = noise * mask * s + clean * (1 - mask * s)` (`s = noise_scale`, 1 except when
+        re-noising a clean latent for refinement), noise drawn in token layout."""
         if noise is None:
             noise = randn_tensor(clean.shape, generator=generator, device=clean.device, dtype=torch.float32)
         elif noise.ndim == 5:
@@ -469,7 +472,7 @@ class LTX2PipelineBase(DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
         elif noise.ndim == 4:
             noise = L.pack_audio(noise)
         noise = noise.to(clean.device, torch.float32)
-        m = mask.unsqueeze(-1)
+        m = mask.unsqueeze(-1) * noise_scale
         latent = noise * m + clean * (1 - m)
         return ModalityLatents(latent=latent, clean=clean, denoise_mask=mask, coords=coords,
                                num_target_tokens=num_target)
