@@ -31,7 +31,9 @@ def active_adapter_strengths(model: torch.nn.Module) -> dict[str, float | None]:
         if layer.disable_adapters:
             continue
         for name in layer.active_adapters:
-            scaling = getattr(layer, "scaling", {}).get(name)
+            if name not in getattr(layer, "scaling", {}):
+                continue  # PEFT lists the model's active names on every layer, loaded there or not
+            scaling = layer.scaling[name]
             base = getattr(layer, "lora_alpha", {}).get(name, 1) / max(getattr(layer, "r", {}).get(name, 1), 1)
             value = None if scaling is None else float(scaling) / base
             if name not in out:
