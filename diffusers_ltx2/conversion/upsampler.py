@@ -143,3 +143,32 @@ def convert_upsampler_file(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dst
+
+
+def add_upsampler_to_folder(folder: str | os.PathLike, upsampler: LTX2LatentUpsamplerModel) -> str:
+    """Save `upsampler` as the `latent_upsampler/` component of a converted pipeline folder and list it in the
+    folder's `model_index.json` (so `LTX2TwoStagePipeline.from_pretrained(folder)` loads it). The component is
+    written to a temporary folder first and `model_index.json` is replaced atomically; returns the component path."""
+    folder = os.fspath(folder)
+    index_path = os.path.join(folder, "model_index.json")
+    if not os.path.isfile(index_path):
+        raise FileNotFoundError(f"{folder} is not a converted pipeline folder (no model_index.json)")
+    with open(index_path) as f:
+        index = json.load(f)
+    dst = os.path.join(folder, UPSAMPLER_FOLDER)
+    tmp = tempfile.mkdtemp(prefix=".upsampler-", dir=folder)
+    try:
+        upsampler.save_pretrained(tmp)
+        if os.path.exists(dst):
+            shutil.rmtree(dst)
+        os.replace(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    # the library diffusers itself records for this class (its module lives in diffusers.pipelines.ltx2)
+    index[UPSAMPLER_FOLDER] = ["ltx2", "LTX2LatentUpsamplerModel"]
+    tmp_index = index_path + ".tmp"
+    with open(tmp_index, "w") as f:
+        json.dump(index, f, indent=2, sort_keys=True)
+    os.replace(tmp_index, index_path)
+    return dst
