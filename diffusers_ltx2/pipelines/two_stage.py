@@ -28,6 +28,9 @@ from dataclasses import replace
 from typing import Any, Callable
 
 import torch
+from diffusers import AutoencoderKLLTX2Audio, AutoencoderKLLTX2Video, LTX2VideoTransformer3DModel
+from diffusers.pipelines.ltx2 import LTX2TextConnectors, LTX2Vocoder, LTX2VocoderWithBWE
+from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
 
 from ..guiders import ClassifierFreeGuidance, Guider
 from ..loaders.adapter_state import adapters_active
@@ -81,8 +84,10 @@ class LTX2TwoStagePipeline(LTX2AudioVideoPipeline):
 
     _optional_components = LTX2AudioVideoPipeline._optional_components + ["latent_upsampler"]
 
-    def __init__(self, scheduler, vae, audio_vae, text_encoder, tokenizer, connectors, transformer, vocoder,
-                 guider: Guider | None = None, latent_upsampler=None, prompt_encoder=None,
+    def __init__(self, scheduler, vae: AutoencoderKLLTX2Video, audio_vae: AutoencoderKLLTX2Audio, text_encoder,
+                 tokenizer, connectors: LTX2TextConnectors, transformer: LTX2VideoTransformer3DModel,
+                 vocoder: LTX2Vocoder | LTX2VocoderWithBWE, guider: Guider | None = None,
+                 latent_upsampler: LTX2LatentUpsamplerModel | None = None, prompt_encoder=None,
                  model_identity: str | None = None):
         super().__init__(scheduler=scheduler, vae=vae, audio_vae=audio_vae, text_encoder=text_encoder,
                          tokenizer=tokenizer, connectors=connectors, transformer=transformer, vocoder=vocoder,
