@@ -53,3 +53,7 @@ from .pipelines.two_stage import DEFAULT_NEGATIVE_PROMPT, LTX2TwoStagePipeline  
 
 _register(pipelines={"LTX2TwoStagePipeline": LTX2TwoStagePipeline}, loadable_bases=())
 __all__ += ["DEFAULT_NEGATIVE_PROMPT", "LTX2TwoStagePipeline"]
+from .pipelines.ic_lora_two_stage import LTX2ICLoRATwoStagePipeline  # noqa: E402
+
+_register(pipelines={"LTX2ICLoRATwoStagePipeline": LTX2ICLoRATwoStagePipeline}, loadable_bases=())
+__all__ += ["LTX2ICLoRATwoStagePipeline"]

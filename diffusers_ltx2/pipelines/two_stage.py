@@ -69,30 +69,10 @@ def unguided() -> Guider:
     return ClassifierFreeGuidance(1.0, 1.0)
 
 
-class LTX2TwoStagePipeline(LTX2AudioVideoPipeline):
-    """Two-stage (and distilled two-stage) LTX-2 audio+video generation.
-
-    Components: those of `LTX2AudioVideoPipeline` plus `latent_upsampler` (diffusers' `LTX2LatentUpsamplerModel`;
-    `ltx2 convert --upsampler` writes it as `latent_upsampler/`, `diffusers_ltx2.conversion.upsampler` converts
-    official files). Load the distilled LoRA with `load_distilled_lora` (not needed for distilled checkpoints).
-
-    Example (tiny random model, see README):
-        >>> pipe = LTX2TwoStagePipeline.from_pipe(one_stage_pipe, latent_upsampler=upsampler)
-        >>> pipe.load_distilled_lora("ltx-2-19b-distilled-lora-384.safetensors", strength=0.8)
-        >>> out = pipe("a fox in the snow", height=1024, width=1536, num_frames=121)
-    """
-
-    _optional_components = LTX2AudioVideoPipeline._optional_components + ["latent_upsampler"]
-
-    def __init__(self, scheduler, vae: AutoencoderKLLTX2Video, audio_vae: AutoencoderKLLTX2Audio, text_encoder,
-                 tokenizer, connectors: LTX2TextConnectors, transformer: LTX2VideoTransformer3DModel,
-                 vocoder: LTX2Vocoder | LTX2VocoderWithBWE, guider: Guider | None = None,
-                 latent_upsampler: LTX2LatentUpsamplerModel | None = None, prompt_encoder=None,
-                 model_identity: str | None = None):
-        super().__init__(scheduler=scheduler, vae=vae, audio_vae=audio_vae, text_encoder=text_encoder,
-                         tokenizer=tokenizer, connectors=connectors, transformer=transformer, vocoder=vocoder,
-                         guider=guider, prompt_encoder=prompt_encoder, model_identity=model_identity)
-        self.register_modules(latent_upsampler=latent_upsampler)
+class TwoStageMixin:
+    """The parts of the two-stage recipe a pipeline class gains by mixing this in before its base class: the
+    `latent_upsampler` component, `upsample_latents`, the distilled LoRA adapter, the two-stage checks and
+    `refine` (the upsample + stage-2 step). It needs the `LTX2PipelineBase` machinery."""
 
     # -- latent-only entry point -----------------------------------------------------------------------------
     def upsample_latents(self, latents: torch.Tensor) -> torch.Tensor:
@@ -117,7 +97,6 @@ class LTX2TwoStagePipeline(LTX2AudioVideoPipeline):
                                reference_downscale_factor=1, **kwargs)
         for m in _layers(self):  # inactive outside stage 2; other layers keep what they had
             m._active_adapter = [n for n in before.get(id(m), m.active_adapters) if n != DISTILLED_ADAPTER]
-        self._distilled_strength = float(strength)
         return DISTILLED_ADAPTER
 
     @property
@@ -125,12 +104,13 @@ class LTX2TwoStagePipeline(LTX2AudioVideoPipeline):
         return DISTILLED_ADAPTER in self.ic_lora_adapters
 
     @contextmanager
-    def _stage(self, name: str, add: dict[str, float] | None = None):
-        """Named progress bar and the adapters of one stage (the distilled LoRA dropped unless added)."""
+    def _stage(self, name: str, add: dict[str, float] | None = None, keep: set[str] | None = None):
+        """Named progress bar and the adapters of one stage: the active ones (only those in `keep` if given), the
+        distilled LoRA dropped unless in `add`."""
         old = dict(getattr(self, "_progress_bar_config", {}))
         self.set_progress_bar_config(**{**old, "desc": name})
         try:
-            with adapters_active([self.transformer, self.connectors], drop={DISTILLED_ADAPTER}, add=add):
+            with adapters_active([self.transformer, self.connectors], drop={DISTILLED_ADAPTER}, add=add, keep=keep):
                 yield
         finally:
             self._progress_bar_config = old
@@ -151,6 +131,80 @@ class LTX2TwoStagePipeline(LTX2AudioVideoPipeline):
                              "pass distilled=True for a distilled checkpoint")
         if distilled_lora_strength is not None:
             V.check_positive("distilled_lora_strength", distilled_lora_strength)
+
+    def stage_2_adapters(self, distilled: bool, strength: float | None) -> dict[str, float] | None:
+        """`add=` of stage 2: the distilled LoRA at `strength` (default: the one given to `load_distilled_lora`),
+        or nothing for a distilled checkpoint."""
+        if distilled:
+            return None
+        if strength is None:  # recorded on the transformer, so it survives from_pipe
+            strength = self.ic_lora_adapters[DISTILLED_ADAPTER].strength
+        return {DISTILLED_ADAPTER: float(strength)}
+
+    def refine(self, video, audio, contexts, *, total: int, num_frames: int, height: int, width: int,
+               frame_rate: float, conditions=None, image=None, image_strength: float = 1.0, generator=None,
+               add_adapters=None, keep_adapters=None, attention_kwargs=None, max_batch_passes=None,
+               step_callback=None):
+        """Upsample the stage-1 states and run stage 2 at `(height, width)` (official: `upsample_video`, then
+        `denoise_audio_video(..., noise_scale=sigmas[0], initial_video_latent=, initial_audio_latent=)` with
+        `simple_denoising_func`).
+
+        Args:
+            video, audio: stage-1 `ModalityLatents` at `(height / 2, width / 2)` (appended tokens are dropped).
+            contexts: the `TextContexts` of stage 1 (only the positive prompt is used).
+            conditions, image, image_strength: re-applied at full size (images re-encoded).
+            add_adapters, keep_adapters: LoRA adapters of stage 2 (see `_stage`).
+
+        Returns:
+            `(video, audio, state)`: final stage-2 states and the `ConditionedLatents` (for `finish`).
+        """
+        f, h, w = L.latent_video_size(num_frames, height // 2, width // 2, self.vae_temporal_ratio,
+                                      self.vae_spatial_ratio)
+        upsampled = self.upsample_latents(L.unpack_video(video.target(), f, h, w))
+        device = video.latent.device
+        self.set_schedule(None, list(DISTILLED_REFINE_SIGMAS), num_frames, height, width, device)
+        state = self.prepare_conditioned_latents(
+            list(conditions or []), total, num_frames, height, width, frame_rate, generator=generator, image=image,
+            image_strength=image_strength, device=device, initial_video=L.pack_video(upsampled),
+            initial_audio=audio.target(), noise_scale=float(self.scheduler.sigmas[0]),
+        )
+        with self._stage(f"stage 2/2 ({height}x{width}, refine)", add=add_adapters, keep=keep_adapters):
+            video, audio = self._denoise(unguided(), state, contexts, attention_kwargs, max_batch_passes,
+                                         step_callback or {})
+        return video, audio, state
+
+    def _denoise(self, guider, state, contexts, attention_kwargs, max_batch_passes, step_callback):
+        """One stage through the shared loop, with the frozen-modality rules of the conditioned pipeline."""
+        guider = guider.for_frozen(video=state.frozen_video, audio=state.frozen_audio)
+        contexts = replace(contexts, frozen_video=state.frozen_video, frozen_audio=state.frozen_audio)
+        return self.run_denoising(guider, state.video, state.audio, contexts, attention_kwargs=attention_kwargs,
+                                  max_batch_passes=max_batch_passes, **step_callback)
+
+
+class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
+    """Two-stage (and distilled two-stage) LTX-2 audio+video generation.
+
+    Components: those of `LTX2AudioVideoPipeline` plus `latent_upsampler` (diffusers' `LTX2LatentUpsamplerModel`;
+    `ltx2 convert --upsampler` writes it as `latent_upsampler/`, `diffusers_ltx2.conversion.upsampler` converts
+    official files). Load the distilled LoRA with `load_distilled_lora` (not needed for distilled checkpoints).
+
+    Example (tiny random model, see README):
+        >>> pipe = LTX2TwoStagePipeline.from_pipe(one_stage_pipe, latent_upsampler=upsampler)
+        >>> pipe.load_distilled_lora("ltx-2-19b-distilled-lora-384.safetensors", strength=0.8)
+        >>> out = pipe("a fox in the snow", height=1024, width=1536, num_frames=121)
+    """
+
+    _optional_components = LTX2AudioVideoPipeline._optional_components + ["latent_upsampler"]
+
+    def __init__(self, scheduler, vae: AutoencoderKLLTX2Video, audio_vae: AutoencoderKLLTX2Audio, text_encoder,
+                 tokenizer, connectors: LTX2TextConnectors, transformer: LTX2VideoTransformer3DModel,
+                 vocoder: LTX2Vocoder | LTX2VocoderWithBWE, guider: Guider | None = None,
+                 latent_upsampler: LTX2LatentUpsamplerModel | None = None, prompt_encoder=None,
+                 model_identity: str | None = None):
+        super().__init__(scheduler=scheduler, vae=vae, audio_vae=audio_vae, text_encoder=text_encoder,
+                         tokenizer=tokenizer, connectors=connectors, transformer=transformer, vocoder=vocoder,
+                         guider=guider, prompt_encoder=prompt_encoder, model_identity=model_identity)
+        self.register_modules(latent_upsampler=latent_upsampler)
 
     @torch.no_grad()
     def __call__(
@@ -225,9 +279,6 @@ class LTX2TwoStagePipeline(LTX2AudioVideoPipeline):
                                                 image=image, latents=latents)
         self.prepare_conditions(conditions, total, num_frames, height, width, frame_rate, image=image)
         device = self._execution_device
-        strength = distilled_lora_strength if distilled_lora_strength is not None else \
-            getattr(self, "_distilled_strength", 1.0)
-        stage_2_lora = None if distilled else {DISTILLED_ADAPTER: strength}
         step_callback = dict(callback=callback_on_step_end, callback_tensor_inputs=callback_on_step_end_tensor_inputs)
 
         # 2. Prompts, encoded once for both stages (official: one encode_prompts call).
@@ -250,21 +301,14 @@ class LTX2TwoStagePipeline(LTX2AudioVideoPipeline):
             return self.finish(video, audio, num_frames, half_h, half_w, output_type=output_type,
                                generator=generator, return_dict=return_dict, conditioned=state)
 
-        # 4. Upsample the video latent (official upsample_video).
-        f, h, w = L.latent_video_size(num_frames, half_h, half_w, self.vae_temporal_ratio, self.vae_spatial_ratio)
-        upsampled = self.upsample_latents(L.unpack_video(video.target(), f, h, w))
-
-        # 5. Stage 2 at full resolution: re-noised to sigmas[0], conditions re-applied, unguided, distilled LoRA.
-        self.set_schedule(None, list(DISTILLED_REFINE_SIGMAS), num_frames, height, width, device)
-        noise_scale = float(self.scheduler.sigmas[0])
-        state = self.prepare_conditioned_latents(
-            conditions, total, num_frames, height, width, frame_rate, generator=generator, image=image,
-            image_strength=image_strength, device=device, initial_video=L.pack_video(upsampled),
-            initial_audio=audio.target(), noise_scale=noise_scale,
+        # 4-5. Upsample, then stage 2 at full resolution: re-noised to sigmas[0], conditions re-applied, unguided,
+        # the distilled LoRA on top of the user's LoRAs.
+        video, audio, state = self.refine(
+            video, audio, contexts, total=total, num_frames=num_frames, height=height, width=width,
+            frame_rate=frame_rate, conditions=conditions, image=image, image_strength=image_strength,
+            generator=generator, add_adapters=self.stage_2_adapters(distilled, distilled_lora_strength),
+            attention_kwargs=attention_kwargs, max_batch_passes=max_batch_passes, step_callback=step_callback,
         )
-        with self._stage(f"stage 2/2 ({height}x{width}, refine)", add=stage_2_lora):
-            video, audio = self._denoise(unguided(), state, contexts, attention_kwargs, max_batch_passes,
-                                         step_callback)
 
         # 6. Decode at full resolution.
         return self.finish(
@@ -272,13 +316,6 @@ class LTX2TwoStagePipeline(LTX2AudioVideoPipeline):
             decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale, return_dict=return_dict,
             conditioned=state,
         )
-
-    def _denoise(self, guider, state, contexts, attention_kwargs, max_batch_passes, step_callback):
-        """One stage through the shared loop, with the frozen-modality rules of the conditioned pipeline."""
-        guider = guider.for_frozen(video=state.frozen_video, audio=state.frozen_audio)
-        contexts = replace(contexts, frozen_video=state.frozen_video, frozen_audio=state.frozen_audio)
-        return self.run_denoising(guider, state.video, state.audio, contexts, attention_kwargs=attention_kwargs,
-                                  max_batch_passes=max_batch_passes, **step_callback)
 
 
 def _layers(pipe):
