@@ -18,7 +18,8 @@ def write_official_lora(path, transformer, *, blocks=(0, 1), rank=4, seed=0, sca
         for t in TARGETS:
             w = transformer.get_submodule(f"transformer_blocks.{i}.{t}")
             w = getattr(w, "base_layer", w).weight
-            sd[f"diffusion_model.transformer_blocks.{i}.{t}.lora_A.weight"] = torch.randn(rank, w.shape[1], generator=g) * scale
-            sd[f"diffusion_model.transformer_blocks.{i}.{t}.lora_B.weight"] = torch.randn(w.shape[0], rank, generator=g) * scale
+            key = f"diffusion_model.transformer_blocks.{i}.{t}"
+            sd[f"{key}.lora_A.weight"] = torch.randn(rank, w.shape[1], generator=g) * scale
+            sd[f"{key}.lora_B.weight"] = torch.randn(w.shape[0], rank, generator=g) * scale
     save_file(sd, str(path))
     return sd
