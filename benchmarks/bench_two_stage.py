@@ -52,8 +52,9 @@ def distilled_lora_stand_in(transformer, rank: int = 32) -> dict:
     for i in range(len(transformer.transformer_blocks)):
         for t in LORA_TARGETS:
             w = transformer.get_submodule(f"transformer_blocks.{i}.{t}").weight
-            sd[f"diffusion_model.transformer_blocks.{i}.{t}.lora_A.weight"] = torch.randn(rank, w.shape[1], generator=g) * 0.01
-            sd[f"diffusion_model.transformer_blocks.{i}.{t}.lora_B.weight"] = torch.randn(w.shape[0], rank, generator=g) * 0.01
+            key = f"diffusion_model.transformer_blocks.{i}.{t}"
+            sd[f"{key}.lora_A.weight"] = torch.randn(rank, w.shape[1], generator=g) * 0.01
+            sd[f"{key}.lora_B.weight"] = torch.randn(w.shape[0], rank, generator=g) * 0.01
     return sd
 
 

@@ -78,8 +78,9 @@ class TwoStageMixin:
     def upsample_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Upsample normalized `(B, C, F, h, w)` video latents with `latent_upsampler` (official `upsample_video`:
         un-normalise with the VAE statistics, upsample, re-normalise); returns `(B, C, F, h*s, w*s)` float32.
-        For latents returned by `output_type="latent"` (denormalized), normalize first with
-        `latents.normalize_video(x, pipe.vae.latents_mean, pipe.vae.latents_std)`."""
+        For latents returned by `output_type="latent"` (denormalized VAE latents), normalize first with
+        `diffusers_ltx2.pipelines.latents.normalize_video(x, pipe.vae.latents_mean, pipe.vae.latents_std)`.
+        Raises `ValueError` without a `latent_upsampler` or for a wrong rank / channel count."""
         if self.latent_upsampler is None:
             raise ValueError("this pipeline has no latent_upsampler: pass latent_upsampler= (an "
                              "LTX2LatentUpsamplerModel, see `ltx2 convert --upsampler`)")
