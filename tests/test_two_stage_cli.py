@@ -7,6 +7,7 @@ import json
 import os
 
 import av
+import PIL.Image
 import pytest
 from two_stage_files import write_official_lora
 from upsampler_files import tiny_upsampler_config, write_official_upsampler
@@ -43,7 +44,11 @@ def test_generate_two_stage_writes_full_size_clip_with_named_stages(model, tmp_p
         assert len([s for s in c.streams if s.type == "audio"]) == 1
     assert len(frames) == 9 and frames[0].shape == (128, 128, 3)
     out = tmp_path / "distilled.mp4"
-    assert main(_base(folder, out, "--two-stage", "--distilled", "--upsampler", str(up))) == 0
+    image = tmp_path / "key.png"
+    PIL.Image.fromarray(frames[0]).save(image)
+    # distilled recipe with keyframes (first and last frame), re-encoded at 128x128 for stage 2
+    assert main(_base(folder, out, "--two-stage", "--distilled", "--upsampler", str(up), "--image", str(image),
+                      "--image", f"{image}@-1")) == 0
     assert "stage 1/2 (64x64, distilled)" in capsys.readouterr().err
     assert out.is_file()
 

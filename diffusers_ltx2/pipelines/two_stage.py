@@ -225,6 +225,7 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
         image=None,
         image_strength: float = 1.0,
         conditions: list | None = None,
+        output_modalities: tuple[str, ...] = ("video", "audio"),
         num_videos_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
@@ -253,6 +254,7 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
             distilled_lora_strength: strength of the distilled LoRA in stage 2 (default: the one given to
                 `load_distilled_lora`).
             latents, audio_latents: stage-1 noise (half-resolution shapes).
+            output_modalities: only `("video", "audio")` (accepted for call compatibility).
             callback_on_step_end: called in both stages (step indices restart at 0 in stage 2).
 
         Returns:
@@ -264,6 +266,9 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
         """
         # 1. Checks, before any model runs (both geometries: conditions must fit the half- and full-size clip).
         self.check_two_stage(height, width, distilled=distilled, distilled_lora_strength=distilled_lora_strength)
+        if tuple(output_modalities) != ("video", "audio"):
+            raise ValueError("two-stage generation upsamples the video: output_modalities must be ('video', 'audio') "
+                             "(use LTX2AudioVideoPipeline for audio-only)")
         guider = unguided() if distilled else (guider if guider is not None else self.guider)
         if negative_prompt is None and negative_prompt_embeds is None and guider.uses_negative_prompt:
             negative_prompt = DEFAULT_NEGATIVE_PROMPT
