@@ -15,9 +15,6 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import torch
-from diffusers import AutoencoderKLLTX2Audio, AutoencoderKLLTX2Video, LTX2VideoTransformer3DModel
-from diffusers.pipelines.ltx2 import LTX2TextConnectors, LTX2Vocoder, LTX2VocoderWithBWE
-from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
 
 from ..guiders import Guider
 from ..loaders.prompt_embeddings import PromptEmbeddings
@@ -35,16 +32,6 @@ class LTX2ICLoRATwoStagePipeline(TwoStageMixin, LTX2ICLoRAPipeline):
     """
 
     _optional_components = LTX2ICLoRAPipeline._optional_components + ["latent_upsampler"]
-
-    def __init__(self, scheduler, vae: AutoencoderKLLTX2Video, audio_vae: AutoencoderKLLTX2Audio, text_encoder,
-                 tokenizer, connectors: LTX2TextConnectors, transformer: LTX2VideoTransformer3DModel,
-                 vocoder: LTX2Vocoder | LTX2VocoderWithBWE, guider: Guider | None = None,
-                 latent_upsampler: LTX2LatentUpsamplerModel | None = None, prompt_encoder=None,
-                 model_identity: str | None = None):
-        super().__init__(scheduler=scheduler, vae=vae, audio_vae=audio_vae, text_encoder=text_encoder,
-                         tokenizer=tokenizer, connectors=connectors, transformer=transformer, vocoder=vocoder,
-                         guider=guider, prompt_encoder=prompt_encoder, model_identity=model_identity)
-        self.register_modules(latent_upsampler=latent_upsampler)
 
     @torch.no_grad()
     def __call__(

@@ -74,6 +74,35 @@ class TwoStageMixin:
     `latent_upsampler` component, `upsample_latents`, the distilled LoRA adapter, the two-stage checks and
     `refine` (the upsample + stage-2 step). It needs the `LTX2PipelineBase` machinery."""
 
+    def __init__(
+        self,
+        scheduler,
+        vae: AutoencoderKLLTX2Video,
+        audio_vae: AutoencoderKLLTX2Audio,
+        text_encoder,
+        tokenizer,
+        connectors: LTX2TextConnectors,
+        transformer: LTX2VideoTransformer3DModel,
+        vocoder: LTX2Vocoder | LTX2VocoderWithBWE,
+        guider: Guider | None | str = "default",
+        latent_upsampler: LTX2LatentUpsamplerModel | None = None,
+        prompt_encoder=None,
+        model_identity: str | None = None,
+        processor=None,
+        prompt_enhancer=None,
+        duration_head=None,
+        audio_scheduler=None,
+    ):
+        """The base pipeline's components (`LTX2PipelineBase`: `guider` left out = the recommended
+        `MultimodalGuider`, `None` = no guidance; diffusers' optional components only as `None`) plus
+        `latent_upsampler`."""
+        super().__init__(scheduler=scheduler, vae=vae, audio_vae=audio_vae, text_encoder=text_encoder,
+                         tokenizer=tokenizer, connectors=connectors, transformer=transformer, vocoder=vocoder,
+                         guider=guider, prompt_encoder=prompt_encoder, model_identity=model_identity,
+                         processor=processor, prompt_enhancer=prompt_enhancer, duration_head=duration_head,
+                         audio_scheduler=audio_scheduler)
+        self.register_modules(latent_upsampler=latent_upsampler)
+
     # -- latent-only entry point -----------------------------------------------------------------------------
     def upsample_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Upsample normalized `(B, C, F, h, w)` video latents with `latent_upsampler` (official `upsample_video`:
@@ -196,16 +225,6 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
     """
 
     _optional_components = LTX2AudioVideoPipeline._optional_components + ["latent_upsampler"]
-
-    def __init__(self, scheduler, vae: AutoencoderKLLTX2Video, audio_vae: AutoencoderKLLTX2Audio, text_encoder,
-                 tokenizer, connectors: LTX2TextConnectors, transformer: LTX2VideoTransformer3DModel,
-                 vocoder: LTX2Vocoder | LTX2VocoderWithBWE, guider: Guider | None = None,
-                 latent_upsampler: LTX2LatentUpsamplerModel | None = None, prompt_encoder=None,
-                 model_identity: str | None = None):
-        super().__init__(scheduler=scheduler, vae=vae, audio_vae=audio_vae, text_encoder=text_encoder,
-                         tokenizer=tokenizer, connectors=connectors, transformer=transformer, vocoder=vocoder,
-                         guider=guider, prompt_encoder=prompt_encoder, model_identity=model_identity)
-        self.register_modules(latent_upsampler=latent_upsampler)
 
     @torch.no_grad()
     def __call__(
