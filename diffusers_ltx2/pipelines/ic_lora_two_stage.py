@@ -20,6 +20,7 @@ from ..guiders import Guider
 from ..loaders.prompt_embeddings import PromptEmbeddings
 from ..schedulers import DISTILLED_SIGMAS
 from . import latents as L
+from .call_lock import unserialized
 from .denoising import ModalityLatents
 from .pipeline_ltx2_ic_lora import LTX2ICLoRAPipeline
 from .two_stage import TwoStageMixin, unguided
@@ -110,7 +111,7 @@ class LTX2ICLoRATwoStagePipeline(TwoStageMixin, LTX2ICLoRAPipeline):
 
         # Stage 1: the IC-LoRA call at half size, with the IC-LoRA (distilled LoRA kept off).
         with self._stage(f"stage 1/2 ({half_h}x{half_w}, IC-LoRA)"):
-            out = LTX2ICLoRAPipeline.__call__(
+            out = unserialized(LTX2ICLoRAPipeline.__call__)(
                 self, prompt_embeds=contexts.positive, negative_prompt_embeds=contexts.negative,
                 control_video=control_video, height=half_h, width=half_w, num_frames=num_frames,
                 frame_rate=frame_rate, guider=guider, sigmas=sigmas, image=image, image_strength=image_strength,
