@@ -21,6 +21,7 @@ from ..loaders.prompt_embeddings import PromptEmbeddings
 from ..schedulers import DISTILLED_SIGMAS
 from . import latents as L
 from .call_lock import unserialized
+from .diffusers_compat import GUIDANCE_ARGUMENTS, sigmas_from_timesteps
 from .denoising import ModalityLatents
 from .pipeline_ltx2_ic_lora import LTX2ICLoRAPipeline
 from .two_stage import TwoStageMixin, unguided
@@ -58,7 +59,7 @@ class LTX2ICLoRATwoStagePipeline(TwoStageMixin, LTX2ICLoRAPipeline):
         prompt_embeds: PromptEmbeddings | str | None = None,
         negative_prompt_embeds: PromptEmbeddings | str | None = None,
         max_sequence_length: int | None = None,
-        output_type: str = "np",
+        output_type: str = "pil",
         return_dict: bool = True,
         attention_kwargs: dict[str, Any] | None = None,
         callback_on_step_end: Callable | None = None,
@@ -74,6 +75,10 @@ class LTX2ICLoRATwoStagePipeline(TwoStageMixin, LTX2ICLoRAPipeline):
                 sigmas without guidance, stage 2 without any LoRA. `False`: stage 1 with `guider` / `sigmas`,
                 stage 2 with the distilled LoRA only (`load_distilled_lora` first).
             skip_stage_2: return the stage-1 clip at `(height / 2, width / 2)`.
+            guider: stage 1's guidance; or diffusers' guidance arguments (`guidance_scale`, ..., in
+                `**stage_1_kwargs`), resolved as `LTX2ICLoRAPipeline.__call__` does (neither: the pipeline's
+                `guider`, none when that is `None`). Ignored with `distilled=True`; stage 2 is unguided.
+            output_type: "pil" (default, as diffusers), "np", "pt" or "latent".
 
         Raises:
             ValueError: before any model runs, for a size that is not a multiple of 64, a missing upsampler (unless
@@ -88,14 +93,20 @@ class LTX2ICLoRATwoStagePipeline(TwoStageMixin, LTX2ICLoRAPipeline):
         half_h, half_w = height // 2, width // 2
         self.resolve_downscale_factor(reference_downscale_factor, half_h, half_w)
         V.check_output_type(output_type)
+        # the call's guider and prompt inputs are resolved here, once for both stages
+        guider = self.call_guider(guider, {k: stage_1_kwargs.pop(k) for k in GUIDANCE_ARGUMENTS
+                                           if k in stage_1_kwargs})
+        sigmas = sigmas_from_timesteps(stage_1_kwargs.pop("timesteps", None), sigmas)
         if distilled:
             guider, sigmas = unguided(), list(DISTILLED_SIGMAS)
-        guider = guider if guider is not None else self.guider
         inputs = V.check_call_inputs(
             self, prompt=prompt, negative_prompt=negative_prompt, prompt_embeds=prompt_embeds,
-            negative_prompt_embeds=negative_prompt_embeds, height=half_h, width=half_w, num_frames=num_frames,
-            frame_rate=frame_rate, output_type=output_type, image=image, image_strength=image_strength,
-            num_videos_per_prompt=num_videos_per_prompt, generator=generator, latents=None, audio_latents=None,
+            negative_prompt_embeds=negative_prompt_embeds,
+            prompt_attention_mask=stage_1_kwargs.pop("prompt_attention_mask", None),
+            negative_prompt_attention_mask=stage_1_kwargs.pop("negative_prompt_attention_mask", None),
+            height=half_h, width=half_w, num_frames=num_frames, frame_rate=frame_rate, output_type=output_type,
+            image=image, image_strength=image_strength, num_videos_per_prompt=num_videos_per_prompt,
+            generator=generator, latents=None, audio_latents=None,
             callback_tensor_inputs=callback_on_step_end_tensor_inputs, guider=guider,
         )
         self.fit_control_video(control_video, num_frames, half_h, half_w)  # readable (raises before any model)
@@ -107,7 +118,8 @@ class LTX2ICLoRATwoStagePipeline(TwoStageMixin, LTX2ICLoRAPipeline):
             num_videos_per_prompt=num_videos_per_prompt, max_sequence_length=max_sequence_length,
             device=self._execution_device,
         )
-        step_callback = dict(callback=callback_on_step_end, callback_tensor_inputs=callback_on_step_end_tensor_inputs)
+        loop_options = dict(callback=callback_on_step_end, callback_tensor_inputs=callback_on_step_end_tensor_inputs,
+                            use_cross_timestep=stage_1_kwargs.get("use_cross_timestep", True))
 
         # Stage 1: the IC-LoRA call at half size, with the IC-LoRA (distilled LoRA kept off).
         with self._stage(f"stage 1/2 ({half_h}x{half_w}, IC-LoRA)"):
@@ -130,7 +142,7 @@ class LTX2ICLoRATwoStagePipeline(TwoStageMixin, LTX2ICLoRAPipeline):
             video, audio, contexts, total=inputs.total, num_frames=num_frames, height=height, width=width,
             frame_rate=frame_rate, image=image, image_strength=image_strength, generator=generator,
             add_adapters=self.stage_2_adapters(distilled, distilled_lora_strength), keep_adapters=set(),
-            attention_kwargs=attention_kwargs, step_callback=step_callback,
+            attention_kwargs=attention_kwargs, loop_options=loop_options,
         )
         return self.finish(video, audio, num_frames, height, width, output_type=output_type, generator=generator,
                            return_dict=return_dict, conditioned=state)

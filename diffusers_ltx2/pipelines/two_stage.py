@@ -38,6 +38,7 @@ from ..loaders.prompt_embeddings import PromptEmbeddings
 from ..schedulers import DISTILLED_REFINE_SIGMAS, DISTILLED_SIGMAS
 from . import latents as L
 from . import validation as V
+from .diffusers_compat import DIFFUSERS_DEFAULT, check_unsupported_features, sigmas_from_timesteps
 from .pipeline_ltx2 import LTX2AudioVideoPipeline
 from .upsampling import upsample_latents, upsampler_scale
 
@@ -174,7 +175,7 @@ class TwoStageMixin:
     def refine(self, video, audio, contexts, *, total: int, num_frames: int, height: int, width: int,
                frame_rate: float, conditions=None, image=None, image_strength: float = 1.0, generator=None,
                add_adapters=None, keep_adapters=None, attention_kwargs=None, max_batch_passes=None,
-               step_callback=None):
+               loop_options=None):
         """Upsample the stage-1 states and run stage 2 at `(height, width)` (official: `upsample_video`, then
         `denoise_audio_video(..., noise_scale=sigmas[0], initial_video_latent=, initial_audio_latent=)` with
         `simple_denoising_func`).
@@ -184,6 +185,8 @@ class TwoStageMixin:
             contexts: the `TextContexts` of stage 1 (only the positive prompt is used).
             conditions, image, image_strength: re-applied at full size (images re-encoded).
             add_adapters, keep_adapters: LoRA adapters of stage 2 (see `_stage`).
+            loop_options: `run_denoising` keywords of both stages (`callback`, `callback_tensor_inputs`,
+                `use_cross_timestep`).
 
         Returns:
             `(video, audio, state)`: final stage-2 states and the `ConditionedLatents` (for `finish`).
@@ -200,15 +203,15 @@ class TwoStageMixin:
         )
         with self._stage(f"stage 2/2 ({height}x{width}, refine)", add=add_adapters, keep=keep_adapters):
             video, audio = self._denoise(unguided(), state, contexts, attention_kwargs, max_batch_passes,
-                                         step_callback or {})
+                                         loop_options or {})
         return video, audio, state
 
-    def _denoise(self, guider, state, contexts, attention_kwargs, max_batch_passes, step_callback):
+    def _denoise(self, guider, state, contexts, attention_kwargs, max_batch_passes, loop_options):
         """One stage through the shared loop, with the frozen-modality rules of the conditioned pipeline."""
         guider = guider.for_frozen(video=state.frozen_video, audio=state.frozen_audio)
         contexts = replace(contexts, frozen_video=state.frozen_video, frozen_audio=state.frozen_audio)
         return self.run_denoising(guider, state.video, state.audio, contexts, attention_kwargs=attention_kwargs,
-                                  max_batch_passes=max_batch_passes, **step_callback)
+                                  max_batch_passes=max_batch_passes, **loop_options)
 
 
 class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
@@ -238,7 +241,18 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
         frame_rate: float = 24.0,
         num_inference_steps: int = 40,
         sigmas: list[float] | None = None,
+        timesteps: list[float] | None = None,
         guider: Guider | None = None,
+        guidance_scale: float = DIFFUSERS_DEFAULT,
+        stg_scale: float = DIFFUSERS_DEFAULT,
+        modality_scale: float = DIFFUSERS_DEFAULT,
+        guidance_rescale: float = DIFFUSERS_DEFAULT,
+        audio_guidance_scale: float | None = DIFFUSERS_DEFAULT,
+        audio_stg_scale: float | None = DIFFUSERS_DEFAULT,
+        audio_modality_scale: float | None = DIFFUSERS_DEFAULT,
+        audio_guidance_rescale: float | None = DIFFUSERS_DEFAULT,
+        spatio_temporal_guidance_blocks: list[int] | None = DIFFUSERS_DEFAULT,
+        use_cross_timestep: bool = True,
         distilled: bool = False,
         distilled_lora_strength: float | None = None,
         image=None,
@@ -249,17 +263,27 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         audio_latents: torch.Tensor | None = None,
-        prompt_embeds: PromptEmbeddings | str | None = None,
-        negative_prompt_embeds: PromptEmbeddings | str | None = None,
+        prompt_embeds: PromptEmbeddings | str | torch.Tensor | None = None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        negative_prompt_embeds: PromptEmbeddings | str | torch.Tensor | None = None,
+        negative_prompt_attention_mask: torch.Tensor | None = None,
         max_batch_passes: int | None = None,
         max_sequence_length: int | None = None,
-        decode_timestep: float = 0.0,
-        decode_noise_scale: float | None = None,
-        output_type: str = "np",
+        decode_timestep: float | list[float] = 0.0,
+        decode_noise_scale: float | list[float] | None = None,
+        output_type: str = "pil",
         return_dict: bool = True,
         attention_kwargs: dict[str, Any] | None = None,
         callback_on_step_end: Callable | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ("latents",),
+        min_seconds: float = 1.0,
+        max_seconds: float = 20.0,
+        motion_speed: float = 1.0,
+        system_prompt: str | None = None,
+        enable_prompt_enhancement: bool = False,
+        prompt_max_new_tokens: int | None = None,
+        prompt_enhancement_kwargs: dict[str, Any] | None = None,
+        prompt_enhancement_seed: int = 10,
     ):
         """Generate a clip at `(height, width)` in two stages.
 
@@ -267,7 +291,10 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
             height, width: output pixels, multiples of 64 (stage 1 runs at half of each).
             negative_prompt: default `DEFAULT_NEGATIVE_PROMPT` (the official one) when the stage-1 guider needs a
                 negative pass; `""` for the empty prompt.
-            num_inference_steps, sigmas, guider: stage 1's schedule and guidance (ignored with `distilled=True`).
+            num_inference_steps, sigmas, timesteps: stage 1's schedule (ignored with `distilled=True`).
+            guider, guidance_scale, ..., spatio_temporal_guidance_blocks: stage 1's guidance, resolved as in
+                `LTX2AudioVideoPipeline.__call__` (`guider=` or diffusers' arguments, not both; neither: the
+                pipeline's `guider`, none when that is `None`); ignored with `distilled=True`. Stage 2 is unguided.
             distilled: distilled checkpoint recipe (official `DistilledPipeline`): stage 1 on the 8 distilled sigmas
                 without guidance, stage 2 without any extra LoRA.
             distilled_lora_strength: strength of the distilled LoRA in stage 2 (default: the one given to
@@ -275,6 +302,8 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
             latents, audio_latents: stage-1 noise (half-resolution shapes).
             output_modalities: only `("video", "audio")` (accepted for call compatibility).
             callback_on_step_end: called in both stages (step indices restart at 0 in stage 2).
+            output_type: "pil" (default, as diffusers), "np", "pt" or "latent".
+            diffusers' `noise_scale` is not accepted (stage 1 starts from noise; stage 2's re-noising is the recipe's).
 
         Returns:
             `LTX2AudioVideoPipelineOutput` at full resolution (`output_type="latent"`: denormalized VAE latents).
@@ -284,27 +313,38 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
                 message), a missing upsampler or distilled LoRA, and every check of the one-stage pipeline.
         """
         # 1. Checks, before any model runs (both geometries: conditions must fit the half- and full-size clip).
+        check_unsupported_features(num_frames=num_frames, min_seconds=min_seconds, max_seconds=max_seconds,
+                                   motion_speed=motion_speed, enable_prompt_enhancement=enable_prompt_enhancement)
+        sigmas = sigmas_from_timesteps(timesteps, sigmas)
         self.check_two_stage(height, width, distilled=distilled, distilled_lora_strength=distilled_lora_strength)
         if tuple(output_modalities) != ("video", "audio"):
             raise ValueError("two-stage generation upsamples the video: output_modalities must be ('video', 'audio') "
                              "(use LTX2AudioVideoPipeline for audio-only)")
-        guider = unguided() if distilled else (guider if guider is not None else self.guider)
+        guider = self.call_guider(guider, locals())
+        if distilled:
+            guider = unguided()
+        callback_on_step_end_tensor_inputs = self.callback_tensor_names(callback_on_step_end,
+                                                                        callback_on_step_end_tensor_inputs)
         if negative_prompt is None and negative_prompt_embeds is None and guider.uses_negative_prompt:
             negative_prompt = DEFAULT_NEGATIVE_PROMPT
         half_h, half_w = height // 2, width // 2
         inputs = V.check_call_inputs(
             self, prompt=prompt, negative_prompt=negative_prompt, prompt_embeds=prompt_embeds,
-            negative_prompt_embeds=negative_prompt_embeds, height=half_h, width=half_w, num_frames=num_frames,
-            frame_rate=frame_rate, output_type=output_type, image=image, image_strength=image_strength,
-            num_videos_per_prompt=num_videos_per_prompt, generator=generator, latents=latents,
-            audio_latents=audio_latents, callback_tensor_inputs=callback_on_step_end_tensor_inputs, guider=guider,
+            negative_prompt_embeds=negative_prompt_embeds, prompt_attention_mask=prompt_attention_mask,
+            negative_prompt_attention_mask=negative_prompt_attention_mask, height=half_h, width=half_w,
+            num_frames=num_frames, frame_rate=frame_rate, output_type=output_type, image=image,
+            image_strength=image_strength, num_videos_per_prompt=num_videos_per_prompt, generator=generator,
+            latents=latents, audio_latents=audio_latents, callback_tensor_inputs=callback_on_step_end_tensor_inputs,
+            guider=guider,
         )
         total = inputs.total
         conditions, _ = self.prepare_conditions(conditions, total, num_frames, half_h, half_w, frame_rate,
                                                 image=image, latents=latents)
         self.prepare_conditions(conditions, total, num_frames, height, width, frame_rate, image=image)
         device = self._execution_device
-        step_callback = dict(callback=callback_on_step_end, callback_tensor_inputs=callback_on_step_end_tensor_inputs)
+        self._record_call(guider, attention_kwargs)
+        loop_options = dict(callback=callback_on_step_end, callback_tensor_inputs=callback_on_step_end_tensor_inputs,
+                            use_cross_timestep=use_cross_timestep)
 
         # 2. Prompts, encoded once for both stages (official: one encode_prompts call).
         contexts = self.encode_prompt(
@@ -321,7 +361,7 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
             audio_latents=audio_latents, image=image, image_strength=image_strength, device=device,
         )
         with self._stage(f"stage 1/2 ({half_h}x{half_w}{', distilled' if distilled else ''})"):
-            video, audio = self._denoise(guider, state, contexts, attention_kwargs, max_batch_passes, step_callback)
+            video, audio = self._denoise(guider, state, contexts, attention_kwargs, max_batch_passes, loop_options)
         if self.interrupt:
             return self.finish(video, audio, num_frames, half_h, half_w, output_type=output_type,
                                generator=generator, return_dict=return_dict, conditioned=state)
@@ -332,7 +372,7 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
             video, audio, contexts, total=total, num_frames=num_frames, height=height, width=width,
             frame_rate=frame_rate, conditions=conditions, image=image, image_strength=image_strength,
             generator=generator, add_adapters=self.stage_2_adapters(distilled, distilled_lora_strength),
-            attention_kwargs=attention_kwargs, max_batch_passes=max_batch_passes, step_callback=step_callback,
+            attention_kwargs=attention_kwargs, max_batch_passes=max_batch_passes, loop_options=loop_options,
         )
 
         # 6. Decode at full resolution.
