@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 
-from ..pipelines import validation as V
-
 
 def add_two_stage_arguments(p) -> None:
     """`--two-stage`, `--upsampler PATH`, `--distilled-lora PATH[:STRENGTH]` (with `--distilled`: the distilled
@@ -45,6 +43,8 @@ def check_two_stage_arguments(args) -> None:
         if used:
             raise ValueError(f"{' / '.join(used)} only apply with --two-stage")
         return
+    from ..pipelines import validation as V  # here, not at import: `ltx2 --help` loads no torch
+
     V.check_resolution(args.height, args.width, 64)
     if args.upsampler is not None:
         if not os.path.exists(args.upsampler):
