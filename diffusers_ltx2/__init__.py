@@ -35,6 +35,9 @@ _EXPORTS = {
     "LTX2AudioVideoPipeline": ".pipelines",
     "LTX2AudioVideoPipelineOutput": ".pipelines",
     "LTX2ICLoRAPipeline": ".pipelines",
+    "LTX2TwoStagePipeline": ".pipelines",
+    "LTX2ICLoRATwoStagePipeline": ".pipelines",
+    "DEFAULT_NEGATIVE_PROMPT": ".pipelines.two_stage",
     "DISTILLED_REFINE_SIGMAS": ".schedulers",
     "DISTILLED_SIGMAS": ".schedulers",
     "LTX2Scheduler": ".schedulers",
@@ -46,7 +49,8 @@ _registration.install()
 
 
 #: subpackages reachable as attributes (`diffusers_ltx2.control.CannyPreprocessor`) as when they were eager
-_SUBMODULES = ("cli", "control", "conversion", "export", "factory", "guiders", "loaders", "pipelines", "schedulers")
+_SUBMODULES = ("cli", "conditioning", "control", "conversion", "export", "factory", "guiders", "loaders", "media",
+               "pipelines", "schedulers")
 
 
 def __getattr__(name: str):

@@ -22,7 +22,7 @@ import sys
 
 _METHODS = ["save_pretrained", "from_pretrained"]
 #: Pipeline classes published on the `diffusers` module (imported from `diffusers_ltx2.pipelines` on demand).
-PIPELINE_NAMES = ("LTX2AudioVideoPipeline", "LTX2ICLoRAPipeline")
+PIPELINE_NAMES = ("LTX2AudioVideoPipeline", "LTX2ICLoRAPipeline", "LTX2TwoStagePipeline", "LTX2ICLoRATwoStagePipeline")
 
 
 def register(pipelines: dict[str, type], loadable_bases: tuple[str, ...]) -> None:

@@ -106,7 +106,8 @@ def test_union_workflow_end_to_end_with_canny(ic_pipe, tmp_path):
         return seen_frames["out"]
 
     out = ic_pipe("a dog runs", control_video=str(control_path), control_preprocessor=preprocess,
-                  conditioning_attention_strength=0.8, generator=torch.Generator().manual_seed(0), **CLIP, **FAST)
+                  conditioning_attention_strength=0.8, generator=torch.Generator().manual_seed(0), output_type="np",
+                  **CLIP, **FAST)
     assert seen_frames["in"].shape == (9, 3, 64, 64)  # trimmed to 9 frames, fitted to (H/2, W/2)
     edges = seen_frames["out"]
     assert set(edges.unique().tolist()) == {0.0, 1.0} and 0 < edges.mean() < 0.3

@@ -11,6 +11,12 @@ import sys
 import warnings
 
 
+def _upsampler_dtype(name: str):
+    import torch
+
+    return {"keep": None, "bf16": torch.bfloat16, "fp32": torch.float32}[name]
+
+
 def build_convert_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """Arguments of ``convert`` (pass an existing (sub)parser to extend it)."""
     p = parser or argparse.ArgumentParser(description="Convert an official LTX-2 checkpoint to a diffusers folder")
@@ -23,6 +29,9 @@ def build_convert_parser(parser: argparse.ArgumentParser | None = None) -> argpa
     p.add_argument("--gemma", default=None, help="Gemma folder (transformers format) to add as text_encoder/tokenizer")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder after success")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--upsampler", default=None,
+                   help="official ltx-2-spatial-upscaler-*.safetensors to add as the latent_upsampler/ component "
+                        "(two-stage generation); SRC may also be an upsampler file alone")
     return p
 
 
@@ -54,12 +63,25 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 def run_convert(args: argparse.Namespace) -> int:
     """Execute a parsed ``convert`` command; returns a process exit code."""
-    from diffusers_ltx2.conversion.convert import convert_single_file
+    def convert():
+        from diffusers_ltx2.conversion import upsampler as U
+        from diffusers_ltx2.conversion.convert import convert_single_file
 
-    return _run("ltx2 convert", lambda: convert_single_file(
-        args.src, args.dst, dtype=args.dtype, fp8=args.fp8, max_shard_size=args.max_shard_size,
-        gemma_path=args.gemma, progress=not args.no_progress, overwrite=args.overwrite,
-    ))
+        if U.is_upsampler_file(args.src):  # an upsampler alone -> a model folder
+            return U.convert_upsampler_file(args.src, args.dst, dtype=_upsampler_dtype(args.dtype),
+                                            overwrite=args.overwrite)
+        upsampler = None
+        if getattr(args, "upsampler", None):  # checked before the (long) main conversion
+            upsampler = U.load_official_upsampler(args.upsampler, dtype=_upsampler_dtype(args.dtype))
+        out = convert_single_file(
+            args.src, args.dst, dtype=args.dtype, fp8=args.fp8, max_shard_size=args.max_shard_size,
+            gemma_path=args.gemma, progress=not args.no_progress, overwrite=args.overwrite,
+        )
+        if upsampler is not None:
+            U.add_upsampler_to_folder(out, upsampler)
+        return out
+
+    return _run("ltx2 convert", convert)
 
 
 

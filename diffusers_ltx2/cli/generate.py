@@ -8,8 +8,9 @@ import os
 
 from .common import (
     StageTimer, add_clip_arguments, check_clip_arguments, check_image_file, clip_call_arguments, load_pipeline,
-    non_negative_int, strength,
+    non_negative_int, parse_dtype, strength,
 )
+from .two_stage import add_two_stage_arguments, check_two_stage_arguments, two_stage_call, two_stage_setup
 from .media_args import (
     check_audio_output, check_conditions_early, check_file, check_strength, largest_clip_length, parse_media_spec,
     resolve_frame, write_output,
@@ -36,6 +37,7 @@ def add_parser(subparsers) -> None:
     g.add_argument("--audio-start", type=float, default=0.0, help="seconds into --audio where the clip starts")
     g.add_argument("--audio-only", action="store_true",
                    help="generate audio only (num_frames / frame_rate seconds); --output must be .wav or .flac")
+    add_two_stage_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -86,6 +88,9 @@ def _check_args(args) -> tuple[list, tuple[str, ...]]:
         if used:
             raise ValueError(f"--audio-only generates sound alone: it takes no {' / '.join(used)}")
     check_clip_arguments(args, audio_output=args.audio_only)
+    check_two_stage_arguments(args)
+    if args.two_stage and args.audio_only:
+        raise ValueError("--audio-only has no video to upsample: drop --two-stage")
     conditions = build_conditions(args)
     modalities = ("audio",) if args.audio_only else ("video", "audio")
     check_conditions_early(conditions, args, output_modalities=modalities)
@@ -99,7 +104,13 @@ def run(args) -> int:
     conditions, modalities = _check_args(args)
     call = clip_call_arguments(args)  # builds the guider: bad guidance flags fail here, before loading
     timer = StageTimer()
-    pipe = load_pipeline(LTX2AudioVideoPipeline, args, timer)
+    if args.two_stage:  # stage progress bars are named by the pipeline ("stage 1/2 ...", "stage 2/2 ...")
+        from ..pipelines.two_stage import LTX2TwoStagePipeline
+
+        call = two_stage_call(call, args)
+        pipe = load_pipeline(LTX2TwoStagePipeline, args, timer, setup=two_stage_setup(args, parse_dtype(args.dtype)))
+    else:
+        pipe = load_pipeline(LTX2AudioVideoPipeline, args, timer)
     if conditions or args.audio_only:
         call.update(conditions=conditions, output_modalities=modalities)
     with timer.stage("generate"):

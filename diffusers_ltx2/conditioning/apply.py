@@ -124,7 +124,7 @@ def _empty_state(batch: int, tokens: int, channels: int, coords: torch.Tensor, d
                            coords=coords, num_target_tokens=tokens)
 
 
-def _noise(pipe, state: ModalityLatents, generator, noise) -> ModalityLatents:
+def _noise(pipe, state: ModalityLatents, generator, noise, noise_scale: float = 1.0) -> ModalityLatents:
     """Official noiser over every token (target + appended); user noise covers the target tokens, the appended
     ones draw theirs from `generator`."""
     if noise is not None:
@@ -136,18 +136,25 @@ def _noise(pipe, state: ModalityLatents, generator, noise) -> ModalityLatents:
             more = randn_tensor((noise.shape[0], extra, noise.shape[2]), generator=generator,
                                 device=state.clean.device, dtype=torch.float32)
             noise = torch.cat([noise.to(state.clean.device, torch.float32), more], dim=1)
-    return pipe._noised(state.clean, state.denoise_mask, state.coords, state.num_target_tokens, generator, noise)
+    return pipe._noised(state.clean, state.denoise_mask, state.coords, state.num_target_tokens, generator, noise,
+                        noise_scale=noise_scale)
 
 
 def prepare_conditioned_latents(
     pipe, conditions: list[Condition], geometry: ClipGeometry, *, generator=None, latents=None,
     audio_latents=None, first_frame=None, first_frame_strength: float = 1.0, audio_only: bool = False, device=None,
+    initial_video: torch.Tensor | None = None, initial_audio: torch.Tensor | None = None, noise_scale: float = 1.0,
 ) -> ConditionedLatents:
     """Build the clip's states, apply `conditions` (checked, in order), then noise them (video first, then audio,
     one draw over all tokens each: the official order). `first_frame` is the pipeline's encoded `image=`.
 
     Audio-only: the video is a one-token placeholder (1 latent frame, 1x1 grid, mask 0, no noise drawn): the
     least diffusers' joint transformer accepts; with cross-modal attention off it cannot affect the audio.
+
+    Refinement (official `denoise_audio_video(initial_video_latent=, initial_audio_latent=, noise_scale=)`, stage 2
+    of the two-stage pipelines): `initial_video` / `initial_audio` are clean packed target tokens `(B, N, C)`
+    (normalized) the states start from instead of zeros, conditions are applied on top, and the noiser mixes
+    `noise * mask * noise_scale + clean * (1 - mask * noise_scale)`.
     """
     g = geometry
     b = g.batch_size
@@ -161,14 +168,18 @@ def prepare_conditioned_latents(
         video = _empty_state(b, n, pipe.transformer.config.in_channels, v_coords, device)
     a_coords = pipe.transformer.audio_rope.prepare_audio_coords(b, g.audio_latent_length, device)
     audio = _empty_state(b, g.audio_latent_length, pipe.transformer.config.audio_in_channels, a_coords, device)
+    for st, init in ((video, initial_video), (audio, initial_audio)):
+        if init is not None:
+            st.clean[:, : st.num_target_tokens] = init.to(st.clean)
+            st.latent[:, : st.num_target_tokens] = init.to(st.clean)
     state = ConditioningState(geometry=g, video=video, audio=audio)
     items = list(conditions)
     if first_frame is not None:
         items.append(EncodedFirstFrame(first_frame, first_frame_strength))
     for c in sorted(items, key=lambda c: c.order):
         c.apply(state, pipe)
-    video = state.video if audio_only else _noise(pipe, state.video, generator, latents)
-    audio = _noise(pipe, state.audio, generator, audio_latents)
+    video = state.video if audio_only else _noise(pipe, state.video, generator, latents, noise_scale)
+    audio = _noise(pipe, state.audio, generator, audio_latents, noise_scale)
     return ConditionedLatents(
         video=video, audio=audio,
         video_pixels=state.video_pixels if frozen(video) and not audio_only else None,

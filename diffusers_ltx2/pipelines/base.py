@@ -586,10 +586,11 @@ class LTX2PipelineBase(DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLora
     def prepare_conditioned_latents(
         self, conditions, total: int, num_frames: int, height: int, width: int, frame_rate: float, *,
         generator=None, latents=None, audio_latents=None, image=None, image_strength: float = 1.0,
-        audio_only: bool = False, device=None,
+        audio_only: bool = False, device=None, initial_video=None, initial_audio=None, noise_scale: float = 1.0,
     ):
         """Initial states with `conditions` applied, then noised (video first, then audio); returns
-        `conditioning.ConditionedLatents`."""
+        `conditioning.ConditionedLatents`. `initial_video` / `initial_audio` (clean packed tokens) and
+        `noise_scale`: start from a given clean latent re-noised to `noise_scale` (two-stage refinement)."""
         from .. import conditioning as C
 
         geometry = C.geometry_for(self, total, num_frames, height, width, frame_rate)
@@ -597,6 +598,7 @@ class LTX2PipelineBase(DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLora
         return C.prepare_conditioned_latents(
             self, conditions, geometry, generator=generator, latents=latents, audio_latents=audio_latents,
             first_frame=first_frame, first_frame_strength=image_strength, audio_only=audio_only, device=device,
+            initial_video=initial_video, initial_audio=initial_audio, noise_scale=noise_scale,
         )
 
     def audio_latent_shape(self, batch_size: int, num_frames: int, frame_rate: float):

@@ -79,3 +79,10 @@ def serialized_call(call):
 
     wrapper.__serialized__ = True
     return wrapper
+
+
+def unserialized(call):
+    """The undecorated body of a `serialized_call` `__call__`: for a pipeline that runs another class's call as one
+    of its steps while its own call already holds the locks (stage 1 of `LTX2ICLoRATwoStagePipeline`); calling the
+    decorated one there would be refused as re-entrant."""
+    return call.__wrapped__ if getattr(call, "__serialized__", False) else call

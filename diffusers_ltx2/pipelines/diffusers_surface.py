@@ -57,6 +57,22 @@ class DiffusersLTX2Surface:
         tokenizer = getattr(self, "tokenizer", None)
         return tokenizer.model_max_length if tokenizer is not None else 1024
 
+    # -- the call's guider from `guider=` and diffusers' guidance arguments ----------------------------------
+    def call_guider(self, guider, arguments: dict):
+        """The guider of one call, shared by every pipeline of this package (`diffusers_compat.resolve_guider`):
+        `guider=` if given; else a `MultimodalGuider` built from diffusers' guidance arguments (`guidance_scale`,
+        `stg_scale`, ..., `spatio_temporal_guidance_blocks`) found in `arguments` - the call's parameters by name,
+        e.g. its `locals()`; those left at `DIFFUSERS_DEFAULT` do not count; else the pipeline's `guider`
+        component; a pipeline whose `guider` is `None` runs unguided (the conditional pass only).
+
+        Raises:
+            ValueError: `guider=` together with diffusers' guidance arguments, or a bad guidance value.
+        """
+        from .diffusers_compat import GUIDANCE_ARGUMENTS, resolve_guider
+
+        given = {name: arguments[name] for name in GUIDANCE_ARGUMENTS if name in arguments}
+        return resolve_guider(guider, getattr(self, "guider", None), given)
+
     # -- the running call's guidance, under diffusers' names (read-only views of the call's guider) -------------
     def _record_call(self, guider, attention_kwargs=None) -> None:
         """Remember the call's dials so that diffusers' properties (`guidance_scale`, ...) report them; guiders

@@ -11,7 +11,7 @@ from ..guiders import Guider
 from ..loaders.prompt_embeddings import PromptEmbeddings
 from . import validation as V
 from .base import LTX2PipelineBase
-from .diffusers_compat import DIFFUSERS_DEFAULT, check_unsupported_features, resolve_guider, sigmas_from_timesteps
+from .diffusers_compat import DIFFUSERS_DEFAULT, check_unsupported_features, sigmas_from_timesteps
 
 
 class LTX2AudioVideoPipeline(LTX2PipelineBase):
@@ -152,13 +152,7 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
         num_frames = 121 if num_frames is None else num_frames
         V.check_strength("noise_scale", noise_scale)
         sigmas = sigmas_from_timesteps(timesteps, sigmas)
-        guider = resolve_guider(guider, self.guider, dict(
-            guidance_scale=guidance_scale, stg_scale=stg_scale, modality_scale=modality_scale,
-            guidance_rescale=guidance_rescale, audio_guidance_scale=audio_guidance_scale,
-            audio_stg_scale=audio_stg_scale, audio_modality_scale=audio_modality_scale,
-            audio_guidance_rescale=audio_guidance_rescale,
-            spatio_temporal_guidance_blocks=spatio_temporal_guidance_blocks,
-        ))
+        guider = self.call_guider(guider, locals())
         callback_on_step_end_tensor_inputs = self.callback_tensor_names(callback_on_step_end,
                                                                         callback_on_step_end_tensor_inputs)
         inputs = V.check_call_inputs(

@@ -25,6 +25,7 @@ from . import latents as L
 from . import validation as V
 from .base import LTX2PipelineBase
 from .denoising import ModalityLatents
+from .diffusers_compat import DIFFUSERS_DEFAULT, check_unsupported_features, sigmas_from_timesteps
 from .diffusers_conditions import image_from_conditions, references_from
 from .reference import append_reference, latent_token_mask, reference_cross_weights
 
@@ -62,24 +63,43 @@ class LTX2ICLoRAPipeline(LTX2PipelineBase):
         frame_rate: float = 24.0,
         num_inference_steps: int = 40,
         sigmas: list[float] | None = None,
+        timesteps: list[float] | None = None,
         guider: Guider | None = None,
+        guidance_scale: float = DIFFUSERS_DEFAULT,
+        stg_scale: float = DIFFUSERS_DEFAULT,
+        modality_scale: float = DIFFUSERS_DEFAULT,
+        guidance_rescale: float = DIFFUSERS_DEFAULT,
+        audio_guidance_scale: float | None = DIFFUSERS_DEFAULT,
+        audio_stg_scale: float | None = DIFFUSERS_DEFAULT,
+        audio_modality_scale: float | None = DIFFUSERS_DEFAULT,
+        audio_guidance_rescale: float | None = DIFFUSERS_DEFAULT,
+        spatio_temporal_guidance_blocks: list[int] | None = DIFFUSERS_DEFAULT,
+        use_cross_timestep: bool = True,
         image=None,
         image_strength: float = 1.0,
         num_videos_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         audio_latents: torch.Tensor | None = None,
-        prompt_embeds: PromptEmbeddings | str | None = None,
-        negative_prompt_embeds: PromptEmbeddings | str | None = None,
+        prompt_embeds: PromptEmbeddings | str | torch.Tensor | None = None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        negative_prompt_embeds: PromptEmbeddings | str | torch.Tensor | None = None,
+        negative_prompt_attention_mask: torch.Tensor | None = None,
         max_batch_passes: int | None = None,
         max_sequence_length: int | None = None,
         decode_timestep: float = 0.0,
         decode_noise_scale: float | None = None,
-        output_type: str = "np",
+        output_type: str = "pil",
         return_dict: bool = True,
         attention_kwargs: dict[str, Any] | None = None,
         callback_on_step_end: Callable | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ("latents",),
+        motion_speed: float = 1.0,
+        system_prompt: str | None = None,
+        enable_prompt_enhancement: bool = False,
+        prompt_max_new_tokens: int | None = None,
+        prompt_enhancement_kwargs: dict[str, Any] | None = None,
+        prompt_enhancement_seed: int = 10,
     ):
         """Generate a clip with audio that follows `control_video`.
 
@@ -102,22 +122,36 @@ class LTX2ICLoRAPipeline(LTX2PipelineBase):
             conditions: diffusers' form of `image` / `image_strength`: one `LTX2VideoCondition(frames, index=0,
                 strength, crf)` (re-compressed at `crf` as diffusers does); other indices or several frames raise
                 `NotImplementedError`.
-            The other arguments are those of `LTX2AudioVideoPipeline.__call__`. Without `control_video` (and
-            `reference_conditions`) the call is a plain generation, as diffusers' in-context pipeline's.
+            guider, guidance_scale, stg_scale, modality_scale, guidance_rescale, audio_guidance_scale,
+                audio_stg_scale, audio_modality_scale, audio_guidance_rescale, spatio_temporal_guidance_blocks: the
+                call's guidance, as `LTX2AudioVideoPipeline.__call__` (`guider=` or diffusers' arguments, not both;
+                neither: the pipeline's `guider`, and none when that is `None`).
+            output_type: "pil" (default, as diffusers), "np", "pt" or "latent".
+            The other arguments are those of `LTX2AudioVideoPipeline.__call__` (diffusers' `motion_speed` and
+            prompt-enhancement arguments only at their defaults: `UnsupportedFeatureError` otherwise; diffusers'
+            `noise_scale` is not accepted). Without `control_video` (and `reference_conditions`) the call is a
+            plain generation, as diffusers' in-context pipeline's.
 
         Returns:
             `LTX2AudioVideoPipelineOutput(frames, audio, sample_rate)`.
         """
         # 1. Check every input before any model runs.
-        guider = guider if guider is not None else self.guider
+        check_unsupported_features(num_frames=num_frames, min_seconds=1.0, max_seconds=20.0,
+                                   motion_speed=motion_speed, enable_prompt_enhancement=enable_prompt_enhancement)
+        sigmas = sigmas_from_timesteps(timesteps, sigmas)
+        guider = self.call_guider(guider, locals())
+        callback_on_step_end_tensor_inputs = self.callback_tensor_names(callback_on_step_end,
+                                                                        callback_on_step_end_tensor_inputs)
         references = references_from(reference_conditions, control_video, control_strength)
         image, image_strength = image_from_conditions(conditions, image, image_strength, self.text_encoder)
         inputs = V.check_call_inputs(
             self, prompt=prompt, negative_prompt=negative_prompt, prompt_embeds=prompt_embeds,
-            negative_prompt_embeds=negative_prompt_embeds, height=height, width=width, num_frames=num_frames,
-            frame_rate=frame_rate, output_type=output_type, image=image, image_strength=image_strength,
-            num_videos_per_prompt=num_videos_per_prompt, generator=generator, latents=latents,
-            audio_latents=audio_latents, callback_tensor_inputs=callback_on_step_end_tensor_inputs, guider=guider,
+            negative_prompt_embeds=negative_prompt_embeds, prompt_attention_mask=prompt_attention_mask,
+            negative_prompt_attention_mask=negative_prompt_attention_mask, height=height, width=width,
+            num_frames=num_frames, frame_rate=frame_rate, output_type=output_type, image=image,
+            image_strength=image_strength, num_videos_per_prompt=num_videos_per_prompt, generator=generator,
+            latents=latents, audio_latents=audio_latents, callback_tensor_inputs=callback_on_step_end_tensor_inputs,
+            guider=guider,
         )
         for _, strength in references:
             V.check_strength("control_strength", strength)
@@ -130,6 +164,7 @@ class LTX2ICLoRAPipeline(LTX2PipelineBase):
         elif control_preprocessor is not None or conditioning_attention_mask is not None:
             raise ValueError("control_preprocessor / conditioning_attention_mask need a control_video")
         device = self._execution_device
+        self._record_call(guider, attention_kwargs)
         self.set_schedule(num_inference_steps, sigmas, num_frames, height, width, device)
 
         # 2. Prompt conditioning.
@@ -153,6 +188,7 @@ class LTX2ICLoRAPipeline(LTX2PipelineBase):
         video, audio = self.run_denoising(
             guider, video, audio, contexts, attention_kwargs=attention_kwargs, max_batch_passes=max_batch_passes,
             callback=callback_on_step_end, callback_tensor_inputs=callback_on_step_end_tensor_inputs,
+            use_cross_timestep=use_cross_timestep,
         )
 
         # 5. Decode the generated tokens only.
