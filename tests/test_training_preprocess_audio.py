@@ -89,3 +89,128 @@ def test_audio_latents_are_what_audio_condition_encodes_and_clips_without_audio_
         preprocess_dataset(ic_pipe, clips, tmp_path / "bad", with_audio=True, missing_audio="ignore", **kw)
     assert not (tmp_path / "bad").exists()
 
+
+
+def test_text_to_video_with_audio_trains_on_the_preprocessed_audio(tmp_path, ic_pipe):
+    from diffusers_ltx2.factory import TINY, build_components
+    from diffusers_ltx2.training import objective
+    from diffusers_ltx2.training import strategies as S
+    from diffusers_ltx2.training.trainer import Trainer
+
+    from training_fixtures import make_config
+
+    out = tmp_path / "data"
+    report = preprocess_dataset(ic_pipe, find_clips(_clips(tmp_path / "clips")), out, height=64, width=64,
+                                num_frames=NUM_FRAMES, frame_rate=FPS, with_audio=True, progress=False)
+    assert report.written == ["tone"]
+    cfg = make_config(out, tmp_path / "out", {"name": "text_to_video", "with_audio": True},
+                      optimization={"steps": 2, "learning_rate": 1e-3, "batch_size": 1})
+    trainer = Trainer(cfg, transformer=build_components(TINY)["transformer"]).setup()
+    batch = trainer.batch_for([0])
+    noise = S.draw_step_noise(cfg, batch, S.sample_generators(0, [0]))
+    inputs = S.build_inputs(cfg, trainer.unwrapped, batch, noise)
+    stored = read_entry(out / "audio_latents" / "tone.safetensors")[0]["latents"]
+    # the audio tokens trained on are the stored latents, and the loss has an audio term
+    assert inputs.audio_target is not None and not inputs.isolate_audio
+    torch.testing.assert_close(inputs.audio_target, noise.audio_noise - L.pack_audio(stored[None]))
+    with torch.no_grad():
+        video_pred, audio_pred = S.predict_velocity(trainer.unwrapped, inputs)
+        loss = S.compute_loss(inputs, video_pred, audio_pred)
+    video_term = objective.masked_mse(video_pred[:, : inputs.video.num_target_tokens], inputs.video_target,
+                                      inputs.video_loss_mask)
+    assert float(loss - video_term) > 0.01  # the audio MSE
+    torch.testing.assert_close(loss - video_term, objective.masked_mse(audio_pred, inputs.audio_target,
+                                                                       inputs.audio_loss_mask))
+    result = trainer.train(progress=False)
+    assert result.output.is_file()
+    assert np.isfinite([float(r.split(",")[1]) for r in (tmp_path / "out" / "loss.csv").read_text().split()[1:]]).all()
+
+
+def _wide_api(server, width):
+    """The fake LTX API answering with `width`-channel contexts (the tiny model's), after its own checks."""
+    def reply(request):
+        checked = FakeLTXAPI.default(server, request)
+        if checked.status != 200:
+            return checked
+        return Reply(200, conditioning_pickle(json.loads(request["body"])["prompt"], width=width))
+    return reply
+
+
+def test_preprocess_cli_encodes_captions_with_the_api_and_cache_then_trains_with_audio(tmp_path, monkeypatch, capsys,
+                                                                                     tiny_components):
+    import yaml
+
+    from diffusers_ltx2.cli import main
+    from diffusers_ltx2.loaders.identity import context_dims
+
+    server = FakeLTXAPI()
+    server.default = _wide_api(server, 64)
+    server.thread.start()
+    try:
+        src = _clips(tmp_path / "clips")
+        args = ["preprocess", str(src), "--model", "factory:tiny", "--height", "64", "--width", "64", "--num-frames",
+                "9", "--with-audio", "--missing-audio", "video_only", "--api", "--model-id", MODEL_ID,
+                "--base-url", server.url, "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+
+        # checked before any model loads or any request: no key, a factory model without a model id, flags
+        # of the other encoder
+        monkeypatch.delenv("LTX_API_KEY", raising=False)
+        assert main([*args, "--output", str(tmp_path / "x")]) == 2
+        assert "LTX_API_KEY" in capsys.readouterr().err
+        monkeypatch.setenv("LTX_API_KEY", KEY)
+        no_id = [a for a in args if a not in ("--model-id", MODEL_ID)]
+        assert main([*no_id, "--output", str(tmp_path / "x")]) == 2
+        assert "--model-id" in capsys.readouterr().err
+        assert main([*args, "--max-sequence-length", "64", "--output", str(tmp_path / "x")]) == 2
+        assert "local encoding only" in capsys.readouterr().err
+        assert server.requests == [] and not (tmp_path / "x").exists()
+
+        assert main([*args, "--output", str(tmp_path / "data")]) == 0
+        report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert report["written"] == ["ntsc", "silent_film", "tone"]
+        assert [r["clip"] for r in report["no_audio"]] == ["ntsc", "silent_film"]
+        assert len(server.requests) == 3
+        cond, meta = read_entry(tmp_path / "data" / "conditions" / "tone.safetensors")
+        reply = reference_tensor("a sound called tone", width=64)[0]
+        vd = context_dims(tiny_components["transformer"])[0]
+        torch.testing.assert_close(cond["video_context"], reply[:, :vd].float())
+        torch.testing.assert_close(cond["audio_context"], reply[:, vd:].float())
+        assert meta["model_identity"] == MODEL_ID
+
+        # the cache serves a second dataset without asking the API again
+        assert main([*args, "--output", str(tmp_path / "data2")]) == 0
+        capsys.readouterr()
+        assert len(server.requests) == 3
+        cond2, _ = read_entry(tmp_path / "data2" / "conditions" / "tone.safetensors")
+        torch.testing.assert_close(cond2["video_context"], cond["video_context"])
+    finally:
+        server.server.shutdown()
+        server.server.server_close()
+
+    cfg = {"model": {"model_path": "factory:tiny"}, "data": {"preprocessed_data_root": str(tmp_path / "data")},
+           "training_strategy": {"name": "text_to_video", "with_audio": True}, "lora": {"rank": 2},
+           "optimization": {"steps": 1}, "output_dir": str(tmp_path / "out")}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(tmp_path / "cfg.yaml"), "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["steps"] == 1
+
+
+def test_preprocess_cli_local_gemma_with_cache_gives_the_pipelines_embeddings(tmp_path, capsys, ic_pipe):
+    from diffusers_ltx2.cli import main
+
+    src = _clips(tmp_path / "clips")
+    args = ["preprocess", str(src), "--model", "factory:tiny", "--height", "64", "--width", "64", "--num-frames", "9",
+            "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    for out in ("data", "data2"):
+        assert main([*args, "--output", str(tmp_path / out)]) == 0
+        assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["written"] == ["ntsc", "silent_film", "tone"]
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 3
+    # factory:tiny is the fixture's model (seed 0): the stored contexts are the pipeline call's own
+    expected = ic_pipe.encode_text_contexts(["a sound called tone"], None, need_negative=False, device="cpu").positive
+    for out in ("data", "data2"):
+        cond, meta = read_entry(tmp_path / out / "conditions" / "tone.safetensors")
+        torch.testing.assert_close(cond["video_context"], expected.video_context[0])
+        torch.testing.assert_close(cond["audio_context"], expected.audio_context[0])
+        assert meta["model_identity"] in ic_pipe.model_identities()
+    assert main([*args, "--output", str(tmp_path / "x"), "--enhance-prompt"]) == 2
+    assert "--enhance-prompt applies with --api only" in capsys.readouterr().err

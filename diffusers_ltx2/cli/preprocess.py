@@ -82,7 +82,8 @@ def _controls(specs: list[str]):
     return types, preprocessors
 
 
-def _pipeline(model: str):
+def _pipeline(model: str, model_identity: str | None = None):
+    """The pipeline of `--model`; a factory model stands in for the model `model_identity` (`--model-id`)."""
     from .. import LTX2ICLoRAPipeline
 
     if model.startswith("factory:"):
@@ -93,7 +94,8 @@ def _pipeline(model: str):
         size = {"tiny": TINY, "small": SMALL}.get(parts[1])
         if size is None:
             raise ValueError("factory models are factory:tiny or factory:small")
-        return LTX2ICLoRAPipeline(scheduler=LTX2Scheduler(), **build_components(size, int(parts[2]) if len(parts) > 2 else 0))
+        return LTX2ICLoRAPipeline(scheduler=LTX2Scheduler(), model_identity=model_identity,
+                                  **build_components(size, int(parts[2]) if len(parts) > 2 else 0))
     return LTX2ICLoRAPipeline.from_pretrained(model)
 
 
@@ -159,7 +161,7 @@ def run(args) -> int:
     clips = find_clips(args.source)
     api = _api_encoder(args) if args.api else None
     types, preprocessors = _controls(args.control)
-    pipe = _pipeline(args.model)
+    pipe = _pipeline(args.model, args.model_id)
     if api is not None:
         api.video_dim, api.audio_dim = context_dims(pipe.transformer)
     encoder = api or _local_encoder(pipe, args.max_sequence_length)

@@ -31,6 +31,7 @@ from typing import Callable
 import torch
 
 from ..loaders.api import LTXAPIAuthError
+from ..loaders.identity import ModelIdentityMismatchError
 from .clip_audio import NoUsableAudio, encode_clip_audio
 from .data import write_entry
 
@@ -203,7 +204,7 @@ def preprocess_dataset(
                 latents, embeds, reference = _encode_video(pipe, clip, encoder, num_frames, height, width, factor,
                                                            preprocessors.get(ctype))
         except (ValueError, FileNotFoundError, RuntimeError) as err:
-            if isinstance(err, LTXAPIAuthError):
+            if isinstance(err, (LTXAPIAuthError, ModelIdentityMismatchError)):
                 raise  # not the clip's fault: every caption would fail the same way
             logger.warning("skipping %s: %s", clip.name, err)
             report.skipped.append((clip.name, str(err)))
