@@ -39,14 +39,45 @@ def ic_pipe(tiny_components):
     return LTX2ICLoRAPipeline(scheduler=LTX2Scheduler(), **tiny_components)
 
 
-def _pipeline_audio_tokens(pipe, path):
-    """What the pipeline freezes as the audio of a 9-frame 24 fps call with `AudioCondition(path)`."""
+def _pipeline_audio_tokens(pipe, audio, **kw):
+    """What the pipeline freezes as the audio of a 9-frame 24 fps call with `AudioCondition(audio, **kw)`."""
     from diffusers_ltx2.conditioning import AudioCondition, encode_audio_tokens
     from diffusers_ltx2.conditioning.apply import geometry_for
 
     g = geometry_for(pipe, 1, NUM_FRAMES, 64, 64, FPS)
-    cond = AudioCondition(str(path))
+    cond = AudioCondition(audio, **kw)
     return encode_audio_tokens(pipe, cond.clip_waveform(g), cond.sample_rate, g.audio_latent_length)
+
+
+def _write_shifted(path, video_start: int, audio_start: int):
+    """An MP4 whose first video frame is at `video_start / 24` s and first audio sample (before the AAC encoder
+    delay) at `audio_start / 48000` s: streams that do not start together."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=FPS, options={"crf": "0"})
+        video.height = video.width = 64
+        video.pix_fmt = "yuv444p"
+        audio = container.add_stream("aac", rate=48000, layout="stereo")
+        for i, f in enumerate(frame_colours(12, 64, 64)):
+            frame = av.VideoFrame.from_ndarray(f, format="rgb24")
+            frame.pts = video_start + i
+            for packet in video.encode(frame):
+                container.mux(packet)
+        for packet in video.encode():
+            container.mux(packet)
+        wave = tone(1.0, 48000)
+        for s in range(0, wave.shape[1], 1024):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, s : s + 1024]), format="fltp",
+                                               layout="stereo")
+            frame.sample_rate, frame.pts = 48000, audio_start + s
+            for packet in audio.encode(frame):
+                container.mux(packet)
+        for packet in audio.encode():
+            container.mux(packet)
+    with av.open(str(path)) as container:
+        v, a = container.streams.video[0], container.streams.audio[0]
+        return float(v.start_time * v.time_base), float(a.start_time * a.time_base)
 
 
 def test_audio_latents_are_what_audio_condition_encodes_and_clips_without_audio_follow_the_policy(tmp_path, ic_pipe):
@@ -67,7 +98,7 @@ def test_audio_latents_are_what_audio_condition_encodes_and_clips_without_audio_
     assert latents_file.stat().st_mtime_ns == before  # the video was not encoded again
 
     stored = read_entry(out / "audio_latents" / "tone.safetensors")[0]["latents"]
-    expected = _pipeline_audio_tokens(ic_pipe, src / "tone.mp4")
+    expected = _pipeline_audio_tokens(ic_pipe, str(src / "tone.mp4"))
     assert stored.shape == (2, 9, 16) and expected.shape == (1, 9, 32)  # round(9 / 24 * 25) latent frames
     # the trainer packs (C, T, M) back into the tokens the pipeline uses
     torch.testing.assert_close(L.pack_audio(stored[None]), expected, rtol=0, atol=0)
@@ -214,3 +245,30 @@ def test_preprocess_cli_local_gemma_with_cache_gives_the_pipelines_embeddings(tm
         assert meta["model_identity"] in ic_pipe.model_identities()
     assert main([*args, "--output", str(tmp_path / "x"), "--enhance-prompt"]) == 2
     assert "--enhance-prompt applies with --api only" in capsys.readouterr().err
+
+
+def test_the_audio_window_starts_at_the_first_frame_when_the_streams_do_not_start_together(tmp_path, ic_pipe):
+    from diffusers_ltx2.media import load_audio
+
+    src = tmp_path / "clips"
+    src.mkdir()
+    video_at, audio_at = _write_shifted(src / "early_audio.mp4", video_start=6, audio_start=0)
+    assert video_at == 0.25 and audio_at == 0.0
+    video_at2, audio_at2 = _write_shifted(src / "late_audio.mp4", video_start=0, audio_start=12000)
+    assert video_at2 == 0.0 and 0.2 < audio_at2 < 0.25
+    for name in ("early_audio", "late_audio"):
+        (src / f"{name}.txt").write_text(name)
+    out = tmp_path / "data"
+    report = preprocess_dataset(ic_pipe, find_clips(src), out, height=64, width=64, num_frames=NUM_FRAMES,
+                                frame_rate=FPS, with_audio=True, progress=False)
+    assert report.written == ["early_audio", "late_audio"]
+    stored = {n: L.pack_audio(read_entry(out / "audio_latents" / f"{n}.safetensors")[0]["latents"][None])
+              for n in report.written}
+    # audio before the first frame is not the clip's: A2V from the first frame's time
+    torch.testing.assert_close(stored["early_audio"],
+                               _pipeline_audio_tokens(ic_pipe, str(src / "early_audio.mp4"), start_time=0.25))
+    assert not torch.allclose(stored["early_audio"], _pipeline_audio_tokens(ic_pipe, str(src / "early_audio.mp4")))
+    # audio starting after the first frame: silence until it starts
+    wave, rate = load_audio(str(src / "late_audio.mp4"))
+    padded = torch.nn.functional.pad(wave, (round(audio_at2 * rate), 0))
+    torch.testing.assert_close(stored["late_audio"], _pipeline_audio_tokens(ic_pipe, padded, sample_rate=rate))
