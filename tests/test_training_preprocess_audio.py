@@ -234,7 +234,8 @@ def test_preprocess_cli_local_gemma_with_cache_gives_the_pipelines_embeddings(tm
             "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
     for out in ("data", "data2"):
         assert main([*args, "--output", str(tmp_path / out)]) == 0
-        assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["written"] == ["ntsc", "silent_film", "tone"]
+        report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert report["written"] == ["ntsc", "silent_film", "tone"]
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 3
     # factory:tiny is the fixture's model (seed 0): the stored contexts are the pipeline call's own
     expected = ic_pipe.encode_text_contexts(["a sound called tone"], None, need_negative=False, device="cpu").positive

@@ -170,7 +170,8 @@ def run(args) -> int:
     try:
         report = preprocess_dataset(
             pipe, clips, args.output, height=args.height, width=args.width, num_frames=args.num_frames,
-            frame_rate=args.frame_rate, prompt_encoder=encoder, reference_downscale_factor=args.reference_downscale_factor,
+            frame_rate=args.frame_rate, prompt_encoder=encoder,
+            reference_downscale_factor=args.reference_downscale_factor,
             control_types=types or None, preprocessors=preprocessors, with_audio=args.with_audio,
             missing_audio=args.missing_audio, progress=not args.no_progress,
         )

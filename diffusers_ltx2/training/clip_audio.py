@@ -29,23 +29,24 @@ class NoUsableAudio(ValueError):
     """The clip has no audio track, or one that cannot be aligned with the frames (another frame rate)."""
 
 
+def _start_seconds(stream) -> float:
+    if stream.start_time is None or not stream.time_base:
+        return 0.0
+    return float(stream.start_time * stream.time_base)
+
+
 def _stream_timing(path: str) -> tuple[float, float]:
     """`(video fps, audio offset in seconds)`: the offset of the first video frame from the first audio sample.
     Raises `NoUsableAudio` when there is no audio stream, `ValueError` / `FileNotFoundError` like `media`."""
+    import av
+
     from ..media.video import probe_video
 
     info = probe_video(path)  # FileNotFoundError / ValueError naming the file
     if not info.has_audio:
         raise NoUsableAudio("no audio track")
-    import av
-
     with av.open(path) as container:
-        video, audio = container.streams.video[0], container.streams.audio[0]
-
-        def start(stream) -> float:
-            return float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else 0.0
-
-        return info.fps, start(video) - start(audio)
+        return info.fps, _start_seconds(container.streams.video[0]) - _start_seconds(container.streams.audio[0])
 
 
 def encode_clip_audio(pipe, path: str | os.PathLike, num_frames: int, frame_rate: float) -> torch.Tensor:
