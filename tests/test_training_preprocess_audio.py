@@ -273,3 +273,32 @@ def test_the_audio_window_starts_at_the_first_frame_when_the_streams_do_not_star
     wave, rate = load_audio(str(src / "late_audio.mp4"))
     padded = torch.nn.functional.pad(wave, (round(audio_at2 * rate), 0))
     torch.testing.assert_close(stored["late_audio"], _pipeline_audio_tokens(ic_pipe, padded, sample_rate=rate))
+
+
+def test_preprocess_cli_api_on_a_pipeline_folder_needs_no_gemma(tmp_path, monkeypatch, capsys, tiny_components):
+    import shutil
+
+    from diffusers_ltx2 import LTX2ICLoRAPipeline, LTX2Scheduler
+    from diffusers_ltx2.cli import main
+
+    folder = tmp_path / "model"
+    LTX2ICLoRAPipeline(scheduler=LTX2Scheduler(), model_identity=MODEL_ID, **tiny_components).save_pretrained(folder)
+    shutil.rmtree(folder / "text_encoder")  # Gemma absent: --api must neither need nor load it
+    src = _clips(tmp_path / "clips")
+    args = ["preprocess", str(src), "--model", str(folder), "--height", "64", "--width", "64", "--num-frames", "9",
+            "--no-progress"]
+    assert main([*args, "--output", str(tmp_path / "x")]) == 2  # local encoding needs the text encoder
+    assert "text_encoder" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+    server = FakeLTXAPI()
+    server.default = _wide_api(server, 64)
+    server.thread.start()
+    monkeypatch.setenv("LTX_API_KEY", KEY)
+    try:  # the model id comes from the folder
+        assert main([*args, "--api", "--base-url", server.url, "--output", str(tmp_path / "data")]) == 0
+    finally:
+        server.server.shutdown()
+        server.server.server_close()
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["written"] == ["ntsc", "silent_film", "tone"]
+    assert len(server.requests) == 3
+    assert read_entry(tmp_path / "data" / "conditions" / "tone.safetensors")[1]["model_identity"] == MODEL_ID

@@ -23,7 +23,7 @@ import os
 import sys
 from pathlib import Path
 
-from .common import non_negative_int, positive_float, positive_int
+from .common import check_model_folder, non_negative_int, positive_float, positive_int
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -82,8 +82,9 @@ def _controls(specs: list[str]):
     return types, preprocessors
 
 
-def _pipeline(model: str, model_identity: str | None = None):
-    """The pipeline of `--model`; a factory model stands in for the model `model_identity` (`--model-id`)."""
+def _pipeline(model: str, model_identity: str | None = None, with_gemma: bool = True):
+    """The pipeline of `--model` (without Gemma unless `with_gemma`); a factory model stands in for the model
+    `model_identity` (`--model-id`)."""
     from .. import LTX2ICLoRAPipeline
 
     if model.startswith("factory:"):
@@ -96,7 +97,8 @@ def _pipeline(model: str, model_identity: str | None = None):
             raise ValueError("factory models are factory:tiny or factory:small")
         return LTX2ICLoRAPipeline(scheduler=LTX2Scheduler(), model_identity=model_identity,
                                   **build_components(size, int(parts[2]) if len(parts) > 2 else 0))
-    return LTX2ICLoRAPipeline.from_pretrained(model)
+    without = {} if with_gemma else {"text_encoder": None, "tokenizer": None}
+    return LTX2ICLoRAPipeline.from_pretrained(model, **without)
 
 
 def _check_args(args) -> None:
@@ -109,8 +111,8 @@ def _check_args(args) -> None:
         raise ValueError("--missing-audio applies with --with-audio only")
     if args.cache_dir is not None and os.path.exists(args.cache_dir) and not os.path.isdir(args.cache_dir):
         raise ValueError(f"--cache-dir {args.cache_dir} is a file, not a folder")
-    if not args.model.startswith("factory:") and not Path(args.model).exists():
-        raise FileNotFoundError(f"--model not found: {args.model}")
+    if not args.model.startswith("factory:"):  # with --api, Gemma is neither needed nor loaded
+        check_model_folder(args.model, optional=("text_encoder", "tokenizer") if args.api else ())
     if args.api:
         if args.max_sequence_length is not None:
             raise ValueError("--max-sequence-length applies to local encoding only (the LTX API sets its own)")
@@ -120,6 +122,13 @@ def _check_args(args) -> None:
                 raise ValueError(f"--{flag.replace('_', '-')} applies with --api only")
         if args.enhance_prompt:
             raise ValueError("--enhance-prompt applies with --api only")
+
+
+def _recorded_model_id(folder: str) -> str | None:
+    try:
+        return json.loads((Path(folder) / "model_index.json").read_text()).get("model_identity") or None
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _api_encoder(args):
@@ -132,7 +141,8 @@ def _api_encoder(args):
     if model_id is None:
         if args.model.startswith("factory:"):
             raise ValueError("--api with a factory model needs --model-id")
-        model_id = read_model_id(args.model)  # ValueError naming the folder when it carries none
+        # the pipeline folder's recorded model id, else the checkpoint metadata (ValueError when neither)
+        model_id = _recorded_model_id(args.model) or read_model_id(args.model)
     return LTXAPIPromptEncoder(model_id=model_id, enhance_prompt=args.enhance_prompt,
                                base_url=args.base_url or DEFAULT_BASE_URL, timeout=args.timeout, retries=args.retries)
 
@@ -161,7 +171,7 @@ def run(args) -> int:
     clips = find_clips(args.source)
     api = _api_encoder(args) if args.api else None
     types, preprocessors = _controls(args.control)
-    pipe = _pipeline(args.model, args.model_id)
+    pipe = _pipeline(args.model, args.model_id, with_gemma=not args.api)
     if api is not None:
         api.video_dim, api.audio_dim = context_dims(pipe.transformer)
     encoder = api or _local_encoder(pipe, args.max_sequence_length)
