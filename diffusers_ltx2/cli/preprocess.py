@@ -6,7 +6,7 @@ Examples::
     ltx2 preprocess clips.csv --model ./ltx2-pipeline --output data/ --height 512 --width 768 --num-frames 121 \\
         --reference-downscale-factor 2 --control canny --control depth=./depth-anything
 
-    LTX_API_KEY=... ltx2 preprocess clips/ --model ./ltx2-pipeline --output data/ --height 512 --width 768 \
+    LTX_API_KEY=... ltx2 preprocess clips/ --model ./ltx2-pipeline --output data/ --height 512 --width 768 \\
         --num-frames 121 --with-audio --api --cache-dir prompt-cache/
 
 Captions: a folder with ``<clip>.txt`` next to each video, or a CSV / JSONL with ``video``, ``caption`` (and
@@ -148,8 +148,8 @@ def _api_encoder(args):
 
 
 def _local_encoder(pipe, max_sequence_length: int | None):
-    """The pipeline's Gemma with its connectors (connector-stage embeddings, keyed by the connectors' fingerprint:
-    what `ltx2 encode` makes, so one cache serves both)."""
+    """The pipeline's Gemma with its connectors (connector-stage embeddings carrying the connectors' fingerprint),
+    built as `ltx2 encode` builds its local encoder."""
     from ..loaders.gemma import DEFAULT_MAX_SEQUENCE_LENGTH, GemmaPromptEncoder
     from ..loaders.identity import connector_fingerprint
 

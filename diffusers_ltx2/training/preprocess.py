@@ -15,7 +15,8 @@ pipelines encode a given sound (`training.clip_audio`); a clip without a usable 
 
 Resumable: clips whose outputs all exist are skipped (a dataset made without audio gains only its
 `audio_latents/` when run again with audio); every file is written atomically. Bad clips (unreadable, too short,
-no caption) are reported and skipped, never abort the run.
+no caption) are reported and skipped, never abort the run; a rejected LTX API key or embeddings made for another
+model (`ModelIdentityMismatchError`) do stop it, since every clip would fail alike.
 """
 
 from __future__ import annotations
