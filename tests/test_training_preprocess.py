@@ -66,7 +66,8 @@ def test_preprocess_writes_what_the_pipelines_compute_and_skips_bad_clips(tmp_pa
         torch.testing.assert_close(ref["latents"], ic_pipe.encode_video(control, 1, "cpu")[0])
         assert rmeta == {"control_type": ctype, "reference_downscale_factor": "2"}
     cond, cmeta = read_entry(out / "conditions" / "a.safetensors")
-    embeds = ic_pipe.encode_prompt(["a red fox a"], None, need_negative=False, device="cpu").positive
+    # the pipeline call's own prompt step (its default prompt length: min(1024, the tokenizer's maximum))
+    embeds = ic_pipe.encode_text_contexts(["a red fox a"], None, need_negative=False, device="cpu").positive
     torch.testing.assert_close(cond["video_context"], embeds.video_context[0])
     assert cmeta["caption"] == "a red fox a"
 

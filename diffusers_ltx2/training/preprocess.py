@@ -9,9 +9,14 @@ fitted to `(height / f, width / f)`, the control preprocessor (canny built in, d
 applied, then VAE-encoded. Union datasets: each clip's control type comes from the caption file's
 `control_type` column, else the listed types are assigned in turn.
 
-Resumable: clips whose outputs all exist are skipped; every file is written atomically. Bad clips (unreadable,
-too short, no caption) are reported and skipped, never abort the run. Audio tracks are not encoded yet (the
-package has no audio-VAE mel front-end); text-to-video-with-audio datasets need `audio_latents/` from elsewhere.
+With `with_audio`, each clip's audio track (the window of the frames used) is encoded into `audio_latents/` as the
+pipelines encode a given sound (`training.clip_audio`); a clip without a usable track is skipped
+(`missing_audio="skip"`) or kept video-only (`"video_only"`, listed in the report's `no_audio`).
+
+Resumable: clips whose outputs all exist are skipped (a dataset made without audio gains only its
+`audio_latents/` when run again with audio); every file is written atomically. Bad clips (unreadable, too short,
+no caption) are reported and skipped, never abort the run; a rejected LTX API key or embeddings made for another
+model (`ModelIdentityMismatchError`) do stop it, since every clip would fail alike.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from typing import Callable
 
 import torch
 
-from ..loaders.prompt_embeddings import PromptEmbeddings
+from ..loaders.api import LTXAPIAuthError
+from ..loaders.identity import ModelIdentityMismatchError
+from .clip_audio import NoUsableAudio, encode_clip_audio
 from .data import write_entry
 
 logger = logging.getLogger(__name__)
@@ -34,6 +41,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["Clip", "PreprocessReport", "find_clips", "preprocess_dataset"]
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi")
+MISSING_AUDIO = ("skip", "video_only")
 
 
 @dataclass(frozen=True)
@@ -48,15 +56,18 @@ class Clip:
 
 @dataclass
 class PreprocessReport:
-    """`written`: clips encoded now; `existing`: clips already complete (resume); `skipped`: `(name, reason)`."""
+    """`written`: clips encoded now; `existing`: clips already complete (resume); `skipped`: `(name, reason)`;
+    `no_audio`: `(name, reason)` of clips kept without audio latents (`missing_audio="video_only"`)."""
 
     written: list[str] = field(default_factory=list)
     existing: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    no_audio: list[tuple[str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {"written": self.written, "existing": self.existing,
-                "skipped": [{"clip": n, "reason": r} for n, r in self.skipped]}
+                "skipped": [{"clip": n, "reason": r} for n, r in self.skipped],
+                "no_audio": [{"clip": n, "reason": r} for n, r in self.no_audio]}
 
 
 def find_clips(source: str | os.PathLike) -> list[Clip]:
@@ -96,21 +107,35 @@ def _outputs(root: Path, name: str, with_reference: bool) -> list[Path]:
     return [root / d / f"{name}.safetensors" for d in folders]
 
 
-def _to_connector_stage(pipe, embeddings: PromptEmbeddings) -> PromptEmbeddings:
-    if embeddings.stage == "features":
-        from ..loaders.gemma import run_connectors
+def _encode_video(pipe, clip: Clip, encoder, num_frames: int, height: int, width: int, factor: int | None,
+                  preprocessor: Callable | None):
+    """`(latents (C, F, H, W), connector-stage embeddings, reference latents or None)` of one clip."""
+    from ..control.video import fit_frames, read_video
 
-        embeddings = run_connectors(pipe.connectors, embeddings)
-    return embeddings
+    device = pipe._execution_device
+    frames = read_video(clip.video, max_frames=num_frames)
+    if frames.shape[0] < num_frames:
+        raise ValueError(f"too short: {frames.shape[0]} frames, {num_frames} needed")
+    target = fit_frames(frames, num_frames, height, width)
+    with torch.no_grad():
+        latents = pipe.encode_pixels((target * 2 - 1).permute(1, 0, 2, 3)[None], 1, device)[0]
+        # the pipelines' own step: identity / width checks, connectors for feature-stage embeddings
+        embeds = pipe._to_connector_stage(encoder.encode([clip.caption], device=device), device)
+        reference = None
+        if factor is not None:
+            small = fit_frames(frames, num_frames, height // factor, width // factor)
+            control = preprocessor(small).float().clamp(0, 1)
+            reference = pipe.encode_pixels((control * 2 - 1).permute(1, 0, 2, 3)[None], 1, device)[0]
+    return latents, embeds, reference
 
 
 def preprocess_dataset(
     pipe, clips: list[Clip], output: str | os.PathLike, *, height: int, width: int, num_frames: int,
     frame_rate: float | None = None, prompt_encoder=None, reference_downscale_factor: int | None = None,
     control_types: list[str] | None = None, preprocessors: dict[str, Callable] | None = None,
-    progress: bool = True,
+    with_audio: bool = False, missing_audio: str = "skip", progress: bool = True,
 ) -> PreprocessReport:
-    """Encode `clips` into `output/{latents,conditions,reference_latents}/`.
+    """Encode `clips` into `output/{latents,conditions,audio_latents,reference_latents}/`.
 
     Args:
         pipe: an LTX-2 pipeline of this package (its `vae`, `connectors` and prompt encoder are used).
@@ -122,13 +147,17 @@ def preprocess_dataset(
         reference_downscale_factor: make IC-LoRA references at `(height / f, width / f)`; `None`: no references.
         control_types: the reference control types (union when more than one); needs `reference_downscale_factor`.
         preprocessors: control type -> callable `(F, 3, h, w) -> (F, 3, h, w)` in `[0, 1]`; default canny built in.
+        with_audio: also encode each clip's audio track into `audio_latents/` (`training.clip_audio`; the clip's
+            file must run at `frame_rate`).
+        missing_audio: for a clip without a usable audio track: `"skip"` the clip (reported in `skipped`) or
+            `"video_only"` (latents and conditions written, reported in `no_audio`).
 
+    Raises `ValueError` for bad arguments, before anything is encoded or written.
     Returns a `PreprocessReport` (also written to `output/preprocess_report.json`).
     """
     from tqdm.auto import tqdm
 
     from ..control import get_preprocessor
-    from ..control.video import fit_frames, read_video
 
     if num_frames < 1 or (num_frames - 1) % 8:
         raise ValueError(f"num_frames must be 8k + 1, got {num_frames}")
@@ -138,6 +167,10 @@ def preprocess_dataset(
         raise ValueError(f"height and width must be multiples of {unit}, got {height}x{width}")
     if control_types and factor is None:
         raise ValueError("control types need a reference_downscale_factor")
+    if missing_audio not in MISSING_AUDIO:
+        raise ValueError(f"missing_audio must be one of {MISSING_AUDIO}, got {missing_audio!r}")
+    if with_audio and getattr(pipe, "audio_vae", None) is None:
+        raise ValueError("with_audio needs a pipeline with an audio_vae")
     types = list(control_types or (["canny"] if factor else []))
     preprocessors = dict(preprocessors or {})
     for t in types:
@@ -145,34 +178,45 @@ def preprocess_dataset(
             preprocessors[t] = get_preprocessor(t)  # canny; depth / pose without a model path fail here, early
     encoder = prompt_encoder or pipe._active_prompt_encoder()
     root = Path(output)
-    device = pipe._execution_device
     report = PreprocessReport()
     fps = float(frame_rate or 24.0)
     for i, clip in enumerate(tqdm(clips, desc="preprocessing", disable=not progress)):
-        if all(p.is_file() for p in _outputs(root, clip.name, factor is not None)):
+        audio_file = root / "audio_latents" / f"{clip.name}.safetensors"
+        video_done = all(p.is_file() for p in _outputs(root, clip.name, factor is not None))
+        audio_wanted = with_audio and not audio_file.is_file()
+        if video_done and not audio_wanted:
             report.existing.append(clip.name)
             continue
         ctype = clip.control_type or (types[i % len(types)] if types else None)
+        audio = no_audio = None
         try:
             if not clip.caption:
                 raise ValueError("no caption")
             if ctype is not None and ctype not in preprocessors:
                 raise ValueError(f"control type {ctype!r} has no preprocessor (given: {sorted(preprocessors)})")
-            frames = read_video(clip.video, max_frames=num_frames)
-            if frames.shape[0] < num_frames:
-                raise ValueError(f"too short: {frames.shape[0]} frames, {num_frames} needed")
-            target = fit_frames(frames, num_frames, height, width)
-            with torch.no_grad():
-                latents = pipe.encode_pixels((target * 2 - 1).permute(1, 0, 2, 3)[None], 1, device)[0]
-                embeds = _to_connector_stage(pipe, encoder.encode([clip.caption], device=device))
-                reference = None
-                if factor is not None:
-                    small = fit_frames(frames, num_frames, height // factor, width // factor)
-                    control = preprocessors[ctype](small).float().clamp(0, 1)
-                    reference = pipe.encode_pixels((control * 2 - 1).permute(1, 0, 2, 3)[None], 1, device)[0]
+            if audio_wanted:
+                try:
+                    audio = encode_clip_audio(pipe, clip.video, num_frames, fps)
+                except NoUsableAudio as err:
+                    if missing_audio == "skip":
+                        raise ValueError(f"audio: {err}") from None
+                    no_audio = str(err)
+            if not video_done:
+                latents, embeds, reference = _encode_video(pipe, clip, encoder, num_frames, height, width, factor,
+                                                           preprocessors.get(ctype))
         except (ValueError, FileNotFoundError, RuntimeError) as err:
+            if isinstance(err, (LTXAPIAuthError, ModelIdentityMismatchError)):
+                raise  # not the clip's fault: every caption would fail the same way
             logger.warning("skipping %s: %s", clip.name, err)
             report.skipped.append((clip.name, str(err)))
+            continue
+        if no_audio is not None:
+            logger.warning("%s: kept without audio latents: %s", clip.name, no_audio)
+            report.no_audio.append((clip.name, no_audio))
+        if audio is not None:
+            write_entry(audio_file, {"latents": audio}, {"fps": fps, "num_frames": num_frames})
+        if video_done:  # only the audio was missing
+            (report.written if audio is not None else report.existing).append(clip.name)
             continue
         write_entry(root / "conditions" / f"{clip.name}.safetensors", {
             "video_context": embeds.video_context[0].float(), "audio_context": embeds.audio_context[0].float(),
