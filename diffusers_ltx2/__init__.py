@@ -15,6 +15,7 @@ from .guiders import (
     ModalityGuidance,
     ModalityGuidanceParams,
     MultimodalGuider,
+    ScheduledGuider,
     SpatioTemporalGuidance,
 )
 
@@ -45,5 +46,6 @@ __all__ = [
     "ModalityGuidance",
     "ModalityGuidanceParams",
     "MultimodalGuider",
+    "ScheduledGuider",
     "SpatioTemporalGuidance",
 ]
