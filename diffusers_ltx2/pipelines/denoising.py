@@ -21,6 +21,7 @@ from ..guiders.base import GuidancePass, Guider, Prediction, StepPlan
 from ..guiders.grouping import AUTO, auto_batch_passes, available_memory_bytes, estimate_pass_bytes, group_passes
 from ..loaders.prompt_embeddings import PromptEmbeddings
 from .attention_bias import self_attention_bias
+from .cache_hooks import cache_context, check_cache_config
 
 
 @dataclass
@@ -116,6 +117,7 @@ class TransformerPasses:
             group_passes([], max_batch_passes)  # validates: int >= 1 or None
         if not 0.0 < memory_fraction <= 1.0:
             raise ValueError(f"memory_fraction must be in (0, 1], got {memory_fraction}")
+        check_cache_config(transformer)
         self.transformer = transformer
         self.attention_control = attention_control
         self.use_cross_timestep = use_cross_timestep
@@ -163,7 +165,8 @@ class TransformerPasses:
         )
         if audio.self_attention_bias is not None:
             raise ValueError("a self-attention bias is supported on the video tokens only")
-        with control, self_attention_bias(self.transformer, video.self_attention_bias):
+        cache = cache_context(self.transformer, [p.name for p in passes])  # diffusers' cache hooks, if enabled
+        with control, cache, self_attention_bias(self.transformer, video.self_attention_bias):
             v_out, a_out = self.transformer(
                 hidden_states=video.latent.repeat(n, 1, 1).to(dtype),
                 audio_hidden_states=audio.latent.repeat(n, 1, 1).to(dtype),
