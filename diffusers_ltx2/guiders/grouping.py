@@ -4,9 +4,10 @@ Two passes share every block before the first STG block when they differ only in
 (same prompt, same audio<->video gates, same frozen streams): `GuidanceAttentionControl` then computes those
 blocks once for both. Splitting the passes of a step into calls in plan order can separate such a pair
 (`max_batch_passes=2` on [cond, uncond, perturbed, isolated] used to run [cond, uncond] + [perturbed, isolated]);
-`group_passes` keeps them together: [isolated, uncond] + [cond, perturbed]... (clusters of prefix-sharing passes
+`group_passes` keeps them together: [cond, perturbed] + [isolated, uncond] (clusters of prefix-sharing passes
 packed first-fit-decreasing into calls of at most `max_batch_passes` passes), and orders each call so that rows
-with the same treatment are contiguous (the attention control then works on views, not copies).
+with the same treatment are contiguous (the attention control then works on views, not copies); all four in one
+call are ordered [isolated, uncond, cond, perturbed].
 
 `auto_batch_passes` picks the largest number of passes per call whose estimated activation memory fits a budget
 (`max_batch_passes="auto"`).
