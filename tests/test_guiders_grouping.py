@@ -128,3 +128,26 @@ def test_row_layout_does_not_change_any_bit(tiny_components):
         got = _one_call(tr, order, inputs)
         for name in ref:
             assert torch.equal(got[name][0], ref[name][0]) and torch.equal(got[name][1], ref[name][1]), name
+
+
+def test_mixed_rows_reach_the_processor_as_views_not_copies(tiny_components):
+    """In the STG block the [isolated, uncond, cond] rows run attention and the perturbed rows the value path: the
+    attention processor gets its hidden states and RoPE tables as slices (views) of the full ones, not copies."""
+    tr = tiny_components["transformer"]
+    attn = tr.transformer_blocks[1].attn1
+    original, seen = attn.processor, []
+
+    def spy(module, hidden_states, encoder_hidden_states=None, attention_mask=None, query_rotary_emb=None,
+            key_rotary_emb=None, **kwargs):
+        seen.append((hidden_states, query_rotary_emb))
+        return original(module, hidden_states, encoder_hidden_states, attention_mask, query_rotary_emb,
+                        key_rotary_emb, **kwargs)
+
+    attn.__dict__["processor"] = spy
+    try:
+        run_passes(tr, GUIDED, make_inputs(tr))  # batch 2: 8 rows, 6 of them attend
+    finally:
+        attn.__dict__["processor"] = original
+    (hidden, rope), = seen
+    assert hidden.shape[0] == 6 and hidden._is_view()
+    assert all(t.shape[0] == 6 and t._is_view() for t in rope)
