@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from diffusers import LTX2Pipeline  # noqa: E402
 
-from diffusers_ltx2 import GuidanceAttentionControl, LTX2AudioVideoPipeline, LTX2Scheduler, MultimodalGuider  # noqa: E402
+from diffusers_ltx2 import LTX2AudioVideoPipeline, LTX2Scheduler, MultimodalGuider  # noqa: E402
 from diffusers_ltx2.factory import SMALL, SMALL_CLIP, build_components, build_scheduler  # noqa: E402
 
 PROMPT = "a cat walks on the beach at sunset, waves and wind"

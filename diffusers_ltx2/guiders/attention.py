@@ -20,9 +20,9 @@ block) are computed once up to there and duplicated afterwards (block hooks; ver
 merged rows really carry equal inputs, otherwise the call runs unshared). Row ranges are handled as views
 (`narrow`): the inputs of a run of rows (hidden states, RoPE tables, masks) are slices of the full tensors, each
 output run is written into its slice once and only dropped rows are zeroed; a gathered copy is made only when
-the rows of one treatment are not contiguous (`guiders.grouping` orders passes so that they are). On exit every processor is put back
-(the same objects) and every hook removed, so the transformer is exactly as before: LoRA layers, offload hooks
-and `torch.compile` are untouched.
+the rows of one treatment are not contiguous (`guiders.grouping` orders passes so that they are).
+On exit every processor is put back (the same objects) and every hook removed, so the transformer is exactly as
+before: LoRA layers, offload hooks and `torch.compile` are untouched.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """`ScheduledGuider`: multimodal guidance whose dials depend on the noise level, as ltx-core's
 `MultiModalGuiderFactory.from_dict`.
 
-A schedule maps sigma *upper bounds* to `ModalityGuidanceParams`. Official lookup (`_params_for_sigma_from_sorted_dict`):
-the keys sorted descending are bin upper bounds, bin i is `(key_{i+1}, key_i]`; a sigma uses the smallest key
-`>= sigma`, and a sigma above every key uses the largest key. At each step the guider plans exactly what a
-`MultimodalGuider` with that range's dials plans, so a pass whose dial is off in that range (cfg 1, stg 0,
+A schedule maps sigma *upper bounds* to `ModalityGuidanceParams`. Official lookup
+(`_params_for_sigma_from_sorted_dict`): the keys sorted descending are bin upper bounds, bin i is
+`(key_{i+1}, key_i]`; a sigma uses the smallest key `>= sigma`, and a sigma above every key uses the largest key.
+At each step the guider plans exactly what a `MultimodalGuider` with that range's dials plans, so a pass whose dial is off in that range (cfg 1, stg 0,
 modality 1) is not run at all: switching STG / CFG off at late steps (as ComfyUI's STG presets do) saves those
 passes. The audio schedule defaults to the video one (official: `audio_guider_factory or video_guider_factory`).
 """
@@ -16,7 +16,13 @@ from dataclasses import asdict, replace
 from typing import Mapping
 
 from .base import Guider, Prediction, StepPlan
-from .multimodal import RECOMMENDED_AUDIO, RECOMMENDED_VIDEO, ModalityGuidanceParams, MultimodalGuider, check_skip_blocks
+from .multimodal import (
+    RECOMMENDED_AUDIO,
+    RECOMMENDED_VIDEO,
+    ModalityGuidanceParams,
+    MultimodalGuider,
+    check_skip_blocks,
+)
 
 _REC_V = ModalityGuidanceParams(**RECOMMENDED_VIDEO)
 _REC_A = ModalityGuidanceParams(**RECOMMENDED_AUDIO)
@@ -57,7 +63,8 @@ def _coerce_schedule(schedule, where: str) -> tuple[tuple[float, ModalityGuidanc
     return tuple(sorted(out, key=lambda kv: kv[0], reverse=True))
 
 
-def params_for_sigma(schedule: tuple[tuple[float, ModalityGuidanceParams], ...], sigma: float) -> ModalityGuidanceParams:
+def params_for_sigma(schedule: tuple[tuple[float, ModalityGuidanceParams], ...],
+                     sigma: float) -> ModalityGuidanceParams:
     """The official bin lookup: the smallest upper bound `>= sigma`; above every bound, the largest one."""
     at_or_above = [p for k, p in schedule if k >= sigma]
     return at_or_above[-1] if at_or_above else schedule[0][1]
