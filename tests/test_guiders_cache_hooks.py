@@ -60,3 +60,14 @@ def test_first_block_and_mag_cache_cannot_be_enabled_on_ltx2_in_diffusers(tiny_c
     (If a later diffusers supports it, this test fails and the compatibility notes must be revisited.)"""
     with pytest.raises(ValueError, match="not registered"):
         tiny_components["transformer"].enable_cache(config())
+
+
+def test_pyramid_attention_broadcast_runs_with_batched_passes(tiny_components):
+    tr = tiny_components["transformer"]
+    plain = _denoise(tr)
+    pab = diffusers.PyramidAttentionBroadcastConfig(spatial_attention_block_skip_range=2,
+                                                    spatial_attention_timestep_skip_range=(-1, 1001),
+                                                    current_timestep_callback=lambda: 500)
+    got = _denoise(tr, pab, max_batch_passes=2)
+    assert torch.isfinite(got[0]).all() and torch.isfinite(got[1]).all()
+    assert (got[0] - plain[0]).abs().max() > 0  # attention outputs were really reused
