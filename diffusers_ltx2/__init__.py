@@ -28,6 +28,7 @@ _EXPORTS = {
     "ModalityGuidance": ".guiders",
     "ModalityGuidanceParams": ".guiders",
     "MultimodalGuider": ".guiders",
+    "ScheduledGuider": ".guiders",
     "SpatioTemporalGuidance": ".guiders",
     "GemmaPromptEncoder": ".loaders",
     "PromptEmbeddings": ".loaders",

@@ -6,6 +6,7 @@ from .attention import GuidanceAttentionControl, default_skip_blocks
 from .combine import multimodal_combine
 from .modality import ModalityGuidance
 from .multimodal import ModalityGuidanceParams, MultimodalGuider
+from .scheduled import ScheduledGuider
 from .stg import SpatioTemporalGuidance
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "ModalityGuidance",
     "ModalityGuidanceParams",
     "MultimodalGuider",
+    "ScheduledGuider",
     "SpatioTemporalGuidance",
     "default_skip_blocks",
     "multimodal_combine",

@@ -17,9 +17,12 @@ transformer call laid out pass-major (pass k occupies rows `k*B:(k+1)*B`), tempo
 Rows are computed only where needed: a perturbed row never runs Q/K attention, a zeroed row runs nothing, and
 passes that are identical up to a block (the conditional and STG passes share everything before the first STG
 block) are computed once up to there and duplicated afterwards (block hooks; verified at run time that the
-merged rows really carry equal inputs, otherwise the call runs unshared). On exit every processor is put back
-(the same objects) and every hook removed, so the transformer is exactly as before: LoRA layers, offload hooks
-and `torch.compile` are untouched.
+merged rows really carry equal inputs, otherwise the call runs unshared). Row ranges are handled as views
+(`narrow`): the inputs of a run of rows (hidden states, RoPE tables, masks) are slices of the full tensors, each
+output run is written into its slice once and only dropped rows are zeroed; a gathered copy is made only when
+the rows of one treatment are not contiguous (`guiders.grouping` orders passes so that they are).
+On exit every processor is put back (the same objects) and every hook removed, so the transformer is exactly as
+before: LoRA layers, offload hooks and `torch.compile` are untouched.
 """
 
 from __future__ import annotations
@@ -72,12 +75,36 @@ def _pass_mode(p: GuidancePass, kind: str, stg_block: bool) -> str:
     raise KeyError(kind)
 
 
+def _runs(values) -> list[tuple[object, int, int]]:
+    """Maximal runs of equal consecutive values: `[(value, start, length), ...]`."""
+    out: list[tuple[object, int, int]] = []
+    for i, v in enumerate(values):
+        if out and out[-1][0] == v:
+            out[-1] = (v, out[-1][1], out[-1][2] + 1)
+        else:
+            out.append((v, i, 1))
+    return out
+
+
+def _spans(rows: list[int]) -> list[tuple[int, int]]:
+    """`rows` as maximal ranges of consecutive indices: `[(start, length), ...]`."""
+    out: list[tuple[int, int]] = []
+    for r in rows:
+        if out and out[-1][0] + out[-1][1] == r:
+            out[-1] = (out[-1][0], out[-1][1] + 1)
+        else:
+            out.append((r, 1))
+    return out
+
+
 @dataclass
 class _Groups:
-    """Rows of one batch split by mode: `single` when every row shares one mode, else index tensors."""
+    """Rows of one batch by mode: `single` when every row shares one mode, else contiguous `runs`
+    `(mode, start, length)` (worked on as views) and, for the feed-forward gate, the computed rows."""
 
     single: str | None
-    parts: dict[str, torch.Tensor] = field(default_factory=dict)
+    runs: list[tuple[str, int, int]] = field(default_factory=list)
+    full_rows: list[int] = field(default_factory=list)
 
 
 class _Activation:
@@ -128,13 +155,6 @@ class _Activation:
         self.expand = [pos[best_rep[k]] * b + r for k in range(n) for r in range(b)]  # full row -> reduced row
         self.num_reduced = len(unique) * b
 
-    def index(self, name: str, device) -> torch.Tensor:
-        key = (name, device)
-        if key not in self._cache:
-            rows = {"gather": self.gather, "expand": self.expand}[name]
-            self._cache[key] = torch.tensor(rows, dtype=torch.long, device=device)
-        return self._cache[key]
-
     # -- modes per batch layout ---------------------------------------------------------------------------
     def groups(self, block: int, kind: str, num_rows: int, device) -> _Groups:
         key = (block, kind, num_rows, device)
@@ -155,21 +175,29 @@ class _Activation:
         if len(set(rows)) == 1:
             out = _Groups(single=rows[0])
         else:
-            out = _Groups(single=None, parts={
-                mode: torch.tensor([r for r, m in enumerate(rows) if m == mode], dtype=torch.long, device=device)
-                for mode in (FULL, VALUE) if mode in rows
-            })
+            out = _Groups(single=None, runs=_runs(rows), full_rows=[r for r, m in enumerate(rows) if m == FULL])
         self._cache[key] = out
         return out
 
 
-def _take(obj, idx: torch.Tensor, num_rows: int):
-    """Select rows `idx` of every batch-first tensor (in tuples too) whose leading dim is `num_rows`."""
+def _narrow(obj, start: int, length: int, num_rows: int):
+    """Rows `start:start+length` of every batch-first tensor (in tuples too) whose leading dim is `num_rows`, as
+    views (no copy: the RoPE tables and masks of a row range are slices of the full ones)."""
     if isinstance(obj, torch.Tensor):
-        return obj.index_select(0, idx) if obj.ndim > 0 and obj.shape[0] == num_rows else obj
+        return obj.narrow(0, start, length) if obj.ndim > 0 and obj.shape[0] == num_rows else obj
     if isinstance(obj, (tuple, list)):
-        return type(obj)(_take(o, idx, num_rows) for o in obj)
+        return type(obj)(_narrow(o, start, length, num_rows) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _narrow(v, start, length, num_rows) for k, v in obj.items()}
     return obj
+
+
+def _select_rows(x: torch.Tensor, rows: list[int]) -> torch.Tensor:
+    """Rows `rows` of `x`: a view when they are one contiguous range, else one gathered copy."""
+    spans = _spans(rows)
+    if len(spans) == 1:
+        return x.narrow(0, *spans[0])
+    return x.index_select(0, torch.tensor(rows, dtype=torch.long, device=x.device))
 
 
 def skip_self_attention(attn, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -207,14 +235,20 @@ class GuidedAttnProcessor:
         args = (hidden_states, encoder_hidden_states, attention_mask, query_rotary_emb, key_rotary_emb)
         if groups.single is not None:
             return self._compute(groups.single, attn, args, extra, num_rows)
+        # Each run of rows with one mode is computed on views of the inputs and written into its slice of the
+        # output; only the rows a pass drops are zeroed.
         out = None
-        for mode, idx in groups.parts.items():
-            res = self._compute(mode, attn, _take(args, idx, num_rows), _take(extra, idx, num_rows), len(idx))
+        for mode, start, length in groups.runs:
+            if mode == ZERO:
+                continue
+            res = self._compute(mode, attn, _narrow(args, start, length, num_rows),
+                                _narrow(extra, start, length, num_rows), length)
             if out is None:
-                out = res.new_zeros((num_rows,) + tuple(res.shape[1:]))
-            out.index_copy_(0, idx, res)
-        if out is None:
-            out = self._compute(ZERO, attn, args, extra, num_rows)
+                out = res.new_empty((num_rows,) + tuple(res.shape[1:]))
+            out.narrow(0, start, length).copy_(res)
+        for mode, start, length in groups.runs:
+            if mode == ZERO:
+                out.narrow(0, start, length).zero_()
         return out
 
     def _compute(self, mode: str, attn, args, extra, num_rows: int) -> torch.Tensor:
@@ -241,17 +275,27 @@ class _FeedForwardGate:
         if groups.single == FULL:
             self._pending.append(None)
             return None
-        idx = groups.parts.get(FULL) if groups.single is None else x.new_zeros(0, dtype=torch.long)
-        self._pending.append((x.shape[0], idx))
-        return (x.index_select(0, idx),) + tuple(args[1:])
+        rows = [] if groups.single is not None else groups.full_rows
+        self._pending.append((x.shape[0], rows, groups))
+        return (_select_rows(x, rows) if rows else x[:0],) + tuple(args[1:])
 
     def post(self, module, args, output):
         pending = self._pending.pop()
         if pending is None:
             return None
-        num_rows, idx = pending
-        out = output.new_zeros((num_rows,) + tuple(output.shape[1:]))
-        return out.index_copy_(0, idx, output)
+        num_rows, rows, groups = pending
+        if not rows:
+            return output.new_zeros((num_rows,) + tuple(output.shape[1:]))
+        spans = _spans(rows)
+        if len(spans) > 1:  # computed rows not contiguous: scatter (zero-filled once)
+            out = output.new_zeros((num_rows,) + tuple(output.shape[1:]))
+            return out.index_copy_(0, torch.tensor(rows, dtype=torch.long, device=output.device), output)
+        out = output.new_empty((num_rows,) + tuple(output.shape[1:]))
+        out.narrow(0, *spans[0]).copy_(output)
+        for mode, start, length in groups.runs:
+            if mode != FULL:
+                out.narrow(0, start, length).zero_()
+        return out
 
 
 class _SharedPrefix:
@@ -262,28 +306,23 @@ class _SharedPrefix:
         self._reduced: dict[int, torch.Tensor] = {}
         self.active = activation.sharing
 
-    def _reduce(self, obj, gather: torch.Tensor):
+    def _reduce(self, obj):
         if isinstance(obj, torch.Tensor):
             if obj.ndim == 0 or obj.shape[0] != self.act.num_rows:
                 return obj
             key = id(obj)
             if key not in self._reduced:
-                self._reduced[key] = obj.index_select(0, gather)
+                self._reduced[key] = _select_rows(obj, self.act.gather)  # a view when the kept rows are contiguous
             return self._reduced[key]
         if isinstance(obj, (tuple, list)):
-            return type(obj)(self._reduce(o, gather) for o in obj)
+            return type(obj)(self._reduce(o) for o in obj)
         return obj
 
     def _inputs_equal(self, tensors) -> bool:
         """Rows merged into a representative must carry identical inputs (guards callers that vary them)."""
-        act = self.act
-        dup = [r for r, e in enumerate(act.expand) if act.gather[e] != r]
-        if not dup:
-            return True
-        device = tensors[0].device
-        dup_idx = torch.tensor(dup, device=device)
-        rep_idx = torch.tensor([act.gather[act.expand[r]] for r in dup], device=device)
-        return all(torch.equal(t.index_select(0, dup_idx), t.index_select(0, rep_idx)) for t in tensors)
+        b = self.act.batch_size
+        pairs = [(k, r) for k, r in enumerate(self.act.pass_rep) if k != r]
+        return all(torch.equal(t.narrow(0, k * b, b), t.narrow(0, r * b, b)) for t in tensors for k, r in pairs)
 
     def pre(self, block_index: int):
         def hook(module, args, kwargs):
@@ -294,17 +333,15 @@ class _SharedPrefix:
                 self.active = self.act.sharing and bool(batch) and self._inputs_equal(batch)
             if not self.active:
                 return None
-            first = next(v for v in list(args) + list(kwargs.values()) if isinstance(v, torch.Tensor))
-            gather = self.act.index("gather", first.device)
-            return self._reduce(tuple(args), gather), {k: self._reduce(v, gather) for k, v in kwargs.items()}
+            return self._reduce(tuple(args)), {k: self._reduce(v) for k, v in kwargs.items()}
         return hook
 
     def post(self, module, args, kwargs, output):
         if not self.active:
             return None
         self._reduced.clear()
-        expand = self.act.index("expand", output[0].device)
-        return tuple(o.index_select(0, expand) for o in output)
+        spans = _spans(self.act.expand)  # full rows as slices of the reduced rows, concatenated once
+        return tuple(torch.cat([o.narrow(0, start, length) for start, length in spans]) for o in output)
 
 
 class GuidanceAttentionControl:

@@ -18,8 +18,10 @@ from typing import Callable
 import torch
 
 from ..guiders.base import GuidancePass, Guider, Prediction, StepPlan
+from ..guiders.grouping import AUTO, auto_batch_passes, available_memory_bytes, estimate_pass_bytes, group_passes
 from ..loaders.prompt_embeddings import PromptEmbeddings
 from .attention_bias import self_attention_bias
+from .cache_hooks import cache_context, check_cache_config
 
 
 @dataclass
@@ -92,7 +94,9 @@ class TransformerPasses:
     """Runs guidance passes on diffusers' LTX-2 transformer and returns float32 x0 predictions.
 
     All passes of a step are stacked along the batch and evaluated in one transformer call (at most
-    `max_batch_passes` passes per call; `1` runs them one after another, with identical results).
+    `max_batch_passes` passes per call; `1` runs them one after another, with the same results up to fp32
+    rounding). Calls are formed by `guiders.grouping.group_passes`: passes that share the blocks before the STG
+    block (conditional and perturbed) stay in one call, so every `max_batch_passes` keeps that saving.
 
     Args:
         transformer: `LTX2VideoTransformer3DModel`.
@@ -101,7 +105,11 @@ class TransformerPasses:
             such passes are rejected.
         use_cross_timestep: cross-modal AdaLN uses the other modality's sigma (official behaviour).
         attention_kwargs: forwarded to the transformer (e.g. LoRA `scale`).
-        max_batch_passes: passes per transformer call; `None` = all at once.
+        max_batch_passes: passes per transformer call; `None` = all at once; `"auto"` = the most passes whose
+            estimated activation memory (`grouping.estimate_pass_bytes`) fits `memory_fraction` of the free
+            memory of the transformer's device (CUDA free memory, else the host's available memory), decided
+            per step from the token counts.
+        memory_fraction: share of the free memory `"auto"` may plan for (default 0.5).
         cross_modal: `False` switches audio->video and video->audio attention off in every pass (audio-only
             generation: the placeholder video stream cannot reach the audio).
     """
@@ -113,17 +121,22 @@ class TransformerPasses:
         attention_control=None,
         use_cross_timestep: bool = True,
         attention_kwargs: dict | None = None,
-        max_batch_passes: int | None = None,
+        max_batch_passes: int | str | None = None,
+        memory_fraction: float = 0.5,
         cross_modal: bool = True,
     ):
-        if max_batch_passes is not None and max_batch_passes < 1:
-            raise ValueError(f"max_batch_passes must be >= 1 or None, got {max_batch_passes}")
+        if max_batch_passes != AUTO:
+            group_passes([], max_batch_passes)  # validates: int >= 1 or None
+        if not 0.0 < memory_fraction <= 1.0:
+            raise ValueError(f"memory_fraction must be in (0, 1], got {memory_fraction}")
+        check_cache_config(transformer)
         self.transformer = transformer
         self.attention_control = attention_control
         self.use_cross_timestep = use_cross_timestep
         self.attention_kwargs = attention_kwargs
         self.max_batch_passes = max_batch_passes
         self.cross_modal = cross_modal
+        self.memory_fraction = memory_fraction
         self.num_calls = 0
 
     def __call__(
@@ -133,12 +146,18 @@ class TransformerPasses:
         passes = list(plan.passes)
         if not self.cross_modal:
             passes = [replace(p, a2v=False, v2a=False) for p in passes]
-        group = self.max_batch_passes or len(passes)
         out: dict[str, Prediction] = {}
-        for start in range(0, len(passes), group):
-            chunk = passes[start : start + group]
+        for chunk in group_passes(passes, self._passes_per_call(len(passes), video, audio, contexts)):
             out.update(self._run(chunk, plan, video, audio, contexts, sigma))
-        return out
+        return {p.name: out[p.name] for p in passes}
+
+    def _passes_per_call(self, num_passes: int, video, audio, contexts) -> int | None:
+        if self.max_batch_passes != AUTO:
+            return self.max_batch_passes
+        per_pass = estimate_pass_bytes(self.transformer, video.latent.shape[1], audio.latent.shape[1],
+                                       video.batch_size, contexts.positive.video_context.shape[1])
+        budget = available_memory_bytes(video.latent.device) * self.memory_fraction
+        return auto_batch_passes(num_passes, per_pass, int(budget))
 
     def _run(self, passes, plan, video, audio, contexts, sigma) -> dict[str, Prediction]:
         n = len(passes)
@@ -164,7 +183,8 @@ class TransformerPasses:
         )
         if audio.self_attention_bias is not None:
             raise ValueError("a self-attention bias is supported on the video tokens only")
-        with control, self_attention_bias(self.transformer, video.self_attention_bias):
+        cache = cache_context(self.transformer, [p.name for p in passes])  # diffusers' cache hooks, if enabled
+        with control, cache, self_attention_bias(self.transformer, video.self_attention_bias):
             v_out, a_out = self.transformer(
                 hidden_states=video.latent.repeat(n, 1, 1).to(dtype),
                 audio_hidden_states=audio.latent.repeat(n, 1, 1).to(dtype),
