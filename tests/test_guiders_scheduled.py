@@ -118,3 +118,17 @@ def test_guided_loop_matches_the_official_factory_loop(models):  # noqa: F811
     assert (const_v.latent - out_v.latent).abs().max() > 1e-2
     print(f"max |ours - official factory loop|: video {(out_v.latent - ref_v.latent).abs().max():.2e}, "
           f"audio {(out_a.latent - ref_a.latent).abs().max():.2e}")
+
+
+def test_frozen_modality_gets_no_pass_in_any_sigma_range():
+    """A2V / V2A / audio-only: the scheduled guider plans, in every range, what `MultimodalGuider.for_frozen`
+    plans for that range's dials (no negative / perturbed / isolated pass for the frozen modality)."""
+    guider = ScheduledGuider.from_preset("stg_off_late")
+    for kwargs in (dict(audio=True), dict(video=True), dict(video=True, cross_modal=False)):
+        frozen = guider.for_frozen(**kwargs)
+        for step, sigma in enumerate((1.0, 0.9, 0.5, 0.2, 0.05)):
+            expected = guider.guider_at(sigma).for_frozen(**kwargs).plan(step, 5, sigma)
+            assert frozen.plan(step, 5, sigma) == expected
+    assert guider.for_frozen() is guider
+    # the copy keeps the schedule (and saves like the original)
+    assert dict(guider.for_frozen(audio=True).config) == dict(guider.config)

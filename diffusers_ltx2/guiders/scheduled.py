@@ -100,6 +100,7 @@ class ScheduledGuider(Guider):
         )
         self._guiders: dict = {}
         self._planned: tuple[int, MultimodalGuider] | None = None
+        self._frozen: dict | None = None  # set on the copies `for_frozen` returns
 
     @classmethod
     def from_preset(cls, name: str, skip_blocks=None) -> "ScheduledGuider":
@@ -110,11 +111,23 @@ class ScheduledGuider(Guider):
         return cls(video=video, audio=audio, skip_blocks=skip_blocks)
 
     def guider_at(self, sigma: float) -> MultimodalGuider:
-        """The `MultimodalGuider` with the dials in effect at `sigma`."""
+        """The `MultimodalGuider` with the dials in effect at `sigma` (adapted to frozen modalities on the copies
+        `for_frozen` returns)."""
         key = (params_for_sigma(self.video_schedule, sigma), params_for_sigma(self.audio_schedule, sigma))
         if key not in self._guiders:
-            self._guiders[key] = MultimodalGuider(*key, skip_blocks=self.skip_blocks)
+            guider = MultimodalGuider(*key, skip_blocks=self.skip_blocks)
+            self._guiders[key] = guider.for_frozen(**self._frozen) if self._frozen else guider
         return self._guiders[key]
+
+    def for_frozen(self, *, video: bool = False, audio: bool = False, cross_modal: bool = True) -> "ScheduledGuider":
+        """A copy whose per-range guiders are `MultimodalGuider.for_frozen(...)`: no pass is spent on a frozen
+        modality in any sigma range (A2V, V2A, audio-only)."""
+        if not (video or audio or not cross_modal):
+            return self
+        settings = {k: v for k, v in self.config.items() if not k.startswith("_")}
+        copy = type(self).from_config(settings)
+        copy._frozen = dict(video=video, audio=audio, cross_modal=cross_modal)
+        return copy
 
     @property
     def uses_negative_prompt(self) -> bool:
