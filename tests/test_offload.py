@@ -87,3 +87,47 @@ def test_offload_errors_before_anything_moves(tiny_components, tmp_path):
     with pytest.raises(ValueError, match="cannot store optimum-quanto weights"):
         apply_offload(pipe, "disk", "cpu", offload_folder=tmp_path / "d")
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode,quantization", [("model", None), ("blocks", None), ("disk", None), ("blocks", "int8")])
+def test_offload_composes_with_two_stage_and_lora_switching(tiny_components_master, mode, quantization, tmp_path):
+    """A two-stage run (guided stage 1 with a user LoRA, upsampler, stage 2 with the distilled LoRA switched on as
+    a PEFT adapter) under each offload mode (and on an int8 transformer) equals the resident run exactly, and the
+    adapters end as they began. (fp8-cast + LoRA is refused at load: PEFT cannot adapt the FP8 linear.)"""
+    from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
+
+    from diffusers_ltx2 import LTX2Scheduler, LTX2TwoStagePipeline, MultimodalGuider
+    from diffusers_ltx2.loaders.adapter_state import lora_layers
+    from two_stage_files import write_official_lora
+
+    def build():
+        comps = copy.deepcopy(tiny_components_master)
+        torch.manual_seed(0)
+        up = LTX2LatentUpsamplerModel(in_channels=comps["vae"].config.latent_channels, mid_channels=32,
+                                      num_blocks_per_stage=1, use_rational_resampler=False).eval()
+        pipe = LTX2TwoStagePipeline(scheduler=LTX2Scheduler(), guider=MultimodalGuider(), latent_upsampler=up,
+                                    **comps)
+        pipe.set_progress_bar_config(disable=True)
+        if quantization is not None:
+            quantize_transformer_(pipe.transformer, quantization)
+        write_official_lora(tmp_path / "style.safetensors", pipe.transformer, seed=1, blocks=(1,))
+        write_official_lora(tmp_path / "distilled.safetensors", pipe.transformer, seed=2)
+        pipe.load_lora_weights(str(tmp_path / "style.safetensors"), adapter_name="style",
+                               reference_downscale_factor=1)
+        pipe.load_distilled_lora(str(tmp_path / "distilled.safetensors"), strength=0.8)
+        return pipe
+
+    def run(pipe):
+        out = pipe("a cat", negative_prompt="dark", height=128, width=128, num_frames=17, frame_rate=24.0,
+                   num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="latent")
+        return out.frames, out.audio
+
+    ref = run(build())
+    pipe = build()
+    before = [(list(m.active_adapters), dict(m.scaling)) for m in lora_layers(pipe.transformer)]
+    apply_offload(pipe, mode, "cpu", offload_folder=tmp_path / "offload")
+    got = run(pipe)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert [(list(m.active_adapters), dict(m.scaling)) for m in lora_layers(pipe.transformer)] == before
