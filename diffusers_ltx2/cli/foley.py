@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 
-from .common import StageTimer, add_clip_arguments, check_clip_arguments, clip_call_arguments, load_pipeline
+from .common import add_clip_arguments, check_clip_arguments
 from .media_args import (
-    add_source_clip_arguments, check_conditions_early, resolve_source_clip, source_clip_defaults, write_output,
+    add_source_clip_arguments, check_conditions_early, generate_and_write, resolve_source_clip, source_clip_defaults,
 )
 
 
@@ -26,7 +25,6 @@ def run(args) -> int:
     code. The output's frames are the input's (resized / centre-cropped to the generation size)."""
     from ..conditioning import FrozenVideo
     from ..media import load_video
-    from ..pipelines import LTX2AudioVideoPipeline
 
     source = resolve_source_clip(args)
     check_clip_arguments(args)
@@ -35,12 +33,4 @@ def run(args) -> int:
     check_conditions_early(conditions, args)
     print(f"foley for {source.path}: {source.num_frames} frames ({source.duration_s:.3g} s at "
           f"{source.frame_rate:g} fps), {args.width}x{args.height}")
-    call = clip_call_arguments(args)
-    timer = StageTimer()
-    pipe = load_pipeline(LTX2AudioVideoPipeline, args, timer)
-    with timer.stage("generate"):
-        out = pipe(conditions=conditions, **call)
-    with timer.stage("write"):
-        write_output(out, args)
-    print(f"wrote {os.path.abspath(args.output)} ({timer.summary()})")
-    return 0
+    return generate_and_write(conditions, args)

@@ -1,8 +1,9 @@
 """Conditioning flags of the `ltx2` subcommands: media specs (`PATH[@FRAME[:STRENGTH]]`), the source clip of
-`retake` / `foley` / `extend`, the checks of `conditions=` before any model loads, and writing the result.
+`retake` / `foley` / `extend`, the checks of `conditions=` before any model loads, and writing the result
+(`generate_and_write`: the load-generate-write step `retake` and `foley` share).
 
-Everything here runs before the pipeline is loaded, so a bad flag, a missing file, a frame outside the clip or a
-window outside the source fails in a second with exit code 2.
+Everything else here runs before the pipeline is loaded, so a bad flag, a missing file, a frame outside the clip
+or a window outside the source fails in a second with exit code 2.
 """
 
 from __future__ import annotations
@@ -158,3 +159,21 @@ def write_output(out, args) -> str:
     if out.frames is None:
         return save_audio(args.output, out.audio[0], out.sample_rate)
     return write_clip(out, args.output, args.frame_rate)
+
+
+def generate_and_write(conditions, args) -> int:
+    """Load `LTX2AudioVideoPipeline`, generate the clip under `conditions` with the command's clip arguments,
+    write it (`write_output`) and print where, with the stage timings; returns the exit code 0. Shared by the
+    conditioned commands whose whole call is `pipe(conditions=..., **clip arguments)` (`foley`, `retake`)."""
+    from ..pipelines import LTX2AudioVideoPipeline
+    from .common import StageTimer, clip_call_arguments, load_pipeline
+
+    call = clip_call_arguments(args)
+    timer = StageTimer()
+    pipe = load_pipeline(LTX2AudioVideoPipeline, args, timer)
+    with timer.stage("generate"):
+        out = pipe(conditions=conditions, **call)
+    with timer.stage("write"):
+        write_output(out, args)
+    print(f"wrote {os.path.abspath(args.output)} ({timer.summary()})")
+    return 0

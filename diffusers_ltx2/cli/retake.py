@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 
-from .common import StageTimer, add_clip_arguments, check_clip_arguments, clip_call_arguments, load_pipeline
+from .common import add_clip_arguments, check_clip_arguments
 from .media_args import (
-    add_source_clip_arguments, check_conditions_early, resolve_source_clip, source_clip_defaults, write_output,
+    add_source_clip_arguments, check_conditions_early, generate_and_write, resolve_source_clip, source_clip_defaults,
 )
 
 
@@ -47,20 +46,10 @@ def build_conditions(args, source) -> list:
 
 def run(args) -> int:
     """Check the arguments and the source clip, load the pipeline, retake, write the MP4; returns the exit code."""
-    from ..pipelines import LTX2AudioVideoPipeline
-
     source = resolve_source_clip(args)
     check_clip_arguments(args)
     conditions = build_conditions(args, source)
     check_conditions_early(conditions, args)
     print(f"retake {args.start:g}-{args.end:g} s of {source.path}: {source.num_frames} frames "
           f"({source.duration_s:.3g} s at {source.frame_rate:g} fps), {args.width}x{args.height}")
-    call = clip_call_arguments(args)
-    timer = StageTimer()
-    pipe = load_pipeline(LTX2AudioVideoPipeline, args, timer)
-    with timer.stage("generate"):
-        out = pipe(conditions=conditions, **call)
-    with timer.stage("write"):
-        write_output(out, args)
-    print(f"wrote {os.path.abspath(args.output)} ({timer.summary()})")
-    return 0
+    return generate_and_write(conditions, args)

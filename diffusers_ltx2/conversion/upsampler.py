@@ -119,6 +119,20 @@ def load_official_upsampler(path: str | os.PathLike, dtype: torch.dtype | None =
     return model.eval()
 
 
+def _save_replacing(model, dst: str, parent: str) -> None:
+    """`model.save_pretrained` into a temporary folder under `parent`, then move it to `dst` (replacing a folder
+    already there); if saving fails, the temporary folder is removed and `dst` is untouched."""
+    tmp = tempfile.mkdtemp(prefix=".upsampler-", dir=parent)
+    try:
+        model.save_pretrained(tmp)
+        if os.path.exists(dst):
+            shutil.rmtree(dst)
+        os.replace(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def convert_upsampler_file(
     src: str | os.PathLike, dst: str | os.PathLike, *, dtype: torch.dtype | None = None, overwrite: bool = False,
 ) -> str:
@@ -133,15 +147,7 @@ def convert_upsampler_file(
     model = load_official_upsampler(src, dtype=dtype)
     parent = os.path.dirname(os.path.abspath(dst)) or "."
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".upsampler-", dir=parent)
-    try:
-        model.save_pretrained(tmp)
-        if os.path.exists(dst):
-            shutil.rmtree(dst)
-        os.replace(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    _save_replacing(model, dst, parent)
     return dst
 
 
@@ -156,15 +162,7 @@ def add_upsampler_to_folder(folder: str | os.PathLike, upsampler: LTX2LatentUpsa
     with open(index_path) as f:
         index = json.load(f)
     dst = os.path.join(folder, UPSAMPLER_FOLDER)
-    tmp = tempfile.mkdtemp(prefix=".upsampler-", dir=folder)
-    try:
-        upsampler.save_pretrained(tmp)
-        if os.path.exists(dst):
-            shutil.rmtree(dst)
-        os.replace(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    _save_replacing(upsampler, dst, folder)
     # the library diffusers itself records for this class (its module lives in diffusers.pipelines.ltx2)
     index[UPSAMPLER_FOLDER] = ["ltx2", "LTX2LatentUpsamplerModel"]
     tmp_index = index_path + ".tmp"
