@@ -265,3 +265,42 @@ def test_guiders_spend_no_pass_on_a_frozen_modality():
     assert (stg.video_scale, stg.audio_scale) == (0.0, 1.0)
     custom = MultimodalGuider()
     assert custom.for_frozen() is custom
+
+
+def test_a_modality_a_retake_keeps_whole_is_guided_as_retake_py_others_as_a2vid(tiny_pipe):
+    """Official retake.py gives a kept modality its own `MultiModalGuider` (negative context, STG, skip_step);
+    a2vid gives frozen audio `MultiModalGuiderParams()` and no negative context. Neither spends a pass on it."""
+    from diffusers_ltx2.pipelines.denoising import TextContexts
+    from diffusers_ltx2.loaders.prompt_embeddings import PromptEmbeddings
+
+    frames, (wave, rate) = torch.rand(17, 64, 64, 3), _wave()
+    geometry = (1, 17, 64, 64, 24.0)
+    kept = tiny_pipe.prepare_conditioned_latents(
+        [FrozenVideo(frames), AudioCondition(wave, rate), TemporalRegion(0.3, 0.4, audio=False)], *geometry,
+        generator=torch.Generator().manual_seed(0), device="cpu")
+    a2v = tiny_pipe.prepare_conditioned_latents([AudioCondition(wave, rate)], *geometry,
+                                                generator=torch.Generator().manual_seed(0), device="cpu")
+    assert kept.frozen_audio and kept.guided_frozen == {"audio"}
+    assert a2v.frozen_audio and a2v.guided_frozen == frozenset()
+
+    names = lambda plan: [p.name for p in plan.passes]  # noqa: E731
+    guider = MultimodalGuider(video=dict(cfg=3.0, stg=1.0, modality_scale=1.0),
+                              audio=dict(cfg=7.0, stg=1.0, modality_scale=3.0, skip_step=1))
+    retake = guider.for_frozen(audio=True, guided=kept.guided_frozen)
+    for step in range(4):
+        plan = retake.plan(step, 4, 1.0)
+        assert names(plan) == ["cond", "uncond", "perturbed"] and plan.video and not plan.audio
+        perturbed = plan.passes[2]
+        assert perturbed.perturb_video and perturbed.perturb_audio  # its STG perturbs the kept stream
+        skipped = step % 2 == 1  # audio skip_step=1: its stream input is frozen, except in the negative pass
+        assert [p.freeze_audio for p in plan.passes] == [skipped, False, skipped]
+    plan = guider.for_frozen(audio=True).plan(1, 4, 1.0)
+    assert not any(p.perturb_audio or p.freeze_audio for p in plan.passes)
+
+    pos, neg = (PromptEmbeddings(torch.full((1, 2, 4), v), torch.full((1, 2, 4), v), torch.ones(1, 2))
+                for v in (1.0, -1.0))
+    uncond = next(p for p in plan.passes if p.negative)
+    retake_ctx = TextContexts(pos, neg, frozen_audio=True, negative_frozen=kept.guided_frozen)
+    a2v_ctx = TextContexts(pos, neg, frozen_audio=True)
+    assert retake_ctx.for_pass(uncond, "audio") is neg and a2v_ctx.for_pass(uncond, "audio") is pos
+    assert retake_ctx.for_pass(uncond, "video") is neg and retake_ctx.for_pass(plan.passes[0], "audio") is pos

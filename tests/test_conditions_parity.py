@@ -7,10 +7,10 @@ converted LTX-2.0 and LTX-2.3 checkpoint: fp32, same Gemma hidden states, genera
 - audio-to-video: `a2vid_two_stage`'s stage 1 (`denoise_video_only`: audio state from the encoded audio,
   noise_scale 0, mask 0, audio guider `MultiModalGuiderParams()` without a negative context), with the audio
   encoded by the official `AudioEncoder` on the same mel;
-- retake: `retake.py`'s states (`TemporalRegionMask` on the source latents) and guided loop, video only /
-  audio only / both. Where a modality is kept whole the official guider for it is the a2vid one (all dials off,
-  no negative context): retake.py would give the kept modality's stream the negative audio prompt in the
-  negative pass, a2vid the positive one; we follow a2vid for every frozen modality (see `TextContexts`).
+- retake: `retake.py`'s states (`TemporalRegionMask` on the source latents, a kept modality's window (0, 0)) and
+  its guided loop exactly: both `MultiModalGuider`s with their own params and negative contexts, also for a
+  modality kept whole (its stream reads the negative prompt in the negative pass, its STG perturbs it, its
+  skip_step disables it), video only / audio only / both.
 """
 
 from __future__ import annotations
@@ -211,8 +211,9 @@ def test_retake_matches_official_retake(ref, video, audio):
     audio_state = create_noised_state(audio_tools, [window(audio)], noiser, torch.float32, torch.device("cpu"),
                                       initial_latent=audio_latent)
     src_v, src_a = video_tools.patchifier.patchify(video_latent), audio_tools.patchifier.patchify(audio_latent)
-    ref_v, ref_a = _official(ref, video_state, audio_state, _params(VIDEO) if video else OFF,
-                             _params(AUDIO) if audio else OFF, video_negative=video, audio_negative=audio)
+    # retake.py: `MultiModalGuider(params=video_guider_params / audio_guider_params, negative_context=...)` for
+    # both modalities whatever regenerate_video / regenerate_audio say
+    ref_v, ref_a = _official(ref, video_state, audio_state, _params(VIDEO), _params(AUDIO))
 
     torch.testing.assert_close(ours_v, ref_v.latent, rtol=0, atol=ATOL)
     torch.testing.assert_close(ours_a, ref_a.latent, rtol=0, atol=ATOL)

@@ -101,6 +101,11 @@ class ConditionedLatents:
         video_pixels: `(B, 3, F, H, W)` source pixels in [-1, 1] to return while the video stays frozen, or None.
         waveform: `(B, C, N)` source waveform at the vocoder rate to return while the audio stays frozen, or None.
         audio_only: the video state is a one-token placeholder (no video output).
+        guided_frozen: the frozen modalities that official `retake.py` still guides - a source a `TemporalRegion`
+            keeps whole (`video=False` / `audio=False`): its stream reads the negative prompt in negative passes
+            and keeps its own STG perturbation and skip_step (retake.py gives it a full `MultiModalGuider` with a
+            negative context). Other frozen modalities (A2V audio, V2A video, the audio-only placeholder) follow
+            official `a2vid_two_stage.py`: positive prompt in every pass, all dials off.
     """
 
     video: ModalityLatents
@@ -108,6 +113,7 @@ class ConditionedLatents:
     video_pixels: torch.Tensor | None = None
     waveform: torch.Tensor | None = None
     audio_only: bool = False
+    guided_frozen: frozenset = frozenset()
 
     @property
     def frozen_video(self) -> bool:
@@ -180,9 +186,14 @@ def prepare_conditioned_latents(
         c.apply(state, pipe)
     video = state.video if audio_only else _noise(pipe, state.video, generator, latents, noise_scale)
     audio = _noise(pipe, state.audio, generator, audio_latents, noise_scale)
+    regions = [c for c in items if isinstance(c, TemporalRegion)]
+    guided_frozen = frozenset(
+        m for m, st in ((VIDEO, video), (AUDIO, audio))
+        if regions and frozen(st) and m not in regions[0].regenerates and not (m == VIDEO and audio_only)
+    )
     return ConditionedLatents(
         video=video, audio=audio,
         video_pixels=state.video_pixels if frozen(video) and not audio_only else None,
         waveform=state.waveform if frozen(audio) else None,
-        audio_only=audio_only,
+        audio_only=audio_only, guided_frozen=guided_frozen,
     )

@@ -122,7 +122,8 @@ class Guider(ConfigMixin):
     def validate_for(self, transformer) -> None:
         """Check settings against the transformer (e.g. block indices); raise `ValueError` when unusable."""
 
-    def for_frozen(self, *, video: bool = False, audio: bool = False, cross_modal: bool = True) -> "Guider":
+    def for_frozen(self, *, video: bool = False, audio: bool = False, cross_modal: bool = True,
+                   guided=frozenset()) -> "Guider":
         """This guider for a call in which `video` / `audio` is frozen (held at given clean values: audio-to-video,
         video-to-audio, audio-only) and, with `cross_modal=False`, audio<->video attention is off.
 
@@ -130,6 +131,9 @@ class Guider(ConfigMixin):
         isolated pass for its sake); without cross-modal attention the modality-isolated pass is a no-op.
         The built-in guiders return a copy with those dials neutral (official A2V: the audio guider gets
         `MultiModalGuiderParams()`); the base implementation returns `self` (a custom guider keeps its passes).
+        `guided` names frozen modalities ("video" / "audio") kept whole by a retake: official `retake.py` still
+        guides them, so `MultimodalGuider` keeps their STG perturbation and skip_step (still no pass for their
+        sake); the single-method guiders treat them as any frozen modality.
         """
         return self
 
@@ -170,7 +174,8 @@ class PerModalityScaleGuider(Guider):
             if value is not None and not value >= 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
 
-    def for_frozen(self, *, video: bool = False, audio: bool = False, cross_modal: bool = True) -> "Guider":
+    def for_frozen(self, *, video: bool = False, audio: bool = False, cross_modal: bool = True,
+                   guided=frozenset()) -> "Guider":
         """A copy with the frozen modality's scale neutral (both when the method needs cross-modal attention
         and it is off); `self` when nothing changes."""
         off = not cross_modal and self.needs_cross_modal

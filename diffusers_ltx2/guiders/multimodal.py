@@ -177,23 +177,27 @@ class MultimodalGuider(Guider):
     def validate_for(self, transformer) -> None:
         check_skip_blocks(self.skip_blocks, _num_blocks(transformer))
 
-    def for_frozen(self, *, video: bool = False, audio: bool = False, cross_modal: bool = True) -> "MultimodalGuider":
+    def for_frozen(self, *, video: bool = False, audio: bool = False, cross_modal: bool = True,
+                   guided=frozenset()) -> "MultimodalGuider":
         """A copy for a call with a frozen modality (A2V, V2A, audio-only): the frozen modality's dials are all
         off (official A2V gives the audio guider `MultiModalGuiderParams()`) and it is never recomputed (its x0
         is its clean value), so no pass is spent on it and a step on which the other modality skips
         (skip_step) makes no model call. Its token stream still runs in every pass (official: the frozen
         modality stays `enabled`, the other one attends to it). With `cross_modal=False` (audio-only) both
         `cross_attn` gates are off and `modality_scale` is 1 (no isolated pass: it would equal the
-        conditional one)."""
+        conditional one). A frozen modality named in `guided` (kept whole by a retake) keeps its dials, as
+        official `retake.py` guides it: its STG perturbs its stream in the perturbed pass and its skip_step
+        freezes its stream's input there (still no pass, nor any x0, for its sake)."""
         if not (video or audio or not cross_modal):
             return self
         off = ModalityGuidanceParams()
 
-        def adapt(params: ModalityGuidanceParams, is_frozen: bool) -> ModalityGuidanceParams:
-            params = off if is_frozen else params
+        def adapt(params: ModalityGuidanceParams, is_frozen: bool, name: str) -> ModalityGuidanceParams:
+            params = off if is_frozen and name not in guided else params
             return replace(params, modality_scale=1.0, cross_attn=False) if not cross_modal else params
 
-        guider = MultimodalGuider(adapt(self.video, video), adapt(self.audio, audio), skip_blocks=self.skip_blocks)
+        guider = MultimodalGuider(adapt(self.video, video, "video"), adapt(self.audio, audio, "audio"),
+                                  skip_blocks=self.skip_blocks)
         guider._frozen = (video, audio)
         return guider
 
@@ -210,8 +214,9 @@ class MultimodalGuider(Guider):
         # Official skip-step: the conditional, perturbed and isolated passes reuse one frozen-modality input;
         # only the negative pass is built afresh (unfrozen). (In the isolated pass the frozen stream cannot reach
         # the other modality anyway; freezing it there only saves its compute.) A modality frozen for the whole
-        # call (A2V / V2A) keeps its stream running, as officially.
-        frozen = dict(freeze_video=not run_v and not frozen_v, freeze_audio=not run_a and not frozen_a)
+        # call keeps its stream running, as officially, except on its own skip_step steps when a retake keeps
+        # its dials (its dials are off, so it always recomputes, otherwise).
+        frozen = dict(freeze_video=not v.recomputes_at(step_index), freeze_audio=not a.recomputes_at(step_index))
         passes = [GuidancePass(COND, **gates, **frozen)]
         if any(p.needs(UNCOND) for p in active):
             passes.append(GuidancePass(UNCOND, negative=True, **gates))

@@ -119,14 +119,15 @@ class ScheduledGuider(Guider):
             self._guiders[key] = guider.for_frozen(**self._frozen) if self._frozen else guider
         return self._guiders[key]
 
-    def for_frozen(self, *, video: bool = False, audio: bool = False, cross_modal: bool = True) -> "ScheduledGuider":
+    def for_frozen(self, *, video: bool = False, audio: bool = False, cross_modal: bool = True,
+                   guided=frozenset()) -> "ScheduledGuider":
         """A copy whose per-range guiders are `MultimodalGuider.for_frozen(...)`: no pass is spent on a frozen
         modality in any sigma range (A2V, V2A, audio-only)."""
         if not (video or audio or not cross_modal):
             return self
         settings = {k: v for k, v in self.config.items() if not k.startswith("_")}
         copy = type(self).from_config(settings)
-        copy._frozen = dict(video=video, audio=audio, cross_modal=cross_modal)
+        copy._frozen = dict(video=video, audio=audio, cross_modal=cross_modal, guided=frozenset(guided))
         return copy
 
     @property

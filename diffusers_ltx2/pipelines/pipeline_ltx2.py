@@ -194,8 +194,10 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
                 audio_only=audio_only, device=device,
             )
             video, audio = state.video, state.audio
-            guider = guider.for_frozen(video=state.frozen_video, audio=state.frozen_audio, cross_modal=not audio_only)
-            contexts = replace(contexts, frozen_video=state.frozen_video, frozen_audio=state.frozen_audio)
+            guider = guider.for_frozen(video=state.frozen_video, audio=state.frozen_audio, cross_modal=not audio_only,
+                                       guided=state.guided_frozen)
+            contexts = replace(contexts, frozen_video=state.frozen_video, frozen_audio=state.frozen_audio,
+                               negative_frozen=state.guided_frozen)
         else:
             video, audio = self.prepare_initial_latents(
                 inputs.total, num_frames, height, width, frame_rate, generator=generator, latents=latents,

@@ -208,8 +208,9 @@ class TwoStageMixin:
 
     def _denoise(self, guider, state, contexts, attention_kwargs, max_batch_passes, loop_options):
         """One stage through the shared loop, with the frozen-modality rules of the conditioned pipeline."""
-        guider = guider.for_frozen(video=state.frozen_video, audio=state.frozen_audio)
-        contexts = replace(contexts, frozen_video=state.frozen_video, frozen_audio=state.frozen_audio)
+        guider = guider.for_frozen(video=state.frozen_video, audio=state.frozen_audio, guided=state.guided_frozen)
+        contexts = replace(contexts, frozen_video=state.frozen_video, frozen_audio=state.frozen_audio,
+                           negative_frozen=state.guided_frozen)
         return self.run_denoising(guider, state.video, state.audio, contexts, attention_kwargs=attention_kwargs,
                                   max_batch_passes=max_batch_passes, **loop_options)
 
