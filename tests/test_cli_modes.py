@@ -28,12 +28,13 @@ def model_dir(tmp_path_factory, tiny_components_master):
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory):
-    """A 17-frame 64x96 clip with a 440 Hz soundtrack, a silent clip, an image and a 440 Hz WAV."""
+    """A 17-frame 64x96 clip with a 440 Hz soundtrack, a silent clip, a 96x48 clip, an image and a 440 Hz WAV."""
     folder = tmp_path_factory.mktemp("media")
     files = {
         "clip": write_video(folder / "clip.mp4", frame_colours(17, 64, 96), fps=24,
                             audio=tone(1.0, 48000, freqs=(440.0, 440.0)), sample_rate=48000),
         "silent": write_video(folder / "silent.mp4", frame_colours(9, 64, 64), fps=24),
+        "small": write_video(folder / "small.mp4", frame_colours(9, 48, 96), fps=24),
         "wav": write_audio(folder / "tone.wav", tone(1.0, 44100, freqs=(440.0, 440.0)), 44100),
         "image": str(folder / "key.png"),
     }
@@ -100,6 +101,7 @@ def _bad(capsys, tmp_path, argv, message):
 
 @pytest.mark.parametrize("extra,message", [
     (["--image", "missing.png"], "image file not found: missing.png"),
+    (["--height", "32"], "height must be at least 64 (two latent pixels), got 32; nearest valid value: 64"),
     (["--image", "{image}@9"], "the frame does not fit in the clip's frames 0..8"),
     (["--image", "{image}@0:1.5"], "key.png@0:1.5: STRENGTH must be in [0, 1]"),
     (["--image", "{image}@0", "--image", "{image}"], "more than one condition at frame 0"),
@@ -134,6 +136,10 @@ def test_generate_modes_reject_bad_arguments_before_loading(tmp_path, capsys, me
     ("foley", ["--input", "missing.mp4"], "--input: file not found: missing.mp4"),
     ("foley", ["--input", "{wav}"], "tone.wav has no video stream"),
     ("foley", ["--input", "{clip}", "--num-frames", "10"], "8k+1"),
+    # 48 px rounds down to 32: a 1-pixel latent the VAE cannot decode
+    ("retake", ["--input", "{small}", "--start", "0.1", "--end", "0.2"],
+     "small.mp4 is 96x48: too small for the model (at least 64 pixels per side)"),
+    ("extend", ["--input", "{small}", "--frames", "8"], "too small for the model (at least 64 pixels per side)"),
 ])
 def test_source_clip_modes_reject_bad_arguments_before_loading(tmp_path, capsys, media, command, extra, message):
     argv = [command, "--model", _index_only(tmp_path), *FAST, *[x.format(**media) for x in extra]]

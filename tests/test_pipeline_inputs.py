@@ -22,7 +22,11 @@ def counted_pipe(tiny_pipe):
 CASES = [
     (dict(num_frames=10), r"8k\+1.*nearest valid values: 9 or 17"),
     (dict(num_frames=0), "positive integer"),
-    (dict(height=50), r"height must be a multiple of 32.*nearest valid values: 32 or 64"),
+    (dict(height=50), r"height must be a multiple of 32 and at least 64, got 50; nearest valid value: 64"),
+    (dict(height=80), r"height must be a multiple of 32.*nearest valid values: 64 or 96"),
+    # a 32-pixel side is a 1-pixel latent, which the VAE decoder's padding cannot take
+    (dict(height=32), r"height must be at least 64 \(two latent pixels\), got 32; nearest valid value: 64"),
+    (dict(width=32), r"width must be at least 64"),
     (dict(width=100), r"width must be a multiple of 32.*96 or 128"),
     (dict(prompt=[]), "empty list"),
     (dict(prompt=["a", 3]), "only strings"),

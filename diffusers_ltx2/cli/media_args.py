@@ -118,9 +118,9 @@ def resolve_source_clip(args, *, max_frames: int | None = None, spatial_ratio: i
     for name, size in (("height", info.height), ("width", info.width)):
         if getattr(args, name) is None:
             rounded = size // spatial_ratio * spatial_ratio
-            if rounded < spatial_ratio:
+            if rounded < 2 * spatial_ratio:  # two latent pixels, as `validation.check_resolution` asks
                 raise ValueError(f"--input {args.input} is {info.width}x{info.height}: too small for the model "
-                                 f"(at least {spatial_ratio} pixels per side)")
+                                 f"(at least {2 * spatial_ratio} pixels per side)")
             setattr(args, name, rounded)
     if args.frame_rate is None:
         args.frame_rate = info.fps

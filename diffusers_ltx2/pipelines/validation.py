@@ -30,16 +30,24 @@ def nearest_multiples(value: int, multiple: int) -> tuple[int, int]:
     return lower, upper
 
 
-def check_resolution(height, width, multiple: int = 32) -> None:
-    """Height and width must be positive multiples of the VAE's spatial compression (32)."""
+def check_resolution(height, width, multiple: int = 32, minimum: int = 64) -> None:
+    """Height and width must be positive multiples of the VAE's spatial compression (32), and at least
+    `minimum` pixels (64: two latent pixels; the VAE decoder's reflect padding fails on a 1-pixel latent)."""
+    minimum = max(minimum, multiple)
     for name, value in (("height", height), ("width", width)):
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if value % multiple:
             lower, upper = nearest_multiples(value, multiple)
+            if value < minimum:
+                raise ValueError(f"{name} must be a multiple of {multiple} and at least {minimum}, got {value}; "
+                                 f"nearest valid value: {max(upper, minimum)}")
             raise ValueError(
                 f"{name} must be a multiple of {multiple}, got {value}; nearest valid values: {lower} or {upper}"
             )
+        if value < minimum:
+            raise ValueError(f"{name} must be at least {minimum} (two latent pixels), got {value}; "
+                             f"nearest valid value: {minimum}")
 
 
 def normalize_prompts(prompt, name: str = "prompt") -> list[str] | None:
