@@ -163,3 +163,16 @@ def test_interrupt_stops_early(tiny_pipe):
     tiny_pipe("a cat", num_inference_steps=4, generator=_gen(), output_type="latent",
               callback_on_step_end=callback, **TINY_CLIP)
     assert seen == [0]
+
+
+def test_grayscale_and_rgba_pil_images_are_taken_as_their_rgb_conversion(tiny_pipe):
+    rng = np.random.default_rng(1)
+    size = (TINY_CLIP["width"], TINY_CLIP["height"])
+    grey = PIL.Image.fromarray(rng.integers(0, 256, size[::-1], dtype=np.uint8), "L")
+    rgba = PIL.Image.fromarray(rng.integers(0, 256, (*size[::-1], 4), dtype=np.uint8), "RGBA")
+    for image in (grey, rgba):
+        out = tiny_pipe("a cat", image=image, num_inference_steps=1, generator=_gen(), output_type="latent",
+                        **TINY_CLIP)
+        rgb = tiny_pipe("a cat", image=image.convert("RGB"), num_inference_steps=1, generator=_gen(),
+                        output_type="latent", **TINY_CLIP)
+        torch.testing.assert_close(out.frames, rgb.frames, atol=0, rtol=0)
