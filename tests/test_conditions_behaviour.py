@@ -116,7 +116,9 @@ def test_audio_shorter_than_the_clip_is_padded_with_silence(tiny_pipe):
     out = _run(tiny_pipe, [AudioCondition(wave, rate)], output_type="np")
     n = round(17 / 24 * 24000)
     assert out.audio.shape == (1, 2, n)
-    assert np.all(out.audio[0, :, round(0.31 * 24000):] == 0)
+    # a float32 tensor whatever output_type, as for generated audio (decode_audio)
+    assert isinstance(out.audio, torch.Tensor) and out.audio.dtype == torch.float32
+    assert torch.all(out.audio[0, :, round(0.31 * 24000):] == 0)
 
 
 def test_a_frozen_modality_costs_no_passes_and_skip_step_still_works(tiny_pipe):

@@ -111,7 +111,7 @@ def extend(
 
     Returns:
         `LTX2AudioVideoPipelineOutput` with `old_frames + num_new_frames` frames and the joined audio at the
-        vocoder rate.
+        vocoder rate (`(1, C, N)` float32 CPU tensor whatever `output_type`, as the pipeline's).
 
     Raises:
         ValueError / FileNotFoundError before any model runs (see `plan_extension`, the media loaders).
@@ -156,4 +156,4 @@ def extend(
     if output_type == "pt":
         return LTX2AudioVideoPipelineOutput(frames=video.permute(0, 1, 4, 2, 3), audio=sound,
                                             sample_rate=pipe.audio_sample_rate)
-    return LTX2AudioVideoPipelineOutput(frames=video.numpy(), audio=sound.numpy(), sample_rate=pipe.audio_sample_rate)
+    return LTX2AudioVideoPipelineOutput(frames=video.numpy(), audio=sound.float(), sample_rate=pipe.audio_sample_rate)

@@ -472,7 +472,7 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
                 frames = self.decode_video(video_latents, output_type, generator=generator,
                                            decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale)
             if waveform is not None:
-                audio_out = waveform.cpu() if output_type == "pt" else waveform.cpu().numpy()
+                audio_out = waveform.float().cpu()  # a tensor whatever output_type, as decode_audio returns
             else:
                 audio_out = self.decode_audio(audio_out, output_type)
             sample_rate = self.audio_sample_rate
