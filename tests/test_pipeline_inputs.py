@@ -32,6 +32,9 @@ CASES = [
     (dict(prompt=["a", 3]), "only strings"),
     (dict(prompt=None), "exactly one of prompt or prompt_embeds"),
     (dict(prompt=["a", "b"], negative_prompt=["x", "y", "z"]), "negative_prompt has batch size 3"),
+    # as diffusers: only a single string is broadcast over the prompts, a list must match them
+    (dict(prompt=["a", "b"], negative_prompt=["c"], guidance_scale=3.0),
+     "negative_prompt has batch size 1, but the prompts have batch size 2"),
     (dict(image=np.zeros((64, 64))), r"\(H, W, 3\)"),
     (dict(image=torch.zeros(1, 4, 64, 64)), r"\(3, H, W\)"),
     (dict(image="cat.png"), "PIL image, numpy array or torch tensor"),

@@ -148,6 +148,10 @@ def check_call_inputs(
         raise ValueError("pass exactly one of prompt or prompt_embeds")
     batch_size = len(prompts) if prompts is not None else prompt_embeds.batch_size
     if negative_prompts is not None:
+        if not isinstance(negative_prompt, str) and prompts is not None and len(negative_prompts) != batch_size:
+            # as diffusers: a single string is broadcast, a list must pair with the prompts
+            raise ValueError(f"negative_prompt has batch size {len(negative_prompts)}, but the prompts have batch "
+                             f"size {batch_size}; pass one negative prompt per prompt or a single string")
         check_batch("negative_prompt", len(negative_prompts), batch_size)
         if len(negative_prompts) == 1:
             negative_prompts = negative_prompts * batch_size
