@@ -246,3 +246,21 @@ def test_help_lists_the_mode_subcommands(capsys):
     text = capsys.readouterr().out
     for name in ("retake", "foley", "extend"):
         assert name in text
+
+
+@pytest.mark.parametrize("command,extra", [
+    ("retake", ["--start", "0.1", "--end", "0.2"]), ("foley", []), ("extend", ["--frames", "8"])])
+def test_source_clip_modes_refuse_to_overwrite_their_input(tmp_path, capsys, media, command, extra):
+    import shutil
+
+    source = tmp_path / "clip.mp4"
+    shutil.copy(media["clip"], source)
+    before = source.read_bytes()
+    link = tmp_path / "link.mp4"
+    link.symlink_to(source)
+    for output in (str(source), str(tmp_path / "." / "clip.mp4"), str(link)):
+        code = main([command, "--model", _index_only(tmp_path) if not (tmp_path / "model").exists()
+                     else str(tmp_path / "model"), *FAST, "--input", str(source), *extra, "--output", output])
+        assert code == 2
+        assert "is the --input clip: it would be overwritten" in capsys.readouterr().err
+    assert source.read_bytes() == before

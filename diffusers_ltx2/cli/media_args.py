@@ -100,6 +100,19 @@ class SourceClip:
         return self.num_frames / self.frame_rate
 
 
+def check_not_the_input(input_path: str, output_path: str | None) -> None:
+    """Writing the result over the source clip would destroy it (and it is read while generating): refuse
+    an `--output` that is `--input` (same file, also through links or another spelling of the path)."""
+    if output_path is None:
+        return
+    same = os.path.realpath(input_path) == os.path.realpath(output_path)
+    if not same and os.path.exists(output_path):
+        same = os.path.samefile(input_path, output_path)
+    if same:
+        raise ValueError(f"--output {output_path} is the --input clip: it would be overwritten; "
+                         "write the result to another file")
+
+
 def resolve_source_clip(args, *, max_frames: int | None = None, spatial_ratio: int = 32) -> SourceClip:
     """Probe `args.input` (no full decode) and fill `args.num_frames`, `args.height`, `args.width`,
     `args.frame_rate` where the user left them unset: the longest `8k + 1` frames of the file (at most
@@ -107,6 +120,7 @@ def resolve_source_clip(args, *, max_frames: int | None = None, spatial_ratio: i
     from ..media import probe_video
 
     check_file(args.input, "--input")
+    check_not_the_input(args.input, args.output)
     info = probe_video(args.input)
     usable = largest_clip_length(info.num_frames if max_frames is None else min(info.num_frames, max_frames))
     if usable < 1:
