@@ -104,6 +104,12 @@ def _bad(capsys, tmp_path, argv, message):
     (["--height", "32"], "height must be at least 64 (two latent pixels), got 32; nearest valid value: 64"),
     (["--image", "{image}@9"], "the frame does not fit in the clip's frames 0..8"),
     (["--image", "{image}@0:1.5"], "key.png@0:1.5: STRENGTH must be in [0, 1]"),
+    # a malformed suffix on an existing file is named as such, not as a missing "key.png@abc"
+    (["--image", "{image}@abc"], "key.png@abc: bad FRAME/STRENGTH '@abc' after the file"),
+    (["--image", "{image}@1.5"], "bad FRAME/STRENGTH '@1.5' after the file"),
+    (["--image", "{image}@8:0.5:3"], "bad FRAME/STRENGTH '@8:0.5:3' after the file"),
+    (["--video", "{clip}@x"], "clip.mp4@x: bad FRAME/STRENGTH '@x' after the file"),
+    (["--image", "{image}@abc"], "expected PATH[@FRAME[:STRENGTH]] (FRAME an integer"),
     (["--image", "{image}@0", "--image", "{image}"], "more than one condition at frame 0"),
     (["--image", "{image}", "--image-crf", "60"], "crf must be an integer in [0, 51]"),
     (["--video", "{clip}@-2"], "FRAME must be >= 0 for clips"),

@@ -12,8 +12,8 @@ from .common import (
 )
 from .two_stage import add_two_stage_arguments, check_two_stage_arguments, two_stage_call, two_stage_setup
 from .media_args import (
-    check_audio_output, check_conditions_early, check_file, check_strength, largest_clip_length, parse_media_spec,
-    resolve_frame, write_output,
+    MEDIA_FORM, check_audio_output, check_conditions_early, check_file, check_spec_suffix, check_strength,
+    largest_clip_length, parse_media_spec, resolve_frame, write_output,
 )
 
 
@@ -51,6 +51,7 @@ def build_conditions(args) -> list:
     conditions = []
     for text in args.image:
         spec = parse_media_spec(text, "--image")
+        check_spec_suffix(spec.path, "--image", "@", "FRAME/STRENGTH", MEDIA_FORM)
         check_image_file(spec.path)
         value = args.image_strength if spec.strength is None else spec.strength
         value = check_strength(f"--image {text}: STRENGTH", value)
@@ -58,6 +59,7 @@ def build_conditions(args) -> list:
         conditions.append(VideoCondition(spec.path, frame_index=frame, strength=value, crf=args.image_crf))
     for text in args.video:
         spec = parse_media_spec(text, "--video")
+        check_spec_suffix(spec.path, "--video", "@", "FRAME/STRENGTH", MEDIA_FORM)
         check_file(spec.path, "--video")
         value = check_strength(f"--video {text}: STRENGTH", 1.0 if spec.strength is None else spec.strength)
         if spec.frame is not None and spec.frame < 0:

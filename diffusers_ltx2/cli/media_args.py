@@ -15,6 +15,9 @@ import re
 _SPEC = re.compile(r"^(?P<path>.+?)(?:@(?P<frame>-?\d+)(?::(?P<strength>[^:@]+))?)?$")
 
 
+MEDIA_FORM = "PATH[@FRAME[:STRENGTH]] (FRAME an integer, negative counts from the end; STRENGTH a number in [0, 1]), e.g. key.png@8:0.5"
+
+
 @dataclasses.dataclass(frozen=True)
 class MediaSpec:
     """A parsed `PATH[@FRAME[:STRENGTH]]`: `frame` may be negative (counted from the end: -1 = the last frame)
@@ -60,6 +63,18 @@ def check_strength(flag: str, value: float) -> float:
 
     V.check_strength(flag, value)
     return float(value)
+
+
+def check_spec_suffix(path: str, flag: str, sep: str, what: str, form: str) -> None:
+    """A spec whose parsed `path` is missing but holds `sep` (`@` / `:`) most likely has a malformed `what`
+    suffix (`key.png@abc`, `key.png@8:0.5:3`, `lora.safetensors:abc`) that the parser kept as part of the path:
+    when the text before the last `sep` is a file, raise ValueError "bad `what`" naming the expected `form`
+    instead of a misleading "file not found". Does nothing for an existing path or one without `sep`."""
+    if os.path.exists(path) or sep not in path:
+        return
+    head, _, tail = path.rpartition(sep)
+    if head and os.path.isfile(head):
+        raise ValueError(f"{flag} {path}: bad {what} {sep + tail!r} after the file {head}; expected {form}")
 
 
 def check_file(path: str, flag: str) -> str:

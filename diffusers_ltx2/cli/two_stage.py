@@ -44,6 +44,7 @@ def check_two_stage_arguments(args) -> None:
             raise ValueError(f"{' / '.join(used)} only apply with --two-stage")
         return
     from ..pipelines import validation as V  # here, not at import: `ltx2 --help` loads no torch
+    from .media_args import check_spec_suffix
 
     V.check_resolution(args.height, args.width, 64)
     if args.upsampler is not None:
@@ -61,6 +62,8 @@ def check_two_stage_arguments(args) -> None:
             raise ValueError("--two-stage refines with the distilled LoRA: pass --distilled-lora PATH[:STRENGTH], "
                              "or --distilled for a distilled checkpoint")
         path, strength = parse_lora_spec(args.distilled_lora)
+        check_spec_suffix(path, "--distilled-lora", ":", "STRENGTH",
+                          "PATH[:STRENGTH] (STRENGTH a positive number), e.g. lora.safetensors:0.8")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"--distilled-lora not found: {path}")
         V.check_positive("--distilled-lora STRENGTH", strength)
