@@ -103,5 +103,6 @@ def test_int8_quanto_with_bf16_on_cpu_is_refused_before_loading(tmp_path, root, 
     with pytest.raises(ValueError, match=r"int8-quanto with mixed_precision_mode bf16.*float32.*fp8-quanto"):
         Trainer(cfg)
     for acceleration in ({"quantization": "int8-quanto", "mixed_precision_mode": "fp16"},
-                         {"quantization": "int8-quanto"}, {"quantization": "fp8-quanto", "mixed_precision_mode": "bf16"}):
+                         {"quantization": "int8-quanto"},
+                         {"quantization": "fp8-quanto", "mixed_precision_mode": "bf16"}):
         models.check_runtime_options(make_config(root, tmp_path / "ok", T2V, acceleration=acceleration))

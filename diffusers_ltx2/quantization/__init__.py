@@ -27,7 +27,8 @@ from .quanto import QUANTO_MODES, quanto_config, quantize_quanto_, quantize_text
 
 __all__ = [
     "QUANTIZATION_MODES", "TEXT_ENCODER_QUANTIZATION_MODES", "KEEP_HIGH_PRECISION", "apply_fp8_cast",
-    "check_quantization", "check_quantized_runtime", "check_serializable", "check_transformer_runtime", "is_quantized_linear", "quantize_transformer_",
+    "check_quantization", "check_quantized_runtime", "check_serializable",
+    "check_transformer_runtime", "is_quantized_linear", "quantize_transformer_",
     "quantized_linear_names", "quanto_config", "quantize_text_encoder_", "transformer_quantization", "weight_bytes",
 ]
 
