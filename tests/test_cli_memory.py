@@ -81,3 +81,23 @@ def test_generate_quantized_offloaded_and_planned(tiny_pipe, tmp_path, monkeypat
     assert main([*common, "--vram-budget", "1MB", "--output", "tight.mp4"]) == 0  # tiny model: ~3 MB of weights
     out = capsys.readouterr().out
     assert "offload: blocks" in out and len(_frames("tight.mp4")) == 9
+
+
+def test_generate_int8_bf16_on_cpu_exits_2_instead_of_crashing(tiny_pipe, tmp_path):
+    """`--quantize int8` with the default bf16 on CPU segfaulted (exit 139) in optimum-quanto's int8 x bf16 CPU
+    kernel; it is now refused with exit code 2 before loading. Run in a subprocess: a crash would kill pytest."""
+    import subprocess
+    import sys
+
+    model = tmp_path / "model"
+    tiny_pipe.save_pretrained(model)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (os.path.dirname(os.path.dirname(
+        os.path.abspath(__import__("diffusers_ltx2").__file__))), os.environ.get("PYTHONPATH")) if p)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "diffusers_ltx2", "generate", "--model", str(model), "--prompt", "a cat",
+         "--quantize", "int8", "--device", "cpu", "--num-frames", "9", "--height", "64", "--width", "64",
+         "--steps", "2", "--output", str(tmp_path / "out.mp4")],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert "int8 quantization (optimum-quanto) cannot run bfloat16 activations on CPU" in proc.stderr
+    assert "--dtype fp32" in proc.stderr and not (tmp_path / "out.mp4").exists()

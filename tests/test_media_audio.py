@@ -278,3 +278,27 @@ def test_bad_audio_input_gives_clear_errors(tmp_path):
         load_audio([0.0, 0.1], 16000)
     with pytest.raises(ValueError, match="too short for the mel front end"):
         log_mel_spectrogram(torch.zeros(1, 100), 16000, 1024, 160, 64)
+
+
+@pytest.mark.parametrize("channels,width", [(8, 2), (8, 1), (12, 4), (5, 2)])
+def test_load_audio_wav_of_layouts_swresample_cannot_take(tmp_path, channels, width):
+    """WAVs whose layout FFmpeg names only by its channel count ("8 channels", ...) segfaulted
+    `av.AudioResampler`; each decodes to exactly its integer samples scaled as swresample does (u8, s16, s32)."""
+    import wave
+
+    rng = np.random.default_rng(channels * 10 + width)
+    n = 3000
+    dtype, offset, scale = {1: ("u1", 128.0, 128.0), 2: ("<i2", 0.0, 32768.0), 4: ("<i4", 0.0, 2.0 ** 31)}[width]
+    info = np.iinfo(np.dtype(dtype))
+    ints = rng.integers(info.min, info.max, size=(n, channels), endpoint=True).astype(dtype)
+    path = tmp_path / f"c{channels}_w{width}.wav"
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(channels)
+        f.setsampwidth(width)
+        f.setframerate(24000)
+        f.writeframes(ints.tobytes())
+    wave_, rate = load_audio(path)
+    expected = ((ints.T.astype(np.float64) - offset) / scale).astype(np.float32)
+    assert rate == 24000 and wave_.dtype == torch.float32 and tuple(wave_.shape) == (channels, n)
+    np.testing.assert_array_equal(wave_.numpy(), expected)
+    assert tuple(load_audio(path, 16000, channels=2)[0].shape) == (2, 2000)

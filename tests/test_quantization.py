@@ -253,3 +253,25 @@ def test_from_single_file_quantizes_like_from_pretrained(mode, tmp_path):
     assert transformer_quantization(reloaded.transformer) == mode
     with pytest.raises(ValueError, match="fp8='keep' already loads float8"):
         LTX2AudioVideoPipeline.from_single_file(src, progress=False, quantization=mode, fp8="keep")
+
+
+# -- int8 x bf16 on CPU: quanto's `_weight_int8pack_mm` path crashes the process; refused before it runs --------
+def test_int8_with_bf16_on_cpu_is_refused_before_running(tiny_pipe, tmp_path):
+    """A bf16 int8 pipeline on CPU raises a ValueError naming the alternatives at the start of `__call__` (the
+    transformer's CPU kernel would segfault); fp32 int8 on CPU, bf16 int4 / fp8, and int8 on CUDA pass."""
+    from diffusers_ltx2 import LTX2AudioVideoPipeline
+    from diffusers_ltx2.quantization import check_quantized_runtime
+
+    tiny_pipe.save_pretrained(tmp_path / "m")
+    pipe = LTX2AudioVideoPipeline.from_pretrained(tmp_path / "m", dtype=torch.bfloat16, quantization="int8")
+    assert pipe.transformer.dtype == torch.bfloat16 and transformer_quantization(pipe.transformer) == "int8"
+    calls = []
+    pipe.transformer.register_forward_pre_hook(lambda *a: calls.append(1))
+    with pytest.raises(ValueError, match=r"int8 .*bfloat16 .*CPU.*float32.*int4 or fp8.*GPU"):
+        pipe("a cat", num_inference_steps=2, output_type="latent", **TINY_CLIP)
+    assert not calls  # refused before the transformer ran
+    check_quantized_runtime("int8", "cpu", torch.float32)
+    check_quantized_runtime("int8", "cpu", torch.float16)  # quanto's dequantizing path
+    for mode in ("int4", "fp8", "fp8-cast", None):
+        check_quantized_runtime(mode, "cpu", torch.bfloat16)
+    check_quantized_runtime("int8", torch.device("cuda", 0), torch.bfloat16)

@@ -89,3 +89,20 @@ def test_adamw8bit_is_refused_without_bitsandbytes_and_a_gpu(tmp_path, root, mon
     cfg = make_config(root, tmp_path / "o", T2V, optimization={"optimizer_type": "adamw8bit"})
     with pytest.raises(ValueError, match="adamw8bit"):
         Trainer(cfg)
+
+
+def test_int8_quanto_with_bf16_on_cpu_is_refused_before_loading(tmp_path, root, monkeypatch):
+    """quanto's int8 x bf16 CPU kernel raised "expected scalar type BFloat16 but found Float" (or segfaulted)
+    after the model loaded; the config is now refused up front, naming what works."""
+    from diffusers_ltx2.training import models, trainer
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(trainer, "load_transformer", lambda *a: pytest.fail("model loaded"))
+    cfg = make_config(root, tmp_path / "q", T2V,
+                      acceleration={"quantization": "int8-quanto", "mixed_precision_mode": "bf16"})
+    with pytest.raises(ValueError, match=r"int8-quanto with mixed_precision_mode bf16.*float32.*fp8-quanto"):
+        Trainer(cfg)
+    for acceleration in ({"quantization": "int8-quanto", "mixed_precision_mode": "fp16"},
+                         {"quantization": "int8-quanto"},
+                         {"quantization": "fp8-quanto", "mixed_precision_mode": "bf16"}):
+        models.check_runtime_options(make_config(root, tmp_path / "ok", T2V, acceleration=acceleration))

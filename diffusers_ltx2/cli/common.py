@@ -317,6 +317,9 @@ def check_clip_arguments(args, extra_files=(), *, audio_output: bool = False) ->
     args.device = check_device(args.device)
     if args.cpu_offload and not args.device.startswith("cuda"):
         raise ValueError("--cpu-offload moves models between the CPU and a GPU; it needs a CUDA --device")
+    from ..quantization import check_quantized_runtime
+
+    check_quantized_runtime(args.quantize, args.device, parse_dtype(args.dtype))  # int8 + bf16 on CPU crashes
     for path in (args.conditioning, args.negative_conditioning):
         if path is not None:
             check_conditioning_file(path)
@@ -344,6 +347,9 @@ def load_pipeline(cls, args, timer: StageTimer, setup=None):
 
     device = args.device or default_device()
     settings = memory_settings(args, guidance_passes(args) if args.vram_budget else 1)
+    from ..quantization import check_quantized_runtime
+
+    check_quantized_runtime(settings.quantization, device, parse_dtype(args.dtype))  # --vram-budget's choice too
     extra = {} if getattr(args, "text_encoder_needed", True) else {"text_encoder": None, "tokenizer": None}
     with timer.stage("load"):
         pipe = cls.from_pretrained(args.model, dtype=parse_dtype(args.dtype), quantization=settings.quantization,

@@ -36,6 +36,32 @@ def _check_window(start_time, duration) -> tuple[float, float | None]:
     return float(start_time), None if duration is None else float(duration)
 
 
+# integer sample formats -> (offset, scale) mapping them to [-1, 1) as FFmpeg's swresample does
+_INT_SCALES = {"u8": (128.0, 128.0), "s16": (0.0, 32768.0), "s32": (0.0, 2.0 ** 31), "s64": (0.0, 2.0 ** 63)}
+
+
+def _frame_samples(frame) -> np.ndarray:
+    """`(C, n)` float32 samples of one decoded PyAV audio frame, for any channel count and sample format.
+
+    Converted here rather than with `av.AudioResampler(format="fltp")`: swresample crashes (segfault) on some
+    layouts FFmpeg only knows by their channel count (e.g. an 8-channel WAV, "8 channels"). Integer formats are
+    scaled as swresample does (`s16` / 32768, `s32` / 2**31, `(u8 - 128)` / 128)."""
+    data = frame.to_ndarray()
+    fmt = frame.format
+    channels = len(frame.layout.channels)
+    if fmt.is_planar:
+        data = data.reshape(channels, -1)
+    else:  # packed: (1, n * C), samples interleaved
+        data = data.reshape(-1, channels).T
+    name = fmt.name.rstrip("p")
+    if name in _INT_SCALES:
+        offset, scale = _INT_SCALES[name]
+        return ((data.astype(np.float64) - offset) / scale).astype(np.float32)
+    if name in ("flt", "dbl"):
+        return data.astype(np.float32)
+    raise ValueError(f"unsupported audio sample format {fmt.name!r}")
+
+
 def _decode_file(path: str, start_time: float, duration: float | None) -> tuple[torch.Tensor, int]:
     """`(C, N)` float32 samples of the first audio stream in `[start_time, start_time + duration)` and its rate."""
     import av
@@ -56,8 +82,6 @@ def _decode_file(path: str, start_time: float, duration: float | None) -> tuple[
             raise ValueError(f"{path}: the audio stream does not state a sample rate")
         first_time = None
         end_time = None if duration is None else start_time + duration
-        # every frame converted to float planar at its own rate and layout: no resampling here
-        converter = av.AudioResampler(format="fltp")
         # times are measured from the stream's first sample (`start_time`): MP3 / AAC streams start at the
         # encoder delay, not 0. The official decoder uses raw pts, which shifts its window by that delay
         # (~50 ms for MP3) and cuts as much off the end of a whole-file read.
@@ -79,8 +103,7 @@ def _decode_file(path: str, start_time: float, duration: float | None) -> tuple[
                     break
                 if first_time is None:
                     first_time = frame_time
-                for converted in converter.resample(frame):
-                    chunks.append(converted.to_ndarray())
+                chunks.append(_frame_samples(frame))  # float planar at its own rate and layout
         except av.error.FFmpegError as exc:  # type: ignore[attr-defined]
             raise ValueError(f"cannot decode the audio of {path}: {exc}") from exc
         stream_seconds = float(stream.duration * stream.time_base) if stream.duration else None

@@ -9,6 +9,7 @@ import torch
 
 from ..guiders import Guider
 from ..loaders.prompt_embeddings import PromptEmbeddings
+from ..quantization import check_transformer_runtime
 from . import validation as V
 from .base import LTX2PipelineBase
 from .diffusers_compat import DIFFUSERS_DEFAULT, check_unsupported_features, sigmas_from_timesteps
@@ -174,6 +175,7 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
                 output_modalities=output_modalities, latents=latents,
             )
         device = self._execution_device
+        check_transformer_runtime(self.transformer, device)  # before a kernel that would crash the process
         self._record_call(guider, attention_kwargs)
         self.set_schedule(num_inference_steps, sigmas, num_frames, height, width, device)
 

@@ -21,6 +21,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..guiders import Guider
 from ..loaders.prompt_embeddings import PromptEmbeddings
+from ..quantization import check_transformer_runtime
 from . import latents as L
 from . import validation as V
 from .base import LTX2PipelineBase
@@ -164,6 +165,7 @@ class LTX2ICLoRAPipeline(LTX2PipelineBase):
         elif control_preprocessor is not None or conditioning_attention_mask is not None:
             raise ValueError("control_preprocessor / conditioning_attention_mask need a control_video")
         device = self._execution_device
+        check_transformer_runtime(self.transformer, device)  # before a kernel that would crash the process
         self._record_call(guider, attention_kwargs)
         self.set_schedule(num_inference_steps, sigmas, num_frames, height, width, device)
 

@@ -35,6 +35,7 @@ from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
 from ..guiders import ClassifierFreeGuidance, Guider
 from ..loaders.adapter_state import adapters_active
 from ..loaders.prompt_embeddings import PromptEmbeddings
+from ..quantization import check_transformer_runtime
 from ..schedulers import DISTILLED_REFINE_SIGMAS, DISTILLED_SIGMAS
 from . import latents as L
 from . import validation as V
@@ -343,6 +344,7 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
                                                 image=image, latents=latents)
         self.prepare_conditions(conditions, total, num_frames, height, width, frame_rate, image=image)
         device = self._execution_device
+        check_transformer_runtime(self.transformer, device)  # before a kernel that would crash the process
         self._record_call(guider, attention_kwargs)
         loop_options = dict(callback=callback_on_step_end, callback_tensor_inputs=callback_on_step_end_tensor_inputs,
                             use_cross_timestep=use_cross_timestep)

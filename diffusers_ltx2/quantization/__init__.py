@@ -18,6 +18,7 @@ takes the quanto modes; it is not serializable.
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from .fp8_cast import apply_fp8_cast, fp8_linear_names
@@ -26,7 +27,8 @@ from .quanto import QUANTO_MODES, quanto_config, quantize_quanto_, quantize_text
 
 __all__ = [
     "QUANTIZATION_MODES", "TEXT_ENCODER_QUANTIZATION_MODES", "KEEP_HIGH_PRECISION", "apply_fp8_cast",
-    "check_quantization", "check_serializable", "is_quantized_linear", "quantize_transformer_",
+    "check_quantization", "check_quantized_runtime", "check_serializable",
+    "check_transformer_runtime", "is_quantized_linear", "quantize_transformer_",
     "quantized_linear_names", "quanto_config", "quantize_text_encoder_", "transformer_quantization", "weight_bytes",
 ]
 
@@ -54,6 +56,35 @@ def check_quantization(mode: str | None, *, text_encoder: bool = False) -> str |
         except ImportError as e:
             raise ImportError(f"quantization {mode!r} needs optimum-quanto: pip install optimum-quanto") from e
     return mode
+
+
+def check_quantized_runtime(mode: str | None, device, dtype) -> None:
+    """Refuse a quantization that cannot run on `device` with `dtype` activations, before anything loads or runs.
+
+    optimum-quanto computes int8 weights x bfloat16 activations on CPU with `torch._weight_int8pack_mm`, which
+    crashes the process (segfault) or raises "expected scalar type BFloat16 but found Float" on the LTX-2
+    transformer. float32 (and float16) activations take quanto's dequantizing path; int4 / fp8 and GPUs work.
+
+    Args:
+        mode: the transformer's quantization ("int8", ...) or `None`.
+        device: the device the transformer computes on (`torch.device` or a name such as "cpu").
+        dtype: the activations' (the transformer's compute) dtype.
+
+    Raises:
+        ValueError: int8 (optimum-quanto) with bfloat16 on CPU; the message names the working alternatives.
+    """
+    if mode == "int8" and dtype == torch.bfloat16 and torch.device(device).type == "cpu":
+        raise ValueError(
+            "int8 quantization (optimum-quanto) cannot run bfloat16 activations on CPU: its int8 x bf16 CPU "
+            "kernel crashes. Use float32 on CPU (--dtype fp32 / dtype=torch.float32; mixed_precision_mode: no "
+            "for training), int4 or fp8 quantization, or a CUDA GPU")
+
+
+def check_transformer_runtime(transformer: nn.Module | None, device) -> None:
+    """`check_quantized_runtime` for a loaded transformer about to run on `device` (its quantization and dtype);
+    pipelines call it at the start of `__call__`. Raises `ValueError` as that function does."""
+    if transformer is not None:
+        check_quantized_runtime(transformer_quantization(transformer), device, transformer.dtype)
 
 
 def transformer_quantization(model: nn.Module) -> str | None:

@@ -25,6 +25,16 @@ def check_runtime_options(config: TrainingConfig) -> None:
             raise ValueError("optimizer_type 'adamw8bit' needs a CUDA GPU (bitsandbytes' 8-bit AdamW is GPU-only)")
     if config.acceleration.quantization and importlib.util.find_spec("optimum.quanto") is None:
         raise ValueError(f"quantization {config.acceleration.quantization!r} needs optimum-quanto")
+    acc = config.acceleration
+    if acc.quantization == "int8-quanto" and acc.mixed_precision_mode == "bf16":
+        from ..quantization import check_quantized_runtime
+
+        # accelerate trains on the GPU when there is one; on CPU, quanto's int8 x bf16 kernel fails or crashes
+        try:
+            check_quantized_runtime("int8", "cuda" if torch.cuda.is_available() else "cpu", torch.bfloat16)
+        except ValueError as exc:
+            raise ValueError(f"acceleration: quantization int8-quanto with mixed_precision_mode bf16: {exc}; "
+                             "or quantization fp8-quanto") from None
 
 
 def load_transformer(model_path: str):
