@@ -15,18 +15,25 @@ from . import latents as L
 from .denoising import ModalityLatents
 
 
+def video_coords(transformer, batch_size: int, frames: int, height: int, width: int, frame_rate: float, device,
+                 spatial_scale: int = 1) -> torch.Tensor:
+    """`(B, 3, F*H*W, 2)` RoPE positions of a latent grid from the transformer's own rule; `spatial_scale`
+    multiplies h / w (IC-LoRA references on a downscaled grid). Shared by the pipelines and training."""
+    coords = transformer.rope.prepare_video_coords(batch_size, frames, height, width, device, fps=frame_rate)
+    if spatial_scale != 1:
+        coords = coords.clone()
+        coords[:, 1:] *= spatial_scale
+    return coords
+
+
 class InitialLatentsMixin:
     """Initial-latent preparation shared by every LTX-2 pipeline of this package (mixed into
     `LTX2PipelineBase`)."""
 
     def video_coords(self, batch_size: int, frames: int, height: int, width: int, frame_rate: float, device,
                      spatial_scale: int = 1) -> torch.Tensor:
-        """RoPE positions of a latent grid; `spatial_scale` multiplies h/w (IC-LoRA downscaled references)."""
-        coords = self.transformer.rope.prepare_video_coords(batch_size, frames, height, width, device, fps=frame_rate)
-        if spatial_scale != 1:
-            coords = coords.clone()
-            coords[:, 1:] *= spatial_scale
-        return coords
+        """RoPE positions of a latent grid (see the module-level `video_coords`)."""
+        return video_coords(self.transformer, batch_size, frames, height, width, frame_rate, device, spatial_scale)
 
     def prepare_video_latents(
         self, batch_size: int, num_frames: int, height: int, width: int, frame_rate: float, *,

@@ -237,12 +237,17 @@ class TrainingConfig(_Section):
     seed: int = 42
     output_dir: str = "outputs/ltx2_lora"
 
+    @property
+    def trains_audio(self) -> bool:
+        """Whether the strategy trains the audio modality (text_to_video with `with_audio`)."""
+        s = self.training_strategy
+        return isinstance(s, TextToVideoConfig) and s.with_audio
+
     def lora_target_modules(self) -> str | list[str]:
         """The LoRA target modules in effect (the strategy-dependent default when none are configured)."""
         if self.lora is not None and self.lora.target_modules is not None:
             return self.lora.target_modules
-        s = self.training_strategy
-        return "audio_video" if isinstance(s, TextToVideoConfig) and s.with_audio else "video"
+        return "audio_video" if self.trains_audio else "video"
 
     @model_validator(mode="after")
     def _cross(self):
@@ -253,7 +258,7 @@ class TrainingConfig(_Section):
         root = Path(self.data.preprocessed_data_root)
         strategy = self.training_strategy
         needed = ["latents", "conditions"]
-        if isinstance(strategy, TextToVideoConfig) and strategy.with_audio:
+        if self.trains_audio:
             needed.append("audio_latents")
         if isinstance(strategy, VideoToVideoConfig):
             needed.append("reference_latents")

@@ -26,9 +26,10 @@ import torch
 from ..loaders.prompt_embeddings import PromptEmbeddings
 from ..pipelines import latents as L
 from ..pipelines.denoising import ModalityLatents
+from ..pipelines.initial_latents import video_coords
 from ..pipelines.reference import append_reference
 from . import objective, timesteps
-from .config import TextToVideoConfig, TrainingConfig, VideoToVideoConfig
+from .config import TrainingConfig, VideoToVideoConfig
 
 __all__ = ["StepNoise", "TrainingInputs", "draw_step_noise", "build_inputs", "sample_generators"]
 
@@ -71,12 +72,6 @@ def sample_generators(seed: int, sample_indices: list[int]) -> list[torch.Genera
     return [torch.Generator().manual_seed(seed * 1_000_003 + i) for i in sample_indices]
 
 
-def uses_audio(config: TrainingConfig) -> bool:
-    """Whether the strategy trains the audio modality (text_to_video with `with_audio`)."""
-    s = config.training_strategy
-    return isinstance(s, TextToVideoConfig) and s.with_audio
-
-
 def draw_step_noise(config: TrainingConfig, batch: dict, generators: list[torch.Generator]) -> StepNoise:
     """Per sample, in this order: sigma (the configured sampler), the first-frame coin, video noise, audio noise."""
     fm = config.flow_matching
@@ -89,23 +84,12 @@ def draw_step_noise(config: TrainingConfig, batch: dict, generators: list[torch.
         sig.append(timesteps.sample_sigmas(fm.timestep_sampling_mode, 1, n, fm.timestep_sampling_params, g))
         first.append(torch.rand((1,), generator=g) < p if p > 0 else torch.zeros(1, dtype=torch.bool))
         vn.append(torch.randn((1, n, c), generator=g))
-        if uses_audio(config):
+        if config.trains_audio:
             a = batch["audio_latents"]
             an.append(torch.randn((1, a.shape[2], a.shape[1] * a.shape[3]), generator=g))
     if len(generators) != b:
         raise ValueError(f"{len(generators)} generators for a batch of {b}")
     return StepNoise(torch.cat(sig), torch.cat(first), torch.cat(vn), torch.cat(an) if an else None)
-
-
-def video_positions(transformer, batch_size: int, frames: int, height: int, width: int, fps: float, device,
-                    spatial_scale: int = 1) -> torch.Tensor:
-    """`(B, 3, F*H*W, 2)` RoPE positions of a latent grid from the transformer's own rule (as the pipelines);
-    `spatial_scale` multiplies h / w (references on a downscaled grid)."""
-    coords = transformer.rope.prepare_video_coords(batch_size, frames, height, width, device, fps=fps)
-    if spatial_scale != 1:
-        coords = coords.clone()
-        coords[:, 1:] *= spatial_scale
-    return coords
 
 
 def build_inputs(config: TrainingConfig, transformer, batch: dict, noise: StepNoise) -> TrainingInputs:
@@ -122,7 +106,7 @@ def build_inputs(config: TrainingConfig, transformer, batch: dict, noise: StepNo
     vnoise = noise.video_noise.to(device)
     video = ModalityLatents(
         latent=objective.noise_tokens(x0, vnoise, sigma, mask), clean=x0 * (1 - mask).unsqueeze(-1),
-        denoise_mask=mask, coords=video_positions(transformer, b, f, h, w, fps, device), num_target_tokens=x0.shape[1],
+        denoise_mask=mask, coords=video_coords(transformer, b, f, h, w, fps, device), num_target_tokens=x0.shape[1],
     )
     if isinstance(strategy, VideoToVideoConfig):
         ref = batch["reference_latents"].float().to(device)
@@ -133,11 +117,11 @@ def build_inputs(config: TrainingConfig, transformer, batch: dict, noise: StepNo
                 f"reference latents {rh}x{rw} times reference_downscale_factor {factor} do not give the target's "
                 f"{h}x{w} latent grid (preprocess the references with --reference-downscale-factor {factor})"
             )
-        coords = video_positions(transformer, b, rf, rh, rw, fps, device, spatial_scale=factor)
+        coords = video_coords(transformer, b, rf, rh, rw, fps, device, spatial_scale=factor)
         video = append_reference(video, ref, coords, strength=1.0)
 
     audio_target = audio_loss_mask = None
-    if uses_audio(config):
+    if config.trains_audio:
         a0 = L.pack_audio(batch["audio_latents"].float().to(device))
         an = noise.audio_noise.to(device)
         audio = ModalityLatents(
@@ -161,7 +145,7 @@ def build_inputs(config: TrainingConfig, transformer, batch: dict, noise: StepNo
     return TrainingInputs(
         video=video, audio=audio, contexts=contexts, sigma=sigma,
         video_target=objective.velocity_target(x0, vnoise), video_loss_mask=mask > 0,
-        audio_target=audio_target, audio_loss_mask=audio_loss_mask, isolate_audio=not uses_audio(config),
+        audio_target=audio_target, audio_loss_mask=audio_loss_mask, isolate_audio=not config.trains_audio,
     )
 
 

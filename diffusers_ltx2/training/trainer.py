@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from . import strategies as S
-from .config import TextToVideoConfig, TrainingConfig, VideoToVideoConfig
+from .config import TrainingConfig, VideoToVideoConfig
 from .data import PrecomputedDataset, collate
 from .lora import add_lora, load_lora_into, resolve_target_modules, save_lora
 from .models import check_runtime_options, load_transformer, quantize_frozen_base
@@ -69,7 +69,7 @@ class Trainer:
         strategy = config.training_strategy
         self.dataset = PrecomputedDataset(
             config.data.preprocessed_data_root,
-            with_audio=isinstance(strategy, TextToVideoConfig) and strategy.with_audio,
+            with_audio=config.trains_audio,
             with_reference=isinstance(strategy, VideoToVideoConfig),
             control_types=strategy.control_types if isinstance(strategy, VideoToVideoConfig) else None,
         )
@@ -95,7 +95,7 @@ class Trainer:
             from accelerate.utils import DistributedDataParallelKwargs
 
             # video-only strategies leave audio-stream LoRA weights without gradients
-            ddp = DistributedDataParallelKwargs(find_unused_parameters=not S.uses_audio(cfg))
+            ddp = DistributedDataParallelKwargs(find_unused_parameters=not cfg.trains_audio)
             # `accelerate launch --multi_gpu` on a machine without GPUs: data-parallel on CPU (gloo)
             distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
             cpu_ddp = not torch.cuda.is_available() and distributed
