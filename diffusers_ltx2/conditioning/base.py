@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..pipelines.denoising import ModalityLatents
+from ..pipelines.denoising import ModalityLatents, is_frozen
 
 VIDEO = "video"
 AUDIO = "audio"
@@ -144,6 +144,5 @@ class Condition:
         raise NotImplementedError
 
 
-def frozen(state: ModalityLatents) -> bool:
-    """A modality whose every token is held at its clean value (denoise mask 0 everywhere)."""
-    return bool((state.denoise_mask == 0).all())
+#: a modality whose every token is held at its clean value (denoise mask 0 everywhere): the denoising core's rule
+frozen = is_frozen

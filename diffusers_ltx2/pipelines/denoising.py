@@ -167,10 +167,12 @@ class TransformerPasses:
     def _run(self, passes, plan, video, audio, contexts, sigma) -> dict[str, Prediction]:
         n = len(passes)
         dtype = self.transformer.dtype
-        ctx = PromptEmbeddings.cat(pad_to_common_length([contexts.for_pass(p, "video") for p in passes]))
-        a_ctx = ctx
-        if contexts.frozen_video or contexts.frozen_audio:
-            a_ctx = PromptEmbeddings.cat(pad_to_common_length([contexts.for_pass(p, "audio") for p in passes]))
+        v_items = [contexts.for_pass(p, "video") for p in passes]
+        a_items = [contexts.for_pass(p, "audio") for p in passes]
+        ctx = PromptEmbeddings.cat(pad_to_common_length(v_items))
+        # the audio stream reads other embeddings only when a frozen modality changes a pass's prompt
+        same = all(a is v for a, v in zip(a_items, v_items))
+        a_ctx = ctx if same else PromptEmbeddings.cat(pad_to_common_length(a_items))
         sigma = sigma.to(torch.float32)
         v_t = video.timesteps(sigma).repeat(n, 1)
         a_t = audio.timesteps(sigma).repeat(n, 1)
@@ -242,7 +244,7 @@ def pad_to_common_length(items: list[PromptEmbeddings]) -> list[PromptEmbeddings
     return out
 
 
-def _is_frozen(state: ModalityLatents) -> bool:
+def is_frozen(state: ModalityLatents) -> bool:
     """Every token held at its clean value (denoise mask 0 everywhere)."""
     return bool((state.denoise_mask == 0).all())
 
@@ -289,7 +291,7 @@ def denoise(
     """
     sigmas = scheduler.sigmas
     num_steps = len(sigmas) - 1
-    frozen_video, frozen_audio = _is_frozen(video), _is_frozen(audio)
+    frozen_video, frozen_audio = is_frozen(video), is_frozen(audio)
     last = Prediction(video=None, audio=None)
     for i in range(num_steps):
         if should_stop is not None and should_stop():
