@@ -174,12 +174,12 @@ def _write_audio(container: Any, stream: Any, waveform: np.ndarray, rate: int, s
     return start
 
 
-def _new_temp_file(path: str, parent: str) -> str:
-    """Create the temporary sibling the MP4 is written to, with the mode a plain ``open(path, "w")`` gives:
+def new_temp_file(path: str, parent: str, suffix: str = ".mp4") -> str:
+    """Create the temporary sibling a media file is written to, with the mode a plain ``open(path, "w")`` gives:
     an existing file's permission bits are kept, a new file gets ``0o666`` minus the umask (``mkstemp``'s
     0600 would survive the final rename)."""
     for _ in range(100):
-        tmp_path = os.path.join(parent, f".tmp-{uuid.uuid4().hex[:12]}.mp4")
+        tmp_path = os.path.join(parent, f".tmp-{uuid.uuid4().hex[:12]}{suffix}")
         try:
             fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the kernel applies the umask
         except FileExistsError:
@@ -263,7 +263,7 @@ def export_to_video_with_audio(
     if os.path.isdir(path):
         raise ValueError(f"{path!r} is a folder, not a file path.")
 
-    tmp_path = _new_temp_file(path, parent)
+    tmp_path = new_temp_file(path, parent)
     try:
         with av.open(tmp_path, mode="w", format="mp4") as container:
             v_stream = container.add_stream("libx264", rate=rate)

@@ -6,6 +6,7 @@ against plain float64 numpy references written here from torchaudio's / librosa'
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -225,6 +226,21 @@ def test_to_channels():
         to_channels(stereo, 3)
     with pytest.raises(ValueError, match="channel count"):
         to_channels(stereo, 0)
+
+
+def test_saved_audio_gets_the_mode_open_gives(tmp_path):
+    """As the MP4 writer: a new file gets 0o666 minus the umask, a replaced file keeps its mode (not mkstemp's 0600)."""
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        path = save_audio(tmp_path / "new.wav", np.zeros((2, 240), np.float32), 24000)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+        os.chmod(path, 0o640)
+        save_audio(path, np.zeros((2, 240), np.float32), 24000)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+    finally:
+        os.umask(umask)
 
 
 def test_save_audio_round_trip_and_atomic(tmp_path):

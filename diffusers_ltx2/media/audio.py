@@ -9,11 +9,11 @@ trim the first and last codec frames to the exact window); the mel front end fol
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
 import torch
 
+from ..export import new_temp_file
 from .dsp import _check_rate, log_mel_spectrogram, resample_audio
 
 __all__ = ["load_audio", "resample_audio", "to_channels", "waveform_to_mel", "save_audio", "DEFAULT_N_FFT"]
@@ -265,8 +265,7 @@ def save_audio(path: str | os.PathLike, waveform, sample_rate: int) -> str:
     fmt, codec, sample_fmt = _WRITE_CODECS[ext]
     layout = "mono" if wave.shape[0] == 1 else "stereo"
     pcm = (wave.clamp(-1, 1) * 32767.0).round().to(torch.int16).T.contiguous().reshape(1, -1).numpy()
-    fd, tmp = tempfile.mkstemp(suffix=ext, dir=folder)
-    os.close(fd)
+    tmp = new_temp_file(path, folder, suffix=ext)  # the mode a plain open() gives (mkstemp's 0600 would stay)
     try:
         with av.open(tmp, "w", format=fmt) as container:
             stream = container.add_stream(codec, rate=rate, layout=layout)
