@@ -5,7 +5,9 @@ timeout with the time *left* before every receive and send. The ``timeout`` is t
 whole exchange: connecting (each address tried gets only what is left), the TLS handshake, sending, the status
 line, every header line, interim ``100 Continue`` replies and every body byte. A server that trickles one
 byte at a time cannot hold a request past it. (Name resolution, ``getaddrinfo``, is the one step the
-operating system does not let a socket timeout bound.)
+operating system does not let a socket timeout bound.) The wrapper keeps the socket's own lifetime rules, so
+replies that end the connection (HTTP/1.0, ``Connection: close``, a body ended by closing) read to the end, as
+keep-alive and chunked replies do; the socket is closed when `post` returns or raises.
 """
 
 from __future__ import annotations
