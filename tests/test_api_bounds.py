@@ -7,7 +7,6 @@ import io
 import json
 import os
 import pickle
-import shutil
 import socket
 import ssl
 import subprocess
@@ -34,6 +33,8 @@ from diffusers_ltx2.loaders.api import (
 )
 from diffusers_ltx2.loaders.cache import CachedPromptEncoder
 from diffusers_ltx2.loaders.conditioning_file import read_conditioning_metadata, save_conditioning
+
+from http_peers import self_signed_certificate
 
 # the fake LTX API server and its fixture
 from test_api_encoder import (  # noqa: F401
@@ -127,13 +128,7 @@ def test_a_trickling_server_cannot_hold_a_request_past_the_timeout(scenario):
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory):
     """A self-signed certificate for 127.0.0.1: (server context, client context trusting it)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is needed to make a test certificate")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)
+    cert, key = self_signed_certificate(tmp_path_factory.mktemp("tls"))
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server.load_cert_chain(cert, key)
     client = ssl.create_default_context(cafile=str(cert))

@@ -5,7 +5,9 @@ timeout with the time *left* before every receive and send. The ``timeout`` is t
 whole exchange: connecting (each address tried gets only what is left), the TLS handshake, sending, the status
 line, every header line, interim ``100 Continue`` replies and every body byte. A server that trickles one
 byte at a time cannot hold a request past it. (Name resolution, ``getaddrinfo``, is the one step the
-operating system does not let a socket timeout bound.)
+operating system does not let a socket timeout bound.) The wrapper keeps the socket's own lifetime rules, so
+replies that end the connection (HTTP/1.0, ``Connection: close``, a body ended by closing) read to the end, as
+keep-alive and chunked replies do; the socket is closed when `post` returns or raises.
 """
 
 from __future__ import annotations
@@ -61,8 +63,42 @@ class Transport(Protocol):
         ...
 
 
+class _DeadlineReader(io.RawIOBase):
+    """The receiving side of a `_DeadlineSocket`: the real socket's own unbuffered ``makefile`` stream, with
+    the socket timeout re-armed to the time left before every read."""
+
+    def __init__(self, raw: io.RawIOBase, arm):
+        self._raw = raw
+        self._arm = arm
+        super().__init__()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int | None:
+        self._arm()
+        return self._raw.readinto(buffer)
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self._raw.close()  # drops this stream's reference to the socket (the last one closes it)
+            finally:
+                super().close()
+
+
 class _DeadlineSocket:
-    """A socket whose every receive and send may only use the time left before `deadline` (monotonic)."""
+    """A socket whose every receive and send may only use the time left before `deadline` (monotonic).
+
+    Socket lifetime stays the real socket's: `makefile` hands out a stream made by the real socket's own
+    ``makefile``, which counts a reference, and `close` is the real socket's ``close``, which only marks the
+    socket closed while such a stream is open; the descriptor is released when the last of them closes.
+    `http.client` relies on this: on a reply that ends the connection (HTTP/1.0, ``Connection: close``, a
+    body ended by close) it closes the socket right after the headers and reads the body from the stream.
+    """
 
     def __init__(self, sock: socket.socket, deadline: float):
         self._sock = sock
@@ -74,14 +110,6 @@ class _DeadlineSocket:
             raise TimeoutError("the request deadline passed")
         self._sock.settimeout(remaining)
 
-    def recv_into(self, buffer, *args) -> int:
-        self._arm()
-        return self._sock.recv_into(buffer, *args)
-
-    def recv(self, size: int, *args) -> bytes:
-        self._arm()
-        return self._sock.recv(size, *args)
-
     def sendall(self, data) -> None:
         view = memoryview(data).cast("B")
         while view:
@@ -92,16 +120,12 @@ class _DeadlineSocket:
     def makefile(self, mode: str = "rb", buffering: int | None = None, **_):
         if mode not in ("r", "rb"):
             raise ValueError(f"unsupported makefile mode {mode!r}")
-        return io.BufferedReader(socket.SocketIO(self, "rb"), buffering or io.DEFAULT_BUFFER_SIZE)
-
-    def _decref_socketios(self) -> None:  # called by SocketIO.close; the connection closes the socket
-        pass
+        raw = self._sock.makefile("rb", buffering=0)  # a counted reference: the socket outlives close()
+        size = buffering if buffering is not None and buffering > 0 else io.DEFAULT_BUFFER_SIZE
+        return io.BufferedReader(_DeadlineReader(raw, self._arm), size)
 
     def fileno(self) -> int:
         return self._sock.fileno()
-
-    def setsockopt(self, *args) -> None:
-        self._sock.setsockopt(*args)
 
     def settimeout(self, _timeout) -> None:  # http.client may set one; the deadline rules instead
         pass
@@ -176,6 +200,7 @@ class HTTPClientTransport:
         else:
             raise ValueError(f"unsupported URL scheme {parts.scheme!r}")
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        response = None
         try:
             # `headers` itself is passed (not a copy) so that a masking repr of it stays the one in every frame
             conn.request("POST", path, body=body, headers=headers)
@@ -209,4 +234,7 @@ class HTTPClientTransport:
                 raise
             raise TransportError(f"{type(err).__name__}: {err.strerror or err}") from None
         finally:
+            # The response first: when the reply ends the connection it holds the socket's last reference.
+            if response is not None:
+                response.close()
             conn.close()
