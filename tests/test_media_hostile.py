@@ -24,7 +24,7 @@ from diffusers_ltx2.conditioning.frames import as_frames
 from diffusers_ltx2.media import load_audio, load_image, pil_to_rgb
 from diffusers_ltx2.pipelines.images import to_unit_range
 from media_files import (
-    png_header_only, tone, with_wav_rate, write_audio, write_float_wav, write_image_pyav,
+    frame_colours, png_header_only, tone, with_wav_rate, write_audio, write_float_wav, write_image_pyav, write_video,
 )
 
 DEEP = "[" * 100_000 + "]" * 100_000  # ~200 KB of JSON nested 100000 deep
@@ -323,6 +323,7 @@ def cli_workspace(tmp_path, monkeypatch, wav):
     wave[0, 10] = np.nan
     write_float_wav(tmp_path / "nan.wav", wave, 16000)
     _safetensors_with_header(tmp_path / "deep.safetensors", '{"z": ' + DEEP + "}")
+    write_video(tmp_path / "clip.mp4", frame_colours(17, 64, 64), audio=tone(17 / 24, 48000))
     monkeypatch.setattr(diffusers.DiffusionPipeline, "from_pretrained",
                         classmethod(lambda *a, **k: pytest.fail("a model was loaded before the checks")))
     return tmp_path
@@ -339,8 +340,10 @@ GENERATE = ["generate", "--model", "model", "--prompt", "a cat", "--output", "ou
     (GENERATE + ["--audio", "nan.wav"], "nan.wav: the audio contains NaN or infinite samples"),
     (GENERATE[:2] + ["deep_model"] + GENERATE[3:], "config.json: the JSON is nested too deeply"),
     (["convert", "deep.safetensors", "out", "--no-progress"], "deep.safetensors: safetensors header"),
-    (["retake", "--input", "in.mp4", "--start", "0", "--end", "1", "--ramp", "inf", "--model", "model",
-      "--output", "out.mp4", "--prompt", "p"], "--ramp: must be a finite number >= 0"),
+    (["retake", "--input", "clip.mp4", "--start", "0", "--end", "0.2", "--ramp", "inf", "--model", "model",
+      "--output", "out.mp4", "--prompt", "p"], "ramp_s must be a number of seconds (finite), got inf"),
+    (["extend", "--input", "clip.mp4", "--frames", "8", "--overlap", "8", "--overlap-strength", "nan",
+      "--model", "model", "--output", "out.mp4", "--prompt", "p"], "overlap_strength must be a number in [0, 1]"),
 ])
 def test_hostile_files_and_arguments_are_one_line_exit_2(cli_workspace, capsys, argv, message):
     try:

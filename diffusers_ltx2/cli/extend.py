@@ -6,9 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .common import (
-    StageTimer, add_clip_arguments, check_clip_arguments, clip_call_arguments, load_pipeline, strength,
-)
+from .common import StageTimer, add_clip_arguments, check_clip_arguments, clip_call_arguments, load_pipeline
 from .media_args import add_source_clip_arguments, resolve_source_clip, source_clip_defaults, write_output
 
 
@@ -20,7 +18,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--frames", type=int, required=True, help="frames to add (a multiple of 8)")
     p.add_argument("--overlap", type=int, default=16,
                    help="frames of the clip's end that guide the continuation (a multiple of 8)")
-    p.add_argument("--overlap-strength", type=strength, default=0.5, help="strength of that guide, in [0, 1]")
+    p.add_argument("--overlap-strength", type=float, default=0.5, help="strength of that guide, in [0, 1]")
     add_clip_arguments(p)
     source_clip_defaults(p)
     for action in p._actions:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_clip_arguments, check_clip_arguments, non_negative_float, positive_float
+from .common import add_clip_arguments, check_clip_arguments
 from .media_args import (
     add_source_clip_arguments, check_conditions_early, generate_and_write, resolve_source_clip, source_clip_defaults,
 )
@@ -16,12 +16,12 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("retake", help="regenerate seconds START..END of a clip, keeping the rest",
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_source_clip_arguments(p)
-    p.add_argument("--start", type=non_negative_float, required=True, help="window start, seconds")
-    p.add_argument("--end", type=positive_float, required=True, help="window end, seconds")
+    p.add_argument("--start", type=float, required=True, help="window start, seconds")
+    p.add_argument("--end", type=float, required=True, help="window end, seconds")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--no-video", action="store_true", help="keep the whole video; regenerate only the audio")
     which.add_argument("--no-audio", action="store_true", help="keep the whole audio; regenerate only the video")
-    p.add_argument("--ramp", type=non_negative_float, default=0.0,
+    p.add_argument("--ramp", type=float, default=0.0,
                    help="soft window edges in seconds (tokens this close to the window are partly regenerated)")
     add_clip_arguments(p)
     source_clip_defaults(p)
