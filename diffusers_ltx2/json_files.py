@@ -35,11 +35,15 @@ def read_json(path: str | os.PathLike) -> Any:
         return parse_json(f.read(), path)
 
 
+_PARSED_ELSEWHERE = ("tokenizer.json",)  # read by the Rust `tokenizers` library, whose parser bounds nesting
+# itself; parsing Gemma's 33 MB vocabulary here too would cost seconds per load
+
+
 def check_json_files(folder: str | os.PathLike) -> None:
     """Parse every `*.json` of a model folder and of its direct subfolders (`model_index.json`, component
-    configs, shard indexes, tokenizer files) with `parse_json`, so that a file diffusers / transformers would
-    later parse with a bare `json.loads` fails here as a `ValueError` naming it, before any model loads.
-    A path that is not a local folder (a Hub repo id) is left alone."""
+    configs, shard indexes, tokenizer configs; not `tokenizer.json`) with `parse_json`, so that a file diffusers /
+    transformers would later parse with a bare `json.loads` fails here as a `ValueError` naming it, before any
+    model loads. A path that is not a local folder (a Hub repo id) is left alone."""
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
         return
@@ -48,5 +52,5 @@ def check_json_files(folder: str | os.PathLike) -> None:
     for place in places:
         for name in sorted(os.listdir(place)):
             path = os.path.join(place, name)
-            if name.endswith(".json") and os.path.isfile(path):
+            if name.endswith(".json") and name not in _PARSED_ELSEWHERE and os.path.isfile(path):
                 read_json(path)
