@@ -155,7 +155,7 @@ def _decode_file(path: str, start_time: float, duration: float | None) -> tuple[
         raise ValueError(f"{path} contains no decodable audio")
     audio = np.concatenate(chunks, axis=-1).astype(np.float32, copy=False)
     if not np.isfinite(audio).all():
-        raise ValueError(f"{path}: the audio contains NaN or infinite samples (a float WAV / FLAC with broken "
+        raise ValueError(f"{path}: the audio contains NaN or infinite samples (a float WAV with broken "
                          "values); fix or re-encode the file")
     skip = round((start_time - first_time) * rate)
     if skip > 0:
