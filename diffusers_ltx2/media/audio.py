@@ -214,7 +214,7 @@ def load_audio(source, sample_rate: int | None = None, *, start_time: float = 0.
         ValueError: naming the file, for an unreadable file, no audio stream, a window that starts past the end
             of the audio, a stream whose stated rate is outside [1000, 768000] Hz or that has more than 64
             channels (checked before decoding), more than `MAX_DECODED_SAMPLES` samples to decode (stated or
-            decoded), NaN / infinite samples (float WAV / FLAC); a `sample_rate` argument that is not an
+            decoded), NaN / infinite samples (float WAV); a `sample_rate` argument that is not an
             integer in [1000, 768000]; for waveforms, a missing `sample_rate` or a bad shape / dtype / value.
     """
     start_time, duration = _check_window(start_time, duration)
