@@ -138,7 +138,8 @@ def _pillow_cases():
         ("grey_alpha.png", lambda: PIL.Image.fromarray(np.stack([grey8, alpha], -1), "LA"), three(grey8)),
         ("rgba.png", lambda: PIL.Image.fromarray(np.dstack([rgb, alpha])), rgb),
         ("palette.png", paletted, palette[indices]),
-        ("bilevel.png", lambda: PIL.Image.fromarray(grey8 > 127), three(np.where(grey8 > 127, 255, 0).astype(np.uint8))),
+        ("bilevel.png", lambda: PIL.Image.fromarray(grey8 > 127),
+         three(np.where(grey8 > 127, 255, 0).astype(np.uint8))),
         ("float.tif", lambda: PIL.Image.fromarray(grey8.astype(np.float32) / 255), three(grey8)),
     ]
 

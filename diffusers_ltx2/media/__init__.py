@@ -3,7 +3,8 @@ loader prepares them. Pure I/O and signal math; no model is loaded here (except 
 
 - `audio`: `load_audio`, `resample_audio`, `to_channels`, `waveform_to_mel` (official mel front end), `save_audio`
 - `video`: `load_video`, `probe_video`
-- `image`: `load_image`, `pil_to_rgb` (any PIL mode by its true range), `crf_compress` (official H.264 recompression), `resize_center_crop`
+- `image`: `load_image`, `pil_to_rgb` (any PIL mode by its true range), `crf_compress` (official H.264
+  recompression), `resize_center_crop`
 """
 
 from .audio import DEFAULT_N_FFT, load_audio, resample_audio, save_audio, to_channels, waveform_to_mel
@@ -13,6 +14,6 @@ from .video import VideoInfo, load_video, probe_video
 
 __all__ = [
     "DEFAULT_IMAGE_CRF", "DEFAULT_N_FFT", "VideoInfo", "crf_compress", "load_audio", "load_image", "load_video",
-    "log_mel_spectrogram", "mel_filterbank", "pil_to_rgb", "probe_video", "resample_audio", "resize_center_crop", "save_audio",
-    "to_channels", "waveform_to_mel",
+    "log_mel_spectrogram", "mel_filterbank", "pil_to_rgb", "probe_video", "resample_audio", "resize_center_crop",
+    "save_audio", "to_channels", "waveform_to_mel",
 ]
