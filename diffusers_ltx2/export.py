@@ -61,7 +61,9 @@ def _frames_to_uint8(frames: Any) -> np.ndarray:
             sizes = {f.size for f in frames}
             if len(sizes) != 1:
                 raise ValueError(f"All PIL frames must have the same size, got {sorted(sizes)}.")
-            frames = np.stack([np.asarray(f.convert("RGB")) for f in frames])
+            from .media.image import pil_to_rgb
+
+            frames = np.stack([pil_to_rgb(f, "frames") for f in frames])
         else:
             raise ValueError(
                 "A list of frames must contain only PIL images; pass arrays/tensors as one (F, H, W, 3) array."
@@ -116,6 +118,13 @@ def _audio_to_planar(audio: Any) -> np.ndarray:
     if not np.isfinite(audio).all():
         raise ValueError("`audio` contains NaN or infinite values.")
     return np.ascontiguousarray(np.clip(audio, -1.0, 1.0), dtype=np.float32)
+
+
+def fit_length(waveform: np.ndarray, samples: int) -> np.ndarray:
+    """``(C, N)`` audio trimmed to ``samples`` or padded with silence (zeros) at the end to that length."""
+    if waveform.shape[1] >= samples:
+        return np.ascontiguousarray(waveform[:, :samples])
+    return np.pad(waveform, ((0, 0), (0, samples - waveform.shape[1])))
 
 
 def _number_in_range(name: str, value: Any, low: float, high: float, unit: str) -> float:
@@ -203,6 +212,7 @@ def export_to_video_with_audio(
     fps: float,
     sample_rate: int | None = None,
     crf: int = 18,
+    fit_audio_to_video: bool = True,
 ) -> str:
     """Write frames (and optional audio) to an MP4 with H.264 video (libx264, yuv420p) and AAC audio.
 
@@ -225,13 +235,16 @@ def export_to_video_with_audio(
             required when ``audio`` is given. Rates the AAC encoder does
             not support (e.g. 22000) are resampled to 48000 Hz; 24000 and 48000 are written unchanged.
         crf: x264 constant rate factor, an integer in ``[0, 51]`` (lower is better quality).
+        fit_audio_to_video: ``True`` (default) pads the audio with silence or trims it to the video's duration,
+            ``round(F / fps * sample_rate)`` samples, so the file's two streams end together (what players and
+            editors expect); ``False`` writes the audio as given, longer or shorter than the video.
 
     Returns:
         ``path`` as a string.
 
     Raises:
         ValueError: On bad shapes or dtypes, odd width/height, ``fps``/``sample_rate`` outside their ranges (the
-            message names the range), a bad ``crf`` or a missing parent folder.
+            message names the range), a bad ``crf`` or ``fit_audio_to_video``, or a missing parent folder.
     """
     video = _frames_to_uint8(frames)
     num_frames, height, width, _ = video.shape
@@ -243,6 +256,8 @@ def export_to_video_with_audio(
     rate = Fraction(check_fps(fps)).limit_denominator(100000)
     if isinstance(crf, bool) or not isinstance(crf, (int, np.integer)) or not 0 <= crf <= 51:
         raise ValueError(f"`crf` must be an integer in [0, 51], got {crf!r}.")
+    if not isinstance(fit_audio_to_video, bool):
+        raise ValueError(f"`fit_audio_to_video` must be True or False, got {fit_audio_to_video!r}.")
     waveform = None
     if audio is not None:
         if sample_rate is None:
@@ -253,6 +268,8 @@ def export_to_video_with_audio(
         if supported and sample_rate not in supported:
             waveform = _resample(waveform, sample_rate, _FALLBACK_AUDIO_RATE)
             sample_rate = _FALLBACK_AUDIO_RATE
+        if fit_audio_to_video:
+            waveform = fit_length(waveform, max(1, round(Fraction(num_frames) * sample_rate / rate)))
     elif sample_rate is not None:
         check_sample_rate(sample_rate)
 

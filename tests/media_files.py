@@ -81,3 +81,60 @@ def write_video(path, frames: np.ndarray, fps: int = 24, audio: np.ndarray | Non
         if audio_stream is not None:
             _encode_audio(container, audio_stream, audio, sample_rate, "fltp")
     return path
+
+
+def write_float_wav(path, wave: np.ndarray, sample_rate: int, codec: str = "pcm_f32le") -> str:
+    """Write `(C, N)` float samples (NaN / inf kept bit for bit) as a 32- or 64-bit float WAV with PyAV."""
+    path = str(path)
+    fmt = {"pcm_f32le": ("flt", np.float32), "pcm_f64le": ("dbl", np.float64)}[codec]
+    layout = LAYOUTS[wave.shape[0]]
+    with av.open(path, "w", format="wav") as container:
+        stream = container.add_stream(codec, rate=sample_rate, layout=layout)
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave.T.reshape(1, -1), dtype=fmt[1]), format=fmt[0],
+                                           layout=layout)
+        frame.sample_rate, frame.pts = sample_rate, 0
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def with_wav_rate(src, dst, sample_rate: int) -> str:
+    """Copy the PCM WAV `src` to `dst` with its header's sample rate (and byte rate) set to `sample_rate`: the
+    samples are unchanged, only what the container claims."""
+    data = bytearray(open(src, "rb").read())
+    assert data[:4] == b"RIFF" and data[8:16] == b"WAVEfmt "
+    channels, bits = int.from_bytes(data[22:24], "little"), int.from_bytes(data[34:36], "little")
+    data[24:28] = sample_rate.to_bytes(4, "little")
+    data[28:32] = (sample_rate * channels * bits // 8 % 2 ** 32).to_bytes(4, "little")
+    open(dst, "wb").write(bytes(data))
+    return str(dst)
+
+
+def write_image_pyav(path, frame: np.ndarray, pix_fmt: str) -> str:
+    """Write one `(H, W, 3)` uint8 RGB frame as a PNG in FFmpeg's `pix_fmt` (e.g. gray16be, rgba64be)."""
+    path = str(path)
+    with av.open(path, "w", format="image2") as container:
+        stream = container.add_stream("png", rate=1)
+        stream.height, stream.width, stream.pix_fmt = frame.shape[0], frame.shape[1], pix_fmt
+        picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24").reformat(format=pix_fmt)
+        for packet in stream.encode(picture):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def png_header_only(path, width: int, height: int) -> str:
+    """A valid-looking PNG of a few dozen bytes whose IHDR claims `width x height` RGB pixels (no real data)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    open(path, "wb").write(png)
+    return str(path)

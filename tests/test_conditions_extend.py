@@ -48,7 +48,7 @@ def test_bad_extension_call_fails_before_any_model(tiny_pipe, monkeypatch):
 def test_extension_keeps_the_old_clip_and_blends_the_overlap(tiny_pipe):
     g = torch.Generator().manual_seed(5)
     clip = torch.rand(25, 64, 64, 3, generator=g)
-    t = torch.arange(24000) / 24000
+    t = torch.arange(25000) / 24000  # the clip's own sound: as long as its 25 frames (kept up to there)
     audio = torch.stack([torch.sin(2 * torch.pi * 220 * t)] * 2) * 0.3
     out = tiny_pipe.extend(clip, 16, overlap_frames=8, audio=audio, sample_rate=24000, output_type="pt",
                            generator=torch.Generator().manual_seed(0), **RUN)

@@ -238,3 +238,54 @@ def test_every_output_type_of_the_pipeline_is_accepted(tiny_pipe, tmp_path):
     reference = decoded["np"].astype(int)
     for label, frames in decoded.items():
         assert np.abs(frames.astype(int) - reference).max() <= 2, label  # pil rounds to uint8 first
+
+
+def _decoded_audio(path) -> np.ndarray:
+    """`(C, N)` float samples of the file's audio, decoded by FFmpeg (priming skipped by the MP4 edit list)."""
+    with av.open(str(path)) as container:
+        return np.concatenate([f.to_ndarray() for f in container.decode(audio=0)], axis=1)
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x))))
+
+
+@pytest.mark.parametrize("factor", [0.5, 2.0])
+def test_audio_is_padded_or_trimmed_to_the_video_by_default_and_kept_on_request(tmp_path, factor):
+    video_samples = NUM_FRAMES * 24000 // FPS  # 9000
+    given = int(video_samples * factor)
+    t = np.arange(given, dtype=np.float32) / 24000
+    audio = np.stack([0.3 * np.sin(2 * np.pi * 440 * t)] * 2).astype(np.float32)
+    fitted, kept = tmp_path / "fitted.mp4", tmp_path / "kept.mp4"
+    export_to_video_with_audio(make_frames(), audio, fitted, fps=FPS, sample_rate=24000)
+    export_to_video_with_audio(make_frames(), audio, kept, fps=FPS, sample_rate=24000, fit_audio_to_video=False)
+    fitted_audio, kept_audio = _decoded_audio(fitted), _decoded_audio(kept)
+    assert abs(fitted_audio.shape[1] - video_samples) <= AAC_FRAME  # the two streams end together
+    assert abs(kept_audio.shape[1] - given) <= AAC_FRAME  # as given
+    with av.open(str(fitted)) as container:
+        video, sound = container.streams.video[0], container.streams.audio[0]
+        assert abs(float(video.duration * video.time_base) - float(sound.duration * sound.time_base)) <= \
+            AAC_FRAME / 24000 + 1 / FPS
+    tone_rms = 0.3 / np.sqrt(2)
+    assert abs(_rms(fitted_audio[:, 1000:4000]) - tone_rms) < 0.03  # the sound itself is kept
+    if factor < 1:  # silence after the given sound, up to the video's end
+        assert _rms(fitted_audio[:, given + 2 * AAC_FRAME: video_samples - AAC_FRAME]) < 0.01
+
+
+def test_fit_audio_to_video_must_be_a_bool(tmp_path):
+    with pytest.raises(ValueError, match="fit_audio_to_video"):
+        export_to_video_with_audio(make_frames(), make_audio(24000), tmp_path / "x.mp4", fps=FPS,
+                                   sample_rate=24000, fit_audio_to_video="no")
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_command_line_writer_fits_the_audio_to_the_video(tmp_path):
+    from types import SimpleNamespace
+
+    from diffusers_ltx2.cli.common import write_clip
+
+    video_samples = NUM_FRAMES * 24000 // FPS
+    out = SimpleNamespace(frames=torch.from_numpy(make_frames())[None], sample_rate=24000,
+                          audio=torch.from_numpy(np.tile(make_audio(24000), (1, 3)))[None])  # 3x too long
+    write_clip(out, str(tmp_path / "cli.mp4"), FPS)
+    assert abs(_decoded_audio(tmp_path / "cli.mp4").shape[1] - video_samples) <= AAC_FRAME

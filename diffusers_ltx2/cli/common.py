@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
 import sys
 import time
+
+from ..json_files import check_json_files, read_json
 
 DTYPES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16",
           "fp16": "float16", "float16": "float16"}
@@ -144,11 +145,7 @@ def check_model_folder(path: str, optional: tuple[str, ...] = ()) -> str:
     if not os.path.isfile(index):
         raise ValueError(f"{path} is not a diffusers pipeline folder (no model_index.json); convert an official "
                          "checkpoint with `ltx2 convert CHECKPOINT FOLDER`")
-    try:
-        with open(index) as f:
-            entries = json.load(f)
-    except ValueError as err:
-        raise ValueError(f"{index} is not valid JSON ({err})") from None
+    entries = read_json(index)
     if not isinstance(entries, dict):
         raise ValueError(f"{index} is not a diffusers model index (a JSON object)")
     missing = [name for name, entry in entries.items()
@@ -157,6 +154,7 @@ def check_model_folder(path: str, optional: tuple[str, ...] = ()) -> str:
     if missing:
         raise ValueError(f"{path} is incomplete: model_index.json lists {', '.join(missing)} but the folder has no "
                          f"{', '.join(m + '/' for m in missing)}")
+    check_json_files(path)
     return path
 
 
@@ -169,7 +167,7 @@ def check_image_file(path: str) -> str:
     try:
         with Image.open(path) as image:
             image.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as err:
         raise ValueError(f"{path} is not a readable image ({err})") from None
     return path
 

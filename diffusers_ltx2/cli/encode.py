@@ -12,12 +12,12 @@ with ComfyUI's ``LTXVLoadConditioning`` node.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
 from .common import check_device, check_output_path, non_negative_int, positive_float, positive_int
+from ..json_files import read_json
 
 _DTYPES = ("float32", "bfloat16", "float16")
 
@@ -60,7 +60,7 @@ def _connectors_config(model: Path | None) -> dict | None:
     config = model / "connectors" / "config.json"
     if not config.is_file():
         return None
-    return json.loads(config.read_text())
+    return read_json(config)
 
 
 def _api_encoder(args):

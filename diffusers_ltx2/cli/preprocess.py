@@ -23,6 +23,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..json_files import read_json
 from .common import check_model_folder, non_negative_int, positive_float, positive_int
 
 
@@ -126,7 +127,7 @@ def _check_args(args) -> None:
 
 def _recorded_model_id(folder: str) -> str | None:
     try:
-        return json.loads((Path(folder) / "model_index.json").read_text()).get("model_identity") or None
+        return read_json(Path(folder) / "model_index.json").get("model_identity") or None
     except (OSError, ValueError, AttributeError):
         return None
 

@@ -7,13 +7,19 @@ blended linearly into the old clip before the two are concatenated. In pixel fra
 ComfyUI's `frame_overlap`), so the new clip has `overlap_frames + 1 + num_new_frames` frames and its first
 `overlap_frames + 1` frames line up one to one with the old tail.
 
-Audio (our addition; ComfyUI's sampler is video-only): the old audio under the overlap is frozen in the new
-clip (`AudioCondition` + `TemporalRegion` that regenerates only after the overlap), so the new sound continues it;
-in the output the old audio is cross-faded linearly into the new one over the overlap.
+Audio (our addition; ComfyUI's sampler is video-only): the supplied sound (`audio=`, starting with the clip) is
+kept wherever it exists. In the new clip it is frozen (`AudioCondition`) over the span it covers - the overlap
+when it ends with the clip, longer when it runs past the clip's end (a soundtrack for the extended result) - and
+a `TemporalRegion` regenerates the audio only after its end, so the new sound continues it. In the output the
+supplied waveform itself is returned up to its end, cross-faded over its last `overlap_frames + 1` frames'
+worth of samples (at most the span it covers in the new clip) into the new clip's decoded audio (there the
+VAE round trip of the same sound), which then continues; past the end of the result it is dropped.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,8 +109,12 @@ def extend(
             `overlap_frames + 1` frames).
         overlap_strength: strength of that guide (ComfyUI 0.5: the overlap may change so it can be blended).
         audio: the clip's audio (path, or waveform `(C, N)` with `sample_rate`), starting with the clip; `None`:
-            no sound is continued (the result's audio is the new clip's, silent before it).
-        frame_rate: the clip's frame rate.
+            no sound is continued (the result's audio is the new clip's, silent before it). It is kept wherever
+            it exists: a sound longer than the clip (a soundtrack for the result) stays frozen in the new clip
+            too and is returned as given; audio is generated only past its end, continuing it (faded in over
+            `overlap_frames + 1` frames' worth of samples before that end). A sound ending before the overlap
+            is returned up to its end, then silence until the new clip's sound starts.
+        frame_rate: the clip's frame rate (a finite number > 0).
         height, width: size of the result (default: the clip's, which must then be multiples of 32).
         output_type: "np" (`(1, F, H, W, 3)` float32 in [0, 1]) or "pt" (`(1, F, 3, H, W)`).
         call_kwargs: forwarded to the pipeline call (prompt, guider, num_inference_steps, generator, ...).
@@ -114,7 +124,8 @@ def extend(
         vocoder rate (`(1, C, N)` float32 CPU tensor whatever `output_type`, as the pipeline's).
 
     Raises:
-        ValueError / FileNotFoundError before any model runs (see `plan_extension`, the media loaders).
+        ValueError / FileNotFoundError before any model runs (see `plan_extension`, the media loaders; a
+        `frame_rate` that is not a finite number > 0).
     """
     from ..media.audio import load_audio, resample_audio, to_channels
     from ..media.image import resize_center_crop
@@ -125,6 +136,10 @@ def extend(
     for key in ("num_frames", "conditions", "image", "output_modalities", "return_dict"):
         if key in call_kwargs:
             raise ValueError(f"extend sets {key} itself; do not pass it")
+    if isinstance(frame_rate, bool) or not isinstance(frame_rate, numbers.Real) or not math.isfinite(frame_rate) \
+            or frame_rate <= 0:
+        raise ValueError(f"frame_rate must be a finite number of frames per second > 0, got {frame_rate!r}")
+    frame_rate = float(frame_rate)
     frames = as_frames(clip, "extend")
     plan = plan_extension(num_frames_of(frames), num_new_frames, overlap_frames, overlap_strength)
     height = int(frames.shape[1]) if height is None else height
@@ -132,15 +147,21 @@ def extend(
     old = resize_center_crop(frames, height, width)
     old = old / 255.0 if isinstance(frames, np.ndarray) and frames.dtype == np.uint8 else old  # (F, H, W, 3) [0, 1]
     conditions = [VideoCondition(old[plan.join_frame:], 0, overlap_strength)]
+    out_rate = pipe.audio_sample_rate
+    start = round(plan.join_frame / frame_rate * out_rate)  # where the new clip starts, in output samples
+    overlap_n = round(plan.overlap / frame_rate * out_rate)
+    kept_n = 0  # output samples of the new clip the supplied sound covers
     old_audio = None
     if audio is not None:
         waveform, rate = load_audio(audio, sample_rate)
-        out_rate = pipe.audio_sample_rate
         old_audio = to_channels(resample_audio(waveform, rate, out_rate), 2)
-        start_s = plan.join_frame / frame_rate
-        overlap_s = plan.overlap / frame_rate
-        conditions += [AudioCondition(waveform, rate, start_time=start_s),
-                       TemporalRegion(overlap_s, plan.new_clip_frames / frame_rate, video=False)]
+        start_s, new_s = plan.join_frame / frame_rate, plan.new_clip_frames / frame_rate
+        kept_s = min(max(waveform.shape[-1] / rate - start_s, 0.0), new_s)
+        kept_n = round(kept_s * out_rate)
+        if kept_n > 0:
+            conditions.append(AudioCondition(waveform, rate, start_time=start_s))
+            if kept_s < new_s:
+                conditions.append(TemporalRegion(kept_s, new_s, video=False))
     out = pipe(num_frames=plan.new_clip_frames, height=height, width=width, frame_rate=frame_rate,
                conditions=conditions, output_type="pt", return_dict=True, **call_kwargs)
     if out.frames.shape[0] != 1:
@@ -148,12 +169,15 @@ def extend(
     new = out.frames[0].permute(0, 2, 3, 1).float()  # (F, H, W, 3)
     video = join_frames(old, new, plan.overlap)
     new_audio = out.audio[0].float()
-    start = round(plan.join_frame / frame_rate * pipe.audio_sample_rate)
-    if old_audio is None:
-        old_audio = torch.zeros(new_audio.shape[0], start + 1)
-    sound = join_audio(old_audio, new_audio, start, round(plan.overlap / frame_rate * pipe.audio_sample_rate))
+    if kept_n > 0:  # the supplied sound up to its end, faded into the new clip's audio over its last samples
+        fade = min(overlap_n, kept_n)
+        fade_start = start + kept_n - fade
+        sound = join_audio(old_audio, new_audio[:, fade_start - start:], fade_start, fade)
+    else:  # no sound under the new clip: what was supplied (if any), silence up to the new clip, its sound
+        kept = old_audio[:, :start] if old_audio is not None else torch.zeros(new_audio.shape[0], 0)
+        silence = torch.zeros(new_audio.shape[0], start - kept.shape[-1])
+        sound = torch.cat([kept, silence, new_audio], dim=-1)
     video, sound = video[None], sound[None]
     if output_type == "pt":
-        return LTX2AudioVideoPipelineOutput(frames=video.permute(0, 1, 4, 2, 3), audio=sound,
-                                            sample_rate=pipe.audio_sample_rate)
-    return LTX2AudioVideoPipelineOutput(frames=video.numpy(), audio=sound.float(), sample_rate=pipe.audio_sample_rate)
+        return LTX2AudioVideoPipelineOutput(frames=video.permute(0, 1, 4, 2, 3), audio=sound, sample_rate=out_rate)
+    return LTX2AudioVideoPipelineOutput(frames=video.numpy(), audio=sound.float(), sample_rate=out_rate)

@@ -29,7 +29,7 @@ def as_frames(source, what: str):
         FileNotFoundError: a path that does not exist.
         ValueError: an unsupported type or shape, or floats outside [0, 1].
     """
-    from ..media.image import load_image
+    from ..media.image import load_image, pil_to_rgb
     from ..media.video import load_video
 
     if isinstance(source, (str, os.PathLike)):
@@ -43,7 +43,7 @@ def as_frames(source, what: str):
     if isinstance(source, PIL.Image.Image):
         source = [source]
     if isinstance(source, (list, tuple)) and source and all(isinstance(s, PIL.Image.Image) for s in source):
-        return np.stack([np.asarray(s.convert("RGB")) for s in source])
+        return np.stack([pil_to_rgb(s, what) for s in source])
     if isinstance(source, (np.ndarray, torch.Tensor)):
         if source.ndim == 3:
             source = source[None]

@@ -12,6 +12,8 @@ the window gets mask `1 - gap / ramp_s` (partially renoised, partial timestep) i
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .base import AUDIO, VIDEO, ClipGeometry, Condition, ConditioningState
@@ -45,16 +47,17 @@ class TemporalRegion(Condition):
         >>> conditions = [FrozenVideo("clip.mp4"), AudioCondition("clip.mp4"), TemporalRegion(1.5, 3.0)]
 
     Raises (before any model runs):
-        ValueError: a window that is empty or outside the clip, both modalities off, a negative ramp, or a
-        regenerated modality without its source condition.
+        ValueError: a window that is empty or outside the clip, a bound or ramp that is not a finite number
+        (`ramp_s=inf`), both modalities off, a negative ramp, or a regenerated modality without its source
+        condition.
     """
 
     order = 1
 
     def __init__(self, start_s: float, end_s: float, *, video: bool = True, audio: bool = True, ramp_s: float = 0.0):
         for name, value in (("start_s", start_s), ("end_s", end_s), ("ramp_s", ramp_s)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-                raise ValueError(f"TemporalRegion: {name} must be a number of seconds, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"TemporalRegion: {name} must be a number of seconds (finite), got {value!r}")
         if not 0 <= start_s < end_s:
             raise ValueError(f"TemporalRegion: need 0 <= start_s < end_s, got start_s={start_s}, end_s={end_s}")
         if ramp_s < 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..json_files import read_json
 from ..guiders import MultimodalGuider
 from ..loaders.identity import MODEL_ID_METADATA_KEY
 from ..schedulers import LTX2Scheduler
@@ -67,7 +68,7 @@ def _gemma_entries(gemma_path: str | os.PathLike) -> tuple[list[Path], list[Path
     cfg_file = root / "config.json"
     if not cfg_file.is_file():
         raise ConversionError(f"Gemma folder {root} has no config.json")
-    cfg = json.loads(cfg_file.read_text())
+    cfg = read_json(cfg_file)
     arch = (cfg.get("architectures") or ["Gemma3ForConditionalGeneration"])[0]
     model_files = [p for p in sorted(root.iterdir()) if p.name in _TEXT_ENCODER_FILES or p.name.endswith(_TEXT_ENCODER_SUFFIXES)]
     if not any(p.name.endswith(".safetensors") for p in model_files):
@@ -75,7 +76,7 @@ def _gemma_entries(gemma_path: str | os.PathLike) -> tuple[list[Path], list[Path
     tok_files = [root / n for n in _TOKENIZER_FILES if (root / n).is_file()]
     if not tok_files:
         raise ConversionError(f"Gemma folder {root} has no tokenizer files")
-    tok_cfg = json.loads((root / "tokenizer_config.json").read_text()) if (root / "tokenizer_config.json").is_file() else {}
+    tok_cfg = read_json(root / "tokenizer_config.json") if (root / "tokenizer_config.json").is_file() else {}
     tok_class = tok_cfg.get("tokenizer_class") or "AutoTokenizer"
     if (root / "tokenizer.json").is_file() and tok_class != "AutoTokenizer" and not tok_class.endswith("Fast"):
         tok_class += "Fast"

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 
-class ConversionError(Exception):
-    """Base class: the source cannot be converted (the message says why)."""
+class ConversionError(ValueError):
+    """Base class: the source cannot be converted (the message says why). A `ValueError`, as every error this
+    package raises for a bad input file, so `except ValueError` (and the CLI's exit 2) catches it."""
 
 
 class CorruptCheckpointError(ConversionError):

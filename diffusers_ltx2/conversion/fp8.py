@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..json_files import read_json
+
 FP8_MODES = ("dequantize", "keep")
 FP8_MANIFEST = "ltx2_fp8.json"
 _FLOAT8 = (torch.float8_e4m3fn, torch.float8_e5m2)
@@ -108,7 +110,7 @@ def load_fp8_transformer(folder: str | os.PathLike, dtype: torch.dtype = torch.b
     from .loading import assign_tensor, check_materialized, iter_folder_tensors
 
     folder = Path(folder)
-    manifest = json.loads((folder / FP8_MANIFEST).read_text())
+    manifest = read_json(folder / FP8_MANIFEST)
     weight_dtype = getattr(torch, manifest["weight_dtype"])
     config = LTX2VideoTransformer3DModel.load_config(folder)
     with init_empty_weights(include_buffers=False):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Iterator
@@ -12,6 +11,7 @@ import torch
 from torch import nn
 
 from .errors import ConversionError
+from ..json_files import read_json
 from .fp8 import dequantize, swap_linears
 from .plan import ConversionPlan, TensorPlan, inspect_checkpoint, plan_conversion
 from .streaming import StreamingReader
@@ -92,7 +92,7 @@ def iter_folder_tensors(folder: str | os.PathLike) -> Iterator[tuple[str, torch.
     folder = Path(folder)
     index = folder / "diffusion_pytorch_model.safetensors.index.json"
     files = (
-        sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        sorted(set(read_json(index)["weight_map"].values()))
         if index.exists()
         else ["diffusion_pytorch_model.safetensors"]
     )

@@ -21,7 +21,6 @@ with both is ambiguous and refused. IC-LoRA metadata (``reference_downscale_fact
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -35,6 +34,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .errors import ConversionError, KeyMismatchError
+from ..json_files import parse_json
 from .lora_targets import LoraTargets, resolve_module
 from .streaming import read_header
 
@@ -103,7 +103,7 @@ def _adapter_config(metadata: dict | None) -> dict[str, dict]:
     if raw in (None, ""):
         return {}
     try:
-        flat = json.loads(raw) if isinstance(raw, str) else dict(raw)
+        flat = parse_json(raw, f"LoRA metadata {ADAPTER_METADATA_KEY}") if isinstance(raw, str) else dict(raw)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"LoRA metadata {ADAPTER_METADATA_KEY} is not valid JSON ({exc})") from exc
     out: dict[str, dict] = defaultdict(dict)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import os
 import shutil
 import signal
@@ -31,6 +30,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .errors import ConversionError
+from ..json_files import read_json
 
 #: ``_class_name`` values of a folder this package writes (``ltx2 convert`` / ``save_pretrained``).
 PIPELINE_CLASSES = ("LTX2AudioVideoPipeline", "LTX2ICLoRAPipeline")
@@ -47,7 +47,7 @@ def is_converted_folder(folder: Path) -> bool:
     if folder.is_symlink() or not folder.is_dir() or not index.is_file():
         return False
     try:
-        return json.loads(index.read_text()).get("_class_name") in PIPELINE_CLASSES
+        return read_json(index).get("_class_name") in PIPELINE_CLASSES
     except (OSError, ValueError, AttributeError):
         return False
 

@@ -7,7 +7,6 @@ are all reported together, so a conversion either has a complete plan or writes 
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ import torch
 
 from . import configs as C
 from .components import ComponentSpec, component_specs, expected_tensors
+from ..json_files import parse_json
 from .errors import ConversionError, KeyMismatchError, UnsupportedCheckpointError
 from .fp8 import FP8_MODES, is_float8
 from .keymap import PROJECTION_PREFIX, KeyMapper
@@ -82,9 +82,9 @@ def inspect_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
             "(or its metadata was stripped)."
         )
     try:
-        config = json.loads(metadata["config"])
-    except json.JSONDecodeError as exc:
-        raise UnsupportedCheckpointError(f"{path}: the 'config' metadata is not valid JSON ({exc})") from exc
+        config = parse_json(metadata["config"], f"{path}: 'config' metadata")
+    except ValueError as exc:
+        raise UnsupportedCheckpointError(str(exc)) from exc
     if not isinstance(config, dict) or "transformer" not in config:
         raise UnsupportedCheckpointError(f"{path}: the 'config' metadata has no 'transformer' section.")
     version = C.normalize_version(metadata.get("model_version"), config)

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from ..json_files import parse_json
 from .errors import ConversionError, CorruptCheckpointError
 
 _DTYPES = {
@@ -79,9 +80,9 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, TensorInfo], dict[st
             (n,) = struct.unpack("<Q", raw)
             if n > _MAX_HEADER or 8 + n > size:
                 raise CorruptCheckpointError(f"{path}: header length {n} does not fit in a {size}-byte file")
-            header = json.loads(f.read(n).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CorruptCheckpointError(f"{path}: the safetensors header is not valid JSON ({exc})") from exc
+            header = parse_json(f.read(n), f"{path}: safetensors header")
+    except ValueError as exc:
+        raise CorruptCheckpointError(f"the safetensors header is not readable ({exc})") from exc
     if not isinstance(header, dict):
         raise CorruptCheckpointError(f"{path}: the safetensors header is not a JSON object")
     metadata = header.pop("__metadata__", None) or {}

@@ -20,6 +20,7 @@ import torch
 from diffusers.pipelines.ltx2.latent_upsampler import RATIONAL_RESAMPLER_SCALE_MAPPING, LTX2LatentUpsamplerModel
 from safetensors import safe_open
 
+from ..json_files import parse_json, read_json
 from .errors import CorruptCheckpointError, KeyMismatchError, UnsupportedCheckpointError
 
 #: ltx-core `LatentUpsamplerConfigurator` defaults (used for keys a file's config leaves out).
@@ -67,9 +68,9 @@ def read_upsampler_config(path: str | os.PathLike) -> dict:
     if "config" not in meta:
         raise UnsupportedCheckpointError(f"{path}: upsampler file without the 'config' metadata")
     try:
-        return json.loads(meta["config"])
-    except json.JSONDecodeError as exc:
-        raise CorruptCheckpointError(f"{path}: unreadable 'config' metadata ({exc})") from exc
+        return parse_json(meta["config"], f"{path}: 'config' metadata")
+    except ValueError as exc:
+        raise CorruptCheckpointError(str(exc)) from exc
 
 
 def is_upsampler_keys(keys) -> bool:
@@ -159,8 +160,9 @@ def add_upsampler_to_folder(folder: str | os.PathLike, upsampler: LTX2LatentUpsa
     index_path = os.path.join(folder, "model_index.json")
     if not os.path.isfile(index_path):
         raise FileNotFoundError(f"{folder} is not a converted pipeline folder (no model_index.json)")
-    with open(index_path) as f:
-        index = json.load(f)
+    index = read_json(index_path)
+    if not isinstance(index, dict):
+        raise ValueError(f"{index_path} is not a diffusers model index (a JSON object)")
     dst = os.path.join(folder, UPSAMPLER_FOLDER)
     _save_replacing(upsampler, dst, folder)
     # the library diffusers itself records for this class (its module lives in diffusers.pipelines.ltx2)

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from ..json_files import parse_json
+
 __all__ = [
     "KNOWN_CONTEXT_SPLITS",
     "MODEL_ID_METADATA_KEY",
@@ -79,9 +81,9 @@ def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
     if len(raw) != length:
         raise ValueError(f"{path} is truncated: its safetensors header is incomplete")
     try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path} has a corrupt safetensors header: {err}") from None
+        header = parse_json(raw, f"{path}: safetensors header")
+    except ValueError as err:
+        raise ValueError(f"{path} has a corrupt safetensors header ({err})") from None
     if not isinstance(header, dict):
         raise ValueError(f"{path} has a corrupt safetensors header (not a JSON object)")
     metadata = header.get("__metadata__") or {}

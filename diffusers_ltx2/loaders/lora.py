@@ -275,6 +275,7 @@ class LTX2OfficialLoraLoaderMixin(LTX2LoraLoaderMixin):
             source = os.fspath(source)
         if isinstance(source, str):
             source = os.path.expanduser(source)
+            _check_metadata_json(source)
         state_dict, _, file_metadata = _fetch_state_dict(
             pretrained_model_name_or_path_or_dict=source, use_safetensors=use_safetensors in (None, True),
             allow_pickle=use_safetensors is None, user_agent={"file_type": "attn_procs_weights",
@@ -331,3 +332,17 @@ class LTX2OfficialLoraLoaderMixin(LTX2LoraLoaderMixin):
 
     def _components_with_lora(self) -> list[str]:
         return [n for n in self._lora_loadable_modules if getattr(getattr(self, n, None), "peft_config", None)]
+
+
+def _check_metadata_json(path: str) -> None:
+    """A local LoRA file's adapter metadata (JSON that diffusers' `_fetch_state_dict` parses with a bare
+    `json.loads`) must be readable: nesting 100000 deep is a `ValueError` naming the file, not a RecursionError."""
+    from ..conversion.lora import ADAPTER_METADATA_KEY
+    from ..json_files import parse_json
+    from .identity import read_safetensors_metadata
+
+    if not (path.endswith(".safetensors") and os.path.isfile(path)):
+        return  # a folder or a Hub id: diffusers resolves the file itself
+    raw = read_safetensors_metadata(path).get(ADAPTER_METADATA_KEY)
+    if raw:
+        parse_json(raw, f"{path}: LoRA metadata {ADAPTER_METADATA_KEY}")

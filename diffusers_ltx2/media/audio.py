@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..export import new_temp_file
-from .dsp import _check_rate, log_mel_spectrogram, resample_audio
+from .dsp import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, _check_rate, log_mel_spectrogram, resample_audio
 
 __all__ = ["load_audio", "resample_audio", "to_channels", "waveform_to_mel", "save_audio", "DEFAULT_N_FFT"]
 
@@ -24,6 +24,10 @@ diffusers' `AutoencoderKLLTX2Audio` config does not record it."""
 
 _MAX_CHANNELS = 64
 _SEEK_PREROLL_S = 1.0
+MAX_DECODED_SAMPLES = 2 ** 28
+"""Most samples (all channels together) one `load_audio` call decodes from a file: 1 GiB of float32, e.g. 46 min
+of 48 kHz stereo. Checked against the container's stated length before decoding and counted while decoding (a
+header can lie); pass `start_time` / `duration` to read a window of a longer file."""
 
 
 def _check_window(start_time, duration) -> tuple[float, float | None]:
@@ -62,6 +66,33 @@ def _frame_samples(frame) -> np.ndarray:
     raise ValueError(f"unsupported audio sample format {fmt.name!r}")
 
 
+def _too_long(path: str, rate: int, channels: int, start_time: float, verb: str) -> str:
+    limit_s = MAX_DECODED_SAMPLES / (rate * channels)
+    return (f"{path}: the audio from {start_time:g} s on {verb} more than {MAX_DECODED_SAMPLES} samples, the most "
+            f"one read decodes ({limit_s:.0f} s of {channels}-channel audio at {rate} Hz); pass start_time= / "
+            "duration= to read a window")
+
+
+def _check_stream_bounds(path: str, stream, rate: int, start_time: float, duration: float | None) -> int | None:
+    """Refuse, before decoding, what the container says that no real audio has: a sample rate outside
+    `[MIN_SAMPLE_RATE, MAX_SAMPLE_RATE]` (a 190 KB WAV claiming 2 GHz would later ask for gigabytes per second of
+    clip), more than 64 channels, or a stated length over `MAX_DECODED_SAMPLES`. Returns the channel count (None
+    when the container does not state it)."""
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise ValueError(f"{path}: the audio stream states a sample rate of {rate} Hz, outside "
+                         f"[{MIN_SAMPLE_RATE}, {MAX_SAMPLE_RATE}] Hz (a broken or crafted header)")
+    channels = stream.codec_context.channels or len(stream.layout.channels) or None  # None: said by the frames
+    if channels is not None and channels > _MAX_CHANNELS:
+        raise ValueError(f"{path}: the audio stream states {channels} channels (1 to {_MAX_CHANNELS} are accepted)")
+    if channels is not None and stream.duration and stream.time_base:
+        remaining = float(stream.duration * stream.time_base) - start_time
+        if duration is not None:
+            remaining = min(remaining, duration)
+        if remaining * rate * channels > MAX_DECODED_SAMPLES:
+            raise ValueError(_too_long(path, rate, channels, start_time, f"lasts {remaining:.0f} s: it holds"))
+    return channels
+
+
 def _decode_file(path: str, start_time: float, duration: float | None) -> tuple[torch.Tensor, int]:
     """`(C, N)` float32 samples of the first audio stream in `[start_time, start_time + duration)` and its rate."""
     import av
@@ -80,6 +111,8 @@ def _decode_file(path: str, start_time: float, duration: float | None) -> tuple[
         rate = stream.codec_context.sample_rate or stream.rate
         if not rate or rate <= 0:
             raise ValueError(f"{path}: the audio stream does not state a sample rate")
+        channels = _check_stream_bounds(path, stream, rate, start_time, duration)
+        budget = MAX_DECODED_SAMPLES
         first_time = None
         end_time = None if duration is None else start_time + duration
         # times are measured from the stream's first sample (`start_time`): MP3 / AAC streams start at the
@@ -103,7 +136,15 @@ def _decode_file(path: str, start_time: float, duration: float | None) -> tuple[
                     break
                 if first_time is None:
                     first_time = frame_time
-                chunks.append(_frame_samples(frame))  # float planar at its own rate and layout
+                samples = _frame_samples(frame)  # float planar at its own rate and layout
+                channels = channels or samples.shape[0]
+                if samples.shape[0] != channels:
+                    raise ValueError(f"{path}: the channel count changes inside the stream "
+                                     f"({channels} -> {samples.shape[0]})")
+                budget -= samples.size
+                if budget < 0:
+                    raise ValueError(_too_long(path, rate, channels, start_time, "decodes to"))
+                chunks.append(samples)
         except av.error.FFmpegError as exc:  # type: ignore[attr-defined]
             raise ValueError(f"cannot decode the audio of {path}: {exc}") from exc
         stream_seconds = float(stream.duration * stream.time_base) if stream.duration else None
@@ -112,7 +153,10 @@ def _decode_file(path: str, start_time: float, duration: float | None) -> tuple[
         if start_time > 0:
             raise ValueError(f"{path}: start_time {start_time:g} s is outside the audio{where}")
         raise ValueError(f"{path} contains no decodable audio")
-    audio = np.concatenate(chunks, axis=-1).astype(np.float32)
+    audio = np.concatenate(chunks, axis=-1).astype(np.float32, copy=False)
+    if not np.isfinite(audio).all():
+        raise ValueError(f"{path}: the audio contains NaN or infinite samples (a float WAV with broken "
+                         "values); fix or re-encode the file")
     skip = round((start_time - first_time) * rate)
     if skip > 0:
         audio = audio[:, skip:]
@@ -168,8 +212,10 @@ def load_audio(source, sample_rate: int | None = None, *, start_time: float = 0.
     Raises:
         FileNotFoundError: a path that does not exist.
         ValueError: naming the file, for an unreadable file, no audio stream, a window that starts past the end
-            of the audio, a rate that is not a positive integer (<= 768 kHz); for waveforms, a missing
-            `sample_rate` or a bad shape / dtype / value.
+            of the audio, a stream whose stated rate is outside [1000, 768000] Hz or that has more than 64
+            channels (checked before decoding), more than `MAX_DECODED_SAMPLES` samples to decode (stated or
+            decoded), NaN / infinite samples (float WAV); a `sample_rate` argument that is not an
+            integer in [1000, 768000]; for waveforms, a missing `sample_rate` or a bad shape / dtype / value.
     """
     start_time, duration = _check_window(start_time, duration)
     if isinstance(source, (str, os.PathLike)):

@@ -29,10 +29,18 @@ _LOWPASS_FILTER_WIDTH = 6
 _ROLLOFF = 0.99
 
 
+MIN_SAMPLE_RATE = 1_000
+MAX_SAMPLE_RATE = 768_000
+"""Accepted audio sample rates in Hz (inclusive): real audio runs from 8 kHz telephony to 768 kHz studio files;
+rates outside this range come from broken or crafted headers (a 2 GHz WAV would ask for gigabytes per second of
+clip, a 1 Hz one for a 1-sample clip)."""
+
+
 def _check_rate(name: str, rate) -> int:
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate != int(rate) or not 0 < rate <= 768_000:
-        raise ValueError(f"{name} must be a positive integer number of samples per second (<= 768000), "
-                         f"got {rate!r}")
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate != int(rate) \
+            or not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise ValueError(f"{name} must be a positive integer number of samples per second in "
+                         f"[{MIN_SAMPLE_RATE}, {MAX_SAMPLE_RATE}], got {rate!r}")
     return int(rate)
 
 

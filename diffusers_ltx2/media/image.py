@@ -15,18 +15,62 @@ import os
 import numpy as np
 import torch
 
-__all__ = ["DEFAULT_IMAGE_CRF", "load_image", "crf_compress", "resize_center_crop"]
+__all__ = ["DEFAULT_IMAGE_CRF", "load_image", "pil_to_rgb", "crf_compress", "resize_center_crop"]
 
 DEFAULT_IMAGE_CRF = 33
 """CRF of the official image loader (`ltx_pipelines.utils.constants.DEFAULT_IMAGE_CRF`; 0 disables it)."""
 
 
+def pil_to_rgb(image, name: str = "image") -> np.ndarray:
+    """A PIL image as a `(H, W, 3)` uint8 RGB array, each mode scaled by its true range.
+
+    - "RGB" as is; "RGBA" keeps the first three channels (official `decode_image`, no alpha compositing);
+    - 16-bit greyscale ("I;16", "I;16B", "I;16L", "I;16N": 16-bit PNG / TIFF) and "I" (32-bit integer, which
+      holds 16-bit greyscale data in Pillow) map 0..65535 to 0..255 (`round(v / 257)`), where `convert("RGB")`
+      would clip everything above 255 to white;
+    - "F" (32-bit float greyscale) maps 0..1 to 0..255;
+    - every other mode ("L", "LA", "1", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV", ...) through
+      `PIL.Image.convert("RGB")` (8-bit modes, palettes, CMYK / Adobe-inverted CMYK JPEGs).
+
+    Raises:
+        ValueError (naming `name`): an "I" image with values outside 0..65535 or an "F" image with values
+        outside [0, 1] or NaN (no range to map them from), or a mode Pillow cannot convert to RGB.
+    """
+    mode = image.mode
+    if mode == "RGB":
+        return np.asarray(image)
+    if mode == "RGBA":
+        return np.ascontiguousarray(np.asarray(image)[..., :3])
+    if mode.startswith("I;16") or mode == "I":
+        values = np.asarray(image).astype(np.float64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise ValueError(f"{name}: a 32-bit integer image ({mode!r}) with values in [{values.min():g}, "
+                             f"{values.max():g}]; only 16-bit data (0..65535) has a known range")
+        grey = np.round(values / 257.0)
+    elif mode == "F":
+        values = np.asarray(image).astype(np.float64)
+        if values.size and (not np.isfinite(values).all() or values.min() < 0 or values.max() > 1):
+            raise ValueError(f"{name}: a floating-point image (mode 'F') must hold values in [0, 1]")
+        grey = np.round(values * 255.0)
+    else:
+        try:
+            return np.asarray(image.convert("RGB"))
+        except ValueError as exc:  # e.g. a mode without an RGB conversion
+            raise ValueError(f"{name}: cannot convert a {mode!r} image to RGB ({exc})") from exc
+    return np.ascontiguousarray(np.repeat(grey.astype(np.uint8)[..., None], 3, axis=-1))
+
+
 def load_image(path: str | os.PathLike) -> np.ndarray:
     """Decode an image file to a `(H, W, 3)` uint8 RGB array.
 
-    As official `decode_image` (PIL, first three channels), except that greyscale / palette / CMYK images are
-    converted to RGB instead of failing. Raises `FileNotFoundError` for a missing file and `ValueError` naming
-    the file when PIL cannot read it.
+    As official `decode_image` (PIL, first three channels), except that other modes are converted to RGB by their
+    true range (`pil_to_rgb`: 16-bit greyscale PNGs, palettes, CMYK JPEGs, ...) instead of failing or clipping.
+
+    Raises:
+        FileNotFoundError: a missing file.
+        ValueError (naming the file): PIL cannot read it, its header claims more pixels than Pillow's
+            decompression-bomb limit (`2 * PIL.Image.MAX_IMAGE_PIXELS`, e.g. a 100000x100000 PNG of a few
+            bytes), or a mode `pil_to_rgb` refuses.
     """
     import PIL.Image
 
@@ -36,10 +80,8 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     try:
         with PIL.Image.open(path) as image:
             image.load()
-            if image.mode not in ("RGB", "RGBA"):
-                image = image.convert("RGB")
-            array = np.array(image)[..., :3]
-    except (PIL.UnidentifiedImageError, OSError) as exc:
+            array = pil_to_rgb(image, path)
+    except (PIL.UnidentifiedImageError, PIL.Image.DecompressionBombError, OSError, SyntaxError) as exc:
         raise ValueError(f"cannot read {path} as an image: {exc}") from exc
     return np.ascontiguousarray(array)
 

@@ -7,6 +7,7 @@ import os
 
 from torch import nn
 
+from ..json_files import check_json_files, read_json
 from .budget import Footprint
 
 
@@ -55,9 +56,8 @@ def footprint_from_folder(path: str | os.PathLike) -> Footprint:
 
     Raises:
         FileNotFoundError: a required component folder (transformer, vae) is missing.
+        ValueError: a JSON file of the folder is unreadable (naming it).
     """
-    import json
-
     from accelerate import init_empty_weights
     from diffusers import AutoencoderKLLTX2Audio, AutoencoderKLLTX2Video, LTX2VideoTransformer3DModel
     from diffusers.pipelines.ltx2 import LTX2TextConnectors
@@ -66,6 +66,7 @@ def footprint_from_folder(path: str | os.PathLike) -> Footprint:
     for required in ("transformer", "vae"):
         if not os.path.isfile(os.path.join(path, required, "config.json")):
             raise FileNotFoundError(f"{path}: no {required}/config.json")
+    check_json_files(path)  # diffusers' load_config would turn a crafted config into a RecursionError
 
     def build(cls, sub):
         if not os.path.isfile(os.path.join(path, sub, "config.json")):
@@ -82,7 +83,7 @@ def footprint_from_folder(path: str | os.PathLike) -> Footprint:
     if os.path.isfile(vocoder_cfg):
         from diffusers.pipelines.ltx2 import LTX2Vocoder, LTX2VocoderWithBWE
 
-        name = json.load(open(vocoder_cfg)).get("_class_name", "LTX2Vocoder")
+        name = read_json(vocoder_cfg).get("_class_name", "LTX2Vocoder")
         others.append(build(LTX2VocoderWithBWE if "BWE" in name else LTX2Vocoder, "vocoder"))
     text_encoder = None
     if os.path.isfile(os.path.join(path, "text_encoder", "config.json")):

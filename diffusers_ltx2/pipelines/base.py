@@ -153,10 +153,16 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
             quantization: quantize the transformer at load: "fp8-cast" (official), "fp8", "int8" or "int4"
                 (optimum-quanto); see `diffusers_ltx2.quantization`. Saved quantized folders reload as they are.
             text_encoder_quantization: "fp8", "int8" or "int4" (optimum-quanto) for the Gemma text encoder.
+
+        Raises:
+            ValueError: naming the file, a JSON file of a local folder (`model_index.json`, a component's config)
+                that is not readable JSON or is nested too deeply (checked before anything loads).
         """
         from ..conversion.fp8 import FP8_MANIFEST, load_fp8_transformer
+        from ..json_files import check_json_files
         from ..quantization.loading import prepare_from_pretrained, quantize_text_encoder_of
 
+        check_json_files(pretrained_model_name_or_path)
         kwargs = prepare_from_pretrained(pretrained_model_name_or_path, kwargs, quantization,
                                          text_encoder_quantization)
         folder = os.path.join(str(pretrained_model_name_or_path), "transformer")

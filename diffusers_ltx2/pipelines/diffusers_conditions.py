@@ -23,6 +23,8 @@ import numpy as np
 import PIL.Image
 import torch
 
+from ..media.image import pil_to_rgb
+
 __all__ = ["references_from", "image_from_conditions"]
 
 
@@ -55,14 +57,14 @@ def references_from(reference_conditions, control_video, control_strength: float
 def _single_frame(frames) -> np.ndarray:
     """A condition's frames -> one `(H, W, 3)` array on diffusers' 0-255 scale (uint8 kept as uint8)."""
     if isinstance(frames, PIL.Image.Image):
-        return np.asarray(frames.convert("RGB"))
+        return pil_to_rgb(frames, "condition")
     if isinstance(frames, (list, tuple)):
         if len(frames) != 1 or not isinstance(frames[0], PIL.Image.Image):
             raise NotImplementedError(
                 f"a condition of {len(frames)} frames is video conditioning, which LTX2ICLoRAPipeline does not "
                 "support: pass one image (conditions at frame 0)"
             )
-        return np.asarray(frames[0].convert("RGB"))
+        return pil_to_rgb(frames[0], "condition")
     if isinstance(frames, torch.Tensor):
         t = frames.detach().cpu()
         t = t.unsqueeze(0) if t.ndim == 3 else t

@@ -15,6 +15,8 @@ import numpy as np
 import PIL.Image
 import torch
 
+from ..media.image import pil_to_rgb
+
 #: Floating images may overshoot [0, 1] by this much (resampling ringing); they are clamped.
 RANGE_TOLERANCE = 1e-3
 
@@ -93,12 +95,12 @@ def check_image(image, batch_size: int, total: int | None = None) -> int:
 
 def to_unit_range(image):
     """The `image` argument with every array / tensor as float32 in [0, 1] (uint8 scaled by 1/255, floats
-    clamped to [0, 1]); PIL images converted to RGB (grayscale "L", "RGBA", "P", ... as `PIL.Image.convert`
-    does, like the CLI and `VideoCondition`). Call after `check_image`."""
+    clamped to [0, 1]); PIL images converted to RGB by their mode's true range (`media.image.pil_to_rgb`:
+    "L", "RGBA", "P", 16-bit greyscale, ..., like the CLI and `VideoCondition`). Call after `check_image`."""
 
     def one(im):
         if isinstance(im, PIL.Image.Image):
-            return im if im.mode == "RGB" else im.convert("RGB")
+            return im if im.mode == "RGB" else PIL.Image.fromarray(pil_to_rgb(im, "image"))
         if isinstance(im, np.ndarray):
             if im.dtype == np.uint8:
                 return im.astype(np.float32) / 255.0

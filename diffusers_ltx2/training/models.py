@@ -6,12 +6,12 @@ Kept apart from the loop (`training.trainer`) so the loop can be handed a pre-bu
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 
 import torch
 
 from .config import TrainingConfig
+from ..json_files import read_json
 
 __all__ = ["check_runtime_options", "load_transformer", "quantize_frozen_base"]
 
@@ -56,8 +56,7 @@ def load_transformer(model_path: str):
         identity = None
         index = os.path.join(model_path, "model_index.json")
         if os.path.isfile(index):
-            with open(index) as f:
-                identity = json.load(f).get("model_identity")
+            identity = read_json(index).get("model_identity")
         return LTX2VideoTransformer3DModel.from_pretrained(sub), identity
     from ..conversion import load_components_from_single_file
     from ..loaders.identity import MODEL_ID_METADATA_KEY, read_safetensors_metadata

@@ -31,6 +31,7 @@ from typing import Callable
 
 import torch
 
+from ..json_files import parse_json
 from ..loaders.api import LTXAPIAuthError
 from ..loaders.identity import ModelIdentityMismatchError
 from .clip_audio import NoUsableAudio, encode_clip_audio
@@ -88,7 +89,8 @@ def find_clips(source: str | os.PathLike) -> list[Clip]:
     if source.suffix.lower() == ".csv":
         rows = list(csv.DictReader(source.open(newline="")))
     elif source.suffix.lower() in (".jsonl", ".json"):
-        rows = [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
+        rows = [parse_json(line, f"{source}:{n + 1}") for n, line in enumerate(source.read_text().splitlines())
+                if line.strip()]
     else:
         raise ValueError(f"{source}: captions come as a folder of .txt files, a .csv or a .jsonl")
     clips, names = [], set()
