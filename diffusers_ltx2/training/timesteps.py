@@ -6,7 +6,7 @@ Source followed: `ltx_trainer/timestep_samplers.py` (LTX-2 repository, `packages
   of IC-LoRA not counted, as the official strategies call `sample_for(target_latents)`), on the line through
   (1024 tokens, 0.95) and (4096, 2.05) - mu = 0.95 + (2.05 - 0.95) (N - 1024) / 3072 - extrapolated on both sides
   without a clamp, exactly as the official `_get_shift_for_sequence_length` (so N = 8 gives 0.59 and N = 6144
-  gives 2.59); z ~ N(mu, std^2); s = sigmoid(z) stretched so that the 0.5th and 99.9th percentiles of the
+  gives 2.78); z ~ N(mu, std^2); s = sigmoid(z) stretched so that the 0.5th and 99.9th percentiles of the
   distribution map to 0 and 1; values below `eps` are reflected around `eps` (2 eps - s) and clamped to [0, 1];
   with probability `uniform_prob` a sample is replaced by U(eps, 1). The random draws happen in the official
   order (normal, uniform, selector).
