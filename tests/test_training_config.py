@@ -194,7 +194,8 @@ REFUSED_PROBES += [
      "min_value <= max_value"),
     ("flow_matching", {**UNIFORM, "timestep_sampling_params": {"min_value": -0.5}}, "0 <= min_value"),
     ("flow_matching", {**UNIFORM, "timestep_sampling_params": {"max_value": 2.0}}, "max_value <= 1"),
-    ("flow_matching", {**UNIFORM, "timestep_sampling_params": {"max_value": INF}}, "timestep_sampling_params.max_value"),
+    ("flow_matching", {**UNIFORM, "timestep_sampling_params": {"max_value": INF}},
+     "timestep_sampling_params.max_value"),
 ]
 
 
@@ -204,7 +205,8 @@ def test_config_probe_is_refused_naming_the_field(root, tmp_path, field, value, 
     patch = _nested(field, value)
     section = field.split(".")[0]
     config = _base(root)
-    config[section] = {**config.get(section, {}), **patch[section]} if isinstance(patch[section], dict) else patch[section]
+    value = patch[section]
+    config[section] = {**config.get(section, {}), **value} if isinstance(value, dict) else value
     path = tmp_path / "probe.yaml"
     path.write_text(yaml.safe_dump(config))
     with pytest.raises(ConfigError) as err:
@@ -239,7 +241,8 @@ def test_every_refused_probe_leaves_the_model_unloaded(tmp_path, root, capsys, m
     from diffusers_ltx2.training import trainer
 
     monkeypatch.setattr(trainer.Trainer, "__init__", lambda *a, **k: pytest.fail("the trainer was built"))
-    for text in ("optimization: {steps: true}\n", "optimization: {learning_rate: .inf}\n", "seed: 1180591620717411303424\n",
+    for text in ("optimization: {steps: true}\n", "optimization: {learning_rate: .inf}\n",
+                 "seed: 1180591620717411303424\n",
                  "output_dir: ''\n", "checkpoints: {keep_last_n: 0}\n", "validation: {video_dims: [0, 0, 1]}\n"):
         path = tmp_path / "c.yaml"
         path.write_text(yaml.safe_dump(_base(root)) + text)

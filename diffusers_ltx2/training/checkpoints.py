@@ -201,7 +201,8 @@ def save_state(path: str | os.PathLike, state: TrainingState) -> Path:
     path = Path(path)
     tensors: dict[str, torch.Tensor] = {}
     body = {"format": _FORMAT, "counters": state.counters, "run": state.run,
-            "weights": _pack(state.weights, "weights", tensors), "optimizer": _pack(state.optimizer, "optimizer", tensors),
+            "weights": _pack(state.weights, "weights", tensors),
+            "optimizer": _pack(state.optimizer, "optimizer", tensors),
             "scheduler": _pack(state.scheduler, "scheduler", tensors)}
     check_finite(tensors, f"the training state {path}")
     order = sorted(tensors)

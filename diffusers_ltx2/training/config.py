@@ -209,7 +209,8 @@ class ValidationConfig(_Section):
     interval: Int | None = Field(None, ge=1)
     conditions: list[str] = Field(default_factory=list)
     reference_videos: list[str] = Field(default_factory=list)
-    video_dims: tuple[Annotated[Int, Field(ge=32)], Annotated[Int, Field(ge=32)], Annotated[Int, Field(ge=1)]] = (64, 64, 9)
+    video_dims: tuple[Annotated[Int, Field(ge=32)], Annotated[Int, Field(ge=32)],
+                      Annotated[Int, Field(ge=1)]] = (64, 64, 9)
     frame_rate: Float = Field(24.0, gt=0)
     inference_steps: Int = Field(8, ge=2)
     seed: Seed = 42

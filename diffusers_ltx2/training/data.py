@@ -133,7 +133,8 @@ def _meta_number(meta: dict, key: str, path: Path, problems: list[str], kind=flo
     except (ValueError, OverflowError):
         value = None
     if value is None or not math.isfinite(value) or value <= 0 or (kind is int and float(meta[key]) != value):
-        problems.append(f"{path}: metadata {key} = {meta[key]!r} is not a positive {'integer' if kind is int else 'number'}")
+        what = "integer" if kind is int else "number"
+        problems.append(f"{path}: metadata {key} = {meta[key]!r} is not a positive {what}")
         return None
     return value
 
@@ -246,8 +247,8 @@ class PrecomputedDataset(torch.utils.data.Dataset):
                     if fps is not None and frames is not None:
                         want = round(frames / fps * spec.audio_latents_per_second)
                         if a.shape[1] != want:
-                            problems.append(f"{path}: {a.shape[1]} audio latents, but num_frames {frames} at fps {fps:g} "
-                                            f"need {want}")
+                            problems.append(f"{path}: {a.shape[1]} audio latents, but num_frames {frames} at "
+                                            f"fps {fps:g} need {want}")
         ctype = None
         if self.with_reference:
             path = self.root / "reference_latents" / f"{name}.safetensors"
@@ -274,7 +275,8 @@ class PrecomputedDataset(torch.utils.data.Dataset):
         common value taken as right)."""
         from collections import Counter
 
-        folder = {"latent_channels": ("latents", "channels"), "audio_channels": ("audio_latents", "channels x mel bins"),
+        folder = {"latent_channels": ("latents", "channels"),
+                  "audio_channels": ("audio_latents", "channels x mel bins"),
                   "video_context_dim": ("conditions", "video_context width"),
                   "audio_context_dim": ("conditions", "audio_context width")}
         problems = []

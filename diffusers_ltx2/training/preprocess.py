@@ -210,7 +210,8 @@ def find_clips(source: str | os.PathLike) -> list[Clip]:
         if not isinstance(row, dict) or "video" not in row or "caption" not in row:
             raise ValueError(f"{source} row {i + 1} lacks a 'video' or 'caption' field")
         video = (source.parent / str(row["video"])).resolve()
-        clips.append(Clip(_unique(video.stem, used), video, str(row["caption"]).strip(), row.get("control_type") or None))
+        clips.append(Clip(_unique(video.stem, used), video, str(row["caption"]).strip(),
+                          row.get("control_type") or None))
     return clips
 
 

@@ -62,7 +62,8 @@ class Trainer:
 
     Construction checks the runtime options (8-bit AdamW needs bitsandbytes and a GPU, ...) and indexes and checks
     the dataset (every file, against the model's widths when its config is readable without loading it;
-    `DatasetError` names the bad files) before any model is built; `setup()` builds the model, adapter, optimizer and accelerator.
+    `DatasetError` names the bad files) before any model is built; `setup()` builds the model, adapter, optimizer
+    and accelerator.
 
     Args:
         config: the validated configuration (`training.config.load_config`).
@@ -323,7 +324,8 @@ class Trainer:
         """Stop when an update made a trainable weight overflow (whatever `on_nonfinite_loss` says)."""
         finite = torch.stack([torch.isfinite(p).all() for p in self.params]).all()
         if not bool(finite):
-            bad = next(n for n, p in self.unwrapped.named_parameters() if p.requires_grad and not torch.isfinite(p).all())
+            bad = next(n for n, p in self.unwrapped.named_parameters()
+                       if p.requires_grad and not torch.isfinite(p).all())
             raise NonFiniteLossError(
                 f"training stopped at step {self.step + 1}: the update made {bad} non-finite (the learning rate is "
                 "far too high); no LoRA was written and the checkpoints are kept")
@@ -415,7 +417,8 @@ class Trainer:
                "gradient_accumulation_steps": o.gradient_accumulation_steps, "seed": cfg.seed,
                "training_mode": cfg.model.training_mode}
         if self.adapted:
-            run["lora"] = {"rank": cfg.lora.rank, "alpha": cfg.lora.alpha if cfg.lora.alpha is not None else cfg.lora.rank,
+            alpha = cfg.lora.alpha if cfg.lora.alpha is not None else cfg.lora.rank
+            run["lora"] = {"rank": cfg.lora.rank, "alpha": alpha,
                            "target_modules": resolve_target_modules(cfg.lora_target_modules())}
         return run
 
