@@ -103,3 +103,149 @@ def test_presets_cover_video_audio_and_cross_modal_attention():
     assert len(resolve_target_modules("av_full")) == len(TARGET_MODULE_PRESETS["audio_video"]) + 4
     with pytest.raises(ValueError, match="match no module"):
         add_lora(build_components(TINY)["transformer"], 2, None, 0.0, ["not_a_module"])
+
+
+def _nested(path: str, value):
+    """`"a.b.c", v` -> `{"a": {"b": {"c": v}}}`."""
+    for key in reversed(path.split(".")):
+        value = {key: value}
+    return value
+
+
+# (dotted field, value, text the error must contain): every probe is a config a user could write that cannot
+# train as meant, and each must be refused when the file is read - before any model loads.
+INF, NAN = float("inf"), float("nan")
+REFUSED_PROBES = [
+    ("optimization.learning_rate", INF, "optimization.learning_rate"),
+    ("optimization.learning_rate", NAN, "optimization.learning_rate"),
+    ("optimization.learning_rate", -1e-4, "optimization.learning_rate"),
+    ("optimization.learning_rate", 0, "optimization.learning_rate"),
+    ("optimization.learning_rate", True, "optimization.learning_rate"),
+    ("optimization.learning_rate", ".nan", "optimization.learning_rate"),
+    ("optimization.steps", True, "optimization.steps"),
+    ("optimization.steps", 3.5, "optimization.steps"),
+    ("optimization.steps", "100", "optimization.steps"),
+    ("optimization.steps", -1, "optimization.steps"),
+    ("optimization.steps", 0, "optimization.steps"),
+    ("optimization.batch_size", 0, "optimization.batch_size"),
+    ("optimization.batch_size", False, "optimization.batch_size"),
+    ("optimization.gradient_accumulation_steps", 0, "optimization.gradient_accumulation_steps"),
+    ("optimization.gradient_accumulation_steps", 2.0, "optimization.gradient_accumulation_steps"),
+    ("optimization.max_grad_norm", -1.0, "optimization.max_grad_norm"),
+    ("optimization.max_grad_norm", INF, "optimization.max_grad_norm"),
+    ("optimization.weight_decay", -0.01, "optimization.weight_decay"),
+    ("optimization.weight_decay", NAN, "optimization.weight_decay"),
+    ("optimization.enable_gradient_checkpointing", "yes", "optimization.enable_gradient_checkpointing"),
+    ("optimization.on_nonfinite_loss", "ignore", "optimization.on_nonfinite_loss"),
+    ("lora.rank", 0, "lora.rank"),
+    ("lora.rank", -4, "lora.rank"),
+    ("lora.rank", 8.0, "lora.rank"),
+    ("lora.rank", True, "lora.rank"),
+    ("lora.alpha", -1.0, "lora.alpha"),
+    ("lora.alpha", INF, "lora.alpha"),
+    ("lora.dropout", -0.1, "lora.dropout"),
+    ("lora.dropout", 1.0, "lora.dropout"),
+    ("lora.dropout", NAN, "lora.dropout"),
+    ("lora.target_modules", [], "target_modules"),
+    ("lora.target_modules", [""], "target_modules"),
+    ("training_strategy.first_frame_conditioning_p", -0.1, "first_frame_conditioning_p"),
+    ("training_strategy.first_frame_conditioning_p", NAN, "first_frame_conditioning_p"),
+    ("training_strategy.with_audio", 1, "training_strategy.with_audio"),
+    ("seed", 2 ** 70, "seed"),
+    ("seed", -1, "seed"),
+    ("seed", 2 ** 32, "seed"),
+    ("seed", 4.2, "seed"),
+    ("seed", True, "seed"),
+    ("validation.seed", -5, "validation.seed"),
+    ("validation.seed", 2 ** 64, "validation.seed"),
+    ("validation.video_dims", [0, 0, 1], "validation.video_dims"),
+    ("validation.video_dims", [64, 64, 0], "validation.video_dims"),
+    ("validation.video_dims", [-64, 64, 9], "validation.video_dims"),
+    ("validation.video_dims", [64, 48, 9], "video_dims"),
+    ("validation.video_dims", [64, 64, 10], "video_dims"),
+    ("validation.video_dims", [64.0, 64, 9], "validation.video_dims"),
+    ("validation.frame_rate", 0, "validation.frame_rate"),
+    ("validation.frame_rate", -24, "validation.frame_rate"),
+    ("validation.frame_rate", INF, "validation.frame_rate"),
+    ("validation.frame_rate", NAN, "validation.frame_rate"),
+    ("validation.inference_steps", 1, "validation.inference_steps"),
+    ("validation.interval", 0, "validation.interval"),
+    ("checkpoints.keep_last_n", 0, "keep_last_n 0 would delete every checkpoint"),
+    ("checkpoints.keep_last_n", -2, "checkpoints.keep_last_n"),
+    ("checkpoints.keep_last_n", 1.5, "checkpoints.keep_last_n"),
+    ("checkpoints.interval", 0, "checkpoints.interval"),
+    ("checkpoints.interval", -10, "checkpoints.interval"),
+    ("checkpoints.interval", True, "checkpoints.interval"),
+    ("output_dir", "", "output_dir must name a folder"),
+    ("output_dir", "   ", "output_dir must name a folder"),
+    ("output_dir", 5, "output_dir"),
+    ("model.load_checkpoint", "/nonexistent/lora.safetensors", "load_checkpoint is not a file"),
+    ("flow_matching.timestep_sampling_params", {"std": INF}, "timestep_sampling_params.std"),
+    ("flow_matching.timestep_sampling_params", {"std": NAN}, "timestep_sampling_params.std"),
+    ("flow_matching.timestep_sampling_params", {"std": 0.0}, "std must be > 0"),
+    ("flow_matching.timestep_sampling_params", {"std": -1.0}, "std must be > 0"),
+    ("flow_matching.timestep_sampling_params", {"eps": -0.1}, "eps must lie in [0, 1)"),
+    ("flow_matching.timestep_sampling_params", {"uniform_prob": 1.5}, "uniform_prob must lie in [0, 1]"),
+    ("flow_matching.timestep_sampling_params", {"uniform_prob": True}, "timestep_sampling_params.uniform_prob"),
+]
+UNIFORM = {"timestep_sampling_mode": "uniform"}
+REFUSED_PROBES += [
+    ("flow_matching", {**UNIFORM, "timestep_sampling_params": {"min_value": 0.8, "max_value": 0.2}},
+     "min_value <= max_value"),
+    ("flow_matching", {**UNIFORM, "timestep_sampling_params": {"min_value": -0.5}}, "0 <= min_value"),
+    ("flow_matching", {**UNIFORM, "timestep_sampling_params": {"max_value": 2.0}}, "max_value <= 1"),
+    ("flow_matching", {**UNIFORM, "timestep_sampling_params": {"max_value": INF}},
+     "timestep_sampling_params.max_value"),
+]
+
+
+@pytest.mark.parametrize("field, value, message", REFUSED_PROBES, ids=[f"{p[0]}={p[1]!r}" for p in REFUSED_PROBES])
+def test_config_probe_is_refused_naming_the_field(root, tmp_path, field, value, message):
+    """Each probe goes through YAML as a user's file would (`.inf`, `.nan`, `true` are YAML's own spellings)."""
+    patch = _nested(field, value)
+    section = field.split(".")[0]
+    config = _base(root)
+    value = patch[section]
+    config[section] = {**config.get(section, {}), **value} if isinstance(value, dict) else value
+    path = tmp_path / "probe.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert message in str(err.value), str(err.value)
+
+
+ACCEPTED_PROBES = [
+    ("optimization.learning_rate", "1e-4", 1e-4),  # YAML reads 1e-4 (no dot) as text: still the number meant
+    ("optimization.learning_rate", 2, 2.0),
+    ("optimization.max_grad_norm", 0, 0.0),
+    ("checkpoints.keep_last_n", -1, -1),
+    ("seed", 2 ** 32 - 1, 2 ** 32 - 1),
+    ("seed", 0, 0),
+    ("optimization.on_nonfinite_loss", "skip", "skip"),
+]
+
+
+@pytest.mark.parametrize("field, value, parsed", ACCEPTED_PROBES, ids=[f"{p[0]}={p[1]!r}" for p in ACCEPTED_PROBES])
+def test_config_probe_at_the_edge_is_accepted(root, field, value, parsed):
+    patch = _nested(field, value)
+    config = parse_config(_base(root, **patch))
+    got = config
+    for key in field.split("."):
+        got = getattr(got, key)
+    assert got == parsed and type(got) is type(parsed)
+
+
+def test_every_refused_probe_leaves_the_model_unloaded(tmp_path, root, capsys, monkeypatch):
+    """The CLI refuses the probes with exit 2 and one line per problem, no model built (a few representative)."""
+    from diffusers_ltx2.cli import main
+    from diffusers_ltx2.training import trainer
+
+    monkeypatch.setattr(trainer.Trainer, "__init__", lambda *a, **k: pytest.fail("the trainer was built"))
+    for text in ("optimization: {steps: true}\n", "optimization: {learning_rate: .inf}\n",
+                 "seed: 1180591620717411303424\n",
+                 "output_dir: ''\n", "checkpoints: {keep_last_n: 0}\n", "validation: {video_dims: [0, 0, 1]}\n"):
+        path = tmp_path / "c.yaml"
+        path.write_text(yaml.safe_dump(_base(root)) + text)
+        assert main(["train", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert "invalid training config" in err and "Traceback" not in err

@@ -179,12 +179,43 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     straight = Trainer(make_config(root, tmp_path / "a", strategy, **common)).train(progress=False)
     first = Trainer(make_config(root, tmp_path / "b", strategy, **common))
     first.train(max_steps=3, progress=False)
-    assert (tmp_path / "b" / "checkpoints" / "step_00003" / "training_state.pt").is_file()
+    assert (tmp_path / "b" / "checkpoints" / "step_00003" / "training_state.safetensors").is_file()
     resumed = Trainer(make_config(root, tmp_path / "b", strategy, **common)).train(resume_from="latest", progress=False)
     assert resumed.step == 6
     a, b = _lora_weights(straight.output), _lora_weights(resumed.output)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert straight.losses[3:] == resumed.losses
+
+
+def test_resume_with_gradient_accumulation_is_bit_identical_to_an_uninterrupted_run(tmp_path):
+    """Three micro steps per optimizer step, interrupted after 2 of 5 steps (micro step 6): the resumed run
+    trains on the same samples with the same draws, so its LoRA, losses and optimizer state equal the
+    uninterrupted run's bit for bit. A micro-step counter saved or restored off by one (or saved as the optimizer
+    step) shifts every later batch and fails this."""
+    root = write_dataset(tmp_path / "data", build_components(TINY)["transformer"], n_clips=5)
+    strategy = {"name": "text_to_video", "with_audio": True, "first_frame_conditioning_p": 0.5}
+    common = dict(optimization={"steps": 5, "learning_rate": 1e-2, "batch_size": 1, "gradient_accumulation_steps": 3,
+                                "scheduler_type": "linear"},
+                  checkpoints={"interval": 2, "keep_last_n": -1})
+    straight_trainer = Trainer(make_config(root, tmp_path / "a", strategy, **common))
+    straight = straight_trainer.train(progress=False)
+    assert straight_trainer.micro_step == 15 and straight.step == 5
+    first = Trainer(make_config(root, tmp_path / "b", strategy, **common))
+    first.train(max_steps=2, progress=False)
+    assert first.micro_step == 6
+    again = Trainer(make_config(root, tmp_path / "b", strategy, **common))
+    resumed = again.train(resume_from="latest", progress=False)
+    assert resumed.step == 5 and again.micro_step == 15
+    assert straight.losses[2:] == resumed.losses
+    a, b = _lora_weights(straight.output), _lora_weights(resumed.output)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the checkpoints written after the resume equal the uninterrupted run's, optimizer moments included
+    from diffusers_ltx2.training.checkpoints import load_state
+
+    sa, sb = (load_state(tmp_path / run / "checkpoints" / "step_00004") for run in ("a", "b"))
+    assert sa.counters == sb.counters == {"step": 4, "micro_step": 12}
+    moments = [(k, v) for k, v in sa.optimizer["state"].items()]
+    assert moments and all(torch.equal(v["exp_avg"], sb.optimizer["state"][k]["exp_avg"]) for k, v in moments)
 
 
 def test_gradient_accumulation_equals_the_bigger_batch(tmp_path):

@@ -58,3 +58,32 @@ def test_two_processes_equal_one_process_with_the_doubled_batch(tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
     assert any(a[k].abs().sum() > 0 for k in a if "lora_B" in k)
     assert report["last_loss"] == pytest.approx(single.losses[-1], rel=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("accelerate") is None, reason="the accelerate launcher is not on PATH")
+def test_a_diverging_two_process_run_stops_on_both_processes_and_keeps_its_checkpoint(tmp_path):
+    """Every process sees the non-finite loss of any process (one rank stopping alone would leave the other
+    waiting forever in the next collective): both exit, the finite checkpoint stays, no LoRA is written."""
+    from diffusers_ltx2.training import checkpoints as C
+
+    root = write_dataset(tmp_path / "data", build_components(TINY)["transformer"], n_clips=4)
+    cfg = {"model": {"model_path": "factory:tiny"}, "data": {"preprocessed_data_root": str(root)},
+           "training_strategy": {"name": "text_to_video"}, "lora": {"rank": 4},
+           "optimization": {"steps": 6, "learning_rate": 1e30, "batch_size": 1},
+           "checkpoints": {"interval": 1, "keep_last_n": 1}, "output_dir": str(tmp_path / "out")}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [shutil.which("accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "diffusers_ltx2", "train",
+         str(tmp_path / "c.yaml"), "--no-progress"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode != 0
+    assert proc.stderr.count("ltx2 train: error: training stopped at step") == 2, proc.stderr[-3000:]
+    found = C.list_checkpoints(tmp_path / "out" / "checkpoints")
+    assert found and all(torch.isfinite(t).all() for t in _weights(found[-1][1] / C.STATE_FILE).values()
+                         if t.is_floating_point())
+    assert not (tmp_path / "out" / "lora_weights.safetensors").exists()

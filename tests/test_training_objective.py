@@ -4,6 +4,7 @@ ltx-core's patchifier and position code), the timestep sampler, and the loss mas
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -171,15 +172,21 @@ def test_video_only_training_is_independent_of_the_dummy_audio(tmp_path):
     torch.testing.assert_close(v1, v2, rtol=0, atol=0)
 
 
-def _official_sampler(n, seq, std=1.0, eps=1e-3, uniform_prob=0.1, generator=None):
-    """The official ShiftedLogitNormalTimestepSampler written out by hand (ltx_trainer/timestep_samplers.py)."""
-    seq = min(seq, 4096)
+OFFICIAL_SAMPLERS = (Path(__file__).resolve().parents[1].parent / "shared" / "ltx2-official-1.2.0" / "packages"
+                    / "ltx-trainer" / "src" / "ltx_trainer" / "timestep_samplers.py")
+
+
+def _transcribed_sampler(n, seq, std=1.0, eps=1e-3, uniform_prob=0.1, generator=None):
+    """The official ShiftedLogitNormalTimestepSampler written out by hand: ltx-trainer 1.2.0,
+    `ltx_trainer/timestep_samplers.py` lines 77-102 (`sample`) and 122-134 (`_get_shift_for_sequence_length`: a
+    straight line through (1024, 0.95) and (4096, 2.05), no clamp on either side)."""
     m = (2.05 - 0.95) / (4096 - 1024)
-    mu = m * seq + 0.95 - m * 1024
+    b = 0.95 - m * 1024
+    mu = m * seq + b
     z = torch.randn((n,), generator=generator) * std + mu
     s = torch.sigmoid(z)
     p999 = torch.sigmoid(torch.tensor(mu + 3.0902 * std))
-    p005 = torch.sigmoid(torch.tensor(mu - 2.5758 * std))
+    p005 = torch.sigmoid(torch.tensor(mu + -2.5758 * std))
     raw = (s - p005) / (p999 - p005)
     st = torch.clamp(torch.where(raw >= eps, raw, 2 * eps - raw), 0, 1)
     u = (1 - eps) * torch.rand((n,), generator=generator) + eps
@@ -187,16 +194,60 @@ def _official_sampler(n, seq, std=1.0, eps=1e-3, uniform_prob=0.1, generator=Non
     return torch.where(pick > uniform_prob, st, u)
 
 
-@pytest.mark.parametrize("seq", [8, 1024, 3000, 10000])
-def test_shifted_logit_normal_matches_official_sampler(seq):
+def _official_module():
+    """The official sampler module itself (it imports only torch), loaded from the 1.2.0 sources in ../shared."""
+    import importlib.util
+
+    assert OFFICIAL_SAMPLERS.is_file(), f"the official ltx-trainer sources are expected at {OFFICIAL_SAMPLERS}"
+    spec = importlib.util.spec_from_file_location("official_ltx_trainer_timestep_samplers", OFFICIAL_SAMPLERS)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SEQ_LENGTHS = [8, 288, 1024, 3000, 4096, 6144, 10000]
+
+
+@pytest.mark.parametrize("seq", SEQ_LENGTHS)
+def test_shifted_logit_normal_is_the_official_trainers_sampler(seq):
+    """The official code's draws (global RNG seeded like our generator) equal ours bit for bit, below 1024 tokens
+    and above 4096 too (the official shift is not clamped)."""
+    official = _official_module().ShiftedLogitNormalTimestepSampler()
+    torch.manual_seed(3)
+    theirs = official.sample(4096, seq)
     ours = T.shifted_logit_normal(4096, seq, generator=torch.Generator().manual_seed(3))
-    theirs = _official_sampler(4096, seq, generator=torch.Generator().manual_seed(3))
-    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-7)
+    assert torch.equal(ours, theirs)
+    assert T.sequence_shift(seq) == official._get_shift_for_sequence_length(seq)
     assert float(ours.min()) >= 0 and float(ours.max()) <= 1
+    lo, hi = 0.2, 0.4
+    torch.manual_seed(5)
+    theirs = _official_module().UniformTimestepSampler(lo, hi).sample(1000)
+    assert torch.equal(T.uniform(1000, min_value=lo, max_value=hi, generator=torch.Generator().manual_seed(5)), theirs)
 
 
-def test_sequence_shift_endpoints_and_cap():
+@pytest.mark.parametrize("seq", SEQ_LENGTHS)
+def test_shifted_logit_normal_matches_the_transcribed_formula(seq):
+    ours = T.shifted_logit_normal(4096, seq, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(ours, _transcribed_sampler(4096, seq, generator=torch.Generator().manual_seed(3)))
+
+
+def test_sequence_shift_is_the_official_line_without_a_clamp():
     assert math.isclose(T.sequence_shift(1024), 0.95) and math.isclose(T.sequence_shift(4096), 2.05)
-    assert T.sequence_shift(10 ** 6) == T.sequence_shift(4096)
+    assert math.isclose(T.sequence_shift(8), 0.95 - 1.1 * 1016 / 3072)  # 0.586: the tiny test clips
+    assert math.isclose(T.sequence_shift(6144), 2.05 + 1.1 * 2048 / 3072)  # 121 frames at 768x512: 2.78
     x = T.uniform(1000, generator=torch.Generator().manual_seed(0), min_value=0.2, max_value=0.4)
     assert 0.2 <= float(x.min()) and float(x.max()) <= 0.4
+
+
+def test_training_draws_use_the_target_token_count_not_the_references(tmp_path):
+    """IC-LoRA: the shift comes from the target's tokens (official `sample_for(target_latents)`)."""
+    from diffusers_ltx2.factory import TINY, build_components
+
+    root = write_dataset(tmp_path / "data", build_components(TINY)["transformer"], n_clips=1, factor=2)
+    cfg = make_config(root, tmp_path / "out", {"name": "video_to_video", "first_frame_conditioning_p": 0.0})
+    trainer = Trainer(cfg)
+    batch = trainer.batch_for([0])
+    noise = S.draw_step_noise(cfg, batch, S.sample_generators(cfg.seed, [0]))
+    f, h, w = batch["latents"].shape[2:]
+    expected = T.shifted_logit_normal(1, f * h * w, generator=S.sample_generators(cfg.seed, [0])[0])
+    assert torch.equal(noise.sigma, expected)

@@ -103,7 +103,7 @@ def test_preprocess_refuses_bad_arguments_before_encoding(tmp_path, ic_pipe):
     clips = find_clips(_write_clips(tmp_path / "clips", {"a": 9}))
     with pytest.raises(ValueError, match="8k \\+ 1"):
         preprocess_dataset(ic_pipe, clips, tmp_path / "o", height=64, width=64, num_frames=10)
-    with pytest.raises(ValueError, match="multiples of 64"):
+    with pytest.raises(ValueError, match="multiple of 64"):
         preprocess_dataset(ic_pipe, clips, tmp_path / "o", height=96, width=64, num_frames=9, reference_downscale_factor=2)
     with pytest.raises(ValueError, match="local model path"):
         preprocess_dataset(ic_pipe, clips, tmp_path / "o", height=64, width=64, num_frames=9,

@@ -103,11 +103,17 @@ def _pipeline(model: str, model_identity: str | None = None, with_gemma: bool = 
 
 
 def _check_args(args) -> None:
-    """Everything checkable before a model loads or the API is called (`ValueError` / `FileNotFoundError`)."""
-    if args.reference_downscale_factor is not None and args.reference_downscale_factor < 1:
-        raise ValueError("--reference-downscale-factor must be >= 1")
+    """Everything checkable before a model loads or the API is called (`ValueError` / `FileNotFoundError`): the
+    library's `check_preprocess_arguments` (sizes, frame count and rate, reference factor, an output made with
+    other settings), then the flags' combinations."""
+    from ..training.preprocess import check_preprocess_arguments
+
     if args.control and args.reference_downscale_factor is None:
         raise ValueError("--control needs --reference-downscale-factor")
+    check_preprocess_arguments(height=args.height, width=args.width, num_frames=args.num_frames,
+                               frame_rate=args.frame_rate, reference_downscale_factor=args.reference_downscale_factor,
+                               control_types=[c.partition("=")[0] for c in args.control] or None,
+                               missing_audio=args.missing_audio, output=args.output)
     if args.missing_audio != "skip" and not args.with_audio:
         raise ValueError("--missing-audio applies with --with-audio only")
     if args.cache_dir is not None and os.path.exists(args.cache_dir) and not os.path.isdir(args.cache_dir):

@@ -6,13 +6,18 @@ Examples::
     ltx2 train my_lora.yaml --resume latest
     accelerate launch --num_processes 2 -m diffusers_ltx2 train my_lora.yaml
 
-The config is validated completely (unknown keys, bad values, missing data folders) before any model loads.
+The config is validated completely (unknown keys, bad values, missing data folders) and the dataset's files are
+checked before any model loads. Exit status 2 with one line for every user-facing failure: a bad config or dataset,
+a checkpoint that cannot be resumed (unsafe, truncated, or from a run with other settings), a training stopped on a
+non-finite loss (`optimization.on_nonfinite_loss: stop`), or a checkpoint / LoRA that cannot be written (e.g.
+"No space left on device (ENOSPC)"; nothing half-written is left).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -40,9 +45,9 @@ def run(args) -> int:
     trainer = Trainer(config)
     result = trainer.train(max_steps=args.max_steps, resume_from=args.resume, progress=not args.no_progress)
     if trainer.accelerator.is_main_process:
+        finite = [x for x in result.losses if math.isfinite(x)]  # skipped steps' losses are NaN: not JSON
         print(json.dumps({"output": str(result.output), "steps": result.step,
-                          "first_loss": result.losses[0] if result.losses else None,
-                          "last_loss": result.losses[-1] if result.losses else None,
-                          "num_processes": trainer.accelerator.num_processes,
+                          "first_loss": finite[0] if finite else None, "last_loss": finite[-1] if finite else None,
+                          "skipped_steps": result.skipped_steps, "num_processes": trainer.accelerator.num_processes,
                           "checkpoints": [str(c) for c in result.checkpoints]}))
     return 0

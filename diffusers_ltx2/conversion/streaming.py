@@ -220,8 +220,12 @@ class SafetensorsStreamWriter:
         raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
         raw += b" " * (-len(raw) % 8)  # safetensors aligns the data section to 8 bytes
         self._file = open(self.path, "wb")
-        self._file.write(struct.pack("<Q", len(raw)))
-        self._file.write(raw)
+        try:
+            self._file.write(struct.pack("<Q", len(raw)))
+            self._file.write(raw)
+        except BaseException:  # e.g. ENOSPC: no caller holds the writer yet, so close the file here
+            self.abort()
+            raise
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
         """Append the bytes of the next declared tensor."""

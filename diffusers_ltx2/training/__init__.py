@@ -2,7 +2,8 @@
 
 Modules: `config` (YAML schema), `timesteps` (official sigma samplers), `objective` (flow-matching loss),
 `strategies` (text-to-video(+audio), IC-LoRA video-to-video), `lora` (presets, official-format export),
-`data` (precomputed dataset), `preprocess`, `trainer` (the accelerate loop), `models`, `plot`.
+`data` (precomputed dataset and its checks), `preprocess`, `checkpoints` (resume state without pickle, atomic
+checkpoint folders), `trainer` (the accelerate loop), `models`, `plot`.
 """
 
 from .config import ConfigError, TrainingConfig, load_config, parse_config

@@ -9,7 +9,10 @@ presets (see `training.lora.TARGET_MODULE_PRESETS`); `model.model_path` also acc
 `factory:small[:SEED]` (the package's random-weight test models) for tests and benchmarks.
 
 Every field is validated when the file is read (`load_config`), before any model is built: an unknown key,
-a wrong type or an out-of-range value raises `ConfigError` naming the dotted path of the field.
+a wrong type or an out-of-range value raises `ConfigError` naming the dotted path of the field. Types are checked
+strictly where YAML would otherwise be coerced silently: integers must be YAML integers (`steps: true` or
+`steps: 3.5` are refused), flags must be YAML booleans, numbers must be finite (`.inf` / `.nan` are refused;
+`1e-4` written without a dot, which YAML reads as text, is accepted as a number), seeds lie in [0, 2**32).
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Strict, Tag, ValidationError,
+                      field_validator, model_validator)
 
 __all__ = ["ConfigError", "TrainingConfig", "load_config", "parse_config"]
 
@@ -29,8 +32,23 @@ class ConfigError(ValueError):
     """A training configuration that cannot be used; the message lists every problem with its field path."""
 
 
+def _no_bool(v):
+    if isinstance(v, bool):
+        raise ValueError("a number is needed, not a boolean")
+    return v
+
+
+Int = Annotated[int, Strict()]
+"""A YAML integer (booleans, floats and strings refused)."""
+Float = Annotated[float, BeforeValidator(_no_bool)]
+"""A finite number (with `allow_inf_nan=False` on every section); a YAML int or a numeric string is accepted."""
+Bool = Annotated[bool, Strict()]
+Seed = Annotated[int, Strict(), Field(ge=0, lt=2**32)]
+"""A random seed in [0, 2**32): the per-sample generators are seeded with `seed * 1_000_003 + sample index`."""
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelConfig(_Section):
@@ -55,6 +73,13 @@ class ModelConfig(_Section):
             raise ValueError(f"model path does not exist: {v}")
         return v
 
+    @field_validator("load_checkpoint")
+    @classmethod
+    def _checkpoint(cls, v: str | None) -> str | None:
+        if v is not None and not os.path.isfile(v):
+            raise ValueError(f"load_checkpoint is not a file: {v!r}")
+        return v
+
 
 class LoraSection(_Section):
     """peft LoRA: `rank` (default 32, the IC-LoRA rank of the official workflow), `alpha` (default = rank, as the
@@ -63,9 +88,9 @@ class LoraSection(_Section):
     patterns (peft semantics: a name matches when it equals a module path or is its suffix). Default (`None`):
     `audio_video` when the strategy trains audio, else `video` (the official IC-LoRA layout)."""
 
-    rank: int = Field(32, ge=1)
-    alpha: float | None = Field(None, gt=0)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    rank: Int = Field(32, ge=1)
+    alpha: Float | None = Field(None, gt=0)
+    dropout: Float = Field(0.0, ge=0.0, lt=1.0)
     target_modules: str | list[str] | None = None
 
     @field_validator("target_modules")
@@ -88,8 +113,8 @@ class TextToVideoConfig(_Section):
     `audio_latents/` (required then)."""
 
     name: Literal["text_to_video"] = "text_to_video"
-    first_frame_conditioning_p: float = Field(0.1, ge=0.0, le=1.0)
-    with_audio: bool = False
+    first_frame_conditioning_p: Float = Field(0.1, ge=0.0, le=1.0)
+    with_audio: Bool = False
 
 
 CONTROL_TYPES = ("canny", "depth", "pose")
@@ -102,8 +127,8 @@ class VideoToVideoConfig(_Section):
     sample's type is recorded at preprocessing and mixed in one run). Video only, as the official strategy."""
 
     name: Literal["video_to_video"] = "video_to_video"
-    first_frame_conditioning_p: float = Field(0.1, ge=0.0, le=1.0)
-    reference_downscale_factor: int = Field(2, ge=1)
+    first_frame_conditioning_p: Float = Field(0.1, ge=0.0, le=1.0)
+    reference_downscale_factor: Int = Field(2, ge=1)
     control_types: list[str] = Field(default_factory=lambda: ["canny"])
 
     @field_validator("control_types")
@@ -131,17 +156,23 @@ StrategyConfig = Annotated[
 class OptimizationConfig(_Section):
     """`learning_rate` (5e-4), `steps` (optimizer steps), `batch_size` (per process), `gradient_accumulation_steps`,
     `max_grad_norm` (0 disables clipping), `optimizer_type` (`adamw`, or `adamw8bit` = bitsandbytes, GPU only),
-    `scheduler_type` (`constant` or `linear` decay to 0), `enable_gradient_checkpointing`."""
+    `scheduler_type` (`constant` or `linear` decay to 0), `enable_gradient_checkpointing`.
 
-    learning_rate: float = Field(5e-4, gt=0)
-    steps: int = Field(3000, ge=1)
-    batch_size: int = Field(1, ge=1)
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    max_grad_norm: float = Field(1.0, ge=0)
+    `on_nonfinite_loss` (not in the official trainer): what a step whose loss or gradient norm is NaN / inf does.
+    `stop` (default) ends the run with an error before the update, keeping every checkpoint and writing no final
+    LoRA; `skip` drops that optimizer step (no update, the LR scheduler does not advance) with a warning and goes
+    on. Either way no non-finite weight is ever applied or saved, and weights that overflow stop the run."""
+
+    learning_rate: Float = Field(5e-4, gt=0)
+    steps: Int = Field(3000, ge=1)
+    batch_size: Int = Field(1, ge=1)
+    gradient_accumulation_steps: Int = Field(1, ge=1)
+    max_grad_norm: Float = Field(1.0, ge=0)
     optimizer_type: Literal["adamw", "adamw8bit"] = "adamw"
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: Float = Field(0.0, ge=0)
     scheduler_type: Literal["constant", "linear"] = "constant"
-    enable_gradient_checkpointing: bool = False
+    enable_gradient_checkpointing: Bool = False
+    on_nonfinite_loss: Literal["stop", "skip"] = "stop"
 
 
 class AccelerationConfig(_Section):
@@ -175,13 +206,14 @@ class ValidationConfig(_Section):
     whose stored prompt embeddings (conditions/) are used; IC-LoRA runs need one `reference_videos` entry (a
     control video file) per condition; `video_dims` is (width, height, frames)."""
 
-    interval: int | None = Field(None, ge=1)
+    interval: Int | None = Field(None, ge=1)
     conditions: list[str] = Field(default_factory=list)
     reference_videos: list[str] = Field(default_factory=list)
-    video_dims: tuple[int, int, int] = (64, 64, 9)
-    frame_rate: float = Field(24.0, gt=0)
-    inference_steps: int = Field(8, ge=2)
-    seed: int = 42
+    video_dims: tuple[Annotated[Int, Field(ge=32)], Annotated[Int, Field(ge=32)],
+                      Annotated[Int, Field(ge=1)]] = (64, 64, 9)
+    frame_rate: Float = Field(24.0, gt=0)
+    inference_steps: Int = Field(8, ge=2)
+    seed: Seed = 42
 
     @model_validator(mode="after")
     def _check(self):
@@ -198,27 +230,51 @@ class ValidationConfig(_Section):
 
 class CheckpointsConfig(_Section):
     """`interval`: save the LoRA (official format) and the full training state every N steps (`None`: only at
-    the end); `keep_last_n` training states (-1 keeps all); `precision` of the saved LoRA."""
+    the end); `keep_last_n` checkpoints (the newest by step number; -1 keeps all; 0 is refused, as it would delete
+    the checkpoint just written); `precision` of the saved LoRA."""
 
-    interval: int | None = Field(None, ge=1)
-    keep_last_n: int = Field(2, ge=-1)
+    interval: Int | None = Field(None, ge=1)
+    keep_last_n: Int = Field(2, ge=-1)
     precision: Literal["bfloat16", "float32"] = "float32"
+
+    @field_validator("keep_last_n")
+    @classmethod
+    def _keep(cls, v: int) -> int:
+        if v == 0:
+            raise ValueError("keep_last_n 0 would delete every checkpoint, the one just written included: "
+                             "use -1 to keep all, or N >= 1")
+        return v
 
 
 class FlowMatchingConfig(_Section):
-    """Timestep sampling (official `timestep_samplers.py`): `shifted_logit_normal` (default; params `std`,
-    `eps`, `uniform_prob`) or `uniform` (params `min_value`, `max_value`)."""
+    """Timestep sampling (official `timestep_samplers.py`): `shifted_logit_normal` (default; params `std` > 0,
+    `eps` in [0, 1), `uniform_prob` in [0, 1]) or `uniform` (params 0 <= `min_value` <= `max_value` <= 1)."""
 
     timestep_sampling_mode: Literal["uniform", "shifted_logit_normal"] = "shifted_logit_normal"
-    timestep_sampling_params: dict[str, float] = Field(default_factory=dict)
+    timestep_sampling_params: dict[str, Float] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _params(self):
+        mode, params = self.timestep_sampling_mode, self.timestep_sampling_params
         allowed = {"uniform": {"min_value", "max_value"},
-                   "shifted_logit_normal": {"std", "eps", "uniform_prob"}}[self.timestep_sampling_mode]
-        bad = set(self.timestep_sampling_params) - allowed
+                   "shifted_logit_normal": {"std", "eps", "uniform_prob"}}[mode]
+        bad = set(params) - allowed
         if bad:
-            raise ValueError(f"unknown {self.timestep_sampling_mode} parameters {sorted(bad)}; allowed {sorted(allowed)}")
+            raise ValueError(f"unknown {mode} parameters {sorted(bad)}; allowed {sorted(allowed)}")
+        problems = []
+        if mode == "uniform":
+            lo, hi = params.get("min_value", 0.0), params.get("max_value", 1.0)
+            if not 0.0 <= lo <= hi <= 1.0:
+                problems.append(f"uniform needs 0 <= min_value <= max_value <= 1, got min_value {lo}, max_value {hi}")
+        else:
+            if params.get("std", 1.0) <= 0:
+                problems.append(f"std must be > 0, got {params['std']}")
+            if not 0.0 <= params.get("eps", 1e-3) < 1.0:
+                problems.append(f"eps must lie in [0, 1), got {params['eps']}")
+            if not 0.0 <= params.get("uniform_prob", 0.1) <= 1.0:
+                problems.append(f"uniform_prob must lie in [0, 1], got {params['uniform_prob']}")
+        if problems:
+            raise ValueError("timestep_sampling_params: " + "; ".join(problems))
         return self
 
 
@@ -234,8 +290,17 @@ class TrainingConfig(_Section):
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     checkpoints: CheckpointsConfig = Field(default_factory=CheckpointsConfig)
     flow_matching: FlowMatchingConfig = Field(default_factory=FlowMatchingConfig)
-    seed: int = 42
+    seed: Seed = 42
     output_dir: str = "outputs/ltx2_lora"
+
+    @field_validator("output_dir")
+    @classmethod
+    def _output_dir(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("output_dir must name a folder (it is empty)")
+        if os.path.exists(v) and not os.path.isdir(v):
+            raise ValueError(f"output_dir {v} is a file, not a folder")
+        return v
 
     @property
     def trains_audio(self) -> bool:

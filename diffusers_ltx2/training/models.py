@@ -10,10 +10,10 @@ import os
 
 import torch
 
-from .config import TrainingConfig
 from ..json_files import read_json
+from .config import TrainingConfig
 
-__all__ = ["check_runtime_options", "load_transformer", "quantize_frozen_base"]
+__all__ = ["check_runtime_options", "load_transformer", "quantize_frozen_base", "transformer_config"]
 
 
 def check_runtime_options(config: TrainingConfig) -> None:
@@ -35,6 +35,24 @@ def check_runtime_options(config: TrainingConfig) -> None:
         except ValueError as exc:
             raise ValueError(f"acceleration: quantization int8-quanto with mixed_precision_mode bf16: {exc}; "
                              "or quantization fp8-quanto") from None
+
+
+def transformer_config(model_path: str) -> dict | None:
+    """The transformer's config without loading its weights: a pipeline folder's `transformer/config.json`, a
+    factory model's (built on the meta device); `None` for a single file or an unreadable config."""
+    if model_path.startswith("factory:"):
+        from ..factory import SMALL, TINY, _build_models
+
+        with torch.device("meta"):
+            return dict(_build_models({"tiny": TINY, "small": SMALL}[model_path.split(":")[1]])["transformer"]().config)
+    path = os.path.join(model_path, "transformer", "config.json")
+    if os.path.isdir(model_path) and os.path.isfile(path):
+        try:
+            config = read_json(path)
+        except (OSError, ValueError):
+            return None
+        return config if isinstance(config, dict) and "in_channels" in config else None
+    return None
 
 
 def load_transformer(model_path: str):

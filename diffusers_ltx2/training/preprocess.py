@@ -14,9 +14,17 @@ pipelines encode a given sound (`training.clip_audio`); a clip without a usable 
 (`missing_audio="skip"`) or kept video-only (`"video_only"`, listed in the report's `no_audio`).
 
 Resumable: clips whose outputs all exist are skipped (a dataset made without audio gains only its
-`audio_latents/` when run again with audio); every file is written atomically. Bad clips (unreadable, too short,
-no caption) are reported and skipped, never abort the run; a rejected LTX API key or embeddings made for another
-model (`ModelIdentityMismatchError`) do stop it, since every clip would fail alike.
+`audio_latents/` when run again with audio); every file is written atomically. Running again into the same output
+with other settings (size, frame count, frame rate, reference factor) is refused before anything is encoded: the
+dataset would mix clips made two ways. Bad clips (unreadable, too short, no caption, a caption file that is not
+UTF-8) are reported and skipped, never abort the run; a rejected LTX API key or embeddings made for another model
+(`ModelIdentityMismatchError`) do stop it, since every clip would fail alike. Images (`.png`, `.jpg`, ...) among
+the clips become 1-frame samples with `num_frames=1` and are reported as skipped otherwise. Sources sharing a stem
+(`a.mp4`, `a.mkv`) get distinct names (`a_mp4`, `a_mkv`). An LTX API key found in a caption is replaced by `***` in
+the caption stored with the conditions.
+
+`check_preprocess_arguments` holds every check of the arguments that needs no model; `ltx2 preprocess` calls it
+before loading one.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,26 +42,122 @@ import torch
 
 from ..json_files import parse_json
 from ..loaders.api import LTXAPIAuthError
+from ..loaders.api_keys import redact
 from ..loaders.identity import ModelIdentityMismatchError
 from .clip_audio import NoUsableAudio, encode_clip_audio
 from .data import write_entry
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Clip", "PreprocessReport", "find_clips", "preprocess_dataset"]
+__all__ = ["Clip", "PreprocessReport", "check_preprocess_arguments", "find_clips", "preprocess_dataset"]
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 MISSING_AUDIO = ("skip", "video_only")
 
 
 @dataclass(frozen=True)
 class Clip:
-    """One source clip: `name` (output file stem), `video` path, `caption`, optional `control_type`."""
+    """One source clip: `name` (output file stem), `video` path (a video, or an image: a 1-frame sample),
+    `caption`, optional `control_type`; `error`: why the clip cannot be used (reported as skipped)."""
 
     name: str
     video: Path
     caption: str
     control_type: str | None = None
+    error: str | None = None
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_preprocess_arguments(*, height, width, num_frames, frame_rate=None, reference_downscale_factor=None,
+                               control_types=None, missing_audio: str = "skip",
+                               output: str | os.PathLike | None = None) -> None:
+    """Every check of `preprocess_dataset`'s arguments that needs no model, in one place (the CLI calls it before
+    loading one). Raises `ValueError` naming the argument:
+
+    - `height`, `width`: positive integers, multiples of 32 (of `32 * reference_downscale_factor` with references);
+    - `num_frames`: a positive integer 8k + 1; `frame_rate`: a finite number > 0 (`None`: 24);
+    - `reference_downscale_factor`: `None` or an integer >= 1; `control_types` need it;
+    - `missing_audio`: `"skip"` or `"video_only"`;
+    - `output`: not a file; clips already in it must have been made with these settings (size, frame count,
+      frame rate, reference factor), read from their files' metadata - else use another folder.
+    """
+    factor = reference_downscale_factor
+    if factor is not None and (not isinstance(factor, int) or isinstance(factor, bool) or factor < 1):
+        raise ValueError(f"reference_downscale_factor must be an integer >= 1, got {factor!r}")
+    unit = 32 * (factor or 1)
+    for key, value in (("height", height), ("width", width)):
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0 or value % unit:
+            raise ValueError(f"{key} must be a positive multiple of {unit}"
+                             f"{' (32 x the reference downscale factor)' if factor else ''}, got {value!r}")
+    if not isinstance(num_frames, int) or isinstance(num_frames, bool) or num_frames < 1 or (num_frames - 1) % 8:
+        raise ValueError(f"num_frames must be 8k + 1 (1, 9, 17, ...), got {num_frames!r}")
+    if frame_rate is not None and not (_is_number(frame_rate) and math.isfinite(frame_rate) and frame_rate > 0):
+        raise ValueError(f"frame_rate must be a finite number > 0, got {frame_rate!r}")
+    if control_types and factor is None:
+        raise ValueError("control types need a reference_downscale_factor")
+    if control_types and len(set(control_types)) != len(control_types):
+        raise ValueError(f"control types given twice: {list(control_types)}")
+    if missing_audio not in MISSING_AUDIO:
+        raise ValueError(f"missing_audio must be one of {MISSING_AUDIO}, got {missing_audio!r}")
+    if output is not None:
+        _check_output(Path(output), height, width, num_frames, float(frame_rate or 24.0), factor)
+
+
+def _check_output(root: Path, height: int, width: int, num_frames: int, fps: float, factor: int | None) -> None:
+    """Refuse an output folder holding clips made with other settings (their files' metadata)."""
+    from ..conversion.errors import ConversionError
+    from ..conversion.streaming import read_header
+
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"output {root} is a file, not a folder")
+    wanted = {"latents": {"height": height, "width": width, "num_frames": num_frames, "fps": fps},
+              "audio_latents": {"num_frames": num_frames, "fps": fps},
+              "reference_latents": {"reference_downscale_factor": factor} if factor is not None else {}}
+    differing = []
+    for folder, settings in wanted.items():
+        for path in sorted((root / folder).glob("*.safetensors")) if settings else ():
+            try:
+                meta = read_header(path)[1]
+            except ConversionError:
+                continue  # unreadable: `ltx2 train` names it; not a setting
+            for key, value in settings.items():
+                if key in meta and _differs(meta[key], value):
+                    differing.append(f"{path.name} in {folder}/ has {key} {meta[key]}, this run {value}")
+                    break
+    if differing:
+        raise ValueError(f"{root} already holds {len(differing)} file(s) made with other settings ({differing[0]}"
+                         f"{'; ...' if len(differing) > 1 else ''}): a dataset must be made one way. Use another "
+                         "output folder, or remove those clips to encode them again")
+
+
+def _differs(stored: str, value) -> bool:
+    try:
+        return float(stored) != float(value)
+    except ValueError:
+        return True
+
+
+def _unique(name: str, used: set[str]) -> str:
+    out, n = name, 2
+    while out in used:
+        out, n = f"{name}_{n}", n + 1
+    used.add(out)
+    return out
+
+
+def _read_caption(txt: Path) -> tuple[str, str | None]:
+    """`(caption, error)` of a caption file (UTF-8, a BOM allowed); a missing file gives an empty caption."""
+    if not txt.is_file():
+        return "", None
+    try:
+        return txt.read_text(encoding="utf-8-sig").strip(), None
+    except UnicodeDecodeError as err:
+        return "", (f"caption file {txt.name} is not UTF-8 text ({err.reason} at byte {err.start}); save it as "
+                    "UTF-8")
 
 
 @dataclass
@@ -77,30 +182,38 @@ def find_clips(source: str | os.PathLike) -> list[Clip]:
     an empty caption and reported by `preprocess_dataset`. Raises `FileNotFoundError` / `ValueError`."""
     source = Path(source)
     if source.is_dir():
-        clips = []
-        for video in sorted(p for p in source.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES):
-            txt = video.with_suffix(".txt")
-            clips.append(Clip(video.stem, video, txt.read_text().strip() if txt.is_file() else ""))
-        if not clips:
-            raise ValueError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) in {source}")
+        media = sorted(p for p in source.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES + IMAGE_SUFFIXES)
+        if not media:
+            raise ValueError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) or images in {source}")
+        stems: dict[str, int] = {}
+        for p in media:
+            stems[p.stem] = stems.get(p.stem, 0) + 1
+        clips, used = [], set()
+        for p in media:
+            caption, error = _read_caption(p.with_suffix(".txt"))
+            base = p.stem if stems[p.stem] == 1 else f"{p.stem}_{p.suffix.lower()[1:]}"  # a.mp4 + a.mkv
+            clips.append(Clip(_unique(base, used), p, caption, error=error))
         return clips
     if not source.is_file():
         raise FileNotFoundError(f"dataset source not found: {source}")
-    if source.suffix.lower() == ".csv":
-        rows = list(csv.DictReader(source.open(newline="")))
-    elif source.suffix.lower() in (".jsonl", ".json"):
-        rows = [parse_json(line, f"{source}:{n + 1}") for n, line in enumerate(source.read_text().splitlines())
-                if line.strip()]
-    else:
-        raise ValueError(f"{source}: captions come as a folder of .txt files, a .csv or a .jsonl")
-    clips, names = [], set()
+    try:
+        if source.suffix.lower() == ".csv":
+            with source.open(newline="", encoding="utf-8-sig") as f:
+                rows = list(csv.DictReader(f))
+        elif source.suffix.lower() in (".jsonl", ".json"):
+            rows = [parse_json(line, f"{source}:{n + 1}")
+                    for n, line in enumerate(source.read_text(encoding="utf-8-sig").splitlines()) if line.strip()]
+        else:
+            raise ValueError(f"{source}: captions come as a folder of .txt files, a .csv or a .jsonl")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{source} is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8") from None
+    clips, used = [], set()
     for i, row in enumerate(rows):
-        if "video" not in row or "caption" not in row:
+        if not isinstance(row, dict) or "video" not in row or "caption" not in row:
             raise ValueError(f"{source} row {i + 1} lacks a 'video' or 'caption' field")
-        video = (source.parent / row["video"]).resolve()
-        name = video.stem if video.stem not in names else f"{video.stem}_{i}"
-        names.add(name)
-        clips.append(Clip(name, video, str(row["caption"]).strip(), row.get("control_type") or None))
+        video = (source.parent / str(row["video"])).resolve()
+        clips.append(Clip(_unique(video.stem, used), video, str(row["caption"]).strip(),
+                          row.get("control_type") or None))
     return clips
 
 
@@ -115,7 +228,15 @@ def _encode_video(pipe, clip: Clip, encoder, num_frames: int, height: int, width
     from ..control.video import fit_frames, read_video
 
     device = pipe._execution_device
-    frames = read_video(clip.video, max_frames=num_frames)
+    if clip.video.suffix.lower() in IMAGE_SUFFIXES:
+        if num_frames != 1:
+            raise ValueError(f"an image makes a 1-frame sample, this dataset has {num_frames}-frame clips "
+                             "(preprocess images separately with num_frames 1)")
+        from ..media.image import load_image
+
+        frames = torch.from_numpy(load_image(clip.video)).permute(2, 0, 1)[None].float() / 255.0
+    else:
+        frames = read_video(clip.video, max_frames=num_frames)
     if frames.shape[0] < num_frames:
         raise ValueError(f"too short: {frames.shape[0]} frames, {num_frames} needed")
     target = fit_frames(frames, num_frames, height, width)
@@ -154,23 +275,18 @@ def preprocess_dataset(
         missing_audio: for a clip without a usable audio track: `"skip"` the clip (reported in `skipped`) or
             `"video_only"` (latents and conditions written, reported in `no_audio`).
 
-    Raises `ValueError` for bad arguments, before anything is encoded or written.
+    Raises `ValueError` for bad arguments (`check_preprocess_arguments`, including an output made with other
+    settings), before anything is encoded or written.
     Returns a `PreprocessReport` (also written to `output/preprocess_report.json`).
     """
     from tqdm.auto import tqdm
 
     from ..control import get_preprocessor
 
-    if num_frames < 1 or (num_frames - 1) % 8:
-        raise ValueError(f"num_frames must be 8k + 1, got {num_frames}")
+    check_preprocess_arguments(height=height, width=width, num_frames=num_frames, frame_rate=frame_rate,
+                               reference_downscale_factor=reference_downscale_factor, control_types=control_types,
+                               missing_audio=missing_audio, output=output)
     factor = reference_downscale_factor
-    unit = 32 * (factor or 1)
-    if height % unit or width % unit:
-        raise ValueError(f"height and width must be multiples of {unit}, got {height}x{width}")
-    if control_types and factor is None:
-        raise ValueError("control types need a reference_downscale_factor")
-    if missing_audio not in MISSING_AUDIO:
-        raise ValueError(f"missing_audio must be one of {MISSING_AUDIO}, got {missing_audio!r}")
     if with_audio and getattr(pipe, "audio_vae", None) is None:
         raise ValueError("with_audio needs a pipeline with an audio_vae")
     types = list(control_types or (["canny"] if factor else []))
@@ -192,6 +308,8 @@ def preprocess_dataset(
         ctype = clip.control_type or (types[i % len(types)] if types else None)
         audio = no_audio = None
         try:
+            if clip.error:
+                raise ValueError(clip.error)
             if not clip.caption:
                 raise ValueError("no caption")
             if ctype is not None and ctype not in preprocessors:
@@ -222,7 +340,8 @@ def preprocess_dataset(
             continue
         write_entry(root / "conditions" / f"{clip.name}.safetensors", {
             "video_context": embeds.video_context[0].float(), "audio_context": embeds.audio_context[0].float(),
-            "attention_mask": embeds.attention_mask[0]}, {"caption": clip.caption, "model_identity": embeds.model_identity or ""})
+            "attention_mask": embeds.attention_mask[0]},
+            {"caption": redact(clip.caption), "model_identity": embeds.model_identity or ""})  # no API key stored
         if reference is not None:
             write_entry(root / "reference_latents" / f"{clip.name}.safetensors", {"latents": reference.float()},
                         {"control_type": ctype, "reference_downscale_factor": factor})

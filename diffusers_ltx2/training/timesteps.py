@@ -2,18 +2,23 @@
 
 Source followed: `ltx_trainer/timestep_samplers.py` (LTX-2 repository, `packages/ltx-trainer`):
 - `uniform`: sigma ~ U(min_value, max_value).
-- `shifted_logit_normal` (default): mu = the LTX-2 shift for the sequence length (linear between
-  (1024 tokens, 0.95) and (4096, 2.05), the length capped at 4096); z ~ N(mu, std^2); s = sigmoid(z) stretched so
-  that the 0.5th and 99.9th percentiles of the distribution map to 0 and 1; values below `eps` are reflected
-  around `eps` (2 eps - s) and clamped to [0, 1]; with probability `uniform_prob` a sample is replaced by
-  U(eps, 1). The random draws happen in the official order (normal, uniform, selector).
+- `shifted_logit_normal` (default): mu = the shift for the number N of *target* video tokens (reference tokens
+  of IC-LoRA not counted, as the official strategies call `sample_for(target_latents)`), on the line through
+  (1024 tokens, 0.95) and (4096, 2.05) - mu = 0.95 + (2.05 - 0.95) (N - 1024) / 3072 - extrapolated on both sides
+  without a clamp, exactly as the official `_get_shift_for_sequence_length` (so N = 8 gives 0.59 and N = 6144
+  gives 2.78); z ~ N(mu, std^2); s = sigmoid(z) stretched so that the 0.5th and 99.9th percentiles of the
+  distribution map to 0 and 1; values below `eps` are reflected around `eps` (2 eps - s) and clamped to [0, 1];
+  with probability `uniform_prob` a sample is replaced by U(eps, 1). The random draws happen in the official
+  order (normal, uniform, selector).
+
+This is the training rule, and it differs on purpose from inference: `LTX2Scheduler` uses the same line but, by
+default and as the official text-to-video pipelines (which call it without a latent), at 4096 tokens, i.e. with
+shift 2.05 at every size; training follows the official trainer, whose mu depends on the clip's token count.
 
 All functions take an explicit `torch.Generator` so a training step's sigmas are reproducible per sample.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 
@@ -25,10 +30,12 @@ _Z_005 = -2.5758  # 0.5th percentile
 
 def sequence_shift(seq_length: int, min_tokens: int = 1024, max_tokens: int = 4096, min_shift: float = 0.95,
                    max_shift: float = 2.05) -> float:
-    """The logit-normal mean for `seq_length` video tokens (linear interpolation, length capped at `max_tokens`)."""
-    seq_length = min(seq_length, max_tokens)
+    """The logit-normal mean for `seq_length` target video tokens: the line through (`min_tokens`, `min_shift`)
+    and (`max_tokens`, `max_shift`), extrapolated without a clamp (official `ShiftedLogitNormalTimestepSampler.
+    _get_shift_for_sequence_length`, the same float operations)."""
     m = (max_shift - min_shift) / (max_tokens - min_tokens)
-    return m * seq_length + (min_shift - m * min_tokens)
+    b = min_shift - m * min_tokens
+    return m * seq_length + b
 
 
 def shifted_logit_normal(n: int, seq_length: int, *, std: float = 1.0, eps: float = 1e-3, uniform_prob: float = 0.1,
@@ -37,8 +44,8 @@ def shifted_logit_normal(n: int, seq_length: int, *, std: float = 1.0, eps: floa
     mu = sequence_shift(seq_length)
     z = torch.randn((n,), generator=generator) * std + mu
     s = torch.sigmoid(z)
-    hi = 1.0 / (1.0 + math.exp(-(mu + _Z_999 * std)))
-    lo = 1.0 / (1.0 + math.exp(-(mu + _Z_005 * std)))
+    hi = torch.sigmoid(torch.tensor(mu + _Z_999 * std))  # float32, as the official sampler computes the bounds
+    lo = torch.sigmoid(torch.tensor(mu + _Z_005 * std))
     raw = (s - lo) / (hi - lo)
     stretched = torch.where(raw >= eps, raw, 2 * eps - raw).clamp(0, 1)
     fallback = (1 - eps) * torch.rand((n,), generator=generator) + eps

@@ -26,23 +26,31 @@ from pathlib import Path
 import torch
 
 from . import strategies as S
+from .checkpoints import (LEGACY_STATE_FILE, STATE_FILE, CheckpointError, TrainingState, check_finite, checkpoint_name,
+                          find_checkpoint, list_checkpoints, load_state, prune_checkpoints, save_state,
+                          write_checkpoint)
 from .config import TrainingConfig, VideoToVideoConfig
-from .data import PrecomputedDataset, collate
+from .data import DataSpec, PrecomputedDataset, collate
 from .lora import add_lora, load_lora_into, resolve_target_modules, save_lora
-from .models import check_runtime_options, load_transformer, quantize_frozen_base
+from .models import check_runtime_options, load_transformer, quantize_frozen_base, transformer_config
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Trainer", "TrainResult"]
+__all__ = ["Trainer", "TrainResult", "NonFiniteLossError", "CheckpointError"]
 
-STATE_FILE = "training_state.pt"
+
+class NonFiniteLossError(ValueError):
+    """Training stopped on a NaN / inf loss or gradient norm (`optimization.on_nonfinite_loss: stop`) or on weights
+    an update made non-finite; the message names the step and the last checkpoint, which is kept."""
 
 
 @dataclass
 class TrainResult:
-    """What `Trainer.train` produced: per-step mean losses, the final LoRA (or full weights) file, checkpoints."""
+    """What `Trainer.train` produced: per-step mean losses (NaN for a skipped step), the final LoRA (or full
+    weights) file, checkpoints, and the optimizer steps dropped for a non-finite loss (`on_nonfinite_loss: skip`)."""
 
     losses: list[float] = field(default_factory=list)
+    skipped_steps: list[int] = field(default_factory=list)
     output: Path | None = None
     checkpoints: list[Path] = field(default_factory=list)
     step: int = 0
@@ -52,8 +60,10 @@ class TrainResult:
 class Trainer:
     """Train an LTX-2 LoRA / IC-LoRA from a validated `TrainingConfig`.
 
-    Construction checks the runtime options (8-bit AdamW needs bitsandbytes and a GPU, ...) and reads the
-    dataset index before any model is built; `setup()` builds the model, adapter, optimizer and accelerator.
+    Construction checks the runtime options (8-bit AdamW needs bitsandbytes and a GPU, ...) and indexes and checks
+    the dataset (every file, against the model's widths when its config is readable without loading it;
+    `DatasetError` names the bad files) before any model is built; `setup()` builds the model, adapter, optimizer
+    and accelerator.
 
     Args:
         config: the validated configuration (`training.config.load_config`).
@@ -67,11 +77,15 @@ class Trainer:
         check_runtime_options(config)
         self.config = config
         strategy = config.training_strategy
+        model_config = transformer.config if transformer is not None else transformer_config(config.model.model_path)
+        v2v = isinstance(strategy, VideoToVideoConfig)
         self.dataset = PrecomputedDataset(
             config.data.preprocessed_data_root,
             with_audio=config.trains_audio,
-            with_reference=isinstance(strategy, VideoToVideoConfig),
-            control_types=strategy.control_types if isinstance(strategy, VideoToVideoConfig) else None,
+            with_reference=v2v,
+            control_types=strategy.control_types if v2v else None,
+            reference_downscale_factor=strategy.reference_downscale_factor if v2v else None,
+            spec=DataSpec.from_config(model_config) if model_config is not None else None,
         )
         for msg in self.dataset.skipped:
             logger.warning("skipping clip %s", msg)
@@ -114,6 +128,7 @@ class Trainer:
             (self._transformer, getattr(self._transformer, "_ltx2_model_identity", None))
             if self._transformer is not None else load_transformer(cfg.model.model_path)
         )
+        self.dataset.check_spec(DataSpec.from_config(transformer.config))  # a single file's config is known only now
         if cfg.acceleration.quantization:
             quantize_frozen_base(transformer, cfg.acceleration.quantization)
         if cfg.model.training_mode == "lora":
@@ -195,14 +210,20 @@ class Trainer:
     def train(self, max_steps: int | None = None, resume_from: str | os.PathLike | None = None,
               progress: bool = True) -> TrainResult:
         """Run until `optimization.steps` optimizer steps (or `max_steps` more, for tests), saving checkpoints
-        every `checkpoints.interval` steps and the final LoRA. `resume_from`: a checkpoint folder or `"latest"`."""
+        every `checkpoints.interval` steps and the final LoRA. `resume_from`: a checkpoint folder or `"latest"`.
+
+        A NaN / inf loss or gradient norm follows `optimization.on_nonfinite_loss`: `stop` raises
+        `NonFiniteLossError` before the update (checkpoints kept, no final LoRA written), `skip` drops that
+        optimizer step with a warning (listed in `TrainResult.skipped_steps`). Raises `CheckpointError` for a
+        checkpoint this run cannot resume, `OSError` when a checkpoint or the LoRA cannot be written (nothing
+        half-written is left)."""
         from tqdm.auto import tqdm
 
         if not self.ready:
             self.setup()
         cfg, acc = self.config, self.accelerator
         if resume_from is not None:
-            self.load_state(self._find_checkpoint(resume_from))
+            self.load_state(find_checkpoint(resume_from, self.checkpoint_root))
         out = Path(cfg.output_dir)
         if acc.is_main_process:
             out.mkdir(parents=True, exist_ok=True)
@@ -212,34 +233,48 @@ class Trainer:
         bar = tqdm(total=target, initial=self.step, desc="training", disable=not (progress and acc.is_main_process))
         start = time.perf_counter()
         window: list[torch.Tensor] = []
-        while self.step < target:
-            indices = self.local_sample_indices(self.micro_step)
-            with acc.accumulate(self.transformer):
-                loss = self.compute_loss(self.batch_for(indices), indices)
-                acc.backward(loss.mean())
-                if acc.sync_gradients and cfg.optimization.max_grad_norm > 0:
-                    acc.clip_grad_norm_(self.params, cfg.optimization.max_grad_norm)
-                self.optimizer.step()
-                if acc.sync_gradients:
-                    self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
-            self.micro_step += 1
-            window.append(loss.detach().mean())
-            if self.micro_step % accum:
-                continue
-            self.step += 1
-            mean = acc.gather(torch.stack(window).mean().reshape(1)).mean().item()
-            window = []
-            result.losses.append(mean)
-            if acc.is_main_process:
-                self._log_loss(out, mean)
-            bar.update(1)
-            bar.set_postfix(loss=f"{mean:.4f}")
-            if self.validation is not None and self.step % cfg.validation.interval == 0:
-                self.render_validation(out)
-            if cfg.checkpoints.interval and self.step % cfg.checkpoints.interval == 0:
-                result.checkpoints.append(self.save_checkpoint())
-        bar.close()
+        dropped: str | None = None  # why the optimizer step being accumulated is skipped (on_nonfinite_loss: skip)
+        try:
+            while self.step < target:
+                indices = self.local_sample_indices(self.micro_step)
+                with acc.accumulate(self.transformer):
+                    loss = self.compute_loss(self.batch_for(indices), indices)
+                    if not self._finite_everywhere(loss.detach()):
+                        dropped = dropped or self._nonfinite(f"a NaN / inf loss at micro step {self.micro_step} "
+                                                             f"(clips {self._clip_names(indices)})")
+                    acc.backward(loss.mean())
+                    if acc.sync_gradients:
+                        if dropped is None:
+                            norm = self._gradient_norm()
+                            if norm is not None and not bool(torch.isfinite(norm)):
+                                dropped = self._nonfinite("a NaN / inf gradient norm")
+                        if dropped is None:
+                            self.optimizer.step()
+                            self.scheduler.step()
+                            self._check_weights()
+                        self.optimizer.zero_grad(set_to_none=True)
+                self.micro_step += 1
+                window.append(loss.detach().mean())
+                if self.micro_step % accum:
+                    continue
+                self.step += 1
+                mean = acc.gather(torch.stack(window).mean().reshape(1)).mean().item()
+                window = []
+                result.losses.append(mean)
+                if dropped is not None:
+                    logger.warning("step %d skipped (optimization.on_nonfinite_loss: skip): %s", self.step, dropped)
+                    result.skipped_steps.append(self.step)
+                    dropped = None
+                elif acc.is_main_process:
+                    self._log_loss(out, mean)
+                bar.update(1)
+                bar.set_postfix(loss=f"{mean:.4f}")
+                if self.validation is not None and self.step % cfg.validation.interval == 0:
+                    self.render_validation(out)
+                if cfg.checkpoints.interval and self.step % cfg.checkpoints.interval == 0:
+                    result.checkpoints.append(self.save_checkpoint())
+        finally:
+            bar.close()
         result.seconds = time.perf_counter() - start
         result.step = self.step
         result.output = self.save_weights(out / "lora_weights.safetensors" if self.adapted else out / "model_weights.safetensors")
@@ -249,6 +284,51 @@ class Trainer:
             write_loss_plot(out / "loss.csv", out / "loss.png")
         acc.wait_for_everyone()
         return result
+
+    # -- non-finite values ------------------------------------------------------------------------------------
+    def _finite_everywhere(self, values: torch.Tensor) -> bool:
+        """Whether `values` are finite on every process (all processes take the same branch)."""
+        ok = torch.isfinite(values).all().float().reshape(1)
+        if self.accelerator.num_processes > 1:
+            ok = self.accelerator.gather(ok).min()
+        return bool(ok > 0)
+
+    def _clip_names(self, indices: list[int]) -> list[str]:
+        return [self.dataset.names[self._dataset_index(k)] for k in indices]
+
+    def _nonfinite(self, what: str) -> str:
+        """`stop`: raise `NonFiniteLossError`; `skip`: return the reason the current optimizer step is dropped."""
+        step = self.step + 1
+        if self.config.optimization.on_nonfinite_loss == "skip":
+            return what
+        found = list_checkpoints(self.checkpoint_root)
+        last = f"the last checkpoint, {found[-1][1]}," if found else "no checkpoint (none was written yet)"
+        raise NonFiniteLossError(
+            f"training stopped at step {step}: {what}; the update was not applied and no LoRA was written "
+            f"({last} is kept). Lower optimization.learning_rate (and resume with --resume latest), or set "
+            "optimization.on_nonfinite_loss: skip to drop such steps")
+
+    def _gradient_norm(self) -> torch.Tensor | None:
+        """The total gradient norm of the step (clipping at `max_grad_norm` when set). `None` with fp16's
+        GradScaler and no clipping: the scaler skips overflowing steps itself."""
+        acc, max_norm = self.accelerator, self.config.optimization.max_grad_norm
+        if max_norm > 0:
+            norm = acc.clip_grad_norm_(self.params, max_norm)
+            return None if acc.scaler is not None else torch.as_tensor(norm)
+        if acc.scaler is not None:
+            return None
+        grads = [p.grad for p in self.params if p.grad is not None]
+        return torch.nn.utils.get_total_norm(grads) if grads else None
+
+    def _check_weights(self) -> None:
+        """Stop when an update made a trainable weight overflow (whatever `on_nonfinite_loss` says)."""
+        finite = torch.stack([torch.isfinite(p).all() for p in self.params]).all()
+        if not bool(finite):
+            bad = next(n for n, p in self.unwrapped.named_parameters()
+                       if p.requires_grad and not torch.isfinite(p).all())
+            raise NonFiniteLossError(
+                f"training stopped at step {self.step + 1}: the update made {bad} non-finite (the learning rate is "
+                "far too high); no LoRA was written and the checkpoints are kept")
 
     def render_validation(self, out: Path) -> list[Path]:
         """Validation clips of the current weights (main process; the others wait)."""
@@ -287,74 +367,119 @@ class Trainer:
         return meta
 
     def save_weights(self, path: Path) -> Path | None:
-        """The LoRA in the official format (or, for `full`, the transformer's state dict) - main process only."""
+        """The LoRA in the official format (or, for `full`, the transformer's state dict), written by the main
+        process (returns `None` on the others). Raises `ValueError` for non-finite weights (nothing written) and
+        `OSError` when the file cannot be written (no temporary file left), on every process."""
         acc = self.accelerator
         acc.wait_for_everyone()
-        if not acc.is_main_process:
-            return None
+        error = None
+        if acc.is_main_process:
+            try:
+                self._write_weights(Path(path))
+            except Exception as err:
+                error = err
+        self._raise_together(error, f"writing {path}")
+        return Path(path) if acc.is_main_process else None
+
+    def _write_weights(self, path: Path) -> Path:
         dtype = torch.bfloat16 if self.config.checkpoints.precision == "bfloat16" else torch.float32
         if self.adapted:
             return save_lora(self.unwrapped, path, self.lora_metadata(), dtype=dtype)
         from .data import write_entry
 
-        return write_entry(path, {k: v.to(dtype) for k, v in self.unwrapped.state_dict().items()}, self.lora_metadata())
+        weights = {k: v.to(dtype) for k, v in self.unwrapped.state_dict().items()}
+        check_finite(weights, f"the weights {path}")
+        return write_entry(path, weights, self.lora_metadata())
+
+    def _raise_together(self, error: BaseException | None, what: str) -> None:
+        """Re-raise the main process's error on every process (a lone failure would leave the others waiting)."""
+        acc = self.accelerator
+        if acc.num_processes > 1:
+            failed = acc.gather(torch.tensor([0.0 if error is None else 1.0], device=acc.device)).max() > 0
+            if bool(failed) and error is None:
+                raise OSError(f"the main process failed {what} (its error is reported there)")
+        if error is not None:
+            raise error
 
     def _trainable_state(self) -> dict[str, torch.Tensor]:
         return {n: p.detach().clone() for n, p in self.unwrapped.named_parameters() if p.requires_grad}
 
+    @property
+    def checkpoint_root(self) -> Path:
+        return Path(self.config.output_dir) / "checkpoints"
+
+    def run_settings(self) -> dict:
+        """What a checkpoint must share with the run resuming it: the data order's (`num_processes`, `batch_size`,
+        `gradient_accumulation_steps`, `seed`) and the trained weights' layout (`training_mode`, LoRA settings)."""
+        cfg = self.config
+        o = cfg.optimization
+        run = {"num_processes": self.accelerator.num_processes, "batch_size": o.batch_size,
+               "gradient_accumulation_steps": o.gradient_accumulation_steps, "seed": cfg.seed,
+               "training_mode": cfg.model.training_mode}
+        if self.adapted:
+            alpha = cfg.lora.alpha if cfg.lora.alpha is not None else cfg.lora.rank
+            run["lora"] = {"rank": cfg.lora.rank, "alpha": alpha,
+                           "target_modules": resolve_target_modules(cfg.lora_target_modules())}
+        return run
+
     def save_checkpoint(self) -> Path:
-        """`checkpoints/step_NNNNN/`: the LoRA file and `training_state.pt` (trainable weights, optimizer,
-        scheduler, step counters); older states beyond `keep_last_n` are removed."""
+        """`checkpoints/step_NNNNN/`: the LoRA file and `training_state.safetensors` (trainable weights, optimizer,
+        scheduler, step counters, run settings), written atomically by the main process; then all but the
+        `keep_last_n` newest checkpoints (by step number) are removed. Raises `ValueError` for non-finite state
+        and `OSError` (e.g. ENOSPC) with nothing half-written left and no checkpoint removed."""
         acc = self.accelerator
-        folder = Path(self.config.output_dir) / "checkpoints" / f"step_{self.step:05d}"
-        if acc.is_main_process:
-            folder.mkdir(parents=True, exist_ok=True)
-        self.save_weights(folder / ("lora_weights.safetensors" if self.adapted else "model_weights.safetensors"))
-        if acc.is_main_process:
-            state = {"weights": self._trainable_state(), "optimizer": self.optimizer.state_dict(),
-                     "scheduler": self.scheduler.state_dict(), "step": self.step, "micro_step": self.micro_step,
-                     "num_processes": acc.num_processes}
-            tmp = folder / (STATE_FILE + ".tmp")
-            torch.save(state, tmp)
-            os.replace(tmp, folder / STATE_FILE)
-            self._prune_checkpoints()
+        folder = self.checkpoint_root / checkpoint_name(self.step)
         acc.wait_for_everyone()
+        error = None
+        if acc.is_main_process:
+            try:
+                state = TrainingState(self._trainable_state(), self.optimizer.state_dict(), self.scheduler.state_dict(),
+                                      {"step": self.step, "micro_step": self.micro_step}, self.run_settings())
+                weights = "lora_weights.safetensors" if self.adapted else "model_weights.safetensors"
+
+                def write(tmp: Path) -> None:
+                    self._write_weights(tmp / weights)
+                    save_state(tmp / STATE_FILE, state)
+
+                write_checkpoint(folder, write)
+                prune_checkpoints(self.checkpoint_root, self.config.checkpoints.keep_last_n, protect=folder)
+            except Exception as err:
+                error = err
+        self._raise_together(error, f"writing the checkpoint {folder}")
         return folder
 
-    def _prune_checkpoints(self) -> None:
-        keep = self.config.checkpoints.keep_last_n
-        if keep < 0:
-            return
-        import shutil
-
-        folders = sorted((Path(self.config.output_dir) / "checkpoints").glob("step_*"))
-        for old in folders[: max(0, len(folders) - keep)]:
-            shutil.rmtree(old, ignore_errors=True)
-
-    def _find_checkpoint(self, where) -> Path:
-        if str(where) == "latest":
-            found = sorted((Path(self.config.output_dir) / "checkpoints").glob(f"step_*/{STATE_FILE}"))
-            if not found:
-                raise FileNotFoundError(f"no checkpoint under {self.config.output_dir}/checkpoints to resume from")
-            return found[-1].parent
-        path = Path(where)
-        if not (path / STATE_FILE).is_file():
-            raise FileNotFoundError(f"{path} holds no {STATE_FILE}")
-        return path
-
     def load_state(self, folder: Path) -> None:
-        """Restore weights, optimizer, scheduler and counters saved by `save_checkpoint`."""
-        state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
-        if state["num_processes"] != self.accelerator.num_processes:
-            raise ValueError(f"checkpoint was written by {state['num_processes']} processes, this run has "
-                             f"{self.accelerator.num_processes}: the data order would differ")
-        named = dict(self.unwrapped.named_parameters())
-        missing = set(state["weights"]) ^ {n for n, p in named.items() if p.requires_grad}
-        if missing:
-            raise ValueError(f"checkpoint weights do not match this run's trainable parameters: {sorted(missing)[:5]}")
-        with torch.no_grad():
-            for n, v in state["weights"].items():
-                named[n].copy_(v)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.step, self.micro_step = state["step"], state["micro_step"]
+        """Restore weights, optimizer, scheduler and counters saved by `save_checkpoint` (no code in the file is
+        run). Raises `CheckpointError` naming the file when it is unreadable, truncated, unsafe, or was written by
+        a run with other settings (processes, batch size, accumulation, seed, LoRA rank / alpha / targets)."""
+        folder = Path(folder)
+        state = load_state(folder)
+        path = folder / STATE_FILE if (folder / STATE_FILE).is_file() else folder / LEGACY_STATE_FILE
+        mine, problems = self.run_settings(), []
+        for key, theirs in state.run.items():
+            if key in mine and theirs != mine[key]:
+                problems.append(f"{key} {theirs} in the checkpoint, {mine[key]} in this run")
+        named = {n: p for n, p in self.unwrapped.named_parameters() if p.requires_grad}
+        names = set(state.weights)
+        if names != set(named):
+            extra, lacking = sorted(names - set(named)), sorted(set(named) - names)
+            problems.append(f"trainable weights differ ({len(extra)} only in the checkpoint, e.g. {extra[:2]}; "
+                            f"{len(lacking)} only in this run, e.g. {lacking[:2]})")
+        else:
+            shapes = [f"{n} {tuple(state.weights[n].shape)} in the checkpoint, {tuple(named[n].shape)} in this run"
+                      for n in sorted(named) if tuple(state.weights[n].shape) != tuple(named[n].shape)]
+            if shapes:
+                problems.append(f"{len(shapes)} weight shapes differ (e.g. {shapes[0]})")
+        if problems:
+            raise CheckpointError(f"{path} cannot be resumed by this run: " + "; ".join(problems))
+        try:
+            with torch.no_grad():
+                for n, v in state.weights.items():
+                    named[n].copy_(v)
+            self.optimizer.load_state_dict(state.optimizer)
+            self.scheduler.load_state_dict(state.scheduler)
+            self.step, self.micro_step = int(state.counters["step"]), int(state.counters["micro_step"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise CheckpointError(f"{path}: the optimizer / scheduler state does not fit this run ({err})") from None
+        # accelerate counts micro steps itself to decide when gradients sync: continue its phase
+        self.accelerator.step = self.micro_step % self.config.optimization.gradient_accumulation_steps
