@@ -112,7 +112,7 @@ class LTX2ICLoRATwoStagePipeline(TwoStageMixin, LTX2ICLoRAPipeline):
         self.fit_control_video(control_video, num_frames, half_h, half_w)  # readable (raises before any model)
 
         # Prompts once for both stages (official: one encode_prompts call).
-        contexts = self.encode_prompt(
+        contexts = self.encode_text_contexts(
             inputs.prompts, inputs.negative_prompts, prompt_embeds=inputs.prompt_embeds,
             negative_prompt_embeds=inputs.negative_prompt_embeds, need_negative=guider.uses_negative_prompt,
             num_videos_per_prompt=num_videos_per_prompt, max_sequence_length=max_sequence_length,
