@@ -31,7 +31,7 @@ from .diffusers_compat import (
     saved_by_this_package,
 )
 from .diffusers_surface import DiffusersLTX2Surface
-from .images import check_image, spread_over_videos, to_unit_range
+from .images import check_image, image_pixels, prepare_images, spread_over_videos
 from .initial_latents import InitialLatentsMixin
 from .pipeline_output import LTX2AudioVideoPipelineOutput
 
@@ -510,11 +510,18 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
         latents = L.normalize_video(latents.float(), self.vae.latents_mean, self.vae.latents_std)
         return latents.expand(batch_size, -1, -1, -1, -1) if latents.shape[0] == 1 else latents
 
+    def prepare_image(self, image, image_crf: int | None = None):
+        """`image=` re-compressed as the official image loader (`images.prepare_images`; `image_crf=None`: the
+        model's CRF for PIL images / image files, diffusers' `resolve_default_image_crf`), before any model runs."""
+        from diffusers.pipelines.ltx2.utils import resolve_default_image_crf
+
+        return prepare_images(image, image_crf, resolve_default_image_crf(getattr(self, "text_encoder", None)))
+
     def encode_image(self, image, height: int, width: int, batch_size: int, device) -> torch.Tensor:
-        """Resize image(s) to the clip size and encode them as normalized first-frame latents
-        `(batch_size, C, 1, h, w)`: uint8 values are scaled to [0, 1]; one image is used for every video, one
-        per prompt is repeated for that prompt's videos (in order), one per video is used as is."""
-        pixels = self.video_processor.preprocess(to_unit_range(image), height=height, width=width).unsqueeze(2)
+        """Resize image(s) to cover the clip, centre-crop (official loader; `prepare_image` re-compresses them
+        first) and encode them as normalized first-frame latents `(batch_size, C, 1, h, w)`: one image is used for
+        every video, one per prompt is repeated for that prompt's videos (in order), one per video is used as is."""
+        pixels = image_pixels(image, height, width)
         return spread_over_videos(self.encode_pixels(pixels, pixels.shape[0], device), batch_size)
 
     # -- decoding --------------------------------------------------------------------------------------------
