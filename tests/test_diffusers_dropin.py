@@ -10,6 +10,8 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
+import PIL.Image
 import pytest
 import torch
 from diffusers import AutoencoderKLLTX2Video
@@ -169,8 +171,117 @@ def test_folder_without_text_encoder_loads_it_as_none(tiny_components, tmp_path,
 def test_a_video_does_not_depend_on_the_others_in_its_batch(tiny_pipe):
     """diffusers' `test_inference_batch_single_identical`: with the recommended guidance (rescale 0.7) video 0 of
     a batch equals the same video generated alone."""
-    run = dict(TINY_CLIP, output_type="latent", num_inference_steps=2, max_sequence_length=16)
+    run = dict(TINY_CLIP, output_type="latent", num_inference_steps=2, max_sequence_length=16,
+               guider=MultimodalGuider())  # recommended dials: rescale 0.7 on both modalities
     alone = tiny_pipe("a robot dancing", generator=_gen(0), **run)
     batch = tiny_pipe(["a robot dancing", 100 * "very long "], generator=[_gen(0), _gen(1)], **run)
     torch.testing.assert_close(batch.frames[:1], alone.frames, rtol=0, atol=1e-5)
     torch.testing.assert_close(batch.audio[:1], alone.audio, rtol=0, atol=1e-5)
+
+
+# -- diffusers' LTX2VideoCondition / image-to-video code with only the import changed --------------------------------
+OFF = dict(guidance_scale=1.0, stg_scale=0.0, modality_scale=1.0, guidance_rescale=0.0, audio_guidance_scale=1.0,
+           audio_stg_scale=0.0, audio_modality_scale=1.0, audio_guidance_rescale=0.0)
+
+
+def _first_transformer_inputs(pipe):
+    seen = []
+    keys = ("hidden_states", "audio_hidden_states", "timestep", "video_coords")
+    handle = pipe.transformer.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append({k: kwargs[k].clone() for k in keys}), with_kwargs=True)
+    return seen, handle
+
+
+def _same_call(pipe, diffusers_pipe, **kwargs):
+    """The same call on both with guidance off and the same sigmas (diffusers' flow-match scheduler unshifted);
+    returns each output and its first transformer inputs."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    diffusers_pipe.scheduler = FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=False)
+    pipe.scheduler.set_timesteps(3, num_tokens=1)
+    sigmas = pipe.scheduler.sigmas.clone()
+    call = dict(prompt="a cat", negative_prompt="", output_type="latent", max_sequence_length=1024, **OFF, **kwargs)
+    results = []
+    for p, s in ((pipe, dict(sigmas=sigmas.tolist())), (diffusers_pipe, dict(sigmas=sigmas[:-1].tolist(),
+                                                                            num_inference_steps=3))):
+        seen, handle = _first_transformer_inputs(p)
+        out = p(generator=_gen(), **call, **s)
+        handle.remove()
+        results.append((out, seen[0]))
+    return results
+
+
+@torch.no_grad()
+def test_diffusers_video_conditions_give_diffusers_latents(tiny_components):
+    """`LTX2AudioVideoPipeline(conditions=[LTX2VideoCondition(...)])` = diffusers' `LTX2ConditionPipeline`: the same
+    noised initial tokens (first-frame replacement, appended keyframes at latent index k -> pixel frame 8(k-1)+1,
+    negative index from the last latent frame, CRF 33 on images, clips cut to fit), the same per-token timesteps
+    and positions; and the same latents where both denoise alike (conditions at strength 1 on the first latent
+    frame). They part where diffusers leaves ltx-core 1.0.0 (which ours follows; see the parity tests): diffusers
+    narrows a one-frame keyframe's time box to one pixel frame, and converts a partially held token's velocity with
+    the step's sigma instead of its own timestep."""
+    from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2ConditionPipeline, LTX2VideoCondition
+
+    ours = LTX2AudioVideoPipeline(scheduler=LTX2Scheduler(), **tiny_components)
+    theirs = LTX2ConditionPipeline(scheduler=LTX2Scheduler(), **tiny_components)
+    clip = dict(TINY_CLIP, num_frames=17)  # 3 latent frames
+    h, w = clip["height"], clip["width"]
+    rng = np.random.default_rng(0)
+    img = PIL.Image.fromarray(rng.integers(0, 256, (h + 16, w + 8, 3), dtype=np.uint8))  # resized + cropped
+    video = torch.from_numpy(rng.integers(0, 256, (13, 3, h, w), dtype=np.uint8))  # cut to 9 frames at index 1
+    cases = [
+        ([LTX2VideoCondition(img)], True),
+        ([LTX2VideoCondition(video[:9].float(), index=0, strength=1.0)], True),  # 0-255 floats, diffusers' scale
+        ([LTX2VideoCondition(img, index=0, strength=0.6, crf=0)], False),
+        ([LTX2VideoCondition(img, index=-1, strength=0.7), LTX2VideoCondition(img, index=0)], False),
+        ([LTX2VideoCondition(video, index=1, strength=0.9)], False),
+    ]
+    for conditions, whole_run in cases:
+        (a, a_in), (b, b_in) = _same_call(ours, theirs, conditions=conditions, **clip)
+        for key in ("hidden_states", "audio_hidden_states"):
+            torch.testing.assert_close(a_in[key], b_in[key], rtol=0, atol=1e-5)
+        torch.testing.assert_close(a_in["timestep"].expand_as(b_in["timestep"]).float(), b_in["timestep"].float(),
+                                   rtol=0, atol=1e-3)
+        n = 3 * (h // 32) * (w // 32)  # the clip's own tokens; appended keyframes follow
+        torch.testing.assert_close(a_in["video_coords"][:, :, :n], b_in["video_coords"][:, :, :n], rtol=0, atol=0)
+        torch.testing.assert_close(a_in["video_coords"][..., 0], b_in["video_coords"][..., 0], rtol=0, atol=0)
+        if whole_run:
+            torch.testing.assert_close(a.frames, b.frames, rtol=0, atol=2e-5)
+            torch.testing.assert_close(a.audio, b.audio, rtol=0, atol=2e-5)
+
+
+@torch.no_grad()
+def test_diffusers_image_to_video_code_runs_with_the_import_changed(tiny_components):
+    """diffusers' `LTX2ImageToVideoPipeline(image=PIL)` re-compresses at the model's CRF (33) and holds the first
+    latent frame at the encoded image: ours gives the same first latent frame (same size: both resizes are
+    the identity), and `image_crf=0` turns the re-compression off in both."""
+    from diffusers.pipelines.ltx2.pipeline_ltx2_image2video import LTX2ImageToVideoPipeline
+
+    ours = LTX2AudioVideoPipeline(scheduler=LTX2Scheduler(), **tiny_components)
+    theirs = LTX2ImageToVideoPipeline(scheduler=LTX2Scheduler(), **tiny_components)
+    h, w = TINY_CLIP["height"], TINY_CLIP["width"]
+    img = PIL.Image.fromarray(np.random.default_rng(1).integers(0, 256, (h, w, 3), dtype=np.uint8))
+    firsts = []
+    for kwargs in ({}, dict(image_crf=0)):
+        (a, _), (b, _) = _same_call(ours, theirs, image=img, **kwargs, **TINY_CLIP)
+        torch.testing.assert_close(a.frames[:, :, :1], b.frames[:, :, :1], rtol=0, atol=1e-5)
+        firsts.append(a.frames[:, :, :1])
+    assert (firsts[0] - firsts[1]).abs().max() > 1e-4  # the CRF changed the encoded image
+
+
+def test_diffusers_condition_errors(tiny_pipe):
+    from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
+    from diffusers.pipelines.ltx2.pipeline_ltx2_ic_lora import LTX2ReferenceCondition
+
+    img = PIL.Image.new("RGB", (64, 64))
+    calls = []
+    tiny_pipe.transformer.register_forward_pre_hook(lambda *a: calls.append(1))
+    for conditions, match in (
+        ([LTX2VideoCondition(img, index=2)], "past the clip's 2 latent frames"),
+        ([LTX2VideoCondition(np.zeros((64, 64, 3), np.float32))], "uint8"),  # CRF on floats, as diffusers
+        ([LTX2ReferenceCondition(torch.rand(9, 3, 64, 64))], "LTX2ICLoRAPipeline"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            tiny_pipe("a cat", conditions=conditions, generator=_gen(), num_inference_steps=1, output_type="latent",
+                      **dict(TINY_CLIP, num_frames=9))
+    assert not calls
