@@ -285,3 +285,14 @@ def test_diffusers_condition_errors(tiny_pipe):
             tiny_pipe("a cat", conditions=conditions, generator=_gen(), num_inference_steps=1, output_type="latent",
                       **dict(TINY_CLIP, num_frames=9))
     assert not calls
+
+
+@torch.no_grad()
+def test_a_single_diffusers_condition_needs_no_list(tiny_pipe):
+    from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
+
+    img = PIL.Image.fromarray(np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    run = dict(num_inference_steps=1, output_type="latent", **TINY_CLIP)
+    single = tiny_pipe("a cat", conditions=LTX2VideoCondition(img, index=1, strength=0.8), generator=_gen(), **run)
+    listed = tiny_pipe("a cat", conditions=[LTX2VideoCondition(img, index=1, strength=0.8)], generator=_gen(), **run)
+    torch.testing.assert_close(single.frames, listed.frames, rtol=0, atol=0)

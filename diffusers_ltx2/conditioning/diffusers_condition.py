@@ -70,12 +70,14 @@ def _one(cond, geometry: ClipGeometry, default_crf: int) -> VideoCondition:
 
 def from_diffusers_conditions(conditions, geometry: ClipGeometry, default_crf: int):
     """`conditions=` with every diffusers `LTX2VideoCondition` replaced by its `VideoCondition` (others kept, in
-    order; a single condition object becomes a list). Raises ValueError for one that cannot apply (see module)."""
-    if conditions is None:
-        return None
-    items = list(conditions) if isinstance(conditions, (list, tuple)) else [conditions]
+    order; a single diffusers condition becomes a list, as diffusers takes it; anything else is left for
+    `check_conditions` to judge). Raises ValueError for one that cannot apply (see module)."""
+    if is_diffusers_condition(conditions):
+        conditions = [conditions]
+    if not isinstance(conditions, (list, tuple)):
+        return conditions
     out = []
-    for item in items:
+    for item in conditions:
         if type(item).__name__ == "LTX2ReferenceCondition":
             raise ValueError("LTX2ReferenceCondition is IC-LoRA reference conditioning: use LTX2ICLoRAPipeline "
                              "(reference_conditions=) or its control_video")

@@ -12,6 +12,8 @@ the window gets mask `1 - gap / ramp_s` (partially renoised, partial timestep) i
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .base import AUDIO, VIDEO, ClipGeometry, Condition, ConditioningState
@@ -53,8 +55,9 @@ class TemporalRegion(Condition):
         ...                                                                                    end_frame=72)]
 
     Raises (before any model runs):
-        ValueError: a window that is empty or outside the clip, seconds and frames both (or neither) given, both
-        modalities off, a negative ramp, or a regenerated modality without its source condition.
+        ValueError: a window that is empty or outside the clip, seconds and frames both (or neither) given, a bound
+        or ramp that is not a finite number, both modalities off, a negative ramp, or a regenerated modality
+        without its source condition.
     """
 
     order = 1
@@ -76,8 +79,8 @@ class TemporalRegion(Condition):
         for name, value in (("start_s", start_s), ("end_s", end_s), ("ramp_s", ramp_s)):
             if value is None and in_frames and name != "ramp_s":
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-                raise ValueError(f"TemporalRegion: {name} must be a number of seconds, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"TemporalRegion: {name} must be a number of seconds (finite), got {value!r}")
         if not in_frames and not 0 <= start_s < end_s:
             raise ValueError(f"TemporalRegion: need 0 <= start_s < end_s, got start_s={start_s}, end_s={end_s}")
         if ramp_s < 0:

@@ -14,7 +14,8 @@ from .image import DEFAULT_IMAGE_CRF, crf_compress, load_image, resize_center_cr
 from .video import VideoInfo, load_video, probe_video
 
 __all__ = [
-    "DEFAULT_IMAGE_CRF", "DEFAULT_N_FFT", "VideoInfo", "as_frames", "crf_compress", "load_audio", "load_image", "load_video",
+    "DEFAULT_IMAGE_CRF", "DEFAULT_N_FFT", "VideoInfo", "as_frames", "crf_compress", "load_audio", "load_image",
+    "load_video",
     "log_mel_spectrogram", "mel_filterbank", "probe_video", "resample_audio", "resize_center_crop", "save_audio",
     "to_channels", "waveform_to_mel",
 ]
