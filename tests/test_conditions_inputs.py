@@ -82,7 +82,7 @@ def test_bad_output_modalities_fail_before_any_model(guarded_pipe, modalities, c
 
 
 @pytest.mark.parametrize("make,error,match", [
-    (lambda: VideoCondition(IMG, -1), ValueError, "frame_index must be an integer >= 0"),
+    (lambda: VideoCondition(IMG, True), ValueError, "frame_index must be an integer"),  # -1: from the end
     (lambda: VideoCondition(IMG, 1.5), ValueError, "frame_index must be an integer"),
     (lambda: VideoCondition(IMG, 0, strength=1.5), ValueError, "strength must be a number in \\[0, 1\\]"),
     (lambda: VideoCondition(IMG, 0, crf=60), ValueError, "crf must be an integer in \\[0, 51\\]"),

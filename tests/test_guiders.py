@@ -39,6 +39,26 @@ def test_combine_equals_ltx_core(cfg, stg, modality, rescale):
     assert ours.dtype == torch.float32
 
 
+def test_batched_videos_are_rescaled_each_as_its_own_official_call():
+    """The official pipelines guide one video per call: a batch of videos combines like one official call per
+    video (the rescale std per video, as diffusers' per-sample `rescale_noise_cfg`), not one std over the batch."""
+    from diffusers_ltx2.guiders.combine import combine_per_video
+
+    g = torch.Generator().manual_seed(5)
+    c, u, p, m = (torch.randn(3, 37, 16, generator=g) * s for s in (1.0, 1.3, 0.9, 1.1))
+    c[1] *= 4.0  # one loud video: over the whole batch its std would change the others' factor
+    official = OfficialGuider(MultiModalGuiderParams(cfg_scale=3.0, stg_scale=1.0, modality_scale=3.0,
+                                                     rescale_scale=0.7))
+    dials = dict(cfg=3.0, stg=1.0, modality_scale=3.0, rescale=0.7)
+    ours = combine_per_video(c, u, p, m, **dials)
+    for i in range(3):
+        ref = official.calculate(c[i:i + 1], u[i:i + 1], p[i:i + 1], m[i:i + 1])
+        torch.testing.assert_close(ours[i:i + 1], ref, rtol=2e-7, atol=2e-6)
+    assert (official.calculate(c, u, p, m)[0] - ours[0]).abs().max() > 1e-3  # the batch-wide std differs
+    no_rescale = dict(dials, rescale=0.0)
+    assert torch.equal(combine_per_video(c, u, p, m, **no_rescale), multimodal_combine(c, u, p, m, **no_rescale))
+
+
 def test_combine_neutral_terms_need_no_tensor_and_skip_works():
     c = torch.randn(1, 5, 4)
     assert torch.equal(multimodal_combine(c), c)

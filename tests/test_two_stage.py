@@ -137,13 +137,13 @@ def test_default_negative_prompt_is_the_official_one(pipe, monkeypatch):
 
     assert DEFAULT_NEGATIVE_PROMPT == OFFICIAL
     seen = []
-    encode = pipe.encode_prompt
+    encode = pipe.encode_text_contexts  # the pipelines' own prompt step (encode_prompt is diffusers')
 
     def spy(prompts, negative_prompts, **kw):
         seen.append((negative_prompts, kw["need_negative"]))
         return encode(prompts, negative_prompts, **kw)
 
-    monkeypatch.setattr(pipe, "encode_prompt", spy)
+    monkeypatch.setattr(pipe, "encode_text_contexts", spy)
     _run(pipe, steps=1)
     _run(pipe, steps=1, negative_prompt="")
     _run(pipe, steps=1, distilled=True)

@@ -48,9 +48,9 @@ def resolve_frame(spec: MediaSpec, flag: str, num_frames: int, length: int = 1, 
     """The pixel frame a spec lands on: negative frames count from the end of the clip (-1 = the last frame
     for an image; a clip of `length` frames at -1 ends on the last frame). Raises ValueError when the media
     does not fit inside the clip's frames `0..num_frames-1`."""
-    frame = default if spec.frame is None else spec.frame
-    if frame < 0:
-        frame = num_frames - length + 1 + frame
+    from ..conditioning.frames import resolve_frame_index
+
+    frame = resolve_frame_index(default if spec.frame is None else spec.frame, num_frames, length)
     if frame < 0 or frame + length - 1 > num_frames - 1:
         what = "frame" if length == 1 else f"{length}-frame clip"
         raise ValueError(f"{flag} {spec.path}@{spec.frame}: the {what} does not fit in the clip's frames "

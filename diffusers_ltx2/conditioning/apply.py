@@ -85,7 +85,7 @@ def check_conditions(
                 f"TemporalRegion regenerates {missing} but no source was given: add "
                 f"{', '.join(needed[m] for m in missing)} or pass {', '.join(f'{m}=False' for m in missing)}"
             )
-    frame0 = [c for c in conditions if isinstance(c, VideoCondition) and c.frame_index == 0]
+    frame0 = [c for c in conditions if isinstance(c, VideoCondition) and c.start_frame(geometry) == 0]
     if len(frame0) + (image is not None) > 1:
         raise ValueError("more than one condition at frame 0 (image= and/or VideoCondition(frame_index=0)); "
                          "keep one")

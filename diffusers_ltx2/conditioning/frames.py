@@ -1,4 +1,5 @@
-"""Pixel frames for video conditions: accepted inputs, official preprocessing, and the VAE's pixel layout.
+"""Pixel frames for video conditions: official preprocessing and the VAE's pixel layout. Inputs are normalised
+by `diffusers_ltx2.media.frames.as_frames` (every video input's one normalisation; re-exported here).
 
 Official loaders (`ltx_pipelines.utils.media_io`): an image is H.264-recompressed (`preprocess`, CRF 33) on its
 uint8 pixels, then resized to cover the clip and centre-cropped (`resize_and_center_crop`), then mapped to
@@ -7,68 +8,23 @@ uint8 pixels, then resized to cover the clip and centre-cropped (`resize_and_cen
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
-import PIL.Image
 import torch
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".gif")
+from ..media.frames import as_frames
 
-
-def as_frames(source, what: str):
-    """Normalize a frame source to `(F, H, W, 3)`: uint8 numpy (from files, PIL or uint8 arrays) or float32
-    tensor in [0, 1].
-
-    Args:
-        source: image path, video path (by suffix, decoded with PyAV), PIL image, list of PIL images,
-            `(H, W, 3)` / `(F, H, W, 3)` uint8 or float-in-[0, 1] numpy array or tensor.
-        what: name used in error messages.
-
-    Raises:
-        FileNotFoundError: a path that does not exist.
-        ValueError: an unsupported type or shape, or floats outside [0, 1].
-    """
-    from ..media.image import load_image, pil_to_rgb
-    from ..media.video import load_video
-
-    if isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{what}: file not found: {path}")
-        if path.lower().endswith(VIDEO_SUFFIXES):
-            frames, _ = load_video(path)
-            return frames
-        return load_image(path)[None]
-    if isinstance(source, PIL.Image.Image):
-        source = [source]
-    if isinstance(source, (list, tuple)) and source and all(isinstance(s, PIL.Image.Image) for s in source):
-        return np.stack([pil_to_rgb(s, what) for s in source])
-    if isinstance(source, (np.ndarray, torch.Tensor)):
-        if source.ndim == 3:
-            source = source[None]
-        if source.ndim != 4 or source.shape[-1] != 3 or 0 in tuple(source.shape):
-            raise ValueError(f"{what}: frames must be (H, W, 3) or (F, H, W, 3) channels-last, got "
-                             f"{tuple(source.shape)}")
-        if isinstance(source, np.ndarray):
-            if source.dtype == np.uint8:
-                return source
-            source = torch.from_numpy(np.ascontiguousarray(source))
-        if source.dtype == torch.uint8:
-            return source.cpu().numpy()
-        if not source.is_floating_point():
-            raise ValueError(f"{what}: frames must be uint8 or floats in [0, 1], got {source.dtype}")
-        source = source.detach().to("cpu", torch.float32)
-        if not bool(torch.isfinite(source).all()) or source.min() < 0 or source.max() > 1:
-            raise ValueError(f"{what}: floating-point frames must be finite and in [0, 1]")
-        return source
-    raise ValueError(
-        f"{what}: expected a path, PIL image(s), or an (F, H, W, 3) array / tensor, got {type(source).__name__}"
-    )
+__all__ = ["as_frames", "num_frames_of", "resolve_frame_index", "to_vae_pixels"]
 
 
 def num_frames_of(frames) -> int:
     return int(frames.shape[0])
+
+
+def resolve_frame_index(frame_index: int, num_frames: int, length: int = 1) -> int:
+    """The pixel frame media of `length` frames starts on: `frame_index` itself, or counted from the end of a
+    `num_frames` clip when negative (-1: an image lands on the last frame, a clip ends on it), as the CLI's
+    `@FRAME`. The result may lie outside the clip; callers check that."""
+    return num_frames - length + 1 + frame_index if frame_index < 0 else frame_index
 
 
 def to_vae_pixels(frames, height: int, width: int, crf: int) -> torch.Tensor:

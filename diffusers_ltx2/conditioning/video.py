@@ -16,7 +16,7 @@ import torch
 
 from ..pipelines import latents as L
 from .base import VIDEO, ClipGeometry, Condition, ConditioningState
-from .frames import as_frames, num_frames_of, to_vae_pixels
+from .frames import as_frames, num_frames_of, resolve_frame_index, to_vae_pixels
 
 DEFAULT_IMAGE_CRF = 33
 
@@ -45,25 +45,28 @@ class VideoCondition(Condition):
     """Condition the clip on an image or a short clip placed at pixel frame `frame_index`.
 
     Args:
-        frames: an image or a clip: image / video path, PIL image(s), or `(H, W, 3)` / `(F, H, W, 3)` uint8 or
-            float-in-[0, 1] array / tensor. A clip needs `8k + 1` frames (the VAE's unit); an image is one frame.
-            Resized to cover the clip and centre-cropped (official loader).
-        frame_index: first pixel frame the media lands on, `0 <= frame_index` and
-            `frame_index + len(frames) - 1 <= num_frames - 1`. 0 replaces the first latent frame(s);
-            any other index appends keyframe tokens.
+        frames: an image or a clip, in any form `diffusers_ltx2.media.as_frames` takes: image / video path, PIL
+            image(s), numpy `(H, W, 3)` / `(F, H, W, 3)`, torch `(3, H, W)` / `(F, 3, H, W)` (a pipeline's
+            `output_type="pil" / "np" / "pt"` frames included), uint8 or floats in [0, 1]. A clip needs `8k + 1`
+            frames (the VAE's unit); an image is one frame. Resized to cover the clip and centre-cropped
+            (official loader).
+        frame_index: pixel frame the media starts on; negative counts from the end of the clip as the CLI's
+            `@FRAME` (-1: an image on the last frame, a clip ending on it). 0 replaces the first latent
+            frame(s); any other frame appends keyframe tokens. The media must fit in the clip's frames.
         strength: in [0, 1]; 1 holds the frames exactly (denoise mask `1 - strength`).
         crf: H.264 CRF applied to *images* before encoding, as the official image loader (33; 0 = off).
 
-    Raises (from `check`, before any model runs):
-        ValueError: a clip whose frame count is not 1 or `8k + 1`, an index outside the clip, a strength
-            outside [0, 1], a bad crf. FileNotFoundError: a missing file.
+    Raises:
+        ValueError: at construction for a bad index / strength / crf or frames (see `as_frames`); from `check`,
+            before any model runs, for a clip whose frame count is not 1 or `8k + 1` or media outside the clip.
+        FileNotFoundError: a missing file.
     """
 
     order = 2
 
     def __init__(self, frames, frame_index: int = 0, strength: float = 1.0, *, crf: int = DEFAULT_IMAGE_CRF):
-        if isinstance(frame_index, bool) or not isinstance(frame_index, int) or frame_index < 0:
-            raise ValueError(f"frame_index must be an integer >= 0, got {frame_index!r}")
+        if isinstance(frame_index, bool) or not isinstance(frame_index, int):
+            raise ValueError(f"frame_index must be an integer (negative: from the end), got {frame_index!r}")
         if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
             raise ValueError(f"strength must be a number in [0, 1], got {strength!r}")
         if isinstance(crf, bool) or not isinstance(crf, int) or not 0 <= crf <= 51:
@@ -73,25 +76,32 @@ class VideoCondition(Condition):
         self.strength = float(strength)
         self.crf = crf
 
+    def start_frame(self, geometry: ClipGeometry) -> int:
+        """The pixel frame the media starts on in this clip (a negative `frame_index` resolved)."""
+        return resolve_frame_index(self.frame_index, geometry.num_frames, self.num_frames)
+
     @property
     def num_frames(self) -> int:
         return num_frames_of(self.frames)
 
     def check(self, geometry: ClipGeometry) -> None:
         geometry.check_clip_frames(self.num_frames, "VideoCondition")
-        last = self.frame_index + self.num_frames - 1
-        if last > geometry.num_frames - 1:
+        start = self.start_frame(geometry)
+        last = start + self.num_frames - 1
+        if start < 0 or last > geometry.num_frames - 1:
+            where = f"starts at frame {start}" if start < 0 else f"ends at frame {last}"
             raise ValueError(
-                f"VideoCondition at frame {self.frame_index} with {self.num_frames} frame(s) ends at frame {last}, "
-                f"outside the clip's frames 0..{geometry.num_frames - 1}"
+                f"VideoCondition at frame {self.frame_index} with {self.num_frames} frame(s) {where}, outside the "
+                f"clip's frames 0..{geometry.num_frames - 1}"
             )
 
     def apply(self, state: ConditioningState, encoder) -> None:
         g = state.geometry
+        start = self.start_frame(g)
         pixels = to_vae_pixels(self.frames, g.height, g.width, self.crf)
         latents = encoder.encode_pixels(pixels, g.batch_size, state.video.latent.device)  # (B, C, f, h, w)
         tokens = L.pack_video(latents.float())
-        if self.frame_index == 0:
+        if start == 0:
             if state.frame0 is not None:
                 raise ValueError(f"two conditions replace the first frame ({state.frame0} and a VideoCondition)")
             state.frame0 = "VideoCondition"
@@ -101,7 +111,7 @@ class VideoCondition(Condition):
             state.video.denoise_mask[:, :n] = 1.0 - self.strength
             return
         positions = keyframe_positions(
-            g.batch_size, latents.shape[2], latents.shape[3], latents.shape[4], frame_index=self.frame_index,
+            g.batch_size, latents.shape[2], latents.shape[3], latents.shape[4], frame_index=start,
             frame_rate=g.frame_rate, temporal_ratio=g.temporal_ratio, spatial_ratio=g.spatial_ratio,
             device=tokens.device,
         )

@@ -8,7 +8,6 @@ import logging
 import os
 
 import numpy as np
-import PIL.Image
 import torch
 
 logger = logging.getLogger(__name__)
@@ -33,45 +32,16 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None) -> torch.
 def to_frames(video) -> torch.Tensor:
     """Any supported control-video form -> `(F, 3, H, W)` float32 in `[0, 1]`.
 
-    Accepted: a file path; a list of PIL images; a numpy array `(F, H, W, 3)` (uint8, or float in `[0, 1]`);
-    a tensor `(F, 3, H, W)` in `[0, 1]` (a single `(3, H, W)` / `(H, W, 3)` frame is one frame).
+    Accepted: whatever `diffusers_ltx2.media.frames.as_frames` takes (every video input's normalisation): a file
+    path; PIL image(s); numpy `(F, H, W, 3)`; torch `(F, 3, H, W)`; uint8 or floats in `[0, 1]`; a pipeline's
+    `output_type="pil" / "np" / "pt"` frames. A single image is one frame.
     """
-    if isinstance(video, (str, os.PathLike)):
-        return read_video(video)
-    if isinstance(video, PIL.Image.Image):
-        video = [video]
-    if isinstance(video, (list, tuple)):
-        if not video:
-            raise ValueError("control_video is an empty list")
-        if not all(isinstance(f, PIL.Image.Image) for f in video):
-            raise ValueError("a control_video list must contain PIL images")
-        video = np.stack([np.asarray(f.convert("RGB")) for f in video])
-    if isinstance(video, np.ndarray):
-        arr = video
-        if arr.ndim == 3:
-            arr = arr[None]
-        if arr.ndim != 4 or arr.shape[-1] != 3:
-            raise ValueError(f"control_video arrays must be (F, H, W, 3), got {video.shape}")
-        scale = 255.0 if arr.dtype == np.uint8 else 1.0
-        video = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float() / scale
-    if not isinstance(video, torch.Tensor):
-        raise ValueError(
-            "control_video must be a file path, a list of PIL images, a (F, H, W, 3) array or a (F, 3, H, W) "
-            f"tensor, got {type(video).__name__}"
-        )
-    t = video
-    if t.ndim == 3:
-        t = t[None]
-    if t.ndim == 4 and t.shape[1] != 3 and t.shape[-1] == 3:
-        t = t.permute(0, 3, 1, 2)
-    if t.ndim != 4 or t.shape[1] != 3:
-        raise ValueError(f"control_video tensors must be (F, 3, H, W), got {tuple(video.shape)}")
-    if t.shape[0] == 0 or t.shape[2] == 0 or t.shape[3] == 0:
-        raise ValueError(f"control_video is empty: shape {tuple(video.shape)}")
-    t = t.float()
-    if float(t.min()) < -1e-3 or float(t.max()) > 1 + 1e-3:
-        raise ValueError("control_video tensor values must be in [0, 1]")
-    return t
+    from ..media.frames import as_frames
+
+    frames = as_frames(video, "control_video")
+    if isinstance(frames, np.ndarray):
+        frames = torch.from_numpy(frames).float() / 255.0
+    return frames.permute(0, 3, 1, 2).contiguous()
 
 
 def fit_frames(frames: torch.Tensor, num_frames: int, height: int, width: int, temporal_ratio: int = 8,

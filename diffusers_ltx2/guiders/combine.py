@@ -7,6 +7,10 @@ Per modality, on x0 predictions, in float32 (LTX-2's `MultiModalGuider.calculate
 
 `c` is the conditional pass, `u` the negative-prompt pass, `p` the STG-perturbed pass and `m` the
 modality-isolated pass. A term whose scale is "off" (cfg 1, stg 0, modality_scale 1) needs no tensor.
+
+The official pipelines generate one video per call, so "the whole tensor" is one video: for a batch of videos
+`combine_per_video` takes the rescale std per video (each video as its own official call would give it; also
+diffusers' per-sample `rescale_noise_cfg`), so a video does not depend on the others in its batch.
 """
 
 from __future__ import annotations
@@ -60,7 +64,18 @@ def multimodal_combine(
         if delta is not None:
             pred = pred + delta
     if rescale != 0.0:
-        # torch.std over every element (unbiased, like the official guider): one factor for the whole batch.
+        # torch.std over every element (unbiased, like the official guider): one factor for the whole tensor
+        # (`combine_per_video` calls this per video).
         factor = c.std() / pred.std()
         pred = pred * (rescale * factor + (1.0 - rescale))
     return pred
+
+
+def combine_per_video(cond: torch.Tensor, uncond=None, perturbed=None, isolated=None, **dials) -> torch.Tensor:
+    """`multimodal_combine` for a batch of videos `(B, ...)`: each video combined on its own (only the rescale
+    std differs from one call over the batch; without rescale this is that one call)."""
+    if not dials.get("rescale") or cond.shape[0] == 1:
+        return multimodal_combine(cond, uncond, perturbed, isolated, **dials)
+    rows = lambda t, i: t[i:i + 1] if t is not None else None  # noqa: E731
+    return torch.cat([multimodal_combine(rows(cond, i), rows(uncond, i), rows(perturbed, i), rows(isolated, i),
+                                         **dials) for i in range(cond.shape[0])])

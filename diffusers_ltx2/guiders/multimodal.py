@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Mapping
 
 from .base import GuidancePass, Guider, Prediction, StepPlan
-from .combine import multimodal_combine
+from .combine import combine_per_video
 
 COND = "cond"
 UNCOND = "uncond"
@@ -236,7 +236,7 @@ class MultimodalGuider(Guider):
 
         def one(params: ModalityGuidanceParams, attr: str):
             pick = lambda pred: getattr(pred, attr) if pred is not None else None  # noqa: E731
-            return multimodal_combine(
+            return combine_per_video(
                 getattr(cond, attr), pick(uncond), pick(perturbed), pick(isolated),
                 cfg=params.cfg, stg=params.stg, modality_scale=params.modality_scale, rescale=params.rescale,
             )

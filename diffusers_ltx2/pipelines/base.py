@@ -26,9 +26,12 @@ from ..schedulers import LTX2Scheduler
 from . import latents as L
 from .call_lock import serialized_call
 from .denoising import ModalityLatents, TextContexts, TransformerPasses, denoise
-from .diffusers_compat import DIFFUSERS_ONLY_COMPONENTS, as_ltx2_scheduler, check_diffusers_components, saved_by_this_package
+from .diffusers_compat import (
+    DIFFUSERS_ONLY_COMPONENTS, absent_components, as_ltx2_scheduler, check_diffusers_components, read_model_index,
+    saved_by_this_package,
+)
 from .diffusers_surface import DiffusersLTX2Surface
-from .images import check_image, spread_over_videos, to_unit_range
+from .images import check_image, image_pixels, prepare_images, spread_over_videos
 from .initial_latents import InitialLatentsMixin
 from .pipeline_output import LTX2AudioVideoPipelineOutput
 
@@ -80,7 +83,9 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
 
     model_cpu_offload_seq = "text_encoder->connectors->transformer->vae->audio_vae->vocoder"
     vae_memory_budget: int | None = None  # bytes for one VAE decode / encode; drives automatic tiling
-    _optional_components = ["text_encoder", "tokenizer", "guider", *DIFFUSERS_ONLY_COMPONENTS]
+    # text_encoder / tokenizer may be None too (API-encoder or embeddings-only folders), without being listed here:
+    # `from_pretrained` passes None for those a folder lacks (`diffusers_compat.ABSENT_AS_NONE`)
+    _optional_components = ["guider", *DIFFUSERS_ONLY_COMPONENTS]
     _callback_tensor_inputs = ["latents", "audio_latents", "prompt_embeds", "negative_prompt_embeds"]
 
     def __init_subclass__(cls, **kwargs):
@@ -112,7 +117,8 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
         super().__init__()
         check_diffusers_components(dict(processor=processor, prompt_enhancer=prompt_enhancer,
                                         duration_head=duration_head, audio_scheduler=audio_scheduler))
-        if isinstance(guider, str):
+        default = isinstance(guider, str)
+        if default:
             if guider != "default":
                 raise ValueError(f"guider must be a Guider, None (no guidance) or 'default', got {guider!r}")
             guider = default_guider()
@@ -132,6 +138,7 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
             audio_scheduler=None,
         )
         self.register_to_config(model_identity=model_identity)
+        self._guider_is_default = default  # `components` leaves a default guider out (see DiffusersLTX2Surface)
         self.prompt_encoder = prompt_encoder
         self.video_processor = VideoProcessor(vae_scale_factor=self.vae_spatial_compression_ratio)
         self._interrupt = False
@@ -140,6 +147,8 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
     def __setattr__(self, name, value):
         if name == "scheduler" and value is not None and not isinstance(value, LTX2Scheduler):
             value = as_ltx2_scheduler(value)
+        if name == "guider":
+            self.__dict__["_guider_is_default"] = False
         super().__setattr__(name, value)
 
     @classmethod
@@ -175,8 +184,11 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
         for name in DIFFUSERS_ONLY_COMPONENTS:
             kwargs.setdefault(name, None)
         hub = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only", "proxies") if k in kwargs}
-        if "guider" not in kwargs and not saved_by_this_package(pretrained_model_name_or_path, **hub):
+        index = read_model_index(pretrained_model_name_or_path, **hub)
+        if "guider" not in kwargs and not saved_by_this_package(index):
             kwargs["guider"] = default_guider()  # a diffusers-layout folder has no guider: add the recommended one
+        for name in absent_components(index):
+            kwargs.setdefault(name, None)
         pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         quantize_text_encoder_of(pipe, text_encoder_quantization)
         return pipe
@@ -504,11 +516,18 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
         latents = L.normalize_video(latents.float(), self.vae.latents_mean, self.vae.latents_std)
         return latents.expand(batch_size, -1, -1, -1, -1) if latents.shape[0] == 1 else latents
 
+    def prepare_image(self, image, image_crf: int | None = None):
+        """`image=` re-compressed as the official image loader (`images.prepare_images`; `image_crf=None`: the
+        model's CRF for PIL images / image files, diffusers' `resolve_default_image_crf`), before any model runs."""
+        from diffusers.pipelines.ltx2.utils import resolve_default_image_crf
+
+        return prepare_images(image, image_crf, resolve_default_image_crf(getattr(self, "text_encoder", None)))
+
     def encode_image(self, image, height: int, width: int, batch_size: int, device) -> torch.Tensor:
-        """Resize image(s) to the clip size and encode them as normalized first-frame latents
-        `(batch_size, C, 1, h, w)`: uint8 values are scaled to [0, 1]; one image is used for every video, one
-        per prompt is repeated for that prompt's videos (in order), one per video is used as is."""
-        pixels = self.video_processor.preprocess(to_unit_range(image), height=height, width=width).unsqueeze(2)
+        """Resize image(s) to cover the clip, centre-crop (official loader; `prepare_image` re-compresses them
+        first) and encode them as normalized first-frame latents `(batch_size, C, 1, h, w)`: one image is used for
+        every video, one per prompt is repeated for that prompt's videos (in order), one per video is used as is."""
+        pixels = image_pixels(image, height, width)
         return spread_over_videos(self.encode_pixels(pixels, pixels.shape[0], device), batch_size)
 
     # -- decoding --------------------------------------------------------------------------------------------

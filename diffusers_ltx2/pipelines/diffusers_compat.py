@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "as_ltx2_scheduler",
+    "absent_components",
+    "read_model_index",
     "saved_by_this_package",
     "DIFFUSERS_DEFAULT",
     "DIFFUSERS_GUIDANCE_DEFAULTS",
@@ -329,23 +331,42 @@ def diffusers_encode_prompt(
     return prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask
 
 
-def saved_by_this_package(folder, **hub_kwargs) -> bool:
-    """Whether the pipeline folder (local, or a Hub repo id: its `model_index.json` is fetched with `hub_kwargs`
-    such as `revision`, `token`, `cache_dir`, `local_files_only`) was saved by this package (it lists a guider or
-    names one of its pipelines): its guider, or the absence of one, is then what was saved. A folder whose index
-    cannot be read counts as this package's (nothing is added; loading reports the problem)."""
+def read_model_index(folder, **hub_kwargs) -> dict | None:
+    """The pipeline folder's `model_index.json` (local, or a Hub repo id: fetched with `hub_kwargs` such as
+    `revision`, `token`, `cache_dir`, `local_files_only`); `None` when it cannot be read (loading then reports the
+    problem itself)."""
     local = os.path.join(str(folder), "model_index.json")
     try:
         if os.path.isfile(local):
             with open(local, encoding="utf-8") as f:
-                index = json.load(f)
-        else:
-            from diffusers.pipelines.pipeline_utils import DiffusionPipeline
+                return json.load(f)
+        from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 
-            index = DiffusionPipeline.load_config(str(folder), **hub_kwargs)
+        return dict(DiffusionPipeline.load_config(str(folder), **hub_kwargs))
     except Exception:  # noqa: BLE001 - from_pretrained itself raises the real error
+        return None
+
+
+def saved_by_this_package(index: dict | None) -> bool:
+    """Whether a pipeline folder's `model_index.json` (`read_model_index`) was saved by this package (it lists a
+    guider or names one of its pipelines): its guider, or the absence of one, is then what was saved. An index
+    that cannot be read (`None`) counts as this package's (nothing is added; loading reports the problem)."""
+    if index is None:
         return True
     return "guider" in index or index.get("_class_name") in ("LTX2AudioVideoPipeline", "LTX2ICLoRAPipeline")
+
+
+#: Components a folder may lack (an LTX API-encoder or embeddings-only model folder): loaded as None. They are not
+#: `_optional_components` - diffusers' tests set every optional component to None and still prompt the pipeline.
+ABSENT_AS_NONE = ("text_encoder", "tokenizer")
+
+
+def absent_components(index: dict | None) -> list[str]:
+    """The `ABSENT_AS_NONE` components a folder's index lists as `[null, null]` or not at all."""
+    if index is None:
+        return []
+    return [name for name in ABSENT_AS_NONE if not isinstance(index.get(name), (list, tuple))
+            or index[name][0] is None]
 
 
 def as_ltx2_scheduler(scheduler) -> LTX2Scheduler:

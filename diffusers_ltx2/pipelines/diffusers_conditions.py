@@ -20,10 +20,7 @@ never silently dropped.
 from __future__ import annotations
 
 import numpy as np
-import PIL.Image
 import torch
-
-from ..media.image import pil_to_rgb
 
 __all__ = ["references_from", "image_from_conditions"]
 
@@ -54,34 +51,18 @@ def references_from(reference_conditions, control_video, control_strength: float
     return [(ref.frames, float(ref.strength)) for ref in refs]
 
 
-def _single_frame(frames) -> np.ndarray:
-    """A condition's frames -> one `(H, W, 3)` array on diffusers' 0-255 scale (uint8 kept as uint8)."""
-    if isinstance(frames, PIL.Image.Image):
-        return pil_to_rgb(frames, "condition")
-    if isinstance(frames, (list, tuple)):
-        if len(frames) != 1 or not isinstance(frames[0], PIL.Image.Image):
-            raise NotImplementedError(
-                f"a condition of {len(frames)} frames is video conditioning, which LTX2ICLoRAPipeline does not "
-                "support: pass one image (conditions at frame 0)"
-            )
-        return pil_to_rgb(frames[0], "condition")
-    if isinstance(frames, torch.Tensor):
-        t = frames.detach().cpu()
-        t = t.unsqueeze(0) if t.ndim == 3 else t
-        if t.ndim != 4 or t.shape[1] != 3:
-            raise ValueError(f"condition tensors must be (3, H, W) or (F, 3, H, W), got {tuple(frames.shape)}")
-        frames = t.permute(0, 2, 3, 1).numpy()
-    if isinstance(frames, np.ndarray):
-        arr = frames[None] if frames.ndim == 3 else frames
-        if arr.ndim != 4 or arr.shape[-1] != 3:
-            raise ValueError(f"condition arrays must be (H, W, 3) or (F, H, W, 3), got {frames.shape}")
-        if arr.shape[0] != 1:
-            raise NotImplementedError(
-                f"a condition of {arr.shape[0]} frames is video conditioning, which LTX2ICLoRAPipeline does not "
-                "support: pass one image (conditions at frame 0)"
-            )
-        return arr[0]
-    raise ValueError(f"unsupported condition frames type {type(frames).__name__}")
+def _single_frame(frames):
+    """A condition's frames -> one `(H, W, 3)` frame: uint8 numpy, or float tensor in [0, 1] (diffusers' 0-255
+    floats divided by 255), via `conditioning.diffusers_condition.diffusers_frames` (`media.as_frames`)."""
+    from ..conditioning.diffusers_condition import diffusers_frames
+
+    arr = diffusers_frames(frames)
+    if arr.shape[0] != 1:
+        raise NotImplementedError(
+            f"a condition of {arr.shape[0]} frames is video conditioning, which LTX2ICLoRAPipeline does not "
+            "support: pass one image (conditions at frame 0)"
+        )
+    return arr[0]
 
 
 def image_from_conditions(conditions, image, image_strength: float, text_encoder=None):
@@ -115,9 +96,10 @@ def image_from_conditions(conditions, image, image_strength: float, text_encoder
     crf = getattr(cond, "crf", None)
     crf = resolve_default_image_crf(text_encoder) if crf is None else crf
     if crf != 0:
-        if arr.dtype != np.uint8:
+        if not isinstance(arr, np.ndarray):
             raise ValueError(f"image conditioning CRF expects a uint8 RGB frame, got dtype={arr.dtype}; pass a PIL "
                              "image / uint8 array, or set crf=0 on the condition")
         arr = apply_image_conditioning_crf(arr, int(crf))
-    pixels = torch.from_numpy(np.array(arr, dtype=np.float32)).permute(2, 0, 1)[None] / 255.0
-    return pixels.clamp(0, 1), float(cond.strength)
+    if isinstance(arr, np.ndarray):
+        arr = torch.from_numpy(np.array(arr, dtype=np.float32)) / 255.0
+    return arr.permute(2, 0, 1)[None].clamp(0, 1), float(cond.strength)

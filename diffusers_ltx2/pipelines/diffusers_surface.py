@@ -9,7 +9,24 @@ import torch
 
 
 class DiffusersLTX2Surface:
-    """diffusers' `LTX2Pipeline` attribute names and `encode_prompt`."""
+    """diffusers' `LTX2Pipeline` attribute names, `components` and `encode_prompt`."""
+
+    @property
+    def components(self) -> dict:
+        """diffusers' `components` (the modules to build another pipeline from this one's), less what the
+        constructor recreates by itself: diffusers' components this package never holds (`processor`,
+        `prompt_enhancer`, `duration_head`, `audio_scheduler`: always None) and the guider while it is the default
+        one. So `components` lists what was passed in, as diffusers' `LTX2Pipeline` (which has no guider), and
+        `OtherPipeline(**pipe.components)` / `from_pipe` rebuild the same pipeline."""
+        from .diffusers_compat import DIFFUSERS_ONLY_COMPONENTS
+
+        components = super().components
+        for name in DIFFUSERS_ONLY_COMPONENTS:
+            if name in components and components[name] is None:
+                del components[name]
+        if getattr(self, "_guider_is_default", False):
+            components.pop("guider", None)
+        return components
 
     @property
     def vae_spatial_compression_ratio(self) -> int:
@@ -127,8 +144,6 @@ class DiffusersLTX2Surface:
         scale_factor: int = 8,
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
-        *,
-        need_negative: bool | None = None,
     ):
         """Encode prompts, with diffusers' `LTX2Pipeline.encode_prompt` signature and return value.
 
@@ -142,25 +157,22 @@ class DiffusersLTX2Surface:
         diffusers, the masks are repeated per prompt like the embeddings (diffusers tiles them: for several
         prompts and videos per prompt its masks do not line up with its embeddings).
 
-        With the keyword `need_negative=` it is this package's own step instead (kept for the pipelines):
-        `encode_text_contexts(prompt, negative_prompt, ...)`, returning `TextContexts`.
+        This package's own step (`TextContexts` for the denoising loop) is `encode_text_contexts`.
 
         Raises:
             ValueError: no text encoder / tokenizer, or inconsistent prompts (as diffusers).
         """
-        if need_negative is not None:
-            return self.encode_text_contexts(
-                prompt, negative_prompt, prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
-                need_negative=need_negative, num_videos_per_prompt=num_videos_per_prompt,
-                max_sequence_length=max_sequence_length, device=device,
-            )
         from .diffusers_compat import diffusers_encode_prompt
 
-        return diffusers_encode_prompt(
-            self, prompt, negative_prompt, do_classifier_free_guidance=do_classifier_free_guidance,
-            num_videos_per_prompt=num_videos_per_prompt, prompt_embeds=prompt_embeds,
-            negative_prompt_embeds=negative_prompt_embeds, prompt_attention_mask=prompt_attention_mask,
-            negative_prompt_attention_mask=negative_prompt_attention_mask,
-            max_sequence_length=1024 if max_sequence_length is None else max_sequence_length,
-            device=device or self._execution_device, dtype=dtype,
+        # one return of the four names: diffusers' `encode_prompt` isolation test maps the outputs by them
+        prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask = (
+            diffusers_encode_prompt(
+                self, prompt, negative_prompt, do_classifier_free_guidance=do_classifier_free_guidance,
+                num_videos_per_prompt=num_videos_per_prompt, prompt_embeds=prompt_embeds,
+                negative_prompt_embeds=negative_prompt_embeds, prompt_attention_mask=prompt_attention_mask,
+                negative_prompt_attention_mask=negative_prompt_attention_mask,
+                max_sequence_length=1024 if max_sequence_length is None else max_sequence_length,
+                device=device or self._execution_device, dtype=dtype,
+            )
         )
+        return prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask

@@ -54,6 +54,7 @@ class LTX2ICLoRATwoStagePipeline(TwoStageMixin, LTX2ICLoRAPipeline):
         sigmas: list[float] | None = None,
         image=None,
         image_strength: float = 1.0,
+        image_crf: int | None = None,
         num_videos_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         prompt_embeds: PromptEmbeddings | str | None = None,
@@ -75,6 +76,8 @@ class LTX2ICLoRATwoStagePipeline(TwoStageMixin, LTX2ICLoRAPipeline):
                 sigmas without guidance, stage 2 without any LoRA. `False`: stage 1 with `guider` / `sigmas`,
                 stage 2 with the distilled LoRA only (`load_distilled_lora` first).
             skip_stage_2: return the stage-1 clip at `(height / 2, width / 2)`.
+            image, image_strength, image_crf: the first-frame image of both stages, re-compressed once (see
+                `LTX2AudioVideoPipeline.__call__`).
             guider: stage 1's guidance; or diffusers' guidance arguments (`guidance_scale`, ..., in
                 `**stage_1_kwargs`), resolved as `LTX2ICLoRAPipeline.__call__` does (neither: the pipeline's
                 `guider`, none when that is `None`). Ignored with `distilled=True`; stage 2 is unguided.
@@ -110,9 +113,10 @@ class LTX2ICLoRATwoStagePipeline(TwoStageMixin, LTX2ICLoRAPipeline):
             callback_tensor_inputs=callback_on_step_end_tensor_inputs, guider=guider,
         )
         self.fit_control_video(control_video, num_frames, half_h, half_w)  # readable (raises before any model)
+        image = self.prepare_image(image, image_crf)  # re-compressed once, for both stages
 
         # Prompts once for both stages (official: one encode_prompts call).
-        contexts = self.encode_prompt(
+        contexts = self.encode_text_contexts(
             inputs.prompts, inputs.negative_prompts, prompt_embeds=inputs.prompt_embeds,
             negative_prompt_embeds=inputs.negative_prompt_embeds, need_negative=guider.uses_negative_prompt,
             num_videos_per_prompt=num_videos_per_prompt, max_sequence_length=max_sequence_length,

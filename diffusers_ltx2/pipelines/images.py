@@ -1,9 +1,18 @@
-"""Conditioning images: checks, value range and how they are spread over the batch.
+"""Conditioning images (`image=`): checks, preparation (the official image loader's, as `VideoCondition`) and how
+they are spread over the batch.
 
-An `image` argument is one image or a list; each item is a PIL image, an `(H, W, 3)` / `(B, H, W, 3)` array or a
-`(3, H, W)` / `(B, 3, H, W)` tensor. Floating values must lie in [0, 1]; `uint8` values (0-255) are scaled by
-1/255; any other dtype or range is refused (before any model runs), since diffusers' `VideoProcessor` would
-silently feed e.g. 0-255 floats to the VAE at ~509.
+An `image` argument is one image or a list; each item is anything `diffusers_ltx2.media.as_frames` takes: a path,
+a PIL image, an `(H, W, 3)` array or `(3, H, W)` tensor, a frame of a pipeline's `output_type="pil" / "np" / "pt"`
+output, or several images at once (`(B, H, W, 3)` array, `(B, 3, H, W)` tensor). uint8 (0-255) or floats in
+[0, 1]; anything else is refused before any model runs (diffusers' `VideoProcessor` would silently feed e.g.
+0-255 floats to the VAE at ~509).
+
+Preparation (`prepare_images`, then `image_pixels`) is the official image loader's, the same path as
+`VideoCondition`: H.264 re-compression at `image_crf` (`media.crf_compress`), resize to cover the clip, centre
+crop, [-1, 1]. `image_crf=None` is diffusers' `LTX2ImageToVideoPipeline` default: the model's CRF
+(`resolve_default_image_crf`: 33, 18 for LTX-2.5) for pictures - PIL images and image files - while arrays and
+tensors are taken as the pixels you prepared (diffusers refuses them unless `image_crf=0`); an explicit
+`image_crf` applies to every image, 0 turns it off.
 
 Batch rule (as prompts): one image for every video, one per prompt (repeated `num_videos_per_prompt` times, per
 prompt, in order: prompt 0's videos first), or one per generated video.
@@ -11,39 +20,33 @@ prompt, in order: prompt 0's videos first), or one per generated video.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import PIL.Image
 import torch
 
-from ..media.image import pil_to_rgb
-
-#: Floating images may overshoot [0, 1] by this much (resampling ringing); they are clamped.
-RANGE_TOLERANCE = 1e-3
+from ..media.frames import as_frames
 
 
 def _items(image) -> list:
     return list(image) if isinstance(image, (list, tuple)) else [image]
 
 
-def _check_values(im, where: str) -> None:
-    dtype = im.dtype
-    if isinstance(im, np.ndarray):
-        is_uint8, is_float = dtype == np.uint8, np.issubdtype(dtype, np.floating)
-    else:
-        is_uint8, is_float = dtype == torch.uint8, im.is_floating_point()
-    if is_uint8:
-        return
-    if not is_float:
-        raise ValueError(f"{where} has dtype {dtype}: images must be uint8 (0-255) or floating point in [0, 1]")
-    values = torch.as_tensor(im) if isinstance(im, np.ndarray) else im.detach()
-    if values.numel() == 0:
-        raise ValueError(f"{where} is empty")
-    if not bool(torch.isfinite(values).all()):
-        raise ValueError(f"{where} contains NaN or infinite values")
-    lo, hi = float(values.min()), float(values.max())
-    if lo < -RANGE_TOLERANCE or hi > 1.0 + RANGE_TOLERANCE:
-        hint = " (0-255 values: pass a uint8 array)" if hi > 1.0 + RANGE_TOLERANCE and hi <= 255.0 else ""
-        raise ValueError(f"{where} has values in [{lo:.4g}, {hi:.4g}]; floating images must be in [0, 1]{hint}")
+def image_list(image) -> list[tuple[np.ndarray | torch.Tensor, bool]]:
+    """The `image` argument as single images `[(frames (1, H, W, 3), is_picture), ...]`: uint8 numpy or float
+    tensor in [0, 1] (`as_frames`), and whether the image is a picture (PIL image or file: `image_crf=None` then
+    re-compresses it). Raises ValueError / FileNotFoundError for what `as_frames` refuses."""
+    images = _items(image)
+    if not images:
+        raise ValueError("image is an empty list")
+    out = []
+    for index, item in enumerate(images):
+        where = "image" if not isinstance(image, (list, tuple)) else f"image[{index}]"
+        frames = as_frames(item, where)
+        picture = isinstance(item, (PIL.Image.Image, str, os.PathLike))
+        out += [(frames[i:i + 1], picture) for i in range(frames.shape[0])]
+    return out
 
 
 def check_image(image, batch_size: int, total: int | None = None) -> int:
@@ -59,32 +62,12 @@ def check_image(image, batch_size: int, total: int | None = None) -> int:
 
     Raises:
         ValueError: on a bad type, shape, dtype or value range, or a count other than 1, `batch_size` or `total`.
+        FileNotFoundError: a path that does not exist.
     """
     if image is None:
         return 0
     total = batch_size if total is None else total
-    images = _items(image)
-    if not images:
-        raise ValueError("image is an empty list")
-    n = 0
-    for index, im in enumerate(images):
-        where = "image" if not isinstance(image, (list, tuple)) else f"image[{index}]"
-        if isinstance(im, PIL.Image.Image):
-            n += 1
-            continue
-        if isinstance(im, np.ndarray):
-            arr = im if im.ndim == 4 else im[None] if im.ndim == 3 else None
-            if arr is None or arr.shape[-1] not in (1, 3):
-                raise ValueError(f"image arrays must be (H, W, 3) or (B, H, W, 3), got {im.shape}")
-            n += arr.shape[0]
-        elif isinstance(im, torch.Tensor):
-            t = im if im.ndim == 4 else im[None] if im.ndim == 3 else None
-            if t is None or t.shape[1] != 3:
-                raise ValueError(f"image tensors must be (3, H, W) or (B, 3, H, W), got {tuple(im.shape)}")
-            n += t.shape[0]
-        else:
-            raise ValueError(f"image must be a PIL image, numpy array or torch tensor, got {type(im).__name__}")
-        _check_values(im, where)
+    n = len(image_list(image))
     if n not in (1, batch_size, total):
         per_video = f" or {total} (one per video)" if total != batch_size else ""
         raise ValueError(
@@ -93,27 +76,36 @@ def check_image(image, batch_size: int, total: int | None = None) -> int:
     return n
 
 
-def to_unit_range(image):
-    """The `image` argument with every array / tensor as float32 in [0, 1] (uint8 scaled by 1/255, floats
-    clamped to [0, 1]); PIL images converted to RGB by their mode's true range (`media.image.pil_to_rgb`:
-    "L", "RGBA", "P", 16-bit greyscale, ..., like the CLI and `VideoCondition`). Call after `check_image`."""
+def check_image_crf(image_crf) -> None:
+    """`image_crf` must be None (the default rule) or an integer in [0, 51] (0 = no re-compression)."""
+    if image_crf is not None and (isinstance(image_crf, bool) or not isinstance(image_crf, (int, np.integer))
+                                  or not 0 <= int(image_crf) <= 51):
+        raise ValueError(f"image_crf must be None or an integer in [0, 51] (0 = no re-compression), got {image_crf!r}")
 
-    def one(im):
-        if isinstance(im, PIL.Image.Image):
-            return im if im.mode == "RGB" else PIL.Image.fromarray(pil_to_rgb(im, "image"))
-        if isinstance(im, np.ndarray):
-            if im.dtype == np.uint8:
-                return im.astype(np.float32) / 255.0
-            return np.clip(im.astype(np.float32), 0.0, 1.0)
-        if isinstance(im, torch.Tensor):
-            if im.dtype == torch.uint8:
-                return im.float() / 255.0
-            return im.float().clamp(0.0, 1.0)
-        return im
 
-    if isinstance(image, (list, tuple)):
-        return [one(im) for im in image]
-    return one(image)
+def prepare_images(image, image_crf: int | None, default_crf: int) -> list | None:
+    """Checked `image` -> its images re-compressed as the official loader does: a list of `(1, H, W, 3)` frames
+    (uint8 numpy / float tensor) that `image_pixels` resizes and that, passed again as `image=`, are not
+    re-compressed again (arrays). `image_crf=None`: `default_crf` for pictures (PIL images, image files), none for
+    arrays / tensors; else `image_crf` for every image."""
+    from ..media.image import crf_compress
+
+    check_image_crf(image_crf)
+    if image is None:
+        return None
+    out = []
+    for frames, picture in image_list(image):
+        crf = int(image_crf) if image_crf is not None else (default_crf if picture else 0)
+        out.append(crf_compress(frames, crf) if crf else frames)
+    return out
+
+
+def image_pixels(image, height: int, width: int) -> torch.Tensor:
+    """`image` (prepared or not; nothing is re-compressed here) -> VAE pixels `(n, 3, 1, height, width)` in
+    [-1, 1]: each image resized to cover the clip and centre-cropped (official `resize_and_center_crop`)."""
+    from ..conditioning.frames import to_vae_pixels
+
+    return torch.cat([to_vae_pixels(frames, height, width, crf=0) for frames, _ in image_list(image)])
 
 
 def spread_over_videos(latents: torch.Tensor, total: int) -> torch.Tensor:

@@ -118,10 +118,17 @@ class InitialLatentsMixin:
         image=None, output_modalities=("video", "audio"), latents=None,
     ):
         """Check `conditions=` / `output_modalities=` against the clip (before any model runs); returns the
-        ordered conditions and whether the call is audio-only (see `diffusers_ltx2.conditioning`)."""
+        ordered conditions and whether the call is audio-only (see `diffusers_ltx2.conditioning`). diffusers'
+        `LTX2VideoCondition` objects become `VideoCondition`s with diffusers' meaning
+        (`conditioning.diffusers_condition`)."""
+        from diffusers.pipelines.ltx2.utils import resolve_default_image_crf
+
         from .. import conditioning as C
+        from ..conditioning.diffusers_condition import from_diffusers_conditions
 
         geometry = C.geometry_for(self, total, num_frames, height, width, frame_rate)
+        conditions = from_diffusers_conditions(conditions, geometry,
+                                               resolve_default_image_crf(getattr(self, "text_encoder", None)))
         ordered = C.check_conditions(conditions, geometry, image=image, output_modalities=output_modalities)
         audio_only = C.check_output_modalities(output_modalities) == ("audio",)
         if audio_only and latents is not None:

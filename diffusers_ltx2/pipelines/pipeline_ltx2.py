@@ -51,6 +51,7 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
         use_cross_timestep: bool = True,
         image=None,
         image_strength: float = 1.0,
+        image_crf: int | None = None,
         noise_scale: float = 0.0,
         conditions: list | None = None,
         output_modalities: tuple[str, ...] = ("video", "audio"),
@@ -99,17 +100,25 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
                 guidance arguments; passing any builds the call's `MultimodalGuider` from them and diffusers'
                 defaults for the others (`diffusers_compat.guider_from_diffusers_args`). Not with `guider=`.
             use_cross_timestep: cross-modal attention modulation uses the other modality's sigma (official).
-            image: optional first-frame image(s) (PIL, `(H, W, 3)` array or `(3, H, W)` tensor, floats in [0, 1]
-                or uint8 0-255); resized to the clip size. One for all videos, one per prompt (repeated for
-                its `num_videos_per_prompt` videos) or one per video.
+            image: optional first-frame image(s): a path, PIL image, `(H, W, 3)` array or `(3, H, W)` tensor (a
+                frame of any `output_type`'s output), floats in [0, 1] or uint8 0-255. Prepared as the official
+                image loader, the same path as `VideoCondition`: re-compressed (`image_crf`), resized to cover
+                the clip and centre-cropped. One for all videos, one per prompt (repeated for its
+                `num_videos_per_prompt` videos) or one per video.
             image_strength: 1.0 keeps the first frame exactly; lower values let it change.
+            image_crf: H.264 CRF the image is re-compressed at (diffusers' `LTX2ImageToVideoPipeline` name);
+                `None`: the model's (33 for LTX-2.0 / 2.3) for PIL images and image files, none for arrays /
+                tensors (taken as prepared pixels); 0: off.
             noise_scale: in [0, 1]; with `latents` / `audio_latents`, they are clean latents noised by this much
                 (diffusers' meaning; e.g. 0.909375 with `DISTILLED_REFINE_SIGMAS` for a second stage). 0: they
                 are the initial noise.
             conditions: condition objects from `diffusers_ltx2.conditioning`, composable in one call:
                 `VideoCondition` (image / clip at any frame), `AudioCondition` (audio-to-video: audio frozen, the
                 output returns the input waveform), `FrozenVideo` (video-to-audio), `TemporalRegion` (retake a
-                window of a `FrozenVideo` / `AudioCondition` source). Checked before any model runs.
+                window of a `FrozenVideo` / `AudioCondition` source). diffusers' `LTX2VideoCondition(frames,
+                index, strength, crf)` objects are taken with diffusers' meaning (`conditioning.diffusers_condition`:
+                `index` a latent frame, negative from the end; frames on the 0-255 scale). Checked before any
+                model runs.
             output_modalities: `("video", "audio")` or `("audio",)` for audio-only generation (`frames` is
                 `None`). Audio-only runs the audio stream with both cross-modal attentions off and no modality
                 pass; the video stream (diffusers' transformer always has one) is a single frozen placeholder
@@ -165,6 +174,7 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
             latents=latents, audio_latents=audio_latents, callback_tensor_inputs=callback_on_step_end_tensor_inputs,
             guider=guider,
         )
+        image = self.prepare_image(image, image_crf)
         conditioned = conditions is not None or tuple(output_modalities) != ("video", "audio")
         if conditioned and noise_scale > 0:
             raise ValueError("noise_scale (re-noising given clean latents) cannot be combined with conditions= / "

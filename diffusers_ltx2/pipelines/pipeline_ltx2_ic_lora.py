@@ -78,6 +78,7 @@ class LTX2ICLoRAPipeline(LTX2PipelineBase):
         use_cross_timestep: bool = True,
         image=None,
         image_strength: float = 1.0,
+        image_crf: int | None = None,
         num_videos_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
@@ -105,8 +106,9 @@ class LTX2ICLoRAPipeline(LTX2PipelineBase):
         """Generate a clip with audio that follows `control_video`.
 
         Args:
-            control_video: the reference: a video file path, a list of PIL images, a `(F, H, W, 3)` array or a
-                `(F, 3, H, W)` tensor in `[0, 1]`. It is trimmed to `num_frames` (a shorter video conditions the
+            control_video: the reference, in any form `diffusers_ltx2.media.as_frames` takes: a video file path,
+                PIL images, a `(F, H, W, 3)` array or a `(F, 3, H, W)` tensor (a pipeline's `output_type` frames
+                included), uint8 or floats in `[0, 1]`. It is trimmed to `num_frames` (a shorter video conditions the
                 first `8k + 1` frames it covers) and resized / center-cropped to `(height / f, width / f)`.
             control_strength: 1 keeps the reference tokens clean (official); lower values let them be denoised.
             conditioning_attention_strength: how strongly generated and reference tokens attend to each other
@@ -154,6 +156,7 @@ class LTX2ICLoRAPipeline(LTX2PipelineBase):
             latents=latents, audio_latents=audio_latents, callback_tensor_inputs=callback_on_step_end_tensor_inputs,
             guider=guider,
         )
+        image = self.prepare_image(image, image_crf)
         for _, strength in references:
             V.check_strength("control_strength", strength)
         V.check_strength("conditioning_attention_strength", conditioning_attention_strength)
@@ -170,7 +173,7 @@ class LTX2ICLoRAPipeline(LTX2PipelineBase):
         self.set_schedule(num_inference_steps, sigmas, num_frames, height, width, device)
 
         # 2. Prompt conditioning.
-        contexts = self.encode_prompt(
+        contexts = self.encode_text_contexts(
             inputs.prompts, inputs.negative_prompts, prompt_embeds=inputs.prompt_embeds,
             negative_prompt_embeds=inputs.negative_prompt_embeds, need_negative=guider.uses_negative_prompt,
             num_videos_per_prompt=num_videos_per_prompt, max_sequence_length=max_sequence_length, device=device,

@@ -184,7 +184,8 @@ class TwoStageMixin:
         Args:
             video, audio: stage-1 `ModalityLatents` at `(height / 2, width / 2)` (appended tokens are dropped).
             contexts: the `TextContexts` of stage 1 (only the positive prompt is used).
-            conditions, image, image_strength: re-applied at full size (images re-encoded).
+            conditions, image, image_strength, image_crf: re-applied at full size (images re-compressed once,
+                re-encoded at each size).
             add_adapters, keep_adapters: LoRA adapters of stage 2 (see `_stage`).
             loop_options: `run_denoising` keywords of both stages (`callback`, `callback_tensor_inputs`,
                 `use_cross_timestep`).
@@ -259,6 +260,7 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
         distilled_lora_strength: float | None = None,
         image=None,
         image_strength: float = 1.0,
+        image_crf: int | None = None,
         conditions: list | None = None,
         output_modalities: tuple[str, ...] = ("video", "audio"),
         num_videos_per_prompt: int = 1,
@@ -340,6 +342,7 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
             guider=guider,
         )
         total = inputs.total
+        image = self.prepare_image(image, image_crf)  # re-compressed once, encoded at both sizes
         conditions, _ = self.prepare_conditions(conditions, total, num_frames, half_h, half_w, frame_rate,
                                                 image=image, latents=latents)
         self.prepare_conditions(conditions, total, num_frames, height, width, frame_rate, image=image)
@@ -350,7 +353,7 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
                             use_cross_timestep=use_cross_timestep)
 
         # 2. Prompts, encoded once for both stages (official: one encode_prompts call).
-        contexts = self.encode_prompt(
+        contexts = self.encode_text_contexts(
             inputs.prompts, inputs.negative_prompts, prompt_embeds=inputs.prompt_embeds,
             negative_prompt_embeds=inputs.negative_prompt_embeds, need_negative=guider.uses_negative_prompt,
             num_videos_per_prompt=num_videos_per_prompt, max_sequence_length=max_sequence_length, device=device,

@@ -30,10 +30,48 @@ def nearest_multiples(value: int, multiple: int) -> tuple[int, int]:
     return lower, upper
 
 
+#: Smallest size a conv input may have per padding mode, given the padding `p` (torch's F.pad rules).
+_PADDING_MINIMUM = {"reflect": lambda p: p + 1, "circular": lambda p: max(p, 1)}
+
+
+def min_latent_size(*modules) -> int:
+    """Smallest latent height / width the convolutions of `modules` accept (1 if any size works).
+
+    Zero and replicate padding take any size; reflect padding needs more pixels than it pads, circular at least as
+    many. A VAE's decoder (or encoder) is smallest at the latent grid, so the largest need over its convolutions
+    bounds the latent size. diffusers' LTX-2 video VAE decodes with 3x3 reflect-padded convolutions
+    (`decoder_spatial_padding_mode="reflect"`, the default there and in ltx-core's decoder configurator, i.e. every
+    released checkpoint): a 1-pixel latent fails in `F.pad`, 2 latent pixels work. Its encoder pads with zeros.
+    """
+    need = 1
+    for module in modules:
+        for conv in module.modules() if module is not None else ():
+            rule = _PADDING_MINIMUM.get(getattr(conv, "padding_mode", "zeros"))
+            if rule is None or not isinstance(conv, torch.nn.modules.conv._ConvNd):
+                continue
+            padding = conv.padding if isinstance(conv.padding, tuple) else (conv.padding,) * 2
+            if all(isinstance(p, int) for p in padding):  # "same" / "valid" strings pad nothing we can size
+                need = max(need, rule(max(padding[-2:])))
+    return need
+
+
+def min_resolution(vae, *, decode: bool = True, encode: bool = False) -> int:
+    """Smallest height / width in pixels a call may ask of `vae`: its spatial compression times the latent size
+    its decoder (when the call decodes: any `output_type` but "latent") and encoder (when it encodes images)
+    accept. 64 for the LTX-2 VAE when decoding, 32 otherwise; 4 for diffusers' test VAE (2x compression)."""
+    if vae is None:
+        return 1
+    parts = [getattr(vae, "decoder", None) if decode else None, getattr(vae, "encoder", None) if encode else None]
+    return int(getattr(vae, "spatial_compression_ratio", 32)) * min_latent_size(*(p for p in parts if p is not None))
+
+
 def check_resolution(height, width, multiple: int = 32, minimum: int = 64) -> None:
-    """Height and width must be positive multiples of the VAE's spatial compression (32), and at least
-    `minimum` pixels (64: two latent pixels; the VAE decoder's reflect padding fails on a 1-pixel latent)."""
+    """Height and width must be positive multiples of the VAE's spatial compression (`multiple`, 32 for LTX-2),
+    and at least `minimum` pixels (default 64, the LTX-2 VAE's decoder rule; pipelines pass their own VAE's
+    `min_resolution`)."""
     minimum = max(minimum, multiple)
+    latent = minimum // multiple
+    pixels = {1: "one latent pixel", 2: "two latent pixels"}.get(latent, f"{latent} latent pixels")
     for name, value in (("height", height), ("width", width)):
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -46,7 +84,7 @@ def check_resolution(height, width, multiple: int = 32, minimum: int = 64) -> No
                 f"{name} must be a multiple of {multiple}, got {value}; nearest valid values: {lower} or {upper}"
             )
         if value < minimum:
-            raise ValueError(f"{name} must be at least {minimum} (two latent pixels), got {value}; "
+            raise ValueError(f"{name} must be at least {minimum} ({pixels}), got {value}; "
                              f"nearest valid value: {minimum}")
 
 
@@ -158,7 +196,8 @@ def check_call_inputs(
     if negative_prompt_embeds is not None:
         check_batch("negative_prompt_embeds", negative_prompt_embeds.batch_size, batch_size)
     check_num_frames(num_frames, pipe.vae_temporal_ratio)
-    check_resolution(height, width, pipe.vae_spatial_ratio)
+    check_resolution(height, width, pipe.vae_spatial_ratio,
+                     min_resolution(pipe.vae, decode=output_type != "latent", encode=image is not None))
     check_positive("frame_rate", frame_rate)
     check_output_type(output_type)
     check_strength("image_strength", image_strength)
