@@ -22,7 +22,7 @@ from diffusers_ltx2.cli import main
 from diffusers_ltx2.conditioning import AudioCondition, TemporalRegion, VideoCondition
 from diffusers_ltx2.conditioning.frames import as_frames
 from diffusers_ltx2.media import load_audio, load_image, pil_to_rgb
-from diffusers_ltx2.pipelines.images import to_unit_range
+from diffusers_ltx2.pipelines.images import image_list
 from media_files import (
     frame_colours, png_header_only, tone, with_wav_rate, write_audio, write_float_wav, write_image_pyav, write_video,
 )
@@ -181,7 +181,7 @@ def test_16_bit_pil_images_given_directly_keep_their_range():
     assert image.mode == "I;16"
     np.testing.assert_array_equal(pil_to_rgb(image), expected)
     np.testing.assert_array_equal(as_frames(image, "VideoCondition")[0], expected)
-    np.testing.assert_array_equal(np.asarray(to_unit_range(image)), expected)  # the pipeline's image=
+    np.testing.assert_array_equal(np.asarray(image_list(image)[0][0][0]), expected)  # the pipeline's image=
     as_int32 = PIL.Image.fromarray(grey16.astype(np.int32))  # mode "I": Pillow's 32-bit home of 16-bit data
     np.testing.assert_array_equal(pil_to_rgb(as_int32), expected)
 
