@@ -24,7 +24,7 @@ _EXPORTS = {
     "Guider": ".guiders",
     "Prediction": ".guiders",
     "StepPlan": ".guiders",
-    "GuidanceAttentionControl": ".guiders",
+    "GuidanceAttentionControl": ".transformer",
     "ModalityGuidance": ".guiders",
     "ModalityGuidanceParams": ".guiders",
     "MultimodalGuider": ".guiders",
@@ -51,7 +51,7 @@ _registration.install()
 
 #: subpackages reachable as attributes (`diffusers_ltx2.control.CannyPreprocessor`) as when they were eager
 _SUBMODULES = ("cli", "conditioning", "control", "conversion", "export", "factory", "guiders", "loaders", "media",
-               "pipelines", "schedulers")
+               "pipelines", "schedulers", "latents", "transformer")
 
 
 def __getattr__(name: str):

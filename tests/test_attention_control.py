@@ -9,9 +9,11 @@ import pytest
 import torch
 from diffusers import LTX2VideoTransformer3DModel
 
-from diffusers_ltx2.guiders import GuidanceAttentionControl, GuidancePass, StepPlan
+from diffusers_ltx2.guiders import GuidancePass, StepPlan
+from diffusers_ltx2.transformer import GuidanceAttentionControl
 from diffusers_ltx2.loaders.prompt_embeddings import PromptEmbeddings
-from diffusers_ltx2.pipelines.denoising import ModalityLatents, TextContexts, TransformerPasses
+from diffusers_ltx2.latents.state import ModalityLatents
+from diffusers_ltx2.transformer.passes import TextContexts, TransformerPasses
 
 ALL_PASSES = (
     GuidancePass("cond"),

@@ -15,8 +15,8 @@ from diffusers_ltx2 import ClassifierFreeGuidance
 from diffusers_ltx2.conditioning import (
     AudioCondition, FrozenVideo, TemporalRegion, VideoCondition, encode_audio_tokens, geometry_for,
 )
-from diffusers_ltx2.conditioning.extend import blend_weights
-from diffusers_ltx2.pipelines import latents as L
+from diffusers_ltx2.pipelines.extend import blend_weights
+from diffusers_ltx2.latents import layout as L
 
 RATE = 24000  # the tiny vocoder's rate: sound given at it comes back without resampling
 RUN = dict(prompt="a dog runs on the beach", num_inference_steps=2, height=64, width=64, max_sequence_length=128,

@@ -21,7 +21,7 @@ from diffusers_ltx2.conditioning import (
 from diffusers_ltx2.conditioning.frames import to_vae_pixels
 from diffusers_ltx2.factory import TINY_CLIP
 from diffusers_ltx2.media.audio import resample_audio
-from diffusers_ltx2.pipelines import latents as L
+from diffusers_ltx2.latents import layout as L
 
 CLIP = dict(TINY_CLIP, num_frames=17)  # 64x64, 17 frames -> 3 latent frames of 2x2
 PROMPT = "a dog runs on the beach"
@@ -272,7 +272,7 @@ def test_guiders_spend_no_pass_on_a_frozen_modality():
 def test_a_modality_a_retake_keeps_whole_is_guided_as_retake_py_others_as_a2vid(tiny_pipe):
     """Official retake.py gives a kept modality its own `MultiModalGuider` (negative context, STG, skip_step);
     a2vid gives frozen audio `MultiModalGuiderParams()` and no negative context. Neither spends a pass on it."""
-    from diffusers_ltx2.pipelines.denoising import TextContexts
+    from diffusers_ltx2.transformer.passes import TextContexts
     from diffusers_ltx2.loaders.prompt_embeddings import PromptEmbeddings
 
     frames, (wave, rate) = torch.rand(17, 64, 64, 3), _wave()

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from diffusers_ltx2 import ClassifierFreeGuidance
-from diffusers_ltx2.conditioning import AudioCondition, TemporalRegion, VideoCondition, plan_extension
-from diffusers_ltx2.conditioning.extend import blend_weights, join_audio, join_frames
+from diffusers_ltx2.conditioning import AudioCondition, TemporalRegion, VideoCondition
+from diffusers_ltx2.pipelines.extend import blend_weights, join_audio, join_frames, plan_extension
 
 RUN = dict(prompt="a dog runs on the beach", num_inference_steps=2, height=64, width=64, max_sequence_length=128,
            guider=ClassifierFreeGuidance(1.0, 1.0))

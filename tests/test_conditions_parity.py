@@ -44,7 +44,7 @@ from diffusers_ltx2 import LTX2AudioVideoPipeline, MultimodalGuider
 from diffusers_ltx2.conditioning import AudioCondition, FrozenVideo, TemporalRegion, VideoCondition
 from diffusers_ltx2.conversion import convert_single_file
 from diffusers_ltx2.media.audio import waveform_to_mel
-from diffusers_ltx2.pipelines import latents as L
+from diffusers_ltx2.latents import layout as L
 
 STEPS = 4
 # Same fp32 math in another op order (see test_official_pipeline_parity: observed <= 4e-6 after 4 guided steps);

@@ -13,7 +13,7 @@ from diffusers.pipelines.ltx2.pipeline_ltx2 import rescale_noise_cfg
 from diffusers_ltx2 import LTX2AudioVideoPipeline, LTX2Scheduler, ModalityGuidanceParams, MultimodalGuider
 from diffusers_ltx2.factory import TINY_CLIP
 from diffusers_ltx2.guiders import Prediction
-from diffusers_ltx2.pipelines import latents as L
+from diffusers_ltx2.latents import layout as L
 from diffusers_ltx2.pipelines.diffusers_compat import (
     UnsupportedFeatureError,
     guider_from_diffusers_args,

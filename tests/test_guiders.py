@@ -20,7 +20,8 @@ from diffusers_ltx2 import (
     Prediction,
     SpatioTemporalGuidance,
 )
-from diffusers_ltx2.guiders import default_skip_blocks, multimodal_combine
+from diffusers_ltx2.guiders import multimodal_combine
+from diffusers_ltx2.transformer import default_skip_blocks
 
 GRID = list(itertools.product((1.0, 3.0, 7.0), (0.0, 1.0, 2.5), (1.0, 3.0), (0.0, 0.5, 0.7, 1.0)))
 

@@ -6,8 +6,10 @@ import diffusers
 import pytest
 import torch
 
-from diffusers_ltx2.guiders import GuidanceAttentionControl, MultimodalGuider
-from diffusers_ltx2.pipelines.denoising import TransformerPasses, denoise
+from diffusers_ltx2.guiders import MultimodalGuider
+from diffusers_ltx2.transformer import GuidanceAttentionControl
+from diffusers_ltx2.pipelines.denoising import denoise
+from diffusers_ltx2.transformer.passes import TransformerPasses
 from diffusers_ltx2.schedulers import LTX2Scheduler
 
 from test_attention_control import make_inputs

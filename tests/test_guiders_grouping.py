@@ -1,4 +1,4 @@
-"""Pass grouping by shared computation (`guiders.grouping`) and the view-based attention control.
+"""Pass grouping by shared computation (`transformer.grouping`) and the view-based attention control.
 
 Exactness: a pass's result is the same whichever rows share its call up to fp32 rounding only. Bit-identity across
 *different call sizes* is not attainable on this CPU: the timestep-embedding linears run with M = rows of the
@@ -16,9 +16,10 @@ import random
 import pytest
 import torch
 
-from diffusers_ltx2.guiders import GuidanceAttentionControl, GuidancePass, StepPlan
-from diffusers_ltx2.guiders.grouping import auto_batch_passes, estimate_pass_bytes, group_passes, prefix_key
-from diffusers_ltx2.pipelines.denoising import TransformerPasses
+from diffusers_ltx2.guiders import GuidancePass, StepPlan
+from diffusers_ltx2.transformer import GuidanceAttentionControl
+from diffusers_ltx2.transformer.grouping import auto_batch_passes, estimate_pass_bytes, group_passes, prefix_key
+from diffusers_ltx2.transformer.passes import TransformerPasses
 
 from test_attention_control import ALL_PASSES, GUIDED, _rows_seen, make_inputs, run_passes
 

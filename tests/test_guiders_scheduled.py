@@ -17,9 +17,12 @@ from ltx_core.types import LatentState  # noqa: E402
 from ltx_pipelines.utils.helpers import multi_modal_guider_factory_denoising_func  # noqa: E402
 from ltx_pipelines.utils.samplers import euler_denoising_loop  # noqa: E402
 
-from diffusers_ltx2.guiders import GuidanceAttentionControl, ModalityGuidanceParams, MultimodalGuider, ScheduledGuider  # noqa: E402
+from diffusers_ltx2.guiders import ModalityGuidanceParams, MultimodalGuider, ScheduledGuider  # noqa: E402
+from diffusers_ltx2.transformer import GuidanceAttentionControl  # noqa: E402
 from diffusers_ltx2.guiders.scheduled import PRESETS, params_for_sigma  # noqa: E402
-from diffusers_ltx2.pipelines.denoising import ModalityLatents, TransformerPasses, denoise  # noqa: E402
+from diffusers_ltx2.latents.state import ModalityLatents  # noqa: E402
+from diffusers_ltx2.pipelines.denoising import denoise  # noqa: E402
+from diffusers_ltx2.transformer.passes import TransformerPasses  # noqa: E402
 from diffusers_ltx2.schedulers import LTX2Scheduler  # noqa: E402
 
 from test_official_parity_guidance import REC_A, REC_V, STG_BLOCKS, _inputs, models  # noqa: E402,F401

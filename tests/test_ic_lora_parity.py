@@ -28,7 +28,9 @@ from ltx_core.types import LatentState, VideoLatentShape
 from diffusers_ltx2.conversion import convert_single_file
 from diffusers_ltx2.guiders import ClassifierFreeGuidance
 from diffusers_ltx2.loaders.prompt_embeddings import PromptEmbeddings
-from diffusers_ltx2.pipelines.denoising import ModalityLatents, TextContexts, TransformerPasses, denoise
+from diffusers_ltx2.latents.state import ModalityLatents
+from diffusers_ltx2.pipelines.denoising import denoise
+from diffusers_ltx2.transformer.passes import TextContexts, TransformerPasses
 from diffusers_ltx2.pipelines.reference import append_reference, reference_cross_weights
 from diffusers_ltx2.schedulers import LTX2Scheduler
 
@@ -154,7 +156,7 @@ def test_reference_steps_match_ltx_core(models, factor, strength, attention):
 def test_fractional_strength_differs_from_diffusers_mask(models):
     """The reason for the log bias: diffusers' `video_self_attention_mask` (`-10000 * (1 - mask)`) gives a
     different prediction at strength 0.5, while the official path (checked above) is reproduced."""
-    from diffusers_ltx2.pipelines.attention_bias import self_attention_bias
+    from diffusers_ltx2.transformer.attention_bias import self_attention_bias
 
     _, ours = models
     x = _inputs(2)
@@ -189,7 +191,8 @@ def test_bias_composes_with_batched_stg(models):
     the reference bias: each row equals ltx-core with the same attention mask and perturbation."""
     from ltx_core.guidance.perturbations import Perturbation, PerturbationConfig, PerturbationType
 
-    from diffusers_ltx2.guiders import GuidanceAttentionControl, GuidancePass, StepPlan
+    from diffusers_ltx2.guiders import GuidancePass, StepPlan
+    from diffusers_ltx2.transformer import GuidanceAttentionControl
 
     official, ours = models
     x = _inputs(2, seed=5)
@@ -245,7 +248,7 @@ def test_ic_lora_run_with_seed_matches_ltx_pipelines(tmp_path):
     from test_official_pipeline_parity import _config, _features, _gemma_states
 
     from diffusers_ltx2 import LTX2ICLoRAPipeline
-    from diffusers_ltx2.pipelines import latents as L
+    from diffusers_ltx2.latents import layout as L
 
     clip = dict(height=128, width=128, num_frames=17, frame_rate=24.0)
     src = tmp_path / "official.safetensors"

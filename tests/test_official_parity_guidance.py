@@ -36,14 +36,16 @@ from ltx_pipelines.utils.samplers import euler_denoising_loop  # noqa: E402
 from diffusers_ltx2.conversion.configs import transformer_config  # noqa: E402
 from diffusers_ltx2.conversion.keymap import map_transformer_key  # noqa: E402
 from diffusers_ltx2.guiders import (  # noqa: E402
-    GuidanceAttentionControl,
     GuidancePass,
     ModalityGuidanceParams,
     MultimodalGuider,
     StepPlan,
 )
+from diffusers_ltx2.transformer import GuidanceAttentionControl  # noqa: E402
 from diffusers_ltx2.loaders.prompt_embeddings import PromptEmbeddings  # noqa: E402
-from diffusers_ltx2.pipelines.denoising import ModalityLatents, TextContexts, TransformerPasses, denoise  # noqa: E402
+from diffusers_ltx2.latents.state import ModalityLatents  # noqa: E402
+from diffusers_ltx2.pipelines.denoising import denoise  # noqa: E402
+from diffusers_ltx2.transformer.passes import TextContexts, TransformerPasses  # noqa: E402
 from diffusers_ltx2.schedulers import LTX2Scheduler  # noqa: E402
 
 _TRANSFORMER = {

@@ -25,7 +25,7 @@ from ltx_pipelines.utils.samplers import euler_denoising_loop
 
 from diffusers_ltx2 import LTX2AudioVideoPipeline, ModalityGuidanceParams, MultimodalGuider, PromptEmbeddings
 from diffusers_ltx2.conversion import convert_single_file
-from diffusers_ltx2.pipelines import latents as L
+from diffusers_ltx2.latents import layout as L
 
 CLIP = dict(height=64, width=96, num_frames=17, frame_rate=24.0)
 STEPS = 4

@@ -11,7 +11,7 @@ import torch
 
 from diffusers_ltx2 import ClassifierFreeGuidance, LTX2AudioVideoPipeline, MultimodalGuider
 from diffusers_ltx2.factory import TINY_CLIP
-from diffusers_ltx2.pipelines import latents as L
+from diffusers_ltx2.latents import layout as L
 
 RUN = dict(TINY_CLIP, output_type="latent", num_inference_steps=2)
 
@@ -135,7 +135,7 @@ def test_a_user_subclass_delegating_to_the_pipeline_call_runs(tiny_components):
 
 def test_pad_to_common_length_left_pads_with_masked_zeros():
     from diffusers_ltx2 import PromptEmbeddings
-    from diffusers_ltx2.pipelines.denoising import pad_to_common_length
+    from diffusers_ltx2.transformer.passes import pad_to_common_length
 
     short = PromptEmbeddings(torch.ones(1, 2, 3), torch.ones(1, 2, 4), torch.ones(1, 2, dtype=torch.long))
     long = PromptEmbeddings(torch.full((1, 5, 3), 2.0), torch.full((1, 5, 4), 2.0), torch.ones(1, 5, dtype=torch.long))

@@ -11,7 +11,7 @@ import torch
 from diffusers_ltx2 import ClassifierFreeGuidance, Guider, Prediction, StepPlan
 from diffusers_ltx2.factory import TINY_CLIP
 from diffusers_ltx2.guiders import CONDITIONAL, GuidancePass
-from diffusers_ltx2.pipelines import latents as L
+from diffusers_ltx2.latents import layout as L
 
 
 def _gen(seed=0):

@@ -12,7 +12,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.pipelines.ltx2 import LTX2Pipeline
 
 from diffusers_ltx2.factory import TINY_CLIP
-from diffusers_ltx2.pipelines import latents as L
+from diffusers_ltx2.latents import layout as L
 
 
 def _diffusers_pipe(components):

@@ -45,7 +45,7 @@ def _embeds(root, name):
 
 
 def _distance(pipe, out_latents, target):
-    from diffusers_ltx2.pipelines import latents as L
+    from diffusers_ltx2.latents import layout as L
 
     got = L.normalize_video(out_latents.float(), pipe.vae.latents_mean, pipe.vae.latents_std)
     return float((got - target).pow(2).mean().sqrt())

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffusers_ltx2.pipelines import latents as L
+from diffusers_ltx2.latents import layout as L
 from diffusers_ltx2.training.data import PrecomputedDataset, read_entry
 from diffusers_ltx2.training.preprocess import find_clips, preprocess_dataset
 

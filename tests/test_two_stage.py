@@ -18,7 +18,7 @@ from diffusers_ltx2.conditioning import AudioCondition, VideoCondition
 from diffusers_ltx2.conditioning.frames import to_vae_pixels
 from diffusers_ltx2.loaders.adapter_state import active_adapter_strengths, lora_layers
 from diffusers_ltx2.media.audio import resample_audio
-from diffusers_ltx2.pipelines import latents as L
+from diffusers_ltx2.latents import layout as L
 from diffusers_ltx2.pipelines.upsampling import upsample_latents
 
 CLIP = dict(height=128, width=128, num_frames=17, frame_rate=24.0)  # stage 1: 64x64 (2x2), stage 2: 4x4

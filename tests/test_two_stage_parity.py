@@ -35,7 +35,7 @@ from upsampler_files import tiny_upsampler_config, write_official_upsampler
 from diffusers_ltx2 import LTX2TwoStagePipeline, ModalityGuidanceParams, MultimodalGuider
 from diffusers_ltx2.conversion import convert_single_file
 from diffusers_ltx2.conversion.upsampler import load_official_upsampler
-from diffusers_ltx2.pipelines import latents as L
+from diffusers_ltx2.latents import layout as L
 
 HEIGHT, WIDTH, FRAMES, FPS = 128, 128, 17, 24.0
 STEPS = 3

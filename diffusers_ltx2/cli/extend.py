@@ -29,7 +29,7 @@ def add_parser(subparsers) -> None:
 
 def _check_args(args):
     """Checks needing no model: the source clip, the extension's numbers and the generated clip's size."""
-    from ..conditioning import plan_extension
+    from ..pipelines.extend import plan_extension
 
     if args.num_frames is not None:
         raise ValueError("ltx2 extend takes --frames (frames to add), not --num-frames")

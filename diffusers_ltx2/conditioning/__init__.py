@@ -10,7 +10,6 @@ from .apply import (
 )
 from .audio import AudioCondition, encode_audio_tokens
 from .base import ClipGeometry, Condition, ConditioningState
-from .extend import ExtensionPlan, extend, plan_extension
 from .frozen_video import FrozenVideo
 from .temporal_region import TemporalRegion, region_mask
 from .video import DEFAULT_IMAGE_CRF, VideoCondition, keyframe_positions
@@ -22,17 +21,14 @@ __all__ = [
     "ConditionedLatents",
     "ConditioningState",
     "DEFAULT_IMAGE_CRF",
-    "ExtensionPlan",
     "FrozenVideo",
     "TemporalRegion",
     "VideoCondition",
     "check_conditions",
     "check_output_modalities",
     "encode_audio_tokens",
-    "extend",
     "geometry_for",
     "keyframe_positions",
-    "plan_extension",
     "prepare_conditioned_latents",
     "region_mask",
 ]

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..pipelines import latents as L
-from ..pipelines.denoising import ModalityLatents
+from ..latents import layout as L
+from ..latents.state import ModalityLatents
 from .base import AUDIO, MODALITIES, VIDEO, ClipGeometry, Condition, ConditioningState, frozen
 from .temporal_region import TemporalRegion
 from .video import EncodedFirstFrame, VideoCondition

@@ -19,7 +19,7 @@ import os
 import numpy as np
 import torch
 
-from ..pipelines import latents as L
+from ..latents import layout as L
 from .base import AUDIO, ClipGeometry, Condition, ConditioningState
 
 

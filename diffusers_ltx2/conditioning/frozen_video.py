@@ -8,7 +8,7 @@ attends to it. While it stays frozen the output frames are the given (resized) p
 
 from __future__ import annotations
 
-from ..pipelines import latents as L
+from ..latents import layout as L
 from .base import VIDEO, ClipGeometry, Condition, ConditioningState
 from .frames import as_frames, num_frames_of, to_vae_pixels
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from ..pipelines import latents as L
+from ..latents import layout as L
 from .base import VIDEO, ClipGeometry, Condition, ConditioningState
 from .frames import as_frames, num_frames_of, resolve_frame_index, to_vae_pixels
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from .errors import ConversionError
 from ..json_files import read_json
-from .fp8 import dequantize, swap_linears
+from .fp8 import FP8_MANIFEST, dequantize, swap_linears
 from .plan import ConversionPlan, TensorPlan, inspect_checkpoint, plan_conversion
 from .streaming import StreamingReader
 
@@ -168,3 +168,30 @@ def load_components_from_single_file(
             modules[comp] = module.eval()
     nonfinite.warn()
     return modules
+
+
+def load_fp8_transformer(folder: str | os.PathLike, dtype: torch.dtype = torch.bfloat16):
+    """Load a ``transformer`` folder written with ``fp8="keep"``.
+
+    Float8 linears become :class:`FP8ScaledLinear`; every other tensor is cast to ``dtype``. Tensors are
+    assigned one at a time from the shards into a meta-initialised model.
+    """
+    from accelerate import init_empty_weights
+    from diffusers import LTX2VideoTransformer3DModel
+
+    folder = Path(folder)
+    manifest = read_json(folder / FP8_MANIFEST)
+    weight_dtype = getattr(torch, manifest["weight_dtype"])
+    config = LTX2VideoTransformer3DModel.load_config(folder)
+    with init_empty_weights(include_buffers=False):
+        model = LTX2VideoTransformer3DModel.from_config(config)
+    swap_linears(model, manifest["modules"], weight_dtype)
+    fp8_modules = set(manifest["modules"])
+    for key, tensor in iter_folder_tensors(folder):
+        module_name = key.rpartition(".")[0]
+        keep = module_name in fp8_modules and key.endswith((".weight", ".weight_scale"))
+        if not keep and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        assign_tensor(model, key, tensor)
+    check_materialized(model, "transformer")
+    return model.eval()

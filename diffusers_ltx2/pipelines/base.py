@@ -17,15 +17,17 @@ from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
 from diffusers.pipelines.ltx2 import LTX2TextConnectors, LTX2Vocoder, LTX2VocoderWithBWE
 
-from ..guiders import GuidanceAttentionControl, Guider, MultimodalGuider
+from ..guiders import Guider, MultimodalGuider
 from ..loaders.lora import LTX2OfficialLoraLoaderMixin
 from ..loaders.gemma import DEFAULT_MAX_SEQUENCE_LENGTH, GemmaPromptEncoder, run_connectors
 from ..loaders.prompt_embeddings import PromptEmbeddings
 from ..memory.vae_tiling import auto_tile_vae
 from ..schedulers import LTX2Scheduler
-from . import latents as L
+from ..latents import layout as L
 from .call_lock import serialized_call
-from .denoising import ModalityLatents, TextContexts, TransformerPasses, denoise
+from ..latents.state import ModalityLatents
+from ..transformer import GuidanceAttentionControl, TextContexts, TransformerPasses
+from .denoising import denoise
 from .diffusers_compat import (
     DIFFUSERS_ONLY_COMPONENTS, absent_components, as_ltx2_scheduler, check_diffusers_components, read_model_index,
     saved_by_this_package,
@@ -167,7 +169,8 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
             ValueError: naming the file, a JSON file of a local folder (`model_index.json`, a component's config)
                 that is not readable JSON or is nested too deeply (checked before anything loads).
         """
-        from ..conversion.fp8 import FP8_MANIFEST, load_fp8_transformer
+        from ..conversion.fp8 import FP8_MANIFEST
+        from ..conversion.loading import load_fp8_transformer
         from ..json_files import check_json_files
         from ..quantization.loading import prepare_from_pretrained, quantize_text_encoder_of
 

@@ -19,10 +19,10 @@ import torch
 from ..guiders import Guider
 from ..loaders.prompt_embeddings import PromptEmbeddings
 from ..schedulers import DISTILLED_SIGMAS
-from . import latents as L
+from ..latents import layout as L
 from .call_lock import unserialized
 from .diffusers_compat import GUIDANCE_ARGUMENTS, sigmas_from_timesteps
-from .denoising import ModalityLatents
+from ..latents.state import ModalityLatents
 from .pipeline_ltx2_ic_lora import LTX2ICLoRAPipeline
 from .two_stage import TwoStageMixin, unguided
 

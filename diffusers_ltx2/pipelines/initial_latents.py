@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from . import latents as L
-from .denoising import ModalityLatents
+from ..latents import layout as L
+from ..latents.state import ModalityLatents
 
 
 def video_coords(transformer, batch_size: int, frames: int, height: int, width: int, frame_rate: float, device,

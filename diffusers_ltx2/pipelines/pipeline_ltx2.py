@@ -234,8 +234,8 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
     def extend(self, clip, num_new_frames: int, *, overlap_frames: int = 16, overlap_strength: float = 0.5,
                audio=None, sample_rate: int | None = None, **kwargs):
         """Continue `clip` (and its `audio`) by `num_new_frames` frames, joined without a seam; see
-        `diffusers_ltx2.conditioning.extend.extend` (ComfyUI `LTXVExtendSampler` semantics)."""
-        from ..conditioning.extend import extend
+        `diffusers_ltx2.pipelines.extend.extend` (ComfyUI `LTXVExtendSampler` semantics)."""
+        from .extend import extend
 
         return extend(self, clip, num_new_frames, overlap_frames=overlap_frames, overlap_strength=overlap_strength,
                       audio=audio, sample_rate=sample_rate, **kwargs)

@@ -22,10 +22,10 @@ from diffusers.utils.torch_utils import randn_tensor
 from ..guiders import Guider
 from ..loaders.prompt_embeddings import PromptEmbeddings
 from ..quantization import check_transformer_runtime
-from . import latents as L
+from ..latents import layout as L
 from . import validation as V
 from .base import LTX2PipelineBase
-from .denoising import ModalityLatents
+from ..latents.state import ModalityLatents
 from .diffusers_compat import DIFFUSERS_DEFAULT, check_unsupported_features, sigmas_from_timesteps
 from .diffusers_conditions import image_from_conditions, references_from
 from .reference import append_reference, latent_token_mask, reference_cross_weights

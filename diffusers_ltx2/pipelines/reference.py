@@ -18,9 +18,9 @@ from dataclasses import replace
 
 import torch
 
-from . import latents as L
-from .attention_bias import mask_to_bias
-from .denoising import ModalityLatents
+from ..latents import layout as L
+from ..transformer.attention_bias import mask_to_bias
+from ..latents.state import ModalityLatents
 
 __all__ = ["append_reference", "reference_cross_weights", "reference_attention_mask", "latent_token_mask"]
 

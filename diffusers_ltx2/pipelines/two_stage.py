@@ -37,7 +37,7 @@ from ..loaders.adapter_state import adapters_active
 from ..loaders.prompt_embeddings import PromptEmbeddings
 from ..quantization import check_transformer_runtime
 from ..schedulers import DISTILLED_REFINE_SIGMAS, DISTILLED_SIGMAS
-from . import latents as L
+from ..latents import layout as L
 from . import validation as V
 from .diffusers_compat import DIFFUSERS_DEFAULT, check_unsupported_features, sigmas_from_timesteps
 from .pipeline_ltx2 import LTX2AudioVideoPipeline
@@ -110,7 +110,7 @@ class TwoStageMixin:
         """Upsample normalized `(B, C, F, h, w)` video latents with `latent_upsampler` (official `upsample_video`:
         un-normalise with the VAE statistics, upsample, re-normalise); returns `(B, C, F, h*s, w*s)` float32.
         For latents returned by `output_type="latent"` (denormalized VAE latents), normalize first with
-        `diffusers_ltx2.pipelines.latents.normalize_video(x, pipe.vae.latents_mean, pipe.vae.latents_std)`.
+        `diffusers_ltx2.latents.layout.normalize_video(x, pipe.vae.latents_mean, pipe.vae.latents_std)`.
         Raises `ValueError` without a `latent_upsampler` or for a wrong rank / channel count."""
         if self.latent_upsampler is None:
             raise ValueError("this pipeline has no latent_upsampler: pass latent_upsampler= (an "

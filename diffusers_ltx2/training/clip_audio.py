@@ -5,7 +5,7 @@ decoded with `media.load_audio` (PyAV), cut to the clip's duration `num_frames /
 when shorter (`AudioCondition.clip_waveform`), then `conditioning.encode_audio_tokens` (official mel front end,
 audio VAE posterior mean, per-channel normalization in the packed space, cropped / padded to the clip's audio
 latent length `round(num_frames / frame_rate * 25)`). The packed tokens are stored unpacked as `(C_a, T, M)`; the
-trainer packs them again (`pipelines.latents.pack_audio`), which gives back the same tokens bit for bit. So what
+trainer packs them again (`latents.layout.pack_audio`), which gives back the same tokens bit for bit. So what
 is trained is what runs.
 
 The window is the time of the frames used: from the video stream's first frame, measured against the audio
@@ -69,7 +69,7 @@ def encode_clip_audio(pipe, path: str | os.PathLike, num_frames: int, frame_rate
     from ..conditioning import AudioCondition, encode_audio_tokens
     from ..conditioning.apply import geometry_for
     from ..media.audio import load_audio
-    from ..pipelines import latents as L
+    from ..latents import layout as L
 
     path = os.fspath(path)
     fps, offset = _stream_timing(path)

@@ -3,7 +3,7 @@ the flow-matching targets and the loss masks.
 
 Sources followed: the official `text_to_video` and `video_to_video` strategies (`ltx_trainer/training_strategies/`,
 LTX-2 repository). The token state is built with the same code the inference pipelines use, so what is trained is
-what runs: `pipelines.latents.pack_video` / `pack_audio` (official patchifier order), RoPE positions from the
+what runs: `latents.layout.pack_video` / `pack_audio` (official patchifier order), RoPE positions from the
 transformer's own `prepare_video_coords` (pixel boxes, causal fix, seconds) and, for IC-LoRA, `pipelines.reference
 .append_reference` with positions on the reference's small grid scaled by the reference downscale factor.
 
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import torch
 
 from ..loaders.prompt_embeddings import PromptEmbeddings
-from ..pipelines import latents as L
-from ..pipelines.denoising import ModalityLatents
+from ..latents import layout as L
+from ..latents.state import ModalityLatents
 from ..pipelines.initial_latents import video_coords
 from ..pipelines.reference import append_reference
 from . import objective, timesteps

@@ -20,7 +20,7 @@ block) are computed once up to there and duplicated afterwards (block hooks; ver
 merged rows really carry equal inputs, otherwise the call runs unshared). Row ranges are handled as views
 (`narrow`): the inputs of a run of rows (hidden states, RoPE tables, masks) are slices of the full tensors, each
 output run is written into its slice once and only dropped rows are zeroed; a gathered copy is made only when
-the rows of one treatment are not contiguous (`guiders.grouping` orders passes so that they are).
+the rows of one treatment are not contiguous (`transformer.grouping` orders passes so that they are).
 On exit every processor is put back (the same objects) and every hook removed, so the transformer is exactly as
 before: LoRA layers, offload hooks and `torch.compile` are untouched.
 """
@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .base import GuidancePass
+from ..guiders.base import GuidancePass
+from ..guiders.multimodal import check_skip_blocks
 
 FULL, VALUE, ZERO = "full", "value", "zero"
 SELF_KINDS = ("attn1", "audio_attn1")
@@ -367,8 +368,6 @@ class GuidanceAttentionControl:
     @contextmanager
     def activate(self, passes: list[GuidancePass], batch_size: int, skip_blocks=()):
         """Make the next transformer call(s) run `passes` stacked pass-major, `batch_size` rows each."""
-        from .multimodal import check_skip_blocks
-
         if self._busy:
             raise RuntimeError("GuidanceAttentionControl.activate is not re-entrant")
         blocks = check_skip_blocks(tuple(skip_blocks) or self.default_skip_blocks, self.num_blocks)

@@ -25,10 +25,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .audio import AudioCondition
-from .frames import as_frames, num_frames_of
-from .temporal_region import TemporalRegion
-from .video import VideoCondition
+from ..conditioning import AudioCondition, TemporalRegion, VideoCondition
+from ..conditioning.frames import num_frames_of
+from ..media.audio import load_audio, resample_audio, to_channels
+from ..media.frames import as_frames
+from ..media.image import resize_center_crop
+from .pipeline_output import LTX2AudioVideoPipelineOutput
 
 
 @dataclass(frozen=True)
@@ -127,10 +129,6 @@ def extend(
         ValueError / FileNotFoundError before any model runs (see `plan_extension`, the media loaders; a
         `frame_rate` that is not a finite number > 0).
     """
-    from ..media.audio import load_audio, resample_audio, to_channels
-    from ..media.image import resize_center_crop
-    from ..pipelines.pipeline_output import LTX2AudioVideoPipelineOutput
-
     if output_type not in ("np", "pt"):
         raise ValueError(f"extend returns pixels: output_type must be 'np' or 'pt', got {output_type!r}")
     for key in ("num_frames", "conditions", "image", "output_modalities", "return_dict"):

@@ -10,9 +10,9 @@ How it is installed (only during one transformer call, everything restored on ex
 
 - a forward pre-hook on `attn1` of every block puts the bias into the `attention_mask` argument, expanded to
   the rows of that call (guidance passes are stacked pass-major, so row `r` belongs to sample `r % B`; this
-  also holds when rows are merged by `guiders.attention`'s shared prefix). Because it acts on the module's
+  also holds when rows are merged by `transformer.attention`'s shared prefix). Because it acts on the module's
   arguments and not on its processor, it composes with any processor, including the per-row STG / gating
-  wrappers of `guiders.attention.GuidanceAttentionControl` in either nesting order: rows computed with the
+  wrappers of `transformer.attention.GuidanceAttentionControl` in either nesting order: rows computed with the
   STG value path skip Q/K attention and so ignore the bias, rows computed with attention receive their slice;
 - `prepare_attention_mask` of those modules broadcasts the `(rows, 1, N, N)` bias over heads as a view, so
   the mask is never materialized per head (diffusers' default repeats it `heads` times).

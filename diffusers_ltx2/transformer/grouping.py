@@ -20,7 +20,7 @@ from typing import Sequence
 
 import torch
 
-from .base import GuidancePass
+from ..guiders.base import GuidancePass
 
 AUTO = "auto"
 
