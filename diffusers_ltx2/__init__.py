@@ -38,7 +38,7 @@ _EXPORTS = {
     "LTX2ICLoRAPipeline": ".pipelines",
     "LTX2TwoStagePipeline": ".pipelines",
     "LTX2ICLoRATwoStagePipeline": ".pipelines",
-    "DEFAULT_NEGATIVE_PROMPT": ".pipelines.two_stage",
+    "DEFAULT_NEGATIVE_PROMPT": ".recommended",
     "DISTILLED_REFINE_SIGMAS": ".schedulers",
     "DISTILLED_SIGMAS": ".schedulers",
     "LTX2Scheduler": ".schedulers",

@@ -29,3 +29,22 @@ def tiny_pipe(tiny_components):
     return LTX2AudioVideoPipeline(
         scheduler=LTX2Scheduler(), guider=ClassifierFreeGuidance(1.0, 1.0), **tiny_components
     )
+
+
+@pytest.fixture()
+def reference_spy(monkeypatch):
+    """Records the video state around every `ReferenceVideo` application of the calls made in the test: a list of
+    `(before, after)` shallow copies of the `ModalityLatents` (the reference appends new tensors, so `before`
+    keeps the state it was given)."""
+    from diffusers_ltx2.conditioning import ReferenceVideo
+
+    seen = []
+    original = ReferenceVideo.apply_to
+
+    def spy(self, state, encoder, geometry):
+        before = copy.copy(state.video)
+        original(self, state, encoder, geometry)
+        seen.append((before, copy.copy(state.video)))
+
+    monkeypatch.setattr(ReferenceVideo, "apply_to", spy)
+    return seen

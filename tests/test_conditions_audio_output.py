@@ -13,7 +13,7 @@ import torch
 
 from diffusers_ltx2 import ClassifierFreeGuidance
 from diffusers_ltx2.conditioning import (
-    AudioCondition, FrozenVideo, TemporalRegion, VideoCondition, encode_audio_tokens, geometry_for,
+    AudioCondition, FrozenVideo, TemporalRegion, VideoCondition, encode_audio_tokens,
 )
 from diffusers_ltx2.pipelines.extend import blend_weights
 from diffusers_ltx2.latents import layout as L
@@ -63,7 +63,7 @@ def test_an_audio_retake_returns_the_regenerated_sound_and_the_round_trip_elsewh
     _, decoded = _decoded_latent_run(tiny_pipe, conditions(), 17)
     torch.testing.assert_close(audio, decoded, rtol=0, atol=0)  # the regenerated latents, decoded
 
-    g = geometry_for(tiny_pipe, 1, 17, 64, 64, 24.0)
+    g = tiny_pipe.clip_geometry(1, 17, 64, 64, 24.0)
     round_trip = _decode_tokens(tiny_pipe, encode_audio_tokens(tiny_pipe, source[:, : round(17 / 24 * RATE)], RATE,
                                                                g.audio_latent_length))
     assert audio.shape == round_trip.shape
@@ -119,7 +119,7 @@ def test_extend_keeps_a_supplied_sound_where_it_exists_and_returns_the_new_sound
                                    rtol=0, atol=1e-6)
         torch.testing.assert_close(audio[:, end:], new[:, kept:], rtol=0, atol=0)
         # the model saw the supplied sound: its tokens inside the kept span are the sound's own encoding
-        g = geometry_for(tiny_pipe, 1, 25, 64, 64, 24.0)
+        g = tiny_pipe.clip_geometry(1, 25, 64, 64, 24.0)
         tokens = L.normalize_audio_tokens(L.pack_audio(latents), tiny_pipe.audio_vae.latents_mean,
                                           tiny_pipe.audio_vae.latents_std)
         expected = encode_audio_tokens(tiny_pipe, AudioCondition(source, RATE, start_time=16 / 24).clip_waveform(g),

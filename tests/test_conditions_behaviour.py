@@ -14,7 +14,8 @@ from diffusers_ltx2.conditioning import (
     FrozenVideo,
     TemporalRegion,
     VideoCondition,
-    geometry_for,
+    check_conditions,
+    initial_state,
     keyframe_positions,
     region_mask,
 )
@@ -22,8 +23,16 @@ from diffusers_ltx2.conditioning.frames import to_vae_pixels
 from diffusers_ltx2.factory import TINY_CLIP
 from diffusers_ltx2.media.audio import resample_audio
 from diffusers_ltx2.latents import layout as L
+from diffusers_ltx2.latents.noiser import StartLatents
 
-CLIP = dict(TINY_CLIP, num_frames=17)  # 64x64, 17 frames -> 3 latent frames of 2x2
+CLIP = dict(TINY_CLIP, num_frames=17)
+
+
+def _initial_state(pipe, conditions, *geometry, generator, latents=None):
+    """The pipelines' one initial-state builder on the tiny pipeline's encoder (conditions checked first)."""
+    g = pipe.clip_geometry(*geometry)
+    return initial_state(check_conditions(conditions, g), g, pipe.latent_encoder("cpu"), generator=generator,
+                         video=StartLatents(noise=latents))  # 64x64, 17 frames -> 3 latent frames of 2x2
 PROMPT = "a dog runs on the beach"
 
 
@@ -164,7 +173,7 @@ def test_retake_keeps_everything_outside_the_window_bit_identical(tiny_pipe, vid
     src_v = L.pack_video(tiny_pipe.encode_pixels(to_vae_pixels(conditions[0].frames, 64, 64, 0), 1, "cpu"))
     from diffusers_ltx2.conditioning import encode_audio_tokens
 
-    g = geometry_for(tiny_pipe, 1, 17, 64, 64, 24.0)
+    g = tiny_pipe.clip_geometry(1, 17, 64, 64, 24.0)
     src_a = encode_audio_tokens(tiny_pipe, conditions[1].clip_waveform(g), rate, g.audio_latent_length)
     v_span = (torch.arange(3) * 8 + 1) / 24.0  # latent frame ends; starts max(0, 8f - 7) / 24
     v_start = (torch.arange(3) * 8 - 7).clamp(min=0) / 24.0
@@ -184,9 +193,9 @@ def test_retake_keeps_everything_outside_the_window_bit_identical(tiny_pipe, vid
 def test_retake_ramp_partially_renoises_the_edges(tiny_pipe):
     frames = torch.rand(17, 64, 64, 3, generator=torch.Generator().manual_seed(3))
     wave, rate = _wave()
-    state = tiny_pipe.prepare_conditioned_latents(
-        [FrozenVideo(frames), AudioCondition(wave, rate), TemporalRegion(0.3, 0.4, ramp_s=0.2)], 1, 17, 64, 64,
-        24.0, generator=torch.Generator().manual_seed(0), device="cpu")
+    state = _initial_state(
+        tiny_pipe, [FrozenVideo(frames), AudioCondition(wave, rate), TemporalRegion(0.3, 0.4, ramp_s=0.2)], 1, 17,
+        64, 64, 24.0, generator=torch.Generator().manual_seed(0))
     mask = state.audio.denoise_mask[0]
     assert ((mask > 0) & (mask < 1)).any() and (mask == 1).any() and (mask == 0).any()
 
@@ -237,9 +246,9 @@ def test_conditions_broadcast_over_prompts_and_videos_per_prompt(tiny_pipe):
 def test_given_noise_covers_the_target_tokens_and_keyframes_draw_theirs(tiny_pipe):
     img = np.random.RandomState(3).randint(0, 255, (64, 64, 3), dtype=np.uint8)
     noise = torch.randn(1, 12, tiny_pipe.transformer.config.in_channels, generator=torch.Generator().manual_seed(9))
-    state = tiny_pipe.prepare_conditioned_latents(
-        [VideoCondition(img, 8, 0.5)], 1, 17, 64, 64, 24.0, latents=noise,
-        generator=torch.Generator().manual_seed(0), device="cpu")
+    state = _initial_state(
+        tiny_pipe, [VideoCondition(img, 8, 0.5)], 1, 17, 64, 64, 24.0, latents=noise,
+        generator=torch.Generator().manual_seed(0))
     assert state.video.latent.shape[1] == 16
     assert torch.equal(state.video.latent[:, :12], noise)  # mask 1 on the target tokens: pure given noise
     clean, mask = state.video.clean[:, 12:], 0.5
@@ -277,11 +286,11 @@ def test_a_modality_a_retake_keeps_whole_is_guided_as_retake_py_others_as_a2vid(
 
     frames, (wave, rate) = torch.rand(17, 64, 64, 3), _wave()
     geometry = (1, 17, 64, 64, 24.0)
-    kept = tiny_pipe.prepare_conditioned_latents(
-        [FrozenVideo(frames), AudioCondition(wave, rate), TemporalRegion(0.3, 0.4, audio=False)], *geometry,
-        generator=torch.Generator().manual_seed(0), device="cpu")
-    a2v = tiny_pipe.prepare_conditioned_latents([AudioCondition(wave, rate)], *geometry,
-                                                generator=torch.Generator().manual_seed(0), device="cpu")
+    kept = _initial_state(
+        tiny_pipe, [FrozenVideo(frames), AudioCondition(wave, rate), TemporalRegion(0.3, 0.4, audio=False)], *geometry,
+        generator=torch.Generator().manual_seed(0))
+    a2v = _initial_state(tiny_pipe, [AudioCondition(wave, rate)], *geometry,
+                         generator=torch.Generator().manual_seed(0))
     assert kept.frozen_audio and kept.guided_frozen == {"audio"}
     assert a2v.frozen_audio and a2v.guided_frozen == frozenset()
 
@@ -302,7 +311,7 @@ def test_a_modality_a_retake_keeps_whole_is_guided_as_retake_py_others_as_a2vid(
     pos, neg = (PromptEmbeddings(torch.full((1, 2, 4), v), torch.full((1, 2, 4), v), torch.ones(1, 2))
                 for v in (1.0, -1.0))
     uncond = next(p for p in plan.passes if p.negative)
-    retake_ctx = TextContexts(pos, neg, frozen_audio=True, negative_frozen=kept.guided_frozen)
+    retake_ctx = TextContexts(pos, neg, frozen_audio=True, guided_frozen=kept.guided_frozen)
     a2v_ctx = TextContexts(pos, neg, frozen_audio=True)
     assert retake_ctx.for_pass(uncond, "audio") is neg and a2v_ctx.for_pass(uncond, "audio") is pos
     assert retake_ctx.for_pass(uncond, "video") is neg and retake_ctx.for_pass(plan.passes[0], "audio") is pos

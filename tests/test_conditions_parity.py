@@ -105,7 +105,7 @@ def _official(ref, video_state, audio_state, video_params, audio_params, *, audi
         MultiModalGuider(audio_params, negative_context=ref["a_neg"] if audio_negative else None),
         ref["v_pos"], ref["a_pos"], ref["transformer"],
     )
-    return euler_denoising_loop(ref["pipe"].scheduler.sigmas.clone(), video_state, audio_state,
+    return euler_denoising_loop(ref["pipe"].scheduler.sigmas_for(STEPS), video_state, audio_state,
                                 EulerDiffusionStep(), fn)
 
 
@@ -181,9 +181,7 @@ def test_audio_to_video_matches_a2vid_stage_1(ref):
 
 
 def _geometry(ref):
-    from diffusers_ltx2.conditioning import geometry_for
-
-    return geometry_for(ref["pipe"], 1, CLIP["num_frames"], CLIP["height"], CLIP["width"], CLIP["frame_rate"])
+    return ref["pipe"].clip_geometry(1, CLIP["num_frames"], CLIP["height"], CLIP["width"], CLIP["frame_rate"])
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ def _denoise(tr, cache=None, max_batch_passes=None):
     scheduler.set_timesteps(STEPS)
     runner = TransformerPasses(tr, attention_control=GuidanceAttentionControl(tr), max_batch_passes=max_batch_passes)
     with torch.no_grad():
-        v, a = denoise(passes=runner, guider=MultimodalGuider(skip_blocks=[1]), scheduler=scheduler, video=video,
+        v, a = denoise(passes=runner, guider=MultimodalGuider(skip_blocks=[1]), sigmas=scheduler.sigmas, video=video,
                        audio=audio, contexts=ctx)
     if cache is not None:
         tr.disable_cache()

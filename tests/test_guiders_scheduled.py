@@ -109,11 +109,11 @@ def test_guided_loop_matches_the_official_factory_loop(models):  # noqa: F811
     with torch.no_grad():
         ref_v, ref_a = euler_denoising_loop(sigmas, state(video), state(audio), EulerDiffusionStep(), fn)
         runner = TransformerPasses(models.ours, attention_control=GuidanceAttentionControl(models.ours))
-        out_v, out_a = denoise(passes=runner, guider=guider, scheduler=scheduler, video=video, audio=audio,
+        out_v, out_a = denoise(passes=runner, guider=guider, sigmas=scheduler.sigmas, video=video, audio=audio,
                                contexts=ctx)
         # not vacuous: a constant (fully guided) run ends elsewhere
         const_v, _ = denoise(passes=runner, guider=MultimodalGuider(REC_V, REC_A, skip_blocks=list(STG_BLOCKS)),
-                             scheduler=scheduler, video=video, audio=audio, contexts=ctx)
+                             sigmas=scheduler.sigmas, video=video, audio=audio, contexts=ctx)
     # Same tolerance reasoning as test_official_parity_guidance (per-pass ~5e-6, amplified by guidance <= 10x and
     # accumulated over the steps); the bound is 1e-4.
     torch.testing.assert_close(out_v.latent, ref_v.latent, rtol=0, atol=1e-4)

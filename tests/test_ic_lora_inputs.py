@@ -19,6 +19,9 @@ from ltx_core.types import AudioLatentShape, VideoLatentShape, VideoPixelShape
 from ltx_pipelines.utils.helpers import create_noised_state
 
 from diffusers_ltx2 import ClassifierFreeGuidance, LTX2AudioVideoPipeline, LTX2ICLoRAPipeline, LTX2Scheduler
+from diffusers_ltx2.conditioning import ReferenceVideo, check_conditions, initial_state
+from diffusers_ltx2.latents.noiser import StartLatents
+from diffusers_ltx2.pipelines.images import FirstFrameImage
 
 from test_ic_lora_loading import write_lora
 
@@ -33,6 +36,19 @@ def ic_pipe(tiny_components):
 
 def _seed(s=7):
     return torch.Generator().manual_seed(s)
+
+
+def _ic_initial_state(pipe, total, frames, h, w, fps, *, references, factor, attention_strength=1.0, generator,
+                      image=None, image_strength=1.0, latents=None):
+    """The IC-LoRA call's initial states through the one builder: `image=` (a `FirstFrameImage`) and one
+    `ReferenceVideo` per fitted control video, on the pipeline's latent encoder."""
+    conditions = [ReferenceVideo(control, strength, factor, attention_strength) for control, strength in references]
+    if image is not None:
+        conditions.append(FirstFrameImage(image, image_strength))
+    g = pipe.clip_geometry(total, frames, h, w, fps)
+    state = initial_state(check_conditions(conditions, g), g, pipe.latent_encoder("cpu"), generator=generator,
+                          video=StartLatents(noise=latents))
+    return state.video, state.audio
 
 
 # ------------------------------------------------------------------------------ H. seed parity with ltx-pipelines
@@ -53,9 +69,9 @@ def test_initial_noise_matches_official_ic_lora_draw(ic_pipe, case):
     controls = [ic_pipe.fit_control_video(torch.rand(17, 3, 128, 128, generator=_seed(1 + i)), frames, h // factor,
                                           w // factor) for i in range(len(strengths))]
     image = torch.rand(1, 3, h, w, generator=_seed(9)) if case.startswith("image") else None
-    video, audio = ic_pipe.prepare_ic_latents(
-        1, frames, h, w, fps, references=list(zip(controls, strengths)), factor=factor, attention_strength=attention,
-        generator=_seed(), image=image, image_strength=0.9, device="cpu",
+    video, audio = _ic_initial_state(
+        ic_pipe, 1, frames, h, w, fps, references=list(zip(controls, strengths)), factor=factor,
+        attention_strength=attention, generator=_seed(), image=image, image_strength=0.9,
     )
 
     # official side, same encoded latents
@@ -100,19 +116,7 @@ def test_initial_noise_matches_official_ic_lora_draw(ic_pipe, case):
 # ------------------------------------------------------------------------------ J. temporal scale factor 2
 
 
-def _spy_reference(pipe):
-    seen = {}
-    original = pipe.prepare_reference
-
-    def spy(video, *args, **kwargs):
-        seen["after"] = original(video, *args, **kwargs)
-        return seen["after"]
-
-    pipe.prepare_reference = spy
-    return seen
-
-
-def test_temporal_factor_2_reference_covers_the_same_seconds(ic_pipe, tmp_path):
+def test_temporal_factor_2_reference_covers_the_same_seconds(ic_pipe, tmp_path, reference_spy):
     """A LoRA trained on references at every 2nd frame: the reference keeps frames 0, 2, 4, ... and its time
     positions are those frames' times in the clip (frame_rate / 2), so it spans the target's seconds."""
     path = tmp_path / "temporal.safetensors"
@@ -120,11 +124,10 @@ def test_temporal_factor_2_reference_covers_the_same_seconds(ic_pipe, tmp_path):
                                                     "reference_temporal_scale_factor": "2"})
     ic_pipe.load_lora_weights(str(path), adapter_name="t2")
     assert ic_pipe.reference_temporal_scale_factor == 2
-    seen = _spy_reference(ic_pipe)
     fps, frames = 24.0, 17
     ic_pipe("a cat", control_video=torch.rand(17, 3, 64, 64), height=64, width=64, num_frames=frames,
             frame_rate=fps, **FAST)
-    state = seen["after"]
+    state = reference_spy[-1][1]
     n = state.num_target_tokens
     ref_time, target_time = state.coords[0, 0, n:], state.coords[0, 0, :n]
     # the kept frames 0, 2, ..., 16 form 2 latent frames of the reference: latent frame j covers kept frames
@@ -202,19 +205,10 @@ def test_without_control_video_it_is_a_plain_generation(ic_pipe):
 
 
 @torch.no_grad()
-def test_two_diffusers_references_are_both_appended(ic_pipe):
-    seen = _spy_reference(ic_pipe)
-    calls = []
-    original = ic_pipe.prepare_reference
-
-    def count(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    ic_pipe.prepare_reference = count
+def test_two_diffusers_references_are_both_appended(ic_pipe, reference_spy):
     refs = [LTX2ReferenceCondition(frames=torch.rand(9, 3, 64, 64), strength=s) for s in (1.0, 0.5)]
     ic_pipe("a cat", reference_conditions=refs, reference_downscale_factor=2, generator=_seed(), **CLIP, **FAST)
-    assert len(calls) == 2 and "after" in seen
+    assert len(reference_spy) == 2 and reference_spy[1][0].latent.shape[1] == reference_spy[0][1].latent.shape[1]
 
 
 @torch.no_grad()
@@ -224,12 +218,12 @@ def test_user_latents_and_generator_lists_with_a_reference(ic_pipe):
     control = ic_pipe.fit_control_video(torch.rand(9, 3, 64, 64, generator=_seed(1)), 9, 64, 64)
     n = 2 * 4 * 4  # 128 x 128 x 9 -> 2 x 4 x 4 generated tokens
     noise = torch.randn(1, n, ic_pipe.transformer.config.in_channels, generator=_seed(4))
-    video, _ = ic_pipe.prepare_ic_latents(1, 9, 128, 128, 24.0, references=[(control, 0.5)], factor=2,
-                                          latents=noise, generator=_seed(), device="cpu")
+    video, _ = _ic_initial_state(ic_pipe, 1, 9, 128, 128, 24.0, references=[(control, 0.5)], factor=2,
+                                 latents=noise, generator=_seed())
     torch.testing.assert_close(video.latent[:, :n], noise, rtol=0, atol=0)
     assert video.latent.shape[1] > n
-    batch, _ = ic_pipe.prepare_ic_latents(2, 9, 128, 128, 24.0, references=[(control, 0.5)], factor=2,
-                                          generator=[_seed(1), _seed(2)], device="cpu")
-    single, _ = ic_pipe.prepare_ic_latents(1, 9, 128, 128, 24.0, references=[(control, 0.5)], factor=2,
-                                           generator=_seed(2), device="cpu")
+    batch, _ = _ic_initial_state(ic_pipe, 2, 9, 128, 128, 24.0, references=[(control, 0.5)], factor=2,
+                                 generator=[_seed(1), _seed(2)])
+    single, _ = _ic_initial_state(ic_pipe, 1, 9, 128, 128, 24.0, references=[(control, 0.5)], factor=2,
+                                  generator=_seed(2))
     torch.testing.assert_close(batch.latent[1:], single.latent, rtol=0, atol=0)

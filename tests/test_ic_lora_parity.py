@@ -2,7 +2,7 @@
 
 The official side builds its state with ltx-core's own `VideoLatentTools`, `VideoConditionByReferenceLatent`
 and `ConditioningItemAttentionStrengthWrapper`, and runs its `X0Model` + `EulerDiffusionStep` with the
-ltx-pipelines post-processing; ours uses `append_reference`, `TransformerPasses` and `denoise` on the converted
+ltx-pipelines post-processing; ours uses the `ReferenceVideo` condition (from latents), `TransformerPasses` and `denoise` on the converted
 diffusers transformer. Tolerance 1e-4 absolute: both sides are fp32 and compute the same math in a different
 op order (observed differences ~1e-6).
 """
@@ -31,7 +31,9 @@ from diffusers_ltx2.loaders.prompt_embeddings import PromptEmbeddings
 from diffusers_ltx2.latents.state import ModalityLatents
 from diffusers_ltx2.pipelines.denoising import denoise
 from diffusers_ltx2.transformer.passes import TextContexts, TransformerPasses
-from diffusers_ltx2.pipelines.reference import append_reference, reference_cross_weights
+from diffusers_ltx2.conditioning import ConditioningState, ReferenceVideo
+from diffusers_ltx2.latents.geometry import ClipGeometry
+from diffusers_ltx2.pipelines.encoder import ModelLatentEncoder
 from diffusers_ltx2.schedulers import LTX2Scheduler
 
 FPS = 24.0
@@ -48,6 +50,18 @@ def models(tmp_path_factory):
     official = X0Model(load_official(src, "transformer")).eval()
     ours = LTX2VideoTransformer3DModel.from_pretrained(out / "transformer", torch_dtype=torch.float32).eval()
     return official, ours
+
+
+def _with_reference(model, video, ref, *, factor, strength=1.0, attention=1.0):
+    """`video` with our `ReferenceVideo` condition applied (reference latents given; positions from `model`'s rope,
+    as the pipelines' encoder gives them)."""
+    placeholder = ModalityLatents(torch.zeros(1, 1, 1), torch.zeros(1, 1, 1), torch.ones(1, 1),
+                                  torch.zeros(1, 1, 1, 2), 1)
+    state = ConditioningState(video=video, audio=placeholder)
+    geometry = ClipGeometry(batch_size=video.batch_size, num_frames=9, height=128, width=128, frame_rate=FPS)
+    ReferenceVideo(latents=ref, strength=strength, downscale_factor=factor,
+                   attention_strength=attention).apply_to(state, ModelLatentEncoder(model), geometry)
+    return state.video
 
 
 def _inputs(factor: int, seed: int = 0):
@@ -105,11 +119,8 @@ def _run_ours(model, x, factor, strength, attention):
     n = f * h * w
     video = ModalityLatents(latent=x["noise"].clone(), clean=torch.zeros_like(x["noise"]),
                             denoise_mask=torch.ones(1, n), coords=coords, num_target_tokens=n)
-    _, _, rf, rh, rw = x["ref"].shape
-    ref_coords = model.rope.prepare_video_coords(1, rf, rh, rw, torch.device("cpu"), fps=FPS).clone()
-    ref_coords[:, 1:] *= factor
-    weights = reference_cross_weights(1.0 if attention is None else attention, None, 1, rf * rh * rw)
-    video = append_reference(video, x["ref"], ref_coords, strength=strength, attention_weights=weights)
+    video = _with_reference(model, video, x["ref"], factor=factor, strength=strength,
+                            attention=1.0 if attention is None else attention)
     ta = x["audio"].shape[1]
     audio = ModalityLatents(latent=x["audio"].clone(), clean=torch.zeros_like(x["audio"]),
                             denoise_mask=torch.ones(1, ta), coords=_audio_positions(ta), num_target_tokens=ta)
@@ -122,7 +133,7 @@ def _run_ours(model, x, factor, strength, attention):
         steps.append(v.latent)
 
     video, _ = denoise(passes=TransformerPasses(model), guider=ClassifierFreeGuidance(1.0, 1.0),
-                       scheduler=scheduler, video=video, audio=audio, contexts=TextContexts(emb),
+                       sigmas=scheduler.sigmas, video=video, audio=audio, contexts=TextContexts(emb),
                        on_step_end=on_step_end)
     return video, steps
 
@@ -163,10 +174,8 @@ def test_fractional_strength_differs_from_diffusers_mask(models):
     f, h, w = x["grid"]
     n = f * h * w
     coords = ours.rope.prepare_video_coords(1, f, h, w, torch.device("cpu"), fps=FPS)
-    ref_coords = ours.rope.prepare_video_coords(1, f, h // 2, w // 2, torch.device("cpu"), fps=FPS).clone()
-    ref_coords[:, 1:] *= 2
     video = ModalityLatents(x["noise"], torch.zeros_like(x["noise"]), torch.ones(1, n), coords, n)
-    video = append_reference(video, x["ref"], ref_coords, attention_weights=torch.full((1, 8), 0.5))
+    video = _with_reference(ours, video, x["ref"], factor=2, attention=0.5)  # 8 reference tokens at weight 0.5
     ta = x["audio"].shape[1]
     kwargs = dict(
         hidden_states=video.latent, audio_hidden_states=x["audio"], encoder_hidden_states=x["v_ctx"],
@@ -217,7 +226,8 @@ def test_bias_composes_with_batched_stg(models):
     n = f * h * w
     video = ModalityLatents(x["noise"].clone(), torch.zeros_like(x["noise"]), torch.ones(1, n),
                             ours.rope.prepare_video_coords(1, f, h, w, torch.device("cpu"), fps=FPS), n)
-    video = append_reference(video, x["ref"], state.positions[:, :, n:], attention_weights=torch.full((1, 8), 0.4))
+    video = _with_reference(ours, video, x["ref"], factor=2, attention=0.4)
+    torch.testing.assert_close(video.coords, state.positions, rtol=0, atol=1e-6)  # the official positions
     audio = ModalityLatents(x["audio"].clone(), torch.zeros_like(x["audio"]), torch.ones(1, ta),
                             _audio_positions(ta), ta)
     emb = PromptEmbeddings(x["v_ctx"], x["a_ctx"], torch.ones(1, x["v_ctx"].shape[1], dtype=torch.int64))
@@ -279,7 +289,7 @@ def test_ic_lora_run_with_seed_matches_ltx_pipelines(tmp_path):
         torch.float32, cpu)
     audio_state = create_noised_state(audio_tools, [], noiser, torch.float32, cpu)
     fn = simple_denoising_func(v_ctx, a_ctx, X0Model(load_official(src, "transformer")).eval())
-    ref_video, ref_audio = euler_denoising_loop(pipe.scheduler.sigmas.clone(), video_state, audio_state,
+    ref_video, ref_audio = euler_denoising_loop(pipe.scheduler.sigmas_for(3), video_state, audio_state,
                                                 EulerDiffusionStep(), fn)
     ref_video = video_tools.clear_conditioning(ref_video)
     err_v = (ours_video - ref_video.latent).abs().max().item()

@@ -43,27 +43,13 @@ def write_video(path, frames: np.ndarray, fps=24):
             out.mux(packet)
 
 
-def _capture_reference(pipe):
-    seen = {}
-    original = pipe.prepare_reference
-
-    def spy(video, *args, **kwargs):
-        seen["before"] = video
-        seen["after"] = original(video, *args, **kwargs)
-        return seen["after"]
-
-    pipe.prepare_reference = spy
-    return seen
-
-
-def test_reference_tokens_quarter_at_factor_2_and_span_target(ic_pipe, tmp_path):
+def test_reference_tokens_quarter_at_factor_2_and_span_target(ic_pipe, tmp_path, reference_spy):
     control = torch.rand(9, 3, 128, 128)
     counts = {}
     for factor in (1, 2):
-        seen = _capture_reference(ic_pipe)
         ic_pipe("a cat", control_video=control, reference_downscale_factor=factor, output_type="latent",
                 **CLIP, **FAST)
-        target, full = seen["before"], seen["after"]
+        target, full = reference_spy[-1]
         n = target.num_target_tokens
         counts[factor] = full.latent.shape[1] - n
         ref, tgt = full.coords[:, :, n:], target.coords
@@ -76,13 +62,13 @@ def test_reference_tokens_quarter_at_factor_2_and_span_target(ic_pipe, tmp_path)
     assert counts[1] == 32 and counts[2] == counts[1] // 4
 
 
-def test_factor_from_lora_metadata_is_used(ic_pipe, tmp_path):
+def test_factor_from_lora_metadata_is_used(ic_pipe, tmp_path, reference_spy):
     path = tmp_path / "ic.safetensors"
     write_lora(path, ic_pipe.transformer, metadata={"reference_downscale_factor": "2"})
     ic_pipe.load_lora_weights(str(path), adapter_name="ic")
-    seen = _capture_reference(ic_pipe)
     ic_pipe("a cat", control_video=torch.rand(9, 3, 128, 128), output_type="latent", **CLIP, **FAST)
-    assert seen["after"].latent.shape[1] - seen["before"].num_target_tokens == 8  # 2 x 2 x 2 at f = 2
+    before, after = reference_spy[-1]
+    assert after.latent.shape[1] - before.num_target_tokens == 8  # 2 x 2 x 2 at f = 2
     other = LTX2AudioVideoPipeline.from_pipe(ic_pipe)
     back = LTX2ICLoRAPipeline.from_pipe(other)
     assert back.reference_downscale_factor == 2 and back.transformer is ic_pipe.transformer
@@ -151,14 +137,13 @@ def test_unusable_inputs_raise_clear_errors(ic_pipe, kwargs, message):
         ic_pipe("a cat", **args)
 
 
-def test_attention_mask_regions(ic_pipe):
+def test_attention_mask_regions(ic_pipe, reference_spy):
     """A pixel-space mask (left half 1, right half 0) times the strength gives per-token biases."""
     mask = torch.zeros(1, 1, 9, 128, 128)
     mask[..., :64] = 1.0
-    seen = _capture_reference(ic_pipe)
     ic_pipe("a cat", control_video=torch.rand(9, 3, 128, 128), conditioning_attention_mask=mask,
             conditioning_attention_strength=0.5, output_type="latent", **CLIP, **FAST)
-    full, n = seen["after"], seen["before"].num_target_tokens
+    full, n = reference_spy[-1][1], reference_spy[-1][0].num_target_tokens
     cross = torch.exp(full.self_attention_bias[0, 0, n:])  # a generated token's weights on the reference
     assert torch.allclose(cross.unique(), torch.tensor([0.0, 0.5]))
 

@@ -137,3 +137,66 @@ def test_the_cycle_finder_finds_cycles(cycle):
     assert _cycles(ring, cycle) == [sorted(cycle)]
     chain = {cycle[i]: {cycle[i + 1]} for i in range(len(cycle) - 1)}
     assert _cycles(chain, cycle) == []
+
+
+# -- size and shape (issue 21: measured on the source) ------------------------------------------------------------
+TREES = {name: ast.parse(path.read_text(), str(path)) for name, path in MODULES.items()}
+
+
+def _code_lines(path: Path, node: ast.AST) -> int:
+    """Lines of code of a function body: docstring, comments and blank lines excluded (the signature too)."""
+    body = node.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
+            and isinstance(body[0].value.value, str):
+        body = body[1:]
+    if not body:
+        return 0
+    lines = path.read_text().splitlines()[body[0].lineno - 1: node.end_lineno]
+    return sum(1 for line in lines if line.strip() and not line.strip().startswith("#"))
+
+
+def test_no_call_over_80_lines_of_code():
+    sizes = {}
+    for name, tree in TREES.items():
+        for cls in (n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)):
+            for fn in cls.body:
+                if isinstance(fn, ast.FunctionDef) and fn.name == "__call__":
+                    sizes[f"{name}.{cls.name}"] = _code_lines(MODULES[name], fn)
+    assert {k for k in sizes if ".pipelines." in k} >= {
+        "diffusers_ltx2.pipelines.pipeline_ltx2.LTX2AudioVideoPipeline",
+        "diffusers_ltx2.pipelines.two_stage.LTX2TwoStagePipeline",
+        "diffusers_ltx2.pipelines.pipeline_ltx2_ic_lora.LTX2ICLoRAPipeline",
+        "diffusers_ltx2.pipelines.ic_lora_two_stage.LTX2ICLoRATwoStagePipeline",
+    }
+    assert {k: v for k, v in sizes.items() if v > 80} == {}, sizes
+
+
+def _lines(name: str) -> int:
+    return len(MODULES[name].read_text().splitlines())
+
+
+def test_file_sizes():
+    assert _lines("diffusers_ltx2.pipelines.two_stage") <= 200
+    assert _lines("diffusers_ltx2.pipelines.pipeline_ltx2_ic_lora") <= 150
+    condition_modules = [name for name, tree in TREES.items() if name.startswith("diffusers_ltx2.conditioning.")
+                         and any(isinstance(n, ast.ClassDef) and any(getattr(b, "id", None) == "Condition"
+                                                                     for b in n.bases) for n in ast.walk(tree))]
+    assert len(condition_modules) >= 5  # video, audio, frozen video, temporal region, reference
+    assert {n: _lines(n) for n in condition_modules if _lines(n) > 120} == {}
+    assert {n: _lines(n) for n in MODULES if _lines(n) > 600} == {}
+
+
+def test_one_caller_of_the_denoising_step():
+    """One place advances latents by a denoising step: the loop's `sampler.step(...)`. (`.step()` without arguments
+    is an optimizer / learning-rate scheduler step of the trainer.) The Euler step itself is `euler_step`, used by
+    the Euler sampler and by `LTX2Scheduler.step` (diffusers' scheduler protocol) only."""
+    steps, euler = [], []
+    for name, tree in TREES.items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "step" \
+                    and node.args:
+                steps.append((name, ast.unparse(node.func)))
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "euler_step":
+                euler.append(name)
+    assert steps == [("diffusers_ltx2.pipelines.denoising", "sampler.step")]
+    assert sorted(euler) == ["diffusers_ltx2.schedulers.samplers", "diffusers_ltx2.schedulers.scheduling_ltx2"]

@@ -213,7 +213,7 @@ def test_guided_loop_matches_official(models, dials):
         ref_v, ref_a = euler_denoising_loop(sigmas, state(video), state(audio), EulerDiffusionStep(), fn)
         runner = TransformerPasses(models.ours, attention_control=GuidanceAttentionControl(models.ours))
         out_v, out_a = denoise(passes=runner, guider=MultimodalGuider(vp, ap, skip_blocks=list(STG_BLOCKS)),
-                               scheduler=scheduler, video=video, audio=audio, contexts=ctx)
+                               sigmas=scheduler.sigmas, video=video, audio=audio, contexts=ctx)
     # Per-pass differences are ~5e-6 (test above); guidance amplifies them by up to
     # 1 + (cfg - 1) + stg + (modality - 1) = 10 and they accumulate over the steps: observed <= 3e-5 on latents of
     # magnitude ~10. 2e-4 keeps a margin while any semantic difference (a wrong pass, skip rule or rescale) is

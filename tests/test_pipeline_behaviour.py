@@ -79,7 +79,7 @@ def test_first_frame_tokens_get_zero_timestep(tiny_pipe):
     t = seen[0]
     tokens_per_frame = (TINY_CLIP["height"] // 32) * (TINY_CLIP["width"] // 32)
     assert t.shape[-1] > tokens_per_frame, "per-token timesteps when tokens are conditioned"
-    sigma0 = float(tiny_pipe.scheduler.sigmas[0]) * 1000.0
+    sigma0 = float(tiny_pipe.scheduler.sigmas_for(2)[0]) * 1000.0  # the schedule of the call
     assert torch.all(t[:, :tokens_per_frame] == 0) and torch.all(t[:, tokens_per_frame:] == sigma0)
 
 
@@ -112,7 +112,7 @@ def test_callback_can_read_and_replace_latents(tiny_pipe):
                     callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["latents", "audio_latents"],
                     **TINY_CLIP)
     assert [s[0] for s in steps] == [0, 1, 2]
-    assert steps[0][1] == float(tiny_pipe.scheduler.sigmas[0])
+    assert steps[0][1] == float(tiny_pipe.scheduler.sigmas_for(3)[0])
     zero = L.unpack_audio(
         L.denormalize_audio_tokens(torch.zeros(1, out.audio.shape[2], out.audio.shape[1] * out.audio.shape[3]),
                                    tiny_pipe.audio_vae.latents_mean, tiny_pipe.audio_vae.latents_std),

@@ -42,9 +42,8 @@ def ic_pipe(tiny_components):
 def _pipeline_audio_tokens(pipe, audio, **kw):
     """What the pipeline freezes as the audio of a 9-frame 24 fps call with `AudioCondition(audio, **kw)`."""
     from diffusers_ltx2.conditioning import AudioCondition, encode_audio_tokens
-    from diffusers_ltx2.conditioning.apply import geometry_for
 
-    g = geometry_for(pipe, 1, NUM_FRAMES, 64, 64, FPS)
+    g = pipe.clip_geometry(1, NUM_FRAMES, 64, 64, FPS)
     cond = AudioCondition(audio, **kw)
     return encode_audio_tokens(pipe, cond.clip_waveform(g), cond.sample_rate, g.audio_latent_length)
 

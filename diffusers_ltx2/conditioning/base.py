@@ -1,47 +1,80 @@
-"""The conditioning core: clip geometry, the `Condition` interface and the state conditions edit.
+"""The conditioning core: the `Condition` protocol, the small `LatentEncoder` interface conditions encode their
+media with, and the state conditions edit.
 
 A condition edits the *unnoised* token state of a clip (official ltx-core `ConditioningItem.apply_to` on a
-`LatentState`): clean values, the per-token denoise mask (1 = generated, 0 = held at the clean value) and
-positions; a condition may append tokens after the target tokens (keyframes), which are dropped before
-decoding. The pipeline noises the edited state afterwards (official `GaussianNoiser`:
-`latent = noise * mask + clean * (1 - mask)`, one draw over all tokens, video first then audio).
+`LatentState`): clean values, the per-token denoise mask (1 = generated, 0 = held at the clean value), positions
+and the video self-attention bias; a condition may append tokens after the target tokens (keyframes, IC-LoRA
+references), which are dropped before decoding. The one initial-state builder (`conditioning.apply.initial_state`)
+noises the edited state afterwards (`latents.noiser`: one draw over all tokens, video first then audio).
 
 Every condition has two steps:
 - `check(geometry)`: validates its own inputs against the clip (frame counts, indices, windows) and raises
   `ValueError` before any model loads or runs;
-- `apply(state, encoder)`: encodes its media (video / audio VAE) and edits the state.
+- `apply_to(state, encoder, geometry)`: encodes its media through `encoder` and edits `state`. A condition never
+  sees the pipeline.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
+from ..latents.attention import appended_bias
 from ..latents.geometry import ClipGeometry
-from ..latents.state import ModalityLatents, is_frozen
+from ..latents.state import ModalityLatents
 
 VIDEO = "video"
 AUDIO = "audio"
 MODALITIES = (VIDEO, AUDIO)
 
+__all__ = ["AUDIO", "MODALITIES", "VIDEO", "ClipGeometry", "Condition", "ConditioningState", "LatentEncoder"]
+
+
+class LatentEncoder(Protocol):
+    """What conditions (and the initial-state builder) may use of the models; the pipelines implement it over
+    their VAEs and transformer (`pipelines.encoder.ModelLatentEncoder`).
+
+    Attributes:
+        device: where the states live.
+        output_sample_rate: sample rate of the generated waveform (the vocoder's), Hz.
+        video_channels, audio_channels: token widths of the transformer's video / audio streams.
+    """
+
+    device: torch.device
+    output_sample_rate: int
+    video_channels: int
+    audio_channels: int
+
+    def encode_video(self, pixels: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """`(1 or B, 3, F, H, W)` pixels in [-1, 1] -> normalized latents `(batch_size, C, f, h, w)` float32."""
+
+    def encode_audio(self, waveform: torch.Tensor, sample_rate: int, length: int) -> torch.Tensor:
+        """`(C, N)` waveform at `sample_rate` -> normalized packed audio tokens `(1, length, C_a)` float32."""
+
+    def video_positions(self, batch_size: int, frames: int, height: int, width: int, frame_rate: float,
+                        spatial_scale: int = 1) -> torch.Tensor:
+        """`(B, 3, frames * height * width, 2)` RoPE positions of a latent grid (h / w times `spatial_scale`)."""
+
+    def audio_positions(self, batch_size: int, length: int) -> torch.Tensor:
+        """`(B, 1, length, 2)` RoPE positions of `length` audio latent frames (seconds)."""
+
 
 @dataclass
 class ConditioningState:
-    """The unnoised token states conditions edit (`latent` equals `clean` until the pipeline noises them).
+    """The unnoised token states conditions edit (`latent` equals `clean` until the builder noises them).
 
     Attributes:
-        geometry: the clip.
         video, audio: `ModalityLatents` whose `clean` / `denoise_mask` / `coords` conditions edit.
         sources: modalities whose clean values hold a given source (a frozen clip or audio), not zeros.
         video_pixels: `(B, 3, F, H, W)` pixels in [-1, 1] of a frozen source video (returned instead of a VAE
             round trip while the whole video stays frozen).
         waveform: `(B, C, N)` float32 source waveform at the vocoder rate (returned instead of a VAE +
             vocoder round trip while the whole audio stays frozen).
-        frame0: latent frames already replaced at the start of the clip (two conditions may not both do it).
+        frame0: what replaced the first latent frame(s) (two conditions may not both do it).
     """
 
-    geometry: ClipGeometry
     video: ModalityLatents
     audio: ModalityLatents
     sources: set = field(default_factory=set)
@@ -61,9 +94,32 @@ class ConditioningState:
         state.denoise_mask[:, :n] = mask_value
         self.sources.add(name)
 
-    def append(self, name: str, tokens: torch.Tensor, coords: torch.Tensor, mask_value: float) -> None:
-        """Append conditioning tokens after the existing ones (official keyframe semantics)."""
+    def replace_first_frames(self, tokens: torch.Tensor, strength: float, who: str) -> None:
+        """Overwrite the leading video tokens (the first latent frame(s)) with `tokens` `(B, n, C)`, denoise mask
+        `1 - strength` (official `VideoConditionByLatentIndex` at index 0). `who` names the condition in the error
+        raised when another one already replaced them."""
+        if self.frame0 is not None:
+            raise ValueError(f"two conditions replace the first frame ({self.frame0} and {who})")
+        self.frame0 = who
+        n = tokens.shape[1]
+        self.video.clean[:, :n] = tokens
+        self.video.latent[:, :n] = tokens
+        self.video.denoise_mask[:, :n] = 1.0 - strength
+
+    def append(self, name: str, tokens: torch.Tensor, coords: torch.Tensor, mask_value: float,
+               attention_weights: torch.Tensor | None = None) -> None:
+        """Append conditioning tokens `(B, M, C)` at `coords` `(B, D, M, 2)` after the existing ones, denoise mask
+        `mask_value` (official keyframe / reference semantics). Video only: `attention_weights` `(B, M)` in [0, 1]
+        sets how strongly generated and new tokens attend to each other (official attention-strength wrapper);
+        once the state has a self-attention bias, tokens appended without weights get 1 (ltx-core
+        `update_attention_mask`)."""
         state = self.modality(name)
+        if name == VIDEO and (attention_weights is not None or state.self_attention_bias is not None):
+            weights = torch.ones(tokens.shape[:2]) if attention_weights is None else attention_weights
+            state.self_attention_bias = appended_bias(state.self_attention_bias, state.num_target_tokens,
+                                                      state.latent.shape[1], weights.to(tokens.device))
+        elif attention_weights is not None:
+            raise ValueError("attention weights apply to appended video tokens only")
         mask = torch.full(tokens.shape[:2], mask_value, dtype=torch.float32, device=tokens.device)
         state.clean = torch.cat([state.clean, tokens], dim=1)
         state.latent = torch.cat([state.latent, tokens], dim=1)
@@ -74,21 +130,29 @@ class ConditioningState:
 class Condition:
     """Base class of the condition types (one module each in `diffusers_ltx2.conditioning`).
 
-    Subclasses set `order` (sources 0 < regions 1 < frame conditions 2: a keyframe inside a retake window
-    still conditions it) and implement `check` and `apply`.
+    Subclasses set `order` (sources 0 < regions 1 < frame conditions 2 < references 3: a keyframe inside a
+    retake window still conditions it; references are appended after keyframes, as ltx-pipelines orders them),
+    `modality` (what they condition; `None`: both / none) and implement `check` and `apply_to`.
     """
 
     order: int = 2
-    #: modalities this condition provides a source for (at most one source per modality in a call).
+    #: the modality this condition puts media into ("video" / "audio"), or None
+    modality: str | None = None
+    #: modalities this condition provides a source for (at most one source per modality in a call)
     provides: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """How error messages name this condition."""
+        return type(self).__name__
+
+    def replaces_first_frame(self, geometry: ClipGeometry) -> bool:
+        """Whether it overwrites the first latent frame (at most one condition of a call may)."""
+        return False
 
     def check(self, geometry: ClipGeometry) -> None:
         """Validate against the clip; raise `ValueError` (no model runs here)."""
 
-    def apply(self, state: ConditioningState, encoder) -> None:
-        """Encode media with `encoder` (the pipeline) and edit `state`."""
+    def apply_to(self, state: ConditioningState, encoder: LatentEncoder, geometry: ClipGeometry) -> None:
+        """Encode media with `encoder` and edit `state` (a clip of `geometry`)."""
         raise NotImplementedError
-
-
-#: a modality whose every token is held at its clean value (denoise mask 0 everywhere): the denoising core's rule
-frozen = is_frozen

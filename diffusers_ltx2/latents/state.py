@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .noiser import per_token_timesteps
+
 
 @dataclass
 class ModalityLatents:
@@ -38,11 +40,8 @@ class ModalityLatents:
         return self.latent.shape[0]
 
     def timesteps(self, sigma: torch.Tensor) -> torch.Tensor:
-        """Per-token noise level `mask * sigma`, `(B, N)`; `(B, 1)` when every token shares it (cheaper AdaLN)."""
-        mask = self.denoise_mask
-        if bool((mask == mask[:, :1]).all()):
-            mask = mask[:, :1]
-        return mask * sigma
+        """Per-token noise level `mask * sigma` (`latents.noiser.per_token_timesteps`)."""
+        return per_token_timesteps(self.denoise_mask, sigma)
 
     def clamp(self, x0: torch.Tensor) -> torch.Tensor:
         """Hold conditioned tokens at their clean values: `x0 * mask + clean * (1 - mask)` (float32)."""

@@ -1,6 +1,8 @@
 """`LTX2PipelineBase`: the components and the steps every LTX-2 pipeline of this package shares.
 
-The concrete pipelines (`LTX2AudioVideoPipeline`, `LTX2ICLoRAPipeline`) only orchestrate these steps in
+A call: `pipelines.call.resolve_call` checks and resolves the arguments into a `PipelineCall`; the pipeline makes
+its list of `pipelines.stage.Stage`s from it; `generate` encodes the prompts once, runs the stages
+(`pipelines.runtime`, `stage.run_stages`) and `finish`es (decodes). The concrete pipelines only compose stages in
 their `__call__`; nothing here is duplicated between them.
 """
 
@@ -8,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import replace
-
 import torch
 from diffusers import AutoencoderKLLTX2Audio, AutoencoderKLLTX2Video, LTX2VideoTransformer3DModel
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
@@ -24,18 +24,20 @@ from ..loaders.prompt_embeddings import PromptEmbeddings
 from ..memory.vae_tiling import auto_tile_vae
 from ..schedulers import LTX2Scheduler
 from ..latents import layout as L
-from .call_lock import serialized_call
+from ..latents.geometry import ClipGeometry
 from ..latents.state import ModalityLatents
-from ..transformer import GuidanceAttentionControl, TextContexts, TransformerPasses
-from .denoising import denoise
+from ..transformer import GuidanceAttentionControl, TextContexts
+from .call_lock import serialized_call
 from .diffusers_compat import (
     DIFFUSERS_ONLY_COMPONENTS, absent_components, as_ltx2_scheduler, check_diffusers_components, read_model_index,
     saved_by_this_package,
 )
 from .diffusers_surface import DiffusersLTX2Surface
-from .images import check_image, image_pixels, prepare_images, spread_over_videos
-from .initial_latents import InitialLatentsMixin
+from .encoder import ModelLatentEncoder
+from .images import check_image, first_frame_latents, prepare_images
 from .pipeline_output import LTX2AudioVideoPipelineOutput
+from .runtime import stage_runtime
+from .stage import Stage, StageResult, run_stages
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ def default_guider() -> Guider:
     return MultimodalGuider()
 
 
-class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
+class LTX2PipelineBase(DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
     """Components and shared steps of the LTX-2 audio+video pipelines.
 
     Args:
@@ -403,102 +405,48 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
             return list(callback.tensor_inputs)
         return list(tensor_inputs)
 
-    def _step_callback(self, callback, tensor_inputs, contexts: TextContexts | None = None):
-        """Adapt a diffusers-style `callback_on_step_end` to the denoising loop.
-
-        The callback sees `latents` / `audio_latents` (packed float32 tokens `(B, N, C)`) and `prompt_embeds` /
-        `negative_prompt_embeds` (connector-stage video contexts `(B, L, D)`, the negative `None` when no
-        negative pass runs); tensors it returns replace them for the following steps.
-        """
-        if callback is None:
-            return None
-        state = {"contexts": contexts}
-
-        def on_step_end(step, sigma, video, audio):
-            ctx = state["contexts"]
-            names = {"latents": video.latent, "audio_latents": audio.latent,
-                     "prompt_embeds": ctx.positive.video_context if ctx is not None else None,
-                     "negative_prompt_embeds": ctx.negative.video_context if ctx is not None and ctx.negative
-                     is not None else None}
-            out = callback(self, step, sigma, {k: names[k] for k in tensor_inputs}) or {}
-            if "latents" in out:
-                video = replace(video, latent=out["latents"].to(torch.float32))
-            if "audio_latents" in out:
-                audio = replace(audio, latent=out["audio_latents"].to(torch.float32))
-            if ctx is not None and out.get("prompt_embeds") is not None:
-                ctx = replace(ctx, positive=replace(ctx.positive, video_context=out["prompt_embeds"]))
-            if ctx is not None and ctx.negative is not None and out.get("negative_prompt_embeds") is not None:
-                ctx = replace(ctx, negative=replace(ctx.negative, video_context=out["negative_prompt_embeds"]))
-            if ctx is state["contexts"]:
-                return video, audio
-            state["contexts"] = ctx
-            return video, audio, ctx
-
-        return on_step_end
-
-    def set_schedule(self, num_inference_steps: int, sigmas, num_frames: int, height: int, width: int, device):
-        """Set the scheduler's sigmas for a clip (custom `sigmas` win over `num_inference_steps`)."""
-        num_tokens = self.video_latent_shape(1, num_frames, height, width)[0][1]
-        self.scheduler.set_timesteps(
-            None if sigmas is not None else num_inference_steps, device=device, sigmas=sigmas, num_tokens=num_tokens
-        )
-        self._num_timesteps = len(self.scheduler.sigmas) - 1
+    # -- running: stages, then decoding -----------------------------------------------------------------------
+    def generate(self, call, stages: list[Stage]):
+        """Encode the call's prompts once, run `stages` in order (`stage.run_stages`) and `finish`."""
         self._interrupt = False
-
-    def run_denoising(
-        self, guider: Guider, video: ModalityLatents, audio: ModalityLatents, contexts: TextContexts, *,
-        attention_kwargs=None, max_batch_passes: int | None = None, callback=None, callback_tensor_inputs=("latents",),
-        use_cross_timestep: bool = True, cross_modal: bool = True,
-    ) -> tuple[ModalityLatents, ModalityLatents]:
-        """The shared denoising loop with a progress bar, the guider's passes and the user's step callback.
-
-        `use_cross_timestep`: the cross-modal attention modulation uses the other modality's sigma (official and
-        diffusers' default); `False` is diffusers' "legacy" switch, passed to its transformer as is.
-        `cross_modal=False`: audio<->video attention off in every pass, for audio-only generation.
-        """
-        passes = TransformerPasses(
-            self.transformer, attention_control=self.attention_control_for(guider),
-            attention_kwargs=attention_kwargs, max_batch_passes=max_batch_passes,
-            use_cross_timestep=use_cross_timestep, cross_modal=cross_modal,
+        contexts = self.encode_text_contexts(
+            call.inputs.prompts, call.inputs.negative_prompts, prompt_embeds=call.inputs.prompt_embeds,
+            negative_prompt_embeds=call.inputs.negative_prompt_embeds, need_negative=call.guider.uses_negative_prompt,
+            num_videos_per_prompt=call.num_videos_per_prompt, max_sequence_length=call.max_sequence_length,
+            device=call.device,
         )
-        with self.progress_bar(total=len(self.scheduler.sigmas) - 1) as bar:
-            return denoise(
-                passes=passes, guider=guider, scheduler=self.scheduler, video=video, audio=audio, contexts=contexts,
-                progress_bar=bar, on_step_end=self._step_callback(callback, callback_tensor_inputs, contexts),
-                should_stop=lambda: self._interrupt,
-            )
+        return self.finish(run_stages(stages, stage_runtime(self, call, contexts)), call)
 
-    def finish(
-        self, video: ModalityLatents, audio: ModalityLatents, num_frames: int, height: int, width: int, *,
-        output_type: str, generator=None, decode_timestep: float = 0.0, decode_noise_scale: float | None = None,
-        return_dict: bool = True, conditioned=None,
-    ):
-        """Decode the generated tokens (appended conditioning dropped) into the pipeline output.
+    def finish(self, result: StageResult, call):
+        """Decode a stage's final tokens (appended conditioning dropped) into the pipeline output.
 
-        `conditioned` (`conditioning.ConditionedLatents`): a frozen source is returned as given (original pixels /
-        the original waveform at the vocoder rate) instead of a VAE round trip; audio-only has no frames (`None`).
+        A frozen source (`result.conditioned`) is returned as given (original pixels / the original waveform at the
+        vocoder rate) instead of a VAE round trip; audio-only has no frames (`None`). Decoding follows
+        `call.output` (`OutputOptions`); the latents are unpacked on the result's geometry (a two-stage call
+        interrupted after stage 1 returns the half-size clip).
         """
-        audio_only = conditioned is not None and conditioned.audio_only
-        video_latents = None if audio_only else self.unpack_video_latents(video, num_frames, height, width)
-        audio_out = self.unpack_audio_latents(audio)
+        g, out, conditioned = result.geometry, call.output, result.conditioned
+        audio_only = conditioned.audio_only
+        video_latents = None if audio_only else self.unpack_video_latents(result.video, g.num_frames, g.height,
+                                                                          g.width)
+        audio_out = self.unpack_audio_latents(result.audio)
         frames, sample_rate = video_latents, None
-        if output_type != "latent":
-            pixels = conditioned.video_pixels if conditioned is not None else None
-            waveform = conditioned.waveform if conditioned is not None else None
+        if out.output_type != "latent":
             if audio_only:
                 frames = None
-            elif pixels is not None:
-                frames = self.video_processor.postprocess_video(pixels, output_type=output_type)
+            elif conditioned.video_pixels is not None:
+                frames = self.video_processor.postprocess_video(conditioned.video_pixels, output_type=out.output_type)
             else:
-                frames = self.decode_video(video_latents, output_type, generator=generator,
-                                           decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale)
-            if waveform is not None:
-                audio_out = waveform.float().cpu()  # a tensor whatever output_type, as decode_audio returns
+                frames = self.decode_video(video_latents, out.output_type, generator=call.generator,
+                                           decode_timestep=out.decode_timestep,
+                                           decode_noise_scale=out.decode_noise_scale)
+            if conditioned.waveform is not None:
+                audio_out = conditioned.waveform.float().cpu()  # a tensor whatever output_type, as decode_audio
             else:
-                audio_out = self.decode_audio(audio_out, output_type)
+                audio_out = self.decode_audio(audio_out, out.output_type)
             sample_rate = self.audio_sample_rate
         self.maybe_free_model_hooks()
-        if not return_dict:
+        if not out.return_dict:
             return frames, audio_out
         return LTX2AudioVideoPipelineOutput(frames=frames, audio=audio_out, sample_rate=sample_rate)
 
@@ -509,15 +457,17 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
         `diffusers_ltx2.pipelines.images.check_image`."""
         check_image(image, batch_size, total)
 
+    def latent_encoder(self, device=None) -> ModelLatentEncoder:
+        """The `conditioning.LatentEncoder` over this pipeline's VAEs and transformer (what conditions get)."""
+        return ModelLatentEncoder(self.transformer, self.vae, getattr(self, "audio_vae", None),
+                                  device=device or self._execution_device,
+                                  output_sample_rate=self.audio_sample_rate if self.vocoder is not None else 24000,
+                                  vae_memory_budget=self.vae_memory_budget)
+
     def encode_pixels(self, pixels: torch.Tensor, batch_size: int, device) -> torch.Tensor:
         """VAE-encode `(B, 3, F, H, W)` pixels in `[-1, 1]` into normalized diffusion-space latents (the
-        posterior mean); a batch of one is broadcast to `batch_size`."""
-        pixels = pixels.to(device=device, dtype=self.vae.dtype)
-        auto_tile_vae(self.vae, *pixels.shape[2:], budget_bytes=self.vae_memory_budget)
-        with torch.no_grad():
-            latents = self.vae.encode(pixels).latent_dist.mode()
-        latents = L.normalize_video(latents.float(), self.vae.latents_mean, self.vae.latents_std)
-        return latents.expand(batch_size, -1, -1, -1, -1) if latents.shape[0] == 1 else latents
+        posterior mean); a batch of one is broadcast to `batch_size` (`ModelLatentEncoder.encode_video`)."""
+        return self.latent_encoder(device).encode_video(pixels, batch_size)
 
     def prepare_image(self, image, image_crf: int | None = None):
         """`image=` re-compressed as the official image loader (`images.prepare_images`; `image_crf=None`: the
@@ -530,13 +480,51 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
         """Resize image(s) to cover the clip, centre-crop (official loader; `prepare_image` re-compresses them
         first) and encode them as normalized first-frame latents `(batch_size, C, 1, h, w)`: one image is used for
         every video, one per prompt is repeated for that prompt's videos (in order), one per video is used as is."""
-        pixels = image_pixels(image, height, width)
-        return spread_over_videos(self.encode_pixels(pixels, pixels.shape[0], device), batch_size)
+        return first_frame_latents(image, height, width, batch_size, self.latent_encoder(device))
+
+    # -- geometry ------------------------------------------------------------------------------------------------
+    def clip_geometry(self, batch_size: int, num_frames: int, height: int, width: int,
+                      frame_rate: float) -> ClipGeometry:
+        """The `ClipGeometry` of a clip on this pipeline's VAEs (compression ratios, audio latent rate)."""
+        per_second = L.audio_latents_per_second(self.audio_vae)
+        return ClipGeometry(
+            batch_size=batch_size, num_frames=num_frames, height=height, width=width, frame_rate=float(frame_rate),
+            temporal_ratio=self.vae_temporal_compression_ratio, spatial_ratio=self.vae_spatial_compression_ratio,
+            audio_latents_per_second=per_second,
+            audio_latent_length=L.audio_latent_length(num_frames, frame_rate, per_second),
+        )
+
+    def audio_latent_shape(self, batch_size: int, num_frames: int, frame_rate: float):
+        """`(packed, unpacked)` shapes of the audio latents of a clip."""
+        length = L.audio_latent_length(num_frames, frame_rate, L.audio_latents_per_second(self.audio_vae))
+        channels = self.transformer.config.audio_in_channels
+        mel = self.audio_vae.config.mel_bins // self.audio_vae.mel_compression_ratio
+        return (batch_size, length, channels), (batch_size, channels // mel, length, mel)
+
+    def video_latent_shape(self, batch_size: int, num_frames: int, height: int, width: int):
+        """`(packed, unpacked)` shapes of the video latents of a clip."""
+        f, h, w = L.latent_video_size(num_frames, height, width, self.vae_temporal_compression_ratio,
+                                      self.vae_spatial_compression_ratio)
+        c = self.transformer.config.in_channels
+        return (batch_size, f * h * w, c), (batch_size, c, f, h, w)
+
+    def as_clean_tokens(self, latents: torch.Tensor, audio: bool = False) -> torch.Tensor:
+        """diffusers' clean `latents` / `audio_latents` as normalized packed tokens: unpacked ones are in the VAE's
+        space (what `output_type="latent"` returns: `(B, C, F, H, W)` / `(B, C, T, M)`), packed ones `(B, N, C)`
+        are taken as normalized tokens."""
+        latents = latents.float()
+        if audio and latents.ndim == 4:
+            return L.normalize_audio_tokens(L.pack_audio(latents), self.audio_vae.latents_mean,
+                                            self.audio_vae.latents_std)
+        if not audio and latents.ndim == 5:
+            return L.pack_video(L.normalize_video(latents, self.vae.latents_mean, self.vae.latents_std))
+        return latents
 
     # -- decoding --------------------------------------------------------------------------------------------
     def unpack_video_latents(self, video: ModalityLatents, num_frames: int, height: int, width: int):
         """Target tokens -> denormalized `(B, C, F, H, W)` VAE latents."""
-        f, h, w = L.latent_video_size(num_frames, height, width, self.vae_temporal_ratio, self.vae_spatial_ratio)
+        f, h, w = L.latent_video_size(num_frames, height, width, self.vae_temporal_compression_ratio,
+                                      self.vae_spatial_compression_ratio)
         grid = L.unpack_video(video.target(), f, h, w)
         return L.denormalize_video(grid, self.vae.latents_mean, self.vae.latents_std)
 
@@ -571,7 +559,7 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
             normalized = (1 - noise_scale) * normalized + noise_scale * noise
             latents = L.denormalize_video(normalized, mean, std).to(self.vae.dtype)
             timestep = decode_t.to(latents.dtype)
-        r_t, r_s = self.vae_temporal_ratio, self.vae_spatial_ratio
+        r_t, r_s = self.vae_temporal_compression_ratio, self.vae_spatial_compression_ratio
         auto_tile_vae(self.vae, (latents.shape[2] - 1) * r_t + 1, latents.shape[3] * r_s, latents.shape[4] * r_s,
                       budget_bytes=self.vae_memory_budget)
         with torch.no_grad():

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any, Callable
 
 import torch
 
 from ..guiders import Guider
 from ..loaders.prompt_embeddings import PromptEmbeddings
-from ..quantization import check_transformer_runtime
-from . import validation as V
 from .base import LTX2PipelineBase
-from .diffusers_compat import DIFFUSERS_DEFAULT, check_unsupported_features, sigmas_from_timesteps
+from .call import resolve_call
+from .diffusers_compat import DIFFUSERS_DEFAULT
+from .extend import extend
 
 
 class LTX2AudioVideoPipeline(LTX2PipelineBase):
@@ -27,59 +26,30 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
 
     @torch.no_grad()
     def __call__(
-        self,
-        prompt: str | list[str] | None = None,
-        negative_prompt: str | list[str] | None = None,
-        *,
-        height: int = 512,
-        width: int = 768,
-        num_frames: int | None = 121,
-        frame_rate: float = 24.0,
-        num_inference_steps: int = 40,
-        sigmas: list[float] | None = None,
-        timesteps: list[float] | None = None,
-        guider: Guider | None = None,
-        guidance_scale: float = DIFFUSERS_DEFAULT,
-        stg_scale: float = DIFFUSERS_DEFAULT,
-        modality_scale: float = DIFFUSERS_DEFAULT,
-        guidance_rescale: float = DIFFUSERS_DEFAULT,
-        audio_guidance_scale: float | None = DIFFUSERS_DEFAULT,
-        audio_stg_scale: float | None = DIFFUSERS_DEFAULT,
+        self, prompt: str | list[str] | None = None, negative_prompt: str | list[str] | None = None, *,
+        height: int = 512, width: int = 768, num_frames: int | None = 121, frame_rate: float = 24.0,
+        num_inference_steps: int = 40, sigmas: list[float] | None = None, timesteps: list[float] | None = None,
+        guider: Guider | None = None, guidance_scale: float = DIFFUSERS_DEFAULT, stg_scale: float = DIFFUSERS_DEFAULT,
+        modality_scale: float = DIFFUSERS_DEFAULT, guidance_rescale: float = DIFFUSERS_DEFAULT,
+        audio_guidance_scale: float | None = DIFFUSERS_DEFAULT, audio_stg_scale: float | None = DIFFUSERS_DEFAULT,
         audio_modality_scale: float | None = DIFFUSERS_DEFAULT,
         audio_guidance_rescale: float | None = DIFFUSERS_DEFAULT,
-        spatio_temporal_guidance_blocks: list[int] | None = DIFFUSERS_DEFAULT,
-        use_cross_timestep: bool = True,
-        image=None,
-        image_strength: float = 1.0,
-        image_crf: int | None = None,
-        noise_scale: float = 0.0,
-        conditions: list | None = None,
-        output_modalities: tuple[str, ...] = ("video", "audio"),
-        num_videos_per_prompt: int = 1,
-        generator: torch.Generator | list[torch.Generator] | None = None,
-        latents: torch.Tensor | None = None,
-        audio_latents: torch.Tensor | None = None,
+        spatio_temporal_guidance_blocks: list[int] | None = DIFFUSERS_DEFAULT, use_cross_timestep: bool = True,
+        image=None, image_strength: float = 1.0, image_crf: int | None = None, noise_scale: float = 0.0,
+        conditions: list | None = None, output_modalities: tuple[str, ...] = ("video", "audio"),
+        num_videos_per_prompt: int = 1, generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None, audio_latents: torch.Tensor | None = None,
         prompt_embeds: PromptEmbeddings | str | torch.Tensor | None = None,
         prompt_attention_mask: torch.Tensor | None = None,
         negative_prompt_embeds: PromptEmbeddings | str | torch.Tensor | None = None,
-        negative_prompt_attention_mask: torch.Tensor | None = None,
-        max_batch_passes: int | None = None,
-        max_sequence_length: int | None = None,
-        decode_timestep: float | list[float] = 0.0,
-        decode_noise_scale: float | list[float] | None = None,
-        output_type: str = "pil",
-        return_dict: bool = True,
-        attention_kwargs: dict[str, Any] | None = None,
-        callback_on_step_end: Callable | None = None,
-        callback_on_step_end_tensor_inputs: list[str] = ("latents",),
-        min_seconds: float = 1.0,
-        max_seconds: float = 20.0,
-        motion_speed: float = 1.0,
-        system_prompt: str | None = None,
-        enable_prompt_enhancement: bool = False,
-        prompt_max_new_tokens: int | None = None,
-        prompt_enhancement_kwargs: dict[str, Any] | None = None,
-        prompt_enhancement_seed: int = 10,
+        negative_prompt_attention_mask: torch.Tensor | None = None, max_batch_passes: int | None = None,
+        max_sequence_length: int | None = None, decode_timestep: float | list[float] = 0.0,
+        decode_noise_scale: float | list[float] | None = None, output_type: str = "pil", return_dict: bool = True,
+        attention_kwargs: dict[str, Any] | None = None, callback_on_step_end: Callable | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ("latents",), min_seconds: float = 1.0,
+        max_seconds: float = 20.0, motion_speed: float = 1.0, system_prompt: str | None = None,
+        enable_prompt_enhancement: bool = False, prompt_max_new_tokens: int | None = None,
+        prompt_enhancement_kwargs: dict[str, Any] | None = None, prompt_enhancement_seed: int = 10,
     ):
         """Generate a clip with audio.
 
@@ -156,86 +126,30 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
             ValueError: any invalid input, before any model runs.
             UnsupportedFeatureError: a diffusers argument asks for a feature this package does not have.
         """
-        # 1. Check every input before any model runs.
-        check_unsupported_features(num_frames=num_frames, min_seconds=min_seconds, max_seconds=max_seconds,
-                                   motion_speed=motion_speed, enable_prompt_enhancement=enable_prompt_enhancement)
-        num_frames = 121 if num_frames is None else num_frames
-        V.check_strength("noise_scale", noise_scale)
-        sigmas = sigmas_from_timesteps(timesteps, sigmas)
-        guider = self.call_guider(guider, locals())
-        callback_on_step_end_tensor_inputs = self.callback_tensor_names(callback_on_step_end,
-                                                                        callback_on_step_end_tensor_inputs)
-        inputs = V.check_call_inputs(
-            self, prompt=prompt, negative_prompt=negative_prompt, prompt_embeds=prompt_embeds,
-            negative_prompt_embeds=negative_prompt_embeds, prompt_attention_mask=prompt_attention_mask,
-            negative_prompt_attention_mask=negative_prompt_attention_mask, height=height, width=width,
-            num_frames=num_frames, frame_rate=frame_rate, output_type=output_type, image=image,
-            image_strength=image_strength, num_videos_per_prompt=num_videos_per_prompt, generator=generator,
-            latents=latents, audio_latents=audio_latents, callback_tensor_inputs=callback_on_step_end_tensor_inputs,
-            guider=guider,
+        call = resolve_call(
+            self, prompt=prompt, negative_prompt=negative_prompt, height=height, width=width, num_frames=num_frames,
+            frame_rate=frame_rate, num_inference_steps=num_inference_steps, sigmas=sigmas, timesteps=timesteps,
+            guider=guider, guidance_scale=guidance_scale, stg_scale=stg_scale, modality_scale=modality_scale,
+            guidance_rescale=guidance_rescale, audio_guidance_scale=audio_guidance_scale,
+            audio_stg_scale=audio_stg_scale, audio_modality_scale=audio_modality_scale,
+            audio_guidance_rescale=audio_guidance_rescale,
+            spatio_temporal_guidance_blocks=spatio_temporal_guidance_blocks, use_cross_timestep=use_cross_timestep,
+            image=image, image_strength=image_strength, image_crf=image_crf, noise_scale=noise_scale,
+            conditions=conditions, output_modalities=output_modalities, num_videos_per_prompt=num_videos_per_prompt,
+            generator=generator, latents=latents, audio_latents=audio_latents, prompt_embeds=prompt_embeds,
+            prompt_attention_mask=prompt_attention_mask, negative_prompt_embeds=negative_prompt_embeds,
+            negative_prompt_attention_mask=negative_prompt_attention_mask, max_batch_passes=max_batch_passes,
+            max_sequence_length=max_sequence_length, decode_timestep=decode_timestep,
+            decode_noise_scale=decode_noise_scale, output_type=output_type, return_dict=return_dict,
+            attention_kwargs=attention_kwargs, callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs, min_seconds=min_seconds,
+            max_seconds=max_seconds, motion_speed=motion_speed, enable_prompt_enhancement=enable_prompt_enhancement,
         )
-        image = self.prepare_image(image, image_crf)
-        conditioned = conditions is not None or tuple(output_modalities) != ("video", "audio")
-        if conditioned and noise_scale > 0:
-            raise ValueError("noise_scale (re-noising given clean latents) cannot be combined with conditions= / "
-                             "output_modalities=: the conditions define the clean latents")
-        if conditioned:
-            conditions, audio_only = self.prepare_conditions(
-                conditions, inputs.total, num_frames, height, width, frame_rate, image=image,
-                output_modalities=output_modalities, latents=latents,
-            )
-        device = self._execution_device
-        check_transformer_runtime(self.transformer, device)  # before a kernel that would crash the process
-        self._record_call(guider, attention_kwargs)
-        self.set_schedule(num_inference_steps, sigmas, num_frames, height, width, device)
-
-        # 2. Prompt conditioning (local Gemma, a prompt encoder, or given embeddings).
-        contexts = self.encode_text_contexts(
-            inputs.prompts, inputs.negative_prompts, prompt_embeds=inputs.prompt_embeds,
-            negative_prompt_embeds=inputs.negative_prompt_embeds, need_negative=guider.uses_negative_prompt,
-            num_videos_per_prompt=num_videos_per_prompt, max_sequence_length=max_sequence_length, device=device,
-        )
-
-        # 3. Initial latents: video noise first, then audio (official order); the image conditions frame 0.
-        state = None
-        if conditioned:
-            # conditions edit the unnoised states, then they are noised; frozen modalities cost no passes
-            state = self.prepare_conditioned_latents(
-                conditions, inputs.total, num_frames, height, width, frame_rate, generator=generator,
-                latents=latents, audio_latents=audio_latents, image=image, image_strength=image_strength,
-                audio_only=audio_only, device=device,
-            )
-            video, audio = state.video, state.audio
-            guider = guider.for_frozen(video=state.frozen_video, audio=state.frozen_audio, cross_modal=not audio_only,
-                                       guided=state.guided_frozen)
-            contexts = replace(contexts, frozen_video=state.frozen_video, frozen_audio=state.frozen_audio,
-                               negative_frozen=state.guided_frozen)
-        else:
-            video, audio = self.prepare_initial_latents(
-                inputs.total, num_frames, height, width, frame_rate, generator=generator, latents=latents,
-                audio_latents=audio_latents, image=image, image_strength=image_strength, device=device,
-                noise_scale=noise_scale,
-            )
-
-        # 4. Denoise.
-        video, audio = self.run_denoising(
-            guider, video, audio, contexts, attention_kwargs=attention_kwargs, max_batch_passes=max_batch_passes,
-            callback=callback_on_step_end, callback_tensor_inputs=callback_on_step_end_tensor_inputs,
-            use_cross_timestep=use_cross_timestep, cross_modal=not (state is not None and state.audio_only),
-        )
-
-        # 5. Decode.
-        return self.finish(
-            video, audio, num_frames, height, width, output_type=output_type, generator=generator,
-            decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale, return_dict=return_dict,
-            conditioned=state,
-        )
+        return self.generate(call, [call.stage()])
 
     def extend(self, clip, num_new_frames: int, *, overlap_frames: int = 16, overlap_strength: float = 0.5,
                audio=None, sample_rate: int | None = None, **kwargs):
         """Continue `clip` (and its `audio`) by `num_new_frames` frames, joined without a seam; see
         `diffusers_ltx2.pipelines.extend.extend` (ComfyUI `LTXVExtendSampler` semantics)."""
-        from .extend import extend
-
         return extend(self, clip, num_new_frames, overlap_frames=overlap_frames, overlap_strength=overlap_strength,
                       audio=audio, sample_rate=sample_rate, **kwargs)

@@ -7,6 +7,8 @@ from typing import Sequence
 
 import torch
 
+from ..latents.geometry import nearest_multiples
+
 OUTPUT_TYPES = ("np", "pt", "pil", "latent")
 
 
@@ -21,13 +23,6 @@ def check_num_frames(num_frames, temporal_ratio: int = 8) -> None:
             f"num_frames must be {temporal_ratio}k+1 (e.g. 121), got {num_frames}; "
             f"nearest valid values: {lower} or {upper}"
         )
-
-
-def nearest_multiples(value: int, multiple: int) -> tuple[int, int]:
-    """The multiples of `multiple` just below (at least `multiple`) and just above `value`."""
-    lower = max(multiple, value // multiple * multiple)
-    upper = lower if value % multiple == 0 else (value // multiple + 1) * multiple
-    return lower, upper
 
 
 #: Smallest size a conv input may have per padding mode, given the padding `p` (torch's F.pad rules).
@@ -195,8 +190,8 @@ def check_call_inputs(
             negative_prompts = negative_prompts * batch_size
     if negative_prompt_embeds is not None:
         check_batch("negative_prompt_embeds", negative_prompt_embeds.batch_size, batch_size)
-    check_num_frames(num_frames, pipe.vae_temporal_ratio)
-    check_resolution(height, width, pipe.vae_spatial_ratio,
+    check_num_frames(num_frames, pipe.vae_temporal_compression_ratio)
+    check_resolution(height, width, pipe.vae_spatial_compression_ratio,
                      min_resolution(pipe.vae, decode=output_type != "latent", encode=image is not None))
     check_positive("frame_rate", frame_rate)
     check_output_type(output_type)

@@ -67,7 +67,6 @@ def encode_clip_audio(pipe, path: str | os.PathLike, num_frames: int, frame_rate
         FileNotFoundError / ValueError: unreadable file or audio (naming the file).
     """
     from ..conditioning import AudioCondition, encode_audio_tokens
-    from ..conditioning.apply import geometry_for
     from ..media.audio import load_audio
     from ..latents import layout as L
 
@@ -76,8 +75,8 @@ def encode_clip_audio(pipe, path: str | os.PathLike, num_frames: int, frame_rate
     if abs(fps - frame_rate) > _FPS_TOLERANCE * frame_rate:
         raise NoUsableAudio(f"the video runs at {fps:g} fps but the dataset's frame rate is {frame_rate:g}: the "
                             f"audio would not line up (preprocess with --frame-rate {fps:g})")
-    side = pipe.vae_spatial_ratio  # the frame size plays no part in the audio geometry
-    geometry = geometry_for(pipe, 1, num_frames, side, side, frame_rate)
+    side = pipe.vae_spatial_compression_ratio  # the frame size plays no part in the audio geometry
+    geometry = pipe.clip_geometry(1, num_frames, side, side, frame_rate)
     duration = geometry.duration_s
     lead = max(0.0, -offset)  # audio starting after the first frame: silence before it
     wave, rate = load_audio(path, start_time=max(0.0, offset), duration=duration - lead if lead < duration else None)

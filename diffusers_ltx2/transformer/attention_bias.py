@@ -2,7 +2,8 @@
 
 The official IC-LoRA code (ltx-core `ConditioningItemAttentionStrengthWrapper`) describes how strongly appended
 reference tokens and generated tokens see each other with a `[0, 1]` matrix `M` of shape `(B, N, N)` and
-adds `log(M)` to the self-attention scores (`M == 0` -> the dtype's most negative value). diffusers'
+adds `log(M)` to the self-attention scores (`M == 0` -> the dtype's most negative value; the states hold that
+bias, built by `latents.attention`). diffusers'
 `video_self_attention_mask` instead adds `-10000 * (1 - M)`, which agrees only at 0 and 1, so this package
 never uses it: `self_attention_bias` installs the official bias directly.
 
@@ -24,18 +25,7 @@ from contextlib import contextmanager
 
 import torch
 
-__all__ = ["mask_to_bias", "self_attention_bias"]
-
-
-def mask_to_bias(mask: torch.Tensor) -> torch.Tensor:
-    """`[0, 1]` attention weights -> additive float32 bias: `log(mask)`, and float32's minimum where `mask <= 0`
-    (ltx-core's conversion; values are clamped to the model dtype's range when used)."""
-    mask = mask.to(torch.float32)
-    finfo = torch.finfo(torch.float32)
-    bias = torch.full_like(mask, finfo.min)
-    positive = mask > 0
-    bias[positive] = torch.log(mask[positive].clamp_min(finfo.tiny))
-    return bias
+__all__ = ["self_attention_bias"]
 
 
 def _rows(bias: torch.Tensor, num_rows: int) -> torch.Tensor:

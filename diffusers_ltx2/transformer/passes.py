@@ -26,7 +26,7 @@ class TextContexts:
     `frozen_video` / `frozen_audio`: that modality is held at given values for the whole call (A2V, V2A); its
     stream reads the *positive* prompt in negative passes too (official A2V: the frozen audio guider has no
     negative context, so `multi_modal_guider_denoising_func` gives the audio stream the positive one), unless
-    it is named in `negative_frozen` ("video" / "audio"): a modality a retake keeps whole reads the negative
+    it is named in `guided_frozen` ("video" / "audio"): a modality a retake keeps whole reads the negative
     prompt, as official `retake.py` gives its guider the negative context
     (`ConditionedLatents.guided_frozen`).
     """
@@ -35,13 +35,13 @@ class TextContexts:
     negative: PromptEmbeddings | None = None
     frozen_video: bool = False
     frozen_audio: bool = False
-    negative_frozen: frozenset = frozenset()
+    guided_frozen: frozenset = frozenset()
 
     def for_pass(self, p: GuidancePass, modality: str | None = None) -> PromptEmbeddings:
         """The embeddings a pass gives the `modality` ("video" / "audio") stream (`None`: the video's)."""
         name = "audio" if modality == "audio" else "video"
         frozen = self.frozen_audio if name == "audio" else self.frozen_video
-        if not p.negative or (frozen and name not in self.negative_frozen):
+        if not p.negative or (frozen and name not in self.guided_frozen):
             return self.positive
         if self.negative is None:
             raise ValueError(f"guidance pass {p.name!r} needs a negative prompt, but none was encoded")
