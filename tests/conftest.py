@@ -1,13 +1,28 @@
-"""Shared fixtures: tiny random-weight LTX-2 components built once per session by the package's factory."""
+"""Shared fixtures: tiny random-weight LTX-2 components built once per session by the package's factory.
+
+Tests live in one folder per area (`pipelines/`, `conditioning/`, `ic_lora/`, `two_stage/`, `guidance/`,
+`sampling/`, `loaders/`, `conversion/`, `media/`, `memory/`, `training/`, `cli/`, `package/`); helper modules
+shared by several areas sit here (`official_checkpoints` - tiny official checkpoints and ltx-core's modules loaded
+from them -, `ltx_reference`, `media_files`, `http_peers`, `training_fixtures`, `two_stage_files`,
+`upsampler_files`). A test module may import another area's test module by name (its constants, helpers and
+fixtures): every area folder is on `sys.path`, as the one flat folder was.
+"""
 
 from __future__ import annotations
 
 import copy
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from diffusers_ltx2.factory import TINY, build_components
+
+_HERE = Path(__file__).resolve().parent
+for _area in sorted(p for p in _HERE.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))):
+    if str(_area) not in sys.path:
+        sys.path.append(str(_area))
 
 
 @pytest.fixture(scope="session")

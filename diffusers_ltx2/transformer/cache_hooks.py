@@ -1,7 +1,7 @@
 """diffusers' transformer cache hooks (`transformer.enable_cache(...)`) with our batched guidance passes.
 
 What diffusers 0.42.1 offers for `LTX2VideoTransformer3DModel` and what happens here (checked by
-tests/test_guiders_cache_hooks.py):
+tests/guidance/test_guiders_cache_hooks.py):
 
 - `TaylorSeerCacheConfig`, `PyramidAttentionBroadcastConfig`: work. Their state is kept per *cache context*;
   diffusers' own LTX-2 pipeline opens one per kind of call ("cond_uncond", "uncond_stg", ...). We open one per

@@ -41,7 +41,7 @@ from test_api_encoder import (  # noqa: F401
     AUDIO, KEY, MODEL_ID, VIDEO, Reply, api, conditioning_pickle, make_encoder, reference_tensor,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # ---------------------------------------------------------------------------------- a trickling server

@@ -14,7 +14,7 @@ from diffusers_ltx2.conversion import convert_single_file
 from diffusers_ltx2.guiders import ClassifierFreeGuidance, MultimodalGuider
 from diffusers_ltx2.loaders.identity import context_dims
 
-from conftest_conversion import CONFIGS, write_official_checkpoint
+from official_checkpoints import CONFIGS, write_official_checkpoint
 
 
 def _consistent_config(version: str) -> dict:
@@ -101,7 +101,7 @@ def test_model_identity_is_recorded_and_checked(tmp_path):
 def test_fp8_keep_folder_loads_with_float8_weights(tmp_path):
     """`ltx2 convert --fp8 keep` output loads through `from_pretrained` with float8 block weights and gives the
     dequantized model's output."""
-    from conftest_conversion import official_state_dict
+    from official_checkpoints import official_state_dict
     from safetensors.torch import save_file
 
     from diffusers_ltx2.conversion.fp8 import FP8ScaledLinear

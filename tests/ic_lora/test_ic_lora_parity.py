@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-# conftest_conversion imports ltx_reference, which stubs torchaudio before anything imports ltx_core
-from conftest_conversion import GEMMA_HIDDEN, load_official, write_official_checkpoint
+# official_checkpoints imports ltx_reference, which stubs torchaudio before anything imports ltx_core
+from official_checkpoints import GEMMA_HIDDEN, load_official, write_official_checkpoint
 
 from diffusers import LTX2VideoTransformer3DModel
 from ltx_core.components.diffusion_steps import EulerDiffusionStep

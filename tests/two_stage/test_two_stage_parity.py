@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from safetensors.torch import load_file
-from conftest_conversion import LTXModelConfigurator, load_official, write_official_checkpoint
+from official_checkpoints import LTXModelConfigurator, load_official, write_official_checkpoint
 from ltx_core.components.diffusion_steps import EulerDiffusionStep
 from ltx_core.components.guiders import MultiModalGuider, MultiModalGuiderParams
 from ltx_core.components.noisers import GaussianNoiser

@@ -141,3 +141,32 @@ def test_reference_keyframe_and_audio_in_one_call_match_ltx_core(ref):  # noqa: 
                  guider=MultimodalGuider(VIDEO, AUDIO, skip_blocks=STG_BLOCKS), num_inference_steps=STEPS,
                  generator=torch.Generator().manual_seed(7), output_type="latent", conditions=[keyframe, audio], **CLIP)
     assert (alone.frames - out.frames).abs().max() > 1e-3  # the reference changes the result
+
+
+@torch.no_grad()
+def test_the_ic_lora_pipeline_composes_its_reference_with_our_conditions(tiny_components, reference_spy):
+    """`LTX2ICLoRAPipeline(conditions=[...])` takes this package's conditions next to `control_video`: the keyframe
+    is appended before the reference (ltx-pipelines' order), the sound is frozen and returned as given (A2V)."""
+    import numpy as np
+
+    from diffusers_ltx2 import ClassifierFreeGuidance, LTX2ICLoRAPipeline, LTX2Scheduler
+
+    pipe = LTX2ICLoRAPipeline(scheduler=LTX2Scheduler(), guider=ClassifierFreeGuidance(1.0, 1.0), **tiny_components)
+    pipe.set_progress_bar_config(disable=True)
+    wave = torch.sin(torch.arange(12000) / 24000 * 2 * torch.pi * 440)[None].repeat(2, 1) * 0.3
+    key = np.random.RandomState(0).randint(0, 255, (128, 128, 3), dtype=np.uint8)
+    out = pipe("a cat", control_video=torch.rand(9, 3, 64, 64), reference_downscale_factor=2,
+               conditions=[VideoCondition(key, -1, 0.8), AudioCondition(wave, 24000)], num_inference_steps=2,
+               height=128, width=128, num_frames=9, frame_rate=24.0, output_type="np",
+               generator=torch.Generator().manual_seed(0))
+    (before, after), = reference_spy
+    n = before.num_target_tokens
+    assert before.latent.shape[1] == n + 16  # the keyframe's 4x4 tokens were appended first
+    assert after.latent.shape[1] == n + 16 + 2 * 2 * 2  # then the reference's (2 latent frames of 2x2)
+    assert torch.equal(before.denoise_mask[:, n:], torch.full((1, 16), 1 - 0.8))
+    from diffusers_ltx2 import LTX2AudioVideoPipeline
+
+    a2v = LTX2AudioVideoPipeline.from_pipe(pipe)("a cat", conditions=[AudioCondition(wave, 24000)],
+                                                  num_inference_steps=1, height=128, width=128, num_frames=9,
+                                                  output_type="np")
+    torch.testing.assert_close(out.audio, a2v.audio, rtol=0, atol=0)  # the given sound, as A2V returns it

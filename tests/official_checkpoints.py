@@ -1,4 +1,5 @@
-"""Builders for tiny *official* LTX-2 checkpoints, used by the conversion tests and the benchmark.
+"""The official-checkpoint fixtures: tiny *official* LTX-2 single-file checkpoints (`write_official_checkpoint`) and
+ltx-core's own modules loaded back from them (`load_official`), for every parity test and the conversion benchmark.
 
 Models are built with ltx-core's own configurators from a tiny ``config`` (the same sections and keys
 as the released files' metadata), filled with random weights, and written with the official prefixes

@@ -19,7 +19,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from conftest_conversion import load_official, write_official_checkpoint
+from official_checkpoints import load_official, write_official_checkpoint
 from ltx_core.components.diffusion_steps import EulerDiffusionStep
 from ltx_core.components.guiders import MultiModalGuider, MultiModalGuiderParams
 from ltx_core.components.noisers import GaussianNoiser

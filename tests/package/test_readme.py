@@ -9,7 +9,7 @@ from pathlib import Path
 import av
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def _python_block(after_heading: str) -> str:
@@ -42,7 +42,7 @@ def test_from_single_file_takes_dtype_like_from_pretrained(tmp_path):
     """The README spells the dtype `dtype=` everywhere; `from_single_file` takes it (and the older
     `torch_dtype=`, refusing a contradiction)."""
     import torch
-    from conftest_conversion import write_official_checkpoint
+    from official_checkpoints import write_official_checkpoint
 
     from diffusers_ltx2 import LTX2AudioVideoPipeline
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest_conversion import CONFIGS, official_state_dict, write_official_checkpoint
+from official_checkpoints import CONFIGS, official_state_dict, write_official_checkpoint
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -27,7 +27,7 @@ from diffusers_ltx2.conversion.keymap import KeyMapper, map_transformer_key, map
 from diffusers_ltx2.conversion.output_dir import atomic_output_dir
 from diffusers_ltx2.conversion.streaming import parse_size
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _no_leftovers(parent: Path, name: str) -> bool:

@@ -21,7 +21,7 @@ from diffusers_ltx2.training.trainer import Trainer
 
 from training_fixtures import write_dataset
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _weights(path):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest_conversion import CONFIGS, official_state_dict, write_official_checkpoint
+from official_checkpoints import CONFIGS, official_state_dict, write_official_checkpoint
 from safetensors.torch import save_file
 
 from diffusers_ltx2.cli import main
@@ -27,7 +27,7 @@ from diffusers_ltx2.conversion import ConversionError, convert_single_file
 from diffusers_ltx2.conversion import output_dir as O
 from diffusers_ltx2.conversion.streaming import StreamingReader
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _tree(folder: Path) -> dict[str, bytes]:

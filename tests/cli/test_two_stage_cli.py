@@ -77,7 +77,7 @@ def test_convert_adds_the_upsampler_component(tmp_path):
     import ltx_reference  # noqa: F401
     import torch
     from safetensors.torch import save_file
-    from conftest_conversion import write_official_checkpoint
+    from official_checkpoints import write_official_checkpoint
 
     from diffusers_ltx2 import LTX2TwoStagePipeline
 

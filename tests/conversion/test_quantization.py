@@ -233,7 +233,7 @@ def test_text_encoder_quantization_runs_and_refuses_to_save(tiny_components, tmp
 def test_from_single_file_quantizes_like_from_pretrained(mode, tmp_path):
     """An official single-file checkpoint quantized at `from_single_file` holds the same quantized tensors as its
     converted folder quantized at `from_pretrained`, and saves / reloads."""
-    from conftest_conversion import write_official_checkpoint
+    from official_checkpoints import write_official_checkpoint
     from test_conversion_pipeline import _consistent_config
 
     from diffusers_ltx2 import LTX2AudioVideoPipeline

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest_conversion import GEMMA_HIDDEN, GEMMA_STATES, load_official, write_official_checkpoint
+from official_checkpoints import GEMMA_HIDDEN, GEMMA_STATES, load_official, write_official_checkpoint
 from diffusers import AutoencoderKLLTX2Audio, AutoencoderKLLTX2Video, LTX2VideoTransformer3DModel
 from diffusers.pipelines.ltx2 import LTX2TextConnectors, LTX2Vocoder, LTX2VocoderWithBWE
 from ltx_core.guidance.perturbations import (

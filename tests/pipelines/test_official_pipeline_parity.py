@@ -12,7 +12,7 @@ import copy
 
 import pytest
 import torch
-from conftest_conversion import CONFIGS, GEMMA_HIDDEN, GEMMA_STATES, load_official, write_official_checkpoint
+from official_checkpoints import CONFIGS, GEMMA_HIDDEN, GEMMA_STATES, load_official, write_official_checkpoint
 from ltx_core.components.diffusion_steps import EulerDiffusionStep
 from ltx_core.components.guiders import MultiModalGuider, MultiModalGuiderParams
 from ltx_core.components.noisers import GaussianNoiser

@@ -172,7 +172,7 @@ def test_video_only_training_is_independent_of_the_dummy_audio(tmp_path):
     torch.testing.assert_close(v1, v2, rtol=0, atol=0)
 
 
-OFFICIAL_SAMPLERS = (Path(__file__).resolve().parents[1].parent / "shared" / "ltx2-official-1.2.0" / "packages"
+OFFICIAL_SAMPLERS = (Path(__file__).resolve().parents[2].parent / "shared" / "ltx2-official-1.2.0" / "packages"
                     / "ltx-trainer" / "src" / "ltx_trainer" / "timestep_samplers.py")
 
 

@@ -22,7 +22,7 @@ from diffusers_ltx2.training.trainer import CheckpointError, NonFiniteLossError,
 
 from training_fixtures import make_config, write_dataset
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 T2V = {"name": "text_to_video", "first_frame_conditioning_p": 0.5}
 
 
