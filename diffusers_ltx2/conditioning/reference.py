@@ -42,7 +42,7 @@ class ReferenceVideo(Condition):
 
     Raises:
         ValueError / FileNotFoundError (before any model runs): bad numbers, an unreadable video, a clip size that
-        is not a multiple of `32 f`, a mask that is not a tensor.
+        is not a multiple of `32 f`, a mask that is not a 4-D / 5-D tensor.
     """
 
     order = 3
@@ -59,6 +59,9 @@ class ReferenceVideo(Condition):
                 raise ValueError(f"reference_{name} must be a positive integer, got {value!r}")
         if attention_mask is not None and not isinstance(attention_mask, torch.Tensor):
             raise ValueError("conditioning_attention_mask must be a torch.Tensor")
+        if attention_mask is not None and attention_mask.ndim not in (4, 5):
+            raise ValueError("conditioning_attention_mask must be (B, 1, F, H, W) or (B, F, H, W), got "
+                             f"{tuple(attention_mask.shape)}")
         if (video is None) == (latents is None):
             raise ValueError("ReferenceVideo takes a video (a file, PIL frames, an array or a tensor) or its latents")
         self.frames = None if video is None else to_frames(video)
@@ -66,16 +69,12 @@ class ReferenceVideo(Condition):
         self.strength, self.attention_strength = float(strength), float(attention_strength)
         self.downscale_factor, self.temporal_scale_factor = downscale_factor, temporal_scale_factor
         self.attention_mask, self.preprocessor = attention_mask, preprocessor
-        self._fitted: dict[tuple, torch.Tensor] = {}
 
     def fit(self, geometry: ClipGeometry) -> torch.Tensor:
         """The reference frames fitted to the clip: `(F, 3, H / f, W / f)` in [0, 1], `F = 8k + 1` frames."""
         g, f = geometry, self.downscale_factor
-        key = (g.num_frames, g.height // f, g.width // f, g.temporal_ratio)
-        if key not in self._fitted:
-            self._fitted[key] = fit_frames(self.frames, *key[:3], g.temporal_ratio,
-                                           frame_step=self.temporal_scale_factor)
-        return self._fitted[key]
+        return fit_frames(self.frames, g.num_frames, g.height // f, g.width // f, g.temporal_ratio,
+                          frame_step=self.temporal_scale_factor)
 
     def check(self, geometry: ClipGeometry) -> None:
         g, f = geometry, self.downscale_factor
@@ -85,8 +84,6 @@ class ReferenceVideo(Condition):
                 f"with reference_downscale_factor {f} height and width must be multiples of {unit} (the reference is "
                 f"encoded at height/{f} x width/{f}), got {g.height}x{g.width}; nearest valid: height "
                 f"{nearest_multiples(g.height, unit)}, width {nearest_multiples(g.width, unit)}")
-        if self.frames is not None:
-            self.fit(geometry)
 
     def apply_to(self, state: ConditioningState, encoder: LatentEncoder, geometry: ClipGeometry) -> None:
         g, mask = geometry, self.attention_mask

@@ -20,7 +20,8 @@ class ModalityLatents:
 
     Attributes:
         latent: `(B, N, C)` float32 current noisy tokens (target tokens first, appended conditioning after).
-        clean: `(B, N, C)` clean values where tokens are conditioned (zeros elsewhere).
+        clean: `(B, N, C)` clean values: what a conditioned token is held at, what a stage's starting latents are
+            re-noised from (zeros where there is neither).
         denoise_mask: `(B, N)` float32; 1 = generated freely, 0 = held at `clean`, in between = partial.
         coords: `(B, D, N, 2)` positions ([start, end) per axis, as diffusers' RoPE expects them).
         num_target_tokens: how many leading tokens form the output; the rest are appended conditioning.

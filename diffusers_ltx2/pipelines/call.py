@@ -103,8 +103,8 @@ def _start(pipe, latents, noise_scale: float, device, audio: bool) -> StartLaten
 
 
 def resolve_call(
-    pipe, *, prompt, negative_prompt, height, width, num_frames, frame_rate, num_inference_steps, sigmas, timesteps,
-    guider, guidance_scale=DIFFUSERS_DEFAULT, stg_scale=DIFFUSERS_DEFAULT, modality_scale=DIFFUSERS_DEFAULT,
+    pipe, *, prompt=None, negative_prompt=None, height=512, width=768, num_frames=121, frame_rate=24.0,
+    num_inference_steps=40, sigmas=None, timesteps=None, guider=None, guidance_scale=DIFFUSERS_DEFAULT, stg_scale=DIFFUSERS_DEFAULT, modality_scale=DIFFUSERS_DEFAULT,
     guidance_rescale=DIFFUSERS_DEFAULT, audio_guidance_scale=DIFFUSERS_DEFAULT, audio_stg_scale=DIFFUSERS_DEFAULT,
     audio_modality_scale=DIFFUSERS_DEFAULT, audio_guidance_rescale=DIFFUSERS_DEFAULT,
     spatio_temporal_guidance_blocks=DIFFUSERS_DEFAULT, use_cross_timestep=True, image=None, image_strength=1.0,
@@ -116,7 +116,8 @@ def resolve_call(
     motion_speed=1.0, enable_prompt_enhancement=False, stage_size: tuple[int, int] | None = None,
     fixed_guider: Guider | None = None, fixed_sigmas=None, default_negative_prompt: str | None = None,
 ) -> PipelineCall:
-    """Check and resolve a call's arguments (the pipelines' `__call__` arguments, same names and meanings).
+    """Check and resolve a call's arguments (`LTX2AudioVideoPipeline.__call__`'s, same names, meanings and
+    defaults; a pipeline passes its own explicitly).
 
     Pipeline-specific keywords: `stage_size` `(h, w)` of the first stage when it differs from the output's (two
     stages: noise shapes are checked there, conditions at both sizes); `fixed_guider` / `fixed_sigmas` replace the

@@ -52,8 +52,9 @@ class LTX2ICLoRATwoStagePipeline(TwoStageMixin, LTX2ICLoRAPipeline):
     ):
         """Generate a clip at `(height, width)` following `control_video`.
 
-        Args (others as `LTX2ICLoRAPipeline.__call__`, which runs stage 1; `**stage_1_kwargs` go to it, e.g.
-        `control_strength`, `conditioning_attention_strength`, `control_preprocessor`, `num_inference_steps`):
+        Args (others as `LTX2ICLoRAPipeline.__call__`, whose reference conditions stage 1 uses; `**stage_1_kwargs`
+        are its other arguments, e.g. `control_strength`, `conditioning_attention_strength`, `control_preprocessor`,
+        `num_inference_steps`, `conditions`):
             height, width: output size, multiples of 64 (and of `64 * reference_downscale_factor`).
             distilled: official `ic_lora.py` recipe for distilled checkpoints (default): stage 1 on the 8 distilled
                 sigmas without guidance, stage 2 without any LoRA. `False`: stage 1 with `guider` / `sigmas`,
@@ -76,8 +77,9 @@ class LTX2ICLoRATwoStagePipeline(TwoStageMixin, LTX2ICLoRAPipeline):
             self.check_two_stage(height, width, distilled=distilled, distilled_lora_strength=distilled_lora_strength)
         if control_video is None:
             raise ValueError("control_video is required: a video file, PIL frames, an array or a tensor")
-        for unused in ("system_prompt", "prompt_max_new_tokens", "prompt_enhancement_kwargs", "prompt_enhancement_seed"):
-            stage_1_kwargs.pop(unused, None)  # diffusers' prompt-enhancement options: accepted, unused (as diffusers)
+        for unused in ("system_prompt", "prompt_max_new_tokens", "prompt_enhancement_kwargs",
+                       "prompt_enhancement_seed"):  # diffusers' prompt-enhancement options: accepted, unused
+            stage_1_kwargs.pop(unused, None)
         conditions, image, image_strength = ic_lora_conditions(
             self, control_video=control_video, control_strength=stage_1_kwargs.pop("control_strength", 1.0),
             attention_strength=stage_1_kwargs.pop("conditioning_attention_strength", 1.0),

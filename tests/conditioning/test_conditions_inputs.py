@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffusers_ltx2.conditioning import AudioCondition, FrozenVideo, TemporalRegion, VideoCondition
+from diffusers_ltx2.conditioning import AudioCondition, FrozenVideo, ReferenceVideo, TemporalRegion, VideoCondition
 from diffusers_ltx2.factory import TINY_CLIP
 
 CLIP = dict(TINY_CLIP, num_frames=17)  # 17 frames at 24 fps: 0.708 s
@@ -52,10 +52,25 @@ def _call(pipe, conditions=None, **kw):
       TemporalRegion(0.3, 0.4)], "only one TemporalRegion"),
     ("not a list", "conditions must be a list"),
     ([IMG], "conditions must be condition objects"),
+    ([ReferenceVideo(torch.rand(9, 3, 32, 32)), VideoCondition(IMG, 0), VideoCondition(IMG, 0)],
+     "more than one condition at frame 0"),
 ])
 def test_bad_condition_combinations_fail_before_any_model(guarded_pipe, conditions, match):
     with pytest.raises(ValueError, match=match):
         _call(guarded_pipe, conditions)
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: [ReferenceVideo(torch.rand(9, 3, 32, 32), downscale_factor=4)], "multiples of 128"),
+    (lambda: [ReferenceVideo(torch.rand(9, 3, 32, 32), attention_mask=torch.ones(1, 5))], "attention_mask must be"),
+    (lambda: [ReferenceVideo(torch.rand(9, 3, 32, 32), strength=1.5)], "strength must be a number in \\[0, 1\\]"),
+    (lambda: [ReferenceVideo()], "takes a video"),
+    (lambda: [ReferenceVideo(torch.rand(9, 3, 32, 32))], "audio-only generation takes no video conditions"),
+])
+def test_bad_references_fail_before_any_model(guarded_pipe, make, match):
+    kwargs = dict(output_modalities=("audio",)) if "audio-only" in match else {}
+    with pytest.raises(ValueError, match=match):
+        _call(guarded_pipe, make(), **kwargs)
 
 
 def test_audio_only_refuses_video_noise(guarded_pipe):
