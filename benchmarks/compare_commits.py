@@ -4,7 +4,8 @@ For a before / after measurement on a shared machine: the two checkouts (e.g. th
 the commit before a change) run the same script with the same arguments in turn, `--rounds` times, so that load
 from other processes hits both alike. Every markdown table row the script prints (`| key | variant | ... |`) is
 collected; for each row the cells holding a `min / median / max` triple and a ratio (`0.86x`) are summarised over
-the rounds as min / median / max per checkout. The machine's load average is printed before and after.
+the rounds as min / median / max per checkout. The machine's load average is printed before and after. A script
+the other checkout lacks (a new benchmark) runs there from a temporary copy.
 
     python benchmarks/compare_commits.py --other /path/to/other/checkout [--rounds 3] -- \\
         benchmarks/bench_guidance.py --sizes 288 --steps 4 --repeats 2 --threads 1 --no-memory
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -27,10 +29,19 @@ RATIO = re.compile(r"^\s*([\d.]+)x\s*$")
 
 
 def run(checkout: Path, script: list[str]) -> dict[tuple[str, str], dict[str, float]]:
-    """One fresh run of `script` in `checkout`: `(key, variant) -> {"median": ms, "ratio": x}` per table row."""
+    """One fresh run of `script` in `checkout`: `(key, variant) -> {"median": ms, "ratio": x}` per table row. A
+    script the checkout does not have (a new benchmark) is copied beside its benchmarks for the run and removed."""
     env = dict(os.environ, PYTHONPATH=str(checkout))
-    out = subprocess.run([sys.executable, str(checkout / script[0]), *script[1:]], cwd=checkout, env=env,
-                         capture_output=True, text=True, check=True).stdout
+    path, copied = checkout / script[0], None
+    if not path.exists():
+        copied = path = path.with_name(f"_compare_{path.name}")
+        shutil.copyfile(HERE / script[0], path)
+    try:
+        out = subprocess.run([sys.executable, str(path), *script[1:]], cwd=checkout, env=env, capture_output=True,
+                             text=True, check=True).stdout
+    finally:
+        if copied is not None:
+            copied.unlink()
     rows = {}
     for line in out.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -72,7 +83,7 @@ def main() -> None:
                     results[row][name][field].append(value)
             print(f"round {r + 1}: {name} done (load {load()})", flush=True)
     print(f"load average after: {load()}")
-    print("| row | checkout | median ms / step over rounds: min / median / max | ratio: min / median / max |")
+    print("| row | checkout | the row's median over rounds: min / median / max | ratio: min / median / max |")
     print("|---|---|---|---|")
     for row, per in results.items():
         for name in ("other", "this"):
