@@ -35,6 +35,18 @@ from .pipeline_output import LTX2AudioVideoPipelineOutput
 logger = logging.getLogger(__name__)
 
 
+def sampler_seed(sampler, generator) -> int | None:
+    """The seed a stochastic sampler derives its noise seed from: the call generator's seed (the first one's for a
+    list), as the official pipelines use their `seed`; a random one without a generator; `None` for Euler."""
+    if sampler is None or sampler == "euler" or type(sampler).__name__ == "EulerSampler":
+        return None
+    if isinstance(generator, (list, tuple)):
+        generator = generator[0] if generator else None
+    if generator is not None:
+        return int(generator.initial_seed())
+    return int(torch.randint(0, 2**62, (1,)).item())
+
+
 def default_guider() -> Guider:
     """The guider a pipeline gets when none is saved with it: `MultimodalGuider` with the recommended values
     (video cfg 3, stg 1, modality 3, rescale 0.7; audio cfg 7, stg 1, modality 3, rescale 0.7) and the
@@ -427,13 +439,15 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
     def run_denoising(
         self, guider: Guider, video: ModalityLatents, audio: ModalityLatents, contexts: TextContexts, *,
         attention_kwargs=None, max_batch_passes: int | None = None, callback=None, callback_tensor_inputs=("latents",),
-        use_cross_timestep: bool = True, cross_modal: bool = True,
+        use_cross_timestep: bool = True, cross_modal: bool = True, sampler=None, generator=None,
     ) -> tuple[ModalityLatents, ModalityLatents]:
         """The shared denoising loop with a progress bar, the guider's passes and the user's step callback.
 
         `use_cross_timestep`: the cross-modal attention modulation uses the other modality's sigma (official and
         diffusers' default); `False` is diffusers' "legacy" switch, passed to its transformer as is.
         `cross_modal=False`: audio<->video attention off in every pass, for audio-only generation.
+        `sampler`: `"euler"` (default), `"euler_ancestral"`, `"res_2s"` or a `schedulers.samplers.Sampler`; the
+        stochastic ones take their noise seed from `generator` (see `sampler_seed`).
         """
         passes = TransformerPasses(
             self.transformer, attention_control=self.attention_control_for(guider),
@@ -444,7 +458,7 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
             return denoise(
                 passes=passes, guider=guider, scheduler=self.scheduler, video=video, audio=audio, contexts=contexts,
                 progress_bar=bar, on_step_end=self._step_callback(callback, callback_tensor_inputs, contexts),
-                should_stop=lambda: self._interrupt,
+                should_stop=lambda: self._interrupt, sampler=sampler, seed=sampler_seed(sampler, generator),
             )
 
     def finish(

@@ -10,6 +10,7 @@ import torch
 from ..guiders import Guider
 from ..loaders.prompt_embeddings import PromptEmbeddings
 from ..quantization import check_transformer_runtime
+from ..schedulers.samplers import Sampler, make_sampler
 from . import validation as V
 from .base import LTX2PipelineBase
 from .diffusers_compat import DIFFUSERS_DEFAULT, check_unsupported_features, sigmas_from_timesteps
@@ -79,6 +80,7 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
         prompt_max_new_tokens: int | None = None,
         prompt_enhancement_kwargs: dict[str, Any] | None = None,
         prompt_enhancement_seed: int = 10,
+        sampler: str | Sampler = "euler",
     ):
         """Generate a clip with audio.
 
@@ -129,6 +131,10 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
                 only); one value or one per video.
             output_type: "pil" (default, as diffusers), "np", "pt" or "latent".
             return_dict: return `LTX2AudioVideoPipelineOutput` (else a tuple `(frames, audio)`).
+            sampler: `"euler"` (official default), `"euler_ancestral"` (official 2.5 distilled stage 1) or
+                `"res_2s"` (second order, two model evaluations per step; official HQ pipeline), or a configured
+                `diffusers_ltx2.schedulers.samplers` instance (e.g. `Res2sSampler(eta=0.3, noise_seed=7)`). The
+                stochastic samplers seed their noise from `generator` (official seeds; see that module).
             attention_kwargs: forwarded to the transformer (e.g. `{"scale": 0.8}` for LoRA strength).
             callback_on_step_end: `fn(pipe, step, sigma, tensors) -> dict` (or a diffusers `PipelineCallback`),
                 tensors named in `callback_on_step_end_tensor_inputs` (`_callback_tensor_inputs`); returned
@@ -152,6 +158,7 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
                                    motion_speed=motion_speed, enable_prompt_enhancement=enable_prompt_enhancement)
         num_frames = 121 if num_frames is None else num_frames
         V.check_strength("noise_scale", noise_scale)
+        sampler = make_sampler(sampler)
         sigmas = sigmas_from_timesteps(timesteps, sigmas)
         guider = self.call_guider(guider, locals())
         callback_on_step_end_tensor_inputs = self.callback_tensor_names(callback_on_step_end,
@@ -212,6 +219,7 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
             guider, video, audio, contexts, attention_kwargs=attention_kwargs, max_batch_passes=max_batch_passes,
             callback=callback_on_step_end, callback_tensor_inputs=callback_on_step_end_tensor_inputs,
             use_cross_timestep=use_cross_timestep, cross_modal=not (state is not None and state.audio_only),
+            sampler=sampler, generator=generator,
         )
 
         # 5. Decode.
