@@ -15,7 +15,7 @@ from diffusers import AutoencoderKLLTX2Audio, AutoencoderKLLTX2Video, LTX2VideoT
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
-from diffusers.pipelines.ltx2 import LTX2TextConnectors, LTX2Vocoder, LTX2VocoderWithBWE
+from diffusers.pipelines.ltx2 import LTX2DurationHead, LTX2TextConnectors, LTX2Vocoder, LTX2VocoderWithBWE
 
 from ..guiders import GuidanceAttentionControl, Guider, MultimodalGuider
 from ..loaders.lora import LTX2OfficialLoraLoaderMixin
@@ -28,6 +28,7 @@ from .call_lock import serialized_call
 from .denoising import ModalityLatents, TextContexts, TransformerPasses, denoise
 from .diffusers_compat import DIFFUSERS_ONLY_COMPONENTS, as_ltx2_scheduler, check_diffusers_components, saved_by_this_package
 from .diffusers_surface import DiffusersLTX2Surface
+from .duration import check_duration_head
 from .images import check_image, spread_over_videos, to_unit_range
 from .initial_latents import InitialLatentsMixin
 from .pipeline_output import LTX2AudioVideoPipelineOutput
@@ -75,9 +76,11 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
         model_identity: the official checkpoint's model id (its `encrypted_wandb_properties` metadata), recorded
             by `from_single_file` / `ltx2 convert` and saved in `model_index.json`; saved conditioning and API
             embeddings are checked against it.
-        processor, prompt_enhancer, duration_head, audio_scheduler: diffusers' optional LTX-2 components, accepted
-            as `None` only (prompt enhancement, automatic duration and a separate audio scheduler are not
-            implemented); anything else raises `UnsupportedFeatureError`.
+        duration_head: diffusers' `LTX2DurationHead` (LTX-2.5): a call that leaves `num_frames` out predicts the
+            clip length from the prompt (see `pipelines.duration`).
+        processor, prompt_enhancer: diffusers' optional prompt-enhancement components.
+        audio_scheduler: diffusers' optional separate audio scheduler, accepted as `None` only (LTX-2 samples
+            both modalities on one schedule); anything else raises `UnsupportedFeatureError`.
 
     Only `text_encoder` and `tokenizer` are needed to build a pipeline that encodes prompts (`encode_prompt`),
     as in diffusers; generating needs every model component.
@@ -90,9 +93,10 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
     transformer or scheduler run one after the other, each with its own guider.
     """
 
-    model_cpu_offload_seq = "text_encoder->connectors->transformer->vae->audio_vae->vocoder"
+    model_cpu_offload_seq = "prompt_enhancer->text_encoder->connectors->duration_head->transformer->vae->audio_vae->vocoder"
     vae_memory_budget: int | None = None  # bytes for one VAE decode / encode; drives automatic tiling
-    _optional_components = ["text_encoder", "tokenizer", "guider", *DIFFUSERS_ONLY_COMPONENTS]
+    _optional_components = ["text_encoder", "tokenizer", "guider", "processor", "prompt_enhancer", "duration_head",
+                            *DIFFUSERS_ONLY_COMPONENTS]
     _callback_tensor_inputs = ["latents", "audio_latents", "prompt_embeds", "negative_prompt_embeds"]
 
     def __init_subclass__(cls, **kwargs):
@@ -118,12 +122,12 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
         model_identity: str | None = None,
         processor=None,
         prompt_enhancer=None,
-        duration_head=None,
+        duration_head: LTX2DurationHead | None = None,
         audio_scheduler=None,
     ):
         super().__init__()
-        check_diffusers_components(dict(processor=processor, prompt_enhancer=prompt_enhancer,
-                                        duration_head=duration_head, audio_scheduler=audio_scheduler))
+        check_diffusers_components(dict(audio_scheduler=audio_scheduler))
+        check_duration_head(duration_head)
         if isinstance(guider, str):
             if guider != "default":
                 raise ValueError(f"guider must be a Guider, None (no guidance) or 'default', got {guider!r}")
@@ -138,9 +142,9 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
             transformer=transformer,
             vocoder=vocoder,
             guider=guider,
-            processor=None,
-            prompt_enhancer=None,
-            duration_head=None,
+            processor=processor,
+            prompt_enhancer=prompt_enhancer,
+            duration_head=duration_head,
             audio_scheduler=None,
         )
         self.register_to_config(model_identity=model_identity)

@@ -14,6 +14,7 @@ from ..schedulers.samplers import Sampler, make_sampler
 from . import validation as V
 from .base import LTX2PipelineBase
 from .diffusers_compat import DIFFUSERS_DEFAULT, check_unsupported_features, sigmas_from_timesteps
+from .duration import DEFAULT_NUM_FRAMES, check_auto_duration, placeholder_num_frames, predict_num_frames
 
 
 class LTX2AudioVideoPipeline(LTX2PipelineBase):
@@ -34,7 +35,7 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
         *,
         height: int = 512,
         width: int = 768,
-        num_frames: int | None = 121,
+        num_frames: int | None = None,
         frame_rate: float = 24.0,
         num_inference_steps: int = 40,
         sigmas: list[float] | None = None,
@@ -90,7 +91,10 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
             prompt: text prompt(s); or pass `prompt_embeds`.
             negative_prompt: used by guiders that need a negative pass (CFG); defaults to "".
             height, width: pixels, multiples of 32.
-            num_frames: `8k + 1` frames (`None`: 121, as diffusers without a duration head).
+            num_frames: `8k + 1` frames. Left out (`None`): predicted from the prompt by the `duration_head`
+                (LTX-2.5) within `[min_seconds, max_seconds]`, then snapped to the `8k + 1` grid; without a
+                head 121, as in diffusers. A predicted length serves one prompt (any `num_videos_per_prompt`)
+                and cannot be combined with `conditions`, `latents` or `audio_latents` (`ValueError`).
             frame_rate: frames per second (positions and audio length depend on it).
             num_inference_steps: denoising steps of the official LTX-2 schedule (ignored with `sigmas`).
             sigmas: custom decreasing sigmas (e.g. `diffusers_ltx2.DISTILLED_SIGMAS`); a final 0 is appended.
@@ -139,11 +143,13 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
             callback_on_step_end: `fn(pipe, step, sigma, tensors) -> dict` (or a diffusers `PipelineCallback`),
                 tensors named in `callback_on_step_end_tensor_inputs` (`_callback_tensor_inputs`); returned
                 tensors replace them.
-            min_seconds, max_seconds, motion_speed, system_prompt, enable_prompt_enhancement,
-                prompt_max_new_tokens, prompt_enhancement_kwargs, prompt_enhancement_seed: diffusers' arguments for
-                the duration head, motion speed and prompt enhancement. Accepted at their defaults (the prompt
-                enhancement options also while enhancement is off, as diffusers ignores them then); asking for
-                one of these features raises `UnsupportedFeatureError` (a `NotImplementedError`).
+            min_seconds, max_seconds: bounds (seconds, defaults 1 and 20 as diffusers and official) of the clip
+                length the duration head predicts when `num_frames` is left out; ignored with `num_frames`.
+            motion_speed, system_prompt, enable_prompt_enhancement, prompt_max_new_tokens,
+                prompt_enhancement_kwargs, prompt_enhancement_seed: diffusers' arguments for motion speed and
+                prompt enhancement. Accepted at their defaults (the prompt enhancement options also while
+                enhancement is off, as diffusers ignores them then); asking for one of these features raises
+                `UnsupportedFeatureError` (a `NotImplementedError`).
 
         Returns:
             `LTX2AudioVideoPipelineOutput(frames, audio, sample_rate)`; `audio` is a float32 `torch.Tensor`
@@ -155,8 +161,13 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
         """
         # 1. Check every input before any model runs.
         check_unsupported_features(num_frames=num_frames, min_seconds=min_seconds, max_seconds=max_seconds,
-                                   motion_speed=motion_speed, enable_prompt_enhancement=enable_prompt_enhancement)
-        num_frames = 121 if num_frames is None else num_frames
+                                   motion_speed=motion_speed, enable_prompt_enhancement=enable_prompt_enhancement,
+                                   has_duration_head=self.duration_head is not None)
+        auto_duration = num_frames is None and self.duration_head is not None  # predicted after encoding
+        if auto_duration:
+            check_auto_duration(conditions=conditions, latents=latents, audio_latents=audio_latents)
+        if num_frames is None:
+            num_frames = placeholder_num_frames(self) if auto_duration else DEFAULT_NUM_FRAMES
         V.check_strength("noise_scale", noise_scale)
         sampler = make_sampler(sampler)
         sigmas = sigmas_from_timesteps(timesteps, sigmas)
@@ -172,11 +183,13 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
             latents=latents, audio_latents=audio_latents, callback_tensor_inputs=callback_on_step_end_tensor_inputs,
             guider=guider,
         )
+        if auto_duration:
+            check_auto_duration(batch_size=inputs.batch_size)
         conditioned = conditions is not None or tuple(output_modalities) != ("video", "audio")
         if conditioned and noise_scale > 0:
             raise ValueError("noise_scale (re-noising given clean latents) cannot be combined with conditions= / "
                              "output_modalities=: the conditions define the clean latents")
-        if conditioned:
+        if conditioned and not auto_duration:
             conditions, audio_only = self.prepare_conditions(
                 conditions, inputs.total, num_frames, height, width, frame_rate, image=image,
                 output_modalities=output_modalities, latents=latents,
@@ -184,14 +197,25 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
         device = self._execution_device
         check_transformer_runtime(self.transformer, device)  # before a kernel that would crash the process
         self._record_call(guider, attention_kwargs)
-        self.set_schedule(num_inference_steps, sigmas, num_frames, height, width, device)
+        self.set_schedule(num_inference_steps, sigmas, num_frames, height, width, device)  # checks custom sigmas
 
-        # 2. Prompt conditioning (local Gemma, a prompt encoder, or given embeddings).
+        # 2. Prompt conditioning (local Gemma, a prompt encoder, or given embeddings); the clip length when the
+        # duration head predicts it.
         contexts = self.encode_text_contexts(
             inputs.prompts, inputs.negative_prompts, prompt_embeds=inputs.prompt_embeds,
             negative_prompt_embeds=inputs.negative_prompt_embeds, need_negative=guider.uses_negative_prompt,
             num_videos_per_prompt=num_videos_per_prompt, max_sequence_length=max_sequence_length, device=device,
         )
+        if auto_duration:
+            num_frames = predict_num_frames(self.duration_head, contexts.positive, frame_rate=frame_rate,
+                                            temporal_ratio=self.vae_temporal_ratio, min_seconds=min_seconds,
+                                            max_seconds=max_seconds)
+            if conditioned:
+                conditions, audio_only = self.prepare_conditions(
+                    conditions, inputs.total, num_frames, height, width, frame_rate, image=image,
+                    output_modalities=output_modalities, latents=latents,
+                )
+            self.set_schedule(num_inference_steps, sigmas, num_frames, height, width, device)  # the real length
 
         # 3. Initial latents: video noise first, then audio (official order); the image conditions frame 0.
         state = None

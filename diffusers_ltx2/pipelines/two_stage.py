@@ -37,6 +37,7 @@ from ..loaders.adapter_state import adapters_active
 from ..loaders.prompt_embeddings import PromptEmbeddings
 from ..quantization import check_transformer_runtime
 from ..schedulers import DISTILLED_REFINE_SIGMAS, DISTILLED_SIGMAS
+from ..schedulers.samplers import Sampler, make_sampler
 from . import latents as L
 from . import validation as V
 from .diffusers_compat import DIFFUSERS_DEFAULT, check_unsupported_features, sigmas_from_timesteps
@@ -286,6 +287,8 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
         prompt_max_new_tokens: int | None = None,
         prompt_enhancement_kwargs: dict[str, Any] | None = None,
         prompt_enhancement_seed: int = 10,
+        sampler: str | Sampler = "euler",
+        stage_2_sampler: str | Sampler = "euler",
     ):
         """Generate a clip at `(height, width)` in two stages.
 
@@ -306,6 +309,8 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
             callback_on_step_end: called in both stages (step indices restart at 0 in stage 2).
             output_type: "pil" (default, as diffusers), "np", "pt" or "latent".
             diffusers' `noise_scale` is not accepted (stage 1 starts from noise; stage 2's re-noising is the recipe's).
+            sampler, stage_2_sampler: each stage's sampler (see `LTX2AudioVideoPipeline.__call__`); the official HQ
+                pipeline uses `"res_2s"` in both, the 2.5 distilled pipeline `"euler_ancestral"` then `"euler"`.
 
         Returns:
             `LTX2AudioVideoPipelineOutput` at full resolution (`output_type="latent"`: denormalized VAE latents).
@@ -318,6 +323,7 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
         check_unsupported_features(num_frames=num_frames, min_seconds=min_seconds, max_seconds=max_seconds,
                                    motion_speed=motion_speed, enable_prompt_enhancement=enable_prompt_enhancement)
         sigmas = sigmas_from_timesteps(timesteps, sigmas)
+        sampler, stage_2_sampler = make_sampler(sampler), make_sampler(stage_2_sampler)
         self.check_two_stage(height, width, distilled=distilled, distilled_lora_strength=distilled_lora_strength)
         if tuple(output_modalities) != ("video", "audio"):
             raise ValueError("two-stage generation upsamples the video: output_modalities must be ('video', 'audio') "
@@ -347,7 +353,7 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
         check_transformer_runtime(self.transformer, device)  # before a kernel that would crash the process
         self._record_call(guider, attention_kwargs)
         loop_options = dict(callback=callback_on_step_end, callback_tensor_inputs=callback_on_step_end_tensor_inputs,
-                            use_cross_timestep=use_cross_timestep)
+                            use_cross_timestep=use_cross_timestep, generator=generator)
 
         # 2. Prompts, encoded once for both stages (official: one encode_prompts call).
         contexts = self.encode_prompt(
@@ -364,7 +370,8 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
             audio_latents=audio_latents, image=image, image_strength=image_strength, device=device,
         )
         with self._stage(f"stage 1/2 ({half_h}x{half_w}{', distilled' if distilled else ''})"):
-            video, audio = self._denoise(guider, state, contexts, attention_kwargs, max_batch_passes, loop_options)
+            video, audio = self._denoise(guider, state, contexts, attention_kwargs, max_batch_passes,
+                                         dict(loop_options, sampler=sampler))
         if self.interrupt:
             return self.finish(video, audio, num_frames, half_h, half_w, output_type=output_type,
                                generator=generator, return_dict=return_dict, conditioned=state)
@@ -375,7 +382,8 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
             video, audio, contexts, total=total, num_frames=num_frames, height=height, width=width,
             frame_rate=frame_rate, conditions=conditions, image=image, image_strength=image_strength,
             generator=generator, add_adapters=self.stage_2_adapters(distilled, distilled_lora_strength),
-            attention_kwargs=attention_kwargs, max_batch_passes=max_batch_passes, loop_options=loop_options,
+            attention_kwargs=attention_kwargs, max_batch_passes=max_batch_passes,
+            loop_options=dict(loop_options, sampler=stage_2_sampler),
         )
 
         # 6. Decode at full resolution.
