@@ -20,6 +20,7 @@ from diffusers.pipelines.ltx2 import LTX2DurationHead, LTX2TextConnectors, LTX2V
 from ..guiders import GuidanceAttentionControl, Guider, MultimodalGuider
 from ..loaders.lora import LTX2OfficialLoraLoaderMixin
 from ..loaders.gemma import DEFAULT_MAX_SEQUENCE_LENGTH, GemmaPromptEncoder, run_connectors
+from ..loaders.gemma_version import check_gemma_version
 from ..loaders.prompt_embeddings import PromptEmbeddings
 from ..memory.vae_tiling import auto_tile_vae
 from ..schedulers import LTX2Scheduler
@@ -64,7 +65,8 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
             scheduler is refused).
         vae: `AutoencoderKLLTX2Video`.
         audio_vae: `AutoencoderKLLTX2Audio`.
-        text_encoder: `Gemma3ForConditionalGeneration`, or `None` when prompts come from a `prompt_encoder`.
+        text_encoder: `Gemma3ForConditionalGeneration` (LTX-2.0 / 2.3) or `Gemma4UnifiedForConditionalGeneration`
+            (LTX-2.5), or `None` when prompts come from a `prompt_encoder`.
         tokenizer: the Gemma tokenizer, or `None`.
         connectors: `LTX2TextConnectors`.
         transformer: `LTX2VideoTransformer3DModel`.
@@ -76,6 +78,10 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
         model_identity: the official checkpoint's model id (its `encrypted_wandb_properties` metadata), recorded
             by `from_single_file` / `ltx2 convert` and saved in `model_index.json`; saved conditioning and API
             embeddings are checked against it.
+        model_version: the checkpoint's `model_version` metadata (e.g. "2.3.0"), when known.
+        gemma_version: the text encoder the checkpoint's connectors were trained on (its `gemma_source_checkpoint`
+            metadata, e.g. "gemma4-12b-ltx-v1" for LTX-2.5), when declared. The local text encoder is checked
+            against these two before it encodes (`loaders.gemma_version.check_gemma_version`).
         duration_head: diffusers' `LTX2DurationHead` (LTX-2.5): a call that leaves `num_frames` out predicts the
             clip length from the prompt (see `pipelines.duration`).
         processor, prompt_enhancer: diffusers' optional prompt-enhancement components.
@@ -120,6 +126,8 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
         guider: Guider | None | str = "default",
         prompt_encoder=None,
         model_identity: str | None = None,
+        model_version: str | None = None,
+        gemma_version: str | None = None,
         processor=None,
         prompt_enhancer=None,
         duration_head: LTX2DurationHead | None = None,
@@ -147,7 +155,8 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
             duration_head=duration_head,
             audio_scheduler=None,
         )
-        self.register_to_config(model_identity=model_identity)
+        self.register_to_config(model_identity=model_identity, model_version=model_version,
+                                gemma_version=gemma_version)
         self.prompt_encoder = prompt_encoder
         self.video_processor = VideoProcessor(vae_scale_factor=self.vae_spatial_compression_ratio)
         self._interrupt = False
@@ -236,6 +245,7 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
         from ..quantization.loading import quantize_text_encoder_of
         from ..conversion import load_components_from_single_file
 
+        from ..loaders.gemma_version import expected_gemma_version
         from ..loaders.identity import MODEL_ID_METADATA_KEY, read_safetensors_metadata
 
         if not os.path.isfile(path):
@@ -250,9 +260,11 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
         components = load_components_from_single_file(path, dtype=dtype, fp8=fp8, progress=progress)
         if quantization is not None:
             quantize_transformer_(components["transformer"], quantization)
+        metadata = read_safetensors_metadata(path)
         pipe = cls(
             scheduler=LTX2Scheduler(), text_encoder=text_encoder, tokenizer=tokenizer, guider=guider,
-            prompt_encoder=prompt_encoder, model_identity=read_safetensors_metadata(path).get(MODEL_ID_METADATA_KEY),
+            prompt_encoder=prompt_encoder, model_identity=metadata.get(MODEL_ID_METADATA_KEY),
+            model_version=metadata.get("model_version"), gemma_version=expected_gemma_version(metadata),
             **components,
         )
         quantize_text_encoder_of(pipe, text_encoder_quantization)
@@ -274,6 +286,8 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
                 "this pipeline has no text encoder: pass prompt_embeds, or load it with a prompt_encoder "
                 "(e.g. LTXAPIPromptEncoder) or with Gemma"
             )
+        check_gemma_version(self.text_encoder, expected=getattr(self.config, "gemma_version", None),
+                            model_version=getattr(self.config, "model_version", None))
         if max_sequence_length is None:
             max_sequence_length = min(DEFAULT_MAX_SEQUENCE_LENGTH, int(self.tokenizer.model_max_length))
         return GemmaPromptEncoder(self.tokenizer, self.text_encoder, max_sequence_length=max_sequence_length)

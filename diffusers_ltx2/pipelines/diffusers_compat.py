@@ -298,6 +298,7 @@ def diffusers_encode_prompt(
 ):
     """diffusers' `LTX2Pipeline.encode_prompt` on this package's Gemma step (see `LTX2PipelineBase.encode_prompt`)."""
     from ..loaders.gemma import gemma_features
+    from ..loaders.gemma_version import check_gemma_version
 
     if getattr(pipe, "text_encoder", None) is None or getattr(pipe, "tokenizer", None) is None:
         if prompt_embeds is None or (do_classifier_free_guidance and negative_prompt_embeds is None):
@@ -309,6 +310,8 @@ def diffusers_encode_prompt(
     dtype = dtype or (pipe.text_encoder.dtype if pipe.text_encoder is not None else None)
 
     def encode(texts):
+        check_gemma_version(pipe.text_encoder, expected=getattr(pipe.config, "gemma_version", None),
+                            model_version=getattr(pipe.config, "model_version", None))
         features, mask = gemma_features(pipe.tokenizer, pipe.text_encoder, list(texts),
                                         max_sequence_length=max_sequence_length, device=device)
         features = features.to(dtype=dtype) if dtype is not None else features
