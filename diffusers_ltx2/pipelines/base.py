@@ -24,29 +24,19 @@ from ..loaders.gemma_version import check_gemma_version
 from ..loaders.prompt_embeddings import PromptEmbeddings
 from ..memory.vae_tiling import auto_tile_vae
 from ..schedulers import LTX2Scheduler
+from ..schedulers.samplers import sampler_seed
 from . import latents as L
 from .call_lock import serialized_call
 from .denoising import ModalityLatents, TextContexts, TransformerPasses, denoise
 from .diffusers_compat import DIFFUSERS_ONLY_COMPONENTS, as_ltx2_scheduler, check_diffusers_components, saved_by_this_package
 from .diffusers_surface import DiffusersLTX2Surface
 from .duration import check_duration_head
+from .enhancement import PromptEnhancementMixin
 from .images import check_image, spread_over_videos, to_unit_range
 from .initial_latents import InitialLatentsMixin
 from .pipeline_output import LTX2AudioVideoPipelineOutput
 
 logger = logging.getLogger(__name__)
-
-
-def sampler_seed(sampler, generator) -> int | None:
-    """The seed a stochastic sampler derives its noise seed from: the call generator's seed (the first one's for a
-    list), as the official pipelines use their `seed`; a random one without a generator; `None` for Euler."""
-    if sampler is None or sampler == "euler" or type(sampler).__name__ == "EulerSampler":
-        return None
-    if isinstance(generator, (list, tuple)):
-        generator = generator[0] if generator else None
-    if generator is not None:
-        return int(generator.initial_seed())
-    return int(torch.randint(0, 2**62, (1,)).item())
 
 
 def default_guider() -> Guider:
@@ -56,7 +46,8 @@ def default_guider() -> Guider:
     return MultimodalGuider()
 
 
-class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
+class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX2Surface, DiffusionPipeline,
+                       LTX2OfficialLoraLoaderMixin):
     """Components and shared steps of the LTX-2 audio+video pipelines.
 
     Args:
@@ -482,12 +473,13 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
     def finish(
         self, video: ModalityLatents, audio: ModalityLatents, num_frames: int, height: int, width: int, *,
         output_type: str, generator=None, decode_timestep: float = 0.0, decode_noise_scale: float | None = None,
-        return_dict: bool = True, conditioned=None,
+        return_dict: bool = True, conditioned=None, enhanced_prompts: list[str] | None = None,
     ):
         """Decode the generated tokens (appended conditioning dropped) into the pipeline output.
 
         `conditioned` (`conditioning.ConditionedLatents`): a frozen source is returned as given (original pixels /
         the original waveform at the vocoder rate) instead of a VAE round trip; audio-only has no frames (`None`).
+        `enhanced_prompts`: the prompts prompt enhancement wrote, returned in the output.
         """
         audio_only = conditioned is not None and conditioned.audio_only
         video_latents = None if audio_only else self.unpack_video_latents(video, num_frames, height, width)
@@ -511,7 +503,8 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
         self.maybe_free_model_hooks()
         if not return_dict:
             return frames, audio_out
-        return LTX2AudioVideoPipelineOutput(frames=frames, audio=audio_out, sample_rate=sample_rate)
+        return LTX2AudioVideoPipelineOutput(frames=frames, audio=audio_out, sample_rate=sample_rate,
+                                            enhanced_prompts=enhanced_prompts)
 
     # -- images ----------------------------------------------------------------------------------------------
     @staticmethod

@@ -145,11 +145,15 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
                 tensors replace them.
             min_seconds, max_seconds: bounds (seconds, defaults 1 and 20 as diffusers and official) of the clip
                 length the duration head predicts when `num_frames` is left out; ignored with `num_frames`.
-            motion_speed, system_prompt, enable_prompt_enhancement, prompt_max_new_tokens,
-                prompt_enhancement_kwargs, prompt_enhancement_seed: diffusers' arguments for motion speed and
-                prompt enhancement. Accepted at their defaults (the prompt enhancement options also while
-                enhancement is off, as diffusers ignores them then); asking for one of these features raises
-                `UnsupportedFeatureError` (a `NotImplementedError`).
+            enable_prompt_enhancement: rewrite each prompt with the enhancer before encoding (official
+                `enhance_prompt`; see `pipelines.enhancement`): the `prompt_enhancer` component (LTX-2.5) or the
+                Gemma-3 `text_encoder` (2.0 / 2.3); image-to-video enhancement (with `image` or an image
+                condition) needs the `processor` component. The prompts used are returned as
+                `output.enhanced_prompts`.
+            system_prompt, prompt_max_new_tokens, prompt_enhancement_kwargs: the enhancer's system prompt,
+                new-token limit and `generate` keyword arguments (defaults: the official ones of its family).
+            prompt_enhancement_seed: generation seed (default 10); the generator's seed wins when one is given.
+            motion_speed: diffusers' slow-motion argument, accepted at 1.0 only (else `UnsupportedFeatureError`).
 
         Returns:
             `LTX2AudioVideoPipelineOutput(frames, audio, sample_rate)`; `audio` is a float32 `torch.Tensor`
@@ -161,7 +165,7 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
         """
         # 1. Check every input before any model runs.
         check_unsupported_features(num_frames=num_frames, min_seconds=min_seconds, max_seconds=max_seconds,
-                                   motion_speed=motion_speed, enable_prompt_enhancement=enable_prompt_enhancement,
+                                   motion_speed=motion_speed, enable_prompt_enhancement=False,
                                    has_duration_head=self.duration_head is not None)
         auto_duration = num_frames is None and self.duration_head is not None  # predicted after encoding
         if auto_duration:
@@ -185,6 +189,7 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
         )
         if auto_duration:
             check_auto_duration(batch_size=inputs.batch_size)
+        self.check_prompt_enhancement(enable_prompt_enhancement, inputs.prompts, image=image, conditions=conditions)
         conditioned = conditions is not None or tuple(output_modalities) != ("video", "audio")
         if conditioned and noise_scale > 0:
             raise ValueError("noise_scale (re-noising given clean latents) cannot be combined with conditions= / "
@@ -199,10 +204,15 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
         self._record_call(guider, attention_kwargs)
         self.set_schedule(num_inference_steps, sigmas, num_frames, height, width, device)  # checks custom sigmas
 
-        # 2. Prompt conditioning (local Gemma, a prompt encoder, or given embeddings); the clip length when the
-        # duration head predicts it.
+        # 2. Prompt conditioning (optionally enhanced prompts; local Gemma, a prompt encoder, or given embeddings);
+        # the clip length when the duration head predicts it.
+        enhanced = self.enhance_call_prompts(
+            enable_prompt_enhancement, inputs.prompts, system_prompt=system_prompt,
+            max_new_tokens=prompt_max_new_tokens, generation_kwargs=prompt_enhancement_kwargs,
+            seed=prompt_enhancement_seed, generator=generator, image=image, conditions=conditions,
+        )
         contexts = self.encode_text_contexts(
-            inputs.prompts, inputs.negative_prompts, prompt_embeds=inputs.prompt_embeds,
+            enhanced or inputs.prompts, inputs.negative_prompts, prompt_embeds=inputs.prompt_embeds,
             negative_prompt_embeds=inputs.negative_prompt_embeds, need_negative=guider.uses_negative_prompt,
             num_videos_per_prompt=num_videos_per_prompt, max_sequence_length=max_sequence_length, device=device,
         )
@@ -250,7 +260,7 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
         return self.finish(
             video, audio, num_frames, height, width, output_type=output_type, generator=generator,
             decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale, return_dict=return_dict,
-            conditioned=state,
+            conditioned=state, enhanced_prompts=enhanced,
         )
 
     def extend(self, clip, num_new_frames: int, *, overlap_frames: int = 16, overlap_strength: float = 0.5,

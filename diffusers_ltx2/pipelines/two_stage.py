@@ -309,6 +309,9 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
             callback_on_step_end: called in both stages (step indices restart at 0 in stage 2).
             output_type: "pil" (default, as diffusers), "np", "pt" or "latent".
             diffusers' `noise_scale` is not accepted (stage 1 starts from noise; stage 2's re-noising is the recipe's).
+            enable_prompt_enhancement, system_prompt, prompt_max_new_tokens, prompt_enhancement_kwargs,
+                prompt_enhancement_seed: as in `LTX2AudioVideoPipeline.__call__` (the prompts are enhanced once,
+                for both stages).
             sampler, stage_2_sampler: each stage's sampler (see `LTX2AudioVideoPipeline.__call__`); the official HQ
                 pipeline uses `"res_2s"` in both, the 2.5 distilled pipeline `"euler_ancestral"` then `"euler"`.
 
@@ -321,7 +324,7 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
         """
         # 1. Checks, before any model runs (both geometries: conditions must fit the half- and full-size clip).
         check_unsupported_features(num_frames=num_frames, min_seconds=min_seconds, max_seconds=max_seconds,
-                                   motion_speed=motion_speed, enable_prompt_enhancement=enable_prompt_enhancement)
+                                   motion_speed=motion_speed, enable_prompt_enhancement=False)
         sigmas = sigmas_from_timesteps(timesteps, sigmas)
         sampler, stage_2_sampler = make_sampler(sampler), make_sampler(stage_2_sampler)
         self.check_two_stage(height, width, distilled=distilled, distilled_lora_strength=distilled_lora_strength)
@@ -346,6 +349,7 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
             guider=guider,
         )
         total = inputs.total
+        self.check_prompt_enhancement(enable_prompt_enhancement, inputs.prompts, image=image, conditions=conditions)
         conditions, _ = self.prepare_conditions(conditions, total, num_frames, half_h, half_w, frame_rate,
                                                 image=image, latents=latents)
         self.prepare_conditions(conditions, total, num_frames, height, width, frame_rate, image=image)
@@ -355,9 +359,14 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
         loop_options = dict(callback=callback_on_step_end, callback_tensor_inputs=callback_on_step_end_tensor_inputs,
                             use_cross_timestep=use_cross_timestep, generator=generator)
 
-        # 2. Prompts, encoded once for both stages (official: one encode_prompts call).
+        # 2. Prompts (optionally enhanced), encoded once for both stages (official: one encode_prompts call).
+        enhanced = self.enhance_call_prompts(
+            enable_prompt_enhancement, inputs.prompts, system_prompt=system_prompt,
+            max_new_tokens=prompt_max_new_tokens, generation_kwargs=prompt_enhancement_kwargs,
+            seed=prompt_enhancement_seed, generator=generator, image=image, conditions=conditions,
+        )
         contexts = self.encode_prompt(
-            inputs.prompts, inputs.negative_prompts, prompt_embeds=inputs.prompt_embeds,
+            enhanced or inputs.prompts, inputs.negative_prompts, prompt_embeds=inputs.prompt_embeds,
             negative_prompt_embeds=inputs.negative_prompt_embeds, need_negative=guider.uses_negative_prompt,
             num_videos_per_prompt=num_videos_per_prompt, max_sequence_length=max_sequence_length, device=device,
         )
@@ -390,7 +399,7 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
         return self.finish(
             video, audio, num_frames, height, width, output_type=output_type, generator=generator,
             decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale, return_dict=return_dict,
-            conditioned=state,
+            conditioned=state, enhanced_prompts=enhanced,
         )
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "normalized_noise",
     "res2s_coefficients",
     "res2s_sde_step",
+    "sampler_seed",
 ]
 
 #: `predict(step_index, sigma, video_latent, audio_latent) -> (x0_video, x0_audio)`: the loop's guided x0
@@ -347,6 +348,19 @@ def _check_seed(seed) -> None:
 _BY_NAME = {"euler": EulerSampler, "euler_ancestral": EulerAncestralSampler, "res_2s": Res2sSampler}
 #: Names accepted by `make_sampler` (and the pipelines' / CLI's `sampler`).
 SAMPLERS = tuple(_BY_NAME)
+
+
+def sampler_seed(sampler, generator) -> int | None:
+    """The seed a stochastic sampler derives its noise seed from: the call generator's seed (the first one's for a
+    list), as the official pipelines use their `seed`; a random one (from torch's default generator) without a
+    generator; `None` for Euler, which draws no noise."""
+    if sampler is None or sampler == "euler" or isinstance(sampler, EulerSampler):
+        return None
+    if isinstance(generator, (list, tuple)):
+        generator = generator[0] if generator else None
+    if generator is not None:
+        return int(generator.initial_seed())
+    return int(torch.randint(0, 2**62, (1,)).item())
 
 
 def make_sampler(sampler: str | Sampler | None = None, scheduler=None) -> Sampler:
