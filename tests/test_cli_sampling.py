@@ -1,4 +1,5 @@
-"""`ltx2 generate --sampler / --stage-2-sampler` on a saved tiny model, run in-process as a user would."""
+"""`ltx2 generate --sampler / --stage-2-sampler / --enhance-prompt` on a saved tiny model, run in-process as a user
+would."""
 
 from __future__ import annotations
 
@@ -49,6 +50,8 @@ def test_sampler_flag_reaches_the_pipeline(model, tmp_path, monkeypatch):
 @pytest.mark.parametrize("extra,message", [
     (["--sampler", "heun"], "invalid choice: 'heun'"),
     (["--stage-2-sampler", "res_2s"], "--stage-2-sampler only applies with --two-stage"),
+    (["--system-prompt", "be brief"], "--system-prompt only apply with --enhance-prompt"),
+    (["--enhance-prompt", "--enhance-max-tokens", "0"], "--enhance-max-tokens must be a positive integer"),
 ])
 def test_bad_sampler_flags_refused_before_loading(model, tmp_path, capsys, extra, message):
     out = tmp_path / "o.mp4"
@@ -64,3 +67,22 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_enhance_prompt_prints_the_rewritten_prompt(tiny_components, tmp_path, capsys):
+    """The tiny Gemma-3 (with a chat template) rewrites the prompt, seeded by --seed: the same run twice prints the
+    same enhanced prompt, the one `pipe.enhance_prompt` gives with that seed."""
+    from diffusers_ltx2 import LTX2AudioVideoPipeline, LTX2Scheduler
+    from diffusers_ltx2.factory_gemma import with_chat_template
+
+    with_chat_template(tiny_components["tokenizer"])
+    pipe = LTX2AudioVideoPipeline(scheduler=LTX2Scheduler(), **tiny_components)
+    folder = tmp_path / "model"
+    pipe.save_pretrained(folder)
+    printed = []
+    for name in ("a", "b"):
+        assert main(_base(folder, tmp_path / f"{name}.mp4", "--enhance-prompt", "--enhance-max-tokens", "6",
+                          "--seed", "4")) == 0
+        printed.append([l for l in capsys.readouterr().out.splitlines() if l.startswith("enhanced prompt: ")])
+    expected = pipe.enhance_prompt("a cat", seed=4, max_new_tokens=6)[0]
+    assert printed[0] == printed[1] == [f"enhanced prompt: {expected}"]

@@ -121,6 +121,8 @@ def run(args) -> int:
         call.update(conditions=conditions, output_modalities=modalities)
     with timer.stage("generate"):
         out = pipe(**call)
+    if getattr(out, "enhanced_prompts", None):
+        print(f"enhanced prompt: {out.enhanced_prompts[0]}")
     with timer.stage("write"):
         write_output(out, args)
     print(f"wrote {os.path.abspath(args.output)} ({timer.summary()})")
