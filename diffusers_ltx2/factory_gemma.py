@@ -15,7 +15,8 @@ import torch
 from .factory import SPECIAL_TOKENS, TINY, VOCAB_WORDS, ModelSize, reinit_parameters_
 
 __all__ = [
-    "GEMMA3_CHAT_TEMPLATE", "GEMMA4_CHAT_TEMPLATE", "GEMMA4_VERSION", "build_gemma4_components",
+    "GEMMA3_CHAT_TEMPLATE", "GEMMA4_CHAT_TEMPLATE", "GEMMA4_VERSION", "build_gemma3_vlm_components",
+    "build_gemma4_components",
     "build_gemma4_tokenizer", "with_chat_template",
 ]
 
@@ -35,9 +36,10 @@ GEMMA4_CHAT_TEMPLATE = (
 )
 # Gemma-3's: no system role, the system prompt opens the first user turn.
 GEMMA3_CHAT_TEMPLATE = (
-    "{{ bos_token }}{% set sys = '' %}{% for m in messages %}{% if m['role'] == 'system' %}"
-    "{% set sys = m['content'] + '\n\n' %}{% else %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else "
-    "m['role'] }}\n{% if loop.index0 == 1 %}{{ sys }}{% endif %}{% if m['content'] is string %}{{ m['content'] }}"
+    "{{ bos_token }}{% set ns = namespace(sys='') %}{% for m in messages %}{% if m['role'] == 'system' %}"
+    "{% set ns.sys = m['content'] + '\n\n' %}{% else %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' "
+    "else m['role'] }}\n{% if loop.index0 == 1 %}{{ ns.sys }}{% endif %}{% if m['content'] is string %}"
+    "{{ m['content'] }}"
     "{% else %}{% for c in m['content'] %}{% if c['type'] == 'image' %}<start_of_image>{% else %}{{ c['text'] }}"
     "{% endif %}{% endfor %}{% endif %}<end_of_turn>\n{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
@@ -69,6 +71,55 @@ def with_chat_template(tokenizer, template: str = GEMMA3_CHAT_TEMPLATE):
     """`tokenizer` with a chat template (the factory's Gemma-3 tokenizer has none; prompt enhancement needs one)."""
     tokenizer.chat_template = template
     return tokenizer
+
+
+_GEMMA3_IMAGE_TOKENS = ("<start_of_turn>", "<end_of_turn>", "<start_of_image>", "<end_of_image>",
+                        "<image_soft_token>")
+
+
+def build_gemma3_vlm_components(size: ModelSize = TINY, seed: int = 0) -> dict:
+    """A tiny Gemma-3 that can look at images, for image-to-video prompt enhancement (LTX-2.0 / 2.3): `tokenizer`
+    (adds `<bos>` like Gemma-3's, with the image tokens and `GEMMA3_CHAT_TEMPLATE`), `text_encoder`
+    (`Gemma3ForConditionalGeneration` whose image token ids are the tokenizer's; an 8x8 SigLIP, one token per
+    image) and `processor` (transformers' `Gemma3Processor` with the PIL image processor, 8x8 images)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import (Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessorPil, Gemma3Processor,
+                              Gemma3TextConfig, PreTrainedTokenizerFast, SiglipVisionConfig)
+
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + _GEMMA3_IMAGE_TOKENS + VOCAB_WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.add_special_tokens(list(SPECIAL_TOKENS + _GEMMA3_IMAGE_TOKENS))
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A $B",
+                                                       special_tokens=[("<bos>", vocab["<bos>"])])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>",
+        padding_side="left", model_max_length=size.max_sequence_length, chat_template=GEMMA3_CHAT_TEMPLATE,
+        extra_special_tokens={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
+                              "image_token": "<image_soft_token>"},
+    )
+    text = Gemma3TextConfig(
+        vocab_size=len(tokenizer), hidden_size=size.gemma_hidden, intermediate_size=size.gemma_intermediate,
+        num_hidden_layers=size.gemma_layers, num_attention_heads=size.gemma_heads,
+        num_key_value_heads=size.gemma_kv_heads, head_dim=size.gemma_head_dim,
+        query_pre_attn_scalar=size.gemma_head_dim, max_position_embeddings=2048, sliding_window=512,
+        layer_types=["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(size.gemma_layers)],
+        pad_token_id=0, eos_token_id=1, bos_token_id=2,
+    )
+    vision = SiglipVisionConfig(hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=1,
+                                image_size=8, patch_size=4)
+    config = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=1,
+                          image_token_index=vocab["<image_soft_token>"], boi_token_index=vocab["<start_of_image>"],
+                          eoi_token_index=vocab["<end_of_image>"])
+    component_seed = seed * 1000 + 102
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(component_seed)
+        model = Gemma3ForConditionalGeneration(config)
+    reinit_parameters_(model, torch.Generator().manual_seed(component_seed))
+    processor = Gemma3Processor(image_processor=Gemma3ImageProcessorPil(size={"height": 8, "width": 8}),
+                                tokenizer=tokenizer, image_seq_length=1, chat_template=GEMMA3_CHAT_TEMPLATE)
+    return {"tokenizer": tokenizer, "text_encoder": model.eval().requires_grad_(False), "processor": processor}
 
 
 def _text_config(cls, size: ModelSize, vocab_size: int, **extra):

@@ -20,7 +20,12 @@ import torch
 from official_12 import requires_official_12, run_official_12
 
 from diffusers_ltx2.conversion.configs import connectors_config
-from diffusers_ltx2.conversion.keymap import AUDIO_CONNECTOR_PREFIX, VIDEO_CONNECTOR_PREFIX, map_connector_key, map_projection_key
+from diffusers_ltx2.conversion.keymap import (
+    AUDIO_CONNECTOR_PREFIX,
+    VIDEO_CONNECTOR_PREFIX,
+    map_connector_key,
+    map_projection_key,
+)
 from diffusers_ltx2.factory import TINY
 from diffusers_ltx2.factory_gemma import GEMMA4_VERSION, build_gemma4_components
 from diffusers_ltx2.loaders.gemma import GemmaPromptEncoder, tokenize_prompts

@@ -16,7 +16,7 @@ from official_12 import requires_official_12, run_official_12
 
 from diffusers_ltx2 import LTX2AudioVideoPipeline, LTX2Scheduler
 from diffusers_ltx2.factory import TINY
-from diffusers_ltx2.factory_gemma import build_gemma4_components, with_chat_template
+from diffusers_ltx2.factory_gemma import build_gemma3_vlm_components, build_gemma4_components, with_chat_template
 from diffusers_ltx2.loaders.prompt_enhancement import (
     clean_response,
     default_system_prompt,
@@ -46,6 +46,16 @@ for family, cls in (("gemma3", Gemma3ForConditionalGeneration), ("gemma4", Gemma
     encoder = B.LTXGemmaTextEncoder(model=model, processor=TextProcessor(AutoTokenizer.from_pretrained(folder)))
     OUT[family] = {(p, s, n): clean_response(encoder.enhance_t2v(p, max_new_tokens=n, seed=s))
                    for f, p, s, n in IN["cases"] if f == family}
+from transformers import Gemma3ImageProcessorPil, Gemma3Processor
+folder = IN["vlm"]
+tokenizer = AutoTokenizer.from_pretrained(folder)
+processor = Gemma3Processor(image_processor=Gemma3ImageProcessorPil(size={"height": 8, "width": 8}),
+                            tokenizer=tokenizer, image_seq_length=1, chat_template=tokenizer.chat_template)
+encoder = B.LTXGemmaTextEncoder(model=Gemma3ForConditionalGeneration.from_pretrained(folder).eval(),
+                                processor=processor)
+image = resize_aspect_ratio_preserving(IN["vlm_image"], 896).to(torch.uint8)  # as generate_enhanced_prompt
+OUT["i2v"] = {(p, s): clean_response(encoder.enhance_i2v(p, image, max_new_tokens=IN["tokens"], seed=s))
+              for p in IN["prompts"] for s in IN["seeds"]}
 OUT["system_prompts"] = {("gemma3", False): B.default_gemma3_t2v_system_prompt(),
                          ("gemma3", True): B.default_gemma3_i2v_system_prompt(),
                          ("gemma4", False): B.default_gemma4_t2v_system_prompt(),
@@ -54,6 +64,9 @@ OUT["images"] = [resize_aspect_ratio_preserving(image, 896).to(torch.uint8) for 
 OUT["clean"] = [clean_response(t) for t in IN["texts"]]
 """
 
+_Y, _X = torch.meshgrid(torch.linspace(0, 1, 48), torch.linspace(0, 1, 80), indexing="ij")
+# smooth colour ramps: the 8x8 image the tiny SigLIP sees still differs from other images (noise would average out)
+VLM_IMAGE = (torch.stack([_X, _Y, 1 - _X * _Y], -1) * 255).round().to(torch.uint8)
 TEXTS = ["\u201cQuoted\u201d \u2014 dash", "  123 ...Starts later", "\u2018it\u2019s\u00a0fine\u2212ok", "!!!", ""]
 
 
@@ -65,8 +78,10 @@ def enhancers(tmp_path_factory):
 
     gemma3 = build_components(TINY)
     gemma4 = build_gemma4_components(TINY)
+    vlm = build_gemma3_vlm_components(TINY)
     out = {"gemma3": (gemma3["text_encoder"], with_chat_template(gemma3["tokenizer"])),
-           "gemma4": (gemma4["prompt_enhancer"], gemma4["tokenizer"])}
+           "gemma4": (gemma4["prompt_enhancer"], gemma4["tokenizer"]),
+           "vlm": (vlm["text_encoder"], vlm["tokenizer"])}
     folders = {}
     for family, (model, tokenizer) in out.items():
         folders[family] = tmp_path_factory.mktemp(family)
@@ -88,7 +103,8 @@ def official(enhancers, tmp_path_factory):
     images = [torch.randint(0, 256, (37, 53, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(i))
               for i in range(2)] + [torch.randint(0, 256, (1000, 600, 3), dtype=torch.uint8)]
     return run_official_12(OFFICIAL, dict(gemma3=str(folders["gemma3"]), gemma4=str(folders["gemma4"]),
-                                          cases=CASES, images=images, texts=TEXTS),
+                                          vlm=str(folders["vlm"]), vlm_image=VLM_IMAGE, prompts=PROMPTS, seeds=SEEDS,
+                                          tokens=TOKENS, cases=CASES, images=images, texts=TEXTS),
                            tmp_path_factory.mktemp("official")) | {"inputs": images}
 
 
@@ -114,6 +130,23 @@ def test_system_prompts_image_prep_and_cleaning_equal_official(official):
         assert torch.equal(enhancement_image(image), expected)
     assert max(enhancement_image(official["inputs"][2]).shape) == 896
     assert [clean_response(t) for t in TEXTS] == official["clean"]
+
+
+@requires_official_12
+def test_image_to_video_enhancement_equals_official(enhancers, official, tiny_components):
+    """A tiny Gemma-3 that sees images, through transformers' Gemma3Processor: the pipeline's image-to-video
+    enhancement (the call's `image`, uint8 as a decoded file) equals ltx-core's `enhance_i2v` on the image
+    `generate_enhanced_prompt` prepares; the image changes the result."""
+    model, tokenizer = enhancers[0]["vlm"]
+    processor = build_gemma3_vlm_components(TINY)["processor"]
+    tiny_components.update(text_encoder=model, tokenizer=tokenizer)
+    pipe = LTX2AudioVideoPipeline(scheduler=LTX2Scheduler(), guider=None, processor=processor, **tiny_components)
+    for (prompt, seed), expected in official["i2v"].items():
+        out = pipe(prompt, image=VLM_IMAGE.numpy(), enable_prompt_enhancement=True, prompt_enhancement_seed=seed,
+                   **RUN)
+        assert out.enhanced_prompts == [expected], (prompt, seed)
+    black = pipe.enhance_prompt(PROMPTS[0], seed=3, max_new_tokens=TOKENS, image=torch.zeros_like(VLM_IMAGE))
+    assert black != [official["i2v"][(PROMPTS[0], 3)]]
 
 
 # -- on the pipeline ---------------------------------------------------------------------------------------------

@@ -36,7 +36,8 @@ __all__ = [
 
 GEMMA_SOURCE_METADATA_KEY = "gemma_source_checkpoint"
 GEMMA_VERSION_KEY = "gemma_version"
-#: From this `model_version` on a checkpoint must declare its Gemma (ltx-core: `_GEMMA_SOURCE_CHECKPOINT_REQUIRED_SINCE`).
+#: From this `model_version` on, a checkpoint must declare its Gemma (ltx-core's
+#: `_GEMMA_SOURCE_CHECKPOINT_REQUIRED_SINCE`).
 REQUIRED_SINCE = (2, 4, 0)
 
 

@@ -90,7 +90,8 @@ class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX
     transformer or scheduler run one after the other, each with its own guider.
     """
 
-    model_cpu_offload_seq = "prompt_enhancer->text_encoder->connectors->duration_head->transformer->vae->audio_vae->vocoder"
+    model_cpu_offload_seq = ("prompt_enhancer->text_encoder->connectors->duration_head->transformer->vae->audio_vae"
+                             "->vocoder")
     vae_memory_budget: int | None = None  # bytes for one VAE decode / encode; drives automatic tiling
     _optional_components = ["text_encoder", "tokenizer", "guider", "processor", "prompt_enhancer", "duration_head",
                             *DIFFUSERS_ONLY_COMPONENTS]

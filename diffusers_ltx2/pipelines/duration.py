@@ -69,5 +69,6 @@ def predict_num_frames(head, embeddings: PromptEmbeddings, *, frame_rate: float,
     video = embeddings.video_context[:1].to(param.device)
     audio = embeddings.audio_context[:1].to(param.device) if embeddings.audio_context is not None else None
     with torch.no_grad():
-        return int(head.predict_num_frames(video, audio, frame_rate=frame_rate, temporal_compression_ratio=temporal_ratio,
-                                           min_seconds=min_seconds, max_seconds=max_seconds))
+        return int(head.predict_num_frames(video, audio, frame_rate=frame_rate,
+                                           temporal_compression_ratio=temporal_ratio, min_seconds=min_seconds,
+                                           max_seconds=max_seconds))
