@@ -220,3 +220,28 @@ def test_refused_before_any_model_runs(pipe25, change, kwargs, message):
     with pytest.raises(ValueError, match=message):
         pipe25(**{"prompt": "a cat", **kwargs}, enable_prompt_enhancement=True, **RUN)
     assert calls == []
+
+
+def test_processor_saved_and_loaded_or_left_out(tiny_components, tmp_path, monkeypatch, caplog):
+    """A Gemma-3 processor (PIL image processor) round-trips through save / from_pretrained; a processor transformers
+    cannot build here (Gemma-4's need torchvision: simulated) is left out with a warning instead of failing the
+    load, and image-to-video enhancement then names it."""
+    import transformers
+
+    vlm = build_gemma3_vlm_components(TINY)
+    tiny_components.update(text_encoder=vlm["text_encoder"], tokenizer=vlm["tokenizer"])
+    LTX2AudioVideoPipeline(scheduler=LTX2Scheduler(), processor=vlm["processor"], **tiny_components).save_pretrained(
+        tmp_path / "p")
+    loaded = LTX2AudioVideoPipeline.from_pretrained(tmp_path / "p")
+    assert type(loaded.processor).__name__ == "Gemma3Processor"
+
+    def needs_torchvision(*args, **kwargs):
+        raise ImportError("Gemma4VideoProcessor requires the Torchvision library but it was not found")
+
+    monkeypatch.setattr(transformers.AutoProcessor, "from_pretrained", needs_torchvision)
+    with caplog.at_level("WARNING"):
+        loaded = LTX2AudioVideoPipeline.from_pretrained(tmp_path / "p")
+    assert loaded.processor is None and "Torchvision" in caplog.text
+    assert loaded.enhance_prompt("a cat", max_new_tokens=3)  # text-to-video reads through the tokenizer
+    with pytest.raises(ValueError, match="through the processor component"):
+        loaded("a cat", image=VLM_IMAGE.numpy(), enable_prompt_enhancement=True, **RUN)

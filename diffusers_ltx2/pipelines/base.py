@@ -31,7 +31,7 @@ from .denoising import ModalityLatents, TextContexts, TransformerPasses, denoise
 from .diffusers_compat import DIFFUSERS_ONLY_COMPONENTS, as_ltx2_scheduler, check_diffusers_components, saved_by_this_package
 from .diffusers_surface import DiffusersLTX2Surface
 from .duration import check_duration_head
-from .enhancement import PromptEnhancementMixin
+from .enhancement import PromptEnhancementMixin, skip_unloadable_processor
 from .images import check_image, spread_over_videos, to_unit_range
 from .initial_latents import InitialLatentsMixin
 from .pipeline_output import LTX2AudioVideoPipelineOutput
@@ -185,6 +185,7 @@ class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX
         # diffusers' prompt-enhancement / duration-head components of a diffusers folder are not loaded
         for name in DIFFUSERS_ONLY_COMPONENTS:
             kwargs.setdefault(name, None)
+        skip_unloadable_processor(pretrained_model_name_or_path, kwargs)
         hub = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only", "proxies") if k in kwargs}
         if "guider" not in kwargs and not saved_by_this_package(pretrained_model_name_or_path, **hub):
             kwargs["guider"] = default_guider()  # a diffusers-layout folder has no guider: add the recommended one

@@ -16,11 +16,32 @@ condition); the caller's global RNG is not reseeded.
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
 import torch
 
 from ..loaders.prompt_enhancement import enhance_prompt, enhancer_model_type
+
+logger = logging.getLogger(__name__)
+
+
+def skip_unloadable_processor(folder, kwargs: dict) -> None:
+    """Load a local folder's Gemma `processor` here, or leave it out with a warning when it cannot load:
+    transformers' Gemma-4 image / video processors need torchvision. Prompt enhancement then reads text through
+    the tokenizer (text-to-video); image-to-video enhancement is refused with an error naming the processor."""
+    path = os.path.join(str(folder), "processor")
+    if "processor" in kwargs or not os.path.isdir(path):
+        return
+    from transformers import AutoProcessor
+
+    try:
+        kwargs["processor"] = AutoProcessor.from_pretrained(path)
+    except ImportError as err:
+        logger.warning("not loading the processor of %s (%s); image-to-video prompt enhancement is unavailable",
+                       folder, str(err).strip().splitlines()[0])
+        kwargs["processor"] = None
 
 
 class PromptEnhancementMixin:

@@ -91,19 +91,20 @@ class TwoStageMixin:
         latent_upsampler: LTX2LatentUpsamplerModel | None = None,
         prompt_encoder=None,
         model_identity: str | None = None,
+        model_version: str | None = None,
+        gemma_version: str | None = None,
         processor=None,
         prompt_enhancer=None,
         duration_head=None,
         audio_scheduler=None,
     ):
         """The base pipeline's components (`LTX2PipelineBase`: `guider` left out = the recommended
-        `MultimodalGuider`, `None` = no guidance; diffusers' optional components only as `None`) plus
-        `latent_upsampler`."""
+        `MultimodalGuider`, `None` = no guidance; `audio_scheduler` only as `None`) plus `latent_upsampler`."""
         super().__init__(scheduler=scheduler, vae=vae, audio_vae=audio_vae, text_encoder=text_encoder,
                          tokenizer=tokenizer, connectors=connectors, transformer=transformer, vocoder=vocoder,
                          guider=guider, prompt_encoder=prompt_encoder, model_identity=model_identity,
-                         processor=processor, prompt_enhancer=prompt_enhancer, duration_head=duration_head,
-                         audio_scheduler=audio_scheduler)
+                         model_version=model_version, gemma_version=gemma_version, processor=processor,
+                         prompt_enhancer=prompt_enhancer, duration_head=duration_head, audio_scheduler=audio_scheduler)
         self.register_modules(latent_upsampler=latent_upsampler)
 
     # -- latent-only entry point -----------------------------------------------------------------------------
