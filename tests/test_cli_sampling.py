@@ -86,3 +86,10 @@ def test_enhance_prompt_prints_the_rewritten_prompt(tiny_components, tmp_path, c
         printed.append([l for l in capsys.readouterr().out.splitlines() if l.startswith("enhanced prompt: ")])
     expected = pipe.enhance_prompt("a cat", seed=4, max_new_tokens=6)[0]
     assert printed[0] == printed[1] == [f"enhanced prompt: {expected}"]
+
+
+def test_cli_sampler_names_are_the_library_ones():
+    from diffusers_ltx2.cli.sampling_args import SAMPLER_NAMES
+    from diffusers_ltx2.schedulers import SAMPLERS
+
+    assert SAMPLER_NAMES == SAMPLERS
