@@ -223,7 +223,6 @@ def test_noise_scale_renoises_given_latents_like_the_official_noiser(tiny_pipe):
 
 @pytest.mark.parametrize("kwargs,feature", [
     (dict(motion_speed=0.5), "motion-speed"),
-    (dict(enable_prompt_enhancement=True, system_prompt="rewrite"), "prompt enhancement"),
 ])
 def test_features_we_lack_raise_not_implemented(tiny_pipe, kwargs, feature):
     calls = []
