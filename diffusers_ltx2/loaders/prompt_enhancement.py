@@ -127,7 +127,6 @@ def enhancement_image(image, long_side: int = IMAGE_LONG_SIDE) -> torch.Tensor:
     covered with `ceil` sizes by bilinear interpolation of the uint8 image (`align_corners=False`), centre-cropped.
     """
     from ..media.image import load_image
-    from ..pipelines.images import to_unit_range
 
     if isinstance(image, (str, Path)):
         image = load_image(image)
@@ -142,8 +141,8 @@ def enhancement_image(image, long_side: int = IMAGE_LONG_SIDE) -> torch.Tensor:
         image = image.permute(1, 2, 0)
     if image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(f"the reference image must be (H, W, 3) or (3, H, W), got shape {tuple(image.shape)}")
-    if image.dtype != torch.uint8:
-        image = (to_unit_range(image.float()) * 255).round().clamp(0, 255).to(torch.uint8)
+    if image.dtype != torch.uint8:  # floats in [0, 1], as the pipelines take them
+        image = (image.float().clamp(0, 1) * 255).round().to(torch.uint8)
     h, w = image.shape[:2]
     scale = long_side / float(max(h, w))
     th, tw = int(h * scale), int(w * scale)

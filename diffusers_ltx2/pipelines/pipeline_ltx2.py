@@ -189,6 +189,7 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
         )
         if auto_duration:
             check_auto_duration(batch_size=inputs.batch_size)
+        enhancement_image = image  # as given: the enhancer sees the image before any re-compression (official)
         self.check_prompt_enhancement(enable_prompt_enhancement, inputs.prompts, image=image, conditions=conditions)
         conditioned = conditions is not None or tuple(output_modalities) != ("video", "audio")
         if conditioned and noise_scale > 0:
@@ -209,7 +210,7 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
         enhanced = self.enhance_call_prompts(
             enable_prompt_enhancement, inputs.prompts, system_prompt=system_prompt,
             max_new_tokens=prompt_max_new_tokens, generation_kwargs=prompt_enhancement_kwargs,
-            seed=prompt_enhancement_seed, generator=generator, image=image, conditions=conditions,
+            seed=prompt_enhancement_seed, generator=generator, image=enhancement_image, conditions=conditions,
         )
         contexts = self.encode_text_contexts(
             enhanced or inputs.prompts, inputs.negative_prompts, prompt_embeds=inputs.prompt_embeds,

@@ -350,6 +350,7 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
             guider=guider,
         )
         total = inputs.total
+        enhancement_image = image  # as given: the enhancer sees the image before any re-compression (official)
         self.check_prompt_enhancement(enable_prompt_enhancement, inputs.prompts, image=image, conditions=conditions)
         conditions, _ = self.prepare_conditions(conditions, total, num_frames, half_h, half_w, frame_rate,
                                                 image=image, latents=latents)
@@ -364,7 +365,7 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
         enhanced = self.enhance_call_prompts(
             enable_prompt_enhancement, inputs.prompts, system_prompt=system_prompt,
             max_new_tokens=prompt_max_new_tokens, generation_kwargs=prompt_enhancement_kwargs,
-            seed=prompt_enhancement_seed, generator=generator, image=image, conditions=conditions,
+            seed=prompt_enhancement_seed, generator=generator, image=enhancement_image, conditions=conditions,
         )
         contexts = self.encode_prompt(
             enhanced or inputs.prompts, inputs.negative_prompts, prompt_embeds=inputs.prompt_embeds,
