@@ -28,7 +28,9 @@ def toy_x0(latent, sigma, offset):
     s = float(sigma)
     return torch.tanh(latent) * (1 - s) + 0.3 * latent.roll(1, dims=1) * s + offset
 """
-exec(TOY)  # noqa: S102 - the same toy model on both sides
+_namespace = {"torch": torch}
+exec(TOY, _namespace)  # noqa: S102 - the same source is the toy model on both sides
+toy_x0 = _namespace["toy_x0"]
 
 
 def _states(seed=0):
