@@ -10,6 +10,7 @@ from .common import (
     StageTimer, add_clip_arguments, check_clip_arguments, check_image_file, clip_call_arguments, load_pipeline,
     non_negative_int, parse_dtype, strength,
 )
+from .sampling_args import add_sampling_arguments, check_sampling_arguments, sampling_call_arguments
 from .two_stage import add_two_stage_arguments, check_two_stage_arguments, two_stage_call, two_stage_setup
 from .media_args import (
     MEDIA_FORM, check_audio_output, check_conditions_early, check_file, check_spec_suffix, check_strength,
@@ -38,6 +39,7 @@ def add_parser(subparsers) -> None:
     g.add_argument("--audio-only", action="store_true",
                    help="generate audio only (num_frames / frame_rate seconds); --output must be .wav or .flac")
     add_two_stage_arguments(p)
+    add_sampling_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -91,6 +93,7 @@ def _check_args(args) -> tuple[list, tuple[str, ...]]:
             raise ValueError(f"--audio-only generates sound alone: it takes no {' / '.join(used)}")
     check_clip_arguments(args, audio_output=args.audio_only)
     check_two_stage_arguments(args)
+    check_sampling_arguments(args)
     if args.two_stage and args.audio_only:
         raise ValueError("--audio-only has no video to upsample: drop --two-stage")
     conditions = build_conditions(args)
@@ -105,6 +108,7 @@ def run(args) -> int:
 
     conditions, modalities = _check_args(args)
     call = clip_call_arguments(args)  # builds the guider: bad guidance flags fail here, before loading
+    call.update(sampling_call_arguments(args))
     timer = StageTimer()
     if args.two_stage:  # stage progress bars are named by the pipeline ("stage 1/2 ...", "stage 2/2 ...")
         from ..pipelines.two_stage import LTX2TwoStagePipeline
@@ -117,6 +121,8 @@ def run(args) -> int:
         call.update(conditions=conditions, output_modalities=modalities)
     with timer.stage("generate"):
         out = pipe(**call)
+    if getattr(out, "enhanced_prompts", None):
+        print(f"enhanced prompt: {out.enhanced_prompts[0]}")
     with timer.stage("write"):
         write_output(out, args)
     print(f"wrote {os.path.abspath(args.output)} ({timer.summary()})")

@@ -15,14 +15,16 @@ from diffusers import AutoencoderKLLTX2Audio, AutoencoderKLLTX2Video, LTX2VideoT
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
-from diffusers.pipelines.ltx2 import LTX2TextConnectors, LTX2Vocoder, LTX2VocoderWithBWE
+from diffusers.pipelines.ltx2 import LTX2DurationHead, LTX2TextConnectors, LTX2Vocoder, LTX2VocoderWithBWE
 
 from ..guiders import GuidanceAttentionControl, Guider, MultimodalGuider
 from ..loaders.lora import LTX2OfficialLoraLoaderMixin
 from ..loaders.gemma import DEFAULT_MAX_SEQUENCE_LENGTH, GemmaPromptEncoder, run_connectors
+from ..loaders.gemma_version import check_gemma_version
 from ..loaders.prompt_embeddings import PromptEmbeddings
 from ..memory.vae_tiling import auto_tile_vae
 from ..schedulers import LTX2Scheduler
+from ..schedulers.samplers import sampler_seed
 from . import latents as L
 from .call_lock import serialized_call
 from .denoising import ModalityLatents, TextContexts, TransformerPasses, denoise
@@ -31,6 +33,8 @@ from .diffusers_compat import (
     saved_by_this_package,
 )
 from .diffusers_surface import DiffusersLTX2Surface
+from .duration import check_duration_head
+from .enhancement import PromptEnhancementMixin, skip_unloadable_processor
 from .images import check_image, image_pixels, prepare_images, spread_over_videos
 from .initial_latents import InitialLatentsMixin
 from .pipeline_output import LTX2AudioVideoPipelineOutput
@@ -45,7 +49,8 @@ def default_guider() -> Guider:
     return MultimodalGuider()
 
 
-class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
+class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX2Surface, DiffusionPipeline,
+                       LTX2OfficialLoraLoaderMixin):
     """Components and shared steps of the LTX-2 audio+video pipelines.
 
     Args:
@@ -54,7 +59,8 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
             scheduler is refused).
         vae: `AutoencoderKLLTX2Video`.
         audio_vae: `AutoencoderKLLTX2Audio`.
-        text_encoder: `Gemma3ForConditionalGeneration`, or `None` when prompts come from a `prompt_encoder`.
+        text_encoder: `Gemma3ForConditionalGeneration` (LTX-2.0 / 2.3) or `Gemma4UnifiedForConditionalGeneration`
+            (LTX-2.5), or `None` when prompts come from a `prompt_encoder`.
         tokenizer: the Gemma tokenizer, or `None`.
         connectors: `LTX2TextConnectors`.
         transformer: `LTX2VideoTransformer3DModel`.
@@ -66,9 +72,15 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
         model_identity: the official checkpoint's model id (its `encrypted_wandb_properties` metadata), recorded
             by `from_single_file` / `ltx2 convert` and saved in `model_index.json`; saved conditioning and API
             embeddings are checked against it.
-        processor, prompt_enhancer, duration_head, audio_scheduler: diffusers' optional LTX-2 components, accepted
-            as `None` only (prompt enhancement, automatic duration and a separate audio scheduler are not
-            implemented); anything else raises `UnsupportedFeatureError`.
+        model_version: the checkpoint's `model_version` metadata (e.g. "2.3.0"), when known.
+        gemma_version: the text encoder the checkpoint's connectors were trained on (its `gemma_source_checkpoint`
+            metadata, e.g. "gemma4-12b-ltx-v1" for LTX-2.5), when declared. The local text encoder is checked
+            against these two before it encodes (`loaders.gemma_version.check_gemma_version`).
+        duration_head: diffusers' `LTX2DurationHead` (LTX-2.5): a call that leaves `num_frames` out predicts the
+            clip length from the prompt (see `pipelines.duration`).
+        processor, prompt_enhancer: diffusers' optional prompt-enhancement components.
+        audio_scheduler: diffusers' optional separate audio scheduler, accepted as `None` only (LTX-2 samples
+            both modalities on one schedule); anything else raises `UnsupportedFeatureError`.
 
     Only `text_encoder` and `tokenizer` are needed to build a pipeline that encodes prompts (`encode_prompt`),
     as in diffusers; generating needs every model component.
@@ -81,11 +93,12 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
     transformer or scheduler run one after the other, each with its own guider.
     """
 
-    model_cpu_offload_seq = "text_encoder->connectors->transformer->vae->audio_vae->vocoder"
+    model_cpu_offload_seq = ("prompt_enhancer->text_encoder->connectors->duration_head->transformer->vae->audio_vae"
+                             "->vocoder")
     vae_memory_budget: int | None = None  # bytes for one VAE decode / encode; drives automatic tiling
     # text_encoder / tokenizer may be None too (API-encoder or embeddings-only folders), without being listed here:
     # `from_pretrained` passes None for those a folder lacks (`diffusers_compat.ABSENT_AS_NONE`)
-    _optional_components = ["guider", *DIFFUSERS_ONLY_COMPONENTS]
+    _optional_components = ["guider", "processor", "prompt_enhancer", "duration_head", *DIFFUSERS_ONLY_COMPONENTS]
     _callback_tensor_inputs = ["latents", "audio_latents", "prompt_embeds", "negative_prompt_embeds"]
 
     def __init_subclass__(cls, **kwargs):
@@ -109,14 +122,16 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
         guider: Guider | None | str = "default",
         prompt_encoder=None,
         model_identity: str | None = None,
+        model_version: str | None = None,
+        gemma_version: str | None = None,
         processor=None,
         prompt_enhancer=None,
-        duration_head=None,
+        duration_head: LTX2DurationHead | None = None,
         audio_scheduler=None,
     ):
         super().__init__()
-        check_diffusers_components(dict(processor=processor, prompt_enhancer=prompt_enhancer,
-                                        duration_head=duration_head, audio_scheduler=audio_scheduler))
+        check_diffusers_components(dict(audio_scheduler=audio_scheduler))
+        check_duration_head(duration_head)
         default = isinstance(guider, str)
         if default:
             if guider != "default":
@@ -132,12 +147,13 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
             transformer=transformer,
             vocoder=vocoder,
             guider=guider,
-            processor=None,
-            prompt_enhancer=None,
-            duration_head=None,
+            processor=processor,
+            prompt_enhancer=prompt_enhancer,
+            duration_head=duration_head,
             audio_scheduler=None,
         )
-        self.register_to_config(model_identity=model_identity)
+        self.register_to_config(model_identity=model_identity, model_version=model_version,
+                                gemma_version=gemma_version)
         self._guider_is_default = default  # `components` leaves a default guider out (see DiffusersLTX2Surface)
         self.prompt_encoder = prompt_encoder
         self.video_processor = VideoProcessor(vae_scale_factor=self.vae_spatial_compression_ratio)
@@ -183,6 +199,7 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
         # diffusers' prompt-enhancement / duration-head components of a diffusers folder are not loaded
         for name in DIFFUSERS_ONLY_COMPONENTS:
             kwargs.setdefault(name, None)
+        skip_unloadable_processor(pretrained_model_name_or_path, kwargs)
         hub = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only", "proxies") if k in kwargs}
         index = read_model_index(pretrained_model_name_or_path, **hub)
         if "guider" not in kwargs and not saved_by_this_package(index):
@@ -238,6 +255,7 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
         from ..quantization.loading import quantize_text_encoder_of
         from ..conversion import load_components_from_single_file
 
+        from ..loaders.gemma_version import expected_gemma_version
         from ..loaders.identity import MODEL_ID_METADATA_KEY, read_safetensors_metadata
 
         if not os.path.isfile(path):
@@ -252,9 +270,11 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
         components = load_components_from_single_file(path, dtype=dtype, fp8=fp8, progress=progress)
         if quantization is not None:
             quantize_transformer_(components["transformer"], quantization)
+        metadata = read_safetensors_metadata(path)
         pipe = cls(
             scheduler=LTX2Scheduler(), text_encoder=text_encoder, tokenizer=tokenizer, guider=guider,
-            prompt_encoder=prompt_encoder, model_identity=read_safetensors_metadata(path).get(MODEL_ID_METADATA_KEY),
+            prompt_encoder=prompt_encoder, model_identity=metadata.get(MODEL_ID_METADATA_KEY),
+            model_version=metadata.get("model_version"), gemma_version=expected_gemma_version(metadata),
             **components,
         )
         quantize_text_encoder_of(pipe, text_encoder_quantization)
@@ -276,6 +296,8 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
                 "this pipeline has no text encoder: pass prompt_embeds, or load it with a prompt_encoder "
                 "(e.g. LTXAPIPromptEncoder) or with Gemma"
             )
+        check_gemma_version(self.text_encoder, expected=getattr(self.config, "gemma_version", None),
+                            model_version=getattr(self.config, "model_version", None))
         if max_sequence_length is None:
             max_sequence_length = min(DEFAULT_MAX_SEQUENCE_LENGTH, int(self.tokenizer.model_max_length))
         return GemmaPromptEncoder(self.tokenizer, self.text_encoder, max_sequence_length=max_sequence_length)
@@ -445,13 +467,15 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
     def run_denoising(
         self, guider: Guider, video: ModalityLatents, audio: ModalityLatents, contexts: TextContexts, *,
         attention_kwargs=None, max_batch_passes: int | None = None, callback=None, callback_tensor_inputs=("latents",),
-        use_cross_timestep: bool = True, cross_modal: bool = True,
+        use_cross_timestep: bool = True, cross_modal: bool = True, sampler=None, generator=None,
     ) -> tuple[ModalityLatents, ModalityLatents]:
         """The shared denoising loop with a progress bar, the guider's passes and the user's step callback.
 
         `use_cross_timestep`: the cross-modal attention modulation uses the other modality's sigma (official and
         diffusers' default); `False` is diffusers' "legacy" switch, passed to its transformer as is.
         `cross_modal=False`: audio<->video attention off in every pass, for audio-only generation.
+        `sampler`: `"euler"` (default), `"euler_ancestral"`, `"res_2s"` or a `schedulers.samplers.Sampler`; the
+        stochastic ones take their noise seed from `generator` (see `sampler_seed`).
         """
         passes = TransformerPasses(
             self.transformer, attention_control=self.attention_control_for(guider),
@@ -462,18 +486,19 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
             return denoise(
                 passes=passes, guider=guider, scheduler=self.scheduler, video=video, audio=audio, contexts=contexts,
                 progress_bar=bar, on_step_end=self._step_callback(callback, callback_tensor_inputs, contexts),
-                should_stop=lambda: self._interrupt,
+                should_stop=lambda: self._interrupt, sampler=sampler, seed=sampler_seed(sampler, generator),
             )
 
     def finish(
         self, video: ModalityLatents, audio: ModalityLatents, num_frames: int, height: int, width: int, *,
         output_type: str, generator=None, decode_timestep: float = 0.0, decode_noise_scale: float | None = None,
-        return_dict: bool = True, conditioned=None,
+        return_dict: bool = True, conditioned=None, enhanced_prompts: list[str] | None = None,
     ):
         """Decode the generated tokens (appended conditioning dropped) into the pipeline output.
 
         `conditioned` (`conditioning.ConditionedLatents`): a frozen source is returned as given (original pixels /
         the original waveform at the vocoder rate) instead of a VAE round trip; audio-only has no frames (`None`).
+        `enhanced_prompts`: the prompts prompt enhancement wrote, returned in the output.
         """
         audio_only = conditioned is not None and conditioned.audio_only
         video_latents = None if audio_only else self.unpack_video_latents(video, num_frames, height, width)
@@ -497,7 +522,8 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
         self.maybe_free_model_hooks()
         if not return_dict:
             return frames, audio_out
-        return LTX2AudioVideoPipelineOutput(frames=frames, audio=audio_out, sample_rate=sample_rate)
+        return LTX2AudioVideoPipelineOutput(frames=frames, audio=audio_out, sample_rate=sample_rate,
+                                            enhanced_prompts=enhanced_prompts)
 
     # -- images ----------------------------------------------------------------------------------------------
     @staticmethod

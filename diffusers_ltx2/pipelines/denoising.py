@@ -6,8 +6,8 @@ Three pieces, each small:
   tokens) is expressed only through `clean` and `denoise_mask`, exactly like the official `LatentState`.
 - `TransformerPasses`: executes the passes a guider asks for, as batched calls of diffusers'
   `LTX2VideoTransformer3DModel`, and returns x0 predictions in float32.
-- `denoise`: the Euler loop on x0 (official sampler): guider plan -> passes -> guider combine ->
-  clamp conditioned tokens -> Euler step.
+- `denoise`: the one sampling loop: guider plan -> passes -> guider combine -> clamp conditioned tokens ->
+  sampler step (official Euler on x0 by default; euler-ancestral and res_2s in `schedulers.samplers`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from ..guiders.base import GuidancePass, Guider, Prediction, StepPlan
 from ..guiders.grouping import AUTO, auto_batch_passes, available_memory_bytes, estimate_pass_bytes, group_passes
 from ..loaders.prompt_embeddings import PromptEmbeddings
 from .attention_bias import self_attention_bias
+from ..schedulers.samplers import Modality, Sampler, make_sampler
 from .cache_hooks import cache_context, check_cache_config
 
 
@@ -278,50 +279,69 @@ def denoise(
     progress_bar=None,
     on_step_end: StepCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
+    sampler: str | Sampler | None = None,
+    seed: int | None = None,
 ) -> tuple[ModalityLatents, ModalityLatents]:
-    """Run the official Euler-on-x0 sampler over `scheduler.sigmas` with `guider` deciding the passes.
+    """Run the sampler (default: the official Euler on x0) over `scheduler.sigmas` with `guider` deciding the passes.
 
-    At each step: the guider plans the passes; they run batched; the guider combines their x0; a modality
-    the plan does not recompute reuses its previous x0 (skip_step); conditioned tokens are clamped to their
-    clean values; the scheduler takes the Euler step. Returns the final states.
+    At each step the sampler calls the guided x0 predictor once (Euler, euler-ancestral) or more (res_2s: at
+    the step and at its midpoint; see `schedulers.samplers`): the guider plans the passes; they run batched; the
+    guider combines their x0; a modality the plan does not recompute reuses its previous x0 (skip_step);
+    conditioned tokens are clamped to their clean values. Returns the final states.
 
     A modality whose denoise mask is 0 everywhere (frozen: A2V audio, V2A video, the audio-only placeholder video)
     is never stepped: its x0 is its clean value, its latent stays bit-identical, and a guider (see
     `Guider.for_frozen`) need not recompute it.
+
+    `sampler`: `"euler"` (default), `"euler_ancestral"`, `"res_2s"` or a `Sampler`; `seed` seeds the noise of
+    the stochastic samplers (the call generator's seed; see `schedulers.samplers` for the official defaults).
     """
     sigmas = scheduler.sigmas
     num_steps = len(sigmas) - 1
     frozen_video, frozen_audio = is_frozen(video), is_frozen(audio)
-    last = Prediction(video=None, audio=None)
-    for i in range(num_steps):
-        if should_stop is not None and should_stop():
-            break
-        sigma = sigmas[i].to(video.latent.device)
-        plan = guider.plan(i, num_steps, float(sigma))
+    sampler = make_sampler(sampler, scheduler)
+    sampler.start(video.latent.device, seed)
+    run = {"video": video, "audio": audio, "contexts": contexts, "last": Prediction(video=None, audio=None)}
+
+    def predict(step_index: int, sigma: torch.Tensor, video_latent: torch.Tensor, audio_latent: torch.Tensor):
+        """The guided, clamped x0 of both modalities at `sigma` for the given latents (one guidance step)."""
+        v = run["video"] if video_latent is run["video"].latent else replace(run["video"], latent=video_latent)
+        a = run["audio"] if audio_latent is run["audio"].latent else replace(run["audio"], latent=audio_latent)
+        sigma = sigma.to(device=v.latent.device, dtype=torch.float32)
+        plan = guider.plan(step_index, num_steps, float(sigma))
         guided = Prediction(None, None)
         if plan.runs_model:
-            guided = guider.combine(i, plan, passes(plan, video, audio, contexts, sigma))
+            guided = guider.combine(step_index, plan, passes(plan, v, a, run["contexts"], sigma))
+        last = run["last"]
         x0_video = guided.video if plan.video and plan.runs_model else last.video
         x0_audio = guided.audio if plan.audio and plan.runs_model else last.audio
         if frozen_video:
-            x0_video = video.clean
+            x0_video = v.clean
         if frozen_audio:
-            x0_audio = audio.clean
+            x0_audio = a.clean
         if x0_video is None or x0_audio is None:
             raise RuntimeError(
-                f"{type(guider).__name__} skipped a modality at step {i} before any x0 was computed for it"
+                f"{type(guider).__name__} skipped a modality at step {step_index} before any x0 was computed for it"
             )
-        last = Prediction(x0_video, x0_audio)
-        if not frozen_video:
-            video = replace(video, latent=scheduler.step(video.clamp(x0_video), video.latent, i, return_dict=False)[0])
-        if not frozen_audio:
-            audio = replace(audio, latent=scheduler.step(audio.clamp(x0_audio), audio.latent, i, return_dict=False)[0])
+        run["last"] = Prediction(x0_video, x0_audio)
+        return v.clamp(x0_video), a.clamp(x0_audio)
+
+    for i in range(num_steps):
+        if should_stop is not None and should_stop():
+            break
+        video, audio = run["video"], run["audio"]
+        new_video, new_audio = sampler.step(
+            i, sigmas, Modality(video.latent, video.denoise_mask, video.clean, stepped=not frozen_video),
+            Modality(audio.latent, audio.denoise_mask, audio.clean, stepped=not frozen_audio), predict,
+        )
+        video = video if frozen_video else replace(video, latent=new_video)
+        audio = audio if frozen_audio else replace(audio, latent=new_audio)
         if on_step_end is not None:
-            updated = on_step_end(i, sigma, video, audio)
+            updated = on_step_end(i, sigmas[i].to(video.latent.device), video, audio)
             if updated is not None:
                 video, audio, *rest = updated
-                contexts = rest[0] if rest else contexts
+                run["contexts"] = rest[0] if rest else run["contexts"]
+        run["video"], run["audio"] = video, audio
         if progress_bar is not None:
             progress_bar.update()
-    return video, audio
-
+    return run["video"], run["audio"]

@@ -10,9 +10,11 @@ import torch
 from ..guiders import Guider
 from ..loaders.prompt_embeddings import PromptEmbeddings
 from ..quantization import check_transformer_runtime
+from ..schedulers.samplers import Sampler, make_sampler
 from . import validation as V
 from .base import LTX2PipelineBase
 from .diffusers_compat import DIFFUSERS_DEFAULT, check_unsupported_features, sigmas_from_timesteps
+from .duration import DEFAULT_NUM_FRAMES, check_auto_duration, placeholder_num_frames, predict_num_frames
 
 
 class LTX2AudioVideoPipeline(LTX2PipelineBase):
@@ -33,7 +35,7 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
         *,
         height: int = 512,
         width: int = 768,
-        num_frames: int | None = 121,
+        num_frames: int | None = None,
         frame_rate: float = 24.0,
         num_inference_steps: int = 40,
         sigmas: list[float] | None = None,
@@ -80,6 +82,7 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
         prompt_max_new_tokens: int | None = None,
         prompt_enhancement_kwargs: dict[str, Any] | None = None,
         prompt_enhancement_seed: int = 10,
+        sampler: str | Sampler = "euler",
     ):
         """Generate a clip with audio.
 
@@ -89,7 +92,10 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
             prompt: text prompt(s); or pass `prompt_embeds`.
             negative_prompt: used by guiders that need a negative pass (CFG); defaults to "".
             height, width: pixels, multiples of 32.
-            num_frames: `8k + 1` frames (`None`: 121, as diffusers without a duration head).
+            num_frames: `8k + 1` frames. Left out (`None`): predicted from the prompt by the `duration_head`
+                (LTX-2.5) within `[min_seconds, max_seconds]`, then snapped to the `8k + 1` grid; without a
+                head 121, as in diffusers. A predicted length serves one prompt (any `num_videos_per_prompt`)
+                and cannot be combined with `conditions`, `latents` or `audio_latents` (`ValueError`).
             frame_rate: frames per second (positions and audio length depend on it).
             num_inference_steps: denoising steps of the official LTX-2 schedule (ignored with `sigmas`).
             sigmas: custom decreasing sigmas (e.g. `diffusers_ltx2.DISTILLED_SIGMAS`); a final 0 is appended.
@@ -138,15 +144,25 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
                 only); one value or one per video.
             output_type: "pil" (default, as diffusers), "np", "pt" or "latent".
             return_dict: return `LTX2AudioVideoPipelineOutput` (else a tuple `(frames, audio)`).
+            sampler: `"euler"` (official default), `"euler_ancestral"` (official 2.5 distilled stage 1) or
+                `"res_2s"` (second order, two model evaluations per step; official HQ pipeline), or a configured
+                `diffusers_ltx2.schedulers.samplers` instance (e.g. `Res2sSampler(eta=0.3, noise_seed=7)`). The
+                stochastic samplers seed their noise from `generator` (official seeds; see that module).
             attention_kwargs: forwarded to the transformer (e.g. `{"scale": 0.8}` for LoRA strength).
             callback_on_step_end: `fn(pipe, step, sigma, tensors) -> dict` (or a diffusers `PipelineCallback`),
                 tensors named in `callback_on_step_end_tensor_inputs` (`_callback_tensor_inputs`); returned
                 tensors replace them.
-            min_seconds, max_seconds, motion_speed, system_prompt, enable_prompt_enhancement,
-                prompt_max_new_tokens, prompt_enhancement_kwargs, prompt_enhancement_seed: diffusers' arguments for
-                the duration head, motion speed and prompt enhancement. Accepted at their defaults (the prompt
-                enhancement options also while enhancement is off, as diffusers ignores them then); asking for
-                one of these features raises `UnsupportedFeatureError` (a `NotImplementedError`).
+            min_seconds, max_seconds: bounds (seconds, defaults 1 and 20 as diffusers and official) of the clip
+                length the duration head predicts when `num_frames` is left out; ignored with `num_frames`.
+            enable_prompt_enhancement: rewrite each prompt with the enhancer before encoding (official
+                `enhance_prompt`; see `pipelines.enhancement`): the `prompt_enhancer` component (LTX-2.5) or the
+                Gemma-3 `text_encoder` (2.0 / 2.3); image-to-video enhancement (with `image` or an image
+                condition) needs the `processor` component. The prompts used are returned as
+                `output.enhanced_prompts`.
+            system_prompt, prompt_max_new_tokens, prompt_enhancement_kwargs: the enhancer's system prompt,
+                new-token limit and `generate` keyword arguments (defaults: the official ones of its family).
+            prompt_enhancement_seed: generation seed (default 10); the generator's seed wins when one is given.
+            motion_speed: diffusers' slow-motion argument, accepted at 1.0 only (else `UnsupportedFeatureError`).
 
         Returns:
             `LTX2AudioVideoPipelineOutput(frames, audio, sample_rate)`; `audio` is a float32 `torch.Tensor`
@@ -158,9 +174,15 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
         """
         # 1. Check every input before any model runs.
         check_unsupported_features(num_frames=num_frames, min_seconds=min_seconds, max_seconds=max_seconds,
-                                   motion_speed=motion_speed, enable_prompt_enhancement=enable_prompt_enhancement)
-        num_frames = 121 if num_frames is None else num_frames
+                                   motion_speed=motion_speed, enable_prompt_enhancement=False,
+                                   has_duration_head=self.duration_head is not None)
+        auto_duration = num_frames is None and self.duration_head is not None  # predicted after encoding
+        if auto_duration:
+            check_auto_duration(conditions=conditions, latents=latents, audio_latents=audio_latents)
+        if num_frames is None:
+            num_frames = placeholder_num_frames(self) if auto_duration else DEFAULT_NUM_FRAMES
         V.check_strength("noise_scale", noise_scale)
+        sampler = make_sampler(sampler)
         sigmas = sigmas_from_timesteps(timesteps, sigmas)
         guider = self.call_guider(guider, locals())
         callback_on_step_end_tensor_inputs = self.callback_tensor_names(callback_on_step_end,
@@ -174,12 +196,16 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
             latents=latents, audio_latents=audio_latents, callback_tensor_inputs=callback_on_step_end_tensor_inputs,
             guider=guider,
         )
+        if auto_duration:
+            check_auto_duration(batch_size=inputs.batch_size)
+        enhancement_image = image  # as given: the enhancer sees the image before any re-compression (official)
+        self.check_prompt_enhancement(enable_prompt_enhancement, inputs.prompts, image=image, conditions=conditions)
         image = self.prepare_image(image, image_crf)
         conditioned = conditions is not None or tuple(output_modalities) != ("video", "audio")
         if conditioned and noise_scale > 0:
             raise ValueError("noise_scale (re-noising given clean latents) cannot be combined with conditions= / "
                              "output_modalities=: the conditions define the clean latents")
-        if conditioned:
+        if conditioned and not auto_duration:
             conditions, audio_only = self.prepare_conditions(
                 conditions, inputs.total, num_frames, height, width, frame_rate, image=image,
                 output_modalities=output_modalities, latents=latents,
@@ -187,14 +213,30 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
         device = self._execution_device
         check_transformer_runtime(self.transformer, device)  # before a kernel that would crash the process
         self._record_call(guider, attention_kwargs)
-        self.set_schedule(num_inference_steps, sigmas, num_frames, height, width, device)
+        self.set_schedule(num_inference_steps, sigmas, num_frames, height, width, device)  # checks custom sigmas
 
-        # 2. Prompt conditioning (local Gemma, a prompt encoder, or given embeddings).
+        # 2. Prompt conditioning (optionally enhanced prompts; local Gemma, a prompt encoder, or given embeddings);
+        # the clip length when the duration head predicts it.
+        enhanced = self.enhance_call_prompts(
+            enable_prompt_enhancement, inputs.prompts, system_prompt=system_prompt,
+            max_new_tokens=prompt_max_new_tokens, generation_kwargs=prompt_enhancement_kwargs,
+            seed=prompt_enhancement_seed, generator=generator, image=enhancement_image, conditions=conditions,
+        )
         contexts = self.encode_text_contexts(
-            inputs.prompts, inputs.negative_prompts, prompt_embeds=inputs.prompt_embeds,
+            enhanced or inputs.prompts, inputs.negative_prompts, prompt_embeds=inputs.prompt_embeds,
             negative_prompt_embeds=inputs.negative_prompt_embeds, need_negative=guider.uses_negative_prompt,
             num_videos_per_prompt=num_videos_per_prompt, max_sequence_length=max_sequence_length, device=device,
         )
+        if auto_duration:
+            num_frames = predict_num_frames(self.duration_head, contexts.positive, frame_rate=frame_rate,
+                                            temporal_ratio=self.vae_temporal_ratio, min_seconds=min_seconds,
+                                            max_seconds=max_seconds)
+            if conditioned:
+                conditions, audio_only = self.prepare_conditions(
+                    conditions, inputs.total, num_frames, height, width, frame_rate, image=image,
+                    output_modalities=output_modalities, latents=latents,
+                )
+            self.set_schedule(num_inference_steps, sigmas, num_frames, height, width, device)  # the real length
 
         # 3. Initial latents: video noise first, then audio (official order); the image conditions frame 0.
         state = None
@@ -222,13 +264,14 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
             guider, video, audio, contexts, attention_kwargs=attention_kwargs, max_batch_passes=max_batch_passes,
             callback=callback_on_step_end, callback_tensor_inputs=callback_on_step_end_tensor_inputs,
             use_cross_timestep=use_cross_timestep, cross_modal=not (state is not None and state.audio_only),
+            sampler=sampler, generator=generator,
         )
 
         # 5. Decode.
         return self.finish(
             video, audio, num_frames, height, width, output_type=output_type, generator=generator,
             decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale, return_dict=return_dict,
-            conditioned=state,
+            conditioned=state, enhanced_prompts=enhanced,
         )
 
     def extend(self, clip, num_new_frames: int, *, overlap_frames: int = 16, overlap_strength: float = 0.5,

@@ -37,6 +37,7 @@ from ..loaders.adapter_state import adapters_active
 from ..loaders.prompt_embeddings import PromptEmbeddings
 from ..quantization import check_transformer_runtime
 from ..schedulers import DISTILLED_REFINE_SIGMAS, DISTILLED_SIGMAS
+from ..schedulers.samplers import Sampler, make_sampler
 from . import latents as L
 from . import validation as V
 from .diffusers_compat import DIFFUSERS_DEFAULT, check_unsupported_features, sigmas_from_timesteps
@@ -90,19 +91,20 @@ class TwoStageMixin:
         latent_upsampler: LTX2LatentUpsamplerModel | None = None,
         prompt_encoder=None,
         model_identity: str | None = None,
+        model_version: str | None = None,
+        gemma_version: str | None = None,
         processor=None,
         prompt_enhancer=None,
         duration_head=None,
         audio_scheduler=None,
     ):
         """The base pipeline's components (`LTX2PipelineBase`: `guider` left out = the recommended
-        `MultimodalGuider`, `None` = no guidance; diffusers' optional components only as `None`) plus
-        `latent_upsampler`."""
+        `MultimodalGuider`, `None` = no guidance; `audio_scheduler` only as `None`) plus `latent_upsampler`."""
         super().__init__(scheduler=scheduler, vae=vae, audio_vae=audio_vae, text_encoder=text_encoder,
                          tokenizer=tokenizer, connectors=connectors, transformer=transformer, vocoder=vocoder,
                          guider=guider, prompt_encoder=prompt_encoder, model_identity=model_identity,
-                         processor=processor, prompt_enhancer=prompt_enhancer, duration_head=duration_head,
-                         audio_scheduler=audio_scheduler)
+                         model_version=model_version, gemma_version=gemma_version, processor=processor,
+                         prompt_enhancer=prompt_enhancer, duration_head=duration_head, audio_scheduler=audio_scheduler)
         self.register_modules(latent_upsampler=latent_upsampler)
 
     # -- latent-only entry point -----------------------------------------------------------------------------
@@ -288,6 +290,8 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
         prompt_max_new_tokens: int | None = None,
         prompt_enhancement_kwargs: dict[str, Any] | None = None,
         prompt_enhancement_seed: int = 10,
+        sampler: str | Sampler = "euler",
+        stage_2_sampler: str | Sampler = "euler",
     ):
         """Generate a clip at `(height, width)` in two stages.
 
@@ -308,6 +312,11 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
             callback_on_step_end: called in both stages (step indices restart at 0 in stage 2).
             output_type: "pil" (default, as diffusers), "np", "pt" or "latent".
             diffusers' `noise_scale` is not accepted (stage 1 starts from noise; stage 2's re-noising is the recipe's).
+            enable_prompt_enhancement, system_prompt, prompt_max_new_tokens, prompt_enhancement_kwargs,
+                prompt_enhancement_seed: as in `LTX2AudioVideoPipeline.__call__` (the prompts are enhanced once,
+                for both stages).
+            sampler, stage_2_sampler: each stage's sampler (see `LTX2AudioVideoPipeline.__call__`); the official HQ
+                pipeline uses `"res_2s"` in both, the 2.5 distilled pipeline `"euler_ancestral"` then `"euler"`.
 
         Returns:
             `LTX2AudioVideoPipelineOutput` at full resolution (`output_type="latent"`: denormalized VAE latents).
@@ -318,8 +327,9 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
         """
         # 1. Checks, before any model runs (both geometries: conditions must fit the half- and full-size clip).
         check_unsupported_features(num_frames=num_frames, min_seconds=min_seconds, max_seconds=max_seconds,
-                                   motion_speed=motion_speed, enable_prompt_enhancement=enable_prompt_enhancement)
+                                   motion_speed=motion_speed, enable_prompt_enhancement=False)
         sigmas = sigmas_from_timesteps(timesteps, sigmas)
+        sampler, stage_2_sampler = make_sampler(sampler), make_sampler(stage_2_sampler)
         self.check_two_stage(height, width, distilled=distilled, distilled_lora_strength=distilled_lora_strength)
         if tuple(output_modalities) != ("video", "audio"):
             raise ValueError("two-stage generation upsamples the video: output_modalities must be ('video', 'audio') "
@@ -342,6 +352,8 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
             guider=guider,
         )
         total = inputs.total
+        enhancement_image = image  # as given: the enhancer sees the image before any re-compression (official)
+        self.check_prompt_enhancement(enable_prompt_enhancement, inputs.prompts, image=image, conditions=conditions)
         image = self.prepare_image(image, image_crf)  # re-compressed once, encoded at both sizes
         conditions, _ = self.prepare_conditions(conditions, total, num_frames, half_h, half_w, frame_rate,
                                                 image=image, latents=latents)
@@ -350,11 +362,16 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
         check_transformer_runtime(self.transformer, device)  # before a kernel that would crash the process
         self._record_call(guider, attention_kwargs)
         loop_options = dict(callback=callback_on_step_end, callback_tensor_inputs=callback_on_step_end_tensor_inputs,
-                            use_cross_timestep=use_cross_timestep)
+                            use_cross_timestep=use_cross_timestep, generator=generator)
 
-        # 2. Prompts, encoded once for both stages (official: one encode_prompts call).
+        # 2. Prompts (optionally enhanced), encoded once for both stages (official: one encode_prompts call).
+        enhanced = self.enhance_call_prompts(
+            enable_prompt_enhancement, inputs.prompts, system_prompt=system_prompt,
+            max_new_tokens=prompt_max_new_tokens, generation_kwargs=prompt_enhancement_kwargs,
+            seed=prompt_enhancement_seed, generator=generator, image=enhancement_image, conditions=conditions,
+        )
         contexts = self.encode_text_contexts(
-            inputs.prompts, inputs.negative_prompts, prompt_embeds=inputs.prompt_embeds,
+            enhanced or inputs.prompts, inputs.negative_prompts, prompt_embeds=inputs.prompt_embeds,
             negative_prompt_embeds=inputs.negative_prompt_embeds, need_negative=guider.uses_negative_prompt,
             num_videos_per_prompt=num_videos_per_prompt, max_sequence_length=max_sequence_length, device=device,
         )
@@ -367,7 +384,8 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
             audio_latents=audio_latents, image=image, image_strength=image_strength, device=device,
         )
         with self._stage(f"stage 1/2 ({half_h}x{half_w}{', distilled' if distilled else ''})"):
-            video, audio = self._denoise(guider, state, contexts, attention_kwargs, max_batch_passes, loop_options)
+            video, audio = self._denoise(guider, state, contexts, attention_kwargs, max_batch_passes,
+                                         dict(loop_options, sampler=sampler))
         if self.interrupt:
             return self.finish(video, audio, num_frames, half_h, half_w, output_type=output_type,
                                generator=generator, return_dict=return_dict, conditioned=state)
@@ -378,14 +396,15 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
             video, audio, contexts, total=total, num_frames=num_frames, height=height, width=width,
             frame_rate=frame_rate, conditions=conditions, image=image, image_strength=image_strength,
             generator=generator, add_adapters=self.stage_2_adapters(distilled, distilled_lora_strength),
-            attention_kwargs=attention_kwargs, max_batch_passes=max_batch_passes, loop_options=loop_options,
+            attention_kwargs=attention_kwargs, max_batch_passes=max_batch_passes,
+            loop_options=dict(loop_options, sampler=stage_2_sampler),
         )
 
         # 6. Decode at full resolution.
         return self.finish(
             video, audio, num_frames, height, width, output_type=output_type, generator=generator,
             decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale, return_dict=return_dict,
-            conditioned=state,
+            conditioned=state, enhanced_prompts=enhanced,
         )
 
 
