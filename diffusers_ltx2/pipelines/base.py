@@ -21,6 +21,7 @@ from ..guiders import GuidanceAttentionControl, Guider, MultimodalGuider
 from ..loaders.lora import LTX2OfficialLoraLoaderMixin
 from ..loaders.gemma import DEFAULT_MAX_SEQUENCE_LENGTH, GemmaPromptEncoder, run_connectors
 from ..loaders.prompt_embeddings import PromptEmbeddings
+from ..memory.offload import OffloadMixin
 from ..memory.vae_tiling import auto_tile_vae
 from ..schedulers import LTX2Scheduler
 from . import latents as L
@@ -42,7 +43,8 @@ def default_guider() -> Guider:
     return MultimodalGuider()
 
 
-class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
+class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, OffloadMixin, DiffusionPipeline,
+                       LTX2OfficialLoraLoaderMixin):
     """Components and shared steps of the LTX-2 audio+video pipelines.
 
     Args:
