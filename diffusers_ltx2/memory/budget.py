@@ -5,7 +5,9 @@ loaded) and the clip size. The estimate has three phases, the peak being the lar
 
 * text: resident weights + the Gemma pass (small);
 * denoising: resident weights + transformer activations of one call, `passes` guidance passes batched;
-* decoding: resident weights + one (tiled) video-VAE decode (`vae_tiling.decode_bytes`).
+* decoding: resident weights + one (tiled, streamed) video-VAE decode (`vae_tiling.tiled_decode_bytes`), or the
+  post-processing of its output (`POSTPROCESS_OUTPUTS` outputs: the decoded video, its [0, 1] rescaled copy and
+  diffusers' stacked result), whichever is larger.
 
 Transformer activations per sample: 18 x (video tokens x video width + audio tokens x audio width) + 2 x text
 tokens x (video + audio width) values. The 18 is the FF peak of a block (residual, normed input, 4x hidden,
@@ -18,12 +20,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .vae_tiling import VaeTiling, decode_bytes, plan_vae_tiling
+from .vae_tiling import VaeTiling, plan_vae_tiling, tiled_decode_bytes
 
 GiB = 1024**3
 ACTIVATION_VALUES_PER_TOKEN_WIDTH = 18
 TEXT_VALUES_PER_TOKEN_WIDTH = 2
 QUANTO_INT4_GROUP = 128
+POSTPROCESS_OUTPUTS = 3
 
 
 @dataclass(frozen=True)
@@ -107,10 +110,16 @@ class MemoryPlan:
     parts: dict = field(default_factory=dict)
     peak: int = 0
     budget: int | None = None
+    decode_resident: int = 0  # weights resident while the VAE decodes
 
     @property
     def fits(self) -> bool:
         return self.budget is None or self.peak <= self.budget
+
+    @property
+    def vae_budget(self) -> int | None:
+        """Bytes left to the VAE decode under the budget (`pipe.vae_memory_budget`; `None` without a budget)."""
+        return None if self.budget is None else max(1, self.budget - self.decode_resident)
 
     def describe(self) -> str:
         """Human-readable plan (printed by `ltx2 generate --vram-budget`)."""
@@ -148,21 +157,24 @@ def estimate(fp: Footprint, clip: Clip, *, passes: int = 1, quantization: str | 
         resident = dict(text=te_rest + 2 * te_layer + others, denoise=max(0, top) + 2 * block + others,
                         decode=others)
     acts = activation_bytes(fp, clip, passes, dtype_bytes)
-    if vae_tiling is None:
-        dec = decode_bytes(clip.num_frames, clip.height, clip.width, decoder_channels=fp.vae_decoder_channels,
-                           patch_size=fp.vae_patch_size, dtype_bytes=dtype_bytes, batch_size=clip.batch_size)
-    else:
-        dec = decode_bytes(min(clip.num_frames, (vae_tiling.tile_frames or clip.num_frames) + 1),
-                           min(clip.height, vae_tiling.tile_px or clip.height),
-                           min(clip.width, vae_tiling.tile_px or clip.width), decoder_channels=fp.vae_decoder_channels,
-                           patch_size=fp.vae_patch_size, dtype_bytes=dtype_bytes, batch_size=clip.batch_size)
+    dec = decode_phase_bytes(fp, clip, vae_tiling, dtype_bytes)
     phases = dict(text=resident["text"], denoise=resident["denoise"] + acts, decode=resident["decode"] + dec)
     parts = {"transformer weights (stored)": transformer, "text encoder weights (stored)": text,
              "other weights": others, "resident during denoising": resident["denoise"],
              f"activations ({passes} guidance pass{'es' if passes > 1 else ''} batched)": acts,
-             "VAE decode" + (" (per tile)" if vae_tiling else ""): dec}
+             "VAE decode (" + ("tiled, streamed" if vae_tiling else "untiled") + ") or post-processing": dec}
     return MemoryPlan(quantization, text_encoder_quantization, offload, vae_tiling, parts, max(phases.values()),
-                      budget)
+                      budget, resident["decode"])
+
+
+def decode_phase_bytes(fp: Footprint, clip: Clip, vae_tiling: VaeTiling | None, dtype_bytes: int = 2) -> int:
+    """Upper bound of the bytes allocated while the pipeline decodes and post-processes the video
+    (`decode_video`): the (tiled) VAE decode or the post-processing of its output, whichever is larger."""
+    dec = tiled_decode_bytes(clip.num_frames, clip.height, clip.width, vae_tiling,
+                             decoder_channels=fp.vae_decoder_channels, patch_size=fp.vae_patch_size,
+                             dtype_bytes=dtype_bytes, batch_size=clip.batch_size, spatial_ratio=fp.spatial_ratio)
+    out = 3 * clip.batch_size * clip.num_frames * clip.height * clip.width * dtype_bytes
+    return max(dec, POSTPROCESS_OUTPUTS * out)
 
 
 # cheapest first: quality and speed lost by each step grow down the list
@@ -184,19 +196,12 @@ def plan(fp: Footprint, clip: Clip, budget: int, *, passes: int = 1, dtype_bytes
             continue
         base = estimate(fp, clip, passes=passes, quantization=quantization,
                         text_encoder_quantization=te_quantization, offload=offload, dtype_bytes=dtype_bytes)
-        left = max(1, budget - _decode_resident(base, offload))
+        left = max(1, budget - base.decode_resident)
         tiling = plan_vae_tiling(clip.num_frames, clip.height, clip.width, decoder_channels=fp.vae_decoder_channels,
-                                 patch_size=fp.vae_patch_size, dtype_bytes=dtype_bytes, budget_bytes=left)
+                                 patch_size=fp.vae_patch_size, dtype_bytes=dtype_bytes, budget_bytes=left,
+                                 batch_size=clip.batch_size, spatial_ratio=fp.spatial_ratio)
         best = estimate(fp, clip, passes=passes, quantization=quantization, text_encoder_quantization=te_quantization,
                         offload=offload, vae_tiling=tiling, dtype_bytes=dtype_bytes, budget=budget)
         if best.fits:
             return best
     return best
-
-
-def _decode_resident(base: MemoryPlan, offload) -> int:
-    """Weights resident while the VAE decodes."""
-    if offload is None:
-        return (base.parts["transformer weights (stored)"] + base.parts["text encoder weights (stored)"]
-                + base.parts["other weights"])
-    return base.parts["other weights"]

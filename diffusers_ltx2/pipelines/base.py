@@ -22,6 +22,7 @@ from ..loaders.lora import LTX2OfficialLoraLoaderMixin
 from ..loaders.gemma import DEFAULT_MAX_SEQUENCE_LENGTH, GemmaPromptEncoder, run_connectors
 from ..loaders.prompt_embeddings import PromptEmbeddings
 from ..memory.offload import OffloadMixin
+from ..memory.tiled_decode import streamed_decode
 from ..memory.vae_tiling import auto_tile_vae
 from ..schedulers import LTX2Scheduler
 from . import latents as L
@@ -547,9 +548,9 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, OffloadMixin, 
             timestep = decode_t.to(latents.dtype)
         r_t, r_s = self.vae_temporal_ratio, self.vae_spatial_ratio
         auto_tile_vae(self.vae, (latents.shape[2] - 1) * r_t + 1, latents.shape[3] * r_s, latents.shape[4] * r_s,
-                      budget_bytes=self.vae_memory_budget)
-        with torch.no_grad():
-            video = self.vae.decode(latents, timestep, return_dict=False)[0]
+                      budget_bytes=self.vae_memory_budget, batch_size=latents.shape[0])
+        with torch.no_grad():  # diffusers' tiles, streamed into the output (`memory.tiled_decode`)
+            video = streamed_decode(self.vae, latents, timestep)
         return self.video_processor.postprocess_video(video, output_type=output_type)
 
     def decode_audio(self, latents: torch.Tensor, output_type: str):
