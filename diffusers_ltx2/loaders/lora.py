@@ -59,11 +59,9 @@ class ICLoraInfo:
 
 
 def _check_factor(name: str, value) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
+    from ..conversion.lora import check_reference_factor
+
+    return check_reference_factor(name, value)
 
 
 def check_adapter_name(name) -> str:
@@ -96,6 +94,9 @@ def _check_local_source(source, weight_name: str | None) -> None:
 
 class LTX2OfficialLoraLoaderMixin(LTX2LoraLoaderMixin):
     """`LTX2LoraLoaderMixin` that also loads official-format LTX-2 LoRAs and records IC-LoRA metadata."""
+
+    #: whether the pipeline reads `reference_downscale_factor` (IC-LoRA pipelines): only those note a LoRA without it
+    uses_reference_factor = False
 
     @property
     def ic_lora_adapters(self) -> dict[str, ICLoraInfo]:
@@ -190,7 +191,7 @@ class LTX2OfficialLoraLoaderMixin(LTX2LoraLoaderMixin):
             adapter_name = get_adapter_name(self.transformer)
         lora = normalize_lora(state_dict, file_metadata, self.lora_targets(), name=adapter_name)
         spatial, temporal = read_reference_factors(file_metadata)
-        if spatial is None and reference_downscale_factor is None:
+        if spatial is None and reference_downscale_factor is None and self.uses_reference_factor:
             logger.warning(
                 "LoRA %r has no reference_downscale_factor in its metadata: using 1 (a reference at the target "
                 "resolution); pass reference_downscale_factor= if it is an IC-LoRA trained otherwise", adapter_name

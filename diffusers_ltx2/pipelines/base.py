@@ -157,7 +157,7 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, OffloadMixin, 
                 (optimum-quanto); see `diffusers_ltx2.quantization`. Saved quantized folders reload as they are.
             text_encoder_quantization: "fp8", "int8" or "int4" (optimum-quanto) for the Gemma text encoder.
         """
-        from ..conversion.fp8 import FP8_MANIFEST, load_fp8_transformer
+        from ..conversion.fp8 import FP8_MANIFEST, check_fp8_manifest, load_fp8_transformer
         from ..quantization.loading import prepare_from_pretrained, quantize_text_encoder_of
 
         kwargs = prepare_from_pretrained(pretrained_model_name_or_path, kwargs, quantization,
@@ -168,6 +168,8 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, OffloadMixin, 
             if isinstance(dtype, dict):
                 dtype = dtype.get("transformer", dtype.get("default"))
             kwargs["transformer"] = load_fp8_transformer(folder, dtype=dtype or torch.bfloat16)
+        elif "transformer" not in kwargs:
+            check_fp8_manifest(folder)
         # diffusers' prompt-enhancement / duration-head components of a diffusers folder are not loaded
         for name in DIFFUSERS_ONLY_COMPONENTS:
             kwargs.setdefault(name, None)
@@ -197,7 +199,7 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, OffloadMixin, 
         tokenizer=None,
         dtype: torch.dtype | None = None,
         torch_dtype: torch.dtype | None = None,
-        fp8: str | None = "dequantize",
+        fp8: str | None = None,
         quantization: str | None = None,
         text_encoder_quantization: str | None = None,
         guider: Guider | None | str = "default",
@@ -214,13 +216,16 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, OffloadMixin, 
             path: the official `.safetensors` file.
             dtype: dtype of the floating weights (`None` keeps the file's); `torch_dtype` is the older spelling
                 (as in diffusers, which deprecates it), accepted too.
-            fp8: for FP8 files, `"dequantize"` (weight * weight_scale -> bf16) or `"keep"` (float8 weights).
+            fp8: for FP8 files, `"dequantize"` (weight * weight_scale -> bf16) or `"keep"` (float8 weights);
+                `None`: "dequantize", or "keep" with `quantization="fp8-cast"` (the file's float8 weights are kept,
+                with a notice, rather than dequantized and cast again).
             quantization: quantize the transformer after loading ("fp8-cast", "fp8", "int8", "int4"; see
                 `diffusers_ltx2.quantization`); the bf16 transformer is whole in CPU memory once.
             text_encoder_quantization: quanto mode for the `text_encoder` passed in (quantized in place).
         """
-        from ..quantization import check_quantization, quantize_transformer_
-        from ..quantization.loading import quantize_text_encoder_of
+        from ..quantization import check_quantization
+        from ..quantization.loading import (quantize_single_file_transformer, quantize_text_encoder_of,
+                                            single_file_fp8_mode)
         from ..conversion import load_components_from_single_file
 
         from ..loaders.identity import MODEL_ID_METADATA_KEY, read_safetensors_metadata
@@ -232,11 +237,9 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, OffloadMixin, 
         dtype = dtype if dtype is not None else torch_dtype
         check_quantization(quantization)
         check_quantization(text_encoder_quantization, text_encoder=True)
-        if quantization is not None and fp8 == "keep":
-            raise ValueError("fp8='keep' already loads float8 weights; use fp8='dequantize' with quantization=")
+        fp8 = single_file_fp8_mode(path, fp8, quantization)
         components = load_components_from_single_file(path, dtype=dtype, fp8=fp8, progress=progress)
-        if quantization is not None:
-            quantize_transformer_(components["transformer"], quantization)
+        quantize_single_file_transformer(components["transformer"], quantization, fp8)
         pipe = cls(
             scheduler=LTX2Scheduler(), text_encoder=text_encoder, tokenizer=tokenizer, guider=guider,
             prompt_encoder=prompt_encoder, model_identity=read_safetensors_metadata(path).get(MODEL_ID_METADATA_KEY),
