@@ -49,6 +49,8 @@ class Footprint:
     spatial_ratio: int = 32
     temporal_ratio: int = 8
     audio_latents_per_second: float = 25.0
+    block_quantizable: int = 0  # weights of the policy's linears in one transformer block
+    block_quantizable_rows: int = 0  # their output features (per-row scales) and bias values
 
 
 @dataclass(frozen=True)
@@ -70,8 +72,19 @@ class Clip:
 
 def transformer_weight_bytes(fp: Footprint, quantization: str | None, dtype_bytes: int = 2) -> int:
     """Stored bytes of the transformer for a quantization mode (formats as in `diffusers_ltx2.quantization`)."""
-    q, rows = fp.transformer_quantizable, fp.transformer_quantizable_rows
-    kept = fp.transformer_other * dtype_bytes
+    return _stored_bytes(fp.transformer_quantizable, fp.transformer_quantizable_rows, fp.transformer_other,
+                         quantization, dtype_bytes)
+
+
+def block_weight_bytes(fp: Footprint, quantization: str | None, dtype_bytes: int = 2) -> int:
+    """Stored bytes of one transformer block (what the block offload modes hold twice: computing + prefetched)."""
+    q, rows = fp.block_quantizable, fp.block_quantizable_rows
+    return _stored_bytes(q, rows, fp.transformer_block - q - rows, quantization, dtype_bytes)
+
+
+def _stored_bytes(q: int, rows: int, other: int, quantization: str | None, dtype_bytes: int) -> int:
+    """Bytes of `q` policy-linear weights with `rows` output rows (biases), and `other` parameters kept."""
+    kept = other * dtype_bytes
     if quantization is None:
         return kept + (q + rows) * dtype_bytes
     if quantization == "fp8-cast":  # float8 weights and biases
@@ -146,16 +159,11 @@ def estimate(fp: Footprint, clip: Clip, *, passes: int = 1, quantization: str | 
                         decode=transformer + text + others)
     elif offload == "model":  # one component at a time (connectors / VAE are small: counted with others)
         resident = dict(text=text + others, denoise=transformer + others, decode=others)
-    else:  # blocks / disk: two transformer blocks (one computing, one prefetched) + what the policy keeps
-        share = transformer / max(1, fp.transformer_quantizable + fp.transformer_other)
-        block = int(fp.transformer_block * share)
+    else:  # blocks / disk: two transformer blocks (one computing, one prefetched) + the rest of the transformer
+        # (its top-level layers: one group); the text encoder moves whole (`memory.offload`: one group)
+        block = block_weight_bytes(fp, quantization, dtype_bytes)
         top = transformer - block * fp.num_layers
-        te_layer = text_encoder_weight_bytes(fp, text_encoder_quantization, dtype_bytes) - (
-            (fp.text_encoder - fp.text_encoder_layer * fp.text_encoder_layers) * dtype_bytes)
-        te_layer //= max(1, fp.text_encoder_layers)
-        te_rest = (fp.text_encoder - fp.text_encoder_layer * fp.text_encoder_layers) * dtype_bytes
-        resident = dict(text=te_rest + 2 * te_layer + others, denoise=max(0, top) + 2 * block + others,
-                        decode=others)
+        resident = dict(text=text + others, denoise=max(0, top) + 2 * block + others, decode=others)
     acts = activation_bytes(fp, clip, passes, dtype_bytes)
     dec = decode_phase_bytes(fp, clip, vae_tiling, dtype_bytes)
     phases = dict(text=resident["text"], denoise=resident["denoise"] + acts, decode=resident["decode"] + dec)
@@ -190,10 +198,13 @@ def plan(fp: Footprint, clip: Clip, budget: int, *, passes: int = 1, dtype_bytes
     what is left of the budget after the resident weights); the last one, marked not fitting, if none does."""
     if budget <= 0:
         raise ValueError(f"budget must be positive, got {budget}")
-    best = None
+    best, tried = None, set()
     for quantization, te_quantization, offload in CANDIDATES:
-        if te_quantization is not None and fp.text_encoder == 0:
+        if fp.text_encoder == 0:  # no local Gemma (prompt embeddings / API): nothing to quantize there
+            te_quantization = None
+        if (quantization, te_quantization, offload) in tried:
             continue
+        tried.add((quantization, te_quantization, offload))
         base = estimate(fp, clip, passes=passes, quantization=quantization,
                         text_encoder_quantization=te_quantization, offload=offload, dtype_bytes=dtype_bytes)
         left = max(1, budget - base.decode_resident)

@@ -3,8 +3,11 @@
 `--offload model`: `DiffusionPipeline.enable_model_cpu_offload` - whole components move to the GPU when called
 (text encoder -> connectors -> transformer -> VAEs -> vocoder); peak = the largest component + activations.
 `--offload blocks`: diffusers' `enable_group_offload(offload_type="block_level", num_blocks_per_group=1)` on the
-transformer and the text encoder - one block at a time on the GPU, the next prefetched on a CUDA stream; peak ~
-one block + activations + the small resident components (VAEs, connectors, vocoder).
+transformer and the text encoder - one transformer block at a time on the GPU, the next prefetched on a CUDA
+stream; peak ~ two blocks + the transformer's top-level layers + activations + the small resident components
+(VAEs, connectors, vocoder). Gemma (`Gemma3ForConditionalGeneration`) has no block list among its direct children,
+so diffusers' block-level offloading makes it one group: it moves to the GPU whole for the prompt, then back
+(`budget.estimate` counts it so).
 `--offload disk`: block-level group offloading to safetensors files under a folder (the official `--offload disk`
 streams blocks from disk likewise, ltx-core 1.2 `block_streaming/`), for machines short of RAM.
 
