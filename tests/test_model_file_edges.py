@@ -227,20 +227,31 @@ def test_upsampler_for_other_latents_or_with_nan_weights_is_refused(tiny_compone
         load_official_upsampler(tmp_path / "inf.safetensors")
 
 
-def test_cli_refuses_a_vae_folder_as_upsampler(tiny_pipe, tmp_path, capsys):
+@pytest.mark.parametrize("which", ["vae_folder", "nan_file"])
+def test_cli_refuses_a_bad_upsampler_with_exit_2(tiny_pipe, tmp_path, capsys, which):
+    from two_stage_files import write_official_lora
+    from upsampler_files import tiny_upsampler_config, write_official_upsampler
+
     folder = tmp_path / "model"
     tiny_pipe.save_pretrained(folder)
     lora = tmp_path / "distilled.safetensors"
-    from two_stage_files import write_official_lora
-
     write_official_lora(lora, tiny_pipe.transformer, seed=3)
+    if which == "vae_folder":
+        upsampler, message = folder / "vae", "AutoencoderKLLTX2Video folder, not a latent upsampler"
+    else:
+        config = tiny_upsampler_config(tiny_pipe.vae.config.latent_channels)
+        write_official_upsampler(tmp_path / "up.safetensors", config, seed=1)
+        sd = load_file(str(tmp_path / "up.safetensors"))
+        sd["final_conv.bias"] = sd["final_conv.bias"] * float("nan")
+        upsampler, message = tmp_path / "nan.safetensors", "NaN or inf values"
+        save_file(sd, str(upsampler), metadata={"config": json.dumps(config)})
     out = tmp_path / "out.mp4"
     code = main(["generate", "--model", str(folder), "--prompt", "a cat", "--output", str(out), "--num-frames", "9",
                  "--height", "128", "--width", "128", "--steps", "1", "--dtype", "fp32", "--device", "cpu",
-                 "--max-sequence-length", "128", "--two-stage", "--upsampler", str(folder / "vae"),
+                 "--max-sequence-length", "128", "--two-stage", "--upsampler", str(upsampler),
                  "--distilled-lora", str(lora)])
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]  # after the loading progress bars: one error line, no traceback
     assert code == 2 and "Traceback" not in err
-    assert last.startswith("ltx2 generate: error:") and "AutoencoderKLLTX2Video folder, not a latent upsampler" in last
+    assert last.startswith("ltx2 generate: error:") and message in last
     assert not out.exists()
