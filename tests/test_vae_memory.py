@@ -133,8 +133,10 @@ def test_untiled_estimate_bounds_the_measured_peak(vaes, name):
         assert peak >= 2 * out.numel() * 4  # the output and its unpatchified copy: left out before
 
 
-@pytest.mark.parametrize("name", list(VAES))
-@pytest.mark.parametrize("shape,tiling", TILED)
+@pytest.mark.parametrize("name,shape,tiling", [
+    pytest.param(name, shape, tiling, id=f"{name}-{'x'.join(map(str, shape))}",
+                 marks=pytest.mark.slow if name != "tiny" and shape[1] * shape[2] * shape[3] > 10**6 else ())
+    for name in VAES for shape, tiling in TILED])
 def test_tiled_estimate_bounds_the_measured_peak(vaes, name, shape, tiling):
     vae = vaes[name]
     z = _latents(*shape)
