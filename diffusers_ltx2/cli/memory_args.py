@@ -84,8 +84,7 @@ def memory_settings(args, passes: int, stream=None) -> MemorySettings:
                      vae_tiling=chosen.vae_tiling, budget=budget)
     if settings.offload == "disk" and not settings.offload_folder:
         raise ValueError("--offload disk needs --offload-folder")
-    settings.vae_budget = max(1, budget - (final.peak - next(v for k, v in final.parts.items()
-                                                             if k.startswith("VAE"))))
+    settings.vae_budget = final.vae_budget  # what the resident weights leave to the VAE decode
     print("memory plan (--vram-budget):\n" + final.describe(), file=stream, flush=True)
     return settings
 

@@ -74,6 +74,10 @@ def load_upsampler(path: str, dtype):
     if os.path.isdir(path):
         from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
 
+        name = LTX2LatentUpsamplerModel.load_config(path).get("_class_name")
+        if name != LTX2LatentUpsamplerModel.__name__:  # diffusers would build a random upsampler from it
+            raise ValueError(f"--upsampler {path}: a {name} folder, not a latent upsampler "
+                             f"({LTX2LatentUpsamplerModel.__name__})")
         return LTX2LatentUpsamplerModel.from_pretrained(path, torch_dtype=dtype)
     from ..conversion.upsampler import load_official_upsampler
 
@@ -84,7 +88,11 @@ def two_stage_setup(args, dtype):
     """`setup(pipe)` for `load_pipeline`: the upsampler and the distilled LoRA."""
     def setup(pipe):
         if args.upsampler is not None:
-            pipe.register_modules(latent_upsampler=load_upsampler(args.upsampler, dtype))
+            from ..conversion.upsampler import check_latent_upsampler
+
+            upsampler = load_upsampler(args.upsampler, dtype)
+            check_latent_upsampler(upsampler, pipe.vae.config.latent_channels)
+            pipe.register_modules(latent_upsampler=upsampler)
         if args.distilled_lora:
             path, strength = parse_lora_spec(args.distilled_lora)
             pipe.load_distilled_lora(path, strength=strength)

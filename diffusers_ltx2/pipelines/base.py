@@ -22,6 +22,8 @@ from ..loaders.lora import LTX2OfficialLoraLoaderMixin
 from ..loaders.gemma import DEFAULT_MAX_SEQUENCE_LENGTH, GemmaPromptEncoder, run_connectors
 from ..loaders.gemma_version import check_gemma_version
 from ..loaders.prompt_embeddings import PromptEmbeddings
+from ..memory.offload import OffloadMixin
+from ..memory.tiled_decode import streamed_decode
 from ..memory.vae_tiling import auto_tile_vae
 from ..schedulers import LTX2Scheduler
 from ..schedulers.samplers import sampler_seed
@@ -49,8 +51,8 @@ def default_guider() -> Guider:
     return MultimodalGuider()
 
 
-class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX2Surface, DiffusionPipeline,
-                       LTX2OfficialLoraLoaderMixin):
+class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX2Surface, OffloadMixin,
+                       DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
     """Components and shared steps of the LTX-2 audio+video pipelines.
 
     Args:
@@ -183,7 +185,7 @@ class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX
             ValueError: naming the file, a JSON file of a local folder (`model_index.json`, a component's config)
                 that is not readable JSON or is nested too deeply (checked before anything loads).
         """
-        from ..conversion.fp8 import FP8_MANIFEST, load_fp8_transformer
+        from ..conversion.fp8 import FP8_MANIFEST, check_fp8_manifest, load_fp8_transformer
         from ..json_files import check_json_files
         from ..quantization.loading import prepare_from_pretrained, quantize_text_encoder_of
 
@@ -196,6 +198,8 @@ class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX
             if isinstance(dtype, dict):
                 dtype = dtype.get("transformer", dtype.get("default"))
             kwargs["transformer"] = load_fp8_transformer(folder, dtype=dtype or torch.bfloat16)
+        elif "transformer" not in kwargs:
+            check_fp8_manifest(folder)
         # diffusers' prompt-enhancement / duration-head components of a diffusers folder are not loaded
         for name in DIFFUSERS_ONLY_COMPONENTS:
             kwargs.setdefault(name, None)
@@ -229,7 +233,7 @@ class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX
         tokenizer=None,
         dtype: torch.dtype | None = None,
         torch_dtype: torch.dtype | None = None,
-        fp8: str | None = "dequantize",
+        fp8: str | None = None,
         quantization: str | None = None,
         text_encoder_quantization: str | None = None,
         guider: Guider | None | str = "default",
@@ -246,13 +250,16 @@ class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX
             path: the official `.safetensors` file.
             dtype: dtype of the floating weights (`None` keeps the file's); `torch_dtype` is the older spelling
                 (as in diffusers, which deprecates it), accepted too.
-            fp8: for FP8 files, `"dequantize"` (weight * weight_scale -> bf16) or `"keep"` (float8 weights).
+            fp8: for FP8 files, `"dequantize"` (weight * weight_scale -> bf16) or `"keep"` (float8 weights);
+                `None`: "dequantize", or "keep" with `quantization="fp8-cast"` (the file's float8 weights are kept,
+                with a notice, rather than dequantized and cast again).
             quantization: quantize the transformer after loading ("fp8-cast", "fp8", "int8", "int4"; see
                 `diffusers_ltx2.quantization`); the bf16 transformer is whole in CPU memory once.
             text_encoder_quantization: quanto mode for the `text_encoder` passed in (quantized in place).
         """
-        from ..quantization import check_quantization, quantize_transformer_
-        from ..quantization.loading import quantize_text_encoder_of
+        from ..quantization import check_quantization
+        from ..quantization.loading import (quantize_single_file_transformer, quantize_text_encoder_of,
+                                            single_file_fp8_mode)
         from ..conversion import load_components_from_single_file
 
         from ..loaders.gemma_version import expected_gemma_version
@@ -265,11 +272,9 @@ class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX
         dtype = dtype if dtype is not None else torch_dtype
         check_quantization(quantization)
         check_quantization(text_encoder_quantization, text_encoder=True)
-        if quantization is not None and fp8 == "keep":
-            raise ValueError("fp8='keep' already loads float8 weights; use fp8='dequantize' with quantization=")
+        fp8 = single_file_fp8_mode(path, fp8, quantization)
         components = load_components_from_single_file(path, dtype=dtype, fp8=fp8, progress=progress)
-        if quantization is not None:
-            quantize_transformer_(components["transformer"], quantization)
+        quantize_single_file_transformer(components["transformer"], quantization, fp8)
         metadata = read_safetensors_metadata(path)
         pipe = cls(
             scheduler=LTX2Scheduler(), text_encoder=text_encoder, tokenizer=tokenizer, guider=guider,
@@ -596,9 +601,9 @@ class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX
             timestep = decode_t.to(latents.dtype)
         r_t, r_s = self.vae_temporal_ratio, self.vae_spatial_ratio
         auto_tile_vae(self.vae, (latents.shape[2] - 1) * r_t + 1, latents.shape[3] * r_s, latents.shape[4] * r_s,
-                      budget_bytes=self.vae_memory_budget)
-        with torch.no_grad():
-            video = self.vae.decode(latents, timestep, return_dict=False)[0]
+                      budget_bytes=self.vae_memory_budget, batch_size=latents.shape[0])
+        with torch.no_grad():  # diffusers' tiles, streamed into the output (`memory.tiled_decode`)
+            video = streamed_decode(self.vae, latents, timestep)
         return self.video_processor.postprocess_video(video, output_type=output_type)
 
     def decode_audio(self, latents: torch.Tensor, output_type: str):

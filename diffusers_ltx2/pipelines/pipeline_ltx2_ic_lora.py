@@ -44,6 +44,8 @@ class LTX2ICLoRAPipeline(LTX2PipelineBase):
         >>> out = pipe("a dancer on a beach", control_video="dance.mp4", control_preprocessor=edges)
     """
 
+    uses_reference_factor = True  # a LoRA without the factor in its metadata gets a notice here
+
     @torch.no_grad()
     def __call__(
         self,

@@ -99,12 +99,22 @@ class TwoStageMixin:
         audio_scheduler=None,
     ):
         """The base pipeline's components (`LTX2PipelineBase`: `guider` left out = the recommended
-        `MultimodalGuider`, `None` = no guidance; `audio_scheduler` only as `None`) plus `latent_upsampler`."""
+        `MultimodalGuider`, `None` = no guidance; diffusers' optional components only as `None`) plus
+        `latent_upsampler`.
+
+        Raises:
+            ValueError: a `latent_upsampler` that is another model, made for other latents, or has NaN / inf
+                weights (`conversion.upsampler.check_latent_upsampler`), before anything runs.
+        """
         super().__init__(scheduler=scheduler, vae=vae, audio_vae=audio_vae, text_encoder=text_encoder,
                          tokenizer=tokenizer, connectors=connectors, transformer=transformer, vocoder=vocoder,
                          guider=guider, prompt_encoder=prompt_encoder, model_identity=model_identity,
                          model_version=model_version, gemma_version=gemma_version, processor=processor,
-                         prompt_enhancer=prompt_enhancer, duration_head=duration_head, audio_scheduler=audio_scheduler)
+                         prompt_enhancer=prompt_enhancer, duration_head=duration_head,
+                         audio_scheduler=audio_scheduler)
+        from ..conversion.upsampler import check_latent_upsampler
+
+        check_latent_upsampler(latent_upsampler, getattr(getattr(vae, "config", None), "latent_channels", None))
         self.register_modules(latent_upsampler=latent_upsampler)
 
     # -- latent-only entry point -----------------------------------------------------------------------------
