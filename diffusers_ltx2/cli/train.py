@@ -6,43 +6,92 @@ Examples::
     ltx2 train my_lora.yaml --resume latest
     accelerate launch --num_processes 2 -m diffusers_ltx2 train my_lora.yaml
 
-The config is validated completely (unknown keys, bad values, missing data folders) before any model loads.
+The config is validated completely (unknown keys, bad values, missing data folders) before any model loads, and so
+is `--resume` (a checkpoint to continue from, not one of a run that already reached its `steps`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import os
+import re
+from pathlib import Path
+
+from .command import Command
+from .options import Option, text, whole
+
+STATE_FILE = "training_state.pt"  # `training.trainer.STATE_FILE` (not imported: that module loads torch)
+
+OPTIONS = (
+    Option("config", "training config (.yaml)", text),
+    Option("--resume", "checkpoint folder to resume from, or 'latest' (the newest under output_dir/checkpoints)",
+           text, metavar="PATH|latest"),
+    Option("--max-steps", "stop after this many more optimizer steps (within the config's steps)", whole(1)),
+    Option("--no-progress", "no progress bar", switch=True),
+)
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Register the ``train`` subcommand."""
-    parser = subparsers.add_parser(
-        "train", help="train a LoRA / IC-LoRA from a YAML config (accelerate + peft)",
-        description="Train an LTX-2 LoRA or IC-LoRA on `ltx2 preprocess` output; writes the LoRA in the official "
-                    "format (diffusion_model. keys) with its metadata, loss.csv and loss.png.",
-    )
-    parser.add_argument("config", help="training config (.yaml)")
-    parser.add_argument("--resume", help="checkpoint folder to resume from, or 'latest' (under output_dir)")
-    parser.add_argument("--max-steps", type=int, help="stop after this many more optimizer steps")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.set_defaults(func=run)
-    return parser
+def _checkpoint_step(folder: Path) -> int | None:
+    match = re.fullmatch(r"step_(\d+)", folder.name)
+    return int(match.group(1)) if match else None
 
 
-def run(args) -> int:
+def check(args) -> None:
+    """The config file exists; `--resume` names a checkpoint folder (or `latest`)."""
+    if not os.path.isfile(args.config):
+        raise FileNotFoundError(f"training config not found: {args.config}")
+    if args.resume not in (None, "latest") and not (Path(args.resume) / STATE_FILE).is_file():
+        raise FileNotFoundError(f"--resume {args.resume}: no {STATE_FILE} there (a checkpoint folder is "
+                                "output_dir/checkpoints/step_NNNNN/)")
+
+
+def prepare(args) -> None:
+    """The validated config (`args.training_config`), and a `--resume` checkpoint that leaves steps to train."""
     from ..training.config import load_config
+
+    config = load_config(args.config)
+    args.training_config = config
+    if args.resume is None:
+        return
+    if args.resume == "latest":
+        found = sorted((Path(config.output_dir) / "checkpoints").glob(f"step_*/{STATE_FILE}"),
+                       key=lambda p: _checkpoint_step(p.parent) or -1)
+        if not found:
+            raise FileNotFoundError(f"--resume latest: no checkpoint under {config.output_dir}/checkpoints")
+        folder = found[-1].parent
+    else:
+        folder = Path(args.resume)
+    step = _checkpoint_step(folder)
+    total = config.optimization.steps
+    if step is not None and step >= total:
+        raise ValueError(f"--resume {args.resume}: checkpoint {folder.name} is at step {step}, the config's "
+                         f"optimization.steps is {total}: the run is finished, nothing to train (raise "
+                         f"optimization.steps in {args.config} to train on)")
+
+
+def run(args, timer) -> int:
     from ..training.trainer import Trainer
 
-    if args.max_steps is not None and args.max_steps < 1:
-        raise ValueError("--max-steps must be >= 1")
-    config = load_config(args.config)
-    trainer = Trainer(config)
-    result = trainer.train(max_steps=args.max_steps, resume_from=args.resume, progress=not args.no_progress)
+    prepare(args)
+    trainer = Trainer(args.training_config)
+    with timer.stage("train"):
+        result = trainer.train(max_steps=args.max_steps, resume_from=args.resume, progress=not args.no_progress)
     if trainer.accelerator.is_main_process:
-        print(json.dumps({"output": str(result.output), "steps": result.step,
-                          "first_loss": result.losses[0] if result.losses else None,
-                          "last_loss": result.losses[-1] if result.losses else None,
-                          "num_processes": trainer.accelerator.num_processes,
+        first = result.losses[0] if result.losses else None
+        last = result.losses[-1] if result.losses else None
+        print(json.dumps({"output": str(result.output), "steps": result.step, "first_loss": first,
+                          "last_loss": last, "num_processes": trainer.accelerator.num_processes,
                           "checkpoints": [str(c) for c in result.checkpoints]}))
+        what = "LoRA" if trainer.adapted else "weights"
+        losses = f"; loss {first:.4g} -> {last:.4g}" if first is not None else ""
+        print(f"{what} written to {result.output} (step {result.step}{losses}; {timer.summary()})", flush=True)
     return 0
+
+
+COMMAND = Command(
+    "train", "train a LoRA / IC-LoRA from a YAML config (accelerate + peft)", OPTIONS, run, check=check,
+    prepare=prepare, description="Train an LTX-2 LoRA or IC-LoRA on `ltx2 preprocess` output; writes the LoRA in "
+                                 "the official format (diffusion_model. keys) with its metadata, loss.csv and "
+                                 "loss.png.", loading="PyTorch, diffusers and accelerate",
+    imports=("diffusers_ltx2.training.trainer",))
+add_parser = COMMAND.add_to
