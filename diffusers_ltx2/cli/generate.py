@@ -83,7 +83,7 @@ def _audio_condition(args):
     try:
         condition = AudioCondition(args.audio, start_time=args.audio_start)
     except ValueError as err:
-        raise ValueError(f"--audio {args.audio}: {str(err).replace('start_time', '--audio-start')}") from None
+        raise ValueError(f"--audio: {str(err).replace('start_time', '--audio-start')}") from None
     clip_s = args.num_frames / args.frame_rate
     have_s = condition.waveform.shape[-1] / condition.sample_rate
     if have_s + 1.0 / args.frame_rate < clip_s:  # more than a frame of silence
