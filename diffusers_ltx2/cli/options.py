@@ -72,6 +72,8 @@ class Option:
     def __post_init__(self):
         if not self.dest:
             object.__setattr__(self, "dest", self.flag.lstrip("-").replace("-", "_"))
+        if self.switch and self.default is None:
+            object.__setattr__(self, "default", False)
 
     @property
     def positional(self) -> bool:
@@ -232,24 +234,26 @@ def add_options(parser: argparse.ArgumentParser, options: Iterable[Option]) -> a
     return parser
 
 
-def _key(name: str) -> str:
-    return name.lstrip("-").replace("-", "_")
-
-
 def parse_options(options: Iterable[Option], values: Mapping[str, Any] | argparse.Namespace | SimpleNamespace
                   ) -> SimpleNamespace:
-    """Typed, checked values of `options` from a mapping or namespace (keys: dests such as `num_frames` or flags
-    such as `--num-frames`; a missing or `None` value takes the option's default). Raises `OptionError` for the
-    first bad value (in declaration order) or an unknown key."""
+    """Typed, checked values of `options` from a mapping or namespace (keys: dests such as `num_frames` / `video_cfg`,
+    or flags with or without their dashes such as `--num-frames` / `cfg`; a missing or `None` value takes the
+    option's default). Raises `OptionError` for the first bad value (in declaration order) or an unknown key."""
     options = tuple(options)
     raw = dict(vars(values) if not isinstance(values, Mapping) else values)
-    given = {_key(k): v for k, v in raw.items() if not str(k).startswith("_") and k not in ("func", "command")}
-    known = {o.dest for o in options}
-    unknown = sorted(set(given) - known)
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
-        hint = f"; did you mean --{close[0].replace('_', '-')}?" if close else ""
-        raise OptionError(None, f"unknown option {'--' + unknown[0].replace('_', '-')}{hint}")
+    dests = {o.dest for o in options}
+    by_flag = {flag: o.dest for o in options for flag in (o.flag, *o.aliases)}
+    given: dict[str, Any] = {}
+    for key, value in raw.items():
+        key = str(key)
+        if key.startswith("_") or key in ("func", "command"):
+            continue
+        dest = key if key in dests else by_flag.get(key) or by_flag.get("--" + key.replace("_", "-"))
+        if dest is None:
+            wanted = key if key.startswith("-") else "--" + key.replace("_", "-")
+            close = difflib.get_close_matches(wanted, sorted(by_flag), n=1)
+            raise OptionError(None, f"unknown option {wanted}" + (f"; did you mean {close[0]}?" if close else ""))
+        given[dest] = value
     return SimpleNamespace(**{o.dest: o.value(given.get(o.dest)) for o in options})
 
 

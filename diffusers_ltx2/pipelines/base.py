@@ -441,6 +441,8 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
             use_cross_timestep=use_cross_timestep, cross_modal=cross_modal,
         )
         with self.progress_bar(total=len(self.scheduler.sigmas) - 1) as bar:
+            if "desc" not in getattr(self, "_progress_bar_config", {}):  # two-stage calls name their stages
+                bar.set_description("denoise", refresh=False)
             return denoise(
                 passes=passes, guider=guider, scheduler=self.scheduler, video=video, audio=audio, contexts=contexts,
                 progress_bar=bar, on_step_end=self._step_callback(callback, callback_tensor_inputs, contexts),
@@ -464,17 +466,22 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
         if output_type != "latent":
             pixels = conditioned.video_pixels if conditioned is not None else None
             waveform = conditioned.waveform if conditioned is not None else None
-            if audio_only:
-                frames = None
-            elif pixels is not None:
-                frames = self.video_processor.postprocess_video(pixels, output_type=output_type)
-            else:
-                frames = self.decode_video(video_latents, output_type, generator=generator,
-                                           decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale)
-            if waveform is not None:
-                audio_out = waveform.float().cpu()  # a tensor whatever output_type, as decode_audio returns
-            else:
-                audio_out = self.decode_audio(audio_out, output_type)
+            decode_video = not audio_only and pixels is None
+            with self.progress_bar(total=int(decode_video) + int(waveform is None)) as bar:
+                bar.set_description("decode", refresh=False)
+                if audio_only:
+                    frames = None
+                elif pixels is not None:
+                    frames = self.video_processor.postprocess_video(pixels, output_type=output_type)
+                else:
+                    frames = self.decode_video(video_latents, output_type, generator=generator,
+                                               decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale)
+                    bar.update()
+                if waveform is not None:
+                    audio_out = waveform.float().cpu()  # a tensor whatever output_type, as decode_audio returns
+                else:
+                    audio_out = self.decode_audio(audio_out, output_type)
+                    bar.update()
             sample_rate = self.audio_sample_rate
         self.maybe_free_model_hooks()
         if not return_dict:
