@@ -181,11 +181,16 @@ def write_clip(output, path: str, frame_rate: float, *, audio: bool = True) -> s
 
 def quiet_loading() -> None:
     """No nested "Loading pipeline components" / "Loading checkpoint shards" bars from diffusers and
-    transformers: the command prints its own loading line and time."""
+    transformers (the command prints its own loading line and time), and no diffusers deprecation notice of its
+    optimum-quanto integration on every quantized run (it is what `--quantize fp8/int8/int4` uses; the notice
+    is about diffusers 1.0)."""
+    import warnings
+
     import diffusers
     import transformers
 
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=r".*Quanto.* is deprecated", category=FutureWarning)
 
 

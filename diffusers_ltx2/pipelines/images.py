@@ -1,6 +1,7 @@
 """Conditioning images: checks, value range and how they are spread over the batch.
 
-An `image` argument is one image or a list; each item is a PIL image, an `(H, W, 3)` / `(B, H, W, 3)` array or a
+An `image` argument is one image or a list; each item is an image file path (decoded as `VideoCondition` and
+the CLI's `--image` decode it: `media.load_image`), a PIL image, an `(H, W, 3)` / `(B, H, W, 3)` array or a
 `(3, H, W)` / `(B, 3, H, W)` tensor. Floating values must lie in [0, 1]; `uint8` values (0-255) are scaled by
 1/255; any other dtype or range is refused (before any model runs), since diffusers' `VideoProcessor` would
 silently feed e.g. 0-255 floats to the VAE at ~509.
@@ -11,9 +12,13 @@ prompt, in order: prompt 0's videos first), or one per generated video.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import PIL.Image
 import torch
+
+from ..media.image import load_image
 
 #: Floating images may overshoot [0, 1] by this much (resampling ringing); they are clamped.
 RANGE_TOLERANCE = 1e-3
@@ -67,7 +72,9 @@ def check_image(image, batch_size: int, total: int | None = None) -> int:
     n = 0
     for index, im in enumerate(images):
         where = "image" if not isinstance(image, (list, tuple)) else f"image[{index}]"
-        if isinstance(im, PIL.Image.Image):
+        if isinstance(im, (PIL.Image.Image, str, os.PathLike)):
+            if not isinstance(im, PIL.Image.Image):
+                load_image(im)  # a file path, as `VideoCondition` and `--image` take: it must decode
             n += 1
             continue
         if isinstance(im, np.ndarray):
@@ -81,7 +88,8 @@ def check_image(image, batch_size: int, total: int | None = None) -> int:
                 raise ValueError(f"image tensors must be (3, H, W) or (B, 3, H, W), got {tuple(im.shape)}")
             n += t.shape[0]
         else:
-            raise ValueError(f"image must be a PIL image, numpy array or torch tensor, got {type(im).__name__}")
+            raise ValueError(f"image must be a file path, PIL image, numpy array or torch tensor, got "
+                             f"{type(im).__name__}")
         _check_values(im, where)
     if n not in (1, batch_size, total):
         per_video = f" or {total} (one per video)" if total != batch_size else ""
@@ -92,11 +100,13 @@ def check_image(image, batch_size: int, total: int | None = None) -> int:
 
 
 def to_unit_range(image):
-    """The `image` argument with every array / tensor as float32 in [0, 1] (uint8 scaled by 1/255, floats
+    """The `image` argument with every path / array / tensor as float32 in [0, 1] (uint8 scaled by 1/255, floats
     clamped to [0, 1]); PIL images converted to RGB (grayscale "L", "RGBA", "P", ... as `PIL.Image.convert`
     does, like the CLI and `VideoCondition`). Call after `check_image`."""
 
     def one(im):
+        if isinstance(im, (str, os.PathLike)):
+            return load_image(im).astype(np.float32) / 255.0
         if isinstance(im, PIL.Image.Image):
             return im if im.mode == "RGB" else im.convert("RGB")
         if isinstance(im, np.ndarray):

@@ -14,7 +14,7 @@ The official trainer writes the same folders (as `.pt` files); the tensors here 
 from __future__ import annotations
 
 import os
-import uuid
+import stat
 from pathlib import Path
 
 import torch
@@ -27,13 +27,18 @@ FOLDERS = ("latents", "conditions", "audio_latents", "reference_latents")
 
 
 def write_entry(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> Path:
-    """Write one entry atomically (a crash never leaves a half-written file under the final name)."""
+    """Write one safetensors file atomically (a crash never leaves a half-written file under the final name), with
+    the permission bits a plain `open()` gives, as every other output (safetensors itself writes 0600)."""
+    from ..export import new_temp_file
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp = Path(new_temp_file(str(path), str(path.parent), suffix=".safetensors"))
     try:
+        mode = stat.S_IMODE(os.stat(tmp).st_mode)  # 0o666 minus the umask, or the replaced file's
         save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp),
                   metadata={k: str(v) for k, v in (metadata or {}).items()})
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

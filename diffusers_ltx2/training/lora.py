@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from pathlib import Path
 
 import torch
@@ -110,22 +109,14 @@ def export_lora_state_dict(transformer, adapter_name: str = "default", dtype: to
 
 def save_lora(transformer, path: str | os.PathLike, metadata: dict, adapter_name: str = "default",
               dtype: torch.dtype = torch.float32) -> Path:
-    """Write the adapter as an official LoRA `.safetensors` (atomically) with string metadata."""
-    from safetensors.torch import save_file
+    """Write the adapter as an official LoRA `.safetensors` (atomically, mode as `open()` gives) with string
+    metadata."""
+    from .data import write_entry
 
-    path = Path(path)
     state = export_lora_state_dict(transformer, adapter_name, dtype)
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items() if v is not None}
     meta.setdefault("format", "pt")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        save_file(state, str(tmp), metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return write_entry(path, state, meta)
 
 
 def load_lora_into(transformer, path: str | os.PathLike, adapter_name: str = "default") -> None:
