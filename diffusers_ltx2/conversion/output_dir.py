@@ -30,6 +30,7 @@ import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from .._plain_diffusers import class_name_of
 from .errors import ConversionError
 
 #: ``_class_name`` values of a folder this package writes (``ltx2 convert`` / ``save_pretrained``).
@@ -47,7 +48,7 @@ def is_converted_folder(folder: Path) -> bool:
     if folder.is_symlink() or not folder.is_dir() or not index.is_file():
         return False
     try:
-        return json.loads(index.read_text()).get("_class_name") in PIPELINE_CLASSES
+        return class_name_of(json.loads(index.read_text())) in PIPELINE_CLASSES
     except (OSError, ValueError, AttributeError):
         return False
 

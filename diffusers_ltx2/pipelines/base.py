@@ -181,9 +181,12 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
         encoder was quantized in memory (`text_encoder_quantization=`), which cannot be serialized."""
         from ..quantization.loading import after_save, before_save
 
+        from .._plain_diffusers import mark
+
         before_save(self)
         super().save_pretrained(save_directory, **kwargs)
         after_save(self, save_directory)
+        mark(save_directory, type(self).__name__)  # plain diffusers then says how to load it
 
     @classmethod
     def from_single_file(

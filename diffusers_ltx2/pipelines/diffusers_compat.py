@@ -345,7 +345,9 @@ def saved_by_this_package(folder, **hub_kwargs) -> bool:
             index = DiffusionPipeline.load_config(str(folder), **hub_kwargs)
     except Exception:  # noqa: BLE001 - from_pretrained itself raises the real error
         return True
-    return "guider" in index or index.get("_class_name") in ("LTX2AudioVideoPipeline", "LTX2ICLoRAPipeline")
+    from .._plain_diffusers import class_name_of
+
+    return "guider" in index or class_name_of(index) in ("LTX2AudioVideoPipeline", "LTX2ICLoRAPipeline")
 
 
 def as_ltx2_scheduler(scheduler) -> LTX2Scheduler:
