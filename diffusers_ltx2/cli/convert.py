@@ -11,7 +11,7 @@ import sys
 import warnings
 
 from .command import Command
-from .options import Option, add_options, parse_options, text
+from .options import Option, add_options, text
 
 
 def _upsampler_dtype(name: str):
@@ -151,22 +151,38 @@ def run_convert_lora(args: argparse.Namespace) -> int:
 
 
 
-def _resolved(options, namespace, command: str):
+def check_convert(args) -> None:
+    """Before anything is imported: the source is a file, and the destination neither is nor holds a source nor
+    exists without `--overwrite` (`conversion.output_dir.check_destination`, which needs no torch; the
+    conversion checks the rest, e.g. what `--overwrite` may replace)."""
+    from ..conversion.output_dir import check_destination
+
+    if os.path.isdir(args.src):
+        raise ValueError(f"{args.src} is a folder, not a .safetensors file")
+    if not os.path.isfile(args.src):
+        raise FileNotFoundError(f"{args.src}: no such file")
+    if not args.overwrite:
+        check_destination(args.dst, [p for p in (args.src, args.gemma, args.upsampler) if p])
+
+
+def _resolved(command, namespace, name: str):
     """The checked values of a standalone script's namespace, or `None` after printing the error (exit 2)."""
+    from ..conversion.errors import ConversionError
     from . import describe_error
 
     try:
-        return parse_options(options, namespace)
-    except ValueError as err:
-        print(f"{command}: error: {describe_error(err)}", file=sys.stderr)
+        return command.resolve(namespace).args
+    except (ValueError, OSError, ConversionError) as err:
+        print(f"{name}: error: {describe_error(err)}", file=sys.stderr)
         return None
 
 
 CONVERT = Command("convert", "official LTX-2 .safetensors -> diffusers folder", CONVERT_OPTIONS,
-                  lambda args, timer: run_convert(args), loading=None, imports=(),
+                  lambda args, timer: run_convert(args), check=check_convert, loading="PyTorch",
+                  imports=("torch",),
                   description="Convert an official LTX-2 checkpoint to a diffusers folder")
 CONVERT_LORA = Command("convert-lora", "official LTX-2 LoRA -> diffusers/PEFT LoRA file", CONVERT_LORA_OPTIONS,
-                       lambda args, timer: run_convert_lora(args), loading=None, imports=())
+                       lambda args, timer: run_convert_lora(args), loading="PyTorch", imports=("torch",))
 
 
 def add_parser(subparsers) -> None:
@@ -177,11 +193,11 @@ def add_parser(subparsers) -> None:
 
 def main_convert(argv: list[str] | None = None) -> int:
     """Entry of `python conversion/convert_checkpoint.py SRC DST [...]`."""
-    args = _resolved(CONVERT_OPTIONS, build_convert_parser().parse_args(argv), "convert")
+    args = _resolved(CONVERT, build_convert_parser().parse_args(argv), "convert")
     return 2 if args is None else run_convert(args)
 
 
 def main_convert_lora(argv: list[str] | None = None) -> int:
     """Entry of `python conversion/convert_lora.py SRC DST [...]`."""
-    args = _resolved(CONVERT_LORA_OPTIONS, build_convert_lora_parser().parse_args(argv), "convert-lora")
+    args = _resolved(CONVERT_LORA, build_convert_lora_parser().parse_args(argv), "convert-lora")
     return 2 if args is None else run_convert_lora(args)
