@@ -212,3 +212,11 @@ def test_plain_diffusers_says_how_to_load_a_folder_we_saved(model_dir, tmp_path)
     assert "LOADED diffusers_ltx2.pipelines.pipeline_ltx2 LTX2AudioVideoPipeline" in done.stdout
     index = json.loads((model_dir / "model_index.json").read_text())
     assert index["_class_name"] == ["diffusers_ltx2_pipeline", "LTX2AudioVideoPipeline"]
+
+
+def test_memory_figures_are_scaled_binary_units():
+    """`--vram-budget` plans printed `0.00 GiB` on small models and mixed GB and GiB."""
+    from diffusers_ltx2.memory.budget import GiB, format_bytes
+
+    assert [format_bytes(n) for n in (512, 3 * 1024 + 512, int(1.5 * 2**20), 37 * GiB + GiB // 4)] == [
+        "512 B", "3.50 KiB", "1.50 MiB", "37.25 GiB"]

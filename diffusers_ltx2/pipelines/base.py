@@ -427,6 +427,18 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
         self._num_timesteps = len(self.scheduler.sigmas) - 1
         self._interrupt = False
 
+    def named_progress_bar(self, total: int, name: str, *, keep_name: bool = False):
+        """diffusers' `progress_bar(total=...)` labelled `name` (`keep_name`: unless the caller set a label with
+        `set_progress_bar_config(desc=...)`, as the two-stage pipelines do per stage); other settings kept."""
+        config = dict(getattr(self, "_progress_bar_config", {}))
+        if keep_name and "desc" in config:
+            return self.progress_bar(total=total)
+        self._progress_bar_config = {**config, "desc": name}
+        try:
+            return self.progress_bar(total=total)
+        finally:
+            self._progress_bar_config = config
+
     def run_denoising(
         self, guider: Guider, video: ModalityLatents, audio: ModalityLatents, contexts: TextContexts, *,
         attention_kwargs=None, max_batch_passes: int | None = None, callback=None, callback_tensor_inputs=("latents",),
@@ -443,9 +455,7 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
             attention_kwargs=attention_kwargs, max_batch_passes=max_batch_passes,
             use_cross_timestep=use_cross_timestep, cross_modal=cross_modal,
         )
-        with self.progress_bar(total=len(self.scheduler.sigmas) - 1) as bar:
-            if "desc" not in getattr(self, "_progress_bar_config", {}):  # two-stage calls name their stages
-                bar.set_description("denoise", refresh=False)
+        with self.named_progress_bar(len(self.scheduler.sigmas) - 1, "denoise", keep_name=True) as bar:
             return denoise(
                 passes=passes, guider=guider, scheduler=self.scheduler, video=video, audio=audio, contexts=contexts,
                 progress_bar=bar, on_step_end=self._step_callback(callback, callback_tensor_inputs, contexts),
@@ -470,8 +480,7 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
             pixels = conditioned.video_pixels if conditioned is not None else None
             waveform = conditioned.waveform if conditioned is not None else None
             decode_video = not audio_only and pixels is None
-            with self.progress_bar(total=int(decode_video) + int(waveform is None)) as bar:
-                bar.set_description("decode", refresh=False)
+            with self.named_progress_bar(int(decode_video) + int(waveform is None), "decode") as bar:
                 if audio_only:
                     frames = None
                 elif pixels is not None:
