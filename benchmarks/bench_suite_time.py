@@ -27,13 +27,14 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "pytest", *pytest_args, "-p", "no:cacheprovider", "--durations=15"],
-                          capture_output=True, text=True, preexec_fn=(lambda: os.nice(args.nice)) if args.nice else None)
+                          capture_output=True, text=True,
+                          preexec_fn=(lambda: os.nice(args.nice)) if args.nice else None)
     wall = time.perf_counter() - start
     load_after = os.getloadavg()[0]
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     lines = done.stdout.strip().splitlines()
     durations = [line for line in lines if " call " in line or " setup " in line][:15]
-    print("\n".join(durations))
+    print("\n".join(durations + [line for line in lines if line.startswith(("FAILED", "ERROR"))]))
     print(f"result: {lines[-1] if lines else done.stderr[-500:]}")
     print(f"wall {wall:.0f} s, CPU {usage.ru_utime + usage.ru_stime:.0f} s (user {usage.ru_utime:.0f} s, sys "
           f"{usage.ru_stime:.0f} s), {os.cpu_count()} cores, load average {load_before:.1f} before / "

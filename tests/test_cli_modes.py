@@ -137,22 +137,24 @@ def test_generate_modes_reject_bad_arguments_before_loading(tmp_path, capsys, me
     ("retake", ["--input", "{clip}", "--start", "0.5", "--end", "0.2"], "--start 0.5 must be before --end 0.2"),
     ("retake", ["--input", "{silent}", "--start", "0.1", "--end", "0.2", "--no-video"],
      "silent.mp4 has no audio track to retake"),
-    ("retake", ["--input", "{clip}", "--start", "0.1", "--end", "0.2", "--ramp", "-1"], "--ramp: must be a finite number >= 0, got -1"),
+    ("retake", ["--input", "{clip}", "--start", "0.1", "--end", "0.2", "--ramp", "-1"],
+     "--ramp: must be a finite number >= 0, got -1"),
     ("retake", ["--input", "{clip}", "--start", "0.1", "--end", "0.2", "--num-frames", "25"],
      "--num-frames 25 is more than --input"),
     ("extend", ["--input", "{clip}", "--frames", "12"], "--frames: must be a multiple of 8 (the VAE's 8-frame unit), "
                                                         "got 12; nearest valid values: 8 or 16"),
     ("extend", ["--input", "{clip}", "--frames", "8", "--overlap", "24"],
      "--overlap 24 needs a clip of at least 25 frames; --input"),
-    ("extend", ["--input", "{clip}", "--frames", "8", "--overlap-strength", "2"], "--overlap-strength: must be in [0, 1]"),
+    ("extend", ["--input", "{clip}", "--frames", "8", "--overlap-strength", "2"],
+     "--overlap-strength: must be in [0, 1]"),
     # an image is not a clip to continue or edit (it was a 1-frame MP4)
     ("foley", ["--input", "{image}"], "key.png is an image: this command continues or edits a video clip"),
     ("extend", ["--input", "{image}", "--frames", "8"], "is an image"),
     ("extend", ["--input", "{clip}", "--frames", "8", "--num-frames", "25"], "takes --frames (frames to add)"),
     ("foley", ["--input", "missing.mp4"], "--input: file not found: missing.mp4"),
     ("foley", ["--input", "{wav}"], "tone.wav has no video stream"),
-    ("foley", ["--input", "{clip}", "--num-frames", "10"], "--num-frames must be 8k+1 (e.g. 121), got 10; nearest valid "
-                                                           "values: 9 or 17"),
+    ("foley", ["--input", "{clip}", "--num-frames", "10"],
+     "--num-frames must be 8k+1 (e.g. 121), got 10; nearest valid values: 9 or 17"),
     ("foley", ["--input", "{clip}", "--height", "100"], "--height must be a multiple of 32, got 100; nearest valid "
                                                         "values: 96 or 128"),
     # 48 px rounds down to 32: a 1-pixel latent the VAE cannot decode

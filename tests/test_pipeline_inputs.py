@@ -37,7 +37,8 @@ CASES = [
      "negative_prompt has batch size 1, but the prompts have batch size 2"),
     (dict(image=np.zeros((64, 64))), r"\(H, W, 3\)"),
     (dict(image=torch.zeros(1, 4, 64, 64)), r"\(3, H, W\)"),
-    (dict(image="cat.png"), "PIL image, numpy array or torch tensor"),
+    (dict(image=b"cat.png"), "file path, PIL image, numpy array or torch tensor"),
+    (dict(image=__file__), "as an image"),  # a path is taken (as VideoCondition takes it) and must decode
     (dict(prompt=["a", "b", "c"], image=[np.zeros((64, 64, 3))] * 2), "2 images for a batch of 3"),
     (dict(image_strength=1.5), r"image_strength must be in \[0, 1\]"),
     (dict(output_type="gif"), "output_type must be one of"),

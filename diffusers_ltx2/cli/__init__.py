@@ -41,9 +41,8 @@ def commands() -> dict:
     """Every available command by name (`cli.command.Command`)."""
     found = {}
     for module in _modules():
-        for value in vars(module).values():
-            if type(value).__name__ == "Command" and value.name not in found:
-                found[value.name] = value
+        for command in getattr(module, "COMMANDS", None) or (module.COMMAND,):
+            found[command.name] = command
     return found
 
 

@@ -185,6 +185,9 @@ CONVERT_LORA = Command("convert-lora", "official LTX-2 LoRA -> diffusers/PEFT Lo
                        lambda args, timer: run_convert_lora(args), loading="PyTorch", imports=("torch",))
 
 
+COMMANDS = (CONVERT, CONVERT_LORA)
+
+
 def add_parser(subparsers) -> None:
     """Register `convert` and `convert-lora`."""
     CONVERT.add_to(subparsers)

@@ -13,6 +13,7 @@ is `--resume` (a checkpoint to continue from, not one of a run that already reac
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -20,7 +21,9 @@ from pathlib import Path
 from .command import Command
 from .options import Option, text, whole
 
-STATE_FILE = "training_state.pt"  # `training.trainer.STATE_FILE` (not imported: that module loads torch)
+#: a checkpoint folder's state file: this version's, and the safetensors one of the training-safety change (issue
+#: 19 F: `training.checkpoints.STATE_FILE` / `LEGACY_STATE_FILE`; not imported here: those modules load torch)
+STATE_FILES = ("training_state.pt", "training_state.safetensors")
 
 OPTIONS = (
     Option("config", "training config (.yaml)", text),
@@ -36,12 +39,16 @@ def _checkpoint_step(folder: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def _is_checkpoint(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in STATE_FILES)
+
+
 def check(args) -> None:
     """The config file exists; `--resume` names a checkpoint folder (or `latest`)."""
     if not os.path.isfile(args.config):
         raise FileNotFoundError(f"training config not found: {args.config}")
-    if args.resume not in (None, "latest") and not (Path(args.resume) / STATE_FILE).is_file():
-        raise FileNotFoundError(f"--resume {args.resume}: no {STATE_FILE} there (a checkpoint folder is "
+    if args.resume not in (None, "latest") and not _is_checkpoint(Path(args.resume)):
+        raise FileNotFoundError(f"--resume {args.resume}: no {STATE_FILES[0]} there (a checkpoint folder is "
                                 "output_dir/checkpoints/step_NNNNN/)")
 
 
@@ -54,11 +61,12 @@ def prepare(args) -> None:
     if args.resume is None:
         return
     if args.resume == "latest":
-        found = sorted((Path(config.output_dir) / "checkpoints").glob(f"step_*/{STATE_FILE}"),
-                       key=lambda p: _checkpoint_step(p.parent) or -1)
+        root = Path(config.output_dir) / "checkpoints"
+        found = sorted((_checkpoint_step(p), p) for p in (root.iterdir() if root.is_dir() else ())
+                       if _checkpoint_step(p) is not None and _is_checkpoint(p))  # by number: step_100000 last
         if not found:
-            raise FileNotFoundError(f"--resume latest: no checkpoint under {config.output_dir}/checkpoints")
-        folder = found[-1].parent
+            raise FileNotFoundError(f"--resume latest: no checkpoint under {root}")
+        folder = found[-1][1]
     else:
         folder = Path(args.resume)
     step = _checkpoint_step(folder)
@@ -77,8 +85,8 @@ def run(args, timer) -> int:
     with timer.stage("train"):
         result = trainer.train(max_steps=args.max_steps, resume_from=args.resume, progress=not args.no_progress)
     if trainer.accelerator.is_main_process:
-        first = result.losses[0] if result.losses else None
-        last = result.losses[-1] if result.losses else None
+        finite = [x for x in result.losses if math.isfinite(x)]  # a skipped step's loss is NaN: not JSON
+        first, last = (finite[0], finite[-1]) if finite else (None, None)
         print(json.dumps({"output": str(result.output), "steps": result.step, "first_loss": first,
                           "last_loss": last, "num_processes": trainer.accelerator.num_processes,
                           "checkpoints": [str(c) for c in result.checkpoints]}))

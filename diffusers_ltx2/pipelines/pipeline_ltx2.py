@@ -100,8 +100,8 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
                 defaults for the others (`diffusers_compat.guider_from_diffusers_args`). Not with `guider=`.
             use_cross_timestep: cross-modal attention modulation uses the other modality's sigma (official).
             image: optional first-frame image(s) (a file path, PIL, `(H, W, 3)` array or `(3, H, W)` tensor,
-                floats in [0, 1] or uint8 0-255); resized to the clip size. One for all videos, one per prompt (repeated for
-                its `num_videos_per_prompt` videos) or one per video.
+                floats in [0, 1] or uint8 0-255); resized to the clip size. One for all videos, one per prompt
+                (repeated for its `num_videos_per_prompt` videos) or one per video.
             image_strength: 1.0 keeps the first frame exactly; lower values let it change.
             noise_scale: in [0, 1]; with `latents` / `audio_latents`, they are clean latents noised by this much
                 (diffusers' meaning; e.g. 0.909375 with `DISTILLED_REFINE_SIGMAS` for a second stage). 0: they
