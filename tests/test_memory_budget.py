@@ -3,6 +3,8 @@ peak within 20% of allocations measured on the tiny and SMALL models, and plans 
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -72,14 +74,27 @@ def test_plans_fit_and_degrade_with_the_budget(real_footprint):
         plan(real_footprint, clip, 0)
 
 
-def _measured_denoise(size, clip, passes):
-    """(resident transformer weight bytes, peak bytes allocated in one transformer call) of a pipeline run."""
+@pytest.fixture(scope="module")
+def small_master():
+    """The SMALL components, built once for this module (~15 s each time); tests use copies."""
+    return build_components(SMALL, seed=0)
+
+
+def _components(size, request) -> dict:
+    """Fresh copies of the session's tiny components or of this module's SMALL ones (both seed 0)."""
+    master = request.getfixturevalue("small_master" if size is SMALL else "tiny_components_master")
+    return {name: copy.deepcopy(module) for name, module in master.items()}
+
+
+def _measured_denoise(size, clip, passes, components):
+    """(resident transformer weight bytes, peak bytes allocated in one transformer call) of a pipeline run: one
+    step, since every step is one transformer call on the same tokens (the guidance passes batched)."""
     from diffusers_ltx2 import ClassifierFreeGuidance, LTX2AudioVideoPipeline, LTX2Scheduler, MultimodalGuider
 
     guider = MultimodalGuider() if passes == 4 else ClassifierFreeGuidance(1.0, 1.0)
-    pipe = LTX2AudioVideoPipeline(scheduler=LTX2Scheduler(), guider=guider, **build_components(size, seed=0))
+    pipe = LTX2AudioVideoPipeline(scheduler=LTX2Scheduler(), guider=guider, **components)
     peaks = track_module_peak(pipe.transformer)
-    pipe("a cat", num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="latent",
+    pipe("a cat", num_inference_steps=1, generator=torch.Generator().manual_seed(0), output_type="latent",
          max_sequence_length=size.max_sequence_length, **clip)
     fp = footprint_from_pipeline(pipe)
     c = Clip(clip["num_frames"], clip["height"], clip["width"], clip["frame_rate"],
@@ -98,8 +113,8 @@ CASES = [(TINY, dict(height=64, width=64, num_frames=9, frame_rate=24.0), 1, Fal
 
 
 @pytest.mark.parametrize("size,clip,passes,check_activations", CASES)
-def test_denoising_estimate_within_20_percent_of_measured(size, clip, passes, check_activations):
-    fp, c, weights, acts = _measured_denoise(size, clip, passes)
+def test_denoising_estimate_within_20_percent_of_measured(size, clip, passes, check_activations, request):
+    fp, c, weights, acts = _measured_denoise(size, clip, passes, _components(size, request))
     est_weights = transformer_weight_bytes(fp, None, dtype_bytes=4)
     est_acts = activation_bytes(fp, c, passes, dtype_bytes=4)
     assert est_weights == weights  # exact: the same parameters
@@ -110,8 +125,8 @@ def test_denoising_estimate_within_20_percent_of_measured(size, clip, passes, ch
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", QUANTIZATION_MODES)
-def test_quantized_weight_estimate_matches_stored_bytes_on_small(mode):
-    transformer = build_components(SMALL, seed=0)["transformer"].to(torch.bfloat16)
+def test_quantized_weight_estimate_matches_stored_bytes_on_small(mode, small_master):
+    transformer = copy.deepcopy(small_master["transformer"]).to(torch.bfloat16)
     fp = footprint_from_modules(transformer)
     quantize_transformer_(transformer, mode)
     stored = weight_bytes(transformer)

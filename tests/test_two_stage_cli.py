@@ -27,8 +27,9 @@ def model(tiny_pipe, tmp_path):
 
 
 def _base(folder, out, *extra):
+    steps = [] if "--distilled" in extra else ["--steps", "2"]  # --distilled: the fixed 8 + 3 steps (no --steps)
     return ["generate", "--model", str(folder), "--prompt", "a cat", "--output", str(out), "--num-frames", "9",
-            "--height", "128", "--width", "128", "--steps", "2", "--dtype", "fp32", "--device", "cpu",
+            "--height", "128", "--width", "128", *steps, "--dtype", "fp32", "--device", "cpu",
             "--max-sequence-length", "128", *extra]
 
 

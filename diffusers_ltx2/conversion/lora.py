@@ -253,7 +253,14 @@ def normalize_lora(
     if problems:
         unknown = [k for cause, _, keys in problems for k in keys if "missing" not in cause]
         model = "LTX-2 (2.0 or 2.3)" if targets.template else "this model"
-        raise LoraKeyError(_format_problems(problems, len(entries), name, model), problems, unknown, missing)
+        if not entries:  # not one LoRA factor: a model checkpoint or another kind of file
+            who = f"LoRA {name!r}" if name else "the file"
+            message = (f"{who} is not a LoRA: none of its {len(state_dict)} tensors is a LoRA factor (lora_A / "
+                       f"lora_B, lora_down / lora_up), e.g. {next(iter(state_dict))}; nothing was loaded")
+        else:
+            message = _format_problems(problems, len(entries), name, model)
+        origin = lora_origin(metadata)
+        raise LoraKeyError(message + (f"\n  {origin}" if origin else ""), problems, unknown, missing)
     for component, config in adapter_config.items():
         for path in (p for c, p in factors if c == component):
             r, _ = _peft_rank_alpha(config, path)
@@ -264,6 +271,17 @@ def normalize_lora(
 
 
 # ----------------------------------------------------------------------------------------------- metadata
+
+#: metadata keys that say which model a LoRA was made for: `ltx2 train`'s, kohya's, the modelspec standard's
+_ORIGIN_KEYS = ("base_model", "base_model_identity", "training_strategy", "ss_base_model_version",
+                "ss_sd_model_name", "modelspec.architecture", "modelspec.title")
+
+
+def lora_origin(metadata: dict | None) -> str:
+    """What a LoRA file's metadata says of the model it was made for (`"its metadata: base_model=...,
+    training_strategy=..."`), or `""` when it says nothing; for error messages."""
+    found = [f"{k}={str(metadata[k])[:120]}" for k in _ORIGIN_KEYS if metadata and metadata.get(k) not in (None, "")]
+    return f"its metadata: {', '.join(found)}" if found else "its metadata names no base model"
 
 
 def check_reference_factor(name: str, value) -> int | None:

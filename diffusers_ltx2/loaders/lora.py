@@ -189,7 +189,10 @@ class LTX2OfficialLoraLoaderMixin(LTX2LoraLoaderMixin):
             from diffusers.utils.peft_utils import get_adapter_name
 
             adapter_name = get_adapter_name(self.transformer)
-        lora = normalize_lora(state_dict, file_metadata, self.lora_targets(), name=adapter_name)
+        # messages name the file when there is one (the adapter name is ours, not the user's)
+        source = pretrained_model_name_or_path_or_dict
+        label = os.fspath(source) if isinstance(source, (str, os.PathLike)) else adapter_name
+        lora = normalize_lora(state_dict, file_metadata, self.lora_targets(), name=label)
         spatial, temporal = read_reference_factors(file_metadata)
         if spatial is None and reference_downscale_factor is None and self.uses_reference_factor:
             logger.warning(

@@ -29,6 +29,14 @@ QUANTO_INT4_GROUP = 128
 POSTPROCESS_OUTPUTS = 3
 
 
+def format_bytes(n: int) -> str:
+    """Bytes in binary units scaled to the amount: `"37.25 GiB"`, `"3.10 MiB"`, `"512 B"` (never `"0.00 GiB"`)."""
+    for unit, size in (("GiB", GiB), ("MiB", 1024**2), ("KiB", 1024)):
+        if abs(n) >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{int(n)} B"
+
+
 @dataclass(frozen=True)
 class Footprint:
     """Parameter counts and widths of an LTX-2 pipeline (from configs or modules)."""
@@ -136,7 +144,7 @@ class MemoryPlan:
 
     def describe(self) -> str:
         """Human-readable plan (printed by `ltx2 generate --vram-budget`)."""
-        gb = lambda b: f"{b / GiB:.2f} GiB"  # noqa: E731
+        gb = format_bytes
         lines = [f"quantization: {self.quantization or 'none'}; text encoder: "
                  f"{self.text_encoder_quantization or 'none'}; offload: {self.offload or 'none'}; VAE: "
                  + (self.vae_tiling.describe() if self.vae_tiling else "untiled"),

@@ -220,9 +220,12 @@ class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX
         encoder was quantized in memory (`text_encoder_quantization=`), which cannot be serialized."""
         from ..quantization.loading import after_save, before_save
 
+        from .._plain_diffusers import mark
+
         before_save(self)
         super().save_pretrained(save_directory, **kwargs)
         after_save(self, save_directory)
+        mark(save_directory, type(self).__name__)  # plain diffusers then says how to load it
 
     @classmethod
     def from_single_file(
@@ -469,6 +472,18 @@ class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX
         self._num_timesteps = len(self.scheduler.sigmas) - 1
         self._interrupt = False
 
+    def named_progress_bar(self, total: int, name: str, *, keep_name: bool = False):
+        """diffusers' `progress_bar(total=...)` labelled `name` (`keep_name`: unless the caller set a label with
+        `set_progress_bar_config(desc=...)`, as the two-stage pipelines do per stage); other settings kept."""
+        config = dict(getattr(self, "_progress_bar_config", {}))
+        if keep_name and "desc" in config:
+            return self.progress_bar(total=total)
+        self._progress_bar_config = {**config, "desc": name}
+        try:
+            return self.progress_bar(total=total)
+        finally:
+            self._progress_bar_config = config
+
     def run_denoising(
         self, guider: Guider, video: ModalityLatents, audio: ModalityLatents, contexts: TextContexts, *,
         attention_kwargs=None, max_batch_passes: int | None = None, callback=None, callback_tensor_inputs=("latents",),
@@ -487,7 +502,7 @@ class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX
             attention_kwargs=attention_kwargs, max_batch_passes=max_batch_passes,
             use_cross_timestep=use_cross_timestep, cross_modal=cross_modal,
         )
-        with self.progress_bar(total=len(self.scheduler.sigmas) - 1) as bar:
+        with self.named_progress_bar(len(self.scheduler.sigmas) - 1, "denoise", keep_name=True) as bar:
             return denoise(
                 passes=passes, guider=guider, scheduler=self.scheduler, video=video, audio=audio, contexts=contexts,
                 progress_bar=bar, on_step_end=self._step_callback(callback, callback_tensor_inputs, contexts),
@@ -512,17 +527,21 @@ class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX
         if output_type != "latent":
             pixels = conditioned.video_pixels if conditioned is not None else None
             waveform = conditioned.waveform if conditioned is not None else None
-            if audio_only:
-                frames = None
-            elif pixels is not None:
-                frames = self.video_processor.postprocess_video(pixels, output_type=output_type)
-            else:
-                frames = self.decode_video(video_latents, output_type, generator=generator,
-                                           decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale)
-            if waveform is not None:
-                audio_out = waveform.float().cpu()  # a tensor whatever output_type, as decode_audio returns
-            else:
-                audio_out = self.decode_audio(audio_out, output_type)
+            decode_video = not audio_only and pixels is None
+            with self.named_progress_bar(int(decode_video) + int(waveform is None), "decode") as bar:
+                if audio_only:
+                    frames = None
+                elif pixels is not None:
+                    frames = self.video_processor.postprocess_video(pixels, output_type=output_type)
+                else:
+                    frames = self.decode_video(video_latents, output_type, generator=generator,
+                                               decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale)
+                    bar.update()
+                if waveform is not None:
+                    audio_out = waveform.float().cpu()  # a tensor whatever output_type, as decode_audio returns
+                else:
+                    audio_out = self.decode_audio(audio_out, output_type)
+                    bar.update()
             sample_rate = self.audio_sample_rate
         self.maybe_free_model_hooks()
         if not return_dict:

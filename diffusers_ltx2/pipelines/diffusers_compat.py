@@ -356,7 +356,9 @@ def saved_by_this_package(index: dict | None) -> bool:
     that cannot be read (`None`) counts as this package's (nothing is added; loading reports the problem)."""
     if index is None:
         return True
-    return "guider" in index or index.get("_class_name") in ("LTX2AudioVideoPipeline", "LTX2ICLoRAPipeline")
+    from .._plain_diffusers import class_name_of
+
+    return "guider" in index or class_name_of(index) in ("LTX2AudioVideoPipeline", "LTX2ICLoRAPipeline")
 
 
 #: Components a folder may lack (an LTX API-encoder or embeddings-only model folder): loaded as None. They are not
