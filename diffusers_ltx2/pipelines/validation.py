@@ -7,7 +7,7 @@ from typing import Sequence
 
 import torch
 
-from ..rules import frame_count_problem
+from ..rules import frame_count_problem, nearest_multiples
 
 OUTPUT_TYPES = ("np", "pt", "pil", "latent")
 
@@ -18,13 +18,6 @@ def check_num_frames(num_frames, temporal_ratio: int = 8) -> None:
     problem = frame_count_problem(num_frames, temporal_ratio)
     if problem is not None:
         raise ValueError(f"num_frames {problem}")
-
-
-def nearest_multiples(value: int, multiple: int) -> tuple[int, int]:
-    """The multiples of `multiple` just below (at least `multiple`) and just above `value`."""
-    lower = max(multiple, value // multiple * multiple)
-    upper = lower if value % multiple == 0 else (value // multiple + 1) * multiple
-    return lower, upper
 
 
 #: Smallest size a conv input may have per padding mode, given the padding `p` (torch's F.pad rules).
