@@ -134,7 +134,16 @@ GEN = ["generate", "--model", "model", "--prompt", "a cat", "--output", "out.mp4
       "--end", "1"], "--input: file not found: none.mp4"),
     (["extend", "--model", "model", "--prompt", "p", "--output", "o.mp4", "--input", "none.mp4", "--frames", "12"],
      "--frames: must be a multiple of 8 (the VAE's 8-frame unit), got 12; nearest valid values: 8 or 16"),
-    (["train", "config.yaml", "--resume", "nowhere"], "--resume nowhere: no training_state.pt there"),
+    (["train", "config.yaml", "--resume", "nowhere"], "--resume nowhere: no training_state.safetensors (nor a "
+                                                      "training_state.pt of an earlier version) there"),
+    (GEN + ["--sampler", "heun"], "--sampler: invalid choice 'heun' (choose from euler, euler_ancestral, res_2s)"),
+    (GEN + ["--stage-2-sampler", "res_2s"], "--stage-2-sampler only applies with --two-stage"),
+    (GEN + ["--enhance-max-tokens", "0"], "--enhance-max-tokens: must be >= 1, got 0"),
+    (GEN + ["--system-prompt", "be brief"], "--system-prompt only apply with --enhance-prompt"),
+    (["generate", "--model", "model", "--conditioning", "config.yaml", "--output", "out.mp4", "--enhance-prompt"],
+     "--enhance-prompt rewrites --prompt: pass --prompt (not --conditioning)"),
+    (GEN + ["--num-frames", "9", "--image", "config.yaml@9"], "--image config.yaml@9: the frame does not fit in the "
+                                                              "clip's frames 0..8"),
     (["encode", "--prompt", "p", "--output", "e.safetensors", "--model", "model", "--dtype", "int8"],
      "--dtype: unknown dtype 'int8'"),
 ])

@@ -21,6 +21,7 @@ from media_files import frame_colours, write_video
 from training_fixtures import write_dataset
 
 from diffusers_ltx2.cli import main, resolve
+from diffusers_ltx2.conditioning import VideoCondition
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--steps", "1", "--dtype", "fp32", "--device", "cpu", "--no-guidance", "--prompt", "a cat"]
@@ -163,6 +164,17 @@ def test_a_finished_run_is_refused_before_any_model_loads(tmp_path, capsys, monk
     monkeypatch.setattr(trainer, "Trainer", lambda *a, **k: pytest.fail("a trainer was built"))
     assert main(["train", str(tmp_path / "cfg.yaml"), "--resume", str(step)]) == 2
     assert "checkpoint step_00010 is at step 10" in capsys.readouterr().err
+    # its state file names the same checkpoint (training.checkpoints.find_checkpoint takes either)
+    assert main(["train", str(tmp_path / "cfg.yaml"), "--resume", str(step / "training_state.pt")]) == 2
+    assert "checkpoint step_00010 is at step 10" in capsys.readouterr().err
+
+
+def test_train_checks_resume_with_the_trainers_state_file_names():
+    """`ltx2 train` checks `--resume` before importing torch, so it names the state files itself."""
+    from diffusers_ltx2.cli.train import STATE_FILES
+    from diffusers_ltx2.training.checkpoints import LEGACY_STATE_FILE, STATE_FILE
+
+    assert STATE_FILES == (STATE_FILE, LEGACY_STATE_FILE)
 
 
 # -------------------------------------------------------------------------------- inputs and outputs
@@ -175,7 +187,12 @@ def test_image_takes_a_path_like_videocondition_and_the_cli(tiny_pipe, tmp_path)
     PIL.Image.fromarray(image).save(tmp_path / "photo.png")
     run = dict(num_frames=9, height=64, width=64, num_inference_steps=1, output_type="latent")
     by_path = tiny_pipe("a cat", image=str(tmp_path / "photo.png"), generator=torch.Generator().manual_seed(0), **run)
-    by_array = tiny_pipe("a cat", image=image, generator=torch.Generator().manual_seed(0), **run)
+    # as VideoCondition (and --image) takes the file: the official image path, re-compressed at CRF 33 (an array
+    # is taken as prepared pixels unless image_crf is given: main's image= semantics)
+    by_condition = tiny_pipe("a cat", conditions=[VideoCondition(str(tmp_path / "photo.png"), 0)],
+                             generator=torch.Generator().manual_seed(0), **run)
+    by_array = tiny_pipe("a cat", image=image, image_crf=33, generator=torch.Generator().manual_seed(0), **run)
+    torch.testing.assert_close(by_path.frames, by_condition.frames, rtol=0, atol=0)
     torch.testing.assert_close(by_path.frames, by_array.frames, rtol=0, atol=0)
     with pytest.raises(FileNotFoundError, match="nope.png"):
         tiny_pipe("a cat", image=str(tmp_path / "nope.png"), **run)
