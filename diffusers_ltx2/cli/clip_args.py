@@ -158,7 +158,8 @@ def clip_call(args) -> dict:
 
 def run_and_write(pipe, args, timer, method=None, **call) -> int:
     """`pipe(**call)` (or `method(**call)`), the enhanced prompt when the call rewrote it, the result written to
-    `--output` (`media_args.write_output`), then where it went and the timings, the total counted from the start of the process. Returns 0."""
+    `--output` (`media_args.write_output`), then where it went and the timings, the total counted from the start
+    of the process. Returns 0."""
     from .media_args import write_output
 
     with timer.stage("generate"):

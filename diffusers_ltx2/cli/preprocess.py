@@ -242,6 +242,7 @@ def run(args, timer) -> int:
 
 COMMAND = Command(
     "preprocess", "encode videos + captions into a training dataset (latents, conditions, references)", OPTIONS, run,
-    check=check, prepare=prepare, description="Encode a video dataset once so `ltx2 train` needs neither the VAE nor Gemma. "
-                             "Resumable; bad clips are reported and skipped.")
+    check=check, prepare=prepare,
+    description="Encode a video dataset once so `ltx2 train` needs neither the VAE nor Gemma. Resumable; bad clips "
+                "are reported and skipped.")
 add_parser = COMMAND.add_to
