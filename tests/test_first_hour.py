@@ -151,6 +151,22 @@ def test_preprocessed_files_and_the_lora_have_the_usual_mode_and_train_says_wher
            "finished, nothing to train (raise optimization.steps" in err
 
 
+def test_a_replaced_training_file_keeps_its_mode_and_a_new_one_gets_open_s(tmp_path):
+    """`training.data.write_entry` (preprocessed files, LoRAs) writes through a temporary sibling: a new file gets
+    the mode `open()` gives (safetensors' own writer gave 0600), a replaced one keeps its bits, as `open()` would."""
+    from diffusers_ltx2.training.data import read_entry, write_entry
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    path = tmp_path / "a.safetensors"
+    write_entry(path, {"x": torch.zeros(2)}, {"k": "v"})
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~umask
+    os.chmod(path, 0o640)
+    write_entry(path, {"x": torch.ones(2)})
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+    assert torch.equal(read_entry(path)[0]["x"], torch.ones(2)) and sorted(os.listdir(tmp_path)) == ["a.safetensors"]
+
+
 def test_a_finished_run_is_refused_before_any_model_loads(tmp_path, capsys, monkeypatch, tiny_components_master):
     from diffusers_ltx2.training import trainer
 
