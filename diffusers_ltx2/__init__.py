@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 
-from . import _registration
+from . import _plain_diffusers, _registration
 
 __version__ = "0.1.0"
 
@@ -47,6 +47,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 _registration.install()
+_plain_diffusers.install()
 
 
 #: subpackages reachable as attributes (`diffusers_ltx2.control.CannyPreprocessor`) as when they were eager

@@ -3,9 +3,10 @@
 Tests live in one folder per area (`pipelines/`, `conditioning/`, `ic_lora/`, `two_stage/`, `guidance/`,
 `sampling/`, `loaders/`, `conversion/`, `media/`, `memory/`, `training/`, `cli/`, `package/`); helper modules
 shared by several areas sit here (`official_checkpoints` - tiny official checkpoints and ltx-core's modules loaded
-from them -, `ltx_reference`, `media_files`, `http_peers`, `training_fixtures`, `two_stage_files`,
-`upsampler_files`). A test module may import another area's test module by name (its constants, helpers and
-fixtures): every area folder is on `sys.path`, as the one flat folder was.
+from them -, `official_12` - ltx-core / ltx-pipelines 1.2.0 run in a child process -, `ltx_reference`,
+`media_files`, `http_peers`, `training_fixtures`, `two_stage_files`, `upsampler_files`). A test module may import
+another area's test module by name (its constants, helpers and fixtures): every area folder is on `sys.path`, as
+the one flat folder was.
 """
 
 from __future__ import annotations

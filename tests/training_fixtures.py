@@ -51,3 +51,10 @@ def make_config(root, out, strategy: dict, **overrides):
     for key, value in overrides.items():
         data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
     return parse_config(data)
+
+
+def json_report(stdout: str) -> dict:
+    """The JSON report line of `ltx2 preprocess` / `ltx2 train` output (a human-readable line follows it)."""
+    import json
+
+    return json.loads(next(line for line in reversed(stdout.splitlines()) if line.startswith("{")))

@@ -1,11 +1,13 @@
 """The `ltx2` command line (also `python -m diffusers_ltx2`).
 
-Each subcommand lives in its own module exposing `add_parser(subparsers)`, which registers an
-`argparse` sub-parser whose `func` default takes the parsed namespace and returns an exit code.
+Each subcommand lives in its own module exposing `COMMAND` (a `cli.command.Command`: its option declarations,
+checks and run) and `add_parser(subparsers)`. One argument layer serves them all (`cli.options`): every flag and
+the rules between flags are checked, naming the flag and the nearest valid value, before torch / diffusers are
+imported (a "loading ..." line is printed while they are) and before any model loads; `resolve(command, values)`
+runs the same checks on a plain mapping, for other front ends.
 
-Building the parser imports neither torch nor diffusers (subcommand modules import them inside `run`), so
-`ltx2 --help` and argument errors answer at once. Exit codes: 0 success, 2 a user error (one line on stderr:
-bad argument, missing or unusable file, full disk, permission denied...), 130 Ctrl-C.
+Exit codes: 0 success, 2 a user error (one line on stderr: bad argument, missing or unusable file, full disk,
+permission denied...), 130 Ctrl-C. The printed total covers the whole run, from the start of the process.
 """
 
 from __future__ import annotations
@@ -26,19 +28,52 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _modules():
+    for name in SUBCOMMANDS:
+        try:
+            yield importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"{__name__}.{name}":
+                raise  # else: subcommand not shipped in this build
+
+
+def commands() -> dict:
+    """Every available command by name (`cli.command.Command`)."""
+    found = {}
+    for module in _modules():
+        for command in getattr(module, "COMMANDS", None) or (module.COMMAND,):
+            found[command.name] = command
+    return found
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every available subcommand."""
     parser = ArgumentParser(prog="ltx2", description="LTX-2 audio+video generation with diffusers")
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as err:
-            if err.name == f"{__name__}.{name}":
-                continue  # subcommand not shipped in this build
-            raise
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
+    for module in _modules():
         module.add_parser(subparsers)
     return parser
+
+
+def parse_args(argv: list[str]):
+    """`(command, values)`: the command named by `argv` and each of its flags' typed value (no cross-flag or
+    file checks); raises `OptionError` for a bad value, `SystemExit` for argparse's own errors."""
+    from .options import parse_options
+
+    namespace = build_parser().parse_args(argv)
+    command = commands()[namespace.command]
+    return command, parse_options(command.options, namespace)
+
+
+def resolve(command: str, values, *, call: bool = False):
+    """Check `values` (a mapping of dests or flags -> values: `{"prompt": "a cat", "num_frames": 121, ...}`) as
+    `ltx2 <command>` would, and return `Resolved(args, call)`: the typed values and, with `call=True`, the
+    pipeline call's keyword arguments (after the checks needing torch; still before any model loads). Raises
+    `ValueError` / `OSError` whose message names the flag."""
+    found = commands()
+    if command not in found:
+        raise ValueError(f"unknown command {command!r}; choose from {', '.join(sorted(found))}")
+    return found[command].resolve(values, call=call)
 
 
 def describe_error(err: BaseException) -> str:
@@ -61,10 +96,16 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `ltx2` console script."""
+    """Entry point of the `ltx2` console script. With `argv=None` (a real command line) the printed total is
+    counted from the start of the process; a call from Python counts from the call."""
+    from .timing import process_start
+
+    start = process_start() if argv is None else None
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args.func, "__name__", "") == "execute":
+            return int(args.func(args, start=start) or 0)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"ltx2 {args.command}: interrupted", file=sys.stderr)

@@ -2,83 +2,107 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 
-from .common import (
-    StageTimer, add_clip_arguments, check_clip_arguments, check_lora_file, check_video_file, clip_call_arguments,
-    finite_float, load_pipeline, positive_int, strength, write_clip,
+from .clip_args import (
+    check_clip, check_frames_and_size, clip_call, clip_options, load_pipeline, prepare_clip, run_and_write,
 )
+from .command import Command
+from .common import check_video_file
+from .lora_args import LORA_FORM, parse_lora_spec, read_lora_header
+from .options import Option, number, text, whole
 
 PREPROCESSORS = ("none", "canny", "depth", "pose")
+GROUP = "control"
+
+OPTIONS = (
+    *(o for o in clip_options(size_help="a multiple of 32 x the reference downscale factor, at least 64")
+      if o.dest != "lora"),
+    Option("--lora", f"IC-LoRA (official or diffusers format), {LORA_FORM}; repeat for several (other LoRAs may "
+                     "be added the same way)", parse_lora_spec, repeat=True, required=True,
+           metavar="PATH[:STRENGTH]", group=GROUP),
+    Option("--lora-strength", "replaced by --lora PATH:STRENGTH", hidden=True, repeat=True, group=GROUP),
+    Option("--control-video", "control / reference video file", text, required=True, metavar="PATH", group=GROUP),
+    Option("--preprocess", "turn the control video into edges / depth / pose first (none: it already is one)",
+           choices=PREPROCESSORS, default="none", group=GROUP),
+    Option("--preprocess-model", "local transformers model folder for depth / pose", text, metavar="PATH",
+           group=GROUP),
+    Option("--reference-downscale-factor", "reference downscale factor", whole(1),
+           default_text="read from the IC-LoRA's metadata", group=GROUP),
+    Option("--control-strength", "in [0, 1]", number(0, 1), default=1.0, group=GROUP),
+    Option("--attention-strength", "conditioning attention strength, in [0, 1]", number(0, 1), default=1.0,
+           group=GROUP),
+)
 
 
-def add_parser(subparsers) -> None:
-    """Register `ltx2 control`."""
-    p = subparsers.add_parser("control", help="generate a clip that follows a control video through an IC-LoRA",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--lora", required=True, action="append",
-                   help="IC-LoRA .safetensors (official or diffusers format); repeat for several")
-    p.add_argument("--lora-strength", type=finite_float, action="append", default=None,
-                   help="strength per --lora (default 1.0 each)")
-    p.add_argument("--control-video", required=True, help="control / reference video file")
-    p.add_argument("--preprocess", choices=PREPROCESSORS, default="none",
-                   help="turn the control video into edges / depth / pose first (none: it already is one)")
-    p.add_argument("--preprocess-model", default=None, help="local transformers model folder for depth / pose")
-    p.add_argument("--reference-downscale-factor", type=positive_int, default=None,
-                   help="override the factor read from the LoRA metadata")
-    p.add_argument("--control-strength", type=strength, default=1.0, help="in [0, 1]")
-    p.add_argument("--attention-strength", type=strength, default=1.0,
-                   help="conditioning attention strength, in [0, 1]")
-    add_clip_arguments(p, height_help="multiple of 32 * the reference downscale factor")
-    p.set_defaults(func=run)
-
-
-def _check_args(args) -> None:
-    """Everything checkable without a model, so mistakes fail in a second with exit code 2."""
-    from ..pipelines import validation as V
-
-    check_clip_arguments(args)
-    check_video_file(args.control_video)
-    for path in args.lora:
-        check_lora_file(path)
-    if args.lora_strength is not None and len(args.lora_strength) != len(args.lora):
-        raise ValueError(f"got {len(args.lora_strength)} --lora-strength values for {len(args.lora)} --lora files")
+def check(args) -> None:
+    """Everything checkable without an import, so mistakes fail in a second with exit code 2."""
+    if args.lora_strength:
+        raise ValueError("--lora-strength was replaced by --lora PATH:STRENGTH (e.g. --lora ic.safetensors:0.8)")
+    factor = args.reference_downscale_factor or 1
+    check_clip(args, size_multiple=32 * factor,
+               why=f" (32 x --reference-downscale-factor {factor})" if factor > 1 else "")
+    if not os.path.isfile(args.control_video):
+        raise FileNotFoundError(f"--control-video: video file not found: {args.control_video}")
     if args.preprocess in ("depth", "pose") and not args.preprocess_model:
         raise ValueError(f"--preprocess {args.preprocess} needs --preprocess-model (a local transformers model)")
     if args.preprocess_model and not os.path.isdir(args.preprocess_model):
-        raise FileNotFoundError(f"preprocessor model folder not found: {args.preprocess_model}")
-    V.check_strength("--control-strength", args.control_strength)
-    V.check_strength("--attention-strength", args.attention_strength)
+        raise FileNotFoundError(f"--preprocess-model: model folder not found: {args.preprocess_model}")
 
 
-def run(args) -> int:
+def _reference_factor(args) -> int:
+    """The factor the loaded LoRAs will give (`--reference-downscale-factor`, else their metadata), checked
+    against the sizes before any model loads."""
+    from ..conversion.lora import read_reference_factors
+
+    if args.reference_downscale_factor is not None:
+        return args.reference_downscale_factor
+    factors = {}
+    for spec in args.lora:
+        try:
+            factor = read_reference_factors(read_lora_header(spec.path))[0]
+        except ValueError as err:
+            raise ValueError(f"--lora {spec.text}: {err}") from None
+        if factor not in (None, 1):
+            factors[spec.path] = factor
+    if len(set(factors.values())) > 1:
+        raise ValueError(f"the --lora files have different reference downscale factors {factors}: they cannot be "
+                         "combined")
+    return next(iter(factors.values()), 1)
+
+
+def prepare(args) -> None:
+    """Checks needing torch / media, before loading: the control video, the LoRA files and their factor."""
+    prepare_clip(args)
+    check_video_file(args.control_video)
+    args.factor = _reference_factor(args)
+    if args.factor > 1:
+        check_frames_and_size(args, 32 * args.factor,
+                              f" (32 x the IC-LoRA's reference downscale factor {args.factor})")
+    args.preprocessor = None
+    if args.preprocess != "none":
+        from ..control import get_preprocessor
+
+        args.preprocessor = get_preprocessor(args.preprocess, args.preprocess_model)
+
+
+def call(args) -> dict:
+    return dict(clip_call(args), control_video=args.control_video, control_preprocessor=args.preprocessor,
+                control_strength=args.control_strength, conditioning_attention_strength=args.attention_strength)
+
+
+def run(args, timer) -> int:
     """Check the arguments, load the pipeline and the IC-LoRAs, generate, write the MP4; returns the exit code."""
-    from ..control import get_preprocessor
     from ..pipelines import LTX2ICLoRAPipeline
 
-    _check_args(args)
-    call = clip_call_arguments(args)
-    preprocessor = None
-    if args.preprocess != "none":
-        preprocessor = get_preprocessor(args.preprocess, args.preprocess_model)
-
-    def load_loras(pipe):
-        strengths = args.lora_strength or [1.0] * len(args.lora)
-        for i, (path, strength) in enumerate(zip(args.lora, strengths)):
-            pipe.load_lora_weights(path, adapter_name=f"control_{i}", strength=strength,
-                                   reference_downscale_factor=args.reference_downscale_factor)
-
-    timer = StageTimer()
-    pipe = load_pipeline(LTX2ICLoRAPipeline, args, timer, setup=load_loras)
+    prepare(args)
+    kwargs = call(args)
+    pipe = load_pipeline(LTX2ICLoRAPipeline, args, timer,
+                         lora_kwargs=dict(reference_downscale_factor=args.reference_downscale_factor))
     print(f"reference downscale factor: {pipe.reference_downscale_factor}")
-    with timer.stage("generate"):
-        out = pipe(
-            control_video=args.control_video, control_preprocessor=preprocessor,
-            control_strength=args.control_strength, conditioning_attention_strength=args.attention_strength,
-            **call,
-        )
-    with timer.stage("write"):
-        write_clip(out, args.output, args.frame_rate)
-    print(f"wrote {os.path.abspath(args.output)} ({timer.summary()})")
-    return 0
+    return run_and_write(pipe, args, timer, **kwargs)
+
+
+COMMAND = Command("control", "generate a clip that follows a control video through an IC-LoRA", OPTIONS, run,
+                  check=check, prepare=prepare, call=call)
+add_parser = COMMAND.add_to

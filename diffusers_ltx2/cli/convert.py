@@ -10,6 +10,9 @@ import os
 import sys
 import warnings
 
+from .command import Command
+from .options import Option, add_options, text
+
 
 def _upsampler_dtype(name: str):
     import torch
@@ -17,22 +20,46 @@ def _upsampler_dtype(name: str):
     return {"keep": None, "bf16": torch.bfloat16, "fp32": torch.float32}[name]
 
 
+def _convert_dtype(raw) -> str:
+    """`keep`, or a dtype name (`bf16` / `bfloat16`, `fp32` / `float32`) -> `"keep"` / `"bf16"` / `"fp32"`."""
+    from .common import dtype_name
+
+    if raw == "keep":
+        return raw
+    short = {"bfloat16": "bf16", "float32": "fp32"}.get(dtype_name(raw))
+    if short is None:
+        raise ValueError(f"choose keep, bf16 or fp32, got {raw!r}")
+    return short
+
+
+CONVERT_OPTIONS = (
+    Option("src", "official LTX-2 .safetensors file (2.0 or 2.3), or an upsampler file alone", text),
+    Option("dst", "output folder (must not exist unless --overwrite)", text),
+    Option("--dtype", "dtype of floating tensors: keep, bf16 or fp32", _convert_dtype, default="keep",
+           metavar="{keep,bf16,fp32}"),
+    Option("--fp8", "FP8 files: dequantize to bf16 (weight * weight_scale) or keep float8 weights + scales",
+           choices=("dequantize", "keep"), default_text="none: required for FP8 files"),
+    Option("--max-shard-size", "largest safetensors shard, e.g. 5GB, 500MB", text, default="5GB"),
+    Option("--gemma", "Gemma folder (transformers format) to add as text_encoder/tokenizer", text, metavar="PATH"),
+    Option("--overwrite", "replace an existing output folder after success", switch=True),
+    Option("--no-progress", "no progress bar", switch=True),
+    Option("--upsampler", "official ltx-2-spatial-upscaler-*.safetensors to add as the latent_upsampler/ component "
+                          "(two-stage generation)", text, metavar="PATH"),
+)
+
+CONVERT_LORA_OPTIONS = (
+    Option("src", "official LoRA .safetensors", text),
+    Option("dst", "output .safetensors", text),
+    Option("--dtype", "dtype of the factors: keep, bf16 or fp32", _convert_dtype, default="keep",
+           metavar="{keep,bf16,fp32}"),
+    Option("--overwrite", "replace an existing output file", switch=True),
+)
+
+
 def build_convert_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """Arguments of ``convert`` (pass an existing (sub)parser to extend it)."""
-    p = parser or argparse.ArgumentParser(description="Convert an official LTX-2 checkpoint to a diffusers folder")
-    p.add_argument("src", help="official LTX-2 .safetensors file (2.0 or 2.3)")
-    p.add_argument("dst", help="output folder (must not exist unless --overwrite)")
-    p.add_argument("--dtype", choices=["keep", "bf16", "fp32"], default="keep", help="dtype of floating tensors")
-    p.add_argument("--fp8", choices=["dequantize", "keep"], default=None,
-                   help="FP8 files: dequantize to bf16 (weight * weight_scale) or keep float8 weights + scales")
-    p.add_argument("--max-shard-size", default="5GB", help="largest safetensors shard, e.g. 5GB, 500MB")
-    p.add_argument("--gemma", default=None, help="Gemma folder (transformers format) to add as text_encoder/tokenizer")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder after success")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--upsampler", default=None,
-                   help="official ltx-2-spatial-upscaler-*.safetensors to add as the latent_upsampler/ component "
-                        "(two-stage generation); SRC may also be an upsampler file alone")
-    return p
+    return add_options(parser or argparse.ArgumentParser(
+        description="Convert an official LTX-2 checkpoint to a diffusers folder"), CONVERT_OPTIONS)
 
 
 def _run(command: str, convert) -> int:
@@ -87,12 +114,8 @@ def run_convert(args: argparse.Namespace) -> int:
 
 def build_convert_lora_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """Arguments of ``convert-lora`` (pass an existing (sub)parser to extend it)."""
-    p = parser or argparse.ArgumentParser(description="Convert an official LTX-2 LoRA to diffusers/PEFT keys")
-    p.add_argument("src", help="official LoRA .safetensors")
-    p.add_argument("dst", help="output .safetensors")
-    p.add_argument("--dtype", choices=["keep", "bf16", "fp32"], default="keep")
-    p.add_argument("--overwrite", action="store_true")
-    return p
+    return add_options(parser or argparse.ArgumentParser(
+        description="Convert an official LTX-2 LoRA to diffusers/PEFT keys"), CONVERT_LORA_OPTIONS)
 
 
 def _check_lora_destination(src: str, dst: str, overwrite: bool) -> None:
@@ -128,20 +151,56 @@ def run_convert_lora(args: argparse.Namespace) -> int:
 
 
 
+def check_convert(args) -> None:
+    """Before anything is imported: the source is a file, and the destination neither is nor holds a source nor
+    exists without `--overwrite` (`conversion.output_dir.check_destination`, which needs no torch; the
+    conversion checks the rest, e.g. what `--overwrite` may replace)."""
+    from ..conversion.output_dir import check_destination
+
+    if os.path.isdir(args.src):
+        raise ValueError(f"{args.src} is a folder, not a .safetensors file")
+    if not os.path.isfile(args.src):
+        raise FileNotFoundError(f"{args.src}: no such file")
+    if not args.overwrite:
+        check_destination(args.dst, [p for p in (args.src, args.gemma, args.upsampler) if p])
+
+
+def _resolved(command, namespace, name: str):
+    """The checked values of a standalone script's namespace, or `None` after printing the error (exit 2)."""
+    from ..conversion.errors import ConversionError
+    from . import describe_error
+
+    try:
+        return command.resolve(namespace).args
+    except (ValueError, OSError, ConversionError) as err:
+        print(f"{name}: error: {describe_error(err)}", file=sys.stderr)
+        return None
+
+
+CONVERT = Command("convert", "official LTX-2 .safetensors -> diffusers folder", CONVERT_OPTIONS,
+                  lambda args, timer: run_convert(args), check=check_convert, loading="PyTorch",
+                  imports=("torch",),
+                  description="Convert an official LTX-2 checkpoint to a diffusers folder")
+CONVERT_LORA = Command("convert-lora", "official LTX-2 LoRA -> diffusers/PEFT LoRA file", CONVERT_LORA_OPTIONS,
+                       lambda args, timer: run_convert_lora(args), loading="PyTorch", imports=("torch",))
+
+
+COMMANDS = (CONVERT, CONVERT_LORA)
+
+
 def add_parser(subparsers) -> None:
     """Register `convert` and `convert-lora`."""
-    p = subparsers.add_parser("convert", help="official LTX-2 .safetensors -> diffusers folder",
-                              description=build_convert_parser.__doc__)
-    build_convert_parser(p).set_defaults(func=run_convert)
-    p = subparsers.add_parser("convert-lora", help="official LTX-2 LoRA -> diffusers/PEFT LoRA file")
-    build_convert_lora_parser(p).set_defaults(func=run_convert_lora)
+    CONVERT.add_to(subparsers)
+    CONVERT_LORA.add_to(subparsers)
 
 
 def main_convert(argv: list[str] | None = None) -> int:
     """Entry of `python conversion/convert_checkpoint.py SRC DST [...]`."""
-    return run_convert(build_convert_parser().parse_args(argv))
+    args = _resolved(CONVERT, build_convert_parser().parse_args(argv), "convert")
+    return 2 if args is None else run_convert(args)
 
 
 def main_convert_lora(argv: list[str] | None = None) -> int:
     """Entry of `python conversion/convert_lora.py SRC DST [...]`."""
-    return run_convert_lora(build_convert_lora_parser().parse_args(argv))
+    args = _resolved(CONVERT_LORA, build_convert_lora_parser().parse_args(argv), "convert-lora")
+    return 2 if args is None else run_convert_lora(args)

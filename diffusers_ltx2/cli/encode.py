@@ -11,47 +11,36 @@ with ComfyUI's ``LTXVLoadConditioning`` node.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
 
-from .common import check_device, check_output_path, non_negative_int, positive_float, positive_int
 from ..json_files import read_json
+from .command import Command
+from .common import DTYPE_METAVAR, check_device, check_output_path, device_name, dtype_name
+from .options import Option, number, text, whole
 
-_DTYPES = ("float32", "bfloat16", "float16")
-
-
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Register the ``encode`` subcommand."""
-    parser = subparsers.add_parser(
-        "encode",
-        help="encode prompts into a conditioning file (local Gemma or the LTX API)",
-        description="Encode prompts once and save the conditioning, so generation can run without Gemma.",
-    )
-    parser.add_argument("--prompt", action="append", required=True,
-                        help="prompt to encode; repeat for a batch")
-    parser.add_argument("--output", "-o", required=True, help="conditioning file to write (.safetensors)")
-    parser.add_argument("--api", action="store_true",
-                        help="encode with the LTX API (key from LTX_API_KEY) instead of a local Gemma")
-    parser.add_argument("--model",
-                        help="local: pipeline folder with tokenizer/, text_encoder/, connectors/. "
-                             "--api: checkpoint file or folder to read the model id (and widths) from")
-    parser.add_argument("--model-id", help="--api: the model id, instead of reading it from --model")
-    parser.add_argument("--enhance-prompt", action="store_true", help="--api: let the API enhance the prompt")
-    parser.add_argument("--base-url", default=None, help="--api: API root (https; default: the LTX API)")
-    parser.add_argument("--timeout", type=positive_float, default=60.0, help="--api: seconds per request")
-    parser.add_argument("--retries", type=non_negative_int, default=3, help="--api: retries on 429/5xx/timeouts")
-    parser.add_argument("--video-dim", type=positive_int, help="--api: video context width (default: from the model)")
-    parser.add_argument("--audio-dim", type=positive_int, help="--api: audio context width (default: from the model)")
-    parser.add_argument("--dtype", choices=_DTYPES, help="store the embeddings in this dtype (default: as encoded)")
-    parser.add_argument("--cache-dir", help="reuse/store per-prompt embeddings in this folder")
-    parser.add_argument("--device", help="local: device for Gemma and the connectors (default: cpu)")
-    parser.add_argument("--max-sequence-length", type=positive_int,
-                        help="local: padded prompt length (default: 1024, or the tokenizer's maximum if smaller, "
-                             "as the pipeline does)")
-    parser.set_defaults(func=run)
-    return parser
+OPTIONS = (
+    Option("--prompt", "prompt to encode; repeat for a batch", text, repeat=True, required=True),
+    Option("--output", "conditioning file to write (.safetensors)", text, required=True, metavar="PATH",
+           aliases=("-o",)),
+    Option("--api", "encode with the LTX API (key from LTX_API_KEY) instead of a local Gemma", switch=True),
+    Option("--model", "local: pipeline folder with tokenizer/, text_encoder/, connectors/. --api: checkpoint file or "
+                      "folder to read the model id (and widths) from", text, metavar="PATH"),
+    Option("--model-id", "--api: the model id, instead of reading it from --model", text),
+    Option("--enhance-prompt", "--api: let the API enhance the prompt", switch=True),
+    Option("--base-url", "--api: API root (https)", text, default_text="the LTX API"),
+    Option("--timeout", "--api: seconds per request", number(above=0), default=60.0),
+    Option("--retries", "--api: retries on 429/5xx/timeouts", whole(0), default=3),
+    Option("--video-dim", "--api: video context width", whole(1), default_text="from the model"),
+    Option("--audio-dim", "--api: audio context width", whole(1), default_text="from the model"),
+    Option("--dtype", "store the embeddings in this dtype", dtype_name, metavar=DTYPE_METAVAR,
+           default_text="as encoded"),
+    Option("--cache-dir", "reuse/store per-prompt embeddings in this folder", text, metavar="PATH"),
+    Option("--device", "local: device for Gemma and the connectors", device_name, default_text="cpu"),
+    Option("--max-sequence-length", "local: padded prompt length", whole(1),
+           default_text="1024, or the tokenizer's maximum if smaller, as the pipeline does"),
+)
 
 
 def _connectors_config(model: Path | None) -> dict | None:
@@ -104,8 +93,9 @@ def _local_encoder(args):
     )
 
 
-def _check_args(args: argparse.Namespace) -> None:
-    """Everything checkable before Gemma loads or the API is called (`ValueError` / `FileNotFoundError`)."""
+def check(args) -> None:
+    """Everything checkable before an import, Gemma loads or the API is called (`ValueError` /
+    `FileNotFoundError`)."""
     check_output_path(args.output, suffix=".safetensors")
     if args.cache_dir is not None and os.path.exists(args.cache_dir) and not os.path.isdir(args.cache_dir):
         raise ValueError(f"--cache-dir {args.cache_dir} is a file, not a folder")
@@ -120,15 +110,14 @@ def _check_args(args: argparse.Namespace) -> None:
                              "connectors/); or use --api")
         model = Path(args.model)
         if not model.is_dir():
-            raise FileNotFoundError(f"model folder not found: {model}")
+            raise FileNotFoundError(f"--model: model folder not found: {model}")
         missing = [sub for sub in ("tokenizer", "text_encoder", "connectors") if not (model / sub).is_dir()]
         if missing:
-            raise ValueError(f"{model} is not a pipeline folder with a local text encoder: missing "
+            raise ValueError(f"--model {model} is not a pipeline folder with a local text encoder: missing "
                              f"{', '.join(m + '/' for m in missing)} (encode with --api, or convert with --gemma)")
-        args.device = check_device(args.device or "cpu")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args, timer) -> int:
     """Encode ``args.prompt`` and write ``args.output``; returns the exit code."""
     import torch
 
@@ -137,13 +126,16 @@ def run(args: argparse.Namespace) -> int:
     from ..loaders.conditioning_file import save_conditioning
     from ..loaders.identity import short_identity
 
-    _check_args(args)
+    if not args.api:
+        args.device = check_device(args.device or "cpu")
     try:
-        encoder = _api_encoder(args) if args.api else _local_encoder(args)
+        with timer.stage("load"):
+            encoder = _api_encoder(args) if args.api else _local_encoder(args)
         kind = encoder.kind
         if args.cache_dir:
             encoder = CachedPromptEncoder(encoder, args.cache_dir)
-        embeddings = encoder.encode(list(args.prompt))
+        with timer.stage("encode"):
+            embeddings = encoder.encode(list(args.prompt))
     except LTXAPIError as err:
         print(f"ltx2 encode: error: {err}", file=sys.stderr)
         return 1
@@ -155,6 +147,13 @@ def run(args: argparse.Namespace) -> int:
         widths += f" + audio {embeddings.audio_context.shape[-1]}"
     print(
         f"wrote {path}: {embeddings.batch_size} prompt(s), {embeddings.video_context.shape[1]} tokens, {widths} "
-        f"({embeddings.stage}), model {short_identity(embeddings.model_identity)}"
+        f"({embeddings.stage}), model {short_identity(embeddings.model_identity)} ({timer.summary()})"
     )
     return 0
+
+
+COMMAND = Command("encode", "encode prompts into a conditioning file (local Gemma or the LTX API)", OPTIONS, run,
+                  check=check, description="Encode prompts once and save the conditioning, so generation can run "
+                                           "without Gemma.", loading="PyTorch and transformers",
+                  imports=("torch", "transformers", "diffusers"))
+add_parser = COMMAND.add_to

@@ -3,63 +3,83 @@
 
 from __future__ import annotations
 
-import argparse
-import os
-
-from .common import StageTimer, add_clip_arguments, check_clip_arguments, clip_call_arguments, load_pipeline
-from .media_args import add_source_clip_arguments, resolve_source_clip, source_clip_defaults, write_output
-
-
-def add_parser(subparsers) -> None:
-    """Register `ltx2 extend`."""
-    p = subparsers.add_parser("extend", help="continue a clip (video + sound) by N frames",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_source_clip_arguments(p)
-    p.add_argument("--frames", type=int, required=True, help="frames to add (a multiple of 8)")
-    p.add_argument("--overlap", type=int, default=16,
-                   help="frames of the clip's end that guide the continuation (a multiple of 8)")
-    p.add_argument("--overlap-strength", type=float, default=0.5, help="strength of that guide, in [0, 1]")
-    add_clip_arguments(p)
-    source_clip_defaults(p)
-    for action in p._actions:
-        if action.dest == "num_frames":
-            action.help = "not used: the result has the input's frames + --frames"
-    p.set_defaults(func=run)
+from .clip_args import (
+    check_clip, check_frames_and_size, clip_call, clip_options, load_pipeline, prepare_clip, run_and_write,
+)
+from .command import Command
+from .media_args import SOURCE_OPTION, check_source_paths, resolve_source_clip
+from .options import Option, number, whole
 
 
-def _check_args(args):
-    """Checks needing no model: the source clip, the extension's numbers and the generated clip's size."""
-    from ..pipelines.extend import plan_extension
+def _multiple_of_8(raw) -> int:
+    value = whole(8)(raw)
+    if value % 8:
+        lower, upper = value // 8 * 8, value // 8 * 8 + 8
+        raise ValueError(f"must be a multiple of 8 (the VAE's 8-frame unit), got {value}; nearest valid values: "
+                         f"{lower} or {upper}")
+    return value
 
+
+OPTIONS = (
+    SOURCE_OPTION,
+    Option("--frames", "frames to add (a multiple of 8)", _multiple_of_8, required=True),
+    Option("--overlap", "frames of the clip's end that guide the continuation (a multiple of 8)", _multiple_of_8,
+           default=16),
+    Option("--overlap-strength", "strength of that guide, in [0, 1]", number(0, 1), default=0.5),
+    *(o if o.dest != "num_frames" else Option("--num-frames", "not used: the result has the input's frames + "
+                                                              "--frames", hidden=True)
+      for o in clip_options(from_input=True)),
+)
+
+
+def check(args) -> None:
+    """Checks needing no import (the sizes the input gives are checked once it is probed)."""
     if args.num_frames is not None:
         raise ValueError("ltx2 extend takes --frames (frames to add), not --num-frames")
+    check_source_paths(args)
+    check_clip(args)
+
+
+def prepare(args) -> None:
+    """Probe the clip, lay out the extension, check what needs torch."""
+    from ..pipelines.extend import plan_extension
+
     source = resolve_source_clip(args)
+    if args.overlap + 1 > source.available_frames:
+        raise ValueError(f"--overlap {args.overlap} needs a clip of at least {args.overlap + 1} frames; --input "
+                         f"{source.path} has {source.available_frames}")
     plan = plan_extension(source.available_frames, args.frames, args.overlap, args.overlap_strength)
     args.num_frames = plan.new_clip_frames  # the clip actually generated (8k+1), for the shared checks
-    check_clip_arguments(args)
-    return source, plan
+    check_frames_and_size(args)
+    prepare_clip(args)
+    args.source, args.plan = source, plan
+    print(f"extend {source.path} ({source.describe(frames_used=source.available_frames)}): {plan.old_frames} + "
+          f"{args.frames} frames (generating {plan.new_clip_frames} frames whose first {plan.overlap} overlap the "
+          f"clip's end), sound {'continued' if source.has_audio else 'new (the input has none)'}")
 
 
-def run(args) -> int:
+def call(args) -> dict:
+    """`pipe.extend`'s keyword arguments (the frames come separately: `extend(frames, --frames, **call)`)."""
+    kwargs = clip_call(args)
+    for key in ("num_frames",):
+        kwargs.pop(key)
+    kwargs.update(overlap_frames=args.overlap, overlap_strength=args.overlap_strength,
+                  audio=args.source.path if args.source.has_audio else None)
+    return kwargs
+
+
+def run(args, timer) -> int:
     """Check the arguments, load the pipeline, extend, write the MP4; returns the exit code."""
     from ..media import load_video
     from ..pipelines import LTX2AudioVideoPipeline
 
-    source, plan = _check_args(args)
-    frames, _ = load_video(source.path)
-    print(f"extend {source.path}: {plan.old_frames} + {args.frames} frames at {source.frame_rate:g} fps "
-          f"(generating {plan.new_clip_frames} frames whose first {plan.overlap} overlap the clip's end), "
-          f"{args.width}x{args.height}, sound {'continued' if source.has_audio else 'new (the input has none)'}")
-    call = clip_call_arguments(args)
-    for key in ("num_frames", "height", "width", "frame_rate"):
-        call.pop(key)
-    timer = StageTimer()
+    prepare(args)
+    kwargs = call(args)
+    frames, _ = load_video(args.source.path)
     pipe = load_pipeline(LTX2AudioVideoPipeline, args, timer)
-    with timer.stage("generate"):
-        out = pipe.extend(frames, args.frames, overlap_frames=args.overlap, overlap_strength=args.overlap_strength,
-                          audio=source.path if source.has_audio else None, frame_rate=args.frame_rate,
-                          height=args.height, width=args.width, **call)
-    with timer.stage("write"):
-        write_output(out, args)
-    print(f"wrote {os.path.abspath(args.output)} ({timer.summary()})")
-    return 0
+    return run_and_write(pipe, args, timer, method=lambda **kw: pipe.extend(frames, args.frames, **kw), **kwargs)
+
+
+COMMAND = Command("extend", "continue a clip (video + sound) by N frames", OPTIONS, run, check=check,
+                  prepare=prepare, call=call)
+add_parser = COMMAND.add_to

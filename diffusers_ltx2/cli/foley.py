@@ -2,35 +2,50 @@
 
 from __future__ import annotations
 
-import argparse
-
-from .common import add_clip_arguments, check_clip_arguments
-from .media_args import (
-    add_source_clip_arguments, check_conditions_early, generate_and_write, resolve_source_clip, source_clip_defaults,
+from .clip_args import (
+    check_clip, check_frames_and_size, clip_call, clip_options, load_pipeline, prepare_clip, run_and_write,
 )
+from .command import Command
+from .media_args import SOURCE_OPTION, check_conditions_early, check_source_paths, resolve_source_clip
+
+OPTIONS = (SOURCE_OPTION, *clip_options(from_input=True))
 
 
-def add_parser(subparsers) -> None:
-    """Register `ltx2 foley`."""
-    p = subparsers.add_parser("foley", help="generate the sound of an existing clip (video-to-audio)",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_source_clip_arguments(p)
-    add_clip_arguments(p)
-    source_clip_defaults(p)
-    p.set_defaults(func=run)
+def check(args) -> None:
+    """Checks needing no import (the sizes the input gives are checked once it is probed)."""
+    check_source_paths(args)
+    check_clip(args)
 
 
-def run(args) -> int:
-    """Check the arguments and the clip, load the pipeline, generate the audio, write the MP4; returns the exit
-    code. The output's frames are the input's (resized / centre-cropped to the generation size)."""
+def prepare(args) -> None:
+    """Probe the clip, check what needs torch, read the frames (resized / centre-cropped to the generation size)."""
     from ..conditioning import FrozenVideo
     from ..media import load_video
 
     source = resolve_source_clip(args)
-    check_clip_arguments(args)
+    check_frames_and_size(args)
+    prepare_clip(args)
     frames, _ = load_video(source.path, num_frames=source.num_frames)
-    conditions = [FrozenVideo(frames)]
-    check_conditions_early(conditions, args)
-    print(f"foley for {source.path}: {source.num_frames} frames ({source.duration_s:.3g} s at "
-          f"{source.frame_rate:g} fps), {args.width}x{args.height}")
-    return generate_and_write(conditions, args)
+    args.conditions = [FrozenVideo(frames)]
+    check_conditions_early(args.conditions, args)
+    print(f"foley for {source.path}: {source.describe()}")
+
+
+def call(args) -> dict:
+    return dict(clip_call(args), conditions=args.conditions)
+
+
+def run(args, timer) -> int:
+    """Check the arguments and the clip, load the pipeline, generate the audio, write the MP4; returns the exit
+    code. The output's frames are the input's (resized / centre-cropped to the generation size)."""
+    from ..pipelines import LTX2AudioVideoPipeline
+
+    prepare(args)
+    kwargs = call(args)
+    pipe = load_pipeline(LTX2AudioVideoPipeline, args, timer)
+    return run_and_write(pipe, args, timer, **kwargs)
+
+
+COMMAND = Command("foley", "generate the sound of an existing clip (video-to-audio)", OPTIONS, run, check=check,
+                  prepare=prepare, call=call)
+add_parser = COMMAND.add_to

@@ -1,69 +1,121 @@
 """`ltx2 generate`: text to an MP4 with audio, conditioned on images / clips at any frame (first frame,
-keyframes, first-last frame), on a sound (audio-to-video), or audio only, from a diffusers-layout LTX-2 folder."""
+keyframes, first-last frame), on a sound (audio-to-video), or audio only, from a diffusers-layout LTX-2 folder;
+with LoRAs, and one- or two-stage."""
 
 from __future__ import annotations
 
-import argparse
 import os
 
-from .common import (
-    StageTimer, add_clip_arguments, check_clip_arguments, check_image_file, clip_call_arguments, load_pipeline,
-    non_negative_int, parse_dtype, strength,
-)
-from .two_stage import add_two_stage_arguments, check_two_stage_arguments, two_stage_call, two_stage_setup
+from .clip_args import check_clip, clip_call, clip_options, load_pipeline, prepare_clip, run_and_write
+from .command import Command
+from .common import check_image_file, torch_dtype
 from .media_args import (
     MEDIA_FORM, check_audio_output, check_conditions_early, check_file, check_spec_suffix, check_strength,
-    largest_clip_length, parse_media_spec, resolve_frame, write_output,
+    largest_clip_length, parse_media_spec, resolve_frame,
+)
+from .options import Option, number, text, whole
+from .sampling_args import SAMPLING_OPTIONS, check_sampling_arguments, sampling_call
+from .two_stage import (
+    TWO_STAGE_MULTIPLE, TWO_STAGE_OPTIONS, check_two_stage_arguments, two_stage_call, two_stage_setup,
+)
+
+GROUP = "conditioning (images, clips and sound the clip must follow)"
+
+OPTIONS = (
+    *clip_options(),
+    Option("--image", "image held at pixel FRAME (default 0; negative counts from the end, -1 = the last frame) "
+                      "with STRENGTH (default --image-strength); repeat for keyframes / first-last frame", text,
+           repeat=True, metavar="PATH[@FRAME[:STRENGTH]]", group=GROUP),
+    Option("--image-strength", "strength of --image entries that give none, in [0, 1]", number(0, 1), default=1.0,
+           group=GROUP),
+    Option("--image-crf", "H.264 CRF applied to images before encoding, as the official loader (0 = off)",
+           whole(0, 51), default=33, group=GROUP),
+    Option("--video", "video clip placed from pixel FRAME (default 0): its first 8k+1 frames that fit; repeatable",
+           text, repeat=True, metavar="PATH[@FRAME[:STRENGTH]]", group=GROUP),
+    Option("--audio", "audio-to-video: generate the video to this sound (audio file or a video's soundtrack); the "
+                      "output carries it unchanged", text, metavar="PATH", group=GROUP),
+    Option("--audio-start", "seconds into --audio where the clip starts", number(minimum=0), default=0.0,
+           group=GROUP),
+    Option("--audio-only", "generate audio only (num_frames / frame_rate seconds); --output must be .wav or .flac",
+           switch=True, group=GROUP),
+    *TWO_STAGE_OPTIONS,
+    *SAMPLING_OPTIONS,
 )
 
 
-def add_parser(subparsers) -> None:
-    """Register `ltx2 generate`."""
-    p = subparsers.add_parser("generate", help="generate a clip with audio from a prompt (and images, clips, audio)",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_clip_arguments(p)
-    g = p.add_argument_group("conditioning", "images, clips and sound the clip must follow")
-    g.add_argument("--image", action="append", default=[], metavar="PATH[@FRAME[:STRENGTH]]",
-                   help="image held at pixel FRAME (default 0; negative counts from the end, -1 = the last frame) "
-                        "with STRENGTH (default --image-strength); repeat for keyframes / first-last frame")
-    g.add_argument("--image-strength", type=strength, default=1.0, help="strength of --image entries that give none")
-    g.add_argument("--image-crf", type=non_negative_int, default=33,
-                   help="H.264 CRF applied to images before encoding, as the official loader (0 = off)")
-    g.add_argument("--video", action="append", default=[], metavar="PATH[@FRAME[:STRENGTH]]",
-                   help="video clip placed from pixel FRAME (default 0): its first 8k+1 frames that fit; repeatable")
-    g.add_argument("--audio", metavar="PATH",
-                   help="audio-to-video: generate the video to this sound (audio file or a video's soundtrack); "
-                        "the output carries it unchanged")
-    g.add_argument("--audio-start", type=float, default=0.0, help="seconds into --audio where the clip starts")
-    g.add_argument("--audio-only", action="store_true",
-                   help="generate audio only (num_frames / frame_rate seconds); --output must be .wav or .flac")
-    add_two_stage_arguments(p)
-    p.set_defaults(func=run)
+def check(args) -> None:
+    """Every check that needs no import: flags, files, frames and sizes, the media specs' frames."""
+    if args.audio_only:
+        check_audio_output(args.output)
+        used = [flag for flag, value in (("--image", args.image), ("--video", args.video), ("--audio", args.audio))
+                if value]
+        if used:
+            raise ValueError(f"--audio-only generates sound alone: it takes no {' / '.join(used)}")
+        if args.two_stage:
+            raise ValueError("--audio-only has no video to upsample: drop --two-stage")
+    multiple = TWO_STAGE_MULTIPLE if args.two_stage else 32
+    check_clip(args, audio_output=args.audio_only, size_multiple=multiple,
+               why=" (--two-stage generates at half size)" if args.two_stage else "")
+    check_two_stage_arguments(args)
+    check_sampling_arguments(args)
+    args.image_specs, args.video_specs = [], []
+    for flag, entries, found in (("--image", args.image, args.image_specs), ("--video", args.video, args.video_specs)):
+        for entry in entries:
+            spec = parse_media_spec(entry, flag)
+            check_spec_suffix(spec.path, flag, "@", "FRAME/STRENGTH", MEDIA_FORM)
+            if not os.path.isfile(spec.path):
+                what = "image file" if flag == "--image" else "file"
+                raise FileNotFoundError(f"{flag}: {what} not found: {spec.path}")
+            if spec.strength is not None:
+                check_strength(f"{flag} {entry}: STRENGTH", spec.strength)
+            if flag == "--video" and spec.frame is not None and spec.frame < 0:
+                raise ValueError(f"--video {entry}: FRAME must be >= 0 for clips")
+            resolve_frame(spec, flag, args.num_frames)
+            found.append(spec)
+    if args.audio is not None:
+        check_file(args.audio, "--audio")
+    elif args.audio_start:
+        raise ValueError("--audio-start applies with --audio only")
+
+
+def _audio_condition(args):
+    """`AudioCondition(--audio, start_time=--audio-start)`, refused when the sound does not last the clip (the
+    rest would be silence frozen into the clip), with the latest start or the longest clip that fits."""
+    from ..conditioning import AudioCondition
+
+    try:
+        condition = AudioCondition(args.audio, start_time=args.audio_start)
+    except ValueError as err:
+        raise ValueError(f"--audio: {str(err).replace('start_time', '--audio-start')}") from None
+    clip_s = args.num_frames / args.frame_rate
+    have_s = condition.waveform.shape[-1] / condition.sample_rate
+    if have_s + 1.0 / args.frame_rate < clip_s:  # more than a frame of silence
+        total = args.audio_start + have_s
+        if total >= clip_s:
+            hint = f"use --audio-start {total - clip_s:.2f} or less"
+        else:
+            frames = largest_clip_length(int(total * args.frame_rate))
+            hint = (f"the whole sound lasts {total:.2f} s: use --num-frames {frames} or fewer" if frames >= 9
+                    else f"the whole sound lasts {total:.2f} s, less than the shortest clip")
+        raise ValueError(f"--audio {args.audio} lasts {have_s:.2f} s from --audio-start {args.audio_start:g}, the "
+                         f"clip {clip_s:.2f} s ({args.num_frames} frames at {args.frame_rate:g} fps): the rest would "
+                         f"be silence; {hint}")
+    return condition
 
 
 def build_conditions(args) -> list:
-    """The `conditions=` list described by `--image / --video / --audio` (files read, nothing encoded);
-    raises ValueError / FileNotFoundError for bad specs, missing files or media that does not fit the clip."""
-    from ..conditioning import AudioCondition, VideoCondition
+    """The `conditions=` list described by `--image / --video / --audio` (files read, nothing encoded); raises
+    ValueError / FileNotFoundError for unreadable media or media that does not fit the clip."""
+    from ..conditioning import VideoCondition
     from ..media import load_video, probe_video
 
-    check_strength("--image-strength", args.image_strength)
     conditions = []
-    for text in args.image:
-        spec = parse_media_spec(text, "--image")
-        check_spec_suffix(spec.path, "--image", "@", "FRAME/STRENGTH", MEDIA_FORM)
+    for spec in args.image_specs:
         check_image_file(spec.path)
         value = args.image_strength if spec.strength is None else spec.strength
-        value = check_strength(f"--image {text}: STRENGTH", value)
         frame = resolve_frame(spec, "--image", args.num_frames)
         conditions.append(VideoCondition(spec.path, frame_index=frame, strength=value, crf=args.image_crf))
-    for text in args.video:
-        spec = parse_media_spec(text, "--video")
-        check_spec_suffix(spec.path, "--video", "@", "FRAME/STRENGTH", MEDIA_FORM)
-        check_file(spec.path, "--video")
-        value = check_strength(f"--video {text}: STRENGTH", 1.0 if spec.strength is None else spec.strength)
-        if spec.frame is not None and spec.frame < 0:
-            raise ValueError(f"--video {text}: FRAME must be >= 0 for clips")
+    for spec in args.video_specs:
         frame = resolve_frame(spec, "--video", args.num_frames)
         available = probe_video(spec.path).num_frames
         n = largest_clip_length(min(available, args.num_frames - frame))
@@ -74,50 +126,45 @@ def build_conditions(args) -> list:
             print(f"--video {spec.path}: using its first {n} of {available} frames (8k+1 frames from frame {frame})")
         if abs(fps - args.frame_rate) > 1e-3:
             print(f"--video {spec.path}: {fps:g} fps placed frame by frame in a {args.frame_rate:g} fps clip")
-        conditions.append(VideoCondition(frames, frame_index=frame, strength=value))
+        conditions.append(VideoCondition(frames, frame_index=frame, strength=1.0 if spec.strength is None
+                                         else spec.strength))
     if args.audio is not None:
-        check_file(args.audio, "--audio")
-        conditions.append(AudioCondition(args.audio, start_time=args.audio_start))
+        conditions.append(_audio_condition(args))
     return conditions
 
 
-def _check_args(args) -> tuple[list, tuple[str, ...]]:
-    """Every check that needs no model; returns the conditions and the output modalities."""
-    if args.audio_only:
-        check_audio_output(args.output)
-        used = [flag for flag, value in (("--image", args.image), ("--video", args.video), ("--audio", args.audio))
-                if value]
-        if used:
-            raise ValueError(f"--audio-only generates sound alone: it takes no {' / '.join(used)}")
-    check_clip_arguments(args, audio_output=args.audio_only)
-    check_two_stage_arguments(args)
-    if args.two_stage and args.audio_only:
-        raise ValueError("--audio-only has no video to upsample: drop --two-stage")
-    conditions = build_conditions(args)
-    modalities = ("audio",) if args.audio_only else ("video", "audio")
-    check_conditions_early(conditions, args, output_modalities=modalities)
-    return conditions, modalities
+def prepare(args) -> None:
+    """Checks needing torch / media (device, conditioning files, media contents, conditions), before loading."""
+    prepare_clip(args)
+    args.conditions = build_conditions(args)
+    args.modalities = ("audio",) if args.audio_only else ("video", "audio")
+    check_conditions_early(args.conditions, args, output_modalities=args.modalities)
 
 
-def run(args) -> int:
-    """Check the arguments, load the pipeline, generate, write the MP4 (or WAV / FLAC); returns the exit code."""
-    from ..pipelines import LTX2AudioVideoPipeline
+def call(args) -> dict:
+    """The pipeline call's keyword arguments (one- or two-stage)."""
+    kwargs = clip_call(args)
+    kwargs.update(sampling_call(args))
+    if args.conditions or args.audio_only:
+        kwargs.update(conditions=args.conditions, output_modalities=args.modalities)
+    return two_stage_call(kwargs, args) if args.two_stage else kwargs
 
-    conditions, modalities = _check_args(args)
-    call = clip_call_arguments(args)  # builds the guider: bad guidance flags fail here, before loading
-    timer = StageTimer()
+
+def run(args, timer) -> int:
+    """Check, load the pipeline (and LoRAs), generate, write the MP4 (or WAV / FLAC); returns the exit code."""
+    prepare(args)
+    kwargs = call(args)
     if args.two_stage:  # stage progress bars are named by the pipeline ("stage 1/2 ...", "stage 2/2 ...")
         from ..pipelines.two_stage import LTX2TwoStagePipeline
 
-        call = two_stage_call(call, args)
-        pipe = load_pipeline(LTX2TwoStagePipeline, args, timer, setup=two_stage_setup(args, parse_dtype(args.dtype)))
+        pipe = load_pipeline(LTX2TwoStagePipeline, args, timer, setup=two_stage_setup(args, torch_dtype(args.dtype)))
     else:
+        from ..pipelines import LTX2AudioVideoPipeline
+
         pipe = load_pipeline(LTX2AudioVideoPipeline, args, timer)
-    if conditions or args.audio_only:
-        call.update(conditions=conditions, output_modalities=modalities)
-    with timer.stage("generate"):
-        out = pipe(**call)
-    with timer.stage("write"):
-        write_output(out, args)
-    print(f"wrote {os.path.abspath(args.output)} ({timer.summary()})")
-    return 0
+    return run_and_write(pipe, args, timer, **kwargs)
+
+
+COMMAND = Command("generate", "generate a clip with audio from a prompt (and images, clips, audio, LoRAs)", OPTIONS,
+                  run, check=check, prepare=prepare, call=call)
+add_parser = COMMAND.add_to

@@ -1,6 +1,6 @@
 """Conditioning flags of the `ltx2` subcommands: media specs (`PATH[@FRAME[:STRENGTH]]`), the source clip of
 `retake` / `foley` / `extend`, the checks of `conditions=` before any model loads, and writing the result
-(`generate_and_write`: the load-generate-write step `retake` and `foley` share).
+and writing the result.
 
 Everything else here runs before the pipeline is loaded, so a bad flag, a missing file, a frame outside the clip
 or a window outside the source fails in a second with exit code 2.
@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+
+from .options import Option, text
 
 _SPEC = re.compile(r"^(?P<path>.+?)(?:@(?P<frame>-?\d+)(?::(?P<strength>[^:@]+))?)?$")
 
@@ -48,7 +50,7 @@ def resolve_frame(spec: MediaSpec, flag: str, num_frames: int, length: int = 1, 
     """The pixel frame a spec lands on: negative frames count from the end of the clip (-1 = the last frame
     for an image; a clip of `length` frames at -1 ends on the last frame). Raises ValueError when the media
     does not fit inside the clip's frames `0..num_frames-1`."""
-    from ..conditioning.frames import resolve_frame_index
+    from ..rules import resolve_frame_index  # no torch: --image errors come before the import
 
     frame = resolve_frame_index(default if spec.frame is None else spec.frame, num_frames, length)
     if frame < 0 or frame + length - 1 > num_frames - 1:
@@ -59,9 +61,9 @@ def resolve_frame(spec: MediaSpec, flag: str, num_frames: int, length: int = 1, 
 
 
 def check_strength(flag: str, value: float) -> float:
-    from ..pipelines import validation as V
-
-    V.check_strength(flag, value)
+    """`value` must be a number in [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{flag} must be in [0, 1], got {value!r}")
     return float(value)
 
 
@@ -100,7 +102,7 @@ def largest_clip_length(available: int, temporal_ratio: int = 8) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class SourceClip:
-    """The input clip of `retake` / `foley` / `extend` as the generation will use it."""
+    """The input clip of `retake` / `foley` / `extend` as the generation will use it, and as the file is."""
 
     path: str
     num_frames: int  # 8k+1 frames used from the start of the file
@@ -109,10 +111,30 @@ class SourceClip:
     width: int
     frame_rate: float
     has_audio: bool
+    file_height: int = 0
+    file_width: int = 0
 
     @property
     def duration_s(self) -> float:
         return self.num_frames / self.frame_rate
+
+    def describe(self, frames_used: int | None = None) -> str:
+        """`"176x100, 60 frames at 24 fps -> 160x96 (resized and centre-cropped to multiples of 32), 57 frames
+        (8k+1: the last 3 dropped)"`: what is used of the file, and what is changed."""
+        used = self.num_frames if frames_used is None else frames_used
+        text = f"{self.file_width}x{self.file_height}, {self.available_frames} frames at {self.frame_rate:g} fps"
+        changes = []
+        if (self.width, self.height) != (self.file_width, self.file_height):
+            changes.append(f"{self.width}x{self.height} (resized and centre-cropped)")
+        if used != self.available_frames:
+            dropped = self.available_frames - used
+            changes.append(f"its first {used} frames (8k+1; the last {dropped} dropped)" if used < self.available_frames
+                           else f"{used} frames")
+        return text + (f" -> {', '.join(changes)}" if changes else " (used as is)")
+
+
+#: the fewest frames an input clip may have (one 8-frame latent step after the first frame)
+MIN_SOURCE_FRAMES = 9
 
 
 def check_not_the_input(input_path: str, output_path: str | None) -> None:
@@ -128,18 +150,26 @@ def check_not_the_input(input_path: str, output_path: str | None) -> None:
                          "write the result to another file")
 
 
+def check_source_paths(args) -> None:
+    """Stage-2 checks of `--input` (no heavy import): the file exists and is not the `--output`."""
+    check_file(args.input, "--input")
+    check_not_the_input(args.input, args.output)
+
+
 def resolve_source_clip(args, *, max_frames: int | None = None, spatial_ratio: int = 32) -> SourceClip:
     """Probe `args.input` (no full decode) and fill `args.num_frames`, `args.height`, `args.width`,
     `args.frame_rate` where the user left them unset: the longest `8k + 1` frames of the file (at most
-    `max_frames`), its size rounded down to multiples of 32, its frame rate."""
+    `max_frames`), its size rounded down to multiples of 32, its frame rate. An image or a clip shorter than
+    9 frames is refused."""
     from ..media import probe_video
 
-    check_file(args.input, "--input")
-    check_not_the_input(args.input, args.output)
+    check_source_paths(args)
     info = probe_video(args.input)
+    if info.num_frames < MIN_SOURCE_FRAMES:
+        what = "an image" if info.num_frames == 1 else f"a {info.num_frames}-frame clip"
+        raise ValueError(f"--input {args.input} is {what}: this command continues or edits a video clip of at "
+                         f"least {MIN_SOURCE_FRAMES} frames (to start from an image: ltx2 generate --image)")
     usable = largest_clip_length(info.num_frames if max_frames is None else min(info.num_frames, max_frames))
-    if usable < 1:
-        raise ValueError(f"--input {args.input} has no frames")
     if args.num_frames is None:
         args.num_frames = usable
     elif args.num_frames > info.num_frames:
@@ -147,27 +177,18 @@ def resolve_source_clip(args, *, max_frames: int | None = None, spatial_ratio: i
     for name, size in (("height", info.height), ("width", info.width)):
         if getattr(args, name) is None:
             rounded = size // spatial_ratio * spatial_ratio
-            if rounded < 2 * spatial_ratio:  # two latent pixels, as `validation.check_resolution` asks
+            if rounded < 2 * spatial_ratio:  # two latent pixels, as `rules.size_problem` asks
                 raise ValueError(f"--input {args.input} is {info.width}x{info.height}: too small for the model "
                                  f"(at least {2 * spatial_ratio} pixels per side)")
             setattr(args, name, rounded)
     if args.frame_rate is None:
         args.frame_rate = info.fps
     return SourceClip(path=args.input, num_frames=args.num_frames, available_frames=info.num_frames,
-                      height=args.height, width=args.width, frame_rate=args.frame_rate, has_audio=info.has_audio)
+                      height=args.height, width=args.width, frame_rate=args.frame_rate, has_audio=info.has_audio,
+                      file_height=info.height, file_width=info.width)
 
 
-def add_source_clip_arguments(p) -> None:
-    """`--input` plus clip-size defaults taken from it (`add_clip_arguments` must be called after)."""
-    p.add_argument("--input", required=True, help="source clip (any video file FFmpeg reads)")
-
-
-def source_clip_defaults(p) -> None:
-    """Let `--num-frames / --height / --width / --frame-rate` default to the input clip's."""
-    p.set_defaults(num_frames=None, height=None, width=None, frame_rate=None)
-    for action in p._actions:
-        if action.dest in ("num_frames", "height", "width", "frame_rate"):
-            action.help = f"{action.help or ''} (default: from --input)".strip()
+SOURCE_OPTION = Option("--input", "source clip (any video file FFmpeg reads)", text, required=True, metavar="PATH")
 
 
 def check_conditions_early(conditions, args, *, output_modalities=("video", "audio")) -> None:
@@ -181,28 +202,11 @@ def check_conditions_early(conditions, args, *, output_modalities=("video", "aud
 
 
 def write_output(out, args) -> str:
-    """Write the pipeline output: an MP4 (video + audio) or, for audio-only output, a WAV / FLAC."""
+    """Write the pipeline output: an MP4 (video + audio; video alone when `args.write_audio` is False) or, for
+    audio-only output, a WAV / FLAC."""
     from ..media import save_audio
     from .common import write_clip
 
     if out.frames is None:
         return save_audio(args.output, out.audio[0], out.sample_rate)
-    return write_clip(out, args.output, args.frame_rate)
-
-
-def generate_and_write(conditions, args) -> int:
-    """Load `LTX2AudioVideoPipeline`, generate the clip under `conditions` with the command's clip arguments,
-    write it (`write_output`) and print where, with the stage timings; returns the exit code 0. Shared by the
-    conditioned commands whose whole call is `pipe(conditions=..., **clip arguments)` (`foley`, `retake`)."""
-    from ..pipelines import LTX2AudioVideoPipeline
-    from .common import StageTimer, clip_call_arguments, load_pipeline
-
-    call = clip_call_arguments(args)
-    timer = StageTimer()
-    pipe = load_pipeline(LTX2AudioVideoPipeline, args, timer)
-    with timer.stage("generate"):
-        out = pipe(conditions=conditions, **call)
-    with timer.stage("write"):
-        write_output(out, args)
-    print(f"wrote {os.path.abspath(args.output)} ({timer.summary()})")
-    return 0
+    return write_clip(out, args.output, args.frame_rate, audio=getattr(args, "write_audio", True))

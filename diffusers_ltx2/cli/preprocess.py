@@ -17,57 +17,52 @@ clip's audio track into ``audio_latents/`` (for ``text_to_video`` with ``with_au
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 from pathlib import Path
 
 from ..json_files import read_json
-from .common import check_model_folder, non_negative_int, positive_float, positive_int
+from ..rules import frame_count_problem, size_problem
+from .command import Command
+from .common import check_model_folder
+from .options import Option, number, text, whole
 
+CONTROL_TYPES = ("canny", "depth", "pose")
+PROMPTS = "prompt encoding (as `ltx2 encode`)"
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Register the ``preprocess`` subcommand."""
-    parser = subparsers.add_parser(
-        "preprocess", help="encode videos + captions into a training dataset (latents, conditions, references)",
-        description="Encode a video dataset once so `ltx2 train` needs neither the VAE nor Gemma. Resumable; "
-                    "bad clips are reported and skipped.",
-    )
-    parser.add_argument("source", help="folder of videos + .txt captions, or a .csv / .jsonl")
-    parser.add_argument("--model", required=True,
-                        help="pipeline folder (vae/, connectors/, text_encoder/, tokenizer/) or factory:tiny")
-    parser.add_argument("--output", "-o", required=True, help="dataset root to write")
-    parser.add_argument("--height", type=int, required=True)
-    parser.add_argument("--width", type=int, required=True)
-    parser.add_argument("--num-frames", type=int, required=True, help="frames per clip (8k + 1)")
-    parser.add_argument("--frame-rate", type=float, default=24.0)
-    parser.add_argument("--reference-downscale-factor", type=int,
-                        help="make IC-LoRA references at (height / f, width / f)")
-    parser.add_argument("--control", action="append", default=[],
-                        help="control type for the references: canny, depth=MODEL_PATH, pose=MODEL_PATH; "
-                             "repeat for a union dataset")
-    parser.add_argument("--with-audio", action="store_true",
-                        help="also encode each clip's audio track (the frames' time window) into audio_latents/; "
-                             "the videos must run at --frame-rate")
-    parser.add_argument("--missing-audio", choices=("skip", "video_only"), default="skip",
-                        help="--with-audio, a clip without a usable audio track: skip it (default) or keep it "
-                             "without audio latents; both are listed in the report")
-    prompts = parser.add_argument_group("prompt encoding (as `ltx2 encode`)")
-    prompts.add_argument("--api", action="store_true",
-                         help="encode captions with the LTX API (key from LTX_API_KEY) instead of a local Gemma")
-    prompts.add_argument("--model-id", help="--api: the model id, instead of reading it from --model")
-    prompts.add_argument("--enhance-prompt", action="store_true", help="--api: let the API enhance the captions")
-    prompts.add_argument("--base-url", default=None, help="--api: API root (https; default: the LTX API)")
-    prompts.add_argument("--timeout", type=positive_float, default=60.0, help="--api: seconds per request")
-    prompts.add_argument("--retries", type=non_negative_int, default=3, help="--api: retries on 429/5xx/timeouts")
-    prompts.add_argument("--cache-dir", help="reuse/store per-caption embeddings in this folder")
-    prompts.add_argument("--max-sequence-length", type=positive_int,
-                         help="local: padded caption length (default: 1024, or the tokenizer's maximum if smaller, "
-                              "as the pipeline does)")
-    parser.add_argument("--no-progress", action="store_true")
-    parser.set_defaults(func=run)
-    return parser
+OPTIONS = (
+    Option("source", "folder of videos + .txt captions, or a .csv / .jsonl", text),
+    Option("--model", "pipeline folder (vae/, connectors/, text_encoder/, tokenizer/) or factory:tiny", text,
+           required=True, metavar="PATH"),
+    Option("--output", "dataset root to write", text, required=True, metavar="PATH", aliases=("-o",)),
+    Option("--height", "clip height in pixels: a multiple of 32 (of 32 x --reference-downscale-factor)", whole(1),
+           required=True),
+    Option("--width", "clip width in pixels: a multiple of 32 (of 32 x --reference-downscale-factor)", whole(1),
+           required=True),
+    Option("--num-frames", "frames per clip, 8k+1 (shorter clips are skipped)", whole(1), required=True),
+    Option("--frame-rate", "frames per second stored with each clip (with --with-audio the videos must run at it)",
+           number(0.001, 1000), default=24.0),
+    Option("--reference-downscale-factor", "make IC-LoRA references at (height / f, width / f)", whole(1)),
+    Option("--control", "control type of the references: canny, depth=MODEL_PATH, pose=MODEL_PATH; repeat for a "
+                        "union dataset", text, repeat=True, metavar="TYPE[=MODEL_PATH]"),
+    Option("--with-audio", "also encode each clip's audio track (the frames' time window) into audio_latents/",
+           switch=True),
+    Option("--missing-audio", "with --with-audio, a clip without a usable audio track: skip it or keep it without "
+                              "audio latents; both are listed in the report", choices=("skip", "video_only"),
+           default="skip"),
+    Option("--api", "encode captions with the LTX API (key from LTX_API_KEY) instead of a local Gemma", switch=True,
+           group=PROMPTS),
+    Option("--model-id", "--api: the model id, instead of reading it from --model", text, group=PROMPTS),
+    Option("--enhance-prompt", "--api: let the API enhance the captions", switch=True, group=PROMPTS),
+    Option("--base-url", "--api: API root (https)", text, default_text="the LTX API", group=PROMPTS),
+    Option("--timeout", "--api: seconds per request", number(above=0), default=60.0, group=PROMPTS),
+    Option("--retries", "--api: retries on 429/5xx/timeouts", whole(0), default=3, group=PROMPTS),
+    Option("--cache-dir", "reuse/store per-caption embeddings in this folder", text, metavar="PATH", group=PROMPTS),
+    Option("--max-sequence-length", "local: padded caption length", whole(1),
+           default_text="1024, or the tokenizer's maximum if smaller, as the pipeline does", group=PROMPTS),
+    Option("--no-progress", "no progress bar", switch=True),
+)
 
 
 def _controls(specs: list[str]):
@@ -102,23 +97,46 @@ def _pipeline(model: str, model_identity: str | None = None, with_gemma: bool = 
     return LTX2ICLoRAPipeline.from_pretrained(model, **without)
 
 
-def _check_args(args) -> None:
-    """Everything checkable before a model loads or the API is called (`ValueError` / `FileNotFoundError`): the
-    library's `check_preprocess_arguments` (sizes, frame count and rate, reference factor, an output made with
-    other settings), then the flags' combinations."""
-    from ..training.preprocess import check_preprocess_arguments
-
-    if args.control and args.reference_downscale_factor is None:
+def check(args) -> None:
+    """Everything checkable before an import, a model loads or the API is called (`ValueError` /
+    `FileNotFoundError` naming the flag, with the nearest valid values)."""
+    if not os.path.exists(args.source):
+        raise FileNotFoundError(f"dataset source not found: {args.source}")
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        raise ValueError(f"--output {args.output} is a file, not a folder")
+    factor = args.reference_downscale_factor
+    unit = 32 * (factor or 1)
+    why = f" (32 x --reference-downscale-factor {factor})" if factor and factor > 1 else ""
+    for flag, value in (("--height", args.height), ("--width", args.width)):
+        problem = size_problem(value, unit, minimum=unit)
+        if problem:
+            raise ValueError(f"{flag} {problem}{why}")
+    problem = frame_count_problem(args.num_frames)
+    if problem:
+        raise ValueError(f"--num-frames {problem}")
+    names = []
+    for spec in args.control:
+        name, _, path = spec.partition("=")
+        if name not in CONTROL_TYPES:
+            raise ValueError(f"--control {spec}: unknown control type {name!r} (choose from "
+                             f"{', '.join(CONTROL_TYPES)})")
+        if name in names:
+            raise ValueError(f"--control {name} given twice")
+        if name in ("depth", "pose") and not path:
+            raise ValueError(f"--control {name} needs its model: --control {name}=MODEL_PATH")
+        if path and not os.path.isdir(path):
+            raise FileNotFoundError(f"--control {spec}: model folder not found: {path}")
+        names.append(name)
+    if args.control and factor is None:
         raise ValueError("--control needs --reference-downscale-factor")
-    check_preprocess_arguments(height=args.height, width=args.width, num_frames=args.num_frames,
-                               frame_rate=args.frame_rate, reference_downscale_factor=args.reference_downscale_factor,
-                               control_types=[c.partition("=")[0] for c in args.control] or None,
-                               missing_audio=args.missing_audio, output=args.output)
     if args.missing_audio != "skip" and not args.with_audio:
         raise ValueError("--missing-audio applies with --with-audio only")
     if args.cache_dir is not None and os.path.exists(args.cache_dir) and not os.path.isdir(args.cache_dir):
         raise ValueError(f"--cache-dir {args.cache_dir} is a file, not a folder")
-    if not args.model.startswith("factory:"):  # with --api, Gemma is neither needed nor loaded
+    if args.model.startswith("factory:"):
+        if args.model.split(":")[1] not in ("tiny", "small"):
+            raise ValueError("--model: factory models are factory:tiny or factory:small")
+    else:  # with --api, Gemma is neither needed nor loaded
         check_model_folder(args.model, optional=("text_encoder", "tokenizer") if args.api else ())
     if args.api:
         if args.max_sequence_length is not None:
@@ -129,6 +147,19 @@ def _check_args(args) -> None:
                 raise ValueError(f"--{flag.replace('_', '-')} applies with --api only")
         if args.enhance_prompt:
             raise ValueError("--enhance-prompt applies with --api only")
+
+
+def prepare(args) -> None:
+    """The checks needing torch, before any model loads or the API is called: the library's
+    `check_preprocess_arguments` (as `preprocess_dataset` takes them), which also refuses an `--output` already
+    holding clips made with other settings (size, frame count, frame rate, reference factor; read from their
+    files' headers)."""
+    from ..training.preprocess import check_preprocess_arguments
+
+    check_preprocess_arguments(height=args.height, width=args.width, num_frames=args.num_frames,
+                               frame_rate=args.frame_rate, reference_downscale_factor=args.reference_downscale_factor,
+                               control_types=[c.partition("=")[0] for c in args.control] or None,
+                               missing_audio=args.missing_audio, output=args.output)
 
 
 def _recorded_model_id(folder: str) -> str | None:
@@ -168,32 +199,50 @@ def _local_encoder(pipe, max_sequence_length: int | None):
                               model_identity=connector_fingerprint(pipe.connectors), max_sequence_length=length)
 
 
-def run(args) -> int:
+def run(args, timer) -> int:
     from ..loaders.api import LTXAPIError
     from ..loaders.cache import CachedPromptEncoder
     from ..loaders.identity import context_dims
     from ..training.preprocess import find_clips, preprocess_dataset
+    from .common import quiet_loading
 
-    _check_args(args)
+    prepare(args)
     clips = find_clips(args.source)
     api = _api_encoder(args) if args.api else None
     types, preprocessors = _controls(args.control)
-    pipe = _pipeline(args.model, args.model_id, with_gemma=not args.api)
+    quiet_loading()
+    with timer.stage("load"):
+        pipe = _pipeline(args.model, args.model_id, with_gemma=not args.api)
     if api is not None:
         api.video_dim, api.audio_dim = context_dims(pipe.transformer)
     encoder = api or _local_encoder(pipe, args.max_sequence_length)
     if args.cache_dir:
         encoder = CachedPromptEncoder(encoder, args.cache_dir)
     try:
-        report = preprocess_dataset(
-            pipe, clips, args.output, height=args.height, width=args.width, num_frames=args.num_frames,
-            frame_rate=args.frame_rate, prompt_encoder=encoder,
-            reference_downscale_factor=args.reference_downscale_factor,
-            control_types=types or None, preprocessors=preprocessors, with_audio=args.with_audio,
-            missing_audio=args.missing_audio, progress=not args.no_progress,
-        )
+        with timer.stage("preprocess"):
+            report = preprocess_dataset(
+                pipe, clips, args.output, height=args.height, width=args.width, num_frames=args.num_frames,
+                frame_rate=args.frame_rate, prompt_encoder=encoder,
+                reference_downscale_factor=args.reference_downscale_factor,
+                control_types=types or None, preprocessors=preprocessors, with_audio=args.with_audio,
+                missing_audio=args.missing_audio, progress=not args.no_progress,
+            )
     except LTXAPIError as err:
         print(f"ltx2 preprocess: error: {err}", file=sys.stderr)
         return 1
     print(json.dumps(report.to_json()))
+    if not report.written and not report.existing:
+        reasons = "; ".join(f"{name}: {reason}" for name, reason in report.skipped[:3])
+        raise ValueError(f"no clip was encoded: all {len(report.skipped)} were skipped ({reasons}"
+                         f"{'; ...' if len(report.skipped) > 3 else ''}); `ltx2 train` would find no data")
+    print(f"dataset written to {os.path.abspath(args.output)}: {len(report.written)} clip(s) encoded, "
+          f"{len(report.existing)} already there, {len(report.skipped)} skipped ({timer.summary()})")
     return 0
+
+
+COMMAND = Command(
+    "preprocess", "encode videos + captions into a training dataset (latents, conditions, references)", OPTIONS, run,
+    check=check, prepare=prepare,
+    description="Encode a video dataset once so `ltx2 train` needs neither the VAE nor Gemma. Resumable; bad clips "
+                "are reported and skipped.")
+add_parser = COMMAND.add_to

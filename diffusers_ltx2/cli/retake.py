@@ -3,29 +3,34 @@
 
 from __future__ import annotations
 
-import argparse
+from .clip_args import (
+    check_clip, check_frames_and_size, clip_call, clip_options, load_pipeline, prepare_clip, run_and_write,
+)
+from .command import Command
+from .media_args import SOURCE_OPTION, check_conditions_early, check_source_paths, resolve_source_clip
+from .options import Option, number
 
-from .common import add_clip_arguments, check_clip_arguments
-from .media_args import (
-    add_source_clip_arguments, check_conditions_early, generate_and_write, resolve_source_clip, source_clip_defaults,
+OPTIONS = (
+    SOURCE_OPTION,
+    Option("--start", "window start, seconds", number(minimum=0), required=True),
+    Option("--end", "window end, seconds", number(above=0), required=True),
+    Option("--no-video", "keep the whole video; regenerate only the audio", switch=True),
+    Option("--no-audio", "keep the whole audio; regenerate only the video (a silent input stays silent)",
+           switch=True),
+    Option("--ramp", "soft window edges in seconds (tokens this close to the window are partly regenerated)",
+           number(minimum=0), default=0.0),
+    *clip_options(from_input=True),
 )
 
 
-def add_parser(subparsers) -> None:
-    """Register `ltx2 retake`."""
-    p = subparsers.add_parser("retake", help="regenerate seconds START..END of a clip, keeping the rest",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_source_clip_arguments(p)
-    p.add_argument("--start", type=float, required=True, help="window start, seconds")
-    p.add_argument("--end", type=float, required=True, help="window end, seconds")
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--no-video", action="store_true", help="keep the whole video; regenerate only the audio")
-    which.add_argument("--no-audio", action="store_true", help="keep the whole audio; regenerate only the video")
-    p.add_argument("--ramp", type=float, default=0.0,
-                   help="soft window edges in seconds (tokens this close to the window are partly regenerated)")
-    add_clip_arguments(p)
-    source_clip_defaults(p)
-    p.set_defaults(func=run)
+def check(args) -> None:
+    """Checks needing no import: the window, the switches, the paths and the explicitly given sizes."""
+    if args.no_video and args.no_audio:
+        raise ValueError("pass at most one of --no-video / --no-audio (with both there is nothing to retake)")
+    if not args.start < args.end:
+        raise ValueError(f"--start {args.start:g} must be before --end {args.end:g}")
+    check_source_paths(args)
+    check_clip(args)  # sizes the user left to the input are checked once it is probed
 
 
 def build_conditions(args, source) -> list:
@@ -33,23 +38,48 @@ def build_conditions(args, source) -> list:
     from ..conditioning import AudioCondition, FrozenVideo, TemporalRegion
     from ..media import load_video
 
+    if args.end > source.duration_s + 1e-9:
+        raise ValueError(f"--end {args.end:g} is past the end of the clip, which lasts {source.duration_s:.4g} s "
+                         f"({source.num_frames} frames at {source.frame_rate:g} fps)")
     frames, _ = load_video(source.path, num_frames=source.num_frames)
     if not source.has_audio:
         if args.no_video:
             raise ValueError(f"--input {source.path} has no audio track to retake (generate one with `ltx2 foley`)")
-        print(f"--input {source.path} has no audio track: the sound of the whole clip is generated")
+        if args.no_audio:
+            print(f"--input {source.path} has no audio track: --no-audio keeps it silent (the output has no sound)")
+            args.write_audio = False
+        else:
+            print(f"--input {source.path} has no audio track: the sound of the whole clip is generated")
         return [FrozenVideo(frames), TemporalRegion(args.start, args.end, audio=False, ramp_s=args.ramp)]
     region = TemporalRegion(args.start, args.end, video=not args.no_video, audio=not args.no_audio,
                             ramp_s=args.ramp)
     return [FrozenVideo(frames), AudioCondition(source.path), region]
 
 
-def run(args) -> int:
-    """Check the arguments and the source clip, load the pipeline, retake, write the MP4; returns the exit code."""
+def prepare(args) -> None:
+    """Probe the source clip (sizes from it), then the checks needing torch; build the conditions."""
     source = resolve_source_clip(args)
-    check_clip_arguments(args)
-    conditions = build_conditions(args, source)
-    check_conditions_early(conditions, args)
-    print(f"retake {args.start:g}-{args.end:g} s of {source.path}: {source.num_frames} frames "
-          f"({source.duration_s:.3g} s at {source.frame_rate:g} fps), {args.width}x{args.height}")
-    return generate_and_write(conditions, args)
+    check_frames_and_size(args)
+    prepare_clip(args)
+    args.conditions = build_conditions(args, source)
+    check_conditions_early(args.conditions, args)
+    print(f"retake {args.start:g}-{args.end:g} s of {source.path}: {source.describe()}")
+
+
+def call(args) -> dict:
+    return dict(clip_call(args), conditions=args.conditions)
+
+
+def run(args, timer) -> int:
+    """Check the arguments and the source clip, load the pipeline, retake, write the MP4; returns the exit code."""
+    from ..pipelines import LTX2AudioVideoPipeline
+
+    prepare(args)
+    kwargs = call(args)
+    pipe = load_pipeline(LTX2AudioVideoPipeline, args, timer)
+    return run_and_write(pipe, args, timer, **kwargs)
+
+
+COMMAND = Command("retake", "regenerate seconds START..END of a clip, keeping the rest", OPTIONS, run, check=check,
+                  prepare=prepare, call=call)
+add_parser = COMMAND.add_to

@@ -12,19 +12,13 @@ import numpy as np
 import torch
 
 from ..media.frames import as_frames
+from ..rules import resolve_frame_index  # plain Python: the CLI resolves @FRAME before importing torch
 
 __all__ = ["as_frames", "num_frames_of", "resolve_frame_index", "to_vae_pixels", "vae_pixels"]
 
 
 def num_frames_of(frames) -> int:
     return int(frames.shape[0])
-
-
-def resolve_frame_index(frame_index: int, num_frames: int, length: int = 1) -> int:
-    """The pixel frame media of `length` frames starts on: `frame_index` itself, or counted from the end of a
-    `num_frames` clip when negative (-1: an image lands on the last frame, a clip ends on it), as the CLI's
-    `@FRAME`. The result may lie outside the clip; callers check that."""
-    return num_frames - length + 1 + frame_index if frame_index < 0 else frame_index
 
 
 def to_vae_pixels(frames, height: int, width: int, crf: int) -> torch.Tensor:

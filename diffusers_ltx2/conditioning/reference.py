@@ -14,7 +14,7 @@ import torch
 
 from ..control.video import fit_frames, run_preprocessor, to_frames
 from ..latents import layout as L
-from ..latents.geometry import nearest_multiples
+from ..rules import nearest_multiples
 from .base import VIDEO, ClipGeometry, Condition, ConditioningState, LatentEncoder
 from .frames import vae_pixels
 from .reference_attention import latent_token_mask, reference_cross_weights

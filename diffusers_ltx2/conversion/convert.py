@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from .errors import ConversionError
+from .._plain_diffusers import mark as mark_saved_folder
 from .fp8 import write_manifest
 from .loading import NonFiniteWeights, materialize
 from .output_dir import atomic_output_dir, check_destination
@@ -194,5 +195,6 @@ def convert_single_file(
                 for f in files:
                     shutil.copy2(f, tmp / folder / f.name)
         _write_json(tmp / "model_index.json", model_index(plan, te_entry, tok_entry))
+        mark_saved_folder(tmp, PIPELINE_CLASS)  # plain diffusers then says how to load it
     nonfinite.warn()
     return dst

@@ -97,3 +97,25 @@ def write_manifest(folder: str | os.PathLike, modules: list[str], weight_dtype: 
                    "modules": sorted(modules)}, f, indent=2)
 
 
+def check_fp8_manifest(folder: str | os.PathLike) -> None:
+    """A local `transformer/` folder whose weights hold float8 linears (`weight_scale` tensors) must carry its
+    `ltx2_fp8.json` manifest: without it diffusers would load the float8 weights into plain linears that fail at
+    the first matmul (an incomplete copy of a `--fp8 keep` / fp8-cast folder). Reads the headers only.
+
+    Raises:
+        OSError: the manifest is missing (or a weight file is unreadable).
+    """
+    from .errors import ConversionError
+    from .streaming import read_header
+
+    folder = Path(folder)
+    if not folder.is_dir() or (folder / FP8_MANIFEST).is_file():
+        return
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            tensors, _ = read_header(path)
+        except ConversionError as err:
+            raise OSError(str(err)) from err
+        if any(k.endswith(".weight_scale") for k in tensors):
+            raise OSError(f"{folder}: float8 weights (weight_scale tensors in {path.name}) but no {FP8_MANIFEST}: "
+                          f"an incomplete copy of an FP8 / fp8-cast folder; copy {FP8_MANIFEST} from the source")

@@ -88,7 +88,11 @@ def check_materialized(module: nn.Module, name: str) -> None:
 
 
 def iter_folder_tensors(folder: str | os.PathLike) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield ``(key, tensor)`` from a diffusers component folder (single file or sharded), one at a time."""
+    """Yield ``(key, tensor)`` from a diffusers component folder (single file or sharded), one at a time.
+
+    Raises:
+        OSError: a missing, truncated or corrupt weight file (named).
+    """
     folder = Path(folder)
     index = folder / "diffusion_pytorch_model.safetensors.index.json"
     files = (
@@ -96,12 +100,17 @@ def iter_folder_tensors(folder: str | os.PathLike) -> Iterator[tuple[str, torch.
         if index.exists()
         else ["diffusion_pytorch_model.safetensors"]
     )
-    for name in files:
-        from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
-        with safe_open(str(folder / name), framework="pt", device="cpu") as f:
-            for key in f.keys():
-                yield key, f.get_tensor(key)
+    for name in files:
+        path = folder / name
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                for key in f.keys():
+                    tensor = f.get_tensor(key)
+                    yield key, tensor
+        except SafetensorError as err:  # truncated or corrupt: an OSError naming the file, as diffusers' loader
+            raise OSError(f"{path}: not a readable safetensors file (truncated or corrupt?): {err}") from err
 
 
 def _empty_module(spec) -> nn.Module:
@@ -175,6 +184,10 @@ def load_fp8_transformer(folder: str | os.PathLike, dtype: torch.dtype = torch.b
 
     Float8 linears become :class:`FP8ScaledLinear`; every other tensor is cast to ``dtype``. Tensors are
     assigned one at a time from the shards into a meta-initialised model.
+
+    Raises:
+        OSError: a missing, truncated or corrupt weight file (named).
+        ValueError: an unreadable manifest.
     """
     from accelerate import init_empty_weights
     from diffusers import LTX2VideoTransformer3DModel

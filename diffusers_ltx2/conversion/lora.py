@@ -52,6 +52,10 @@ _FACTOR_RE = re.compile(
 _ALPHA_RE = re.compile(r"^(?P<module>.+)\.alpha$")
 _KIND = {"lora_A": "A", "lora_down": "A", "lora_B": "B", "lora_up": "B"}
 _SHOWN_GROUPS, _SHOWN_KEYS = 8, 3
+#: largest IC-LoRA reference downscale / temporal factor accepted (official IC-LoRAs use 1 and 2)
+MAX_REFERENCE_FACTOR = 64
+#: dtypes a LoRA factor may have (float8 factors are refused: no trainer writes them, and torch cannot check them)
+_FACTOR_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 class LoraKeyError(KeyMismatchError, ValueError):
@@ -169,10 +173,16 @@ def normalize_lora(
     Raises:
         LoraKeyError: (a ValueError) some tensors have no target, lack their other factor, have shapes that do
             not fit, are not finite, or the file mixes conventions; nothing is returned.
-        ValueError: an empty state dict, or unreadable adapter metadata.
+        ValueError: an empty state dict, float8 (or other non-float16/32) factors, or unreadable adapter
+            metadata.
     """
     if not state_dict:
         raise ValueError("the LoRA file holds no tensors")
+    odd = sorted(k for k, v in state_dict.items() if v.is_floating_point() and v.dtype not in _FACTOR_DTYPES)
+    if odd:
+        who = f"LoRA {name!r}" if name else "the LoRA"
+        raise ValueError(f"{who} has {len(odd)} tensors in {state_dict[odd[0]].dtype} (e.g. {odd[0]}): LoRA factors "
+                         "must be float16, bfloat16 or float32; nothing was loaded")
     targets = targets or LoraTargets.template()
     entries: dict[str, dict[str, tuple[str, torch.Tensor]]] = defaultdict(dict)
     adapters: set[str] = set()
@@ -243,7 +253,14 @@ def normalize_lora(
     if problems:
         unknown = [k for cause, _, keys in problems for k in keys if "missing" not in cause]
         model = "LTX-2 (2.0 or 2.3)" if targets.template else "this model"
-        raise LoraKeyError(_format_problems(problems, len(entries), name, model), problems, unknown, missing)
+        if not entries:  # not one LoRA factor: a model checkpoint or another kind of file
+            who = f"LoRA {name!r}" if name else "the file"
+            message = (f"{who} is not a LoRA: none of its {len(state_dict)} tensors is a LoRA factor (lora_A / "
+                       f"lora_B, lora_down / lora_up), e.g. {next(iter(state_dict))}; nothing was loaded")
+        else:
+            message = _format_problems(problems, len(entries), name, model)
+        origin = lora_origin(metadata)
+        raise LoraKeyError(message + (f"\n  {origin}" if origin else ""), problems, unknown, missing)
     for component, config in adapter_config.items():
         for path in (p for c, p in factors if c == component):
             r, _ = _peft_rank_alpha(config, path)
@@ -255,18 +272,42 @@ def normalize_lora(
 
 # ----------------------------------------------------------------------------------------------- metadata
 
+#: metadata keys that say which model a LoRA was made for: `ltx2 train`'s, kohya's, the modelspec standard's
+_ORIGIN_KEYS = ("base_model", "base_model_identity", "training_strategy", "ss_base_model_version",
+                "ss_sd_model_name", "modelspec.architecture", "modelspec.title")
+
+
+def lora_origin(metadata: dict | None) -> str:
+    """What a LoRA file's metadata says of the model it was made for (`"its metadata: base_model=...,
+    training_strategy=..."`), or `""` when it says nothing; for error messages."""
+    found = [f"{k}={str(metadata[k])[:120]}" for k in _ORIGIN_KEYS if metadata and metadata.get(k) not in (None, "")]
+    return f"its metadata: {', '.join(found)}" if found else "its metadata names no base model"
+
+
+def check_reference_factor(name: str, value) -> int | None:
+    """`value` as an IC-LoRA reference factor: an integer from 1 to `MAX_REFERENCE_FACTOR` (`None` passes).
+
+    Raises:
+        ValueError: anything else (bools, floats, strings, 0, 10**9).
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_REFERENCE_FACTOR:
+        raise ValueError(f"{name} must be a positive integer no larger than {MAX_REFERENCE_FACTOR}, got {value!r} (a "
+                         f"larger factor leaves the reference under one latent pixel even at "
+                         f"{32 * MAX_REFERENCE_FACTOR} px)")
+    return value
+
 
 def _parse_factor(metadata: dict | None, key: str) -> int | None:
+    """A factor written in the metadata as a whole number ("2"; "2.0" too), checked by `check_reference_factor`."""
     if not metadata or metadata.get(key) in (None, ""):
         return None
     raw = metadata[key]
-    try:
-        value = float(raw)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"LoRA metadata {key}={raw!r} is not a number") from exc
-    if not math.isfinite(value) or value < 1 or value != int(value):
-        raise ValueError(f"LoRA metadata {key}={raw!r} must be a positive integer")
-    return int(value)
+    match = re.fullmatch(r"\s*(\d+)(?:\.0*)?\s*", raw) if isinstance(raw, str) else None
+    if match is None:
+        raise ValueError(f"LoRA metadata {key}={raw!r} is not a number in whole-number notation (such as \"2\")")
+    return check_reference_factor(f"LoRA metadata {key}", int(match.group(1)))
 
 
 def _read_factor(metadata: dict | None, key: str) -> int | None:

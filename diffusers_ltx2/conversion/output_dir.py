@@ -29,8 +29,9 @@ import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from .errors import ConversionError
+from .._plain_diffusers import class_name_of
 from ..json_files import read_json
+from .errors import ConversionError
 
 #: ``_class_name`` values of a folder this package writes (``ltx2 convert`` / ``save_pretrained``).
 PIPELINE_CLASSES = ("LTX2AudioVideoPipeline", "LTX2ICLoRAPipeline")
@@ -47,7 +48,7 @@ def is_converted_folder(folder: Path) -> bool:
     if folder.is_symlink() or not folder.is_dir() or not index.is_file():
         return False
     try:
-        return read_json(index).get("_class_name") in PIPELINE_CLASSES
+        return class_name_of(read_json(index)) in PIPELINE_CLASSES
     except (OSError, ValueError, AttributeError):
         return False
 

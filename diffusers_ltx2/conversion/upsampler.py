@@ -88,6 +88,31 @@ def is_upsampler_file(path: str | os.PathLike) -> bool:
         return False
 
 
+def check_latent_upsampler(upsampler, latent_channels: int | None = None) -> None:
+    """Refuse what cannot be a working latent upsampler, before anything runs: another model (e.g. the video VAE
+    passed as `latent_upsampler`), one made for other latents (`latent_channels`: the video VAE's), or NaN / inf
+    weights (a corrupt or diverged file: every stage-2 latent would be NaN).
+
+    Raises:
+        ValueError: naming the problem.
+    """
+    if upsampler is None:
+        return
+    if not isinstance(upsampler, LTX2LatentUpsamplerModel):
+        raise ValueError(f"latent_upsampler must be diffusers' LTX2LatentUpsamplerModel (an official upsampler file "
+                         f"loads with load_official_upsampler / `ltx2 convert --upsampler`), got "
+                         f"{type(upsampler).__name__}")
+    channels = upsampler.config.in_channels
+    if latent_channels is not None and channels != latent_channels:
+        raise ValueError(f"latent_upsampler takes {channels}-channel latents but the video VAE makes {latent_channels} "
+                         "(an upsampler for another model?)")
+    bad = [n for n, t in upsampler.state_dict().items()
+           if t.is_floating_point() and t.device.type != "meta" and not torch.isfinite(t).all()]
+    if bad:
+        raise ValueError(f"latent_upsampler has NaN or inf values in {len(bad)} tensors (e.g. {bad[0]}): a corrupt "
+                         "or diverged upsampler")
+
+
 def load_official_upsampler(path: str | os.PathLike, dtype: torch.dtype | None = None) -> LTX2LatentUpsamplerModel:
     """Build diffusers' `LTX2LatentUpsamplerModel` from an official upsampler file (tensors checked one for one).
 
@@ -96,7 +121,7 @@ def load_official_upsampler(path: str | os.PathLike, dtype: torch.dtype | None =
         dtype: dtype of the weights (`None` keeps the file's).
 
     Raises:
-        CorruptCheckpointError, UnsupportedCheckpointError, KeyMismatchError.
+        CorruptCheckpointError, UnsupportedCheckpointError, KeyMismatchError; ValueError for NaN / inf weights.
     """
     config = diffusers_upsampler_config(read_upsampler_config(path))
     model = LTX2LatentUpsamplerModel(**config)
@@ -115,6 +140,7 @@ def load_official_upsampler(path: str | os.PathLike, dtype: torch.dtype | None =
                                                 f"expected {tuple(expected[k].shape)}"])
             state[k] = t
     model.load_state_dict(state, strict=True, assign=True)
+    check_latent_upsampler(model)
     if dtype is not None:
         model = model.to(dtype)
     return model.eval()

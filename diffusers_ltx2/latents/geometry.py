@@ -59,9 +59,3 @@ class ClipGeometry:
                 f"(e.g. {lower} or {lower + self.temporal_ratio})"
             )
 
-
-def nearest_multiples(value: int, multiple: int) -> tuple[int, int]:
-    """The multiples of `multiple` just below (at least `multiple`) and just above `value`."""
-    lower = max(multiple, value // multiple * multiple)
-    upper = lower if value % multiple == 0 else (value // multiple + 1) * multiple
-    return lower, upper

@@ -46,7 +46,7 @@ __all__ = [
 # Width of the concatenated connector output -> (video, audio) for the released models.
 KNOWN_CONTEXT_SPLITS: dict[int, tuple[int, int]] = {
     3840 + 3840: (3840, 3840),  # LTX-2.0 (19B)
-    4096 + 2048: (4096, 2048),  # LTX-2.3 (22B)
+    4096 + 2048: (4096, 2048),  # LTX-2.3 and LTX-2.5 (22B): same widths, told apart by their model identity only
 }
 
 _MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit
@@ -92,12 +92,24 @@ def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
     return {str(k): str(v) for k, v in metadata.items()}
 
 
+def _declares_transformer(path: Path) -> bool:
+    """Whether a safetensors file's ``config`` metadata has a ``transformer`` section (a single-file checkpoint or
+    the transformer file of an LTX-2.5 split set; its other component files declare only their own sections)."""
+    try:
+        config = json.loads(read_safetensors_metadata(path).get("config") or "{}")
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and "transformer" in config
+
+
 def _candidate_files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     if not path.is_dir():
         raise FileNotFoundError(f"no such checkpoint file or directory: {path}")
     files = sorted(path.glob("*.safetensors"))
+    # an official 2.5 folder holds one file per component: the model's identity is the transformer file's
+    files = sorted(files, key=lambda f: not _declares_transformer(f))
     for sub in ("transformer", "connectors"):
         files += sorted((path / sub).glob("*.safetensors"))
     return files
@@ -106,7 +118,8 @@ def _candidate_files(path: Path) -> list[Path]:
 def read_model_id(checkpoint_path: str | os.PathLike) -> str:
     """The LTX API ``model_id`` of a checkpoint: its ``encrypted_wandb_properties`` metadata string.
 
-    `checkpoint_path` is a safetensors file, or a directory whose ``*.safetensors`` files (then those in
+    `checkpoint_path` is a safetensors file, or a directory whose ``*.safetensors`` files (those declaring a
+    ``transformer`` config section first: an official LTX-2.5 set has one file per component, then those in
     ``transformer/`` and ``connectors/``) are searched in order. Only headers are read.
 
     Raises:

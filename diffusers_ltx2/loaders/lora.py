@@ -59,11 +59,9 @@ class ICLoraInfo:
 
 
 def _check_factor(name: str, value) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
+    from ..conversion.lora import check_reference_factor
+
+    return check_reference_factor(name, value)
 
 
 def check_adapter_name(name) -> str:
@@ -96,6 +94,9 @@ def _check_local_source(source, weight_name: str | None) -> None:
 
 class LTX2OfficialLoraLoaderMixin(LTX2LoraLoaderMixin):
     """`LTX2LoraLoaderMixin` that also loads official-format LTX-2 LoRAs and records IC-LoRA metadata."""
+
+    #: whether the pipeline reads `reference_downscale_factor` (IC-LoRA pipelines): only those note a LoRA without it
+    uses_reference_factor = False
 
     @property
     def ic_lora_adapters(self) -> dict[str, ICLoraInfo]:
@@ -188,9 +189,12 @@ class LTX2OfficialLoraLoaderMixin(LTX2LoraLoaderMixin):
             from diffusers.utils.peft_utils import get_adapter_name
 
             adapter_name = get_adapter_name(self.transformer)
-        lora = normalize_lora(state_dict, file_metadata, self.lora_targets(), name=adapter_name)
+        # messages name the file when there is one (the adapter name is ours, not the user's)
+        source = pretrained_model_name_or_path_or_dict
+        label = os.fspath(source) if isinstance(source, (str, os.PathLike)) else adapter_name
+        lora = normalize_lora(state_dict, file_metadata, self.lora_targets(), name=label)
         spatial, temporal = read_reference_factors(file_metadata)
-        if spatial is None and reference_downscale_factor is None:
+        if spatial is None and reference_downscale_factor is None and self.uses_reference_factor:
             logger.warning(
                 "LoRA %r has no reference_downscale_factor in its metadata: using 1 (a reference at the target "
                 "resolution); pass reference_downscale_factor= if it is an IC-LoRA trained otherwise", adapter_name
@@ -210,7 +214,8 @@ class LTX2OfficialLoraLoaderMixin(LTX2LoraLoaderMixin):
                 raise ValueError(f"an adapter named {adapter_name!r} is already loaded; pass another adapter_name")
             self._common_factor("reference_downscale_factor", info)  # refuse before touching the model
             self._common_factor("reference_temporal_scale_factor", info)
-        self._inject(lora, adapter_name, hotswap, kwargs.get("low_cpu_mem_usage"))
+        with _weights_changing(self):  # disk-offload files follow the new parameters
+            self._inject(lora, adapter_name, hotswap, kwargs.get("low_cpu_mem_usage"))
         self.ic_lora_adapters[adapter_name] = info
         if strength != 1.0:
             self._apply_strengths()
@@ -306,13 +311,15 @@ class LTX2OfficialLoraLoaderMixin(LTX2LoraLoaderMixin):
 
     def delete_adapters(self, adapter_names):
         """diffusers' `delete_adapters`; also forgets their recorded IC-LoRA factors."""
-        super().delete_adapters(adapter_names)
+        with _weights_changing(self):
+            super().delete_adapters(adapter_names)
         for name in [adapter_names] if isinstance(adapter_names, str) else adapter_names:
             self.ic_lora_adapters.pop(name, None)
 
     def unload_lora_weights(self, *args, **kwargs):
         """diffusers' `unload_lora_weights`; also forgets every recorded IC-LoRA factor."""
-        super().unload_lora_weights(*args, **kwargs)
+        with _weights_changing(self):
+            super().unload_lora_weights(*args, **kwargs)
         self.ic_lora_adapters.clear()
 
     def fuse_lora(self, components: list[str] | None = None, lora_scale: float = 1.0, safe_fusing: bool = False,
@@ -321,14 +328,16 @@ class LTX2OfficialLoraLoaderMixin(LTX2LoraLoaderMixin):
         that holds LoRA layers (transformer and, for connector-block LoRAs, connectors)."""
         if components is None:
             components = self._components_with_lora() or ["transformer"]
-        super().fuse_lora(components=components, lora_scale=lora_scale, safe_fusing=safe_fusing,
-                          adapter_names=adapter_names, **kwargs)
+        with _weights_changing(self, materialize=True):  # the base weights change in place
+            super().fuse_lora(components=components, lora_scale=lora_scale, safe_fusing=safe_fusing,
+                              adapter_names=adapter_names, **kwargs)
 
     def unfuse_lora(self, components: list[str] | None = None, **kwargs):
         """Undo `fuse_lora` (by default on every component holding LoRA layers)."""
         if components is None:
             components = self._components_with_lora() or ["transformer"]
-        super().unfuse_lora(components=components, **kwargs)
+        with _weights_changing(self, materialize=True):
+            super().unfuse_lora(components=components, **kwargs)
 
     def _components_with_lora(self) -> list[str]:
         return [n for n in self._lora_loadable_modules if getattr(getattr(self, n, None), "peft_config", None)]
@@ -346,3 +355,10 @@ def _check_metadata_json(path: str) -> None:
     raw = read_safetensors_metadata(path).get(ADAPTER_METADATA_KEY)
     if raw:
         parse_json(raw, f"{path}: LoRA metadata {ADAPTER_METADATA_KEY}")
+
+
+def _weights_changing(pipe, materialize: bool = False):
+    """`memory.offload.weights_changing`: disk-offload files kept in step with a LoRA change."""
+    from ..memory.offload import weights_changing
+
+    return weights_changing(pipe, materialize=materialize)

@@ -5,7 +5,9 @@ loaded) and the clip size. The estimate has three phases, the peak being the lar
 
 * text: resident weights + the Gemma pass (small);
 * denoising: resident weights + transformer activations of one call, `passes` guidance passes batched;
-* decoding: resident weights + one (tiled) video-VAE decode (`vae_tiling.decode_bytes`).
+* decoding: resident weights + one (tiled, streamed) video-VAE decode (`vae_tiling.tiled_decode_bytes`), or the
+  post-processing of its output (`POSTPROCESS_OUTPUTS` outputs: the decoded video, its [0, 1] rescaled copy and
+  diffusers' stacked result), whichever is larger.
 
 Transformer activations per sample: 18 x (video tokens x video width + audio tokens x audio width) + 2 x text
 tokens x (video + audio width) values. The 18 is the FF peak of a block (residual, normed input, 4x hidden,
@@ -18,12 +20,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .vae_tiling import VaeTiling, decode_bytes, plan_vae_tiling
+from .vae_tiling import VaeTiling, plan_vae_tiling, tiled_decode_bytes
 
 GiB = 1024**3
 ACTIVATION_VALUES_PER_TOKEN_WIDTH = 18
 TEXT_VALUES_PER_TOKEN_WIDTH = 2
 QUANTO_INT4_GROUP = 128
+POSTPROCESS_OUTPUTS = 3
+
+
+def format_bytes(n: int) -> str:
+    """Bytes in binary units scaled to the amount: `"37.25 GiB"`, `"3.10 MiB"`, `"512 B"` (never `"0.00 GiB"`)."""
+    for unit, size in (("GiB", GiB), ("MiB", 1024**2), ("KiB", 1024)):
+        if abs(n) >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{int(n)} B"
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,8 @@ class Footprint:
     spatial_ratio: int = 32
     temporal_ratio: int = 8
     audio_latents_per_second: float = 25.0
+    block_quantizable: int = 0  # weights of the policy's linears in one transformer block
+    block_quantizable_rows: int = 0  # their output features (per-row scales) and bias values
 
 
 @dataclass(frozen=True)
@@ -67,8 +80,19 @@ class Clip:
 
 def transformer_weight_bytes(fp: Footprint, quantization: str | None, dtype_bytes: int = 2) -> int:
     """Stored bytes of the transformer for a quantization mode (formats as in `diffusers_ltx2.quantization`)."""
-    q, rows = fp.transformer_quantizable, fp.transformer_quantizable_rows
-    kept = fp.transformer_other * dtype_bytes
+    return _stored_bytes(fp.transformer_quantizable, fp.transformer_quantizable_rows, fp.transformer_other,
+                         quantization, dtype_bytes)
+
+
+def block_weight_bytes(fp: Footprint, quantization: str | None, dtype_bytes: int = 2) -> int:
+    """Stored bytes of one transformer block (what the block offload modes hold twice: computing + prefetched)."""
+    q, rows = fp.block_quantizable, fp.block_quantizable_rows
+    return _stored_bytes(q, rows, fp.transformer_block - q - rows, quantization, dtype_bytes)
+
+
+def _stored_bytes(q: int, rows: int, other: int, quantization: str | None, dtype_bytes: int) -> int:
+    """Bytes of `q` policy-linear weights with `rows` output rows (biases), and `other` parameters kept."""
+    kept = other * dtype_bytes
     if quantization is None:
         return kept + (q + rows) * dtype_bytes
     if quantization == "fp8-cast":  # float8 weights and biases
@@ -107,14 +131,20 @@ class MemoryPlan:
     parts: dict = field(default_factory=dict)
     peak: int = 0
     budget: int | None = None
+    decode_resident: int = 0  # weights resident while the VAE decodes
 
     @property
     def fits(self) -> bool:
         return self.budget is None or self.peak <= self.budget
 
+    @property
+    def vae_budget(self) -> int | None:
+        """Bytes left to the VAE decode under the budget (`pipe.vae_memory_budget`; `None` without a budget)."""
+        return None if self.budget is None else max(1, self.budget - self.decode_resident)
+
     def describe(self) -> str:
         """Human-readable plan (printed by `ltx2 generate --vram-budget`)."""
-        gb = lambda b: f"{b / GiB:.2f} GiB"  # noqa: E731
+        gb = format_bytes
         lines = [f"quantization: {self.quantization or 'none'}; text encoder: "
                  f"{self.text_encoder_quantization or 'none'}; offload: {self.offload or 'none'}; VAE: "
                  + (self.vae_tiling.describe() if self.vae_tiling else "untiled"),
@@ -137,32 +167,30 @@ def estimate(fp: Footprint, clip: Clip, *, passes: int = 1, quantization: str | 
                         decode=transformer + text + others)
     elif offload == "model":  # one component at a time (connectors / VAE are small: counted with others)
         resident = dict(text=text + others, denoise=transformer + others, decode=others)
-    else:  # blocks / disk: two transformer blocks (one computing, one prefetched) + what the policy keeps
-        share = transformer / max(1, fp.transformer_quantizable + fp.transformer_other)
-        block = int(fp.transformer_block * share)
+    else:  # blocks / disk: two transformer blocks (one computing, one prefetched) + the rest of the transformer
+        # (its top-level layers: one group); the text encoder moves whole (`memory.offload`: one group)
+        block = block_weight_bytes(fp, quantization, dtype_bytes)
         top = transformer - block * fp.num_layers
-        te_layer = text_encoder_weight_bytes(fp, text_encoder_quantization, dtype_bytes) - (
-            (fp.text_encoder - fp.text_encoder_layer * fp.text_encoder_layers) * dtype_bytes)
-        te_layer //= max(1, fp.text_encoder_layers)
-        te_rest = (fp.text_encoder - fp.text_encoder_layer * fp.text_encoder_layers) * dtype_bytes
-        resident = dict(text=te_rest + 2 * te_layer + others, denoise=max(0, top) + 2 * block + others,
-                        decode=others)
+        resident = dict(text=text + others, denoise=max(0, top) + 2 * block + others, decode=others)
     acts = activation_bytes(fp, clip, passes, dtype_bytes)
-    if vae_tiling is None:
-        dec = decode_bytes(clip.num_frames, clip.height, clip.width, decoder_channels=fp.vae_decoder_channels,
-                           patch_size=fp.vae_patch_size, dtype_bytes=dtype_bytes, batch_size=clip.batch_size)
-    else:
-        dec = decode_bytes(min(clip.num_frames, (vae_tiling.tile_frames or clip.num_frames) + 1),
-                           min(clip.height, vae_tiling.tile_px or clip.height),
-                           min(clip.width, vae_tiling.tile_px or clip.width), decoder_channels=fp.vae_decoder_channels,
-                           patch_size=fp.vae_patch_size, dtype_bytes=dtype_bytes, batch_size=clip.batch_size)
+    dec = decode_phase_bytes(fp, clip, vae_tiling, dtype_bytes)
     phases = dict(text=resident["text"], denoise=resident["denoise"] + acts, decode=resident["decode"] + dec)
     parts = {"transformer weights (stored)": transformer, "text encoder weights (stored)": text,
              "other weights": others, "resident during denoising": resident["denoise"],
              f"activations ({passes} guidance pass{'es' if passes > 1 else ''} batched)": acts,
-             "VAE decode" + (" (per tile)" if vae_tiling else ""): dec}
+             "VAE decode (" + ("tiled, streamed" if vae_tiling else "untiled") + ") or post-processing": dec}
     return MemoryPlan(quantization, text_encoder_quantization, offload, vae_tiling, parts, max(phases.values()),
-                      budget)
+                      budget, resident["decode"])
+
+
+def decode_phase_bytes(fp: Footprint, clip: Clip, vae_tiling: VaeTiling | None, dtype_bytes: int = 2) -> int:
+    """Upper bound of the bytes allocated while the pipeline decodes and post-processes the video
+    (`decode_video`): the (tiled) VAE decode or the post-processing of its output, whichever is larger."""
+    dec = tiled_decode_bytes(clip.num_frames, clip.height, clip.width, vae_tiling,
+                             decoder_channels=fp.vae_decoder_channels, patch_size=fp.vae_patch_size,
+                             dtype_bytes=dtype_bytes, batch_size=clip.batch_size, spatial_ratio=fp.spatial_ratio)
+    out = 3 * clip.batch_size * clip.num_frames * clip.height * clip.width * dtype_bytes
+    return max(dec, POSTPROCESS_OUTPUTS * out)
 
 
 # cheapest first: quality and speed lost by each step grow down the list
@@ -178,25 +206,21 @@ def plan(fp: Footprint, clip: Clip, budget: int, *, passes: int = 1, dtype_bytes
     what is left of the budget after the resident weights); the last one, marked not fitting, if none does."""
     if budget <= 0:
         raise ValueError(f"budget must be positive, got {budget}")
-    best = None
+    best, tried = None, set()
     for quantization, te_quantization, offload in CANDIDATES:
-        if te_quantization is not None and fp.text_encoder == 0:
+        if fp.text_encoder == 0:  # no local Gemma (prompt embeddings / API): nothing to quantize there
+            te_quantization = None
+        if (quantization, te_quantization, offload) in tried:
             continue
+        tried.add((quantization, te_quantization, offload))
         base = estimate(fp, clip, passes=passes, quantization=quantization,
                         text_encoder_quantization=te_quantization, offload=offload, dtype_bytes=dtype_bytes)
-        left = max(1, budget - _decode_resident(base, offload))
+        left = max(1, budget - base.decode_resident)
         tiling = plan_vae_tiling(clip.num_frames, clip.height, clip.width, decoder_channels=fp.vae_decoder_channels,
-                                 patch_size=fp.vae_patch_size, dtype_bytes=dtype_bytes, budget_bytes=left)
+                                 patch_size=fp.vae_patch_size, dtype_bytes=dtype_bytes, budget_bytes=left,
+                                 batch_size=clip.batch_size, spatial_ratio=fp.spatial_ratio)
         best = estimate(fp, clip, passes=passes, quantization=quantization, text_encoder_quantization=te_quantization,
                         offload=offload, vae_tiling=tiling, dtype_bytes=dtype_bytes, budget=budget)
         if best.fits:
             return best
     return best
-
-
-def _decode_resident(base: MemoryPlan, offload) -> int:
-    """Weights resident while the VAE decodes."""
-    if offload is None:
-        return (base.parts["transformer weights (stored)"] + base.parts["text encoder weights (stored)"]
-                + base.parts["other weights"])
-    return base.parts["other weights"]

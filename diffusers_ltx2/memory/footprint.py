@@ -20,11 +20,14 @@ def footprint_from_modules(transformer, text_encoder=None, others=(), vae=None) 
     from ..quantization.policy import quantized_linear_names
 
     names = set(quantized_linear_names(transformer))
-    q = rows = 0
+    q = rows = block_q = block_rows = 0
     for name, m in transformer.named_modules():
         if name in names:
             q += m.weight.numel()
             rows += m.out_features
+            if name.startswith("transformer_blocks.0."):
+                block_q += m.weight.numel()
+                block_rows += m.out_features
     total = _count(transformer)
     te_layers = []
     if text_encoder is not None:
@@ -42,6 +45,7 @@ def footprint_from_modules(transformer, text_encoder=None, others=(), vae=None) 
         vae_patch_size=vae.config.patch_size if vae is not None else 4,
         spatial_ratio=getattr(vae, "spatial_compression_ratio", 32) if vae is not None else 32,
         temporal_ratio=getattr(vae, "temporal_compression_ratio", 8) if vae is not None else 8,
+        block_quantizable=block_q, block_quantizable_rows=block_rows,
     )
 
 

@@ -1,9 +1,10 @@
 """`LTX2PipelineBase`: the components and the steps every LTX-2 pipeline of this package shares.
 
 A call: `pipelines.call.resolve_call` checks and resolves the arguments into a `PipelineCall`; the pipeline makes
-its list of `pipelines.stage.Stage`s from it; `generate` encodes the prompts once, runs the stages
-(`pipelines.runtime`, `stage.run_stages`) and `finish`es (decodes). The concrete pipelines only compose stages in
-their `__call__`; nothing here is duplicated between them.
+its list of `pipelines.stage.Stage`s from it; `generate` enhances the prompts when asked
+(`pipelines.enhancement`), encodes them once (`pipelines.prompts`), predicts the clip length when the duration head
+decides it (`pipelines.duration`), runs the stages (`pipelines.runtime`, `stage.run_stages`) and `finish`es
+(decodes). The concrete pipelines only compose stages in their `__call__`; nothing here is duplicated between them.
 """
 
 from __future__ import annotations
@@ -15,29 +16,32 @@ from diffusers import AutoencoderKLLTX2Audio, AutoencoderKLLTX2Video, LTX2VideoT
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
-from diffusers.pipelines.ltx2 import LTX2TextConnectors, LTX2Vocoder, LTX2VocoderWithBWE
+from diffusers.pipelines.ltx2 import LTX2DurationHead, LTX2TextConnectors, LTX2Vocoder, LTX2VocoderWithBWE
 
 from ..guiders import Guider, MultimodalGuider
 from ..loaders.lora import LTX2OfficialLoraLoaderMixin
-from ..loaders.gemma import DEFAULT_MAX_SEQUENCE_LENGTH, GemmaPromptEncoder, run_connectors
-from ..loaders.prompt_embeddings import PromptEmbeddings
+from ..memory.offload import OffloadMixin
+from ..memory.tiled_decode import streamed_decode
 from ..memory.vae_tiling import auto_tile_vae
 from ..schedulers import LTX2Scheduler
 from ..latents import layout as L
 from ..latents.geometry import ClipGeometry
 from ..latents.state import ModalityLatents
-from ..transformer import GuidanceAttentionControl, TextContexts
+from ..transformer import GuidanceAttentionControl
 from .call_lock import serialized_call
 from .diffusers_compat import (
     DIFFUSERS_ONLY_COMPONENTS, absent_components, as_ltx2_scheduler, check_diffusers_components, read_model_index,
     saved_by_this_package,
 )
 from .diffusers_surface import DiffusersLTX2Surface
+from .duration import check_duration_head
 from .encoder import ModelLatentEncoder
+from .enhancement import PromptEnhancementMixin, skip_unloadable_processor
 from .images import check_image, first_frame_latents, prepare_images
 from .pipeline_output import LTX2AudioVideoPipelineOutput
-from .runtime import stage_runtime
-from .stage import Stage, StageResult, run_stages
+from .prompts import PromptContextsMixin
+from .runtime import named_progress_bar, stage_runtime
+from .stage import StageResult, run_stages
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +53,8 @@ def default_guider() -> Guider:
     return MultimodalGuider()
 
 
-class LTX2PipelineBase(DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
+class LTX2PipelineBase(PromptContextsMixin, PromptEnhancementMixin, DiffusersLTX2Surface, OffloadMixin,
+                       DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
     """Components and shared steps of the LTX-2 audio+video pipelines.
 
     Args:
@@ -58,7 +63,8 @@ class LTX2PipelineBase(DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLora
             scheduler is refused).
         vae: `AutoencoderKLLTX2Video`.
         audio_vae: `AutoencoderKLLTX2Audio`.
-        text_encoder: `Gemma3ForConditionalGeneration`, or `None` when prompts come from a `prompt_encoder`.
+        text_encoder: `Gemma3ForConditionalGeneration` (LTX-2.0 / 2.3) or `Gemma4UnifiedForConditionalGeneration`
+            (LTX-2.5), or `None` when prompts come from a `prompt_encoder`.
         tokenizer: the Gemma tokenizer, or `None`.
         connectors: `LTX2TextConnectors`.
         transformer: `LTX2VideoTransformer3DModel`.
@@ -70,9 +76,15 @@ class LTX2PipelineBase(DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLora
         model_identity: the official checkpoint's model id (its `encrypted_wandb_properties` metadata), recorded
             by `from_single_file` / `ltx2 convert` and saved in `model_index.json`; saved conditioning and API
             embeddings are checked against it.
-        processor, prompt_enhancer, duration_head, audio_scheduler: diffusers' optional LTX-2 components, accepted
-            as `None` only (prompt enhancement, automatic duration and a separate audio scheduler are not
-            implemented); anything else raises `UnsupportedFeatureError`.
+        model_version: the checkpoint's `model_version` metadata (e.g. "2.3.0"), when known.
+        gemma_version: the text encoder the checkpoint's connectors were trained on (its `gemma_source_checkpoint`
+            metadata, e.g. "gemma4-12b-ltx-v1" for LTX-2.5), when declared. The local text encoder is checked
+            against these two before it encodes (`loaders.gemma_version.check_gemma_version`).
+        duration_head: diffusers' `LTX2DurationHead` (LTX-2.5): a call that leaves `num_frames` out predicts the
+            clip length from the prompt (see `pipelines.duration`).
+        processor, prompt_enhancer: diffusers' optional prompt-enhancement components.
+        audio_scheduler: diffusers' optional separate audio scheduler, accepted as `None` only (LTX-2 samples
+            both modalities on one schedule); anything else raises `UnsupportedFeatureError`.
 
     Only `text_encoder` and `tokenizer` are needed to build a pipeline that encodes prompts (`encode_prompt`),
     as in diffusers; generating needs every model component.
@@ -85,11 +97,12 @@ class LTX2PipelineBase(DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLora
     transformer or scheduler run one after the other, each with its own guider.
     """
 
-    model_cpu_offload_seq = "text_encoder->connectors->transformer->vae->audio_vae->vocoder"
+    model_cpu_offload_seq = ("prompt_enhancer->text_encoder->connectors->duration_head->transformer->vae->audio_vae"
+                             "->vocoder")
     vae_memory_budget: int | None = None  # bytes for one VAE decode / encode; drives automatic tiling
     # text_encoder / tokenizer may be None too (API-encoder or embeddings-only folders), without being listed here:
     # `from_pretrained` passes None for those a folder lacks (`diffusers_compat.ABSENT_AS_NONE`)
-    _optional_components = ["guider", *DIFFUSERS_ONLY_COMPONENTS]
+    _optional_components = ["guider", "processor", "prompt_enhancer", "duration_head", *DIFFUSERS_ONLY_COMPONENTS]
     _callback_tensor_inputs = ["latents", "audio_latents", "prompt_embeds", "negative_prompt_embeds"]
 
     def __init_subclass__(cls, **kwargs):
@@ -113,14 +126,16 @@ class LTX2PipelineBase(DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLora
         guider: Guider | None | str = "default",
         prompt_encoder=None,
         model_identity: str | None = None,
+        model_version: str | None = None,
+        gemma_version: str | None = None,
         processor=None,
         prompt_enhancer=None,
-        duration_head=None,
+        duration_head: LTX2DurationHead | None = None,
         audio_scheduler=None,
     ):
         super().__init__()
-        check_diffusers_components(dict(processor=processor, prompt_enhancer=prompt_enhancer,
-                                        duration_head=duration_head, audio_scheduler=audio_scheduler))
+        check_diffusers_components(dict(audio_scheduler=audio_scheduler))
+        check_duration_head(duration_head)
         default = isinstance(guider, str)
         if default:
             if guider != "default":
@@ -136,12 +151,13 @@ class LTX2PipelineBase(DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLora
             transformer=transformer,
             vocoder=vocoder,
             guider=guider,
-            processor=None,
-            prompt_enhancer=None,
-            duration_head=None,
+            processor=processor,
+            prompt_enhancer=prompt_enhancer,
+            duration_head=duration_head,
             audio_scheduler=None,
         )
-        self.register_to_config(model_identity=model_identity)
+        self.register_to_config(model_identity=model_identity, model_version=model_version,
+                                gemma_version=gemma_version)
         self._guider_is_default = default  # `components` leaves a default guider out (see DiffusersLTX2Surface)
         self.prompt_encoder = prompt_encoder
         self.video_processor = VideoProcessor(vae_scale_factor=self.vae_spatial_compression_ratio)
@@ -171,7 +187,7 @@ class LTX2PipelineBase(DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLora
             ValueError: naming the file, a JSON file of a local folder (`model_index.json`, a component's config)
                 that is not readable JSON or is nested too deeply (checked before anything loads).
         """
-        from ..conversion.fp8 import FP8_MANIFEST
+        from ..conversion.fp8 import FP8_MANIFEST, check_fp8_manifest
         from ..conversion.loading import load_fp8_transformer
         from ..json_files import check_json_files
         from ..quantization.loading import prepare_from_pretrained, quantize_text_encoder_of
@@ -185,9 +201,12 @@ class LTX2PipelineBase(DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLora
             if isinstance(dtype, dict):
                 dtype = dtype.get("transformer", dtype.get("default"))
             kwargs["transformer"] = load_fp8_transformer(folder, dtype=dtype or torch.bfloat16)
+        elif "transformer" not in kwargs:
+            check_fp8_manifest(folder)
         # diffusers' prompt-enhancement / duration-head components of a diffusers folder are not loaded
         for name in DIFFUSERS_ONLY_COMPONENTS:
             kwargs.setdefault(name, None)
+        skip_unloadable_processor(pretrained_model_name_or_path, kwargs)
         hub = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only", "proxies") if k in kwargs}
         index = read_model_index(pretrained_model_name_or_path, **hub)
         if "guider" not in kwargs and not saved_by_this_package(index):
@@ -204,9 +223,12 @@ class LTX2PipelineBase(DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLora
         encoder was quantized in memory (`text_encoder_quantization=`), which cannot be serialized."""
         from ..quantization.loading import after_save, before_save
 
+        from .._plain_diffusers import mark
+
         before_save(self)
         super().save_pretrained(save_directory, **kwargs)
         after_save(self, save_directory)
+        mark(save_directory, type(self).__name__)  # plain diffusers then says how to load it
 
     @classmethod
     def from_single_file(
@@ -217,7 +239,7 @@ class LTX2PipelineBase(DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLora
         tokenizer=None,
         dtype: torch.dtype | None = None,
         torch_dtype: torch.dtype | None = None,
-        fp8: str | None = "dequantize",
+        fp8: str | None = None,
         quantization: str | None = None,
         text_encoder_quantization: str | None = None,
         guider: Guider | None | str = "default",
@@ -234,15 +256,19 @@ class LTX2PipelineBase(DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLora
             path: the official `.safetensors` file.
             dtype: dtype of the floating weights (`None` keeps the file's); `torch_dtype` is the older spelling
                 (as in diffusers, which deprecates it), accepted too.
-            fp8: for FP8 files, `"dequantize"` (weight * weight_scale -> bf16) or `"keep"` (float8 weights).
+            fp8: for FP8 files, `"dequantize"` (weight * weight_scale -> bf16) or `"keep"` (float8 weights);
+                `None`: "dequantize", or "keep" with `quantization="fp8-cast"` (the file's float8 weights are kept,
+                with a notice, rather than dequantized and cast again).
             quantization: quantize the transformer after loading ("fp8-cast", "fp8", "int8", "int4"; see
                 `diffusers_ltx2.quantization`); the bf16 transformer is whole in CPU memory once.
             text_encoder_quantization: quanto mode for the `text_encoder` passed in (quantized in place).
         """
-        from ..quantization import check_quantization, quantize_transformer_
-        from ..quantization.loading import quantize_text_encoder_of
+        from ..quantization import check_quantization
+        from ..quantization.loading import (quantize_single_file_transformer, quantize_text_encoder_of,
+                                            single_file_fp8_mode)
         from ..conversion import load_components_from_single_file
 
+        from ..loaders.gemma_version import expected_gemma_version
         from ..loaders.identity import MODEL_ID_METADATA_KEY, read_safetensors_metadata
 
         if not os.path.isfile(path):
@@ -252,14 +278,14 @@ class LTX2PipelineBase(DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLora
         dtype = dtype if dtype is not None else torch_dtype
         check_quantization(quantization)
         check_quantization(text_encoder_quantization, text_encoder=True)
-        if quantization is not None and fp8 == "keep":
-            raise ValueError("fp8='keep' already loads float8 weights; use fp8='dequantize' with quantization=")
+        fp8 = single_file_fp8_mode(path, fp8, quantization)
         components = load_components_from_single_file(path, dtype=dtype, fp8=fp8, progress=progress)
-        if quantization is not None:
-            quantize_transformer_(components["transformer"], quantization)
+        quantize_single_file_transformer(components["transformer"], quantization, fp8)
+        metadata = read_safetensors_metadata(path)
         pipe = cls(
             scheduler=LTX2Scheduler(), text_encoder=text_encoder, tokenizer=tokenizer, guider=guider,
-            prompt_encoder=prompt_encoder, model_identity=read_safetensors_metadata(path).get(MODEL_ID_METADATA_KEY),
+            prompt_encoder=prompt_encoder, model_identity=metadata.get(MODEL_ID_METADATA_KEY),
+            model_version=metadata.get("model_version"), gemma_version=expected_gemma_version(metadata),
             **components,
         )
         quantize_text_encoder_of(pipe, text_encoder_quantization)
@@ -271,109 +297,6 @@ class LTX2PipelineBase(DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLora
         """Sample rate of the generated waveform (the vocoder's output rate)."""
         cfg = self.vocoder.config
         return int(getattr(cfg, "output_sampling_rate", None) or getattr(cfg, "output_sample_rate", 24000))
-
-    # -- prompts ---------------------------------------------------------------------------------------------
-    def _active_prompt_encoder(self, max_sequence_length: int | None = None):
-        if self.prompt_encoder is not None:
-            return self.prompt_encoder
-        if self.text_encoder is None or self.tokenizer is None:
-            raise ValueError(
-                "this pipeline has no text encoder: pass prompt_embeds, or load it with a prompt_encoder "
-                "(e.g. LTXAPIPromptEncoder) or with Gemma"
-            )
-        if max_sequence_length is None:
-            max_sequence_length = min(DEFAULT_MAX_SEQUENCE_LENGTH, int(self.tokenizer.model_max_length))
-        return GemmaPromptEncoder(self.tokenizer, self.text_encoder, max_sequence_length=max_sequence_length)
-
-    def encode_text_contexts(
-        self,
-        prompts: list[str] | None,
-        negative_prompts: list[str] | None,
-        *,
-        prompt_embeds: PromptEmbeddings | None = None,
-        negative_prompt_embeds: PromptEmbeddings | None = None,
-        need_negative: bool,
-        num_videos_per_prompt: int = 1,
-        max_sequence_length: int | None = None,
-        device: torch.device | None = None,
-    ) -> TextContexts:
-        """Encode (or take) the prompt embeddings and bring them to the connector stage.
-
-        Prompts go through `prompt_encoder` (or the local Gemma); feature-stage embeddings go through the
-        pipeline's connectors; connector-stage embeddings are used as they are. `max_sequence_length` is the
-        padded prompt length for the local Gemma (default: 1024, or the tokenizer's maximum if smaller).
-        Every embedding is repeated `num_videos_per_prompt` times per prompt, in prompt order; a negative of
-        batch 1 is used for every prompt.
-        """
-        device = device or self._execution_device
-        encoder = None
-        if prompt_embeds is None or (need_negative and negative_prompt_embeds is None):
-            encoder = self._active_prompt_encoder(max_sequence_length)
-        positive = prompt_embeds if prompt_embeds is not None else encoder.encode(prompts, device=device)
-        negative = None
-        if need_negative:
-            negative = negative_prompt_embeds
-            if negative is None:
-                negative = encoder.encode(negative_prompts or [""] * positive.batch_size, device=device)
-            if negative.batch_size == 1 and positive.batch_size > 1:
-                negative = negative.repeat(positive.batch_size)
-        positive = self._to_connector_stage(positive, device).repeat(num_videos_per_prompt)
-        if negative is not None:
-            negative = self._to_connector_stage(negative, device).repeat(num_videos_per_prompt)
-        return TextContexts(positive=positive, negative=negative)
-
-    def _to_connector_stage(self, embeddings: PromptEmbeddings, device) -> PromptEmbeddings:
-        from ..loaders.identity import check_model_identity
-
-        # an API model_id or a cached entry of another checkpoint fails here, naming both models
-        check_model_identity(embeddings.model_identity, self.model_identities(), source="prompt embeddings",
-                             warn_if_unknown=False)
-        embeddings = embeddings.to(device=device)
-        if embeddings.stage == "features":
-            embeddings = run_connectors(self.connectors, embeddings)
-        self._check_context_width(embeddings)
-        return embeddings
-
-    def _check_context_width(self, embeddings: PromptEmbeddings) -> None:
-        from ..loaders.identity import context_dims
-
-        expected = context_dims(self.transformer)  # 2.0: caption_channels twice; 2.3: the stream widths
-        got = (embeddings.video_context.shape[-1], embeddings.audio_context.shape[-1])
-        if got != expected:
-            raise ValueError(
-                f"prompt embeddings are (video {got[0]}, audio {got[1]}) wide but this transformer expects "
-                f"(video {expected[0]}, audio {expected[1]}): they were made for a different model"
-            )
-
-    def _load_embeddings(self, embeddings):
-        """Checked `PromptEmbeddings` for `prompt_embeds=`: a conditioning file or a ComfyUI conditioning list
-        is loaded and refused when made for another model (identity or widths); `PromptEmbeddings` pass
-        through here and are checked with every other source in `_to_connector_stage`."""
-        if embeddings is None or isinstance(embeddings, PromptEmbeddings):
-            return embeddings
-        if not isinstance(embeddings, (str, os.PathLike, list, tuple)):
-            raise ValueError(
-                "prompt embeddings must be PromptEmbeddings, a conditioning file path or a tensor with its "
-                f"attention mask, got {type(embeddings).__name__}"
-            )
-        from ..loaders.conditioning_file import as_prompt_embeddings
-        from ..loaders.identity import context_dims
-
-        video_dim, audio_dim = context_dims(self.transformer)
-        return as_prompt_embeddings(embeddings, model_identities=self.model_identities(),
-                                    video_dim=video_dim, audio_dim=audio_dim)
-
-    @property
-    def model_identity(self) -> str | None:
-        """The official checkpoint's model id (`encrypted_wandb_properties`) when known, else `None`."""
-        return getattr(self.config, "model_identity", None)
-
-    def model_identities(self) -> list[str]:
-        """Identities prompt embeddings may carry to be accepted by this pipeline: the checkpoint's model id
-        and the fingerprint of its text connectors (what locally encoded embeddings record)."""
-        from ..loaders.identity import connector_fingerprint
-
-        return [i for i in (self.model_identity, connector_fingerprint(self.connectors)) if i]
 
     # -- denoising -------------------------------------------------------------------------------------------
     @property
@@ -406,24 +329,40 @@ class LTX2PipelineBase(DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLora
         return list(tensor_inputs)
 
     # -- running: stages, then decoding -----------------------------------------------------------------------
-    def generate(self, call, stages: list[Stage]):
-        """Encode the call's prompts once, run `stages` in order (`stage.run_stages`) and `finish`."""
+    def generate(self, call, stages):
+        """Run a resolved call (`pipelines.call.PipelineCall`) and decode it.
+
+        The call's prompts are enhanced when it asks for it (`call.enhancement`) and encoded once; a clip length
+        left to the duration head is predicted from them (`call.predict_length`); then `stages` - a list of
+        `Stage`s, or `call -> list` when the stages depend on the final call (a predicted length) - run in order
+        (`stage.run_stages`) and the last result is `finish`ed.
+
+        Raises:
+            ValueError: a list of stages for a call whose length is still to be predicted.
+        """
         self._interrupt = False
+        enhanced = self.enhance_call_prompts(call.enhancement, call.inputs.prompts)
         contexts = self.encode_text_contexts(
-            call.inputs.prompts, call.inputs.negative_prompts, prompt_embeds=call.inputs.prompt_embeds,
+            enhanced or call.inputs.prompts, call.inputs.negative_prompts, prompt_embeds=call.inputs.prompt_embeds,
             negative_prompt_embeds=call.inputs.negative_prompt_embeds, need_negative=call.guider.uses_negative_prompt,
             num_videos_per_prompt=call.num_videos_per_prompt, max_sequence_length=call.max_sequence_length,
             device=call.device,
         )
-        return self.finish(run_stages(stages, stage_runtime(self, call, contexts)), call)
+        if call.duration is not None and not callable(stages):
+            raise ValueError("the clip length of this call is predicted after encoding: pass its stages as a "
+                             "function of the call")
+        call = call.predict_length(self, contexts)
+        stages = stages(call) if callable(stages) else stages
+        return self.finish(run_stages(stages, stage_runtime(self, call, contexts)), call, enhanced_prompts=enhanced)
 
-    def finish(self, result: StageResult, call):
+    def finish(self, result: StageResult, call, enhanced_prompts: list[str] | None = None):
         """Decode a stage's final tokens (appended conditioning dropped) into the pipeline output.
 
         A frozen source (`result.conditioned`) is returned as given (original pixels / the original waveform at the
         vocoder rate) instead of a VAE round trip; audio-only has no frames (`None`). Decoding follows
-        `call.output` (`OutputOptions`); the latents are unpacked on the result's geometry (a two-stage call
-        interrupted after stage 1 returns the half-size clip).
+        `call.output` (`OutputOptions`), under a "decode" progress bar; the latents are unpacked on the result's
+        geometry (a two-stage call interrupted after stage 1 returns the half-size clip). `enhanced_prompts`: the
+        prompts prompt enhancement wrote, returned in the output.
         """
         g, out, conditioned = result.geometry, call.output, result.conditioned
         audio_only = conditioned.audio_only
@@ -432,23 +371,29 @@ class LTX2PipelineBase(DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLora
         audio_out = self.unpack_audio_latents(result.audio)
         frames, sample_rate = video_latents, None
         if out.output_type != "latent":
-            if audio_only:
-                frames = None
-            elif conditioned.video_pixels is not None:
-                frames = self.video_processor.postprocess_video(conditioned.video_pixels, output_type=out.output_type)
-            else:
-                frames = self.decode_video(video_latents, out.output_type, generator=call.generator,
-                                           decode_timestep=out.decode_timestep,
-                                           decode_noise_scale=out.decode_noise_scale)
-            if conditioned.waveform is not None:
-                audio_out = conditioned.waveform.float().cpu()  # a tensor whatever output_type, as decode_audio
-            else:
-                audio_out = self.decode_audio(audio_out, out.output_type)
+            pixels, waveform = conditioned.video_pixels, conditioned.waveform
+            decodes_video = not audio_only and pixels is None
+            with named_progress_bar(self, int(decodes_video) + int(waveform is None), "decode") as bar:
+                if audio_only:
+                    frames = None
+                elif pixels is not None:
+                    frames = self.video_processor.postprocess_video(pixels, output_type=out.output_type)
+                else:
+                    frames = self.decode_video(video_latents, out.output_type, generator=call.generator,
+                                               decode_timestep=out.decode_timestep,
+                                               decode_noise_scale=out.decode_noise_scale)
+                    bar.update()
+                if waveform is not None:
+                    audio_out = waveform.float().cpu()  # a tensor whatever output_type, as decode_audio returns
+                else:
+                    audio_out = self.decode_audio(audio_out, out.output_type)
+                    bar.update()
             sample_rate = self.audio_sample_rate
         self.maybe_free_model_hooks()
         if not out.return_dict:
             return frames, audio_out
-        return LTX2AudioVideoPipelineOutput(frames=frames, audio=audio_out, sample_rate=sample_rate)
+        return LTX2AudioVideoPipelineOutput(frames=frames, audio=audio_out, sample_rate=sample_rate,
+                                            enhanced_prompts=enhanced_prompts)
 
     # -- images ----------------------------------------------------------------------------------------------
     @staticmethod
@@ -561,9 +506,9 @@ class LTX2PipelineBase(DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLora
             timestep = decode_t.to(latents.dtype)
         r_t, r_s = self.vae_temporal_compression_ratio, self.vae_spatial_compression_ratio
         auto_tile_vae(self.vae, (latents.shape[2] - 1) * r_t + 1, latents.shape[3] * r_s, latents.shape[4] * r_s,
-                      budget_bytes=self.vae_memory_budget)
-        with torch.no_grad():
-            video = self.vae.decode(latents, timestep, return_dict=False)[0]
+                      budget_bytes=self.vae_memory_budget, batch_size=latents.shape[0])
+        with torch.no_grad():  # diffusers' tiles, streamed into the output (`memory.tiled_decode`)
+            video = streamed_decode(self.vae, latents, timestep)
         return self.video_processor.postprocess_video(video, output_type=output_type)
 
     def decode_audio(self, latents: torch.Tensor, output_type: str):

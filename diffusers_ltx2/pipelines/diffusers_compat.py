@@ -80,9 +80,6 @@ GUIDANCE_ARGUMENTS = (*DIFFUSERS_GUIDANCE_DEFAULTS, "spatio_temporal_guidance_bl
 
 #: Optional components of diffusers' LTX-2 pipelines for features this package does not have.
 DIFFUSERS_ONLY_COMPONENTS = {
-    "processor": "prompt enhancement (the Gemma processor of the prompt enhancer)",
-    "prompt_enhancer": "prompt enhancement",
-    "duration_head": "automatic clip duration (the LTX-2.5 duration head)",
     "audio_scheduler": "a separate audio scheduler (LTX-2 samples both modalities on one sigma schedule)",
 }
 
@@ -198,24 +195,27 @@ def resolve_guider(guider: Guider | None, component: Guider | None, diffusers_ar
 
 
 def check_unsupported_features(
-    *, num_frames, min_seconds, max_seconds, motion_speed, enable_prompt_enhancement,
+    *, num_frames, min_seconds, max_seconds, motion_speed, enable_prompt_enhancement, has_duration_head=False,
 ) -> None:
-    """Refuse diffusers arguments that ask for features this package does not have.
+    """Refuse diffusers arguments that ask for features this package (or this pipeline) does not have.
 
     `min_seconds` / `max_seconds` only bound the duration head's prediction when `num_frames` is left out; with
     `num_frames` given diffusers ignores them, and so do we (after diffusers' `min_seconds < max_seconds` check).
 
     Raises:
-        UnsupportedFeatureError: non-default `min_seconds`/`max_seconds` without `num_frames` (automatic
-            duration), `motion_speed != 1` (slow-motion positions), `enable_prompt_enhancement=True`.
-        ValueError: `min_seconds >= max_seconds`.
+        UnsupportedFeatureError: `motion_speed != 1` (slow-motion positions), `enable_prompt_enhancement=True`.
+        ValueError: `min_seconds >= max_seconds`; non-default `min_seconds`/`max_seconds` without `num_frames`
+            on a pipeline without a duration head (`has_duration_head=False`: they would bound nothing).
     """
+    for name, value in (("min_seconds", min_seconds), ("max_seconds", max_seconds)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
     if min_seconds >= max_seconds:
         raise ValueError(f"min_seconds ({min_seconds}) must be less than max_seconds ({max_seconds})")
-    if num_frames is None and (min_seconds, max_seconds) != (1.0, 20.0):
-        raise UnsupportedFeatureError(
-            "min_seconds / max_seconds bound the automatic clip duration of diffusers' duration head (LTX-2.5), "
-            "which diffusers-ltx2 does not implement: pass num_frames (8k+1)"
+    if num_frames is None and not has_duration_head and (min_seconds, max_seconds) != (1.0, 20.0):
+        raise ValueError(
+            "min_seconds / max_seconds bound the clip length the duration head (LTX-2.5) predicts when num_frames "
+            "is left out, but this pipeline has no duration_head: pass num_frames (8k+1)"
         )
     if motion_speed != 1.0:
         raise UnsupportedFeatureError(
@@ -300,6 +300,7 @@ def diffusers_encode_prompt(
 ):
     """diffusers' `LTX2Pipeline.encode_prompt` on this package's Gemma step (see `LTX2PipelineBase.encode_prompt`)."""
     from ..loaders.gemma import gemma_features
+    from ..loaders.gemma_version import check_gemma_version
 
     if getattr(pipe, "text_encoder", None) is None or getattr(pipe, "tokenizer", None) is None:
         if prompt_embeds is None or (do_classifier_free_guidance and negative_prompt_embeds is None):
@@ -311,6 +312,8 @@ def diffusers_encode_prompt(
     dtype = dtype or (pipe.text_encoder.dtype if pipe.text_encoder is not None else None)
 
     def encode(texts):
+        check_gemma_version(pipe.text_encoder, expected=getattr(pipe.config, "gemma_version", None),
+                            model_version=getattr(pipe.config, "model_version", None))
         features, mask = gemma_features(pipe.tokenizer, pipe.text_encoder, list(texts),
                                         max_sequence_length=max_sequence_length, device=device)
         features = features.to(dtype=dtype) if dtype is not None else features
@@ -353,7 +356,9 @@ def saved_by_this_package(index: dict | None) -> bool:
     that cannot be read (`None`) counts as this package's (nothing is added; loading reports the problem)."""
     if index is None:
         return True
-    return "guider" in index or index.get("_class_name") in ("LTX2AudioVideoPipeline", "LTX2ICLoRAPipeline")
+    from .._plain_diffusers import class_name_of
+
+    return "guider" in index or class_name_of(index) in ("LTX2AudioVideoPipeline", "LTX2ICLoRAPipeline")
 
 
 #: Components a folder may lack (an LTX API-encoder or embeddings-only model folder): loaded as None. They are not

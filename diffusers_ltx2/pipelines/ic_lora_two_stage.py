@@ -100,7 +100,8 @@ class LTX2ICLoRATwoStagePipeline(TwoStageMixin, LTX2ICLoRAPipeline):
             callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
             stage_size=(height // 2, width // 2), fixed_guider=unguided() if distilled else None,
-            fixed_sigmas=list(DISTILLED_SIGMAS) if distilled else None, **stage_1_kwargs,
+            fixed_sigmas=list(DISTILLED_SIGMAS) if distilled else None, enhances_prompts=False,
+            predicts_length=False, **stage_1_kwargs,
         )
         # official ic_lora.py: stage 2 keeps the image conditions only (no reference) and no LoRA of the user's
         stage_2_conditions = [c for c in call.conditions if not isinstance(c, ReferenceVideo)]

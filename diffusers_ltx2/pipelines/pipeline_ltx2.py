@@ -8,6 +8,7 @@ import torch
 
 from ..guiders import Guider
 from ..loaders.prompt_embeddings import PromptEmbeddings
+from ..schedulers.samplers import Sampler
 from .base import LTX2PipelineBase
 from .call import resolve_call
 from .diffusers_compat import DIFFUSERS_DEFAULT
@@ -27,7 +28,7 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
     @torch.no_grad()
     def __call__(
         self, prompt: str | list[str] | None = None, negative_prompt: str | list[str] | None = None, *,
-        height: int = 512, width: int = 768, num_frames: int | None = 121, frame_rate: float = 24.0,
+        height: int = 512, width: int = 768, num_frames: int | None = None, frame_rate: float = 24.0,
         num_inference_steps: int = 40, sigmas: list[float] | None = None, timesteps: list[float] | None = None,
         guider: Guider | None = None, guidance_scale: float = DIFFUSERS_DEFAULT, stg_scale: float = DIFFUSERS_DEFAULT,
         modality_scale: float = DIFFUSERS_DEFAULT, guidance_rescale: float = DIFFUSERS_DEFAULT,
@@ -50,6 +51,7 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
         max_seconds: float = 20.0, motion_speed: float = 1.0, system_prompt: str | None = None,
         enable_prompt_enhancement: bool = False, prompt_max_new_tokens: int | None = None,
         prompt_enhancement_kwargs: dict[str, Any] | None = None, prompt_enhancement_seed: int = 10,
+        sampler: str | Sampler = "euler",
     ):
         """Generate a clip with audio.
 
@@ -59,7 +61,10 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
             prompt: text prompt(s); or pass `prompt_embeds`.
             negative_prompt: used by guiders that need a negative pass (CFG); defaults to "".
             height, width: pixels, multiples of 32.
-            num_frames: `8k + 1` frames (`None`: 121, as diffusers without a duration head).
+            num_frames: `8k + 1` frames. Left out (`None`): predicted from the prompt by the `duration_head`
+                (LTX-2.5) within `[min_seconds, max_seconds]`, then snapped to the `8k + 1` grid; without a
+                head 121, as in diffusers. A predicted length serves one prompt (any `num_videos_per_prompt`)
+                and cannot be combined with `conditions`, `latents` or `audio_latents` (`ValueError`).
             frame_rate: frames per second (positions and audio length depend on it).
             num_inference_steps: denoising steps of the official LTX-2 schedule (ignored with `sigmas`).
             sigmas: custom decreasing sigmas (e.g. `diffusers_ltx2.DISTILLED_SIGMAS`); a final 0 is appended.
@@ -108,19 +113,29 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
                 only); one value or one per video.
             output_type: "pil" (default, as diffusers), "np", "pt" or "latent".
             return_dict: return `LTX2AudioVideoPipelineOutput` (else a tuple `(frames, audio)`).
+            sampler: `"euler"` (official default), `"euler_ancestral"` (official 2.5 distilled stage 1) or
+                `"res_2s"` (second order, two model evaluations per step; official HQ pipeline), or a configured
+                `diffusers_ltx2.schedulers.samplers` instance (e.g. `Res2sSampler(eta=0.3, noise_seed=7)`). The
+                stochastic samplers seed their noise from `generator` (official seeds; see that module).
             attention_kwargs: forwarded to the transformer (e.g. `{"scale": 0.8}` for LoRA strength).
             callback_on_step_end: `fn(pipe, step, sigma, tensors) -> dict` (or a diffusers `PipelineCallback`),
                 tensors named in `callback_on_step_end_tensor_inputs` (`_callback_tensor_inputs`); returned
                 tensors replace them.
-            min_seconds, max_seconds, motion_speed, system_prompt, enable_prompt_enhancement,
-                prompt_max_new_tokens, prompt_enhancement_kwargs, prompt_enhancement_seed: diffusers' arguments for
-                the duration head, motion speed and prompt enhancement. Accepted at their defaults (the prompt
-                enhancement options also while enhancement is off, as diffusers ignores them then); asking for
-                one of these features raises `UnsupportedFeatureError` (a `NotImplementedError`).
+            min_seconds, max_seconds: bounds (seconds, defaults 1 and 20 as diffusers and official) of the clip
+                length the duration head predicts when `num_frames` is left out; ignored with `num_frames`.
+            enable_prompt_enhancement: rewrite each prompt with the enhancer before encoding (official
+                `enhance_prompt`; see `pipelines.enhancement`): the `prompt_enhancer` component (LTX-2.5) or the
+                Gemma-3 `text_encoder` (2.0 / 2.3); image-to-video enhancement (with `image` or an image
+                condition) needs the `processor` component. The prompts used are returned as
+                `output.enhanced_prompts`.
+            system_prompt, prompt_max_new_tokens, prompt_enhancement_kwargs: the enhancer's system prompt,
+                new-token limit and `generate` keyword arguments (defaults: the official ones of its family).
+            prompt_enhancement_seed: generation seed (default 10); the generator's seed wins when one is given.
+            motion_speed: diffusers' slow-motion argument, accepted at 1.0 only (else `UnsupportedFeatureError`).
 
         Returns:
-            `LTX2AudioVideoPipelineOutput(frames, audio, sample_rate)`; `audio` is a float32 `torch.Tensor`
-            `(B, 2, samples)` (denormalized latents for "latent").
+            `LTX2AudioVideoPipelineOutput(frames, audio, sample_rate, enhanced_prompts)`; `audio` is a float32
+            `torch.Tensor` `(B, 2, samples)` (denormalized latents for "latent").
 
         Raises:
             ValueError: any invalid input, before any model runs.
@@ -144,8 +159,11 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
             attention_kwargs=attention_kwargs, callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs, min_seconds=min_seconds,
             max_seconds=max_seconds, motion_speed=motion_speed, enable_prompt_enhancement=enable_prompt_enhancement,
+            system_prompt=system_prompt, prompt_max_new_tokens=prompt_max_new_tokens,
+            prompt_enhancement_kwargs=prompt_enhancement_kwargs, prompt_enhancement_seed=prompt_enhancement_seed,
+            sampler=sampler,
         )
-        return self.generate(call, [call.stage()])
+        return self.generate(call, lambda call: [call.stage()])
 
     def extend(self, clip, num_new_frames: int, *, overlap_frames: int = 16, overlap_strength: float = 0.5,
                audio=None, sample_rate: int | None = None, **kwargs):

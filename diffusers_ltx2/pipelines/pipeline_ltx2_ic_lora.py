@@ -40,6 +40,8 @@ class LTX2ICLoRAPipeline(LTX2PipelineBase):
         >>> out = pipe("a dancer on a beach", control_video="dance.mp4", control_preprocessor=edges)
     """
 
+    uses_reference_factor = True  # a LoRA without the factor in its metadata gets a notice here
+
     @torch.no_grad()
     def __call__(
         self, prompt: str | list[str] | None = None, negative_prompt: str | list[str] | None = None, *,
@@ -122,7 +124,7 @@ class LTX2ICLoRAPipeline(LTX2PipelineBase):
             decode_noise_scale=decode_noise_scale, output_type=output_type, return_dict=return_dict,
             attention_kwargs=attention_kwargs, callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs, motion_speed=motion_speed,
-            enable_prompt_enhancement=enable_prompt_enhancement,
+            enable_prompt_enhancement=enable_prompt_enhancement, enhances_prompts=False, predicts_length=False,
         )
         return self.generate(call, [call.stage()])
 

@@ -18,8 +18,11 @@ class LTX2AudioVideoPipelineOutput(BaseOutput):
         audio: float32 stereo waveforms `(B, 2, samples)` at `sample_rate` (`np.ndarray` for "np"/"pil",
             `torch.Tensor` for "pt"), or denormalized audio latents `(B, C, T, M)` for `"latent"`.
         sample_rate: audio sample rate in Hz (the vocoder's output rate); `None` for latents.
+        enhanced_prompts: with `enable_prompt_enhancement=True`, the prompts the enhancer wrote (one per prompt,
+            the ones the clip was generated from); `None` otherwise.
     """
 
     frames: Any
     audio: Any
     sample_rate: int | None = None
+    enhanced_prompts: list[str] | None = None

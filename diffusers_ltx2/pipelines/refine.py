@@ -31,6 +31,7 @@ from ..guiders import ClassifierFreeGuidance, Guider
 from ..latents import layout as L
 from ..latents.noiser import StartLatents
 from ..schedulers import DISTILLED_REFINE_SIGMAS
+from ..schedulers.samplers import EULER, Sampler
 from . import validation as V
 from .stage import AdapterSet, Stage, StageResult
 from .upsampling import upsample_latents, upsampler_scale
@@ -67,19 +68,29 @@ class TwoStageMixin:
         latent_upsampler: LTX2LatentUpsamplerModel | None = None,
         prompt_encoder=None,
         model_identity: str | None = None,
+        model_version: str | None = None,
+        gemma_version: str | None = None,
         processor=None,
         prompt_enhancer=None,
         duration_head=None,
         audio_scheduler=None,
     ):
         """The base pipeline's components (`LTX2PipelineBase`: `guider` left out = the recommended
-        `MultimodalGuider`, `None` = no guidance; diffusers' optional components only as `None`) plus
-        `latent_upsampler`."""
+        `MultimodalGuider`, `None` = no guidance) plus `latent_upsampler`.
+
+        Raises:
+            ValueError: a `latent_upsampler` that is another model, made for other latents, or has NaN / inf
+                weights (`conversion.upsampler.check_latent_upsampler`), before anything runs.
+        """
         super().__init__(scheduler=scheduler, vae=vae, audio_vae=audio_vae, text_encoder=text_encoder,
                          tokenizer=tokenizer, connectors=connectors, transformer=transformer, vocoder=vocoder,
                          guider=guider, prompt_encoder=prompt_encoder, model_identity=model_identity,
-                         processor=processor, prompt_enhancer=prompt_enhancer, duration_head=duration_head,
+                         model_version=model_version, gemma_version=gemma_version, processor=processor,
+                         prompt_enhancer=prompt_enhancer, duration_head=duration_head,
                          audio_scheduler=audio_scheduler)
+        from ..conversion.upsampler import check_latent_upsampler
+
+        check_latent_upsampler(latent_upsampler, getattr(getattr(vae, "config", None), "latent_channels", None))
         self.register_modules(latent_upsampler=latent_upsampler)
 
     # -- latent-only entry point -----------------------------------------------------------------------------
@@ -132,8 +143,8 @@ class TwoStageMixin:
     def two_stages(self, call, *, distilled: bool, distilled_lora_strength: float | None = None,
                    stage_1_conditions=None, stage_2_conditions=None, stage_2_keep: frozenset | None = None,
                    stage_1_name: str | None = None, skip_stage_2: bool = False) -> list[Stage]:
-        """Stage 1 at half the call's size (its guider, sigmas, conditions: `call.stage()`, the distilled LoRA off)
-        and the refinement at full size (`refine_stage`).
+        """Stage 1 at half the call's size (its guider, sigmas, conditions, sampler: `call.stage()`, the distilled
+        LoRA off) and the refinement at full size (`refine_stage`, with `call.stage_2_sampler`).
 
         Args:
             call: the resolved `PipelineCall` (its geometry is the output's).
@@ -157,16 +168,20 @@ class TwoStageMixin:
             else distilled_lora_strength)),)  # the default strength is recorded on the transformer (from_pipe)
         return [stage_1, self.refine_stage(
             g, conditions=call.conditions if stage_2_conditions is None else tuple(stage_2_conditions),
-            adapters=AdapterSet(drop=frozenset({DISTILLED_ADAPTER}), keep=stage_2_keep, add=add), device=call.device)]
+            adapters=AdapterSet(drop=frozenset({DISTILLED_ADAPTER}), keep=stage_2_keep, add=add), device=call.device,
+            sampler=call.stage_2_sampler)]
 
-    def refine_stage(self, geometry, *, conditions=(), adapters: AdapterSet | None = None, device=None) -> Stage:
+    def refine_stage(self, geometry, *, conditions=(), adapters: AdapterSet | None = None, device=None,
+                     sampler: Sampler = EULER) -> Stage:
         """Stage 2 of the recipe at `geometry` (official `denoise_audio_video(..., noise_scale=sigmas[0],
         initial_video_latent=, initial_audio_latent=)` with `simple_denoising_func`): `DISTILLED_REFINE_SIGMAS`,
-        unguided, starting from the previous stage's upsampled video and its audio (`upsampled_start`)."""
+        unguided, starting from the previous stage's upsampled video and its audio (`upsampled_start`), stepped by
+        `sampler` (official: Euler; the HQ pipeline res_2s)."""
         tokens = geometry.latent_frames * geometry.tokens_per_latent_frame
         sigmas = self.scheduler.sigmas_for(sigmas=list(DISTILLED_REFINE_SIGMAS), num_tokens=tokens).to(device)
         return Stage(geometry=geometry, sigmas=sigmas, guider=unguided(), conditions=tuple(conditions),
-                     adapters=adapters, name=f"stage 2/2 ({geometry.height}x{geometry.width}, refine)",
+                     adapters=adapters, sampler=sampler,
+                     name=f"stage 2/2 ({geometry.height}x{geometry.width}, refine)",
                      from_previous=self.upsampled_start)
 
     def upsampled_start(self, stage: Stage, previous: StageResult) -> Stage:

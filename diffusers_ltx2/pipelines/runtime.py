@@ -3,7 +3,6 @@ call (`PipelineCall`), and the adapter of a diffusers-style `callback_on_step_en
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import replace
 
 import torch
@@ -11,13 +10,15 @@ import torch
 from ..transformer import TextContexts, TransformerPasses
 from .stage import Stage, StageRuntime
 
-__all__ = ["stage_runtime", "step_callback"]
+__all__ = ["named_progress_bar", "stage_runtime", "step_callback"]
 
 
 def stage_runtime(pipe, call, contexts: TextContexts) -> StageRuntime:
     """The runtime of `call`'s stages on `pipe`: its latent encoder, the call's prompt contexts, one
     `TransformerPasses` per stage (attention control for the stage's guider, the call's run options), LoRA switching
-    on the transformer and connectors, a named progress bar per stage, the user's step callback and interrupt."""
+    on the transformer and connectors, a named progress bar per stage (the stage's name; "denoise" for an unnamed
+    stage unless the user set a label with `set_progress_bar_config(desc=...)`), the user's step callback and
+    interrupt."""
     run = call.run
 
     def make_passes(guider, cross_modal: bool) -> TransformerPasses:
@@ -27,27 +28,30 @@ def stage_runtime(pipe, call, contexts: TextContexts) -> StageRuntime:
             use_cross_timestep=run.use_cross_timestep, cross_modal=cross_modal,
         )
 
-    @contextmanager
-    def progress_bar(total: int, name: str | None):
-        old = dict(getattr(pipe, "_progress_bar_config", {}))
-        if name is not None:
-            pipe.set_progress_bar_config(**{**old, "desc": name})
-        try:
-            with pipe.progress_bar(total=total) as bar:
-                yield bar
-        finally:
-            pipe._progress_bar_config = old
-
     def on_stage_start(stage: Stage) -> None:
         pipe._num_timesteps = stage.num_steps  # diffusers' `num_timesteps`: the running stage's steps
 
     return StageRuntime(
         encoder=pipe.latent_encoder(call.device), contexts=contexts, make_passes=make_passes,
         generator=call.generator, adapter_models=tuple(m for m in (pipe.transformer, pipe.connectors) if m is not None),
-        progress_bar=progress_bar,
+        progress_bar=lambda total, name: named_progress_bar(pipe, total, name or "denoise", keep_name=name is None),
         step_callback=lambda ctx: step_callback(pipe, run.callback, run.callback_tensor_inputs, ctx),
         should_stop=lambda: pipe.interrupt, on_stage_start=on_stage_start,
     )
+
+
+def named_progress_bar(pipe, total: int, name: str, *, keep_name: bool = False):
+    """diffusers' `pipe.progress_bar(total=...)` labelled `name` (`keep_name`: unless the user set a label with
+    `set_progress_bar_config(desc=...)`); the pipeline's other progress-bar settings are kept and its own label is
+    restored."""
+    config = dict(getattr(pipe, "_progress_bar_config", {}))
+    if keep_name and "desc" in config:
+        return pipe.progress_bar(total=total)
+    pipe._progress_bar_config = {**config, "desc": name}
+    try:
+        return pipe.progress_bar(total=total)
+    finally:
+        pipe._progress_bar_config = config
 
 
 def step_callback(pipe, callback, tensor_inputs, contexts: TextContexts | None = None):

@@ -24,7 +24,7 @@ from ..latents.geometry import ClipGeometry
 from ..latents.noiser import StartLatents
 from ..latents.state import ModalityLatents
 from ..loaders.adapter_state import adapters_active
-from ..schedulers.samplers import EULER, Sampler
+from ..schedulers.samplers import EULER, Sampler, sampler_seed
 from ..transformer import TextContexts, TransformerPasses
 from .denoising import StepCallback, denoise
 
@@ -55,7 +55,8 @@ class Stage:
         video, audio: how each modality's tokens start (`latents.noiser.StartLatents`: given noise, or clean
             tokens re-noised by a noise scale).
         audio_only: the video stream is a one-token placeholder (audio-only generation).
-        sampler: the stepper of the loop (`schedulers.samplers`; default the official Euler).
+        sampler: the stepper of the loop (`schedulers.samplers`: the official Euler by default, euler-ancestral,
+            res_2s); a stochastic one seeds its noise from the call's generator (`sampler_seed`).
         name: progress-bar description (`None`: the pipeline's).
         from_previous: for a stage after another, `(stage, previous result) -> stage` fills in what depends on the
             previous stage (e.g. the upsampled latents a refinement starts from), right before it runs.
@@ -131,10 +132,11 @@ def run_stage(stage: Stage, runtime: StageRuntime) -> StageResult:
                        guided_frozen=state.guided_frozen)
     adapters = nullcontext() if stage.adapters is None else adapters_active(
         runtime.adapter_models, drop=stage.adapters.drop, keep=stage.adapters.keep, add=dict(stage.adapters.add))
+    seed = sampler_seed(stage.sampler, runtime.generator)  # (no generator: drawn after the initial noise)
     with adapters, runtime.progress_bar(stage.num_steps, stage.name) as bar:
         video, audio = denoise(
             passes=runtime.make_passes(guider, cross_modal), guider=guider, sigmas=stage.sigmas, video=state.video,
-            audio=state.audio, contexts=contexts, sampler=stage.sampler, progress_bar=bar,
+            audio=state.audio, contexts=contexts, sampler=stage.sampler, seed=seed, progress_bar=bar,
             on_step_end=runtime.step_callback(contexts), should_stop=runtime.should_stop,
         )
     return StageResult(video=video, audio=audio, conditioned=state, geometry=stage.geometry)

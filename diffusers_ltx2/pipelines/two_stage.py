@@ -14,6 +14,7 @@ from ..guiders import Guider
 from ..loaders.prompt_embeddings import PromptEmbeddings
 from ..recommended import DEFAULT_NEGATIVE_PROMPT
 from ..schedulers import DISTILLED_SIGMAS
+from ..schedulers.samplers import Sampler
 from .call import resolve_call
 from .diffusers_compat import DIFFUSERS_DEFAULT
 from .pipeline_ltx2 import LTX2AudioVideoPipeline
@@ -63,6 +64,7 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
         max_seconds: float = 20.0, motion_speed: float = 1.0, system_prompt: str | None = None,
         enable_prompt_enhancement: bool = False, prompt_max_new_tokens: int | None = None,
         prompt_enhancement_kwargs: dict[str, Any] | None = None, prompt_enhancement_seed: int = 10,
+        sampler: str | Sampler = "euler", stage_2_sampler: str | Sampler = "euler",
     ):
         """Generate a clip at `(height, width)` in two stages.
 
@@ -83,9 +85,16 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
             callback_on_step_end: called in both stages (step indices restart at 0 in stage 2).
             output_type: "pil" (default, as diffusers), "np", "pt" or "latent".
             diffusers' `noise_scale` is not accepted (stage 1 starts from noise; stage 2's re-noising is the recipe's).
+            num_frames: `8k + 1` frames (`None`: 121; the clip length is not predicted here).
+            enable_prompt_enhancement, system_prompt, prompt_max_new_tokens, prompt_enhancement_kwargs,
+                prompt_enhancement_seed: as in `LTX2AudioVideoPipeline.__call__` (the prompts are enhanced once,
+                for both stages).
+            sampler, stage_2_sampler: each stage's sampler (see `LTX2AudioVideoPipeline.__call__`); the official HQ
+                pipeline uses `"res_2s"` in both, the 2.5 distilled pipeline `"euler_ancestral"` then `"euler"`.
 
         Returns:
-            `LTX2AudioVideoPipelineOutput` at full resolution (`output_type="latent"`: denormalized VAE latents).
+            `LTX2AudioVideoPipelineOutput` at full resolution (`output_type="latent"`: denormalized VAE latents), with
+            `enhanced_prompts` as the one-stage pipeline's.
 
         Raises:
             ValueError: before any model runs, for sizes that are not multiples of 64 (nearest valid values in the
@@ -113,7 +122,9 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
             attention_kwargs=attention_kwargs, callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs, min_seconds=min_seconds,
             max_seconds=max_seconds, motion_speed=motion_speed, enable_prompt_enhancement=enable_prompt_enhancement,
-            stage_size=(height // 2, width // 2), fixed_guider=unguided() if distilled else None,
+            system_prompt=system_prompt, prompt_max_new_tokens=prompt_max_new_tokens,
+            prompt_enhancement_kwargs=prompt_enhancement_kwargs, prompt_enhancement_seed=prompt_enhancement_seed,
+            sampler=sampler, stage_2_sampler=stage_2_sampler, predicts_length=False, stage_size=(height // 2, width // 2), fixed_guider=unguided() if distilled else None,
             fixed_sigmas=list(DISTILLED_SIGMAS) if distilled else None,
             default_negative_prompt=DEFAULT_NEGATIVE_PROMPT,
         )

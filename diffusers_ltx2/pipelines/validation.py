@@ -7,22 +7,17 @@ from typing import Sequence
 
 import torch
 
-from ..latents.geometry import nearest_multiples
+from ..rules import frame_count_problem, nearest_multiples
 
 OUTPUT_TYPES = ("np", "pt", "pil", "latent")
 
 
 def check_num_frames(num_frames, temporal_ratio: int = 8) -> None:
-    """Frames must be `k * temporal_ratio + 1` (the causal VAE encodes the first frame alone)."""
-    if not isinstance(num_frames, int) or isinstance(num_frames, bool) or num_frames < 1:
-        raise ValueError(f"num_frames must be a positive integer, got {num_frames!r}")
-    if (num_frames - 1) % temporal_ratio:
-        lower = (num_frames - 1) // temporal_ratio * temporal_ratio + 1
-        upper = lower + temporal_ratio
-        raise ValueError(
-            f"num_frames must be {temporal_ratio}k+1 (e.g. 121), got {num_frames}; "
-            f"nearest valid values: {lower} or {upper}"
-        )
+    """Frames must be `k * temporal_ratio + 1` (the causal VAE encodes the first frame alone); the rule and its
+    nearest valid values: `diffusers_ltx2.rules.frame_count_problem`."""
+    problem = frame_count_problem(num_frames, temporal_ratio)
+    if problem is not None:
+        raise ValueError(f"num_frames {problem}")
 
 
 #: Smallest size a conv input may have per padding mode, given the padding `p` (torch's F.pad rules).

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
 
 from . import check_quantization, check_serializable, quantize_transformer_, transformer_quantization
-from .fp8_cast import fp8_linear_names
+from .fp8_cast import apply_fp8_cast, fp8_linear_names
+
+logger = logging.getLogger(__name__)
 
 
 def _component_dtype(kwargs: dict, name: str):
@@ -54,6 +57,43 @@ def prepare_from_pretrained(path, kwargs: dict, quantization: str | None, text_e
                 quantization_config=quanto_config(quantization), **_hub_kwargs(kwargs))
         kwargs["transformer"] = transformer
     return kwargs
+
+
+def single_file_fp8_mode(path, fp8: str | None, quantization: str | None) -> str:
+    """The FP8 mode to read an official single file with, before anything loads.
+
+    `fp8=None` (automatic): "dequantize", except for `quantization="fp8-cast"` on a file that already holds
+    float8 weights: "keep" (the file's float8 weights and their `weight_scale`, rather than dequantizing them to
+    bf16 and casting them again, which would round twice), with a notice.
+
+    Raises:
+        ValueError: `fp8="keep"` with an optimum-quanto mode (quanto quantizes bf16 weights).
+    """
+    if fp8 is None:
+        fp8 = "dequantize"
+        if quantization == "fp8-cast":
+            from ..conversion.fp8 import is_float8
+            from ..conversion.plan import inspect_checkpoint
+
+            count = sum(is_float8(t.dtype) for t in inspect_checkpoint(path).tensors.values())
+            if count:
+                logger.warning(
+                    "%s already holds %d float8 weights: quantization='fp8-cast' keeps them with their weight_scale "
+                    "(fp8='keep') instead of dequantizing and casting them again, and casts the policy's linears the "
+                    "file keeps in high precision; pass fp8='dequantize' to dequantize first", path, count)
+                fp8 = "keep"
+    if quantization not in (None, "fp8-cast") and fp8 == "keep":
+        raise ValueError("fp8='keep' already loads float8 weights; use fp8='dequantize' with quantization=")
+    return fp8
+
+
+def quantize_single_file_transformer(transformer, quantization: str | None, fp8: str) -> None:
+    """Quantize a transformer read from a single file; with `fp8="keep"` and fp8-cast only the policy's linears
+    the file did not hold in float8 are cast (the file's float8 layers are already what fp8-cast makes)."""
+    if quantization == "fp8-cast" and fp8 == "keep":
+        apply_fp8_cast(transformer)
+    elif quantization is not None:
+        quantize_transformer_(transformer, quantization)
 
 
 def _hub_kwargs(kwargs: dict) -> dict:

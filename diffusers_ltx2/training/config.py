@@ -183,6 +183,12 @@ class AccelerationConfig(_Section):
     mixed_precision_mode: Literal["no", "fp16", "bf16"] = "no"
     quantization: Literal["int8-quanto", "fp8-quanto"] | None = None
 
+    @field_validator("mixed_precision_mode", mode="before")
+    @classmethod
+    def _yaml_no(cls, v):
+        # YAML 1.1 reads a bare `no` (accelerate's name for "no mixed precision") as False
+        return "no" if v is False else v
+
 
 class DataConfig(_Section):
     """`preprocessed_data_root`: the `ltx2 preprocess` output (latents/, conditions/, audio_latents/,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,8 @@ FOLDERS = ("latents", "conditions", "audio_latents", "reference_latents")
 def write_entry(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> Path:
     """Write one safetensors file atomically: streamed into a hidden temporary sibling, renamed into place. A crash
     never leaves a half-written file under the final name and a failure removes the temporary file; a write error
-    (a full disk: ENOSPC) is an `OSError` naming `path`."""
+    (a full disk: ENOSPC) is an `OSError` naming `path`. The file gets the permission bits a plain `open()` gives
+    (0o666 minus the umask, or the replaced file's), as every other output (safetensors' `save_file` writes 0600)."""
     from ..conversion.streaming import OutputTensor, SafetensorsStreamWriter
 
     path = Path(path)
@@ -45,6 +47,8 @@ def write_entry(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metad
         for k, v in tensors.items():
             writer.write(k, v)
         writer.close()
+        if path.is_file():  # replacing a file keeps its permission bits, as a plain open() would
+            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
         os.replace(tmp, path)
     except BaseException as err:
         if writer is not None:

@@ -109,9 +109,9 @@ def export_lora_state_dict(transformer, adapter_name: str = "default", dtype: to
 
 def save_lora(transformer, path: str | os.PathLike, metadata: dict, adapter_name: str = "default",
               dtype: torch.dtype = torch.float32) -> Path:
-    """Write the adapter as an official LoRA `.safetensors` (atomically, `training.data.write_entry`) with string
-    metadata. A LoRA holding NaN / inf is refused (`ValueError`) and nothing is written; a write error (ENOSPC)
-    is an `OSError` naming `path`, with no temporary file left."""
+    """Write the adapter as an official LoRA `.safetensors` (atomically, `training.data.write_entry`: mode as
+    `open()` gives) with string metadata. A LoRA holding NaN / inf is refused (`ValueError`) and nothing is
+    written; a write error (ENOSPC) is an `OSError` naming `path`, with no temporary file left."""
     from .checkpoints import check_finite
     from .data import write_entry
 

@@ -37,21 +37,25 @@ def test_demo_writes_playable_mp4_with_audio(tmp_path):
     assert _streams(out) == (1, 1, 25, 24000)
     assert (model_dir / "model_index.json").is_file()
 
-    # generate from the folder the demo saved
+    assert "loading PyTorch and diffusers ..." in result.stdout.splitlines()[0]
+    last = result.stdout.strip().splitlines()[-1]  # the total covers the run from the process start: imports too
+    assert last.startswith("total ") and "imports" in last and "other" in last
+
+    # generate from the folder the demo saved (in this process: the subprocess above is the user's path)
+    from diffusers_ltx2.cli import main
+
     clip = tmp_path / "gen.mp4"
-    result = _ltx2("generate", "--model", str(model_dir), "--prompt", "a cat", "--output", str(clip),
-                   "--num-frames", "9", "--height", "64", "--width", "96", "--steps", "2", "--dtype", "fp32",
-                   "--device", "cpu")
-    assert result.returncode == 0, result.stderr
+    assert main(["generate", "--model", str(model_dir), "--prompt", "a cat", "--output", str(clip), "--num-frames",
+                 "9", "--height", "64", "--width", "96", "--steps", "2", "--dtype", "fp32", "--device", "cpu"]) == 0
     assert _streams(clip)[:3] == (1, 1, 9)
 
 
 @pytest.mark.parametrize("args,message", [
     (["--num-frames", "10"], "8k+1"),
-    (["--height", "100"], "nearest valid values: 96 or 128"),
+    (["--height", "100"], "--height must be a multiple of 32, got 100; nearest valid values: 96 or 128"),
     (["--output", "clip.gif"], ".mp4"),
     (["--model", "/nonexistent/model"], "model folder not found"),
-    (["--dtype", "int8"], "unknown dtype"),
+    (["--dtype", "int8"], "--dtype: unknown dtype 'int8'; choose bf16, fp16 or fp32"),
 ])
 def test_generate_rejects_bad_arguments_before_loading(tmp_path, monkeypatch, capsys, args, message):
     from diffusers_ltx2.cli import main
@@ -103,11 +107,11 @@ def test_encode_then_generate_from_conditioning(tiny_pipe, tmp_path, monkeypatch
 
 
 def test_no_guidance_flag_turns_every_dial_off():
-    from diffusers_ltx2.cli import build_parser
+    from diffusers_ltx2.cli import parse_args
     from diffusers_ltx2.cli.guidance_args import guider_from_args
 
     base = ["generate", "--model", "m", "--prompt", "p", "--output", "o.mp4"]
-    default = guider_from_args(build_parser().parse_args(base))
+    default = guider_from_args(parse_args(base)[1])
     assert len(default.plan(0, 8, 1.0).passes) == 4 and default.uses_negative_prompt
-    off = guider_from_args(build_parser().parse_args([*base, "--no-guidance", "--cfg", "5"]))
+    off = guider_from_args(parse_args([*base, "--no-guidance", "--cfg", "5"])[1])
     assert [p.name for p in off.plan(0, 8, 1.0).passes] == ["cond"] and not off.uses_negative_prompt

@@ -30,7 +30,7 @@ _HELP = """
 import sys
 from diffusers_ltx2.cli import main
 try:
-    main(sys.argv[1:])
+    code = main(sys.argv[1:])
 except SystemExit as exit:
     code = exit.code
 heavy = [m for m in ("torch", "diffusers", "transformers", "numpy", "av") if m in sys.modules]
@@ -151,8 +151,8 @@ def _replace(argv: list[str], flag: str, value: str) -> list[str]:
 
 @pytest.mark.parametrize("argv,message", [
     (_replace(GENERATE, "--steps", "0"), "--steps: must be >= 1"),
-    (_replace(GENERATE, "--frame-rate", "0"), "--frame-rate: must be a finite number > 0"),
-    (_replace(GENERATE, "--frame-rate", "1e-6"), "fps` must be in [0.001, 1000]"),
+    (_replace(GENERATE, "--frame-rate", "0"), "--frame-rate: must be in [0.001, 1000], got 0"),
+    (_replace(GENERATE, "--frame-rate", "1e-6"), "--frame-rate: must be in [0.001, 1000], got 1e-6"),
     (_replace(GENERATE, "--num-frames", "-9"), "--num-frames: must be >= 1"),
     (_replace(GENERATE, "--image-strength", "2"), "--image-strength: must be in [0, 1]"),
     (_replace(GENERATE, "--max-sequence-length", "0"), "--max-sequence-length: must be >= 1"),
@@ -162,19 +162,20 @@ def _replace(argv: list[str], flag: str, value: str) -> list[str]:
     (_replace(GENERATE, "--model", "missing"), "model folder not found"),
     (_replace(GENERATE, "--model", "incomplete"), "lists transformer, vae but the folder has no transformer/, vae/"),
     (["convert", "model", "out", "--no-progress"], "is a folder, not a .safetensors file"),
-    (_replace(GENERATE, "--device", "banana"), "invalid --device 'banana'"),
+    (_replace(GENERATE, "--device", "banana"), "--device: invalid device 'banana'"),
     (_replace(GENERATE, "--device", "cuda:99"), "--device cuda:99"),
     *([(_replace(GENERATE, "--device", "cuda"), "CUDA")] if not torch.cuda.is_available() else []),
     (_replace(GENERATE, "--image", "notes.png"), "is not a readable image"),
     (_replace(GENERATE, "--image", "nope.png"), "image file not found"),
     (_replace(GENERATE[:-4] + ["--output", "out.mp4"], "--conditioning", "text.safetensors"), "text.safetensors"),
     (_replace(GENERATE, "--rescale", "3"), "rescale"),
-    (GENERATE + ["--cpu-offload", "--device", "cpu"], "--cpu-offload"),
+    (GENERATE + ["--cpu-offload", "--offload", "blocks"], "pass either --cpu-offload or --offload"),
     (_replace(CONTROL, "--lora", "weights.safetensors"), "is not a LoRA file"),
     (_replace(CONTROL, "--lora", "text.safetensors"), "is not a LoRA .safetensors file"),
     (_replace(CONTROL, "--control-video", "notes.png"), "is not a readable video"),
     (_replace(CONTROL, "--reference-downscale-factor", "0"), "--reference-downscale-factor: must be >= 1"),
-    (CONTROL + ["--lora-strength", "nan"], "--lora-strength: must be a finite number"),
+    (_replace(CONTROL, "--lora", "lora.safetensors:nan"), "bad STRENGTH ':nan' after the file lora.safetensors"),
+    (CONTROL + ["--lora-strength", "0.5"], "--lora-strength was replaced by --lora PATH:STRENGTH"),
     (ENCODE + ["--output", "x.mp4"], "must be a .safetensors file"),
     (ENCODE + ["--output", "e.safetensors", "--cache-dir", "image.png"], "is a file, not a folder"),
     (ENCODE + ["--output", "model"], "is a folder"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 
@@ -24,11 +25,12 @@ def test_parse_bytes():
 
 @pytest.mark.parametrize("args,message", [
     (["--vram-budget", "lots"], "bad memory size"),
-    (["--offload", "disk"], "needs a folder"),
+    (["--offload", "disk"], "--offload disk needs --offload-folder PATH"),
     (["--offload-folder", "x"], "only used with --offload disk"),
     (["--cpu-offload", "--offload", "blocks"], "either --cpu-offload or --offload"),
     (["--offload", "disk", "--offload-folder", "w", "--text-encoder-quantize", "int8"], "cannot store optimum-quanto"),
-    (["--quantize", "nf4"], "invalid choice"),
+    (["--quantize", "nf4"], "--quantize: invalid choice 'nf4' (choose from fp8-cast, fp8, int8, int4); did you mean "
+                            "int4?"),
 ])
 def test_memory_flags_rejected_before_loading(tmp_path, monkeypatch, capsys, args, message):
     from diffusers_ltx2.cli import main
@@ -36,12 +38,7 @@ def test_memory_flags_rejected_before_loading(tmp_path, monkeypatch, capsys, arg
     monkeypatch.chdir(tmp_path)
     # passes the CLI's model-folder check but holds no model: loading would fail differently
     (tmp_path / "model_index.json").write_text('{"_class_name": "LTX2AudioVideoPipeline"}')
-    code = main(["generate", "--model", str(tmp_path), "--prompt", "a cat", "--output", "o.mp4", *args]) \
-        if "nf4" not in args else None
-    if code is None:  # argparse choices: SystemExit(2)
-        with pytest.raises(SystemExit) as e:
-            main(["generate", "--model", str(tmp_path), "--prompt", "a cat", "--output", "o.mp4", *args])
-        code = e.value.code
+    code = main(["generate", "--model", str(tmp_path), "--prompt", "a cat", "--output", "o.mp4", *args])
     assert code == 2
     assert message in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "o.mp4")
@@ -78,9 +75,19 @@ def test_generate_quantized_offloaded_and_planned(tiny_pipe, tmp_path, monkeypat
     out = capsys.readouterr().out
     assert "memory plan" in out and "quantization: none" in out and "offload: none" in out
     assert "estimated peak" in out and "activations (4 guidance passes batched)" in out
-    assert main([*common, "--vram-budget", "1MB", "--output", "tight.mp4"]) == 0  # tiny model: ~3 MB of weights
+    assert "0.00 GiB" not in out and " GB" not in out  # small figures in MiB / KiB; binary units throughout
+    # a budget nothing fits is refused before loading (it said "DOES NOT FIT" and ran)
+    assert main([*common, "--vram-budget", "1MB", "--output", "none.mp4"]) == 2
+    err = capsys.readouterr().err
+    assert "--vram-budget 1MB = 976.56 KiB: does not fit; the plan (quantization: int4" in err
+    need = re.search(r"\) needs (\d+\.\d\d) MiB: lower --num-frames", err)
+    assert need and float(need.group(1)) * 2 ** 20 > 1e6 and not os.path.exists("none.mp4"), err
+    # just above the smallest plan's need (tiny model: ~2.1 MB with main's upper-bound decode estimate) an
+    # offloading plan is chosen and runs
+    tight = f"{float(need.group(1)) * 2 ** 20 * 1.02 / 1e6:.3f}MB"
+    assert main([*common, "--vram-budget", tight, "--output", "tight.mp4"]) == 0
     out = capsys.readouterr().out
-    assert "offload: blocks" in out and len(_frames("tight.mp4")) == 9
+    assert "offload: model" in out and len(_frames("tight.mp4")) == 9
 
 
 def test_generate_int8_bf16_on_cpu_exits_2_instead_of_crashing(tiny_pipe, tmp_path):

@@ -111,12 +111,16 @@ def _bad(capsys, tmp_path, argv, message):
     (["--video", "{clip}@x"], "clip.mp4@x: bad FRAME/STRENGTH '@x' after the file"),
     (["--image", "{image}@abc"], "expected PATH[@FRAME[:STRENGTH]] (FRAME an integer"),
     (["--image", "{image}@0", "--image", "{image}"], "more than one condition at frame 0"),
-    (["--image", "{image}", "--image-crf", "60"], "crf must be an integer in [0, 51]"),
+    (["--image", "{image}", "--image-crf", "60"], "--image-crf: must be <= 51, got 60"),
     (["--video", "{clip}@-2"], "FRAME must be >= 0 for clips"),
     (["--video", "{wav}@0"], "tone.wav has no video stream"),
     (["--audio", "missing.wav"], "--audio: file not found: missing.wav"),
     (["--audio", "{silent}"], "silent.mp4 has no audio stream"),
-    (["--audio", "{wav}", "--audio-start", "5"], "start_time 5 s is outside the audio"),
+    (["--audio", "{wav}", "--audio-start", "5"], "--audio-start 5 s is outside the audio (the audio lasts 1.000 s)"),
+    # the sound must last the clip: 0.3 s from 0.8 s of a 1 s file is not 9 frames at 24 fps (0.375 s)
+    (["--audio", "{wav}", "--audio-start", "0.8"], "the rest would be silence; use --audio-start 0.62 or less"),
+    (["--audio", "{wav}", "--num-frames", "33"], "the whole sound lasts 1.00 s: use --num-frames 17 or fewer"),
+    (["--audio-start", "0.5"], "--audio-start applies with --audio only"),
     (["--audio-only", "--output", "{tmp}/out.mp4"], "--output must be a .wav or .flac file"),
     (["--audio-only", "--image", "{image}", "--output", "{tmp}/out.wav"], "it takes no --image"),
 ])
@@ -128,20 +132,31 @@ def test_generate_modes_reject_bad_arguments_before_loading(tmp_path, capsys, me
 
 
 @pytest.mark.parametrize("command,extra,message", [
-    ("retake", ["--input", "{clip}", "--start", "0.5", "--end", "2.0"], "ends outside the clip, which lasts 0.7083 s"),
-    ("retake", ["--input", "{clip}", "--start", "0.5", "--end", "0.2"], "need 0 <= start_s < end_s"),
+    ("retake", ["--input", "{clip}", "--start", "0.5", "--end", "2.0"],
+     "--end 2 is past the end of the clip, which lasts 0.7083 s (17 frames at 24 fps)"),
+    ("retake", ["--input", "{clip}", "--start", "0.5", "--end", "0.2"], "--start 0.5 must be before --end 0.2"),
     ("retake", ["--input", "{silent}", "--start", "0.1", "--end", "0.2", "--no-video"],
      "silent.mp4 has no audio track to retake"),
-    ("retake", ["--input", "{clip}", "--start", "0.1", "--end", "0.2", "--ramp", "-1"], "ramp_s must be >= 0"),
+    ("retake", ["--input", "{clip}", "--start", "0.1", "--end", "0.2", "--ramp", "-1"],
+     "--ramp: must be a finite number >= 0, got -1"),
     ("retake", ["--input", "{clip}", "--start", "0.1", "--end", "0.2", "--num-frames", "25"],
      "--num-frames 25 is more than --input"),
-    ("extend", ["--input", "{clip}", "--frames", "12"], "num_new_frames must be a positive multiple of 8"),
-    ("extend", ["--input", "{clip}", "--frames", "8", "--overlap", "24"], "needs a clip of at least 25 frames"),
-    ("extend", ["--input", "{clip}", "--frames", "8", "--overlap-strength", "2"], "overlap_strength must be"),
+    ("extend", ["--input", "{clip}", "--frames", "12"], "--frames: must be a multiple of 8 (the VAE's 8-frame unit), "
+                                                        "got 12; nearest valid values: 8 or 16"),
+    ("extend", ["--input", "{clip}", "--frames", "8", "--overlap", "24"],
+     "--overlap 24 needs a clip of at least 25 frames; --input"),
+    ("extend", ["--input", "{clip}", "--frames", "8", "--overlap-strength", "2"],
+     "--overlap-strength: must be in [0, 1]"),
+    # an image is not a clip to continue or edit (it was a 1-frame MP4)
+    ("foley", ["--input", "{image}"], "key.png is an image: this command continues or edits a video clip"),
+    ("extend", ["--input", "{image}", "--frames", "8"], "is an image"),
     ("extend", ["--input", "{clip}", "--frames", "8", "--num-frames", "25"], "takes --frames (frames to add)"),
     ("foley", ["--input", "missing.mp4"], "--input: file not found: missing.mp4"),
     ("foley", ["--input", "{wav}"], "tone.wav has no video stream"),
-    ("foley", ["--input", "{clip}", "--num-frames", "10"], "8k+1"),
+    ("foley", ["--input", "{clip}", "--num-frames", "10"],
+     "--num-frames must be 8k+1 (e.g. 121), got 10; nearest valid values: 9 or 17"),
+    ("foley", ["--input", "{clip}", "--height", "100"], "--height must be a multiple of 32, got 100; nearest valid "
+                                                        "values: 96 or 128"),
     # 48 px rounds down to 32: a 1-pixel latent the VAE cannot decode
     ("retake", ["--input", "{small}", "--start", "0.1", "--end", "0.2"],
      "small.mp4 is 96x48: too small for the model (at least 64 pixels per side)"),
@@ -153,10 +168,9 @@ def test_source_clip_modes_reject_bad_arguments_before_loading(tmp_path, capsys,
 
 
 def test_retake_no_video_and_no_audio_are_exclusive(tmp_path, media, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["retake", "--model", str(tmp_path), *FAST, "--input", media["clip"], "--start", "0", "--end", "0.2",
-              "--no-video", "--no-audio", "--output", str(tmp_path / "o.mp4")])
-    assert exc.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    assert main(["retake", "--model", str(tmp_path), *FAST, "--input", media["clip"], "--start", "0", "--end", "0.2",
+                 "--no-video", "--no-audio", "--output", str(tmp_path / "o.mp4")]) == 2
+    assert "pass at most one of --no-video / --no-audio" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- runs on the tiny model

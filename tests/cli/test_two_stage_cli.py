@@ -27,8 +27,9 @@ def model(tiny_pipe, tmp_path):
 
 
 def _base(folder, out, *extra):
+    steps = [] if "--distilled" in extra else ["--steps", "2"]  # --distilled: the fixed 8 + 3 steps (no --steps)
     return ["generate", "--model", str(folder), "--prompt", "a cat", "--output", str(out), "--num-frames", "9",
-            "--height", "128", "--width", "128", "--steps", "2", "--dtype", "fp32", "--device", "cpu",
+            "--height", "128", "--width", "128", *steps, "--dtype", "fp32", "--device", "cpu",
             "--max-sequence-length", "128", *extra]
 
 
@@ -84,7 +85,7 @@ def test_convert_adds_the_upsampler_component(tmp_path):
     src = tmp_path / "official.safetensors"
     write_official_checkpoint(src, "2.0", seed=0)
     up = tmp_path / "up.safetensors"
-    write_official_upsampler(up, tiny_upsampler_config(32), seed=1)
+    write_official_upsampler(up, tiny_upsampler_config(8), seed=1)  # the tiny official VAE's 8 latent channels
     bad = tmp_path / "bad.safetensors"
     save_file({"initial_conv.weight": torch.zeros(1), "final_conv.weight": torch.zeros(1)}, str(bad),
               metadata={"config": json.dumps(tiny_upsampler_config(32))})  # truncated: keys missing

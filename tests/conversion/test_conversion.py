@@ -133,7 +133,9 @@ def test_sharding_dtype_and_folder_layout(tmp_path):
         total += len(keys)
     assert total == len(index["weight_map"])
     model_index = json.loads((out / "model_index.json").read_text())
-    assert model_index["_class_name"] == "LTX2AudioVideoPipeline"
+    # the class, in the custom-pipeline form plain diffusers can answer without `import diffusers_ltx2`
+    assert model_index["_class_name"] == ["diffusers_ltx2_pipeline", "LTX2AudioVideoPipeline"]
+    assert (out / "diffusers_ltx2_pipeline.py").is_file()
     assert model_index["vocoder"] == ["ltx2", "LTX2VocoderWithBWE"]
     assert model_index["text_encoder"] == [None, None]
     assert json.loads((out / "scheduler" / "scheduler_config.json").read_text())["_class_name"] == "LTX2Scheduler"

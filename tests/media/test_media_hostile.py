@@ -342,9 +342,9 @@ GENERATE = ["generate", "--model", "model", "--prompt", "a cat", "--output", "ou
     (GENERATE[:2] + ["deep_model"] + GENERATE[3:], "config.json: the JSON is nested too deeply"),
     (["convert", "deep.safetensors", "out", "--no-progress"], "deep.safetensors: safetensors header"),
     (["retake", "--input", "clip.mp4", "--start", "0", "--end", "0.2", "--ramp", "inf", "--model", "model",
-      "--output", "out.mp4", "--prompt", "p"], "ramp_s must be a number of seconds (finite), got inf"),
+      "--output", "out.mp4", "--prompt", "p"], "--ramp: must be a finite number >= 0, got inf"),  # the flag named
     (["extend", "--input", "clip.mp4", "--frames", "8", "--overlap", "8", "--overlap-strength", "nan",
-      "--model", "model", "--output", "out.mp4", "--prompt", "p"], "overlap_strength must be a number in [0, 1]"),
+      "--model", "model", "--output", "out.mp4", "--prompt", "p"], "--overlap-strength: must be in [0, 1], got nan"),
 ])
 def test_hostile_files_and_arguments_are_one_line_exit_2(cli_workspace, capsys, argv, message):
     try:

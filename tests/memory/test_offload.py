@@ -70,8 +70,9 @@ def test_offload_equals_resident(tiny_components_master, mode, setup, tmp_path):
     got = _latents(pipe)
     for a, b in zip(got, ref):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
-    if mode == "disk":  # the weights really went through files
-        files = os.listdir(tmp_path / "offload")
+    if mode == "disk":  # the weights really went through files (in the pipeline's own subfolder)
+        (sub,) = os.listdir(tmp_path / "offload")
+        files = os.listdir(tmp_path / "offload" / sub)
         assert files and all(f.endswith(".safetensors") for f in files)
     else:
         assert not (tmp_path / "offload").exists()

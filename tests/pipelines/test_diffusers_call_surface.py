@@ -223,8 +223,6 @@ def test_noise_scale_renoises_given_latents_like_the_official_noiser(tiny_pipe):
 
 @pytest.mark.parametrize("kwargs,feature", [
     (dict(motion_speed=0.5), "motion-speed"),
-    (dict(enable_prompt_enhancement=True, system_prompt="rewrite"), "prompt enhancement"),
-    (dict(num_frames=None, min_seconds=2.0), "duration head"),
 ])
 def test_features_we_lack_raise_not_implemented(tiny_pipe, kwargs, feature):
     calls = []
@@ -245,8 +243,7 @@ def test_diffusers_defaults_spelled_out_are_accepted(tiny_pipe):
 
 
 # -- components -----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name,feature", [("processor", "prompt enhancement"), ("prompt_enhancer", "prompt enhancement"),
-                                          ("duration_head", "duration"), ("audio_scheduler", "audio scheduler")])
+@pytest.mark.parametrize("name,feature", [("audio_scheduler", "audio scheduler")])
 def test_diffusers_optional_components(tiny_components, name, feature):
     pipe = LTX2AudioVideoPipeline(scheduler=LTX2Scheduler(), **tiny_components, **{name: None})
     assert getattr(pipe, name) is None

@@ -74,6 +74,20 @@ def test_missing_data_folder_and_yaml_errors(tmp_path, root):
     assert load_config(good).lora.target_modules == ["attn1.to_q"]
 
 
+def test_yaml_no_is_accelerates_no_mixed_precision(tmp_path, root):
+    """The documented `mixed_precision_mode: no` reads as False in YAML 1.1; it means "no" (it was refused with
+    "Input should be 'no', 'fp16' or 'bf16'")."""
+    path = tmp_path / "cfg.yaml"
+    text = yaml.safe_dump(_base(root)) + "acceleration:\n  mixed_precision_mode: no\n"
+    path.write_text(text)
+    assert yaml.safe_load(text)["acceleration"]["mixed_precision_mode"] is False
+    assert load_config(path).acceleration.mixed_precision_mode == "no"
+    for other in ("yes", "true"):  # not a mode: still refused, naming the field
+        path.write_text(yaml.safe_dump(_base(root)) + f"acceleration:\n  mixed_precision_mode: {other}\n")
+        with pytest.raises(ConfigError, match="acceleration.mixed_precision_mode"):
+            load_config(path)
+
+
 def test_cli_rejects_bad_config_before_loading_any_model(tmp_path, root, capsys, monkeypatch):
     from diffusers_ltx2.cli import main
     from diffusers_ltx2.training import models

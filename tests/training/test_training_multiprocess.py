@@ -3,7 +3,6 @@ with the doubled batch."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -19,7 +18,7 @@ from diffusers_ltx2.factory import TINY, build_components
 from diffusers_ltx2.training.config import parse_config
 from diffusers_ltx2.training.trainer import Trainer
 
-from training_fixtures import write_dataset
+from training_fixtures import json_report, write_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,7 +46,7 @@ def test_two_processes_equal_one_process_with_the_doubled_batch(tmp_path):
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = json_report(proc.stdout)
     assert report["num_processes"] == 2 and report["steps"] == 3
 
     one = {**base, "optimization": {**base["optimization"], "batch_size": 2}, "output_dir": str(tmp_path / "one")}

@@ -12,6 +12,7 @@ import torch
 from diffusers_ltx2.export import export_to_video_with_audio
 from diffusers_ltx2.training.data import PrecomputedDataset, read_entry
 from diffusers_ltx2.training.preprocess import find_clips, preprocess_dataset
+from training_fixtures import json_report
 
 
 def _write_clips(folder, sizes):
@@ -88,14 +89,14 @@ def test_preprocess_cli_then_train_cli(tmp_path, capsys):
                "--width", "64", "--num-frames", "9", "--reference-downscale-factor", "2", "--control", "canny",
                "--no-progress"])
     assert rc == 0
-    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    report = json_report(capsys.readouterr().out)
     assert report["written"] == ["a", "b"] and report["skipped"][0]["clip"] == "corrupt"
     cfg = {"model": {"model_path": "factory:tiny"}, "data": {"preprocessed_data_root": str(tmp_path / "data")},
            "training_strategy": {"name": "video_to_video"}, "lora": {"rank": 2, "target_modules": "video"},
            "optimization": {"steps": 2}, "output_dir": str(tmp_path / "out")}
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     assert main(["train", str(tmp_path / "cfg.yaml"), "--no-progress"]) == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    result = json_report(capsys.readouterr().out)
     assert result["steps"] == 2 and (tmp_path / "out" / "lora_weights.safetensors").is_file()
 
 

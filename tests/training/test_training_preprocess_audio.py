@@ -15,6 +15,7 @@ from diffusers_ltx2.training.data import PrecomputedDataset, read_entry
 from diffusers_ltx2.training.preprocess import find_clips, preprocess_dataset
 
 from media_files import frame_colours, tone, write_video
+from training_fixtures import json_report
 from test_api_encoder import KEY, MODEL_ID, FakeLTXAPI, Reply, conditioning_pickle, reference_tensor
 
 NUM_FRAMES, FPS = 9, 24
@@ -196,7 +197,7 @@ def test_preprocess_cli_encodes_captions_with_the_api_and_cache_then_trains_with
         assert server.requests == [] and not (tmp_path / "x").exists()
 
         assert main([*args, "--output", str(tmp_path / "data")]) == 0
-        report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        report = json_report(capsys.readouterr().out)
         assert report["written"] == ["ntsc", "silent_film", "tone"]
         assert [r["clip"] for r in report["no_audio"]] == ["ntsc", "silent_film"]
         assert len(server.requests) == 3
@@ -222,7 +223,7 @@ def test_preprocess_cli_encodes_captions_with_the_api_and_cache_then_trains_with
            "optimization": {"steps": 1}, "output_dir": str(tmp_path / "out")}
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     assert main(["train", str(tmp_path / "cfg.yaml"), "--no-progress"]) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["steps"] == 1
+    assert json_report(capsys.readouterr().out)["steps"] == 1
 
 
 def test_preprocess_cli_local_gemma_with_cache_gives_the_pipelines_embeddings(tmp_path, capsys, ic_pipe):
@@ -233,7 +234,7 @@ def test_preprocess_cli_local_gemma_with_cache_gives_the_pipelines_embeddings(tm
             "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
     for out in ("data", "data2"):
         assert main([*args, "--output", str(tmp_path / out)]) == 0
-        report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        report = json_report(capsys.readouterr().out)
         assert report["written"] == ["ntsc", "silent_film", "tone"]
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 3
     # factory:tiny is the fixture's model (seed 0): the stored contexts are the pipeline call's own
@@ -298,6 +299,6 @@ def test_preprocess_cli_api_on_a_pipeline_folder_needs_no_gemma(tmp_path, monkey
     finally:
         server.server.shutdown()
         server.server.server_close()
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["written"] == ["ntsc", "silent_film", "tone"]
+    assert json_report(capsys.readouterr().out)["written"] == ["ntsc", "silent_film", "tone"]
     assert len(server.requests) == 3
     assert read_entry(tmp_path / "data" / "conditions" / "tone.safetensors")[1]["model_identity"] == MODEL_ID

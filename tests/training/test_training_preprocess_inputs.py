@@ -4,7 +4,6 @@ one stem, a second run with other settings, and an API key pasted into a caption
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -18,6 +17,7 @@ from diffusers_ltx2.training.data import PrecomputedDataset, read_entry
 from diffusers_ltx2.training.preprocess import check_preprocess_arguments, find_clips, preprocess_dataset
 
 from media_files import write_video
+from training_fixtures import json_report
 
 
 def _frames(n: int, seed: int, height: int = 64, width: int = 80) -> np.ndarray:
@@ -42,21 +42,30 @@ def _cli(tmp_path, *extra, src=None, out=None):
 
 
 SIZE = ["--height", "64", "--width", "64", "--num-frames", "9"]
+# the command line names the flag (and the nearest valid values) before anything is imported; the library's own
+# messages (check_preprocess_arguments, naming its parameters) are tested below on Python values
 BAD_ARGUMENTS = [
-    (["--height", "64", "--width", "64", "--num-frames", "9", "--frame-rate", "0"], "frame_rate must be a finite"),
-    (["--height", "64", "--width", "64", "--num-frames", "9", "--frame-rate", "nan"], "frame_rate must be a finite"),
-    (["--height", "64", "--width", "64", "--num-frames", "9", "--frame-rate", "-24"], "frame_rate must be a finite"),
-    (["--height", "64", "--width", "64", "--num-frames", "9", "--frame-rate", "inf"], "frame_rate must be a finite"),
-    (["--height", "0", "--width", "64", "--num-frames", "9"], "height must be a positive multiple of 32"),
-    (["--height", "-32", "--width", "64", "--num-frames", "9"], "height must be a positive multiple of 32"),
-    (["--height", "48", "--width", "64", "--num-frames", "9"], "height must be a positive multiple of 32"),
-    (["--height", "64", "--width", "0", "--num-frames", "9"], "width must be a positive multiple of 32"),
-    (["--height", "64", "--width", "64", "--num-frames", "0"], "num_frames must be 8k + 1"),
-    (["--height", "64", "--width", "64", "--num-frames", "-7"], "num_frames must be 8k + 1"),
-    (["--height", "64", "--width", "64", "--num-frames", "10"], "num_frames must be 8k + 1"),
-    (SIZE + ["--reference-downscale-factor", "0"], "reference_downscale_factor must be an integer >= 1"),
+    (["--height", "64", "--width", "64", "--num-frames", "9", "--frame-rate", "0"],
+     "--frame-rate: must be in [0.001, 1000], got 0"),
+    (["--height", "64", "--width", "64", "--num-frames", "9", "--frame-rate", "nan"],
+     "--frame-rate: must be in [0.001, 1000], got nan"),
+    (["--height", "64", "--width", "64", "--num-frames", "9", "--frame-rate", "-24"],
+     "--frame-rate: must be in [0.001, 1000], got -24"),
+    (["--height", "64", "--width", "64", "--num-frames", "9", "--frame-rate", "inf"],
+     "--frame-rate: must be in [0.001, 1000], got inf"),
+    (["--height", "0", "--width", "64", "--num-frames", "9"], "--height: must be >= 1, got 0"),
+    (["--height", "-32", "--width", "64", "--num-frames", "9"], "--height: must be >= 1, got -32"),
+    (["--height", "48", "--width", "64", "--num-frames", "9"],
+     "--height must be a multiple of 32, got 48; nearest valid values: 32 or 64"),
+    (["--height", "64", "--width", "0", "--num-frames", "9"], "--width: must be >= 1, got 0"),
+    (["--height", "64", "--width", "64", "--num-frames", "0"], "--num-frames: must be >= 1, got 0"),
+    (["--height", "64", "--width", "64", "--num-frames", "-7"], "--num-frames: must be >= 1, got -7"),
+    (["--height", "64", "--width", "64", "--num-frames", "10"],
+     "--num-frames must be 8k+1 (e.g. 121), got 10; nearest valid values: 9 or 17"),
+    (SIZE + ["--reference-downscale-factor", "0"], "--reference-downscale-factor: must be >= 1, got 0"),
     (["--height", "96", "--width", "64", "--num-frames", "9", "--reference-downscale-factor", "2"],
-     "height must be a positive multiple of 64"),
+     "--height must be a multiple of 64, got 96; nearest valid values: 64 or 128 (32 x --reference-downscale-factor "
+     "2)"),
     (SIZE + ["--reference-downscale-factor", "2", "--control", "canny", "--control", "canny"], "given twice"),
 ]
 
@@ -158,7 +167,7 @@ def test_a_second_run_with_other_settings_is_refused_before_anything_is_encoded(
     assert {p: p.read_bytes() for p in (tmp_path / "data").rglob("*.safetensors")} == before
     monkeypatch.undo()
     assert main(_cli(tmp_path, *SIZE, src=tmp_path / "clips")) == 0  # the same settings resume
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["existing"] == ["a"]
+    assert json_report(capsys.readouterr().out)["existing"] == ["a"]
 
 
 def test_an_api_key_in_a_caption_is_not_written_into_the_conditions(tmp_path, pipe, monkeypatch):

@@ -95,6 +95,43 @@ def test_distilled_lora_only_in_stage_2_and_pipeline_restored(pipe):
 
 
 @torch.no_grad()
+def test_adapters_restored_when_stage_2_raises(pipe):
+    """An error inside stage 2 - where the distilled LoRA was switched on at 0.8 - leaves every LoRA layer as it
+    was before the call (the test above raises in stage 1, where nothing had been switched)."""
+    before = _adapter_state(pipe.transformer)
+    seen = []
+
+    def boom(p, i, sigma, tensors):
+        seen.append(active_adapter_strengths(p.transformer))
+        if "ltx2_distilled" in seen[-1]:
+            raise RuntimeError("stage 2 fails")
+        return {}
+
+    with pytest.raises(RuntimeError, match="stage 2 fails"):
+        _run(pipe, callback_on_step_end=boom)
+    assert seen[-1] == {"style": 1.0, "ltx2_distilled": pytest.approx(0.8)}  # it did raise inside stage 2
+    assert _adapter_state(pipe.transformer) == before
+    assert active_adapter_strengths(pipe.transformer) == {"style": 1.0}
+
+
+@torch.no_grad()
+def test_disable_lora_survives_a_two_stage_call(pipe):
+    """`pipe.disable_lora()` switches the user's LoRAs off: stage 1 runs without them, stage 2 with the recipe's
+    distilled LoRA only, and after the call (and a second one) they are still off."""
+    pipe.disable_lora()
+    before = _adapter_state(pipe.transformer)
+    assert all(disabled for _, _, disabled in before) and active_adapter_strengths(pipe.transformer) == {}
+    for _ in range(2):
+        seen, cb = _recorder(pipe)
+        _run(pipe, **cb)
+        assert all(s["adapters"] == {} for s in seen[:2])
+        assert all(s["adapters"] == {"ltx2_distilled": pytest.approx(0.8)} for s in seen[2:])
+        assert _adapter_state(pipe.transformer) == before
+    pipe.enable_lora()
+    assert active_adapter_strengths(pipe.transformer) == {"style": 1.0}
+
+
+@torch.no_grad()
 def test_strength_override_and_distilled_recipe(pipe):
     seen, cb = _recorder(pipe)
     _run(pipe, distilled_lora_strength=0.5, **cb)
