@@ -338,8 +338,11 @@ class LTX2PipelineBase(PromptContextsMixin, PromptEnhancementMixin, DiffusersLTX
         (`stage.run_stages`) and the last result is `finish`ed.
 
         Raises:
-            ValueError: a list of stages for a call whose length is still to be predicted.
+            ValueError: a list of stages for a call whose length is still to be predicted (before any model runs).
         """
+        if call.duration is not None and not callable(stages):
+            raise ValueError("the clip length of this call is predicted after encoding: pass its stages as a "
+                             "function of the call")
         self._interrupt = False
         enhanced = self.enhance_call_prompts(call.enhancement, call.inputs.prompts)
         contexts = self.encode_text_contexts(
@@ -348,9 +351,6 @@ class LTX2PipelineBase(PromptContextsMixin, PromptEnhancementMixin, DiffusersLTX
             num_videos_per_prompt=call.num_videos_per_prompt, max_sequence_length=call.max_sequence_length,
             device=call.device,
         )
-        if call.duration is not None and not callable(stages):
-            raise ValueError("the clip length of this call is predicted after encoding: pass its stages as a "
-                             "function of the call")
         call = call.predict_length(self, contexts)
         stages = stages(call) if callable(stages) else stages
         return self.finish(run_stages(stages, stage_runtime(self, call, contexts)), call, enhanced_prompts=enhanced)

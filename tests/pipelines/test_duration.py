@@ -116,3 +116,23 @@ def test_head_is_saved_and_loaded(tiny_components, tmp_path):
     assert _frames(loaded("a dog", generator=torch.Generator().manual_seed(0), **RUN)) == 41
     with pytest.raises(ValueError, match="LTX2DurationHead"):
         _pipe(tiny_components, torch.nn.Linear(2, 2))
+
+
+def test_predicted_length_goes_through_the_call_resolver(tiny_components):
+    """`resolve_call` leaves the length to the head (`PipelineCall.duration`, placeholder geometry); `generate`
+    predicts it after encoding and makes the stages from the final call; stages made before that are refused
+    before any model runs."""
+    from diffusers_ltx2.pipelines.call import resolve_call
+
+    pipe = _pipe(tiny_components, _head(tiny_components, 2.0))
+    call = resolve_call(pipe, prompt="a dog runs", generator=torch.Generator().manual_seed(0), num_frames=None,
+                        **RUN)
+    assert call.duration is not None and call.geometry.num_frames == 9  # the placeholder until predicted
+    calls = []
+    for model in (pipe.text_encoder, pipe.duration_head, pipe.transformer):
+        model.register_forward_pre_hook(lambda m, *a: calls.append(type(m).__name__))
+    with pytest.raises(ValueError, match="as a function of the call"):
+        pipe.generate(call, [call.stage()])
+    assert calls == []
+    out = pipe.generate(call, lambda final: [final.stage()])
+    assert _frames(out) == 41 and calls.count(type(pipe.transformer).__name__) == 2

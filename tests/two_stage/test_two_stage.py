@@ -1,6 +1,7 @@
 """Two-stage pipeline behaviour on the tiny model: LoRA switching leaves the pipeline exactly as it was, the
 distilled LoRA is active in stage 2 only (on top of the user's LoRAs), checks run before any model, the official
-default negative prompt, A2V keeps the waveform and keyframes stay held in both stages."""
+default negative prompt, A2V keeps the waveform, keyframes stay held in both stages and each stage steps with its
+sampler."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from diffusers_ltx2.loaders.adapter_state import active_adapter_strengths, lora_
 from diffusers_ltx2.media.audio import resample_audio
 from diffusers_ltx2.latents import layout as L
 from diffusers_ltx2.pipelines.upsampling import upsample_latents
+from diffusers_ltx2.schedulers.samplers import Res2sSampler
 
 CLIP = dict(height=128, width=128, num_frames=17, frame_rate=24.0)  # stage 1: 64x64 (2x2), stage 2: 4x4
 PROMPT = "a dog runs on the beach"
@@ -224,3 +226,25 @@ def test_two_stage_keyframes_are_held_in_both_stages(pipe):
             assert s["latents"].shape[1] == n + k, stage  # the last-frame keyframe appended at this size
             assert torch.equal(s["latents"][:, :k], encoded), stage  # frame 0 held
             assert torch.equal(s["latents"][:, n:], encoded), stage  # keyframe held
+
+
+@torch.no_grad()
+def test_each_stage_steps_with_its_sampler(pipe):
+    """`sampler=` steps stage 1 and `stage_2_sampler=` the refinement: the transformer calls of each stage (told
+    apart by their token count) are that sampler's x0 evaluations (res_2s: two per step and one to land on 0), and
+    a configured sampler instance reaches its stage (its noise seed changes the result)."""
+    tokens = []
+    pipe.transformer.register_forward_pre_hook(lambda m, args, kw: tokens.append(kw["hidden_states"].shape[1]),
+                                               with_kwargs=True)
+    per_stage = {}
+    for samplers in (("euler", "euler"), ("res_2s", "euler"), ("euler", "res_2s")):
+        tokens.clear()
+        per_stage[samplers] = _run(pipe, sampler=samplers[0], stage_2_sampler=samplers[1]).frames
+        assert (tokens.count(3 * 2 * 2), tokens.count(3 * 4 * 4)) == tuple(
+            {"euler": n, "res_2s": 2 * n + 1}[name] for name, n in zip(samplers, (2, 3))), samplers
+    euler = per_stage[("euler", "euler")]
+    assert all((out - euler).abs().max() > 1e-4 for key, out in per_stage.items() if key != ("euler", "euler"))
+    a = _run(pipe, stage_2_sampler=Res2sSampler(noise_seed=1)).frames
+    b = _run(pipe, stage_2_sampler=Res2sSampler(noise_seed=2)).frames
+    assert torch.equal(a, _run(pipe, stage_2_sampler=Res2sSampler(noise_seed=1)).frames)
+    assert (a - b).abs().max() > 1e-5
