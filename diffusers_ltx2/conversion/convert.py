@@ -19,7 +19,7 @@ from .plan import ConversionPlan, inspect_checkpoint, plan_conversion
 from .streaming import (
     OutputTensor,
     SafetensorsStreamWriter,
-    StreamingReader,
+    SetReader,
     parse_size,
     plan_shards,
     shard_file_names,
@@ -96,7 +96,7 @@ def model_index(plan: ConversionPlan, text_encoder=None, tokenizer=None) -> dict
     return index
 
 
-def _write_component(plan: ConversionPlan, name: str, folder: Path, reader: StreamingReader, max_bytes: int, bar,
+def _write_component(plan: ConversionPlan, name: str, folder: Path, reader: SetReader, max_bytes: int, bar,
                      nonfinite: NonFiniteWeights) -> None:
     spec = plan.specs[name]
     folder.mkdir()
@@ -175,7 +175,7 @@ def convert_single_file(
     dst = Path(dst)
     nonfinite = NonFiniteWeights(src)
     with atomic_output_dir(dst, overwrite=overwrite, sources=sources) as tmp:
-        with StreamingReader(src) as reader, tqdm(
+        with SetReader(plan.info.sources) as reader, tqdm(
             total=plan.total_bytes, unit="B", unit_scale=True, desc=f"LTX-{plan.info.version} -> diffusers",
             disable=not progress,
         ) as bar:
