@@ -136,7 +136,8 @@ def _build_transformer(folder: Path, gen, transformer_config: dict, zero_keyfram
         connector = conf.from_metadata(metadata)
         _randomize(connector, gen)
         sd.update({f"model.diffusion_model.{name}_embeddings_connector.{k}": v for k, v in connector.state_dict().items()})
-    _save(folder / FILES["transformer"], sd, _meta(metadata["config"], encrypted_wandb_properties=C.MODEL_ID_25))
+    _save(folder / FILES["transformer"], sd, _meta(metadata["config"], encrypted_wandb_properties=C.MODEL_ID_25,
+                                                    gemma_source_checkpoint=json.dumps({"gemma_version": C.GEMMA_VERSION_25})))
 
 
 def _raw_diffusion_decoder_key(key: str) -> str:
@@ -214,6 +215,55 @@ def _build_audio_vae(folder: Path, gen) -> None:
     _save(folder / FILES["audio_vae"], sd, _meta(meta["config"]))
 
 
+def _tiny_gemma_root(root: Path) -> object:
+    """A tiny random Gemma-4 ("gemma4_unified") folder as Google ships it (weights, config, tokenizer, processor
+    sidecars), its config stamped with the encoder version 2.5 checks (``gemma4-12b-ltx-v1``)."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import Gemma4UnifiedConfig, Gemma4UnifiedForConditionalGeneration
+
+    import official_configs as C
+
+    words = ["<pad>", "<eos>", "<bos>", "<unk>"] + [f"w{i}" for i in range(60)]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    root.mkdir(parents=True, exist_ok=True)
+    tok.save(str(root / "tokenizer.json"))
+    config = Gemma4UnifiedConfig(
+        text_config=dict(vocab_size=len(words), hidden_size=C.GEMMA_HIDDEN, intermediate_size=24,
+                         num_hidden_layers=C.GEMMA_STATES - 1, num_attention_heads=2, num_key_value_heads=1,
+                         head_dim=8, global_head_dim=8, layer_types=["sliding_attention", "full_attention"],
+                         sliding_window=16, max_position_embeddings=2048),
+        vision_config=None, audio_config=None)
+    torch.manual_seed(0)
+    Gemma4UnifiedForConditionalGeneration(config).save_pretrained(str(root))
+    cfg = json.loads((root / "config.json").read_text())
+    cfg["gemma_version"] = C.GEMMA_VERSION_25
+    (root / "config.json").write_text(json.dumps(cfg))
+    (root / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast",
+                                                            "pad_token": "<pad>", "padding_side": "left"}))
+    (root / "processor_config.json").write_text(json.dumps({"processor_class": "Gemma4UnifiedProcessor"}))
+    (root / "chat_template.jinja").write_text("{{ messages }}")
+    return config
+
+
+def _build_text_encoder(folder: Path, gen, transformer_config: dict) -> None:
+    """Gemma-4 weights in ComfyUI's flat layout + the text projection + tokenizer/asset tensors, packed by 1.2's
+    own `build_text_encoder_tensors_from_gemma_root` (what the release's TE file holds)."""
+    import tempfile
+
+    from ltx_core.text_encoders.gemma.encoders.encoder_configurator import _create_feature_extractor
+    from ltx_core.text_encoders.gemma.gemma_assets import build_text_encoder_tensors_from_gemma_root
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config = _tiny_gemma_root(Path(tmp) / "gemma")
+        extractor = _create_feature_extractor(transformer_config, config.text_config)
+        _randomize(extractor, gen)
+        projection = {f"text_embedding_projection.{k}": v for k, v in extractor.state_dict().items()}
+        tensors, metadata = build_text_encoder_tensors_from_gemma_root(str(Path(tmp) / "gemma"), projection)
+    _save(folder / FILES["text_encoder"], tensors, metadata)
+
+
 def _build_small_parts(folder: Path, gen, transformer_config: dict) -> None:
     import torch
 
@@ -251,6 +301,7 @@ def _op_build_set(folder: str, seed: int = 0, variant: str = "default", zero_key
     gen = torch.Generator().manual_seed(seed)
     transformer_config = C.TRANSFORMER_25_KV if variant == "kv" else C.TRANSFORMER_25
     _build_transformer(folder, gen, transformer_config, zero_keyframes)
+    _build_text_encoder(folder, gen, transformer_config)
     _build_video_vaes(folder, gen)
     _build_audio_vae(folder, gen)
     _build_small_parts(folder, gen, transformer_config)
@@ -286,9 +337,12 @@ def _op_transformer(path: str, inputs: str, out: str) -> dict:
     return {"ok": True}
 
 
-def _op_video_decoder(path: str, latent: str, out: str, seed: int = 0) -> dict:
+def _op_video_decoder(path: str, latent: str, out: str, seed: int = 0, tiling: list | None = None,
+                      steps: int | None = None) -> dict:
     """Official video decoder (conv or diffusion, from the file's metadata) on a *normalized* latent; the
-    diffusion decoder draws its noise from ``torch.Generator().manual_seed(seed)``."""
+    diffusion decoder draws its noise from ``torch.Generator().manual_seed(seed)``. ``tiling``: ``[[frames,
+    overlap], [height, overlap], [width, overlap]]`` (a `TileSizeConfig`, diffusion decoder only); ``steps``:
+    override the decoder's stage-5 step count."""
     import torch
     from ltx_core.model.video_vae import VideoDecoderConfigurator, is_diffusion_video_vae, video_decoder_sd_ops_for_checkpoint
 
@@ -300,8 +354,16 @@ def _op_video_decoder(path: str, latent: str, out: str, seed: int = 0) -> dict:
         if isinstance(module, NeighborhoodAttention3D):
             module.attention_function = EagerSdpaAttention()
     z = torch.load(latent)
+    if steps is not None:
+        model.default_inference_timesteps = torch.linspace(1.0, 1.0 / steps, steps)
     with torch.no_grad():
-        pixels = model(z, generator=torch.Generator().manual_seed(seed))
+        if tiling is not None:
+            from ltx_core.tiling import DimensionSizeConfig, TileSizeConfig
+
+            config = TileSizeConfig(*(DimensionSizeConfig(tile_size=a, overlap=b) for a, b in tiling))
+            pixels = torch.cat(list(model.tiled_decode(z, config, generator=torch.Generator().manual_seed(seed))), 2)
+        else:
+            pixels = model(z, generator=torch.Generator().manual_seed(seed))
     torch.save({"pixels": pixels, "diffusion": diffusion}, out)
     return {"ok": True, "diffusion": diffusion}
 
@@ -319,11 +381,27 @@ def _op_duration_head(path: str, inputs: str, out: str) -> dict:
     return {"ok": True}
 
 
+def _op_embeddings(transformer: str, text_encoder: str, inputs: str, out: str) -> dict:
+    """1.2's EmbeddingsProcessor (feature extractor from the text encoder file, connectors from the transformer
+    file, its Gemma-version check included) on saved Gemma hidden states."""
+    import torch
+    from ltx_core.text_encoders.gemma import EMBEDDINGS_PROCESSOR_KEY_OPS, EmbeddingsProcessorConfigurator
+
+    configurator = EmbeddingsProcessorConfigurator.with_gemma_model_path(text_encoder)
+    model = _build((transformer, text_encoder), configurator, EMBEDDINGS_PROCESSOR_KEY_OPS)
+    x = torch.load(inputs)
+    with torch.no_grad():
+        video, audio, mask = model.process_hidden_states(tuple(x["states"]), x["mask"], padding_side="left")
+    torch.save({"video": video, "audio": audio, "mask": mask}, out)
+    return {"ok": True}
+
+
 _OPS = {
     "build_set": _op_build_set,
     "transformer": _op_transformer,
     "video_decoder": _op_video_decoder,
     "duration_head": _op_duration_head,
+    "embeddings": _op_embeddings,
 }
 
 

@@ -154,3 +154,5 @@ CONFIGS_25 = {
 }
 MODEL_VERSION_25 = "2.5.0"
 MODEL_ID_25 = "ltx-2.5-tiny-test-model-id"
+#: the Gemma-4 encoder version 2.5 checkpoints declare (`gemma_source_checkpoint.gemma_version`)
+GEMMA_VERSION_25 = "gemma4-12b-ltx-v1"
