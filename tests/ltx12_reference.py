@@ -247,21 +247,21 @@ def _tiny_gemma_root(root: Path) -> object:
     return config
 
 
-def _build_text_encoder(folder: Path, gen, transformer_config: dict) -> None:
+def _build_text_encoder(folder: Path, gen, transformer_config: dict) -> Path:
     """Gemma-4 weights in ComfyUI's flat layout + the text projection + tokenizer/asset tensors, packed by 1.2's
-    own `build_text_encoder_tensors_from_gemma_root` (what the release's TE file holds)."""
-    import tempfile
-
+    own `build_text_encoder_tensors_from_gemma_root` (what the release's TE file holds). The Hugging Face root it
+    was packed from is kept next to the set (``<folder>-gemma-root``) and returned."""
     from ltx_core.text_encoders.gemma.encoders.encoder_configurator import _create_feature_extractor
     from ltx_core.text_encoders.gemma.gemma_assets import build_text_encoder_tensors_from_gemma_root
 
-    with tempfile.TemporaryDirectory() as tmp:
-        config = _tiny_gemma_root(Path(tmp) / "gemma")
-        extractor = _create_feature_extractor(transformer_config, config.text_config)
-        _randomize(extractor, gen)
-        projection = {f"text_embedding_projection.{k}": v for k, v in extractor.state_dict().items()}
-        tensors, metadata = build_text_encoder_tensors_from_gemma_root(str(Path(tmp) / "gemma"), projection)
+    root = folder.parent / f"{folder.name}-gemma-root"
+    config = _tiny_gemma_root(root)
+    extractor = _create_feature_extractor(transformer_config, config.text_config)
+    _randomize(extractor, gen)
+    projection = {f"text_embedding_projection.{k}": v for k, v in extractor.state_dict().items()}
+    tensors, metadata = build_text_encoder_tensors_from_gemma_root(str(root), projection)
     _save(folder / FILES["text_encoder"], tensors, metadata)
+    return root
 
 
 def _build_small_parts(folder: Path, gen, transformer_config: dict) -> None:
@@ -301,11 +301,12 @@ def _op_build_set(folder: str, seed: int = 0, variant: str = "default", zero_key
     gen = torch.Generator().manual_seed(seed)
     transformer_config = C.TRANSFORMER_25_KV if variant == "kv" else C.TRANSFORMER_25
     _build_transformer(folder, gen, transformer_config, zero_keyframes)
-    _build_text_encoder(folder, gen, transformer_config)
+    gemma_root = _build_text_encoder(folder, gen, transformer_config)
     _build_video_vaes(folder, gen)
     _build_audio_vae(folder, gen)
     _build_small_parts(folder, gen, transformer_config)
-    return {name: str(folder / rel) for name, rel in FILES.items() if (folder / rel).is_file()}
+    files = {name: str(folder / rel) for name, rel in FILES.items() if (folder / rel).is_file()}
+    return {**files, "gemma_root": str(gemma_root)}
 
 
 def _build(path: str, configurator, sd_ops):

@@ -16,7 +16,14 @@ from .errors import ConversionError
 from .fp8 import write_manifest
 from .loading import NonFiniteWeights, materialize
 from .output_dir import atomic_output_dir, check_destination
-from .plan import DTYPES, ConversionPlan, inspect_checkpoint, plan_conversion
+from .plan import (
+    DTYPES,
+    ConversionPlan,
+    check_pipeline_components,
+    expected_gemma_version,
+    inspect_checkpoint,
+    plan_conversion,
+)
 from .upsampler import UPSAMPLER_FOLDER
 from .streaming import (
     OutputTensor,
@@ -44,15 +51,6 @@ _LIBRARIES = {
     "LTX2DurationHead": "ltx2",
 }
 
-#: components a pipeline folder cannot do without, and the 2.5 file that brings each
-PIPELINE_COMPONENTS = {
-    "transformer": "the transformer (ltx-2.5-22b-dev- or -distilled-transformer-*.safetensors)",
-    "connectors": "the text encoder with the projection (gemma4-12b-with-proj-ltx-2.5-*.safetensors)",
-    "vae": "the video VAE with the convolutional decoder (ltx-2.5-video-vae-conv-*.safetensors): diffusers' "
-           "AutoencoderKLLTX2Video, the pipeline's image encoder and latent statistics, needs its decoder",
-    "audio_vae": "the audio VAE (ltx-2.5-audio-vae-*.safetensors)",
-    "vocoder": "the audio VAE file's vocoder (ltx-2.5-audio-vae-*.safetensors)",
-}
 TEMPORAL_UPSAMPLER_FOLDER = "temporal_latent_upsampler"
 LORA_FOLDER = "loras"
 
@@ -115,26 +113,6 @@ def model_index(plan: ConversionPlan, text_encoder=None, tokenizer=None) -> dict
     if gemma is not None:
         index["gemma_version"] = gemma
     return index
-
-
-def expected_gemma_version(metadata: dict[str, str]) -> str | None:
-    """The text encoder version a checkpoint declares (``gemma_source_checkpoint.gemma_version``, LTX-2.5)."""
-    raw = metadata.get("gemma_source_checkpoint")
-    if not raw:
-        return None
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        return None
-    return value.get("gemma_version") if isinstance(value, dict) else None
-
-
-def check_pipeline_components(plan: ConversionPlan) -> None:
-    """Raise `ConversionError` naming the files a pipeline folder still needs (2.5 sets come in parts)."""
-    missing = [what for name, what in PIPELINE_COMPONENTS.items() if name not in plan.specs]
-    if missing:
-        raise ConversionError("a pipeline needs " + "; ".join(missing) + ". Add the missing file(s) to the set "
-                              "(a folder, or files named one by one)")
 
 
 def _write_component(plan: ConversionPlan, name: str, folder: Path, reader: SetReader, max_bytes: int, bar,

@@ -211,6 +211,37 @@ def plan_conversion(info: CheckpointInfo, dtype: str = "keep", fp8: str | None =
     return plan
 
 
+#: components a pipeline folder cannot do without, and the 2.5 file that brings each
+PIPELINE_COMPONENTS = {
+    "transformer": "the transformer (ltx-2.5-22b-dev- or -distilled-transformer-*.safetensors)",
+    "connectors": "the text encoder with the projection (gemma4-12b-with-proj-ltx-2.5-*.safetensors)",
+    "vae": "the video VAE with the convolutional decoder (ltx-2.5-video-vae-conv-*.safetensors): diffusers' "
+           "AutoencoderKLLTX2Video, the pipeline's image encoder and latent statistics, needs its decoder",
+    "audio_vae": "the audio VAE (ltx-2.5-audio-vae-*.safetensors)",
+    "vocoder": "the audio VAE file's vocoder (ltx-2.5-audio-vae-*.safetensors)",
+}
+
+
+def expected_gemma_version(metadata: dict[str, str]) -> str | None:
+    """The text encoder version a checkpoint declares (``gemma_source_checkpoint.gemma_version``, LTX-2.5)."""
+    raw = metadata.get("gemma_source_checkpoint")
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        return None
+    return value.get("gemma_version") if isinstance(value, dict) else None
+
+
+def check_pipeline_components(plan: ConversionPlan) -> None:
+    """Raise `ConversionError` naming the files a pipeline folder still needs (2.5 sets come in parts)."""
+    missing = [what for name, what in PIPELINE_COMPONENTS.items() if name not in plan.specs]
+    if missing:
+        raise ConversionError("a pipeline needs " + "; ".join(missing) + ". Add the missing file(s) to the set "
+                              "(a folder, or files named one by one)")
+
+
 def _check_dtype(key, src: torch.dtype, exp: torch.dtype, component: str, new: str, wrong: list) -> None:
     if src.is_floating_point != exp.is_floating_point:
         wanted = "floating-point" if exp.is_floating_point else "integer/boolean"

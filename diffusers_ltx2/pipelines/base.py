@@ -11,7 +11,12 @@ import os
 from dataclasses import replace
 
 import torch
-from diffusers import AutoencoderKLLTX2Audio, AutoencoderKLLTX2Video, LTX2VideoTransformer3DModel
+from diffusers import (
+    AutoencoderKLLTX2Audio,
+    AutoencoderKLLTX2Video,
+    LTX2VideoDiffusionDecoderModel,
+    LTX2VideoTransformer3DModel,
+)
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
@@ -63,6 +68,12 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
         model_identity: the official checkpoint's model id (its `encrypted_wandb_properties` metadata), recorded
             by `from_single_file` / `ltx2 convert` and saved in `model_index.json`; saved conditioning and API
             embeddings are checked against it.
+        diffusion_decoder: LTX-2.5's diffusion video decoder (`LTX2VideoDiffusionDecoderModel`), optional; when
+            present it decodes the video (official semantics, `pipelines.diffusion_decode`) unless
+            `pipe.video_decoder = "conv"`; `pipe.diffusion_tiling` (a `DiffusionTiling`) tiles it.
+        model_version, gemma_version: the checkpoint's ``model_version`` and, for 2.5, the Gemma version its text
+            encoder must have (recorded by `from_single_file` / `ltx2 convert`); without a recorded version the
+            transformer config tells 2.0 / 2.3 / 2.5 apart (`diffusers_ltx2.versions.model_version_of`).
         processor, prompt_enhancer, duration_head, audio_scheduler: diffusers' optional LTX-2 components, accepted
             as `None` only (prompt enhancement, automatic duration and a separate audio scheduler are not
             implemented); anything else raises `UnsupportedFeatureError`.
@@ -78,9 +89,14 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
     transformer or scheduler run one after the other, each with its own guider.
     """
 
-    model_cpu_offload_seq = "text_encoder->connectors->transformer->vae->audio_vae->vocoder"
+    model_cpu_offload_seq = "text_encoder->connectors->transformer->vae->diffusion_decoder->audio_vae->vocoder"
     vae_memory_budget: int | None = None  # bytes for one VAE decode / encode; drives automatic tiling
-    _optional_components = ["text_encoder", "tokenizer", "guider", *DIFFUSERS_ONLY_COMPONENTS]
+    #: which decoder turns video latents into pixels: "auto" (the diffusion decoder when loaded, as the official
+    #: 2.5 pipelines with the default VAE file), "diffusion" or "conv"
+    video_decoder: str = "auto"
+    #: tiles of the diffusion decoder (`pipelines.diffusion_tiling.DiffusionTiling`, official semantics); None: one
+    diffusion_tiling = None
+    _optional_components = ["text_encoder", "tokenizer", "guider", "diffusion_decoder", *DIFFUSERS_ONLY_COMPONENTS]
     _callback_tensor_inputs = ["latents", "audio_latents", "prompt_embeds", "negative_prompt_embeds"]
 
     def __init_subclass__(cls, **kwargs):
@@ -108,6 +124,9 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
         prompt_enhancer=None,
         duration_head=None,
         audio_scheduler=None,
+        diffusion_decoder: LTX2VideoDiffusionDecoderModel | None = None,
+        model_version: str | None = None,
+        gemma_version: str | None = None,
     ):
         super().__init__()
         check_diffusers_components(dict(processor=processor, prompt_enhancer=prompt_enhancer,
@@ -130,8 +149,10 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
             prompt_enhancer=None,
             duration_head=None,
             audio_scheduler=None,
+            diffusion_decoder=diffusion_decoder,
         )
-        self.register_to_config(model_identity=model_identity)
+        self.register_to_config(model_identity=model_identity, model_version=model_version,
+                                gemma_version=gemma_version)
         self.prompt_encoder = prompt_encoder
         self.video_processor = VideoProcessor(vae_scale_factor=self.vae_spatial_compression_ratio)
         self._interrupt = False
@@ -201,29 +222,32 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
         prompt_encoder=None,
         progress: bool = True,
     ):
-        """Build the pipeline straight from an official LTX-2 single-file checkpoint (2.0 or 2.3).
+        """Build the pipeline straight from an official LTX-2 checkpoint: a single file (2.0 / 2.3) or an LTX-2.5
+        file set (a folder, or a list of files; see `diffusers_ltx2.conversion.files`).
 
         Tensors are streamed into the diffusers modules one at a time (the same key mapping as `ltx2 convert`),
-        so the file is never held in memory as a whole. Gemma ships separately: pass `text_encoder` and
-        `tokenizer`, or a `prompt_encoder` (e.g. `LTXAPIPromptEncoder`), or call the pipeline with `prompt_embeds`.
+        so the files are never held in memory as a whole. 2.0 / 2.3: Gemma ships separately: pass `text_encoder`
+        and `tokenizer`, or a `prompt_encoder` (e.g. `LTXAPIPromptEncoder`), or call the pipeline with
+        `prompt_embeds`. 2.5: the set's text encoder file gives `text_encoder` / `tokenizer` (unless passed), its
+        diffusion video VAE the `diffusion_decoder`; the duration head and upscalers are `ltx2 convert`'s.
 
         Args:
-            path: the official `.safetensors` file.
+            path: the official `.safetensors` file, or a 2.5 folder / list of files.
             dtype: dtype of the floating weights (`None` keeps the file's); `torch_dtype` is the older spelling
                 (as in diffusers, which deprecates it), accepted too.
             fp8: for FP8 files, `"dequantize"` (weight * weight_scale -> bf16) or `"keep"` (float8 weights).
             quantization: quantize the transformer after loading ("fp8-cast", "fp8", "int8", "int4"; see
                 `diffusers_ltx2.quantization`); the bf16 transformer is whole in CPU memory once.
             text_encoder_quantization: quanto mode for the `text_encoder` passed in (quantized in place).
+
+        Raises:
+            FileNotFoundError: a missing path. ConversionError: unknown/missing keys, or a 2.5 set missing a file a
+            pipeline needs (named).
         """
+        from ..conversion.loading import load_pipeline_components
         from ..quantization import check_quantization, quantize_transformer_
         from ..quantization.loading import quantize_text_encoder_of
-        from ..conversion import load_components_from_single_file
 
-        from ..loaders.identity import MODEL_ID_METADATA_KEY, read_safetensors_metadata
-
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"checkpoint not found: {path}")
         if dtype is not None and torch_dtype is not None and dtype != torch_dtype:
             raise ValueError(f"dtype={dtype} and torch_dtype={torch_dtype} disagree; pass only dtype")
         dtype = dtype if dtype is not None else torch_dtype
@@ -231,14 +255,11 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
         check_quantization(text_encoder_quantization, text_encoder=True)
         if quantization is not None and fp8 == "keep":
             raise ValueError("fp8='keep' already loads float8 weights; use fp8='dequantize' with quantization=")
-        components = load_components_from_single_file(path, dtype=dtype, fp8=fp8, progress=progress)
+        kwargs = load_pipeline_components(path, dtype=dtype, fp8=fp8, progress=progress, text_encoder=text_encoder,
+                                          tokenizer=tokenizer)
         if quantization is not None:
-            quantize_transformer_(components["transformer"], quantization)
-        pipe = cls(
-            scheduler=LTX2Scheduler(), text_encoder=text_encoder, tokenizer=tokenizer, guider=guider,
-            prompt_encoder=prompt_encoder, model_identity=read_safetensors_metadata(path).get(MODEL_ID_METADATA_KEY),
-            **components,
-        )
+            quantize_transformer_(kwargs["transformer"], quantization)
+        pipe = cls(scheduler=LTX2Scheduler(), guider=guider, prompt_encoder=prompt_encoder, **kwargs)
         quantize_text_encoder_of(pipe, text_encoder_quantization)
         return pipe
 
@@ -345,6 +366,15 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
         """The official checkpoint's model id (`encrypted_wandb_properties`) when known, else `None`."""
         return getattr(self.config, "model_identity", None)
 
+    @property
+    def model_version(self) -> str:
+        """``"2.0"``, ``"2.3"`` or ``"2.5"``: the recorded ``model_version``, else what the transformer config implies."""
+        from ..versions import model_version_of
+
+        transformer = getattr(self, "transformer", None)
+        return model_version_of(transformer.config if transformer is not None else None,
+                                getattr(self.config, "model_version", None))
+
     def model_identities(self) -> list[str]:
         """Identities prompt embeddings may carry to be accepted by this pipeline: the checkpoint's model id
         and the fingerprint of its text connectors (what locally encoded embeddings record)."""
@@ -431,14 +461,19 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
     ) -> tuple[ModalityLatents, ModalityLatents]:
         """The shared denoising loop with a progress bar, the guider's passes and the user's step callback.
 
-        `use_cross_timestep`: the cross-modal attention modulation uses the other modality's sigma (official and
-        diffusers' default); `False` is diffusers' "legacy" switch, passed to its transformer as is.
+        `use_cross_timestep`: the cross-modal attention modulation follows the official rule of the model's version
+        (`versions.cross_timestep_rule`: 2.0/2.3 the other modality's sigma, as ltx-core 1.0.0 and diffusers' default;
+        2.5 ltx-core 1.2.0's own-timestep scale/shift and other-sigma gate); `False` is diffusers' "legacy" switch
+        (own timesteps everywhere).
         `cross_modal=False`: audio<->video attention off in every pass, for audio-only generation.
         """
+        from ..versions import cross_timestep_rule
+
         passes = TransformerPasses(
             self.transformer, attention_control=self.attention_control_for(guider),
             attention_kwargs=attention_kwargs, max_batch_passes=max_batch_passes,
             use_cross_timestep=use_cross_timestep, cross_modal=cross_modal,
+            cross_timestep_rule=cross_timestep_rule(self.model_version) if use_cross_timestep else "own",
         )
         with self.progress_bar(total=len(self.scheduler.sigmas) - 1) as bar:
             return denoise(
@@ -524,8 +559,14 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
 
         `decode_timestep` / `decode_noise_scale` (timestep-conditioned VAEs only): one value or one per video,
         as in diffusers; the noise scale defaults to the timestep. Tiled automatically above one official tile or over
-        `vae_memory_budget` (`diffusers_ltx2.memory.vae_tiling`).
+        `vae_memory_budget` (`diffusers_ltx2.memory.vae_tiling`). With a `diffusion_decoder` (LTX-2.5) and
+        `video_decoder` "auto" / "diffusion", that decoder runs instead (`generator` seeds its pixel noise).
         """
+        from .diffusion_decode import diffusion_decode, uses_diffusion_decoder
+
+        if uses_diffusion_decoder(self.video_decoder, getattr(self, "diffusion_decoder", None)):
+            video = diffusion_decode(self.diffusion_decoder, latents, generator=generator, tiling=self.diffusion_tiling)
+            return self.video_processor.postprocess_video(video, output_type=output_type)
         latents = latents.to(self.vae.dtype)
         timestep = None
         if self.vae.config.timestep_conditioning:

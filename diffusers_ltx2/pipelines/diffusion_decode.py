@@ -20,7 +20,22 @@ import torch
 
 from . import diffusion_tiling as D
 
-__all__ = ["diffusion_decode"]
+__all__ = ["diffusion_decode", "uses_diffusion_decoder"]
+
+
+def uses_diffusion_decoder(choice: str, diffusion_decoder) -> bool:
+    """Whether a pipeline decodes with its diffusion decoder: ``choice`` "auto" (when one is loaded, as the
+    official 2.5 pipelines with the default VAE file), "diffusion" or "conv".
+
+    Raises:
+        ValueError: an unknown choice, or "diffusion" without a diffusion decoder.
+    """
+    if choice not in ("auto", "diffusion", "conv"):
+        raise ValueError(f"video_decoder must be 'auto', 'diffusion' or 'conv', got {choice!r}")
+    if choice == "diffusion" and diffusion_decoder is None:
+        raise ValueError("video_decoder='diffusion' needs a diffusion_decoder component (LTX-2.5: convert the "
+                         "ltx-2.5-video-vae file with the set)")
+    return diffusion_decoder is not None and choice != "conv"
 
 
 def _decode_tile(dec, feat: torch.Tensor, x_t: torch.Tensor, *, origin: bool, trailing: bool, ghost_frames: int,
