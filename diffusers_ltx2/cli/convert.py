@@ -20,7 +20,10 @@ def _upsampler_dtype(name: str):
 def build_convert_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """Arguments of ``convert`` (pass an existing (sub)parser to extend it)."""
     p = parser or argparse.ArgumentParser(description="Convert an official LTX-2 checkpoint to a diffusers folder")
-    p.add_argument("src", help="official LTX-2 .safetensors file (2.0 or 2.3)")
+    p.add_argument("src", nargs="+",
+                   help="official LTX-2 .safetensors file (2.0 / 2.3), or the LTX-2.5 files (one per component: "
+                        "transformer, text encoder, video VAE(s), audio VAE, optionally duration head, upscalers, "
+                        "distilled LoRA) named one by one or as the folder holding them")
     p.add_argument("dst", help="output folder (must not exist unless --overwrite)")
     p.add_argument("--dtype", choices=["keep", "bf16", "fp32"], default="keep", help="dtype of floating tensors")
     p.add_argument("--fp8", choices=["dequantize", "keep"], default=None,
@@ -67,15 +70,17 @@ def run_convert(args: argparse.Namespace) -> int:
         from diffusers_ltx2.conversion import upsampler as U
         from diffusers_ltx2.conversion.convert import convert_single_file
 
-        if U.is_upsampler_file(args.src):  # an upsampler alone -> a model folder
-            return U.convert_upsampler_file(args.src, args.dst, dtype=_upsampler_dtype(args.dtype),
+        sources = list(args.src) if isinstance(args.src, (list, tuple)) else [args.src]
+        if len(sources) == 1 and U.is_upsampler_file(sources[0]):  # an upsampler alone -> a model folder
+            return U.convert_upsampler_file(sources[0], args.dst, dtype=_upsampler_dtype(args.dtype),
                                             overwrite=args.overwrite)
         upsampler = None
         if getattr(args, "upsampler", None):  # checked before the (long) main conversion
             upsampler = U.load_official_upsampler(args.upsampler, dtype=_upsampler_dtype(args.dtype))
         out = convert_single_file(
-            args.src, args.dst, dtype=args.dtype, fp8=args.fp8, max_shard_size=args.max_shard_size,
-            gemma_path=args.gemma, progress=not args.no_progress, overwrite=args.overwrite,
+            sources[0] if len(sources) == 1 else sources, args.dst, dtype=args.dtype, fp8=args.fp8,
+            max_shard_size=args.max_shard_size, gemma_path=args.gemma, progress=not args.no_progress,
+            overwrite=args.overwrite,
         )
         if upsampler is not None:
             U.add_upsampler_to_folder(out, upsampler)

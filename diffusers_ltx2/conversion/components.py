@@ -47,7 +47,8 @@ def component_specs(config: dict, version: str, projection_shapes: dict[str, tup
     if has_transformer:
         specs["transformer"] = ComponentSpec(
             "transformer", "LTX2VideoTransformer3DModel", C.transformer_config(config, version))
-    if projection_shapes or (has_transformer and version in ("2.0", "2.3")):  # 2.0/2.3: one file, always there
+    # the connectors live in the transformer file, their input projection (2.5) in the text encoder file
+    if has_transformer and (projection_shapes or version in ("2.0", "2.3")):
         conn = C.connectors_config(config, projection_shapes)
         C.check_connector_dims(conn)
         specs["connectors"] = ComponentSpec("connectors", "LTX2TextConnectors", conn)
