@@ -131,6 +131,12 @@ def list_set_files(paths) -> list[Path]:
         paths = [paths]
     out: list[Path] = []
     for p in map(Path, paths):
+        if p.is_dir() and (p / "model_index.json").is_file():
+            raise ConversionError(
+                f"{p} is a folder, not a .safetensors file: it is a diffusers pipeline folder (model_index.json), "
+                "already converted (load it with from_pretrained / --model); convert takes an official LTX-2 file "
+                "or the folder of LTX-2.5 component files"
+            )
         if p.is_dir():
             found = sorted(q for q in p.rglob("*.safetensors") if q.is_file() and not q.name.startswith("."))
             if not found:

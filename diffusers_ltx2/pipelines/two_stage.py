@@ -94,15 +94,19 @@ class TwoStageMixin:
         prompt_enhancer=None,
         duration_head=None,
         audio_scheduler=None,
+        diffusion_decoder=None,
+        model_version: str | None = None,
+        gemma_version: str | None = None,
     ):
         """The base pipeline's components (`LTX2PipelineBase`: `guider` left out = the recommended
-        `MultimodalGuider`, `None` = no guidance; diffusers' optional components only as `None`) plus
-        `latent_upsampler`."""
+        `MultimodalGuider`, `None` = no guidance; diffusers' optional components only as `None`; LTX-2.5's
+        `diffusion_decoder`) plus `latent_upsampler`."""
         super().__init__(scheduler=scheduler, vae=vae, audio_vae=audio_vae, text_encoder=text_encoder,
                          tokenizer=tokenizer, connectors=connectors, transformer=transformer, vocoder=vocoder,
                          guider=guider, prompt_encoder=prompt_encoder, model_identity=model_identity,
                          processor=processor, prompt_enhancer=prompt_enhancer, duration_head=duration_head,
-                         audio_scheduler=audio_scheduler)
+                         audio_scheduler=audio_scheduler, diffusion_decoder=diffusion_decoder,
+                         model_version=model_version, gemma_version=gemma_version)
         self.register_modules(latent_upsampler=latent_upsampler)
 
     # -- latent-only entry point -----------------------------------------------------------------------------
