@@ -158,6 +158,15 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
         self._interrupt = False
         self._num_timesteps = None
 
+    @property
+    def components(self) -> dict:
+        """diffusers' `components`; an absent LTX-2.5 `diffusion_decoder` is left out, so the dict matches the
+        components of diffusers' own `LTX2Pipeline` (which has none) and code comparing the two keeps working."""
+        components = super().components
+        if components.get("diffusion_decoder", False) is None:
+            del components["diffusion_decoder"]
+        return components
+
     def __setattr__(self, name, value):
         if name == "scheduler" and value is not None and not isinstance(value, LTX2Scheduler):
             value = as_ltx2_scheduler(value)
