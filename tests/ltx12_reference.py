@@ -50,8 +50,7 @@ def run(op: str, timeout: int = 900, **kwargs) -> dict:
     """Run ``op`` in a child process on ltx-core 1.2.0; returns its JSON answer (raises with its stderr)."""
     with tempfile.TemporaryDirectory() as tmp:
         request = Path(tmp) / "request.json"
-        request.write_text(json.dumps({"op": op, **{k: str(v) if isinstance(v, Path) else v
-                                                     for k, v in kwargs.items()}}))
+        request.write_text(json.dumps({"op": op, **kwargs}, default=str))
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             [str(OFFICIAL_12 / "ltx-core" / "src"), str(OFFICIAL_12 / "ltx-pipelines" / "src"), str(HERE)]
@@ -135,9 +134,11 @@ def _build_transformer(folder: Path, gen, transformer_config: dict, zero_keyfram
     for name, conf in (("video", Embeddings1DConnectorConfigurator), ("audio", AudioEmbeddings1DConnectorConfigurator)):
         connector = conf.from_metadata(metadata)
         _randomize(connector, gen)
-        sd.update({f"model.diffusion_model.{name}_embeddings_connector.{k}": v for k, v in connector.state_dict().items()})
+        prefix = f"model.diffusion_model.{name}_embeddings_connector."
+        sd.update({prefix + k: v for k, v in connector.state_dict().items()})
+    source = json.dumps({"gemma_version": C.GEMMA_VERSION_25})
     _save(folder / FILES["transformer"], sd, _meta(metadata["config"], encrypted_wandb_properties=C.MODEL_ID_25,
-                                                    gemma_source_checkpoint=json.dumps({"gemma_version": C.GEMMA_VERSION_25})))
+                                                    gemma_source_checkpoint=source))
 
 
 def _raw_diffusion_decoder_key(key: str) -> str:
@@ -345,7 +346,11 @@ def _op_video_decoder(path: str, latent: str, out: str, seed: int = 0, tiling: l
     overlap], [height, overlap], [width, overlap]]`` (a `TileSizeConfig`, diffusion decoder only); ``steps``:
     override the decoder's stage-5 step count."""
     import torch
-    from ltx_core.model.video_vae import VideoDecoderConfigurator, is_diffusion_video_vae, video_decoder_sd_ops_for_checkpoint
+    from ltx_core.model.video_vae import (
+        VideoDecoderConfigurator,
+        is_diffusion_video_vae,
+        video_decoder_sd_ops_for_checkpoint,
+    )
 
     from ltx_core.model.video_vae.transformer import EagerSdpaAttention, NeighborhoodAttention3D
 
@@ -397,12 +402,18 @@ def _op_embeddings(transformer: str, text_encoder: str, inputs: str, out: str) -
     return {"ok": True}
 
 
+def _op_batch(requests: list) -> list:
+    """Several operations in this one process (the imports cost most of a call): ``[{"op": ..., **kwargs}]``."""
+    return [_OPS[r.pop("op")](**r) for r in (dict(r) for r in requests)]
+
+
 _OPS = {
     "build_set": _op_build_set,
     "transformer": _op_transformer,
     "video_decoder": _op_video_decoder,
     "duration_head": _op_duration_head,
     "embeddings": _op_embeddings,
+    "batch": _op_batch,
 }
 
 

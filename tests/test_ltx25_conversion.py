@@ -36,7 +36,8 @@ def test_files_are_recognised_by_content(ltx25_set):
     assert roles == {ltx25_set[k].name: role for k, role in expected.items()}
     info = inspect_checkpoint(ltx25_set["folder"])
     assert info.version == "2.5" and info.is_set and info.path == ltx25_set["transformer"]
-    assert info.sources["vae.decoder.conv_in.conv.weight"] == (ltx25_set["video_vae_conv"], "decoder.conv_in.conv.weight")
+    key = "decoder.conv_in.conv.weight"
+    assert info.sources[f"vae.{key}"] == (ltx25_set["video_vae_conv"], key)
 
 
 def test_converted_folder_layout_and_identity(converted):
@@ -102,7 +103,8 @@ def test_incomplete_set_is_refused_naming_the_missing_file(ltx25_set, tmp_path, 
 def test_cli_refuses_two_transformers_in_one_folder(ltx25_set, tmp_path, capsys):
     folder = tmp_path / "set"
     shutil.copytree(ltx25_set["folder"], folder)
-    shutil.copy(ltx25_set["transformer"], folder / "diffusion_models" / "ltx-2.5-22b-distilled-transformer-tiny.safetensors")
+    distilled = folder / "diffusion_models" / "ltx-2.5-22b-distilled-transformer-tiny.safetensors"
+    shutil.copy(ltx25_set["transformer"], distilled)
     assert main_convert([str(folder), str(tmp_path / "out"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "more than one file per component" in err[0] and "one by one" in err[0]

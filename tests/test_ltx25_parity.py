@@ -3,6 +3,7 @@
 A tiny official 2.5 file set (written by 1.2's own configurators, the release's key layout) is converted with our
 streaming loader; every component runs on the same inputs as 1.2's models loaded by 1.2's own builder and key
 operations from the same files. Tolerance 1e-4 (the issue's bar); observed differences are ~1e-7 (op order).
+The official outputs are computed once, in one 1.2 subprocess for the module (`refs`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,48 @@ def parts(ltx25_set):
     """Our components, loaded once from the official set."""
     return load_components_from_single_file(ltx25_set["folder"], dtype=torch.float32, components=[
         "transformer", "connectors", "vae", "diffusion_decoder", "duration_head"])
+
+
+UNTILED_SHAPES = [(1, 8, 2, 3, 2), (1, 8, 1, 1, 1), (2, 8, 3, 2, 2)]
+TILINGS = [(((10, 8), (64, 32), (64, 32)), None), (((10, 8), (64, 32), (64, 32)), 2),
+           (((0, 0), (64, 32), (0, 0)), None)]
+
+
+@pytest.fixture(scope="module")
+def refs(parts, ltx25_set, tmp_path_factory):
+    """Inputs and 1.2's outputs of every case, from one subprocess: ``{case: (inputs, official outputs)}``."""
+    tmp = tmp_path_factory.mktemp("refs12")
+    cases, requests = {}, []
+
+    def add(name, value, op, **kwargs):
+        torch.save(value, tmp / f"{name}.in.pt")
+        cases[name] = value
+        requests.append({"op": op, "out": tmp / f"{name}.out.pt", **kwargs})
+
+    add("transformer", _transformer_inputs(parts["transformer"], torch.Generator().manual_seed(0)), "transformer",
+        path=ltx25_set["transformer"], inputs=tmp / "transformer.in.pt")
+    gen = torch.Generator().manual_seed(2)
+    mask = torch.zeros(1, 128, dtype=torch.int64)
+    mask[:, -37:] = 1
+    add("embeddings", {"states": [torch.randn(1, 128, 12, generator=gen) * 3 for _ in range(3)], "mask": mask},
+        "embeddings", transformer=ltx25_set["transformer"], text_encoder=ltx25_set["text_encoder"],
+        inputs=tmp / "embeddings.in.pt")
+    gen = torch.Generator().manual_seed(0)
+    add("duration", {"video": torch.randn(2, 7, 16, generator=gen), "audio": torch.randn(2, 5, 8, generator=gen)},
+        "duration_head", path=ltx25_set["duration_head"], inputs=tmp / "duration.in.pt")
+    add("conv", torch.randn(1, 8, 2, 2, 3, generator=torch.Generator().manual_seed(1)), "video_decoder",
+        path=ltx25_set["video_vae_conv"], latent=tmp / "conv.in.pt")
+    for shape in UNTILED_SHAPES:
+        name = f"diffusion{shape}"
+        add(name, torch.randn(*shape, generator=torch.Generator().manual_seed(1)), "video_decoder",
+            path=ltx25_set["video_vae_diffusion"], latent=tmp / f"{name}.in.pt", seed=3)
+    for tiling, steps in TILINGS:
+        name = f"tiled{tiling}{steps}"
+        add(name, torch.randn(1, 8, 3, 3, 3, generator=torch.Generator().manual_seed(1)), "video_decoder",
+            path=ltx25_set["video_vae_diffusion"], latent=tmp / f"{name}.in.pt", seed=3,
+            tiling=[list(t) for t in tiling], steps=steps)
+    R.run("batch", requests=requests, timeout=1800)
+    return {name: (inputs, torch.load(tmp / f"{name}.out.pt")) for name, inputs in cases.items()}
 
 
 def _video_positions(b: int, f: int, h: int, w: int, fps: float = 24.0) -> torch.Tensor:
@@ -73,17 +116,14 @@ def _run_ours(model, x, rule: str, keyframes: bool = True):
         )
 
 
-def test_transformer_matches_ltx_core_12(parts, ltx25_set, tmp_path):
+def test_transformer_matches_ltx_core_12(parts, refs):
     """The converted 2.5 transformer with the per-version inputs (keyframe marker on the first latent frame, 1.2's
     cross-attention AdaLN rule) equals 1.2's LTXModel on a conditioned call; dropping either input, or using
     ltx-core 1.0.0's / diffusers' rules, does not (both 2.5 differences are real on these inputs)."""
     model = parts["transformer"]
     assert not model.config.ff_bias and model.config.use_keyframes_abs_pos_embedding
-    x = _transformer_inputs(model, torch.Generator().manual_seed(0))
+    x, ref = refs["transformer"]
     assert x["v_keyframes"][:, :6].eq(1).all() and x["v_keyframes"][:, 6:].eq(0).all()
-    torch.save(x, tmp_path / "in.pt")
-    R.run("transformer", path=ltx25_set["transformer"], inputs=tmp_path / "in.pt", out=tmp_path / "out.pt")
-    ref = torch.load(tmp_path / "out.pt")
     rule = cross_timestep_rule("2.5.0")
     assert rule == "own_scale_shift_cross_gate"
     video, audio = _run_ours(model, x, rule)
@@ -94,17 +134,11 @@ def test_transformer_matches_ltx_core_12(parts, ltx25_set, tmp_path):
         assert (v - ref["video"]).abs().max() > 1e-2, other
 
 
-def test_connectors_with_text_encoder_projection_match_ltx_core_12(parts, ltx25_set, tmp_path):
+def test_connectors_with_text_encoder_projection_match_ltx_core_12(parts, refs):
     """Projection (from the text encoder file) + connectors (from the transformer file, feed-forward biases
     switched off by ``connector_ff_bias``) equal 1.2's EmbeddingsProcessor, which also checks the Gemma version."""
-    gen = torch.Generator().manual_seed(2)
-    states = [torch.randn(1, 128, 12, generator=gen) * 3 for _ in range(3)]
-    mask = torch.zeros(1, 128, dtype=torch.int64)
-    mask[:, -37:] = 1
-    torch.save({"states": states, "mask": mask}, tmp_path / "in.pt")
-    R.run("embeddings", transformer=ltx25_set["transformer"], text_encoder=ltx25_set["text_encoder"],
-          inputs=tmp_path / "in.pt", out=tmp_path / "out.pt")
-    ref = torch.load(tmp_path / "out.pt")
+    x, ref = refs["embeddings"]
+    states, mask = x["states"], x["mask"]
     connectors = parts["connectors"]
     biases = [p for n, p in connectors.named_parameters() if ".ff." in n and n.endswith("bias")]
     assert biases and all(bool((b == 0).all()) for b in biases)  # zero-filled: the official FF has none
@@ -114,14 +148,10 @@ def test_connectors_with_text_encoder_projection_match_ltx_core_12(parts, ltx25_
     assert (audio - ref["audio"]).abs().max() < TOL
 
 
-def test_duration_head_matches_ltx_core_12(parts, ltx25_set, tmp_path):
+def test_duration_head_matches_ltx_core_12(parts, refs):
     """diffusers' LTX2DurationHead with the converted weights (MultiheadAttention's fused in_proj split) predicts
     the same seconds as 1.2's DurationHead from video, audio and both connector outputs."""
-    gen = torch.Generator().manual_seed(0)
-    x = {"video": torch.randn(2, 7, 16, generator=gen), "audio": torch.randn(2, 5, 8, generator=gen)}
-    torch.save(x, tmp_path / "in.pt")
-    R.run("duration_head", path=ltx25_set["duration_head"], inputs=tmp_path / "in.pt", out=tmp_path / "out.pt")
-    ref = torch.load(tmp_path / "out.pt")
+    x, ref = refs["duration"]
     head = parts["duration_head"]
     with torch.no_grad():
         ours = {"both": head(x["video"], x["audio"]), "video": head(video_tokens=x["video"]),
@@ -131,32 +161,26 @@ def test_duration_head_matches_ltx_core_12(parts, ltx25_set, tmp_path):
     assert not torch.allclose(ours["both"], ours["video"])
 
 
-def _official_decode(ltx25_set, tmp_path, role, z, **kw):
-    torch.save(z, tmp_path / "z.pt")
-    R.run("video_decoder", path=ltx25_set[role], latent=tmp_path / "z.pt", out=tmp_path / "px.pt", **kw)
-    return torch.load(tmp_path / "px.pt")["pixels"]
-
-
 def _denormalize(z, model):
     return z * model.latents_std.view(1, -1, 1, 1, 1) + model.latents_mean.view(1, -1, 1, 1, 1)
 
 
-def test_conv_decoder_matches_ltx_core_12(parts, ltx25_set, tmp_path):
+def test_conv_decoder_matches_ltx_core_12(parts, refs):
     """The conv-decoder VAE file (bare ``encoder.`` / ``decoder.`` keys) decodes as 1.2's ConvVideoDecoder."""
-    z = torch.randn(1, 8, 2, 2, 3, generator=torch.Generator().manual_seed(1))
-    ref = _official_decode(ltx25_set, tmp_path, "video_vae_conv", z)
+    z, ref = refs["conv"]
+    ref = ref["pixels"]
     vae = parts["vae"]
     with torch.no_grad():
         ours = vae.decode(_denormalize(z, vae), return_dict=False)[0]
     assert ours.shape == ref.shape and (ours - ref).abs().max() < TOL
 
 
-@pytest.mark.parametrize("shape", [(1, 8, 2, 3, 2), (1, 8, 1, 1, 1), (2, 8, 3, 2, 2)])
-def test_diffusion_decoder_matches_ltx_core_12(parts, ltx25_set, tmp_path, shape):
+@pytest.mark.parametrize("shape", UNTILED_SHAPES)
+def test_diffusion_decoder_matches_ltx_core_12(parts, refs, shape):
     """Untiled diffusion decode (gates folded at conversion, fused qkv split) equals 1.2's DiffusionVideoDecoder,
     also for a single latent frame / a 1x1 latent that diffusers' own `decode` refuses (size-floor padding)."""
-    z = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
-    ref = _official_decode(ltx25_set, tmp_path, "video_vae_diffusion", z, seed=3)
+    z, ref = refs[f"diffusion{shape}"]
+    ref = ref["pixels"]
     model = parts["diffusion_decoder"]
     ours = diffusion_decode(model, _denormalize(z, model), generator=torch.Generator().manual_seed(3))
     assert ours.shape == ref.shape == (shape[0], 3, (shape[2] - 1) * 8 + 1, 32 * shape[3], 32 * shape[4])
@@ -166,15 +190,12 @@ def test_diffusion_decoder_matches_ltx_core_12(parts, ltx25_set, tmp_path, shape
             model.decode(_denormalize(z, model), generator=torch.Generator().manual_seed(3))
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("tiling,steps", [(((10, 8), (64, 32), (64, 32)), None), (((10, 8), (64, 32), (64, 32)), 2),
-                                          (((0, 0), (64, 32), (0, 0)), None)])
-def test_tiled_diffusion_decode_matches_ltx_core_12(parts, ltx25_set, tmp_path, tiling, steps):
+@pytest.mark.parametrize("tiling,steps", TILINGS)
+def test_tiled_diffusion_decode_matches_ltx_core_12(parts, refs, tiling, steps):
     """Tiled decoding follows 1.2's schedule, noise and blending (`TileSizeConfig` of the same sizes), one-step x0
     (per-tile noise) and two-step (one noise canvas) decoders."""
-    z = torch.randn(1, 8, 3, 3, 3, generator=torch.Generator().manual_seed(1))
-    ref = _official_decode(ltx25_set, tmp_path, "video_vae_diffusion", z, seed=3, tiling=[list(t) for t in tiling],
-                           steps=steps)
+    z, ref = refs[f"tiled{tiling}{steps}"]
+    ref = ref["pixels"]
     model = parts["diffusion_decoder"]
     ours = diffusion_decode(model, _denormalize(z, model), generator=torch.Generator().manual_seed(3),
                             tiling=DiffusionTiling(*tiling), num_inference_steps=steps)
@@ -205,3 +226,28 @@ def test_text_encoder_file_converts_back_to_the_gemma_it_was_packed_from(ltx25_s
     assert torch.equal(ours["lm_head.weight"], original["model.language_model.embed_tokens.weight"])
     ids = pipe.tokenizer("w1 w2 w3")["input_ids"]
     assert ids[-3:] == [5, 6, 7]
+
+
+def test_neighborhood_attention_backends_agree(parts):
+    """The CPU fallback (chunked masked SDPA, chosen by "auto" here) computes diffusers' FlexAttention windows:
+    same pixels; the model's own processors are restored afterwards; "natten" needs the package."""
+    import importlib.util
+
+    from diffusers.models.autoencoders.ltx2_diffusion_decoder import LTX2VideoVaeNeighborhoodAttnProcessor
+
+    from diffusers_ltx2.pipelines import neighborhood_attention as NA
+
+    model = parts["diffusion_decoder"]
+    z = torch.randn(1, 8, 2, 2, 2, generator=torch.Generator().manual_seed(4))
+    with NA.neighborhood_backend(model, "auto") as chosen:
+        assert chosen == "sdpa"
+    auto = diffusion_decode(model, z, generator=torch.Generator().manual_seed(0))
+    flex = diffusion_decode(model, z, generator=torch.Generator().manual_seed(0), attention="diffusers")
+    assert (auto - flex).abs().max() < TOL
+    assert all(isinstance(m.processor, LTX2VideoVaeNeighborhoodAttnProcessor)
+               for m in model.modules() if hasattr(m, "kernel_size") and hasattr(m, "processor"))
+    if importlib.util.find_spec("natten") is None:
+        with pytest.raises(ImportError, match="natten"):
+            diffusion_decode(model, z, attention="natten")
+    with pytest.raises(ValueError, match="backend"):
+        diffusion_decode(model, z, attention="cuda")

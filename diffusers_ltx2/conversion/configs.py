@@ -484,7 +484,8 @@ def diffusion_decoder_config(vae: dict) -> dict[str, Any]:
             "diffusers' LTX2VideoDiffusionDecoderModel has no separate stage-5 width"
         )
     if dec.get("rope_dim_split") is not None:
-        raise UnsupportedCheckpointError("vae.decoder.rope_dim_split is not supported by diffusers (default split only)")
+        raise UnsupportedCheckpointError(
+            "vae.decoder.rope_dim_split is not supported by diffusers (default split only)")
     if not len(channels) == len(depths) == len(kernels) == len(upsamples) + 1:
         raise UnsupportedCheckpointError(
             f"vae.decoder: {len(channels)} stage widths, {len(depths)} depths, {len(kernels)} kernels and "

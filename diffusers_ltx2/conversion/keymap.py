@@ -3,8 +3,8 @@
 Pure functions over key strings (no tensors): :class:`KeyMapper` routes each key of an official single
 file (or of a 2.5 file set, named as in a single file by `files.inspect_set`) to a diffusers component
 (``transformer``, ``connectors``, ``vae``, ``audio_vae``, ``vocoder``; 2.5: ``diffusion_decoder``,
-``duration_head``) and renames it. The transformer rule reuses diffusers' own ``convert_ltx2_transformer_to_diffusers`` (correct
-for the keys it knows) and adds the 2.3 prompt-AdaLN modules it leaves unmapped. The video VAE rule is
+``duration_head``) and renames it. The transformer rule reuses diffusers' own
+``convert_ltx2_transformer_to_diffusers`` (correct for the keys it knows) and adds the 2.3 prompt-AdaLN modules it leaves unmapped. The video VAE rule is
 derived from the checkpoint's ``encoder_blocks`` / ``decoder_blocks`` (diffusers' single-file version
 hard-codes the 2.0 block order and forgets the decoder's timestep embedder), and the connector, audio VAE
 and vocoder rules cover what diffusers' single-file loader drops.
@@ -178,7 +178,8 @@ def map_duration_head_key(local: str) -> list[Route]:
     fused = "attention_pooler.cross_attn.in_proj_"
     if local.startswith(fused):
         leaf = "weight" if local.endswith("weight") else "bias"
-        return [Route(f"attention_pooler.{name}.{leaf}", chunk=(i, 3)) for i, name in enumerate(("to_q", "to_k", "to_v"))]
+        return [Route(f"attention_pooler.{name}.{leaf}", chunk=(i, 3))
+                for i, name in enumerate(("to_q", "to_k", "to_v"))]
     if local.startswith("attention_pooler.cross_attn.out_proj."):
         return [Route("attention_pooler.to_out." + local.removeprefix("attention_pooler.cross_attn.out_proj."))]
     return [Route(local)]

@@ -164,7 +164,8 @@ def load_components_from_single_file(
     total = sum(t.nbytes for c in wanted for t in plan.tensors[c])
     modules: dict[str, nn.Module] = {}
     nonfinite = NonFiniteWeights(path if isinstance(path, (str, os.PathLike)) else plan.info.path)
-    with SetReader(plan.info.sources) as reader, tqdm(total=total, unit="B", unit_scale=True, disable=not progress) as bar:
+    with SetReader(plan.info.sources) as reader, tqdm(total=total, unit="B", unit_scale=True,
+                                                      disable=not progress) as bar:
         for comp in wanted:
             module = _empty_module(plan.specs[comp])
             if plan.fp8_modules.get(comp):

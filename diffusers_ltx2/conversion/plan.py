@@ -263,7 +263,8 @@ def _plan_plain(plan: ConversionPlan, info: CheckpointInfo, key: str, ti: Tensor
         plan.fp8_modules.setdefault(component, []).append(module)
         plan.tensors[component].append(TensorPlan(key, new, ti.shape, ti.dtype))
         scale_shape = info.tensors[scale_key].shape if scale_key else ()
-        plan.tensors[component].append(TensorPlan(scale_key or "", module + ".weight_scale", scale_shape, torch.float32))
+        plan.tensors[component].append(
+            TensorPlan(scale_key or "", module + ".weight_scale", scale_shape, torch.float32))
     elif is_float8(ti.dtype):
         out = target or torch.bfloat16
         plan.tensors[component].append(TensorPlan(key, new, ti.shape, out, scale=scale_key))

@@ -24,7 +24,8 @@ import torch
 from .errors import KeyMismatchError, UnsupportedCheckpointError
 from .files import GEMMA_CONFIG_METADATA_KEY, TEXT_ENCODER_PREFIX, CheckpointFile
 
-__all__ = ["GemmaPlan", "hf_gemma_key", "load_text_encoder", "plan_text_encoder", "text_encoder_file", "write_text_encoder"]
+__all__ = ["GemmaPlan", "hf_gemma_key", "load_text_encoder", "plan_text_encoder", "text_encoder_file",
+           "write_text_encoder"]
 
 TOKENIZER_TENSOR = "tokenizer_json"
 ASSET_PREFIX = "hf_asset__"
@@ -105,7 +106,8 @@ def plan_text_encoder(file: CheckpointFile, dtype: torch.dtype | None = None) ->
             continue
         new = hf_gemma_key(key)
         if new not in expected or expected[new] != tuple(info.shape):
-            unknown.append(f"{key} (-> text_encoder: {new}{'' if new not in expected else f', expects {expected[new]}'})")
+            shape = "" if new not in expected else f", expects {expected[new]}"
+            unknown.append(f"{key} (-> text_encoder: {new}{shape})")
             continue
         out = info.dtype if dtype is None or not info.dtype.is_floating_point else dtype
         tensors.append((key, new, tuple(info.shape), out))
@@ -158,7 +160,8 @@ def write_text_encoder(plan: GemmaPlan, root: Path, reader, max_bytes: int, bar,
     for name, source in plan.assets.items():
         folder = te if name in _MODEL_ASSETS else tok
         (folder / name).write_bytes(_asset_bytes(plan, reader, source))
-    tok_cfg = json.loads((tok / "tokenizer_config.json").read_text()) if (tok / "tokenizer_config.json").is_file() else {}
+    tok_file = tok / "tokenizer_config.json"
+    tok_cfg = json.loads(tok_file.read_text()) if tok_file.is_file() else {}
     tok_class = tok_cfg.get("tokenizer_class") or "PreTrainedTokenizerFast"
     if not tok_class.endswith("Fast") and tok_class != "AutoTokenizer":
         tok_class += "Fast"

@@ -377,7 +377,8 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
 
     @property
     def model_version(self) -> str:
-        """``"2.0"``, ``"2.3"`` or ``"2.5"``: the recorded ``model_version``, else what the transformer config implies."""
+        """``"2.0"``, ``"2.3"`` or ``"2.5"``: the recorded ``model_version``, else what the transformer config
+        implies."""
         from ..versions import model_version_of
 
         transformer = getattr(self, "transformer", None)

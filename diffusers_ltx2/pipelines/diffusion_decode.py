@@ -9,9 +9,9 @@ and tiles with its own schedule. `diffusion_decode` drives diffusers' stages wit
 stage 4 + the stage-5 denoising loop per tile, noise drawn per tile for a one-step x0 decoder (else once for the
 canvas), trapezoid blending, crop to the content.
 
-Neighborhood attention runs through diffusers' processors: FlexAttention by default (any device), NATTEN's kernels
-when the `natten` package is installed and `LTX2VideoVaeNeighborhoodNattenProcessor` is set (official 1.2 prefers
-NATTEN and falls back to Triton / eager tiled SDPA; the numerics agree within fp32 rounding).
+Neighborhood attention: the installed ``natten`` on CUDA, a chunked masked-SDPA fallback on CPU, diffusers'
+processors otherwise (`neighborhood_attention.neighborhood_backend`; official 1.2 prefers NATTEN and falls back to
+Triton / eager tiled SDPA); all compute the same windows, equal within fp32 rounding.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from . import diffusion_tiling as D
+from .neighborhood_attention import neighborhood_backend
 
 __all__ = ["diffusion_decode", "uses_diffusion_decoder"]
 
@@ -62,7 +63,8 @@ def _decode_tile(dec, feat: torch.Tensor, x_t: torch.Tensor, *, origin: bool, tr
 
 @torch.no_grad()
 def diffusion_decode(model, latents: torch.Tensor, *, generator: torch.Generator | None = None,
-                     tiling: D.DiffusionTiling | None = None, num_inference_steps: int | None = None) -> torch.Tensor:
+                     tiling: D.DiffusionTiling | None = None, num_inference_steps: int | None = None,
+                     attention: str = "auto") -> torch.Tensor:
     """Decode denormalized latents ``(B, C, T, H, W)`` with `LTX2VideoDiffusionDecoderModel` into pixels
     ``(B, 3, (T - 1) * 8 + 1, 32 H, 32 W)`` in [-1, 1] (the model's dtype and device).
 
@@ -74,10 +76,18 @@ def diffusion_decode(model, latents: torch.Tensor, *, generator: torch.Generator
             generator, as the official decoder draws it).
         tiling: `DiffusionTiling` (frames / pixels; official semantics), or None for one tile.
         num_inference_steps: stage-5 steps (default: the checkpoint's ``decoder_num_inference_steps``).
+        attention: neighborhood-attention backend (`neighborhood_attention.neighborhood_backend`: "auto",
+            "natten", "sdpa", "diffusers").
 
     Raises:
-        ValueError: a tiling whose overlaps are below the decoder's receptive field or off its grid.
+        ValueError: a tiling whose overlaps are below the decoder's receptive field or off its grid, an unknown
+            attention backend.
     """
+    with neighborhood_backend(model, attention):
+        return _decode(model, latents, generator, tiling, num_inference_steps)
+
+
+def _decode(model, latents, generator, tiling, num_inference_steps) -> torch.Tensor:
     dec, cfg = model.decoder, model.config
     dtype, device = model.dtype, latents.device
     latents = latents.to(dtype)
