@@ -67,6 +67,8 @@ def refs(parts, ltx25_set, tmp_path_factory):
         add(name, torch.randn(1, 8, 3, 3, 3, generator=torch.Generator().manual_seed(1)), "video_decoder",
             path=ltx25_set["video_vae_diffusion"], latent=tmp / f"{name}.in.pt", seed=3,
             tiling=[list(t) for t in tiling], steps=steps)
+    add("pipeline_decode", torch.randn(1, 8, 2, 2, 2, generator=torch.Generator().manual_seed(5)), "video_decoder",
+        path=ltx25_set["video_vae_diffusion"], latent=tmp / "pipeline_decode.in.pt", seed=7)
     R.run("batch", requests=requests, timeout=1800)
     return {name: (inputs, torch.load(tmp / f"{name}.out.pt")) for name, inputs in cases.items()}
 
@@ -251,3 +253,17 @@ def test_neighborhood_attention_backends_agree(parts):
             diffusion_decode(model, z, attention="natten")
     with pytest.raises(ValueError, match="backend"):
         diffusion_decode(model, z, attention="cuda")
+
+
+def test_pipeline_decodes_like_the_official_diffusion_decoder(ltx25_set, refs):
+    """`LTX2AudioVideoPipeline.decode_video` on a 2.5 set: the latents the pipeline holds (denormalized with the
+    conv VAE's statistics) reach the diffusion decoder re-expressed with its own file's statistics (the tiny set's
+    two VAE files differ there; the release's do not), as 1.2 decodes the same normalized latents."""
+    from diffusers_ltx2 import LTX2AudioVideoPipeline
+
+    pipe = LTX2AudioVideoPipeline.from_single_file(ltx25_set["folder"], dtype=torch.float32, progress=False)
+    assert not torch.equal(pipe.vae.latents_mean, pipe.diffusion_decoder.latents_mean)
+    z, ref = refs["pipeline_decode"]
+    frames = pipe.decode_video(_denormalize(z, pipe.vae), "pt", generator=torch.Generator().manual_seed(7))
+    expected = ((ref["pixels"] + 1) / 2).clamp(0, 1).permute(0, 2, 1, 3, 4)  # (B, F, C, H, W) in [0, 1]
+    assert frames.shape == expected.shape and (frames - expected).abs().max() < TOL

@@ -575,7 +575,8 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
         from .diffusion_decode import diffusion_decode, uses_diffusion_decoder
 
         if uses_diffusion_decoder(self.video_decoder, getattr(self, "diffusion_decoder", None)):
-            video = diffusion_decode(self.diffusion_decoder, latents, generator=generator, tiling=self.diffusion_tiling)
+            video = diffusion_decode(self.diffusion_decoder, latents, generator=generator, tiling=self.diffusion_tiling,
+                                     latent_statistics=(self.vae.latents_mean, self.vae.latents_std))
             return self.video_processor.postprocess_video(video, output_type=output_type)
         latents = latents.to(self.vae.dtype)
         timestep = None

@@ -64,7 +64,7 @@ def _decode_tile(dec, feat: torch.Tensor, x_t: torch.Tensor, *, origin: bool, tr
 @torch.no_grad()
 def diffusion_decode(model, latents: torch.Tensor, *, generator: torch.Generator | None = None,
                      tiling: D.DiffusionTiling | None = None, num_inference_steps: int | None = None,
-                     attention: str = "auto") -> torch.Tensor:
+                     attention: str = "auto", latent_statistics: tuple | None = None) -> torch.Tensor:
     """Decode denormalized latents ``(B, C, T, H, W)`` with `LTX2VideoDiffusionDecoderModel` into pixels
     ``(B, 3, (T - 1) * 8 + 1, 32 H, 32 W)`` in [-1, 1] (the model's dtype and device).
 
@@ -78,11 +78,19 @@ def diffusion_decode(model, latents: torch.Tensor, *, generator: torch.Generator
         num_inference_steps: stage-5 steps (default: the checkpoint's ``decoder_num_inference_steps``).
         attention: neighborhood-attention backend (`neighborhood_attention.neighborhood_backend`: "auto",
             "natten", "sdpa", "diffusers").
+        latent_statistics: ``(mean, std)`` the latents were denormalized with (e.g. the conv VAE's): they are
+            re-expressed with the decoder's own statistics first, as the official decoder un-normalizes with its
+            file's ``per_channel_statistics`` (the release's two VAE files carry the same ones: a no-op there).
 
     Raises:
         ValueError: a tiling whose overlaps are below the decoder's receptive field or off its grid, an unknown
             attention backend.
     """
+    if latent_statistics is not None:
+        mean, std = (x.to(latents.device, torch.float32).view(1, -1, 1, 1, 1) for x in latent_statistics)
+        own_mean, own_std = (x.to(latents.device, torch.float32).view(1, -1, 1, 1, 1)
+                             for x in (model.latents_mean, model.latents_std))
+        latents = (latents.float() - mean) / std * own_std + own_mean
     with neighborhood_backend(model, attention):
         return _decode(model, latents, generator, tiling, num_inference_steps)
 
