@@ -160,12 +160,8 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
 
     @property
     def components(self) -> dict:
-        """diffusers' `components`; an absent LTX-2.5 `diffusion_decoder` is left out, so the dict matches the
-        components of diffusers' own `LTX2Pipeline` (which has none) and code comparing the two keeps working."""
-        components = super().components
-        if components.get("diffusion_decoder", False) is None:
-            del components["diffusion_decoder"]
-        return components
+        """diffusers' `components`, without an absent `diffusion_decoder` (diffusers' `LTX2Pipeline` has none)."""
+        return {k: v for k, v in super().components.items() if k != "diffusion_decoder" or v is not None}
 
     def __setattr__(self, name, value):
         if name == "scheduler" and value is not None and not isinstance(value, LTX2Scheduler):
@@ -234,11 +230,10 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
         """Build the pipeline straight from an official LTX-2 checkpoint: a single file (2.0 / 2.3) or an LTX-2.5
         file set (a folder, or a list of files; see `diffusers_ltx2.conversion.files`).
 
-        Tensors are streamed into the diffusers modules one at a time (the same key mapping as `ltx2 convert`),
-        so the files are never held in memory as a whole. 2.0 / 2.3: Gemma ships separately: pass `text_encoder`
-        and `tokenizer`, or a `prompt_encoder` (e.g. `LTXAPIPromptEncoder`), or call the pipeline with
+        Tensors are streamed into the diffusers modules one at a time (the key mapping of `ltx2 convert`). 2.0 / 2.3:
+        Gemma ships separately: pass `text_encoder` and `tokenizer`, or a `prompt_encoder`, or call with
         `prompt_embeds`. 2.5: the set's text encoder file gives `text_encoder` / `tokenizer` (unless passed), its
-        diffusion video VAE the `diffusion_decoder`; the duration head and upscalers are `ltx2 convert`'s.
+        diffusion VAE the `diffusion_decoder` (duration head and upscalers: `ltx2 convert`).
 
         Args:
             path: the official `.safetensors` file, or a 2.5 folder / list of files.
@@ -250,8 +245,7 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
             text_encoder_quantization: quanto mode for the `text_encoder` passed in (quantized in place).
 
         Raises:
-            FileNotFoundError: a missing path. ConversionError: unknown/missing keys, or a 2.5 set missing a file a
-            pipeline needs (named).
+            FileNotFoundError, ConversionError (unknown/missing keys, a 2.5 set missing a file a pipeline needs).
         """
         from ..conversion.loading import load_pipeline_components
         from ..quantization import check_quantization, quantize_transformer_
