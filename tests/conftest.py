@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -29,3 +30,15 @@ def tiny_pipe(tiny_components):
     return LTX2AudioVideoPipeline(
         scheduler=LTX2Scheduler(), guider=ClassifierFreeGuidance(1.0, 1.0), **tiny_components
     )
+
+
+@pytest.fixture(scope="session")
+def ltx25_set(tmp_path_factory):
+    """A tiny official LTX-2.5 file set (one file per component, the release's key layout and metadata), written
+    once per session by ltx-core 1.2.0's own configurators in a subprocess (`ltx12_reference.build_set`).
+    Returns ``{role: path}`` plus ``"folder"``."""
+    import ltx12_reference
+
+    folder = tmp_path_factory.mktemp("ltx25") / "official"
+    files = ltx12_reference.run("build_set", folder=folder, seed=0)
+    return {**{k: Path(v) for k, v in files.items()}, "folder": folder}

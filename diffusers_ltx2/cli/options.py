@@ -43,7 +43,7 @@ class Option:
         dest: the attribute name (default: the flag without dashes, `-` -> `_`).
         metavar: the value's name in `--help`.
         choices: the valid values; another value is refused naming the closest one.
-        repeat: may be given several times (a list).
+        repeat: may be given several times (a list); a repeatable positional takes one or more values.
         switch: an on/off flag without a value (default False).
         required: must be given.
         group: the `--help` section.
@@ -215,8 +215,9 @@ def add_options(parser: argparse.ArgumentParser, options: Iterable[Option]) -> a
                 groups[option.group] = parser.add_argument_group(option.group)
             target = groups[option.group]
         help_text = argparse.SUPPRESS if option.hidden else option.help_text().replace("%", "%%")
-        if option.positional:
-            target.add_argument(option.dest, help=help_text, metavar=option.metavar or option.flag)
+        if option.positional:  # a repeatable positional takes one or more values
+            target.add_argument(option.dest, help=help_text, metavar=option.metavar or option.flag,
+                                **({"nargs": "+"} if option.repeat else {}))
             continue
         kwargs: dict[str, Any] = dict(dest=option.dest, default=None, help=help_text)
         if option.switch:

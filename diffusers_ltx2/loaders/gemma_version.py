@@ -24,6 +24,8 @@ import json
 import logging
 from collections.abc import Mapping
 
+from ..versions import parse_model_version  # one parser of `model_version` strings (re-exported here)
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -43,19 +45,6 @@ REQUIRED_SINCE = (2, 4, 0)
 
 class GemmaVersionMismatchError(ValueError):
     """The loaded Gemma is not the one the checkpoint's text connectors were trained on."""
-
-
-def parse_model_version(version: str | None) -> tuple[int, ...]:
-    """``"2.5.0"`` -> ``(2, 5, 0)``: the leading dot-separated integers (``"2.3.rc1"`` -> ``(2, 3)``; unset or
-    non-numeric -> ``()``, below every version), as ltx-core's `parse_model_version`; a ``v`` prefix is dropped."""
-    if not version:
-        return ()
-    parts = []
-    for part in str(version).strip().lstrip("vV").split("."):
-        if not part.isdigit():
-            break
-        parts.append(int(part))
-    return tuple(parts)
 
 
 def expected_gemma_version(metadata: Mapping[str, str]) -> str | None:

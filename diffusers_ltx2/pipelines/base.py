@@ -11,7 +11,12 @@ import os
 from dataclasses import replace
 
 import torch
-from diffusers import AutoencoderKLLTX2Audio, AutoencoderKLLTX2Video, LTX2VideoTransformer3DModel
+from diffusers import (
+    AutoencoderKLLTX2Audio,
+    AutoencoderKLLTX2Video,
+    LTX2VideoDiffusionDecoderModel,
+    LTX2VideoTransformer3DModel,
+)
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
@@ -74,7 +79,9 @@ class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX
         model_identity: the official checkpoint's model id (its `encrypted_wandb_properties` metadata), recorded
             by `from_single_file` / `ltx2 convert` and saved in `model_index.json`; saved conditioning and API
             embeddings are checked against it.
-        model_version: the checkpoint's `model_version` metadata (e.g. "2.3.0"), when known.
+        model_version: the checkpoint's `model_version` metadata (e.g. "2.3.0"), when known (recorded by
+            `from_single_file` / `ltx2 convert`); without it the transformer config tells 2.0 / 2.3 / 2.5 apart
+            (`diffusers_ltx2.versions.model_version_of`).
         gemma_version: the text encoder the checkpoint's connectors were trained on (its `gemma_source_checkpoint`
             metadata, e.g. "gemma4-12b-ltx-v1" for LTX-2.5), when declared. The local text encoder is checked
             against these two before it encodes (`loaders.gemma_version.check_gemma_version`).
@@ -83,6 +90,9 @@ class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX
         processor, prompt_enhancer: diffusers' optional prompt-enhancement components.
         audio_scheduler: diffusers' optional separate audio scheduler, accepted as `None` only (LTX-2 samples
             both modalities on one schedule); anything else raises `UnsupportedFeatureError`.
+        diffusion_decoder: LTX-2.5's diffusion video decoder (`LTX2VideoDiffusionDecoderModel`), optional; when
+            present it decodes the video (official semantics, `pipelines.diffusion_decode`) unless
+            `pipe.video_decoder = "conv"`; `pipe.diffusion_tiling` (a `DiffusionTiling`) tiles it.
 
     Only `text_encoder` and `tokenizer` are needed to build a pipeline that encodes prompts (`encode_prompt`),
     as in diffusers; generating needs every model component.
@@ -95,12 +105,18 @@ class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX
     transformer or scheduler run one after the other, each with its own guider.
     """
 
-    model_cpu_offload_seq = ("prompt_enhancer->text_encoder->connectors->duration_head->transformer->vae->audio_vae"
-                             "->vocoder")
+    model_cpu_offload_seq = ("prompt_enhancer->text_encoder->connectors->duration_head->transformer->vae"
+                             "->diffusion_decoder->audio_vae->vocoder")
     vae_memory_budget: int | None = None  # bytes for one VAE decode / encode; drives automatic tiling
+    #: which decoder turns video latents into pixels: "auto" (the diffusion decoder when loaded, as the official
+    #: 2.5 pipelines with the default VAE file), "diffusion" or "conv"
+    video_decoder: str = "auto"
+    #: tiles of the diffusion decoder (`pipelines.diffusion_tiling.DiffusionTiling`, official semantics); None: one
+    diffusion_tiling = None
     # text_encoder / tokenizer may be None too (API-encoder or embeddings-only folders), without being listed here:
     # `from_pretrained` passes None for those a folder lacks (`diffusers_compat.ABSENT_AS_NONE`)
-    _optional_components = ["guider", "processor", "prompt_enhancer", "duration_head", *DIFFUSERS_ONLY_COMPONENTS]
+    _optional_components = ["guider", "processor", "prompt_enhancer", "duration_head", "diffusion_decoder",
+                            *DIFFUSERS_ONLY_COMPONENTS]
     _callback_tensor_inputs = ["latents", "audio_latents", "prompt_embeds", "negative_prompt_embeds"]
 
     def __init_subclass__(cls, **kwargs):
@@ -130,6 +146,7 @@ class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX
         prompt_enhancer=None,
         duration_head: LTX2DurationHead | None = None,
         audio_scheduler=None,
+        diffusion_decoder: LTX2VideoDiffusionDecoderModel | None = None,
     ):
         super().__init__()
         check_diffusers_components(dict(audio_scheduler=audio_scheduler))
@@ -153,6 +170,7 @@ class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX
             prompt_enhancer=prompt_enhancer,
             duration_head=duration_head,
             audio_scheduler=None,
+            diffusion_decoder=diffusion_decoder,
         )
         self.register_to_config(model_identity=model_identity, model_version=model_version,
                                 gemma_version=gemma_version)
@@ -243,14 +261,16 @@ class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX
         prompt_encoder=None,
         progress: bool = True,
     ):
-        """Build the pipeline straight from an official LTX-2 single-file checkpoint (2.0 or 2.3).
+        """Build the pipeline straight from an official LTX-2 checkpoint: a single file (2.0 / 2.3) or an LTX-2.5
+        file set (a folder, or a list of files; see `diffusers_ltx2.conversion.files`).
 
-        Tensors are streamed into the diffusers modules one at a time (the same key mapping as `ltx2 convert`),
-        so the file is never held in memory as a whole. Gemma ships separately: pass `text_encoder` and
-        `tokenizer`, or a `prompt_encoder` (e.g. `LTXAPIPromptEncoder`), or call the pipeline with `prompt_embeds`.
+        Tensors are streamed into the diffusers modules one at a time (the key mapping of `ltx2 convert`). 2.0 / 2.3:
+        Gemma ships separately: pass `text_encoder` and `tokenizer`, or a `prompt_encoder`, or call with
+        `prompt_embeds`. 2.5: the set's text encoder file gives `text_encoder` / `tokenizer` (unless passed), its
+        diffusion VAE the `diffusion_decoder` (duration head and upscalers: `ltx2 convert`).
 
         Args:
-            path: the official `.safetensors` file.
+            path: the official `.safetensors` file, or a 2.5 folder / list of files.
             dtype: dtype of the floating weights (`None` keeps the file's); `torch_dtype` is the older spelling
                 (as in diffusers, which deprecates it), accepted too.
             fp8: for FP8 files, `"dequantize"` (weight * weight_scale -> bf16) or `"keep"` (float8 weights);
@@ -259,32 +279,27 @@ class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX
             quantization: quantize the transformer after loading ("fp8-cast", "fp8", "int8", "int4"; see
                 `diffusers_ltx2.quantization`); the bf16 transformer is whole in CPU memory once.
             text_encoder_quantization: quanto mode for the `text_encoder` passed in (quantized in place).
+
+        Raises:
+            FileNotFoundError, ConversionError (unknown/missing keys, a 2.5 set missing a file a pipeline needs),
+            ValueError (`fp8="keep"` with a quantization other than fp8-cast).
         """
+        from ..conversion.loading import check_sources_exist, load_pipeline_components
         from ..quantization import check_quantization
         from ..quantization.loading import (quantize_single_file_transformer, quantize_text_encoder_of,
                                             single_file_fp8_mode)
-        from ..conversion import load_components_from_single_file
 
-        from ..loaders.gemma_version import expected_gemma_version
-        from ..loaders.identity import MODEL_ID_METADATA_KEY, read_safetensors_metadata
-
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"checkpoint not found: {path}")
+        check_sources_exist(path)
         if dtype is not None and torch_dtype is not None and dtype != torch_dtype:
             raise ValueError(f"dtype={dtype} and torch_dtype={torch_dtype} disagree; pass only dtype")
         dtype = dtype if dtype is not None else torch_dtype
         check_quantization(quantization)
         check_quantization(text_encoder_quantization, text_encoder=True)
         fp8 = single_file_fp8_mode(path, fp8, quantization)
-        components = load_components_from_single_file(path, dtype=dtype, fp8=fp8, progress=progress)
-        quantize_single_file_transformer(components["transformer"], quantization, fp8)
-        metadata = read_safetensors_metadata(path)
-        pipe = cls(
-            scheduler=LTX2Scheduler(), text_encoder=text_encoder, tokenizer=tokenizer, guider=guider,
-            prompt_encoder=prompt_encoder, model_identity=metadata.get(MODEL_ID_METADATA_KEY),
-            model_version=metadata.get("model_version"), gemma_version=expected_gemma_version(metadata),
-            **components,
-        )
+        kwargs = load_pipeline_components(path, dtype=dtype, fp8=fp8, progress=progress, text_encoder=text_encoder,
+                                          tokenizer=tokenizer)
+        quantize_single_file_transformer(kwargs["transformer"], quantization, fp8)
+        pipe = cls(scheduler=LTX2Scheduler(), guider=guider, prompt_encoder=prompt_encoder, **kwargs)
         quantize_text_encoder_of(pipe, text_encoder_quantization)
         return pipe
 
@@ -393,6 +408,16 @@ class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX
         """The official checkpoint's model id (`encrypted_wandb_properties`) when known, else `None`."""
         return getattr(self.config, "model_identity", None)
 
+    @property
+    def model_version(self) -> str:
+        """``"2.0"``, ``"2.3"`` or ``"2.5"``: the recorded ``model_version``, else what the transformer config
+        implies."""
+        from ..versions import model_version_of
+
+        transformer = getattr(self, "transformer", None)
+        return model_version_of(transformer.config if transformer is not None else None,
+                                getattr(self.config, "model_version", None))
+
     def model_identities(self) -> list[str]:
         """Identities prompt embeddings may carry to be accepted by this pipeline: the checkpoint's model id
         and the fingerprint of its text connectors (what locally encoded embeddings record)."""
@@ -491,16 +516,21 @@ class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX
     ) -> tuple[ModalityLatents, ModalityLatents]:
         """The shared denoising loop with a progress bar, the guider's passes and the user's step callback.
 
-        `use_cross_timestep`: the cross-modal attention modulation uses the other modality's sigma (official and
-        diffusers' default); `False` is diffusers' "legacy" switch, passed to its transformer as is.
+        `use_cross_timestep`: the cross-modal attention modulation follows the official rule of the model's version
+        (`versions.cross_timestep_rule`: 2.0/2.3 the other modality's sigma, as ltx-core 1.0.0 and diffusers' default;
+        2.5 ltx-core 1.2.0's own-timestep scale/shift and other-sigma gate); `False` is diffusers' "legacy" switch
+        (own timesteps everywhere).
         `cross_modal=False`: audio<->video attention off in every pass, for audio-only generation.
         `sampler`: `"euler"` (default), `"euler_ancestral"`, `"res_2s"` or a `schedulers.samplers.Sampler`; the
         stochastic ones take their noise seed from `generator` (see `sampler_seed`).
         """
+        from ..versions import cross_timestep_rule
+
         passes = TransformerPasses(
             self.transformer, attention_control=self.attention_control_for(guider),
             attention_kwargs=attention_kwargs, max_batch_passes=max_batch_passes,
             use_cross_timestep=use_cross_timestep, cross_modal=cross_modal,
+            cross_timestep_rule=cross_timestep_rule(self.model_version) if use_cross_timestep else "own",
         )
         with self.named_progress_bar(len(self.scheduler.sigmas) - 1, "denoise", keep_name=True) as bar:
             return denoise(
@@ -599,8 +629,15 @@ class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX
 
         `decode_timestep` / `decode_noise_scale` (timestep-conditioned VAEs only): one value or one per video,
         as in diffusers; the noise scale defaults to the timestep. Tiled automatically above one official tile or over
-        `vae_memory_budget` (`diffusers_ltx2.memory.vae_tiling`).
+        `vae_memory_budget` (`diffusers_ltx2.memory.vae_tiling`). With a `diffusion_decoder` (LTX-2.5) and
+        `video_decoder` "auto" / "diffusion", that decoder runs instead (`generator` seeds its pixel noise).
         """
+        from .diffusion_decode import diffusion_decode, uses_diffusion_decoder
+
+        if uses_diffusion_decoder(self.video_decoder, getattr(self, "diffusion_decoder", None)):
+            video = diffusion_decode(self.diffusion_decoder, latents, generator=generator, tiling=self.diffusion_tiling,
+                                     latent_statistics=(self.vae.latents_mean, self.vae.latents_std))
+            return self.video_processor.postprocess_video(video, output_type=output_type)
         latents = latents.to(self.vae.dtype)
         timestep = None
         if self.vae.config.timestep_conditioning:

@@ -23,6 +23,7 @@ from ..loaders.prompt_embeddings import PromptEmbeddings
 from .attention_bias import self_attention_bias
 from ..schedulers.samplers import Modality, Sampler, make_sampler
 from .cache_hooks import cache_context, check_cache_config
+from .transformer_inputs import cross_timestep, keyframes_mask
 
 
 @dataclass
@@ -109,7 +110,10 @@ class TransformerPasses:
         attention_control: object installing per-sample perturbation / cross-attention gating for passes
             whose `needs_attention_control` is True (see `diffusers_ltx2.guiders.attention`); `None` means
             such passes are rejected.
-        use_cross_timestep: cross-modal AdaLN uses the other modality's sigma (official behaviour).
+        use_cross_timestep: cross-modal AdaLN uses the other modality's sigma (ltx-core 1.0.0 / diffusers' `True`);
+            `False`: own timesteps (diffusers' legacy switch).
+        cross_timestep_rule: one of `versions.CROSS_TIMESTEP_RULES`, overriding `use_cross_timestep` (LTX-2.5 runs
+            with "own_scale_shift_cross_gate", see `pipelines.transformer_inputs`).
         attention_kwargs: forwarded to the transformer (e.g. LoRA `scale`).
         max_batch_passes: passes per transformer call; `None` = all at once; `"auto"` = the most passes whose
             estimated activation memory (`grouping.estimate_pass_bytes`) fits `memory_fraction` of the free
@@ -130,6 +134,7 @@ class TransformerPasses:
         max_batch_passes: int | str | None = None,
         memory_fraction: float = 0.5,
         cross_modal: bool = True,
+        cross_timestep_rule: str | None = None,
     ):
         if max_batch_passes != AUTO:
             group_passes([], max_batch_passes)  # validates: int >= 1 or None
@@ -139,6 +144,7 @@ class TransformerPasses:
         self.transformer = transformer
         self.attention_control = attention_control
         self.use_cross_timestep = use_cross_timestep
+        self.cross_timestep_rule = cross_timestep_rule or ("cross_sigma" if use_cross_timestep else "own")
         self.attention_kwargs = attention_kwargs
         self.max_batch_passes = max_batch_passes
         self.cross_modal = cross_modal
@@ -192,7 +198,10 @@ class TransformerPasses:
         if audio.self_attention_bias is not None:
             raise ValueError("a self-attention bias is supported on the video tokens only")
         cache = cache_context(self.transformer, [p.name for p in passes])  # diffusers' cache hooks, if enabled
-        with control, cache, self_attention_bias(self.transformer, video.self_attention_bias):
+        rule = cross_timestep(self.transformer, self.cross_timestep_rule, sample_sigma, sample_sigma)
+        markers = keyframes_mask(self.transformer, video.coords, video.num_target_tokens, video.latent.shape[1],
+                                 n * video.batch_size)
+        with control, cache, self_attention_bias(self.transformer, video.self_attention_bias), rule as use_cross:
             v_out, a_out = self.transformer(
                 hidden_states=video.latent.repeat(n, 1, 1).to(dtype),
                 audio_hidden_states=audio.latent.repeat(n, 1, 1).to(dtype),
@@ -206,7 +215,8 @@ class TransformerPasses:
                 audio_sigma=sample_sigma,
                 video_coords=video.coords.repeat(n, 1, 1, 1),
                 audio_coords=audio.coords.repeat(n, 1, 1, 1),
-                use_cross_timestep=self.use_cross_timestep,
+                use_cross_timestep=use_cross,
+                **({} if markers is None else {"video_keyframes_mask": markers}),
                 attention_kwargs=self.attention_kwargs,
                 return_dict=False,
             )

@@ -97,10 +97,11 @@ class TwoStageMixin:
         prompt_enhancer=None,
         duration_head=None,
         audio_scheduler=None,
+        diffusion_decoder=None,
     ):
         """The base pipeline's components (`LTX2PipelineBase`: `guider` left out = the recommended
-        `MultimodalGuider`, `None` = no guidance; diffusers' optional components only as `None`) plus
-        `latent_upsampler`.
+        `MultimodalGuider`, `None` = no guidance; diffusers' optional components only as `None`; LTX-2.5's
+        `diffusion_decoder`) plus `latent_upsampler`.
 
         Raises:
             ValueError: a `latent_upsampler` that is another model, made for other latents, or has NaN / inf
@@ -111,7 +112,7 @@ class TwoStageMixin:
                          guider=guider, prompt_encoder=prompt_encoder, model_identity=model_identity,
                          model_version=model_version, gemma_version=gemma_version, processor=processor,
                          prompt_enhancer=prompt_enhancer, duration_head=duration_head,
-                         audio_scheduler=audio_scheduler)
+                         audio_scheduler=audio_scheduler, diffusion_decoder=diffusion_decoder)
         from ..conversion.upsampler import check_latent_upsampler
 
         check_latent_upsampler(latent_upsampler, getattr(getattr(vae, "config", None), "latent_channels", None))
