@@ -146,3 +146,29 @@ def test_diffusion_decoder_key_rules():
         "attention_pooler.to_v.bias", chunk=(2, 3))
     with pytest.raises(KeyError):
         KeyMapper({}).routes("vae_diffusion.something.else")
+
+
+@pytest.mark.parametrize("role,key", [("text_encoder", "gemma_config"), ("transformer", "gemma_source_checkpoint")])
+def test_set_metadata_nested_100000_deep_is_a_value_error_naming_the_file(ltx25_set, tmp_path, capsys, role, key):
+    """The JSON a 2.5 set adds to the safetensors metadata (the text encoder's Gemma config, the transformer's
+    Gemma declaration) is read as every other file's JSON (`json_files.parse_json`): crafted nesting is a
+    `ValueError` naming the file, before any tensor is read, and `ltx2 convert` exits 2 with one line."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from diffusers_ltx2 import LTX2AudioVideoPipeline
+
+    folder = tmp_path / "set"
+    shutil.copytree(ltx25_set["folder"], folder)
+    path = folder / ltx25_set[role].relative_to(ltx25_set["folder"])
+    with safe_open(str(path), framework="pt") as f:
+        metadata = dict(f.metadata())
+    metadata[key] = "[" * 100_000 + "]" * 100_000
+    save_file(load_file(str(path)), str(path), metadata=metadata)
+    for attempt in (lambda: inspect_checkpoint(folder),
+                    lambda: LTX2AudioVideoPipeline.from_single_file(folder, progress=False)):
+        with pytest.raises(ValueError, match=f"{path.name}.*{key}.*nested too deeply"):
+            attempt()
+    assert main_convert([str(folder), str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nested too deeply" in err[0] and not (tmp_path / "out").exists()

@@ -28,7 +28,6 @@ named as in the single file. Each canonical key remembers the file and name it i
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,9 +219,10 @@ def _merged_config(ckpt: CheckpointSet) -> tuple[dict, dict[str, str]]:
             config.setdefault("transformer", f.config.get("transformer", {}))
         elif f.role == "text_encoder" and GEMMA_CONFIG_METADATA_KEY in f.metadata:
             try:
-                config["gemma"] = json.loads(f.metadata[GEMMA_CONFIG_METADATA_KEY])
-            except json.JSONDecodeError as exc:
-                raise UnsupportedCheckpointError(f"{f.path}: unreadable 'gemma_config' metadata ({exc})") from exc
+                config["gemma"] = parse_json(f.metadata[GEMMA_CONFIG_METADATA_KEY],
+                                             f"{f.path}: 'gemma_config' metadata")
+            except ValueError as exc:
+                raise UnsupportedCheckpointError(str(exc)) from exc
     metadata = dict(primary.metadata)
     if "model_version" not in metadata:  # any component may carry the version when the transformer is absent
         version = next((f.metadata["model_version"] for f in ckpt.files if f.metadata.get("model_version")), None)

@@ -112,6 +112,12 @@ def inspect_checkpoint(path) -> CheckpointInfo:
             + " (upscalers and LoRAs are converted next to a model, not alone: use `ltx2 convert` on the upscaler "
             "file, `ltx2 convert-lora` on the LoRA)"
         )
+    from ..loaders.gemma_version import expected_gemma_version
+
+    try:  # read here, before any tensor: a corrupt declaration fails the inspection, not the end of a conversion
+        expected_gemma_version(ckpt.metadata)
+    except ValueError as exc:
+        raise UnsupportedCheckpointError(f"{primary.path}: {exc}") from exc
     version = C.normalize_version(ckpt.metadata.get("model_version"), config)
     return CheckpointInfo(primary.path, ckpt.tensors, ckpt.metadata, config, version, ckpt.sources, ckpt.files)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from ..json_files import parse_json, read_json
 from .errors import KeyMismatchError, UnsupportedCheckpointError
 from .files import GEMMA_CONFIG_METADATA_KEY, TEXT_ENCODER_PREFIX, CheckpointFile
 
@@ -89,7 +90,12 @@ def plan_text_encoder(file: CheckpointFile, dtype: torch.dtype | None = None) ->
     """
     if GEMMA_CONFIG_METADATA_KEY not in file.metadata:
         raise UnsupportedCheckpointError(f"{file.path}: text encoder file without the 'gemma_config' metadata")
-    config = json.loads(file.metadata[GEMMA_CONFIG_METADATA_KEY])
+    try:
+        config = parse_json(file.metadata[GEMMA_CONFIG_METADATA_KEY], f"{file.path}: 'gemma_config' metadata")
+    except ValueError as exc:
+        raise UnsupportedCheckpointError(str(exc)) from exc
+    if not isinstance(config, dict):
+        raise UnsupportedCheckpointError(f"{file.path}: the 'gemma_config' metadata is not a JSON object")
     if TOKENIZER_TENSOR not in file.tensors:
         raise UnsupportedCheckpointError(f"{file.path}: text encoder file without its tokenizer ('{TOKENIZER_TENSOR}')")
     arch, model = _meta_model(config)
@@ -161,7 +167,7 @@ def write_text_encoder(plan: GemmaPlan, root: Path, reader, max_bytes: int, bar,
         folder = te if name in _MODEL_ASSETS else tok
         (folder / name).write_bytes(_asset_bytes(plan, reader, source))
     tok_file = tok / "tokenizer_config.json"
-    tok_cfg = json.loads(tok_file.read_text()) if tok_file.is_file() else {}
+    tok_cfg = read_json(tok_file) if tok_file.is_file() else {}
     tok_class = tok_cfg.get("tokenizer_class") or "PreTrainedTokenizerFast"
     if not tok_class.endswith("Fast") and tok_class != "AutoTokenizer":
         tok_class += "Fast"
@@ -188,7 +194,7 @@ def load_text_encoder(plan: GemmaPlan, reader, dtype: torch.dtype | None = None)
     tokenizer_json = _asset_bytes(plan, reader, plan.assets["tokenizer.json"]).decode("utf-8")
     cfg = {}
     if "tokenizer_config.json" in plan.assets:
-        cfg = json.loads(_asset_bytes(plan, reader, plan.assets["tokenizer_config.json"]))
+        cfg = parse_json(_asset_bytes(plan, reader, plan.assets["tokenizer_config.json"]), "tokenizer_config.json")
     kwargs = {k: v for k, v in cfg.items() if k in ("pad_token", "eos_token", "bos_token", "unk_token",
                                                    "padding_side", "model_max_length")}
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(tokenizer_json), **kwargs)

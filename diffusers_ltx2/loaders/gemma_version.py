@@ -20,10 +20,10 @@ the checkpoint is known (`model_version` recorded); a diffusers-format folder th
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 
+from ..json_files import parse_json
 from ..versions import parse_model_version  # one parser of `model_version` strings (re-exported here)
 
 logger = logging.getLogger(__name__)
@@ -56,10 +56,8 @@ def expected_gemma_version(metadata: Mapping[str, str]) -> str | None:
     raw = metadata.get(GEMMA_SOURCE_METADATA_KEY)
     if raw is None:
         return None
-    try:
-        source = json.loads(raw) if isinstance(raw, str) else raw
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{GEMMA_SOURCE_METADATA_KEY} metadata is not valid JSON: {err}") from None
+    # parse_json: bad JSON, bad bytes or crafted deep nesting are a ValueError (never a RecursionError)
+    source = parse_json(raw, f"{GEMMA_SOURCE_METADATA_KEY} metadata") if isinstance(raw, (str, bytes)) else raw
     if not isinstance(source, Mapping):
         raise ValueError(f"{GEMMA_SOURCE_METADATA_KEY} metadata must be a JSON object, got {type(source).__name__}")
     version = source.get(GEMMA_VERSION_KEY)
