@@ -81,7 +81,8 @@ def test_from_pretrained_equals_from_single_file(ltx25_set, converted):
     assert a.model_version == b.model_version == "2.5"
     assert a.config.gemma_version == b.config.gemma_version == GEMMA_VERSION_25
     assert a.model_identity == b.model_identity == MODEL_ID_25
-    for name in ("transformer", "connectors", "vae", "diffusion_decoder", "audio_vae", "vocoder", "text_encoder"):
+    for name in ("transformer", "connectors", "vae", "diffusion_decoder", "audio_vae", "vocoder", "text_encoder",
+                 "duration_head"):  # the duration head too: the merged pipeline predicts num_frames with it
         sa, sb = getattr(a, name).state_dict(), getattr(b, name).state_dict()
         assert sa.keys() == sb.keys(), name
         assert all(torch.equal(sa[k], sb[k]) for k in sa), name

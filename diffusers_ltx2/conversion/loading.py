@@ -203,8 +203,8 @@ def check_sources_exist(path) -> None:
 
 def load_pipeline_components(path, *, dtype: torch.dtype | None = None, fp8: str | None = "dequantize",
                              progress: bool = False, text_encoder=None, tokenizer=None) -> dict:
-    """Everything `from_single_file` gives a pipeline besides scheduler and guider: the model components, the
-    text encoder and tokenizer (given, or a 2.5 set's text encoder file), and the checkpoint's identity
+    """Everything `from_single_file` gives a pipeline besides scheduler and guider: the model components (a 2.5
+    set's duration head too: the pipeline predicts `num_frames` with it), the text encoder and tokenizer (given, or a 2.5 set's text encoder file), and the checkpoint's identity
     (``model_identity``, ``model_version``, ``gemma_version``).
 
     Raises:
@@ -223,9 +223,7 @@ def load_pipeline_components(path, *, dtype: torch.dtype | None = None, fp8: str
     info = inspect_checkpoint(path)
     plan = plan_conversion(info, dtype=name, fp8=fp8)
     check_pipeline_components(plan)
-    wanted = [c for c in plan.specs if c != "duration_head"]  # the pipeline's use of it is not this loader's
-    kwargs = load_components_from_single_file(path, dtype=dtype, fp8=fp8, progress=progress, plan=plan,
-                                              components=wanted)
+    kwargs = load_components_from_single_file(path, dtype=dtype, fp8=fp8, progress=progress, plan=plan)
     te_file = text_encoder_file(info.files)
     if text_encoder is None and tokenizer is None and te_file is not None:
         with SetReader(info.sources) as reader:

@@ -267,7 +267,7 @@ class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX
         Tensors are streamed into the diffusers modules one at a time (the key mapping of `ltx2 convert`). 2.0 / 2.3:
         Gemma ships separately: pass `text_encoder` and `tokenizer`, or a `prompt_encoder`, or call with
         `prompt_embeds`. 2.5: the set's text encoder file gives `text_encoder` / `tokenizer` (unless passed), its
-        diffusion VAE the `diffusion_decoder` (duration head and upscalers: `ltx2 convert`).
+        diffusion VAE the `diffusion_decoder`, its duration head the `duration_head` (upscalers: `ltx2 convert`).
 
         Args:
             path: the official `.safetensors` file, or a 2.5 folder / list of files.
