@@ -150,12 +150,15 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
         so it takes the memory of the FP8 file.
 
         Args:
-            quantization: quantize the transformer at load: "fp8-cast" (official), "fp8", "int8" or "int4"
-                (optimum-quanto); see `diffusers_ltx2.quantization`. Saved quantized folders reload as they are.
+            quantization: quantize the transformer at load: "fp8-cast" / "fp8-scaled-mm" (official), "fp8",
+                "int8", "int4" (optimum-quanto), "torchao-..." (torchao); see `diffusers_ltx2.quantization`.
+                Saved quantized folders reload as they are.
             text_encoder_quantization: "fp8", "int8" or "int4" (optimum-quanto) for the Gemma text encoder.
+            gguf_file: a city96-style GGUF transformer file to load instead of the folder's transformer
+                (`diffusers_ltx2.quantization.gguf`).
         """
-        from ..conversion.fp8 import FP8_MANIFEST, load_fp8_transformer
-        from ..quantization.loading import prepare_from_pretrained, quantize_text_encoder_of
+        from ..conversion.fp8 import FP8_MANIFEST
+        from ..quantization.loading import load_fp8_folder, prepare_from_pretrained, quantize_text_encoder_of
 
         kwargs = prepare_from_pretrained(pretrained_model_name_or_path, kwargs, quantization,
                                          text_encoder_quantization)
@@ -164,7 +167,7 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
             dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
             if isinstance(dtype, dict):
                 dtype = dtype.get("transformer", dtype.get("default"))
-            kwargs["transformer"] = load_fp8_transformer(folder, dtype=dtype or torch.bfloat16)
+            kwargs["transformer"] = load_fp8_folder(folder, dtype=dtype or torch.bfloat16)
         # diffusers' prompt-enhancement / duration-head components of a diffusers folder are not loaded
         for name in DIFFUSERS_ONLY_COMPONENTS:
             kwargs.setdefault(name, None)
@@ -212,11 +215,12 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
             dtype: dtype of the floating weights (`None` keeps the file's); `torch_dtype` is the older spelling
                 (as in diffusers, which deprecates it), accepted too.
             fp8: for FP8 files, `"dequantize"` (weight * weight_scale -> bf16) or `"keep"` (float8 weights).
-            quantization: quantize the transformer after loading ("fp8-cast", "fp8", "int8", "int4"; see
-                `diffusers_ltx2.quantization`); the bf16 transformer is whole in CPU memory once.
+            quantization: quantize the transformer after loading (see `diffusers_ltx2.quantization`); the bf16
+                transformer is whole in CPU memory once. With `fp8="keep"`, "fp8-scaled-mm" switches the file's
+                float8 layers to the scaled matmul (ltx-core's policy for FP8 checkpoints).
             text_encoder_quantization: quanto mode for the `text_encoder` passed in (quantized in place).
         """
-        from ..quantization import check_quantization, quantize_transformer_
+        from ..quantization import check_quantization, check_quantization_machine, quantize_transformer_
         from ..quantization.loading import quantize_text_encoder_of
         from ..conversion import load_components_from_single_file
 
@@ -228,9 +232,11 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
             raise ValueError(f"dtype={dtype} and torch_dtype={torch_dtype} disagree; pass only dtype")
         dtype = dtype if dtype is not None else torch_dtype
         check_quantization(quantization)
+        check_quantization_machine(quantization, dtype)
         check_quantization(text_encoder_quantization, text_encoder=True)
-        if quantization is not None and fp8 == "keep":
-            raise ValueError("fp8='keep' already loads float8 weights; use fp8='dequantize' with quantization=")
+        if quantization not in (None, "fp8-scaled-mm") and fp8 == "keep":
+            raise ValueError("fp8='keep' already loads float8 weights; use fp8='dequantize' with quantization= "
+                             "(or quantization='fp8-scaled-mm' to multiply the kept float8 weights in float8)")
         components = load_components_from_single_file(path, dtype=dtype, fp8=fp8, progress=progress)
         if quantization is not None:
             quantize_transformer_(components["transformer"], quantization)

@@ -34,7 +34,9 @@ KEEP_HIGH_PRECISION: dict[str, str] = {
 
 # Linears quantized: inside a transformer block, an attention projection or a feed-forward linear (all six
 # attentions of a block: attn1/2, audio_attn1/2, audio_to_video_attn, video_to_audio_attn; ff and audio_ff).
-_QUANTIZED = re.compile(r"^transformer_blocks\.\d+\.[\w.]*?(to_q|to_k|to_v|to_out\.0|ff\.net\.0\.proj|ff\.net\.2)$")
+#: the quantized linears' names as one regular expression (also handed to torchao's `FqnToConfig` as `re:...`)
+QUANTIZED_LINEAR_PATTERN = r"transformer_blocks\.\d+\.[\w.]*?(to_q|to_k|to_v|to_out\.0|ff\.net\.0\.proj|ff\.net\.2)"
+_QUANTIZED = re.compile(f"^{QUANTIZED_LINEAR_PATTERN}$")
 
 # For diffusers' `QuantoConfig(modules_to_not_convert=...)`, which matches *leaf* module names: the leaf names
 # of every linear in the kept modules above. Checked against `quantized_linear_names` by the tests, so the
