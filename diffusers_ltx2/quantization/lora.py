@@ -143,7 +143,7 @@ def requantize_weight_(base: nn.Module, weight: torch.Tensor, fuse: str, layer=N
 
         qtype = base.weight.quant_type
         try:
-            data = gguf.quants.quantize(weight.cpu().numpy(), gguf.GGMLQuantizationType(qtype))
+            data = gguf.quants.quantize(weight.detach().cpu().numpy(), gguf.GGMLQuantizationType(qtype))
         except NotImplementedError as e:
             raise ValueError(f"fusing a LoRA into GGUF {gguf.GGMLQuantizationType(qtype).name} weights: the gguf "
                              "package cannot quantize that type; keep the LoRA unfused") from e
@@ -194,6 +194,7 @@ def _make_quantized_lora_linear(base_cls):
             requantize_weight_(base, weight, fmt, layer=self, delta=delta)
             _warn_once(fmt)
 
+        @torch.no_grad()
         def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
             names = [a for a in check_adapters_to_merge(self, adapter_names) if a in self.lora_A]
             if not names:
@@ -201,6 +202,7 @@ def _make_quantized_lora_linear(base_cls):
             self._apply_delta(self._summed_delta(names), safe_merge)
             self.merged_adapters.extend(names)
 
+        @torch.no_grad()
         def unmerge(self) -> None:
             if not self.merged:
                 return
