@@ -24,8 +24,9 @@ def add_memory_arguments(p) -> None:
 
     g = p.add_argument_group("memory")
     g.add_argument("--quantize", choices=QUANTIZATION_MODES, default=None,
-                   help="quantize the transformer at load (fp8-cast: official float8 cast; fp8/int8/int4: "
-                        "optimum-quanto)")
+                   help="quantize the transformer at load (fp8-cast: official float8 cast; fp8-scaled-mm: "
+                        "official float8 matmul; fp8/int8/int4: optimum-quanto; torchao-*: torchao, some need a "
+                        "recent NVIDIA GPU)")
     g.add_argument("--text-encoder-quantize", choices=TEXT_ENCODER_QUANTIZATION_MODES, default=None,
                    help="quantize the Gemma text encoder at load (optimum-quanto)")
     g.add_argument("--offload", choices=OFFLOAD_MODES, default=None,
@@ -68,26 +69,38 @@ def memory_settings(args, passes: int, stream=None) -> MemorySettings:
     if args.vram_budget is None:
         return settings
     from ..memory.budget import Clip, estimate, plan
-    from ..memory.footprint import footprint_from_folder
+    from ..memory.footprint import footprint_from_folder, lora_parameters_in_files
 
     budget = parse_bytes(args.vram_budget)
     fp = footprint_from_folder(args.model)
     clip = Clip(args.num_frames, args.height, args.width, args.frame_rate,
                 text_tokens=args.max_sequence_length or 1024)
-    chosen = plan(fp, clip, budget, passes=passes)
+    loras = lora_parameters_in_files(lora_files(args))
+    chosen = plan(fp, clip, budget, passes=passes, lora_parameters=loras)
     settings.quantization = settings.quantization or chosen.quantization
     settings.text_encoder_quantization = settings.text_encoder_quantization or (
         chosen.text_encoder_quantization if fp.text_encoder else None)
     settings.offload = settings.offload or chosen.offload
     final = estimate(fp, clip, passes=passes, quantization=settings.quantization,
                      text_encoder_quantization=settings.text_encoder_quantization, offload=settings.offload,
-                     vae_tiling=chosen.vae_tiling, budget=budget)
+                     vae_tiling=chosen.vae_tiling, budget=budget, lora_parameters=loras)
     if settings.offload == "disk" and not settings.offload_folder:
         raise ValueError("--offload disk needs --offload-folder")
     settings.vae_budget = max(1, budget - (final.peak - next(v for k, v in final.parts.items()
                                                              if k.startswith("VAE"))))
     print("memory plan (--vram-budget):\n" + final.describe(), file=stream, flush=True)
     return settings
+
+
+def lora_files(args) -> list[str]:
+    """The LoRA files a command will load (`--lora`, the two-stage `--distilled-lora PATH[:STRENGTH]`)."""
+    files = list(getattr(args, "lora", None) or [])
+    distilled = getattr(args, "distilled_lora", None)
+    if distilled:
+        from .two_stage import parse_lora_spec
+
+        files.append(parse_lora_spec(distilled)[0])
+    return files
 
 
 def apply_memory_settings(pipe, settings: MemorySettings, device) -> None:

@@ -22,7 +22,7 @@ def footprint_from_modules(transformer, text_encoder=None, others=(), vae=None) 
     q = rows = 0
     for name, m in transformer.named_modules():
         if name in names:
-            q += m.weight.numel()
+            q += m.in_features * m.out_features
             rows += m.out_features
     total = _count(transformer)
     te_layers = []
@@ -32,6 +32,7 @@ def footprint_from_modules(transformer, text_encoder=None, others=(), vae=None) 
     cfg = transformer.config
     return Footprint(
         transformer_quantizable=q, transformer_quantizable_rows=rows, transformer_other=total - q - rows,
+        transformer_quantizable_linears=len(names),
         transformer_block=_count(transformer.transformer_blocks[0]), num_layers=len(transformer.transformer_blocks),
         video_dim=cfg.num_attention_heads * cfg.attention_head_dim,
         audio_dim=cfg.audio_num_attention_heads * cfg.audio_attention_head_dim,
@@ -92,3 +93,21 @@ def footprint_from_folder(path: str | os.PathLike) -> Footprint:
             text_encoder = Gemma3ForConditionalGeneration(AutoConfig.from_pretrained(os.path.join(path, "text_encoder")))
         text_encoder.tie_weights()  # lm_head shares the embedding (parameters() counts it once)
     return footprint_from_modules(transformer, text_encoder, [m for m in others if m is not None], vae)
+
+
+def lora_parameters_in_files(paths) -> int:
+    """Values of the LoRA factors (`lora_A` / `lora_B` / `lora_down` / `lora_up` tensors) in safetensors files,
+    read from their headers only (the planner's `lora_parameters`)."""
+    from safetensors import safe_open
+
+    total = 0
+    for path in paths:
+        with safe_open(str(path), "pt") as f:
+            for key in f.keys():
+                if any(marker in key for marker in ("lora_A", "lora_B", "lora_down", "lora_up")):
+                    shape = f.get_slice(key).get_shape()
+                    n = 1
+                    for d in shape:
+                        n *= d
+                    total += n
+    return total
