@@ -1,5 +1,5 @@
-"""The CLI's memory options: `--quantize`, `--text-encoder-quantize`, `--offload`, `--offload-folder`,
-`--vram-budget`; checked before any model loads, applied by `load_pipeline`."""
+"""The CLI's memory and speed options: `--quantize`, `--text-encoder-quantize`, `--offload`, `--offload-folder`,
+`--vram-budget`, `--compile`, `--attention`; checked before any model loads, applied by `load_pipeline`."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def parse_bytes(text: str) -> int:
 
 def add_memory_arguments(p) -> None:
     """Register the memory options on a subcommand parser (one argument group)."""
-    from ..memory_modes import OFFLOAD_MODES, QUANTIZATION_MODES, TEXT_ENCODER_QUANTIZATION_MODES
+    from ..memory_modes import ATTENTION_BACKENDS, OFFLOAD_MODES, QUANTIZATION_MODES, TEXT_ENCODER_QUANTIZATION_MODES
 
     g = p.add_argument_group("memory")
     g.add_argument("--quantize", choices=QUANTIZATION_MODES, default=None,
@@ -36,6 +36,12 @@ def add_memory_arguments(p) -> None:
     g.add_argument("--vram-budget", default=None,
                    help="e.g. 16GB: choose quantization, offload and VAE tiling that fit, print the plan "
                         "(explicit --quantize / --offload win)")
+    s = p.add_argument_group("speed")
+    s.add_argument("--compile", action="store_true",
+                   help="regional torch.compile of the transformer blocks (the first denoising step compiles)")
+    s.add_argument("--attention", choices=list(ATTENTION_BACKENDS), default=None,
+                   help="attention backend of the transformer (diffusers' dispatcher; flash / sage need their "
+                        "packages and a GPU; default: torch SDPA)")
 
 
 @dataclass
@@ -45,6 +51,8 @@ class MemorySettings:
     offload: str | None = None
     offload_folder: str | None = None
     vae_budget: int | None = None
+    compile: bool = False
+    attention: str | None = None
 
 
 def check_memory_arguments(args) -> None:
@@ -59,13 +67,18 @@ def check_memory_arguments(args) -> None:
                   quantizations=(args.quantize, args.text_encoder_quantize))
     if args.offload_folder is not None and args.offload != "disk":
         raise ValueError("--offload-folder is only used with --offload disk")
+    if getattr(args, "attention", None) is not None:
+        from ..acceleration.attention_backends import check_attention_backend
+
+        check_attention_backend(args.attention)
 
 
 def memory_settings(args, passes: int, stream=None) -> MemorySettings:
     """The settings to load with: explicit flags, completed by the `--vram-budget` plan (printed), which reads
     the model folder's configs only."""
     settings = MemorySettings(args.quantize, args.text_encoder_quantize,
-                              "model" if getattr(args, "cpu_offload", False) else args.offload, args.offload_folder)
+                              "model" if getattr(args, "cpu_offload", False) else args.offload, args.offload_folder,
+                              compile=getattr(args, "compile", False), attention=getattr(args, "attention", None))
     if args.vram_budget is None:
         return settings
     from ..memory.budget import Clip, estimate, plan
@@ -104,8 +117,13 @@ def lora_files(args) -> list[str]:
 
 
 def apply_memory_settings(pipe, settings: MemorySettings, device) -> None:
-    """Offload (or move to `device`) and set the VAE tiling budget."""
+    """Attention backend and compilation (before offloading: its hooks then wrap the compiled blocks), offload
+    (or move to `device`) and the VAE tiling budget."""
     from ..memory import apply_offload
 
+    if settings.attention is not None:
+        pipe.set_attention_backend(settings.attention)
+    if settings.compile:
+        pipe.compile()
     apply_offload(pipe, settings.offload, device, offload_folder=settings.offload_folder)
     pipe.vae_memory_budget = settings.vae_budget

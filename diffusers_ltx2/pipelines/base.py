@@ -17,6 +17,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
 from diffusers.pipelines.ltx2 import LTX2TextConnectors, LTX2Vocoder, LTX2VocoderWithBWE
 
+from ..acceleration.pipeline_mixin import AccelerationMixin
 from ..guiders import GuidanceAttentionControl, Guider, MultimodalGuider
 from ..loaders.lora import LTX2OfficialLoraLoaderMixin
 from ..loaders.gemma import DEFAULT_MAX_SEQUENCE_LENGTH, GemmaPromptEncoder, run_connectors
@@ -42,7 +43,8 @@ def default_guider() -> Guider:
     return MultimodalGuider()
 
 
-class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
+class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipeline, LTX2OfficialLoraLoaderMixin,
+                       AccelerationMixin):
     """Components and shared steps of the LTX-2 audio+video pipelines.
 
     Args:
