@@ -14,6 +14,12 @@ likewise), the LoRA configuration (active adapters and strengths are Python valu
 the processors the guidance control installs. `tests/test_compile.py` counts them across a two-stage call and a
 change of clip size.
 
+Each distinct structure is one cached graph of the shared block code: measured on the tiny two-stage run, 4 on
+the first call (3 and 4 batched rows, the 1-row stage 2, the blocks with and without the user LoRA), none on a
+repeat, 2 for the first new clip size (token counts become dynamic), none after. Dynamo's default limit of 8
+graphs per code object would fall back to eager silently for models with more block variants (a LoRA on some
+blocks only, several adapters); `compile_blocks` raises it to at least `RECOMPILE_LIMIT`.
+
 Compile before offloading (`pipe.compile()` then `apply_offload`, as `ltx2 ... --compile` does): the offload
 hooks then wrap the compiled forward and stay eager.
 """
@@ -22,6 +28,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+#: Dynamo's per-code-object graph limit while LTX-2 blocks are compiled (its default, 8, is below what a two-stage
+#: run with LoRAs on some blocks and several clip sizes can need)
+RECOMPILE_LIMIT = 32
 
 
 def repeated_blocks(transformer: nn.Module) -> list[nn.Module]:
@@ -44,6 +54,9 @@ def compile_blocks(transformer: nn.Module, *, backend="inductor", mode: str | No
     if getattr(transformer, "_ltx2_compiled", None):
         return len(blocks)
     kwargs = dict(backend=backend, mode=mode, dynamic=dynamic, fullgraph=fullgraph, options=options)
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    setattr(config, name, max(getattr(config, name), RECOMPILE_LIMIT))
     for block in blocks:
         block.forward = torch.compile(type(block).forward.__get__(block), **kwargs)
     transformer._ltx2_compiled = kwargs

@@ -37,8 +37,9 @@ def add_memory_arguments(p) -> None:
                    help="e.g. 16GB: choose quantization, offload and VAE tiling that fit, print the plan "
                         "(explicit --quantize / --offload win)")
     s = p.add_argument_group("speed")
-    s.add_argument("--compile", action="store_true",
-                   help="regional torch.compile of the transformer blocks (the first denoising step compiles)")
+    s.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                   help="regional torch.compile of the transformer blocks (the first denoising step compiles); "
+                        "BACKEND: torch.compile's, default inductor")
     s.add_argument("--attention", choices=list(ATTENTION_BACKENDS), default=None,
                    help="attention backend of the transformer (diffusers' dispatcher; flash / sage need their "
                         "packages and a GPU; default: torch SDPA)")
@@ -51,7 +52,7 @@ class MemorySettings:
     offload: str | None = None
     offload_folder: str | None = None
     vae_budget: int | None = None
-    compile: bool = False
+    compile: str | None = None  # torch.compile backend
     attention: str | None = None
 
 
@@ -78,7 +79,7 @@ def memory_settings(args, passes: int, stream=None) -> MemorySettings:
     the model folder's configs only."""
     settings = MemorySettings(args.quantize, args.text_encoder_quantize,
                               "model" if getattr(args, "cpu_offload", False) else args.offload, args.offload_folder,
-                              compile=getattr(args, "compile", False), attention=getattr(args, "attention", None))
+                              compile=getattr(args, "compile", None), attention=getattr(args, "attention", None))
     if args.vram_budget is None:
         return settings
     from ..memory.budget import Clip, estimate, plan
@@ -124,6 +125,6 @@ def apply_memory_settings(pipe, settings: MemorySettings, device) -> None:
     if settings.attention is not None:
         pipe.set_attention_backend(settings.attention)
     if settings.compile:
-        pipe.compile()
+        pipe.compile(backend=settings.compile)
     apply_offload(pipe, settings.offload, device, offload_folder=settings.offload_folder)
     pipe.vae_memory_budget = settings.vae_budget
