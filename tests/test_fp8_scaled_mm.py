@@ -59,6 +59,7 @@ def test_forward_equals_ltx_core_1_2_fp8_linear(dtype, tmp_path):
     """Same float8 weight, weight_scale, static input_scale and bias: ltx-core 1.2's `FP8Linear.forward` and ours
     give identical outputs; the dynamic scale is the static path with `amax(|x|) / 448`."""
     layer = _layer(dtype=dtype)
+    assert layer.uses_scaled_mm  # the CPU build's torch._scaled_mm, as ltx-core 1.2 calls it
     x = (torch.randn(2, 7, 64) * 2).to(dtype)
     static = torch.tensor(0.01, dtype=torch.float32)
     off = run_official_12("""
@@ -80,8 +81,14 @@ def test_forward_equals_ltx_core_1_2_fp8_linear(dtype, tmp_path):
 
 def test_reference_fallback_matches_scaled_mm_on_cpu():
     """Where `torch._scaled_mm` cannot run, the same quantized operands are multiplied in float32: equal to the
-    kernel up to float32 summation order (float32 out) / one bfloat16 rounding (bf16 out)."""
+    kernel up to float32 summation order (float32 out) / one bfloat16 rounding (bf16 out); the layer takes that
+    path when its kernel flag is off."""
     layer = _layer(96, 80)
+    x3 = torch.randn(2, 5, 96)
+    kernel_out = layer(x3)
+    layer.uses_scaled_mm = False
+    torch.testing.assert_close(layer(x3), kernel_out, rtol=1e-5, atol=1e-5)
+    layer.uses_scaled_mm = True
     x = torch.randn(33, 96)
     scale = dynamic_input_scale(x)
     qx = quantize_input(x, scale)

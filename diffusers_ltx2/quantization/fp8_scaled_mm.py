@@ -25,8 +25,6 @@ The CPU build of torch 2.13 has `torch._scaled_mm`; the two paths are tested equ
 
 from __future__ import annotations
 
-import functools
-
 import torch
 from torch import nn
 
@@ -69,21 +67,30 @@ def scaled_mm_reference(qx: torch.Tensor, weight: torch.Tensor, input_scale: tor
     return ((qx.to(torch.float32) * input_scale) @ w.t()).to(out_dtype)
 
 
-@functools.lru_cache(maxsize=None)
-def _device_has_scaled_mm(device_type: str, index: int | None) -> bool:
+_HAS_SCALED_MM: dict[tuple[str, int | None], bool] = {}  # a plain dict: torch.compile traces through it
+
+
+def _probe_scaled_mm(device_type: str, index: int | None) -> bool:
     if not hasattr(torch, "_scaled_mm"):
         return False
     if device_type == "cuda":
         return torch.cuda.get_device_capability(index) >= (8, 9)
     if device_type != "cpu":
         return False
-    try:  # the CPU kernel exists in recent builds; probe once
+    try:  # the CPU kernel exists in recent builds
         a = torch.ones(16, 16, dtype=FP8_DTYPE)
         one = torch.ones((), dtype=torch.float32)
         torch._scaled_mm(a, a.t(), scale_a=one, scale_b=one, out_dtype=torch.float32)
         return True
     except (RuntimeError, NotImplementedError):
         return False
+
+
+def _device_has_scaled_mm(device_type: str, index: int | None) -> bool:
+    key = (device_type, index)
+    if key not in _HAS_SCALED_MM:
+        _HAS_SCALED_MM[key] = _probe_scaled_mm(device_type, index)
+    return _HAS_SCALED_MM[key]
 
 
 def scaled_mm_available(device: torch.device, k: int, n: int, per_tensor: bool = True) -> bool:
@@ -108,6 +115,19 @@ class FP8ScaledMMLinear(FP8ScaledLinear):
         # not saved: FP8 keep folders carry weight_scale only (the conversion drops an FP8 file's input_scale)
         self.register_buffer("input_scale", torch.full((), float("nan"), dtype=torch.float32), persistent=False)
         self.static_input_scale = False  # a Python flag, so the forward never syncs to read the buffer
+        self._refresh_kernel()
+
+    def _refresh_kernel(self) -> None:
+        """Whether `torch._scaled_mm` runs for this layer where its weight lives (a Python flag, decided when
+        the layer is built or moved, so a compiled forward does not probe the device)."""
+        device = self.weight.device
+        self.uses_scaled_mm = device.type != "meta" and scaled_mm_available(
+            device, self.in_features, self.out_features, self.weight_scale.numel() == 1)
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        self._refresh_kernel()
+        return self
 
     def set_input_scale(self, scale: torch.Tensor | float | None) -> None:
         """Use a static activation scale (an FP8 file's `input_scale`); `None` = computed per call."""
@@ -120,8 +140,7 @@ class FP8ScaledMMLinear(FP8ScaledLinear):
         x2 = x.reshape(-1, shape[-1])
         input_scale = self.input_scale if self.static_input_scale else dynamic_input_scale(x2)
         qx = quantize_input(x2, input_scale)
-        per_tensor = self.weight_scale.numel() == 1
-        if scaled_mm_available(x.device, self.in_features, self.out_features, per_tensor):
+        if self.uses_scaled_mm:
             out = torch._scaled_mm(qx, self.weight.t(), scale_a=input_scale, scale_b=self.weight_scale.reshape(()),
                                    out_dtype=x.dtype, use_fast_accum=True)
         else:
@@ -146,6 +165,7 @@ def scaled_mm_linear(linear: nn.Linear) -> FP8ScaledMMLinear:
         new.weight_scale = scale.reshape(())
         if linear.bias is not None:
             new.bias = nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
+    new._refresh_kernel()
     return new
 
 
@@ -169,6 +189,7 @@ def to_scaled_mm_(model: nn.Module) -> list[str]:
             new.weight, new.bias = module.weight, module.bias
             new.weight_scale = module.weight_scale
             new.set_input_scale(getattr(module, "input_scale", None))
+            new._refresh_kernel()
             parent, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent) if parent else model, child, new)
             names.append(name)
