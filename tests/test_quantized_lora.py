@@ -299,3 +299,21 @@ def test_two_stage_distilled_lora_on_fp8_cast(tiny_components_master, tmp_path):
                num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="latent")
     assert torch.isfinite(out.frames).all()
     assert [(list(m.active_adapters), dict(m.scaling)) for m in lora_layers(pipe.transformer)] == before
+
+
+@pytest.mark.parametrize("mode", ["fp8-scaled-mm", "torchao-int8"])
+def test_disk_offload_takes_plain_float8_and_refuses_tensor_subclasses(mode, tiny_components_master, lora_file,
+                                                                       tmp_path):
+    from diffusers_ltx2.memory import apply_offload
+
+    pipe = _pipe(tiny_components_master, mode)
+    _load(pipe, lora_file)
+    if mode == "torchao-int8":
+        with pytest.raises(ValueError, match=r"cannot store torchao weights \(torchao-int8\)"):
+            apply_offload(pipe, "disk", "cpu", offload_folder=tmp_path / "d")
+        assert not (tmp_path / "d").exists()
+        return
+    resident = _pipe(tiny_components_master, mode)
+    _load(resident, lora_file)
+    apply_offload(pipe, "disk", "cpu", offload_folder=tmp_path / "d")
+    torch.testing.assert_close(_latents(pipe), _latents(resident), rtol=0, atol=0)
