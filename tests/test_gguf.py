@@ -154,3 +154,29 @@ def test_gguf_pipeline_with_a_lora(gguf_pipeline_files, tmp_path, caplog):
     with pytest.raises(NotImplementedError, match="GGUF"):
         pipe.save_pretrained(tmp_path / "saved")
     assert not (tmp_path / "saved").exists()
+
+
+def test_cli_transformer_gguf_generates_and_plans(gguf_pipeline_files, tmp_path, capsys):
+    """`ltx2 generate --transformer-gguf FILE` (a saved conditioning instead of Gemma, which does not ship with
+    official files); with `--vram-budget` the plan keeps the file's format and chooses the rest; a GGUF together
+    with --quantize is refused with one line."""
+    from test_conversion_pipeline import _embeddings
+
+    from diffusers_ltx2 import LTX2AudioVideoPipeline
+    from diffusers_ltx2.cli import main
+    from diffusers_ltx2.loaders.conditioning_file import save_conditioning
+
+    folder, path = gguf_pipeline_files
+    pipe = LTX2AudioVideoPipeline.from_pretrained(folder, dtype=torch.float32)
+    cond = save_conditioning(tmp_path / "c.safetensors", _embeddings(pipe))
+    out = tmp_path / "o.mp4"
+    base = ["generate", "--model", str(folder), "--conditioning", str(cond), "--negative-conditioning", str(cond),
+            "--output", str(out), "--num-frames", "9", "--height", "64", "--width", "64", "--steps", "1", "--dtype", "fp32", "--device", "cpu", "--cfg", "1",
+            "--stg", "0", "--modality-scale", "1", "--transformer-gguf", str(path)]
+    capsys.readouterr()
+    assert main(base + ["--vram-budget", "8GB"]) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "quantization: gguf-Q8_0" in printed and out.is_file()
+    assert main(base + ["--quantize", "fp8-cast"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--transformer-gguf" in err[0]

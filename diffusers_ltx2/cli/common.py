@@ -351,6 +351,8 @@ def load_pipeline(cls, args, timer: StageTimer, setup=None):
 
     check_quantized_runtime(settings.quantization, device, parse_dtype(args.dtype))  # --vram-budget's choice too
     extra = {} if getattr(args, "text_encoder_needed", True) else {"text_encoder": None, "tokenizer": None}
+    if settings.gguf_file is not None:
+        extra["gguf_file"] = settings.gguf_file
     with timer.stage("load"):
         pipe = cls.from_pretrained(args.model, dtype=parse_dtype(args.dtype), quantization=settings.quantization,
                                    text_encoder_quantization=settings.text_encoder_quantization, **extra)

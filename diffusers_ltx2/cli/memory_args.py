@@ -27,6 +27,9 @@ def add_memory_arguments(p) -> None:
                    help="quantize the transformer at load (fp8-cast: official float8 cast; fp8-scaled-mm: "
                         "official float8 matmul; fp8/int8/int4: optimum-quanto; torchao-*: torchao, some need a "
                         "recent NVIDIA GPU)")
+    g.add_argument("--transformer-gguf", metavar="PATH", default=None,
+                   help="load the transformer from a community GGUF file (city96-style; the model folder gives the "
+                        "config and the other components)")
     g.add_argument("--text-encoder-quantize", choices=TEXT_ENCODER_QUANTIZATION_MODES, default=None,
                    help="quantize the Gemma text encoder at load (optimum-quanto)")
     g.add_argument("--offload", choices=OFFLOAD_MODES, default=None,
@@ -54,6 +57,7 @@ class MemorySettings:
     vae_budget: int | None = None
     compile: str | None = None  # torch.compile backend
     attention: str | None = None
+    gguf_file: str | None = None
 
 
 def check_memory_arguments(args) -> None:
@@ -68,6 +72,13 @@ def check_memory_arguments(args) -> None:
                   quantizations=(args.quantize, args.text_encoder_quantize))
     if args.offload_folder is not None and args.offload != "disk":
         raise ValueError("--offload-folder is only used with --offload disk")
+    gguf = getattr(args, "transformer_gguf", None)
+    if gguf is not None:
+        if args.quantize is not None:
+            raise ValueError("--transformer-gguf loads a quantized transformer: pass no --quantize with it")
+        from ..quantization.gguf import gguf_file_quantization
+
+        gguf_file_quantization(gguf)  # exists and is a GGUF file
     if getattr(args, "attention", None) is not None:
         from ..acceleration.attention_backends import check_attention_backend
 
@@ -79,7 +90,8 @@ def memory_settings(args, passes: int, stream=None) -> MemorySettings:
     the model folder's configs only."""
     settings = MemorySettings(args.quantize, args.text_encoder_quantize,
                               "model" if getattr(args, "cpu_offload", False) else args.offload, args.offload_folder,
-                              compile=getattr(args, "compile", None), attention=getattr(args, "attention", None))
+                              compile=getattr(args, "compile", None), attention=getattr(args, "attention", None),
+                              gguf_file=getattr(args, "transformer_gguf", None))
     if args.vram_budget is None:
         return settings
     from ..memory.budget import Clip, estimate, plan
@@ -90,12 +102,18 @@ def memory_settings(args, passes: int, stream=None) -> MemorySettings:
     clip = Clip(args.num_frames, args.height, args.width, args.frame_rate,
                 text_tokens=args.max_sequence_length or 1024)
     loras = lora_parameters_in_files(lora_files(args))
-    chosen = plan(fp, clip, budget, passes=passes, lora_parameters=loras)
-    settings.quantization = settings.quantization or chosen.quantization
+    fixed = None
+    if settings.gguf_file is not None:
+        from ..quantization.gguf import gguf_file_quantization
+
+        fixed = gguf_file_quantization(settings.gguf_file)
+    chosen = plan(fp, clip, budget, passes=passes, lora_parameters=loras, fixed_quantization=fixed)
+    if fixed is None:
+        settings.quantization = settings.quantization or chosen.quantization
     settings.text_encoder_quantization = settings.text_encoder_quantization or (
         chosen.text_encoder_quantization if fp.text_encoder else None)
     settings.offload = settings.offload or chosen.offload
-    final = estimate(fp, clip, passes=passes, quantization=settings.quantization,
+    final = estimate(fp, clip, passes=passes, quantization=fixed or settings.quantization,
                      text_encoder_quantization=settings.text_encoder_quantization, offload=settings.offload,
                      vae_tiling=chosen.vae_tiling, budget=budget, lora_parameters=loras)
     if settings.offload == "disk" and not settings.offload_folder:

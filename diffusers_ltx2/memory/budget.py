@@ -224,13 +224,17 @@ CANDIDATES = (
 
 
 def plan(fp: Footprint, clip: Clip, budget: int, *, passes: int = 1, dtype_bytes: int = 2,
-         lora_parameters: int = 0) -> MemoryPlan:
+         lora_parameters: int = 0, fixed_quantization: str | None = None) -> MemoryPlan:
     """The first configuration of `CANDIDATES` whose estimated peak fits `budget` bytes (VAE tiling chosen for
-    what is left of the budget after the resident weights); the last one, marked not fitting, if none does."""
+    what is left of the budget after the resident weights); the last one, marked not fitting, if none does.
+    `fixed_quantization`: the transformer's format is given (e.g. "gguf-Q8_0" for a GGUF file): only the text
+    encoder quantization, offload and tiling are chosen."""
     if budget <= 0:
         raise ValueError(f"budget must be positive, got {budget}")
     best = None
-    for quantization, te_quantization, offload in CANDIDATES:
+    candidates = CANDIDATES if fixed_quantization is None else tuple(dict.fromkeys(
+        (fixed_quantization, te, off) for _, te, off in CANDIDATES))
+    for quantization, te_quantization, offload in candidates:
         if te_quantization is not None and fp.text_encoder == 0:
             continue
         base = estimate(fp, clip, passes=passes, quantization=quantization, text_encoder_quantization=te_quantization,

@@ -56,6 +56,28 @@ def gguf_quantization_of(model: nn.Module) -> str | None:
     return "gguf-" + max(counts, key=counts.get)
 
 
+def gguf_file_quantization(path: str | os.PathLike) -> str:
+    """"gguf-<type>" of a GGUF file (the most common block type of its 2-D tensors), read from the header.
+
+    Raises:
+        FileNotFoundError / ValueError: missing file, not a GGUF file."""
+    import gguf
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"GGUF file not found: {path}")
+    if not is_gguf_file(path):
+        raise ValueError(f"{path} is not a GGUF file (no GGUF magic)")
+    counts: dict[str, int] = {}
+    for tensor in gguf.GGUFReader(path).tensors:
+        kind = gguf.GGMLQuantizationType(tensor.tensor_type).name
+        if len(tensor.shape) == 2 and kind not in ("F32", "F16"):
+            counts[kind] = counts.get(kind, 0) + 1
+    if not counts:
+        raise ValueError(f"{path} holds no quantized 2-D tensors")
+    return "gguf-" + max(counts, key=counts.get)
+
+
 def load_gguf_transformer(path: str | os.PathLike, config: str | os.PathLike, *, dtype: torch.dtype = torch.bfloat16,
                           subfolder: str | None = "transformer"):
     """Load an LTX-2 transformer from a city96-style GGUF file.
