@@ -138,8 +138,8 @@ def gguf_rows(folder: Path) -> None:
     unfused = run(pipe)
     pipe.fuse_lora()
     fused = ((run(pipe) - unfused).norm() / ref_delta.norm()).item()
-    print(f"| gguf-Q8_0 (32-wide model) | {rel(base, ref):.4f} (2 steps, both) | {rel(unfused - base, ref_delta):.4f} | "
-          f"{fused:.4f} | - | {weight_bytes(pipe.transformer) - before} / {lb} |")
+    print(f"| gguf-Q8_0 (32-wide model) | {rel(base, ref):.4f} (2 steps, both) | "
+          f"{rel(unfused - base, ref_delta):.4f} | {fused:.4f} | - | {weight_bytes(pipe.transformer) - before} / {lb} |")
 
 
 if __name__ == "__main__":

@@ -285,10 +285,11 @@ def run_guidance(args, device, dtype) -> None:
                     rows["diffusers call pattern"] = measure(
                         lambda: diffusers_step(tr, video, audio, ctx, grid, stg_block, dtype), args.steps, device)
                     for label, runner in runners.items():
-                        rows[label] = measure(lambda r=runner: r(plan, video, audio, ctx, torch.tensor(0.6, device=device)),
-                                              args.steps, device)
+                        sigma = torch.tensor(0.6, device=device)
+                        rows[label] = measure(lambda r=runner: r(plan, video, audio, ctx, sigma), args.steps, device)
             except RuntimeError as err:  # e.g. a kernel not available for this GPU / dtype / shape
-                print(f"| {'on' if compiled else 'off'} | {kernel} | unavailable: {str(err).splitlines()[0][:80]} | | | |")
+                reason = str(err).splitlines()[0][:80]
+                print(f"| {'on' if compiled else 'off'} | {kernel} | unavailable: {reason} | | | |")
                 continue
             base = statistics.median(rows["diffusers call pattern"][0])
             for label, (times, peak, _) in rows.items():

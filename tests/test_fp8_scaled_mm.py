@@ -8,7 +8,6 @@ The CUDA kernel (compute capability >= 8.9) is compared with the float32 referen
 
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest

@@ -171,8 +171,9 @@ def test_cli_transformer_gguf_generates_and_plans(gguf_pipeline_files, tmp_path,
     cond = save_conditioning(tmp_path / "c.safetensors", _embeddings(pipe))
     out = tmp_path / "o.mp4"
     base = ["generate", "--model", str(folder), "--conditioning", str(cond), "--negative-conditioning", str(cond),
-            "--output", str(out), "--num-frames", "9", "--height", "64", "--width", "64", "--steps", "1", "--dtype", "fp32", "--device", "cpu", "--cfg", "1",
-            "--stg", "0", "--modality-scale", "1", "--transformer-gguf", str(path)]
+            "--output", str(out), "--num-frames", "9", "--height", "64", "--width", "64", "--steps", "1", "--dtype",
+            "fp32", "--device", "cpu", "--cfg", "1", "--stg", "0", "--modality-scale", "1", "--transformer-gguf",
+            str(path)]
     capsys.readouterr()
     assert main(base + ["--vram-budget", "8GB"]) == 0, capsys.readouterr().err
     printed = capsys.readouterr().out

@@ -90,7 +90,8 @@ def test_lora_is_an_exact_side_path_over_untouched_quantized_weights(mode, tiny_
         assert layer.lora_A["style"].weight.dtype == torch.float32  # the compute dtype, never float8
         for key, inner in _stored(layer.base_layer).items():  # untouched storage
             for (ptr, value), (ptr0, value0) in zip(inner, stored[name][key]):
-                assert ptr == ptr0 and torch.equal(value.reshape(-1).view(torch.uint8), value0.reshape(-1).view(torch.uint8))
+                assert ptr == ptr0
+                assert torch.equal(value.reshape(-1).view(torch.uint8), value0.reshape(-1).view(torch.uint8))
         xi = torch.randn(3, 5, layer.base_layer.in_features, generator=gen)
         side = F.linear(F.linear(xi, layer.lora_A["style"].weight), layer.lora_B["style"].weight)
         torch.testing.assert_close(layer(xi), layer.base_layer(xi) + side * 1.0, rtol=0, atol=0)

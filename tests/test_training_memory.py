@@ -98,6 +98,29 @@ def test_inference_formats_train_a_lora_on_their_frozen_base(tmp_path, root, mod
         assert any(f.get_tensor(k).abs().sum() > 0 for k in f.keys() if k.endswith("lora_B.weight"))
 
 
+def test_an_fp8_keep_folder_trains_a_lora(tmp_path, root):
+    """A transformer folder with float8 weights (an FP8 keep folder, here saved from fp8-cast) is the training
+    base as it is: float8 layers, the LoRA beside them, the saved LoRA trained."""
+    from diffusers_ltx2 import ClassifierFreeGuidance, LTX2AudioVideoPipeline, LTX2Scheduler
+    from diffusers_ltx2.conversion.fp8 import FP8ScaledLinear
+    from diffusers_ltx2.quantization import quantize_transformer_
+
+    comps = build_components(TINY)
+    quantize_transformer_(comps["transformer"], "fp8-cast")
+    LTX2AudioVideoPipeline(scheduler=LTX2Scheduler(), guider=ClassifierFreeGuidance(1.0, 1.0),
+                           **comps).save_pretrained(tmp_path / "fp8")
+    cfg = make_config(root, tmp_path / "q", T2V, model={"model_path": str(tmp_path / "fp8")},
+                      optimization={"steps": 2, "learning_rate": 1e-2, "batch_size": 2})
+    trainer = Trainer(cfg).setup()
+    layer = dict(trainer.unwrapped.named_modules())["transformer_blocks.0.attn1.to_q"]
+    assert isinstance(layer.base_layer, FP8ScaledLinear) and layer.base_layer.weight.dtype == torch.float8_e4m3fn
+    result = trainer.train(progress=False)
+    from safetensors import safe_open
+
+    with safe_open(str(result.output), "pt") as f:
+        assert any(f.get_tensor(k).abs().sum() > 0 for k in f.keys() if k.endswith("lora_B.weight"))
+
+
 def test_bf16_autocast_runs_close_to_fp32(tmp_path, root):
     cfg = make_config(root, tmp_path / "bf", T2V, acceleration={"mixed_precision_mode": "bf16"},
                       optimization={"batch_size": 2})

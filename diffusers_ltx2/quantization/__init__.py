@@ -139,9 +139,13 @@ def transformer_quantization(model: nn.Module) -> str | None:
 
 def quantize_transformer_(model: nn.Module, mode: str) -> list[str]:
     """Quantize an already-built LTX-2 transformer in place with `mode`; returns the quantized module names.
+    "fp8-scaled-mm" on a transformer loaded from an FP8 checkpoint (`fp8="keep"`, FP8 keep folders) switches its
+    float8 layers to the scaled matmul instead (ltx-core's policy for FP8 checkpoints).
 
     Raises:
-        ValueError: unknown mode, or the model is already quantized.
+        ValueError: unknown mode, the model is already quantized, a torchao mode this machine cannot run (the
+            message names the hardware requirement) or whose row widths the format cannot hold.
+        ImportError: the mode's package (optimum-quanto, torchao) is missing.
     """
     check_quantization(mode)
     current = transformer_quantization(model)

@@ -105,7 +105,8 @@ class FP8ScaledMMLinear(FP8ScaledLinear):
     """A float8 linear whose matmul runs in float8 (`torch._scaled_mm`), ltx-core's `FP8Linear`.
 
     Storage as `FP8ScaledLinear` (weight `(out, in)` float8, float32 `weight_scale`, bias in the compute dtype),
-    plus an optional static `input_scale` buffer (NaN: computed per call; not part of the state dict). Input `(..., in)` in any float dtype;
+    plus an optional static `input_scale` buffer (NaN: computed per call; not part of the state dict). Input
+    `(..., in)` in any float dtype;
     output `(..., out)` in the input's dtype.
     """
 

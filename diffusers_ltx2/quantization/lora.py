@@ -27,7 +27,7 @@ import logging
 import torch
 from torch import nn
 
-from ..conversion.fp8 import FP8ScaledLinear, is_float8
+from ..conversion.fp8 import FP8ScaledLinear
 from .fp8_scaled_mm import FP8ScaledMMLinear, quantize_weight_per_tensor
 
 logger = logging.getLogger(__name__)
@@ -246,8 +246,3 @@ def adopt_quantized_lora_layers(model: nn.Module) -> list[str]:
             module.__class__ = cls
             adopted.append(name)
     return adopted
-
-
-def is_float8_base(base: nn.Module) -> bool:
-    """True for the float8 linears of this package."""
-    return isinstance(base, FP8ScaledLinear) and is_float8(base.weight.dtype)

@@ -6,8 +6,9 @@ linears `ff.net.0.proj`, `ff.net.2` are cast, weights *and* biases) and `quantiz
 (`EXCLUDED_LAYER_SUBSTRINGS`: patchify, AdaLN/timestep embeddings, caption projections and output projections
 stay high precision). Norms, RoPE, `scale_shift_table`s and every non-`nn.Linear` parameter are never touched.
 
-The same policy serves every backend (official fp8-cast and optimum-quanto), so their outputs differ only by
-the number format. The diffusers names of the kept top-level modules (ltx-core name in the comment):
+The same policy serves every backend (official fp8-cast / fp8-scaled-mm, optimum-quanto, torchao), so their
+outputs differ only by the number format (fp8-scaled-mm also keeps blocks 0 and 43-47, as ltx-core does). The
+diffusers names of the kept top-level modules (ltx-core name in the comment):
 """
 
 from __future__ import annotations
