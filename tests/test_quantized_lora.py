@@ -126,7 +126,7 @@ def test_lora_effect_equals_the_unquantized_delta_within_rounding(mode, tiny_com
 def test_memory_grows_by_the_lora_bytes_only(mode, tiny_components_master, lora_file):
     """Stored bytes of the transformer grow by exactly the LoRA factors' bytes, and loading allocates less than
     one more copy of those (AllocationTracker: measured 1,792 bytes for 4,608 bytes of factors): no quantized
-    weight is dequantized into a resident copy."""
+    weight is dequantized into a resident copy. `unload_lora_weights` gives the quantized layers back."""
     from diffusers_ltx2.memory.measure import AllocationTracker
 
     pipe = _pipe(tiny_components_master, mode)
@@ -136,6 +136,9 @@ def test_memory_grows_by_the_lora_bytes_only(mode, tiny_components_master, lora_
     lora = sum(p.numel() * p.element_size() for n, p in pipe.transformer.named_parameters() if "lora_" in n)
     assert lora > 0 and weight_bytes(pipe.transformer) - before == lora
     assert tracker.peak <= lora
+    pipe.unload_lora_weights()  # the quantized layers themselves come back, bytes as before
+    assert weight_bytes(pipe.transformer) == before
+    assert base_format(pipe.transformer.get_submodule(LAYERS[0])) is not None
 
 
 def test_fusion_rules_equal_ltx_core_1_2(tmp_path):
