@@ -208,3 +208,22 @@ def test_cuda_scaled_mm_matches_reference():
     ref = scaled_mm_reference(quantize_input(x, scale), layer.weight, scale, layer.weight_scale, torch.float32)
     out = layer(x).float() - layer.bias.float()
     assert ((out - ref).norm() / ref.norm()).item() < 2**-7
+
+
+def test_float8_layers_are_not_listed_for_quantization_again(tiny_components):
+    """FP8 layers are `nn.Linear`s (for PEFT) but the policy's list leaves them out: a cast over a transformer
+    holding some (an FP8 file's high-precision layers cast by fp8-cast) keeps their weights and scales."""
+    from diffusers_ltx2.quantization import apply_fp8_cast, quantized_linear_names
+
+    t = tiny_components["transformer"]
+    quantize_transformer_(t, "fp8-scaled-mm")
+    fp8 = scaled_mm_names(t)
+    names = quantized_linear_names(t)
+    assert names and not set(names) & set(fp8) and all(n.startswith("transformer_blocks.0.") for n in names)
+    kept = {n: (t.get_submodule(n).weight.view(torch.uint8).clone(), t.get_submodule(n).weight_scale.clone())
+            for n in fp8}
+    apply_fp8_cast(t)
+    for n, (w, s) in kept.items():
+        assert isinstance(t.get_submodule(n), FP8ScaledMMLinear)
+        layer = t.get_submodule(n)
+        assert torch.equal(layer.weight.view(torch.uint8), w) and torch.equal(layer.weight_scale, s)

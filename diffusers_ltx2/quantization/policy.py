@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 
+import torch
 from torch import nn
 
 # diffusers LTX2VideoTransformer3DModel module -> what it is in ltx-core's EXCLUDED_LAYER_SUBSTRINGS
@@ -52,6 +53,12 @@ def is_quantized_linear(name: str) -> bool:
     return bool(_QUANTIZED.match(name))
 
 
+_FLOAT8 = (torch.float8_e4m3fn, torch.float8_e5m2)
+
+
 def quantized_linear_names(model: nn.Module) -> list[str]:
-    """Names of the `nn.Linear` modules of an LTX-2 transformer the policy quantizes (model order)."""
-    return [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and is_quantized_linear(n)]
+    """Names of the `nn.Linear` modules of an LTX-2 transformer the policy quantizes (model order). Linears that
+    already hold float8 weights (an FP8 checkpoint's `FP8ScaledLinear`s, which are `nn.Linear`s so that PEFT
+    adapts them) are not listed: casting them again would drop their scales."""
+    return [n for n, m in model.named_modules()
+            if isinstance(m, nn.Linear) and is_quantized_linear(n) and m.weight.dtype not in _FLOAT8]
