@@ -18,7 +18,9 @@ from .common import (
 )
 from .guidance_args import GUIDANCE_OPTIONS, guidance_passes, guider_from_args
 from .lora_args import LORA_OPTION, check_lora_specs, load_loras, read_lora_header
-from .memory_args import MEMORY_OPTIONS, apply_memory_settings, check_memory_arguments, memory_settings
+from .memory_args import (
+    MEMORY_OPTIONS, apply_memory_settings, check_memory_arguments, memory_settings, prepare_memory_arguments,
+)
 from .options import Option, number, text, whole
 
 #: official LTX-2 steps: 40 guided (dev checkpoints), 8 fixed sigmas (distilled checkpoints)
@@ -103,6 +105,7 @@ def prepare_clip(args) -> None:
 
     args.device = check_device(args.device)
     check_quantized_runtime(args.quantize, args.device, torch_dtype(args.dtype))  # int8 + bf16 on CPU crashes
+    prepare_memory_arguments(args)  # the GGUF file's header, the attention backend's package
     for path in (args.conditioning, args.negative_conditioning):
         if path is not None:
             check_conditioning_file(path)
@@ -125,6 +128,8 @@ def load_pipeline(cls, args, timer, setup=None, lora_kwargs: dict | None = None)
     loads."""
     settings = args.memory
     extra = {} if args.text_encoder_needed else {"text_encoder": None, "tokenizer": None}
+    if settings.gguf_file is not None:
+        extra["gguf_file"] = settings.gguf_file
     quiet_loading()
     print(f"loading {args.model} ...", flush=True)
     with timer.stage("load"):

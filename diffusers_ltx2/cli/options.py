@@ -51,6 +51,8 @@ class Option:
         hidden: accepted but not listed in `--help`.
         default_text: what `--help` says the default is, when the value itself says nothing (e.g. "from --input").
         aliases: other spellings of the flag (`-o`).
+        const: the value of the flag given without one (its value is then optional, e.g. `--compile` means
+            `--compile inductor`); `None`: a value is required.
     """
 
     flag: str
@@ -68,6 +70,7 @@ class Option:
     hidden: bool = False
     default_text: str | None = None
     aliases: tuple[str, ...] = ()
+    const: Any = None
 
     def __post_init__(self):
         if not self.dest:
@@ -225,6 +228,8 @@ def add_options(parser: argparse.ArgumentParser, options: Iterable[Option]) -> a
         else:
             if option.repeat:
                 kwargs["action"] = "append"
+            if option.const is not None:
+                kwargs.update(nargs="?", const=option.const)
             metavar = option.metavar or getattr(option.parse, "metavar", None)
             if metavar is None and option.choices is not None:
                 metavar = "{" + ",".join(map(str, option.choices)) + "}"

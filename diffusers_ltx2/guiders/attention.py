@@ -225,6 +225,24 @@ class GuidedAttnProcessor:
             params = {}
         self._original_takes_perturbation = "perturbation_mask" in params
 
+    # diffusers' `set_attention_backend` / context parallelism set these on every processor that has them: they
+    # belong to the wrapped processor, which computes the attention (`acceleration.attention_backends`)
+    @property
+    def _attention_backend(self):
+        return getattr(self.original, "_attention_backend", None)
+
+    @_attention_backend.setter
+    def _attention_backend(self, value):
+        self.original._attention_backend = value
+
+    @property
+    def _parallel_config(self):
+        return getattr(self.original, "_parallel_config", None)
+
+    @_parallel_config.setter
+    def _parallel_config(self, value):
+        self.original._parallel_config = value
+
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
                  query_rotary_emb=None, key_rotary_emb=None, perturbation_mask=None, all_perturbed=None):
         num_rows = hidden_states.shape[0]

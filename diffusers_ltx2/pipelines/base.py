@@ -22,6 +22,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
 from diffusers.pipelines.ltx2 import LTX2DurationHead, LTX2TextConnectors, LTX2Vocoder, LTX2VocoderWithBWE
 
+from ..acceleration.pipeline_mixin import AccelerationMixin
 from ..guiders import GuidanceAttentionControl, Guider, MultimodalGuider
 from ..loaders.lora import LTX2OfficialLoraLoaderMixin
 from ..loaders.gemma import DEFAULT_MAX_SEQUENCE_LENGTH, GemmaPromptEncoder, run_connectors
@@ -57,7 +58,7 @@ def default_guider() -> Guider:
 
 
 class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX2Surface, OffloadMixin,
-                       DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
+                       DiffusionPipeline, LTX2OfficialLoraLoaderMixin, AccelerationMixin):
     """Components and shared steps of the LTX-2 audio+video pipelines.
 
     Args:
@@ -195,17 +196,20 @@ class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX
         so it takes the memory of the FP8 file.
 
         Args:
-            quantization: quantize the transformer at load: "fp8-cast" (official), "fp8", "int8" or "int4"
-                (optimum-quanto); see `diffusers_ltx2.quantization`. Saved quantized folders reload as they are.
+            quantization: quantize the transformer at load: "fp8-cast" / "fp8-scaled-mm" (official), "fp8",
+                "int8", "int4" (optimum-quanto), "torchao-..." (torchao); see `diffusers_ltx2.quantization`.
+                Saved quantized folders reload as they are.
             text_encoder_quantization: "fp8", "int8" or "int4" (optimum-quanto) for the Gemma text encoder.
+            gguf_file: a city96-style GGUF transformer file to load instead of the folder's transformer
+                (`diffusers_ltx2.quantization.gguf`).
 
         Raises:
             ValueError: naming the file, a JSON file of a local folder (`model_index.json`, a component's config)
                 that is not readable JSON or is nested too deeply (checked before anything loads).
         """
-        from ..conversion.fp8 import FP8_MANIFEST, check_fp8_manifest, load_fp8_transformer
+        from ..conversion.fp8 import FP8_MANIFEST, check_fp8_manifest
         from ..json_files import check_json_files
-        from ..quantization.loading import prepare_from_pretrained, quantize_text_encoder_of
+        from ..quantization.loading import load_fp8_folder, prepare_from_pretrained, quantize_text_encoder_of
 
         check_json_files(pretrained_model_name_or_path)
         kwargs = prepare_from_pretrained(pretrained_model_name_or_path, kwargs, quantization,
@@ -215,7 +219,7 @@ class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX
             dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
             if isinstance(dtype, dict):
                 dtype = dtype.get("transformer", dtype.get("default"))
-            kwargs["transformer"] = load_fp8_transformer(folder, dtype=dtype or torch.bfloat16)
+            kwargs["transformer"] = load_fp8_folder(folder, dtype=dtype or torch.bfloat16)
         elif "transformer" not in kwargs:
             check_fp8_manifest(folder)
         # diffusers' prompt-enhancement / duration-head components of a diffusers folder are not loaded
@@ -274,18 +278,20 @@ class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX
             dtype: dtype of the floating weights (`None` keeps the file's); `torch_dtype` is the older spelling
                 (as in diffusers, which deprecates it), accepted too.
             fp8: for FP8 files, `"dequantize"` (weight * weight_scale -> bf16) or `"keep"` (float8 weights);
-                `None`: "dequantize", or "keep" with `quantization="fp8-cast"` (the file's float8 weights are kept,
-                with a notice, rather than dequantized and cast again).
-            quantization: quantize the transformer after loading ("fp8-cast", "fp8", "int8", "int4"; see
-                `diffusers_ltx2.quantization`); the bf16 transformer is whole in CPU memory once.
+                `None`: "dequantize", or "keep" with `quantization="fp8-cast"` / `"fp8-scaled-mm"` (the file's float8
+                weights are kept, with a notice, rather than dequantized and quantized again).
+            quantization: quantize the transformer after loading (see `diffusers_ltx2.quantization`); the bf16
+                transformer is whole in CPU memory once. With `fp8="keep"`, "fp8-scaled-mm" switches the file's
+                float8 layers to the scaled matmul (ltx-core's policy for FP8 checkpoints).
             text_encoder_quantization: quanto mode for the `text_encoder` passed in (quantized in place).
 
         Raises:
             FileNotFoundError, ConversionError (unknown/missing keys, a 2.5 set missing a file a pipeline needs),
-            ValueError (`fp8="keep"` with a quantization other than fp8-cast).
+            ValueError (`fp8="keep"` with a quantization other than fp8-cast / fp8-scaled-mm; a torchao mode this
+            machine cannot run).
         """
         from ..conversion.loading import check_sources_exist, load_pipeline_components
-        from ..quantization import check_quantization
+        from ..quantization import check_quantization, check_quantization_machine
         from ..quantization.loading import (quantize_single_file_transformer, quantize_text_encoder_of,
                                             single_file_fp8_mode)
 
@@ -294,6 +300,7 @@ class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX
             raise ValueError(f"dtype={dtype} and torch_dtype={torch_dtype} disagree; pass only dtype")
         dtype = dtype if dtype is not None else torch_dtype
         check_quantization(quantization)
+        check_quantization_machine(quantization, dtype)
         check_quantization(text_encoder_quantization, text_encoder=True)
         fp8 = single_file_fp8_mode(path, fp8, quantization)
         kwargs = load_pipeline_components(path, dtype=dtype, fp8=fp8, progress=progress, text_encoder=text_encoder,

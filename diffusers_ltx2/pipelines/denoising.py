@@ -17,6 +17,7 @@ from typing import Callable
 
 import torch
 
+from ..acceleration.attention_backends import masks_for_backend
 from ..guiders.base import GuidancePass, Guider, Prediction, StepPlan
 from ..guiders.grouping import AUTO, auto_batch_passes, available_memory_bytes, estimate_pass_bytes, group_passes
 from ..loaders.prompt_embeddings import PromptEmbeddings
@@ -201,14 +202,17 @@ class TransformerPasses:
         rule = cross_timestep(self.transformer, self.cross_timestep_rule, sample_sigma, sample_sigma)
         markers = keyframes_mask(self.transformer, video.coords, video.num_target_tokens, video.latent.shape[1],
                                  n * video.batch_size)
-        with control, cache, self_attention_bias(self.transformer, video.self_attention_bias), rule as use_cross:
+        text_mask, audio_text_mask, routing = masks_for_backend(  # mask-free backends (flash, sage)
+            self.transformer, ctx.attention_mask, a_ctx.attention_mask, video.self_attention_bias)
+        with (routing, control, cache, self_attention_bias(self.transformer, video.self_attention_bias),
+              rule as use_cross):
             v_out, a_out = self.transformer(
                 hidden_states=video.latent.repeat(n, 1, 1).to(dtype),
                 audio_hidden_states=audio.latent.repeat(n, 1, 1).to(dtype),
                 encoder_hidden_states=ctx.video_context.to(dtype),
                 audio_encoder_hidden_states=a_ctx.audio_context.to(dtype),
-                encoder_attention_mask=ctx.attention_mask,
-                audio_encoder_attention_mask=a_ctx.attention_mask,
+                encoder_attention_mask=text_mask,
+                audio_encoder_attention_mask=audio_text_mask,
                 timestep=v_t * 1000.0,
                 audio_timestep=a_t * 1000.0,
                 sigma=sample_sigma,
