@@ -20,7 +20,7 @@ from diffusers_ltx2.quantization.fp8_scaled_mm import (
     SCALED_MM_EXCLUDED_BLOCKS, FP8ScaledMMLinear, dynamic_input_scale, quantize_input, quantize_weight_per_tensor,
     scaled_mm_linear, scaled_mm_linear_names, scaled_mm_names, scaled_mm_reference,
 )
-from official12 import run_official_12
+from official_12 import requires_official_12, run_official_12
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
@@ -53,6 +53,7 @@ def test_kept_blocks_are_ltx_core_1_0s(tiny_components):
     assert names and all(n.startswith("transformer_blocks.1.") for n in names)  # block 0 stays high precision
 
 
+@requires_official_12
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_forward_equals_ltx_core_1_2_fp8_linear(dtype, tmp_path):
     """Same float8 weight, weight_scale, static input_scale and bias: ltx-core 1.2's `FP8Linear.forward` and ours
@@ -64,11 +65,11 @@ def test_forward_equals_ltx_core_1_2_fp8_linear(dtype, tmp_path):
     off = run_official_12("""
         from ltx_core.quantization.fp8_scaled_mm import FP8Linear
         m = FP8Linear(64, 48, bias=True)
-        m.weight.data = inp["weight"]; m.weight_scale.data = inp["weight_scale"]
-        m.input_scale.data = inp["input_scale"]; m.bias.data = inp["bias"]
-        out["static"] = m(inp["x"])
-        m.input_scale.data = inp["dynamic"]
-        out["dynamic"] = m(inp["x"])
+        m.weight.data = IN["weight"]; m.weight_scale.data = IN["weight_scale"]
+        m.input_scale.data = IN["input_scale"]; m.bias.data = IN["bias"]
+        OUT["static"] = m(IN["x"])
+        m.input_scale.data = IN["dynamic"]
+        OUT["dynamic"] = m(IN["x"])
     """, {"weight": layer.weight.data, "weight_scale": layer.weight_scale, "input_scale": static,
           "bias": layer.bias.data, "x": x, "dynamic": dynamic_input_scale(x.reshape(-1, 64))}, tmp_path)
     assert off["static"].dtype == dtype

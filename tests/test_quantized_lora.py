@@ -17,7 +17,7 @@ from diffusers_ltx2.quantization import quantize_transformer_, transformer_quant
 from diffusers_ltx2.quantization.lora import (
     base_format, dequantize_weight, fuse_fp8_cast, fuse_fp8_scaled, quantized_lora_linear_class,
 )
-from official12 import run_official_12
+from official_12 import requires_official_12, run_official_12
 from test_ic_lora_loading import write_lora
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
@@ -141,6 +141,7 @@ def test_memory_grows_by_the_lora_bytes_only(mode, tiny_components_master, lora_
     assert base_format(pipe.transformer.get_submodule(LAYERS[0])) is not None
 
 
+@requires_official_12
 def test_fusion_rules_equal_ltx_core_1_2(tmp_path):
     """fp8-cast fusion = ltx-core 1.2 `fuse_cast_fp8_weight` (CPU path), fp8 scaled fusion = its
     `_fp8_scaled_mm_fuse`: bit for bit on the same weight and bf16 delta."""
@@ -152,11 +153,11 @@ def test_fusion_rules_equal_ltx_core_1_2(tmp_path):
         from ltx_core.quantization.fp8_cast import fuse_cast_fp8_weight
         from ltx_core.quantization.fp8_scaled_mm import _fp8_scaled_mm_fuse
         from ltx_core.loader.primitives import StateDict
-        out["cast"] = fuse_cast_fp8_weight(inp["delta"].clone(), inp["weight"])
-        sd = StateDict(sd={"w.weight": inp["scaled"], "w.weight_scale": inp["scale"]}, device="cpu", size=0,
+        OUT["cast"] = fuse_cast_fp8_weight(IN["delta"].clone(), IN["weight"])
+        sd = StateDict(sd={"w.weight": IN["scaled"], "w.weight_scale": IN["scale"]}, device="cpu", size=0,
                        dtype=set())
-        res = _fp8_scaled_mm_fuse("w.weight", inp["scaled"], inp["delta"].clone(), sd)
-        out["scaled"], out["scale"] = res["w.weight"], res["w.weight_scale"]
+        res = _fp8_scaled_mm_fuse("w.weight", IN["scaled"], IN["delta"].clone(), sd)
+        OUT["scaled"], OUT["scale"] = res["w.weight"], res["w.weight_scale"]
     """, {"weight": weight, "scaled": scaled, "scale": scale, "delta": delta}, tmp_path)
     assert torch.equal(fuse_fp8_cast(weight, delta).view(torch.uint8), off["cast"].view(torch.uint8))
     q, s = fuse_fp8_scaled(scaled, scale, delta)
