@@ -80,6 +80,9 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
 
     model_cpu_offload_seq = "text_encoder->connectors->transformer->vae->audio_vae->vocoder"
     vae_memory_budget: int | None = None  # bytes for one VAE decode / encode; drives automatic tiling
+    #: `None`, or a callable turning the per-step pass executor (`TransformerPasses`) into the one the loop uses
+    #: (e.g. `diffusers_ltx2.distributed.ParallelPasses` spreading the passes over ranks).
+    pass_executor = None
     _optional_components = ["text_encoder", "tokenizer", "guider", *DIFFUSERS_ONLY_COMPONENTS]
     _callback_tensor_inputs = ["latents", "audio_latents", "prompt_embeds", "negative_prompt_embeds"]
 
@@ -446,6 +449,8 @@ class LTX2PipelineBase(InitialLatentsMixin, DiffusersLTX2Surface, DiffusionPipel
             attention_kwargs=attention_kwargs, max_batch_passes=max_batch_passes,
             use_cross_timestep=use_cross_timestep, cross_modal=cross_modal,
         )
+        if self.pass_executor is not None:
+            passes = self.pass_executor(passes)
         with self.progress_bar(total=len(self.scheduler.sigmas) - 1) as bar:
             return denoise(
                 passes=passes, guider=guider, scheduler=self.scheduler, video=video, audio=audio, contexts=contexts,
