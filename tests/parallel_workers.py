@@ -129,3 +129,147 @@ def suite(jobs: list[tuple[str, dict]]) -> dict:
         results[(name, repr(layout))] = {**out, "attn1": seen, "decoded_tiles": pipe.vae._decode.tiles_decoded
                                          if layout.size > 1 else None}
     return results
+
+
+class _Tracked:
+    """Pass executor wrapper recording the allocation peak of every step (`memory.measure.AllocationTracker`)."""
+
+    def __init__(self, inner):
+        self.inner, self.peaks = inner, []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def __call__(self, *args):
+        from diffusers_ltx2.memory.measure import AllocationTracker
+
+        with AllocationTracker() as tracker:
+            out = self.inner(*args)
+        self.peaks.append(tracker.peak)
+        return out
+
+
+def step_peaks(pipe) -> list[int]:
+    """Allocation peaks of the guided call's steps on `pipe` (its own pass executor, wrapped)."""
+    wrap = pipe.pass_executor
+    tracked = []
+
+    def executor(local):
+        tracked.append(_Tracked(wrap(local) if wrap is not None else local))
+        return tracked[-1]
+
+    pipe.pass_executor = executor
+    call_guided(pipe)
+    pipe.pass_executor = wrap
+    return [p for t in tracked for p in t.peaks]
+
+
+def _bias_states(pipe):
+    from dataclasses import replace
+
+    from diffusers_ltx2.pipelines.attention_bias import mask_to_bias
+    from diffusers_ltx2.pipelines.denoising import TextContexts
+
+    state = pipe.prepare_conditioned_latents([], 1, TINY_CLIP["num_frames"], TINY_CLIP["height"],
+                                             TINY_CLIP["width"], TINY_CLIP["frame_rate"], generator=_generator(),
+                                             device="cpu")
+    n = state.video.latent.shape[1]
+    mask = torch.rand(1, n, n, generator=torch.Generator().manual_seed(3))
+    video = replace(state.video, self_attention_bias=mask_to_bias(mask))
+    contexts = pipe.encode_text_contexts([PROMPT], [NEGATIVE], need_negative=True)
+    return video, state.audio, TextContexts(positive=contexts.positive, negative=contexts.negative)
+
+
+def biased_predictions(pipe, executor_of) -> dict:
+    """x0 of the 4 passes of the multimodal guider's first step with an IC-LoRA attention bias on the video."""
+    from diffusers_ltx2.pipelines.denoising import TransformerPasses
+
+    video, audio, contexts = _bias_states(pipe)
+    guider = pipe.guider
+    local = TransformerPasses(pipe.transformer, attention_control=pipe.attention_control_for(guider))
+    executor = executor_of(local)
+    with torch.no_grad():
+        out = executor(guider.plan(0, 2, 0.9), video, audio, contexts, torch.tensor(0.9))
+    unbiased = None
+    if executor is local:
+        from dataclasses import replace
+
+        with torch.no_grad():
+            unbiased = local(guider.plan(0, 2, 0.9), replace(video, self_attention_bias=None), audio, contexts,
+                             torch.tensor(0.9))
+    return {"biased": {k: (v.video, v.audio) for k, v in out.items()},
+            "unbiased": None if unbiased is None else {k: (v.video, v.audio) for k, v in unbiased.items()}}
+
+
+def tiled_latents():
+    return torch.randn(1, 16, 3, 4, 4, generator=torch.Generator().manual_seed(5))
+
+
+def tiled_decode(vae):
+    """Decode 17 frames of 128x128 px in 96 px tiles (stride 64) and 16-frame tiles (stride 8)."""
+    vae.enable_tiling(tile_sample_min_height=96, tile_sample_min_width=96, tile_sample_stride_height=64,
+                      tile_sample_stride_width=64)
+    vae.use_framewise_decoding = True
+    vae.tile_sample_min_num_frames, vae.tile_sample_stride_num_frames = 16, 8
+    with torch.no_grad():
+        return vae.decode(tiled_latents(), return_dict=False)[0]
+
+
+def extras() -> dict:
+    """On a 2-rank pass layout and a sequence layout of every rank: memory per step, the IC-LoRA bias under
+    sequence parallelism, and the parallel tiled VAE decode; each with its single-process counterpart."""
+    from diffusers_ltx2.distributed import ParallelLayout, ParallelPasses, build_context, enable_parallel
+    from diffusers_ltx2.distributed.sequence import enable_sequence_parallel
+    from diffusers_ltx2.distributed.vae import enable_parallel_decode
+
+    runtime = _runtime()
+    out = {}
+    if runtime.world_size == 2:
+        out["single_peaks"] = step_peaks(one_stage())
+        context = build_context(runtime, ParallelLayout(passes=2))
+        out["parallel_peaks"] = step_peaks(enable_parallel(one_stage(), context))
+    seq = build_context(runtime, ParallelLayout(sequence=runtime.world_size))
+    out["bias_single"] = biased_predictions(one_stage(), lambda local: local)
+    pipe = one_stage()
+    enable_sequence_parallel(pipe.transformer, seq)
+    out["bias_sequence"] = biased_predictions(pipe, lambda local: ParallelPasses(local, seq))
+    out["decode_single"] = tiled_decode(one_stage().vae)
+    vae = one_stage().vae
+    decode = enable_parallel_decode(vae, seq.clip_ranks, seq.clip_group, runtime)
+    out["decode_parallel"] = tiled_decode(vae)
+    out["decode_tiles"] = (decode.num_tiles, decode.tiles_decoded, decode.bytes_received)
+    return out
+
+
+def fail_mid_step(how: str, layout_kwargs: dict, timeout_s: float) -> dict:
+    """Rank 1 raises (`how="raise"`; `"raise_and_stay"`: then stays alive without answering for 1.5 timeouts) or
+    exits at once (`"exit"`, no record) inside the transformer call of the second step; every rank returns what
+    it caught and after how many seconds."""
+    import time
+
+    from diffusers_ltx2.distributed import ParallelLayout, build_context, enable_parallel
+
+    runtime = _runtime(timeout_s)
+    context = build_context(runtime, ParallelLayout(**layout_kwargs))
+    pipe = enable_parallel(one_stage(text=context.is_clip_leader), context)
+    if runtime.rank == 1:
+        calls = []
+
+        def inject(module, args, kwargs):
+            calls.append(1)
+            if len(calls) == 2:
+                if how.startswith("raise"):
+                    raise RuntimeError("injected failure")
+                os._exit(7)
+
+        pipe.transformer.transformer_blocks[0].register_forward_pre_hook(inject, with_kwargs=True)
+    start = time.monotonic()
+    try:
+        call_guided(pipe)
+    except Exception as exc:  # noqa: BLE001 - returned to the test
+        seconds = time.monotonic() - start
+        if how == "raise_and_stay" and runtime.rank == 1:
+            time.sleep(1.5 * timeout_s)
+        return {"type": type(exc).__name__, "message": str(exc), "rank": getattr(exc, "rank", None),
+                "seconds": seconds}
+    return {"type": None, "seconds": time.monotonic() - start}

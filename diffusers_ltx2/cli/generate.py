@@ -38,6 +38,9 @@ def add_parser(subparsers) -> None:
     g.add_argument("--audio-only", action="store_true",
                    help="generate audio only (num_frames / frame_rate seconds); --output must be .wav or .flac")
     add_two_stage_arguments(p)
+    from .parallel import add_parallel_arguments
+
+    add_parallel_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -103,6 +106,10 @@ def run(args) -> int:
     """Check the arguments, load the pipeline, generate, write the MP4 (or WAV / FLAC); returns the exit code."""
     from ..pipelines import LTX2AudioVideoPipeline
 
+    if args.prompts is not None or args.parallel is not None:  # several ranks or a prompt list
+        from .parallel import run_parallel
+
+        return run_parallel(args, _check_args)
     conditions, modalities = _check_args(args)
     call = clip_call_arguments(args)  # builds the guider: bad guidance flags fail here, before loading
     timer = StageTimer()

@@ -14,15 +14,30 @@ Modules (one concept each):
 - `comm`: exact communication bytes per step from shapes (benchmarks).
 """
 
-from .layout import MODES, ParallelContext, ParallelLayout, build_context
-from .passes import ParallelPasses, assign_passes
-from .pipeline import disable_parallel, enable_parallel
-from .runtime import (
-    DEFAULT_TIMEOUT_S, DistributedJobError, PeerLostError, RankFailedError, Runtime, init_distributed, launch_env,
-)
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_TIMEOUT_S", "DistributedJobError", "MODES", "ParallelContext", "ParallelLayout", "ParallelPasses",
-    "PeerLostError", "RankFailedError", "Runtime", "assign_passes", "build_context", "disable_parallel",
-    "enable_parallel", "init_distributed", "launch_env",
-]
+import importlib
+
+#: public name -> submodule (imported on first use, so that `ltx2 generate --help` does not import torch)
+_EXPORTS = {
+    "MODES": ".layout", "SEQUENCE_ATTENTION": ".layout", "ParallelContext": ".layout", "ParallelLayout": ".layout",
+    "build_context": ".layout", "ParallelPasses": ".passes", "assign_passes": ".passes",
+    "disable_parallel": ".pipeline", "enable_parallel": ".pipeline", "DEFAULT_TIMEOUT_S": ".runtime",
+    "DistributedJobError": ".runtime", "PeerLostError": ".runtime", "RankFailedError": ".runtime",
+    "Runtime": ".runtime", "init_distributed": ".runtime", "launch_env": ".runtime",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

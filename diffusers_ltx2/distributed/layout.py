@@ -10,11 +10,12 @@ ranks of one sequence group are neighbours (one node, fast links) and pass group
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
-import torch.distributed as dist
+if TYPE_CHECKING:  # this module is imported by the CLI parser: no torch at import
+    import torch
 
-from .runtime import Runtime
+    from .runtime import Runtime
 
 MODES = ("passes", "sequence", "passes+sequence")
 SEQUENCE_ATTENTION = ("auto", "ulysses", "ring", "allgather")
@@ -26,7 +27,7 @@ class ParallelLayout:
 
     `sequence_attention` (used when `sequence > 1`): how the video self-attention of a shard reaches the other
     shards' tokens. "ulysses" / "ring": diffusers' context-parallel attention (`ContextParallelConfig`; Ulysses
-    needs the head count divisible by `sequence`; ring needs an attention backend that returns the log-sum-exp,
+    needs the video and the audio head counts divisible by `sequence`; ring needs an attention backend that returns the log-sum-exp,
     i.e. flash / cuDNN / sage on CUDA, not PyTorch's native SDPA); "allgather": every shard gathers the other
     shards' normalized hidden states as keys/values (any backend, any head count); "auto": Ulysses when the heads
     divide, else allgather.
@@ -103,7 +104,7 @@ class ParallelContext:
         mesh: the `DeviceMesh` ("replica", "ring", "ulysses") diffusers' context parallelism runs on, or `None`.
     """
 
-    runtime: Runtime
+    runtime: "Runtime"
     layout: ParallelLayout
     clip_index: int
     pass_index: int
@@ -118,7 +119,7 @@ class ParallelContext:
     mesh: object = field(default=None, repr=False)
 
     @property
-    def device(self) -> torch.device:
+    def device(self) -> "torch.device":
         return self.runtime.device
 
     @property
@@ -132,10 +133,12 @@ class ParallelContext:
 
 
 def _new_group(ranks: list[int]):
+    import torch.distributed as dist
+
     return dist.new_group(ranks)
 
 
-def build_context(runtime: Runtime, layout: ParallelLayout) -> ParallelContext:
+def build_context(runtime: "Runtime", layout: ParallelLayout) -> ParallelContext:
     """Create the process groups of `layout` (every rank must call this, in the same order of calls).
 
     Raises:

@@ -119,6 +119,11 @@ class ParallelPasses:
                 if isinstance(exc, dist.DistError) or runtime.failure_from_peer() is not None:
                     raise
                 runtime.record_failure(exc, "denoising step")
+                if ctx.layout.sequence > 1:
+                    # shard peers may be blocked inside the transformer's collectives: entering another
+                    # collective could pair with theirs; they fail on our exit (or their timeout) and read
+                    # the record
+                    raise
                 error = exc
             runtime.agree(error is None, ctx.clip_group, "denoising step")
         if error is not None:

@@ -22,26 +22,13 @@ Example (`torchrun --nproc-per-node 2 script.py`):
 
 from __future__ import annotations
 
-from ..loaders.gemma import run_connectors
 from .layout import ParallelContext
 from .passes import ParallelPasses
 from .sequence import disable_sequence_parallel, enable_sequence_parallel
-from .text import BroadcastPromptEncoder
+from .text import BroadcastPromptEncoder, ConnectorOutputEncoder
 from .vae import disable_parallel_decode, enable_parallel_decode
 
 __all__ = ["enable_parallel", "disable_parallel"]
-
-
-class _LeaderEncoder:
-    """The leader's encoder: the pipeline's own choice (prompt encoder or local Gemma), then its connectors, so
-    that the smaller connector outputs are what travels."""
-
-    def __init__(self, inner, connectors):
-        self.inner, self.connectors = inner, connectors
-
-    def encode(self, prompts, *, device=None):
-        embeddings = self.inner.encode(prompts, device=device)
-        return run_connectors(self.connectors, embeddings)
 
 
 def enable_parallel(pipe, context: ParallelContext, *, parallel_decode: bool = True):
@@ -64,7 +51,7 @@ def enable_parallel(pipe, context: ParallelContext, *, parallel_decode: bool = T
             inner = None
             if runtime.rank == leader:
                 try:
-                    inner = _LeaderEncoder(original(pipe, max_sequence_length), pipe.connectors)
+                    inner = ConnectorOutputEncoder(original(pipe, max_sequence_length), pipe.connectors)
                 except Exception as exc:  # noqa: BLE001 - raised on every rank by the broadcast
                     inner = exc
             return BroadcastPromptEncoder(inner, src=leader, group=context.clip_group, runtime=runtime)

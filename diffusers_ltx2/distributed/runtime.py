@@ -185,19 +185,22 @@ def is_communication_error(exc: BaseException) -> bool:
                                       "nccl", "broken pipe", "socket"))
 
 
-def init_distributed(*, backend: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> Runtime:
+def init_distributed(*, backend: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
+                     allow_single: bool = False) -> Runtime:
     """Initialize (or adopt) the default process group from the launcher's environment.
 
     Args:
         backend: "nccl" / "gloo"; default NCCL when CUDA is available, else gloo.
         timeout_s: collective timeout in seconds (> 0): a rank that stops answering ends the job after it.
+        allow_single: without a launcher environment, make a one-rank gloo group in memory (a prompt list run as
+            a plain process) instead of raising.
 
     Returns:
         `Runtime` of this process. An already initialized group (e.g. by `accelerate`) is used as it is.
 
     Raises:
         ValueError: bad `timeout_s` / `backend`, or no launcher environment (not started by torchrun /
-            accelerate) and no initialized group.
+            accelerate), no initialized group and not `allow_single`.
     """
     if not timeout_s > 0:
         raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
@@ -205,6 +208,11 @@ def init_distributed(*, backend: str | None = None, timeout_s: float = DEFAULT_T
         raise ValueError(f"backend must be 'nccl' or 'gloo', got {backend!r}")
     if not dist.is_initialized():
         env = launch_env()
+        if env is None and allow_single:
+            dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1,
+                                    timeout=timedelta(seconds=timeout_s))
+            return Runtime(rank=0, world_size=1, device=torch.device("cpu"), backend="gloo",
+                           timeout_s=float(timeout_s))
         if env is None:
             raise ValueError("no process group: start the job with `torchrun --nproc-per-node N` or "
                              "`accelerate launch --num_processes N` (they set RANK / WORLD_SIZE)")

@@ -8,7 +8,8 @@
   `pipelines.attention_bias`) or `sequence_attention="allgather"` instead gathers the other shards' normalized
   hidden states as keys/values and runs the stock processor on the local queries (the bias rows of the local
   queries, all key columns);
-- video-to-audio attention (queries audio, keys video): the video keys are gathered the same way;
+- video-to-audio attention (queries audio, keys video): the same, the audio queries (whole on every shard) passing
+  through Ulysses' all-to-all as they are (each shard gets its own copy back), or the video keys gathered;
 - prompt cross-attention, audio self/prompt attention and audio-to-video attention need no other shard (the
   prompt and the audio stream are not split) and run the stock processors without context parallelism.
 
@@ -140,13 +141,18 @@ class ShardedSelfAttention:
 
 
 class GatheredKeysAttention:
-    """Processor of `video_to_audio_attn`: audio queries read the video keys of every shard."""
+    """Processor of `video_to_audio_attn` (audio queries, video keys): diffusers' Ulysses through `parallel` (the
+    audio queries, whole on every shard, go through the all-to-all as they are), or the video keys of every shard
+    gathered (`sequence_attention="allgather"`, or a mask)."""
 
-    def __init__(self, plain, shard: SequenceShard, gathered: _Gathered):
-        self.plain, self.shard, self.gathered = plain, shard, gathered
+    def __init__(self, parallel, plain, shard: SequenceShard, gathered: _Gathered):
+        self.parallel, self.plain, self.shard, self.gathered = parallel, plain, shard, gathered
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, query_rotary_emb=None,
                  key_rotary_emb=None, **kwargs):
+        if attention_mask is None and self.shard.attention != "allgather":
+            return _call(self.parallel, attn, hidden_states, encoder_hidden_states, None, query_rotary_emb,
+                         key_rotary_emb, **kwargs)
         keys = gather_tokens(encoder_hidden_states, 1, self.shard)
         return _call(self.plain, attn, hidden_states, keys, attention_mask, query_rotary_emb,
                      self.gathered.rope(key_rotary_emb), **kwargs)
@@ -174,13 +180,16 @@ def _expand_timestep(module, args, kwargs):
 
 
 def _choose_attention(transformer, layout) -> str:
-    heads = transformer.config.num_attention_heads
+    """Ulysses splits the heads of the video self-attention and of the video-to-audio attention over the shards."""
+    cfg = transformer.config
+    heads = (cfg.num_attention_heads, cfg.audio_num_attention_heads)
+    divides = all(h % layout.sequence == 0 for h in heads)
     wanted = layout.sequence_attention
     if wanted == "auto":
-        return "ulysses" if heads % layout.sequence == 0 else "allgather"
-    if wanted == "ulysses" and heads % layout.sequence:
-        raise ValueError(f"Ulysses attention splits the {heads} video heads over {layout.sequence} shards: use a shard "
-                         "count dividing the heads, or sequence_attention='allgather'")
+        return "ulysses" if divides else "allgather"
+    if wanted == "ulysses" and not divides:
+        raise ValueError(f"Ulysses attention splits the video / audio heads {heads} over {layout.sequence} shards: "
+                         "use a shard count dividing both, or sequence_attention='allgather'")
     return wanted
 
 
@@ -232,7 +241,7 @@ def enable_sequence_parallel(transformer, context: ParallelContext) -> SequenceS
             if name == "attn1":
                 new = ShardedSelfAttention(original, _plain(original), shard, gathered)
             elif name == "video_to_audio_attn":
-                new = GatheredKeysAttention(_plain(original), shard, gathered)
+                new = GatheredKeysAttention(original, _plain(original), shard, gathered)
             else:
                 new = _plain(original)
             restore.append((attn, "processor" in attn.__dict__, original))

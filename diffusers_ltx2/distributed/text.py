@@ -11,10 +11,12 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from ..loaders.gemma import run_connectors
 from ..loaders.prompt_embeddings import PromptEmbeddings
 from .runtime import RankFailedError, Runtime
 
-__all__ = ["BroadcastPromptEncoder", "broadcast_embeddings", "embedding_bytes"]
+__all__ = ["BroadcastPromptEncoder", "ConnectorOutputEncoder", "TablePromptEncoder", "broadcast_embeddings",
+           "embedding_bytes"]
 
 _FIELDS = ("video_context", "audio_context", "attention_mask")
 
@@ -30,6 +32,10 @@ def broadcast_embeddings(embeddings: PromptEmbeddings | None, *, src: int, group
     `None`). On `src`, `error` instead tells the others that encoding failed; they raise `RankFailedError`.
 
     Returns the embeddings on `runtime.device` on every rank (`src` included)."""
+    if dist.get_world_size(group) == 1:
+        if error is not None:
+            raise error
+        return embeddings.to(device=runtime.device)
     if runtime.rank == src:
         if error is not None:
             header = {"error": f"prompt encoding: {type(error).__name__}: {error}"}
@@ -64,6 +70,19 @@ def broadcast_embeddings(embeddings: PromptEmbeddings | None, *, src: int, group
     return PromptEmbeddings(**tensors, model_identity=header["model_identity"], stage=header["stage"])
 
 
+class ConnectorOutputEncoder:
+    """`inner` (a pipeline's prompt encoder or local Gemma) followed by the pipeline's text `connectors`: what
+    travels is the connector output (for LTX-2 `(B, 1024, 3840 + 3840)` instead of Gemma's 49 stacked layers)."""
+
+    kind = "connector-output"
+
+    def __init__(self, inner, connectors):
+        self.inner, self.connectors = inner, connectors
+
+    def encode(self, prompts, *, device=None):
+        return run_connectors(self.connectors, self.inner.encode(prompts, device=device))
+
+
 class BroadcastPromptEncoder:
     """`PromptEncoder` for a clip group: `inner` (on the leader only; `None` elsewhere) encodes, everyone
     receives. Every rank of `group` must call `encode` with the same prompts at the same point."""
@@ -83,4 +102,25 @@ class BroadcastPromptEncoder:
             except Exception as exc:  # noqa: BLE001 - the other ranks must hear about it
                 error = exc
         out = broadcast_embeddings(embeddings, src=self.src, group=self.group, runtime=self.runtime, error=error)
+        return out.to(device=device) if device is not None else out
+
+
+class TablePromptEncoder:
+    """`PromptEncoder` serving embeddings encoded earlier (a prompt list's prompts and negatives, received from
+    rank 0), one row per prompt.
+
+    Raises:
+        ValueError: a prompt that was not encoded beforehand.
+    """
+
+    kind = "table"
+
+    def __init__(self, table: dict[str, PromptEmbeddings]):
+        self.table = table
+
+    def encode(self, prompts: list[str], *, device: torch.device | None = None) -> PromptEmbeddings:
+        missing = [p for p in prompts if p not in self.table]
+        if missing:
+            raise ValueError(f"prompt {missing[0]!r} was not encoded before the prompt list started")
+        out = PromptEmbeddings.cat([self.table[p] for p in prompts])
         return out.to(device=device) if device is not None else out
