@@ -273,3 +273,64 @@ def fail_mid_step(how: str, layout_kwargs: dict, timeout_s: float) -> dict:
         return {"type": type(exc).__name__, "message": str(exc), "rank": getattr(exc, "rank", None),
                 "seconds": seconds}
     return {"type": None, "seconds": time.monotonic() - start}
+
+
+def comm_counts() -> dict:
+    """Bytes counted at the collectives of one step vs the formulas: the guided step under pass parallel over
+    every rank, an unguided step (one pass, every row full) under sequence parallel over every rank."""
+    from diffusers_ltx2.distributed import ParallelLayout, ParallelPasses, build_context
+    from diffusers_ltx2.distributed.comm import CommCounter, sequence_call_bytes
+    from diffusers_ltx2.distributed.passes import pass_gather_bytes
+    from diffusers_ltx2.distributed.sequence import enable_sequence_parallel
+    from diffusers_ltx2.guiders.base import StepPlan
+    from diffusers_ltx2.pipelines.denoising import TransformerPasses
+
+    runtime = _runtime()
+    out = {}
+    for name in ("passes", "sequence"):
+        layout = ParallelLayout(**{name: runtime.world_size})
+        context = build_context(runtime, layout)
+        pipe = one_stage()
+        video, audio, contexts = _bias_states(pipe)
+        from dataclasses import replace
+
+        video = replace(video, self_attention_bias=None)
+        plan = pipe.guider.plan(0, 2, 0.9) if name == "passes" else StepPlan()
+        if name == "sequence":
+            enable_sequence_parallel(pipe.transformer, context)
+        local = TransformerPasses(pipe.transformer, attention_control=pipe.attention_control_for(pipe.guider))
+        executor = ParallelPasses(local, context)
+        with torch.no_grad(), CommCounter() as counter:
+            executor(plan, video, audio, contexts, torch.tensor(0.9))
+        if name == "passes":
+            formula = pass_gather_bytes(executor.last_shares, plan, video.latent.shape, audio.latent.shape)["received"]
+        else:
+            from diffusers_ltx2.distributed.sequence import sequence_shard
+
+            formula = sequence_call_bytes(pipe.transformer.config, rows=1, video_tokens=video.latent.shape[1],
+                                          audio_tokens=audio.latent.shape[1], shards=runtime.world_size,
+                                          itemsize=4, attention=sequence_shard(pipe.transformer).attention)["total"]
+        out[name] = {"counted": dict(counter.bytes), "formula": formula}
+    return out
+
+
+def everything(jobs: list[tuple[str, dict]]) -> dict:
+    """`suite(jobs)`, `extras()` and `comm_counts()` in one spawned group."""
+    return {"jobs": suite(jobs), "extras": extras(), "comm": comm_counts()}
+
+
+def gpu_suite(jobs: list[tuple[str, dict]]) -> dict:
+    """On CUDA ranks (NCCL): each job alone on this rank's GPU, then under its layout; CPU copies of both."""
+    from diffusers_ltx2.distributed import ParallelLayout, build_context, enable_parallel
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    runtime = _runtime()
+    results = {}
+    for name, layout_kwargs in jobs:
+        build, call = CALLS[name]
+        alone = {k: v.cpu() for k, v in call(build().to(runtime.device)).items()}
+        context = build_context(runtime, ParallelLayout(**layout_kwargs))
+        pipe = enable_parallel(build(text=context.is_clip_leader).to(runtime.device), context)
+        results[(name, repr(context.layout))] = (alone, {k: v.cpu() for k, v in call(pipe).items()})
+    return results

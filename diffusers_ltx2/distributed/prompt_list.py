@@ -76,8 +76,6 @@ def parse_prompt_list(text: str, *, default_seed: int = 0, source: str = "prompt
                 entry = json.loads(line)
             except json.JSONDecodeError as err:
                 raise ValueError(f"{where}: not a JSON object ({err.msg})") from None
-            if not isinstance(entry, dict):
-                raise ValueError(f"{where}: a line starting with '{{' must be a JSON object")
             unknown = sorted(set(entry) - _JSON_KEYS)
             if unknown:
                 raise ValueError(f"{where}: unknown keys {unknown}; allowed: {sorted(_JSON_KEYS)}")
