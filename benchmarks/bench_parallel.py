@@ -11,7 +11,8 @@ all-gather), next to the formula of the x0 all-gather (`passes.pass_gather_bytes
 the difference). Sequence-parallel steps move rows as STG / isolation / the shared prefix compute them, which the
 all-rows formula `comm.sequence_call_bytes` does not model; it is checked against the counter in the tests on
 unguided calls and used below for the real model.
-Then the formulas for the real LTX-2 19B transformer (48 blocks, 32 x 128 video heads, bf16) at 768x512, 121 frames.
+Step peak: the allocation peak of the warm-up step on rank 0 (`memory.measure.AllocationTracker` around the pass
+executor: activations and buffers of the step, weights excluded; that run is not timed). Then the formulas for the real LTX-2 19B transformer (48 blocks, 32 x 128 video heads, bf16) at 768x512, 121 frames.
 
 On CPU (gloo, ranks sharing the cores) the wall times say nothing about GPUs; on a machine with N GPUs run it under
 `torchrun --nproc-per-node N benchmarks/bench_parallel.py --size small` (NCCL).
@@ -58,28 +59,36 @@ def _pipe(size: str, text: bool):
 class _Counted:
     """Pass executor wrapper counting the communication of each denoising step."""
 
-    def __init__(self, inner):
-        self.inner, self.counters = inner, []
+    def __init__(self, inner, track_memory: bool):
+        self.inner, self.counters, self.peaks, self.track_memory = inner, [], [], track_memory
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
     def __call__(self, *args):
         from diffusers_ltx2.distributed.comm import CommCounter
+        from diffusers_ltx2.memory.measure import AllocationTracker
 
+        if self.track_memory:  # the tracker slows every op down: its runs are not timed
+            with AllocationTracker() as tracker:
+                out = self.inner(*args)
+            self.peaks.append(tracker.peak)
+            return out
         with CommCounter() as counter:
             out = self.inner(*args)
         self.counters.append(counter)
         return out
 
 
-def _timed_call(pipe, size: str, steps: int, device) -> tuple[list[float], list]:
-    """Seconds per step (from the second step on) and the steps' `CommCounter`s of one call."""
+def _timed_call(pipe, size: str, steps: int, device) -> tuple[list[float], "_Counted", int]:
+    """Seconds per step (from the second step on) and the steps' `CommCounter`s of one call, after a one-step
+    warm-up whose allocation peak is measured (returned third)."""
     stamps, executors = [], []
     wrap = pipe.pass_executor
+    track = [True]
 
     def executor(local):
-        executors.append(_Counted(wrap(local) if wrap is not None else local))
+        executors.append(_Counted(wrap(local) if wrap is not None else local, track[0]))
         return executors[-1]
 
     def on_step(p, i, sigma, tensors):
@@ -90,12 +99,13 @@ def _timed_call(pipe, size: str, steps: int, device) -> tuple[list[float], list]
 
     kwargs = dict(**_clip(size), output_type="latent", callback_on_step_end=on_step)
     pipe.pass_executor = executor
-    pipe(PROMPT, num_inference_steps=1, generator=torch.Generator().manual_seed(0), **kwargs)  # warm-up
+    pipe(PROMPT, num_inference_steps=1, generator=torch.Generator().manual_seed(0), **kwargs)  # warm-up, memory
+    peak = max(executors[0].peaks)
     stamps.clear()
-    executors.clear()
+    track[0] = False
     pipe(PROMPT, num_inference_steps=steps, generator=torch.Generator().manual_seed(0), **kwargs)
     pipe.pass_executor = wrap
-    return [b - a for a, b in zip(stamps, stamps[1:])], executors[0]
+    return [b - a for a, b in zip(stamps, stamps[1:])], executors[-1], peak
 
 
 def _layouts(world: int):
@@ -116,13 +126,13 @@ def rank_main(size: str, steps: int) -> list | None:
     device = runtime.device
     rows = []
     if runtime.rank == 0:  # the one-process baseline, while the others wait
-        times, counted = _timed_call(_pipe(size, True).to(device), size, steps, device)
-        rows.append(("one process", 1, times, 0, None))
+        times, counted, peak = _timed_call(_pipe(size, True).to(device), size, steps, device)
+        rows.append(("one process", 1, times, 0, None, peak))
     dist.barrier()
     for name, layout in _layouts(runtime.world_size):
         context = build_context(runtime, layout)
         pipe = enable_parallel(_pipe(size, context.is_clip_leader).to(device), context)
-        times, counted = _timed_call(pipe, size, steps, device)
+        times, counted, peak = _timed_call(pipe, size, steps, device)
         per_step = statistics.median(c.total for c in counted.counters)
         formula = None
         if layout.sequence == 1:
@@ -132,7 +142,7 @@ def rank_main(size: str, steps: int) -> list | None:
             plan = pipe.guider.plan(0, steps, 1.0)
             formula = pass_gather_bytes(counted.inner.last_shares, plan, (1, _tokens(pipe, size), cfg.in_channels),
                                         (1, _audio_tokens(pipe, size), cfg.audio_in_channels))["received"]
-        rows.append((name, runtime.world_size, times, per_step, formula))
+        rows.append((name, runtime.world_size, times, per_step, formula, peak))
     return rows if runtime.rank == 0 else None
 
 
@@ -188,10 +198,12 @@ def real_model_formulas() -> list[str]:
 def _print(rows, size, steps):
     print(f"{size.upper()} model, {steps} steps, full multimodal guider (4 passes), device "
           f"{'cuda' if torch.cuda.is_available() else 'cpu'}")
-    print(f"{'layout':<18}{'ranks':>6}{'s/step (median)':>18}{'bytes/step/rank':>18}{'formula (x0)':>14}")
-    for name, ranks, times, total, formula in rows:
+    print(f"{'layout':<18}{'ranks':>6}{'s/step (median)':>18}{'bytes/step/rank':>18}{'formula (x0)':>14}"
+          f"{'step peak MiB':>15}")
+    for name, ranks, times, total, formula, peak in rows:
         med = statistics.median(times) if times else float("nan")
-        print(f"{name:<18}{ranks:>6}{med:>18.3f}{int(total):>18,}{'' if formula is None else f'{formula:,}':>14}")
+        print(f"{name:<18}{ranks:>6}{med:>18.3f}{int(total):>18,}{'' if formula is None else f'{formula:,}':>14}"
+              f"{peak / 2**20:>15.1f}")
     print("LTX-2 19B, 768x512, 121 frames (formulas, not measured):")
     print("\n".join(real_model_formulas()))
 

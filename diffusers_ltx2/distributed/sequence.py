@@ -21,8 +21,8 @@ first attention fails; it does not split the cross-attention RoPE of the video n
 `H / shards`), which every prompt cross-attention has. Ring attention needs a backend returning the log-sum-exp
 (flash, cuDNN, sage: CUDA only); PyTorch's native SDPA, the only CPU backend, does not.
 
-Per-token timesteps: the transformer gets a forward pre-hook expanding a `(B, 1)` video timestep to `(B, N)` so
-that it can be split with the tokens (same values, AdaLN computed per token).
+Per-token timesteps (conditioned tokens): a forward pre-hook of the transformer cuts a `(B, N)` video timestep to
+the shard's tokens; a shared `(B, 1)` one stays as it is (diffusers' plan cannot split only the per-token kind).
 
 STG, modality isolation and frozen streams (`guiders.attention`) act per row and per token, so they hold on
 shards unchanged; their shared-prefix decision is agreed over the shards (`ParallelPasses`).
@@ -67,8 +67,8 @@ def _rope_split(transformer) -> tuple[int, int]:
 
 def ltx2_context_parallel_plan(transformer) -> dict:
     """The context-parallel plan of diffusers' `LTX2VideoTransformer3DModel` as this package runs it: video tokens
-    and per-token timesteps split at the input, the video RoPE tables (self and cross-modal) split where they are
-    made, the video output gathered; prompt and audio stay whole."""
+    split at the input (per-token timesteps by `_timestep_shard`), the video RoPE tables (self and cross-modal)
+    split where they are made, the video output gathered; prompt and audio stay whole."""
     from diffusers.models._modeling_parallel import ContextParallelInput, ContextParallelOutput
 
     dim, ndim = _rope_split(transformer)
@@ -76,7 +76,6 @@ def ltx2_context_parallel_plan(transformer) -> dict:
     return {
         "": {
             "hidden_states": ContextParallelInput(split_dim=1, expected_dims=3, split_output=False),
-            "timestep": ContextParallelInput(split_dim=1, expected_dims=2, split_output=False),
         },
         "rope": rope,
         "cross_attn_rope": dict(rope),
@@ -164,19 +163,20 @@ def _plain(processor):
     return plain
 
 
-def _expand_timestep(module, args, kwargs):
-    hidden = kwargs.get("hidden_states", args[0] if args else None)
-    t = kwargs.get("timestep")
-    if hidden is None or t is None:
-        return None
-    n = hidden.shape[1]
-    if t.ndim == 1:
-        t = t[:, None]
-    if t.ndim == 2 and t.shape[1] == 1 and n > 1:
+def _timestep_shard(shard: SequenceShard):
+    """Forward pre-hook: a per-token video timestep `(B, N)` is cut to this shard's tokens, as the tokens are (a
+    shared `(B, 1)` one stays whole: AdaLN then runs once per row, not once per token)."""
+
+    def hook(module, args, kwargs):
+        hidden = kwargs.get("hidden_states", args[0] if args else None)
+        t = kwargs.get("timestep")
+        if hidden is None or t is None or t.ndim != 2 or t.shape[1] == 1 or t.shape[1] != hidden.shape[1]:
+            return None
         kwargs = dict(kwargs)
-        kwargs["timestep"] = t.expand(-1, n).contiguous()
+        kwargs["timestep"] = t.chunk(shard.size, dim=1)[shard.index]
         return args, kwargs
-    return None
+
+    return hook
 
 
 def _choose_attention(transformer, layout) -> str:
@@ -246,7 +246,7 @@ def enable_sequence_parallel(transformer, context: ParallelContext) -> SequenceS
                 new = _plain(original)
             restore.append((attn, "processor" in attn.__dict__, original))
             attn.__dict__["processor"] = new
-    handles = [model.register_forward_pre_hook(_expand_timestep, with_kwargs=True),
+    handles = [model.register_forward_pre_hook(_timestep_shard(shard), with_kwargs=True),
                model.register_forward_pre_hook(gathered.clear)]
     model.__dict__["_ltx2_sequence_restore"] = (restore, handles)
     setattr(model, _ATTR, shard)
