@@ -11,6 +11,7 @@ result exactly).
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -203,15 +204,21 @@ def test_prompt_list_over_two_ranks_writes_each_clip_once_and_resumes(model_dir,
     assert {n: os.stat(out / n).st_mtime_ns for n in os.listdir(out)} == stamps
 
 
-def test_one_clip_over_two_ranks_is_the_one_process_clip(model_dir, tmp_path):
+@pytest.mark.skipif(shutil.which("accelerate") is None, reason="the accelerate launcher is not on PATH")
+def test_one_clip_over_two_ranks_by_accelerate_is_the_one_process_clip(model_dir, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     one = tmp_path / "one.mp4"
     single = subprocess.run([sys.executable, "-m", "diffusers_ltx2", "generate", "--model", str(model_dir),
                              "--prompt", "a cat walks", "--output", str(one), *CLIP], capture_output=True, text=True,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=600)
+                            env=env, timeout=600)
     assert single.returncode == 0, single.stderr[-3000:]
     two = tmp_path / "two.mp4"
-    result = _torchrun(2, "--model", str(model_dir), "--prompt", "a cat walks", "--output", str(two),
-                       "--parallel", "sequence", *CLIP)
+    result = subprocess.run(
+        [shutil.which("accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+         "-m", "diffusers_ltx2", "generate", "--model", str(model_dir), "--prompt", "a cat walks", "--output",
+         str(two), "--parallel", "sequence", *CLIP],
+        capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("wrote ") == 1  # rank 0 only
     assert np.array_equal(_frames(two), _frames(one))
