@@ -12,7 +12,8 @@ the difference). Sequence-parallel steps move rows as STG / isolation / the shar
 all-rows formula `comm.sequence_call_bytes` does not model; it is checked against the counter in the tests on
 unguided calls and used below for the real model.
 Step peak: the allocation peak of the warm-up step on rank 0 (`memory.measure.AllocationTracker` around the pass
-executor: activations and buffers of the step, weights excluded; that run is not timed). Then the formulas for the real LTX-2 19B transformer (48 blocks, 32 x 128 video heads, bf16) at 768x512, 121 frames.
+executor: activations and buffers of the step, weights excluded; that run is not timed). Then the formulas for
+the real LTX-2 19B transformer (48 blocks, 32 x 128 video heads, bf16) at 768x512, 121 frames.
 
 On CPU (gloo, ranks sharing the cores) the wall times say nothing about GPUs; on a machine with N GPUs run it under
 `torchrun --nproc-per-node N benchmarks/bench_parallel.py --size small` (NCCL).
@@ -170,8 +171,8 @@ def _child(rank, world, port, size, steps, queue):
 
 
 #: the LTX-2 19B transformer's config entries the formulas read
-LTX2_19B = dict(num_attention_heads=32, attention_head_dim=128, audio_num_attention_heads=32, audio_attention_head_dim=64,
-                audio_cross_attention_dim=2048, out_channels=128, num_layers=48)
+LTX2_19B = dict(num_attention_heads=32, attention_head_dim=128, audio_num_attention_heads=32,
+                audio_attention_head_dim=64, audio_cross_attention_dim=2048, out_channels=128, num_layers=48)
 
 
 def real_model_formulas() -> list[str]:

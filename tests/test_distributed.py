@@ -139,7 +139,8 @@ def test_prompt_list_format(tmp_path):
     ('{"prompt": "a", "seed": true}', "seed must be"),
     ('{"prompt": "a", "name": "../x"}', "'name' must be"),
     ('{"prompt": "  "}', "empty prompt"),
-    ('{"prompt": "a", "name": "x"}\n{"prompt": "b", "name": "x"}', "list.txt:2: output name 'x' is already used on line 1"),
+    ('{"prompt": "a", "name": "x"}\n{"prompt": "b", "name": "x"}',
+     "list.txt:2: output name 'x' is already used on line 1"),
 ])
 def test_prompt_list_errors_name_the_line(text, message):
     with pytest.raises(ValueError, match=re.escape(message)):

@@ -111,7 +111,7 @@ def sequence_call_bytes(config, *, rows: int, video_tokens: int, audio_tokens: i
     else:  # the local normalized video hidden states to every other shard, the RoPE tables once per call
         attn1 = (s - 1) * local * width * itemsize * blocks
         v2a = (s - 1) * local * width * itemsize * blocks
-        rope = 2 * (s - 1) * local * (width // 2) * 4 + 2 * (s - 1) * local * (get("audio_cross_attention_dim") // 2) * 4
+        rope = 2 * (s - 1) * local * (width // 2 + get("audio_cross_attention_dim") // 2) * 4
     proj_out = (s - 1) * local * get("out_channels") * itemsize
     total = attn1 + v2a + rope + proj_out
     return {"attn1": attn1, "v2a": v2a, "rope": rope, "proj_out": proj_out, "total": total}

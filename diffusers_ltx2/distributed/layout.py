@@ -27,10 +27,10 @@ class ParallelLayout:
 
     `sequence_attention` (used when `sequence > 1`): how the video self-attention of a shard reaches the other
     shards' tokens. "ulysses" / "ring": diffusers' context-parallel attention (`ContextParallelConfig`; Ulysses
-    needs the video and the audio head counts divisible by `sequence`; ring needs an attention backend that returns the log-sum-exp,
-    i.e. flash / cuDNN / sage on CUDA, not PyTorch's native SDPA); "allgather": every shard gathers the other
-    shards' normalized hidden states as keys/values (any backend, any head count); "auto": Ulysses when the heads
-    divide, else allgather.
+    needs the video and the audio head counts divisible by `sequence`; ring needs an attention backend that
+    returns the log-sum-exp, i.e. flash / cuDNN / sage on CUDA, not PyTorch's native SDPA); "allgather": every
+    shard gathers the other shards' normalized hidden states as keys/values (any backend, any head count);
+    "auto": Ulysses when the heads divide, else allgather.
     """
 
     passes: int = 1

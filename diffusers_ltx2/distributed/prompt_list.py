@@ -101,7 +101,8 @@ def parse_prompt_list(text: str, *, default_seed: int = 0, source: str = "prompt
     seen: dict[str, int] = {}
     for clip in clips:
         if clip.name in seen:
-            raise ValueError(f"{source}:{clip.line}: output name {clip.name!r} is already used on line {seen[clip.name]}")
+            raise ValueError(f"{source}:{clip.line}: output name {clip.name!r} is already used on line "
+                             f"{seen[clip.name]}")
         seen[clip.name] = clip.line
     return clips
 
