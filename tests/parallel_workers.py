@@ -233,6 +233,10 @@ def extras() -> dict:
     pipe = one_stage()
     enable_sequence_parallel(pipe.transformer, seq)
     out["bias_sequence"] = biased_predictions(pipe, lambda local: ParallelPasses(local, seq))
+    from diffusers_ltx2.distributed.sequence import disable_sequence_parallel
+
+    disable_sequence_parallel(pipe.transformer)  # back to one process: no hooks, no collectives
+    out["bias_after_disable"] = biased_predictions(pipe, lambda local: local)
     out["decode_single"] = tiled_decode(one_stage().vae)
     vae = one_stage().vae
     decode = enable_parallel_decode(vae, seq.clip_ranks, seq.clip_group, runtime)

@@ -94,6 +94,8 @@ def test_ic_lora_bias_under_sequence_parallel(world, request):
             assert (sharded["biased"][name][1] - audio).abs().max().item() <= 1e-6, name
             # the bias matters: without it the prediction moves far more than the tolerance
             assert (single["unbiased"][name][0] - video).abs().max().item() > 1e-2, name
+            # disable_sequence_parallel gives the one-process transformer back
+            assert torch.equal(rank["extras"]["bias_after_disable"]["biased"][name][0], video), name
 
 
 @pytest.mark.parametrize("world", [2, 4])

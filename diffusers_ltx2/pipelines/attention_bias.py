@@ -86,7 +86,10 @@ def self_attention_bias(transformer, bias: torch.Tensor | None):
         if existing is None and len(args) > 2:
             existing = args[2]
         if existing is not None:  # a caller-provided additive (B, N, N) mask: combine both
-            extra = extra + existing.reshape(existing.shape[0], -1, n, total).to(extra.dtype)
+            if shard is not None:
+                raise RuntimeError("a caller's video self-attention mask cannot be combined with the bias under "
+                                   "sequence parallelism")
+            extra = extra + existing.reshape(existing.shape[0], -1, n, n).to(extra.dtype)
         kwargs = dict(kwargs)
         if len(args) > 2:
             args = args[:2] + (extra,) + args[3:]
