@@ -14,6 +14,7 @@ from .media_args import (
     largest_clip_length, parse_media_spec, resolve_frame,
 )
 from .options import Option, number, text, whole
+from .parallel import PARALLEL_OPTIONS, check_parallel_arguments, uses_ranks
 from .sampling_args import SAMPLING_OPTIONS, check_sampling_arguments, sampling_call
 from .two_stage import (
     TWO_STAGE_MULTIPLE, TWO_STAGE_OPTIONS, check_two_stage_arguments, two_stage_call, two_stage_setup,
@@ -40,11 +41,21 @@ OPTIONS = (
            switch=True, group=GROUP),
     *TWO_STAGE_OPTIONS,
     *SAMPLING_OPTIONS,
+    *PARALLEL_OPTIONS,
 )
 
 
 def check(args) -> None:
-    """Every check that needs no import: flags, files, frames and sizes, the media specs' frames."""
+    """Every check that needs no import: flags, files, frames and sizes, the media specs' frames; with
+    `--prompts` / `--parallel` also the prompt list and the launcher's ranks (`cli.parallel`)."""
+    if uses_ranks(args):
+        check_parallel_arguments(args, _check_clip)
+    else:
+        _check_clip(args)
+
+
+def _check_clip(args) -> None:
+    """`check` of one clip."""
     if args.audio_only:
         check_audio_output(args.output)
         used = [flag for flag, value in (("--image", args.image), ("--video", args.video), ("--audio", args.audio))
@@ -150,18 +161,27 @@ def call(args) -> dict:
     return two_stage_call(kwargs, args) if args.two_stage else kwargs
 
 
-def run(args, timer) -> int:
-    """Check, load the pipeline (and LoRAs), generate, write the MP4 (or WAV / FLAC); returns the exit code."""
-    prepare(args)
-    kwargs = call(args)
+def load(args, timer):
+    """The one- or two-stage pipeline, loaded as `args` say (LoRAs, memory settings, the upsampler)."""
     if args.two_stage:  # stage progress bars are named by the pipeline ("stage 1/2 ...", "stage 2/2 ...")
         from ..pipelines.two_stage import LTX2TwoStagePipeline
 
-        pipe = load_pipeline(LTX2TwoStagePipeline, args, timer, setup=two_stage_setup(args, torch_dtype(args.dtype)))
-    else:
-        from ..pipelines import LTX2AudioVideoPipeline
+        return load_pipeline(LTX2TwoStagePipeline, args, timer, setup=two_stage_setup(args, torch_dtype(args.dtype)))
+    from ..pipelines import LTX2AudioVideoPipeline
 
-        pipe = load_pipeline(LTX2AudioVideoPipeline, args, timer)
+    return load_pipeline(LTX2AudioVideoPipeline, args, timer)
+
+
+def run(args, timer) -> int:
+    """Check, load the pipeline (and LoRAs), generate, write the MP4 (or WAV / FLAC); returns the exit code.
+    A prompt list or a clip split over ranks goes through `cli.parallel.run_parallel`."""
+    if uses_ranks(args):
+        from .parallel import run_parallel
+
+        return run_parallel(args, timer, prepare=prepare, call=call, load=load)
+    prepare(args)
+    kwargs = call(args)
+    pipe = load(args, timer)
     return run_and_write(pipe, args, timer, **kwargs)
 
 

@@ -118,6 +118,9 @@ class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX
     # `from_pretrained` passes None for those a folder lacks (`diffusers_compat.ABSENT_AS_NONE`)
     _optional_components = ["guider", "processor", "prompt_enhancer", "duration_head", "diffusion_decoder",
                             *DIFFUSERS_ONLY_COMPONENTS]
+    #: `None`, or a callable turning the per-step pass executor (`TransformerPasses`) into the one the loop uses
+    #: (e.g. `diffusers_ltx2.distributed.ParallelPasses` spreading the passes over ranks).
+    pass_executor = None
     _callback_tensor_inputs = ["latents", "audio_latents", "prompt_embeds", "negative_prompt_embeds"]
 
     def __init_subclass__(cls, **kwargs):
@@ -539,6 +542,8 @@ class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX
             use_cross_timestep=use_cross_timestep, cross_modal=cross_modal,
             cross_timestep_rule=cross_timestep_rule(self.model_version) if use_cross_timestep else "own",
         )
+        if self.pass_executor is not None:
+            passes = self.pass_executor(passes)
         with self.named_progress_bar(len(self.scheduler.sigmas) - 1, "denoise", keep_name=True) as bar:
             return denoise(
                 passes=passes, guider=guider, scheduler=self.scheduler, video=video, audio=audio, contexts=contexts,
