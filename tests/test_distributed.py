@@ -204,6 +204,7 @@ def test_cli_refuses_bad_parallel_arguments_before_loading(model_dir, tmp_path, 
         (["--prompts", str(tmp_path / "none.txt"), "--output", str(tmp_path / "o")], {}, "prompt list not found"),
         (["--prompts", str(good), "--output", str(listing)], {}, "is not a folder"),
         (["--prompts", str(good), "--output", str(tmp_path / "o"), "--audio-only"], {}, "--audio-only"),
+        (["--prompts", str(good), "--output", str(tmp_path / "o"), "--enhance-prompt"], {}, "--enhance-prompt"),
         (["--prompt", "a", "--output", str(tmp_path / "a.mp4"), "--parallel", "passes+sequence"], launcher,
          "even number >= 4"),
         (["--prompts", str(good), "--output", str(tmp_path / "o"), "--ranks-per-clip", "2"], launcher,
@@ -239,3 +240,46 @@ def test_cli_prompt_list_in_one_process_then_resumed(model_dir, tmp_path):
     assert again.returncode == 0 and "2 of 2 clips already in" in again.stdout
     assert "[load]" not in again.stdout  # nothing left: no model loaded
     assert {n: os.stat(out / n).st_mtime_ns for n in os.listdir(out)} == stamps
+
+
+def test_parallel_flags_are_refused_before_torch_is_imported(model_dir, tmp_path):
+    """The argument layer's rule (every flag checked before the heavy imports) holds for the parallel options: the
+    launcher's environment is read without torch (`distributed.launch`)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                                                             "MASTER_PORT")}
+    listing = tmp_path / "list.txt"
+    listing.write_text('{"prompt": "a", "sed": 1}\n')
+    for args, message in (
+            (["--prompt", "a", "--output", str(tmp_path / "a.mp4"), "--parallel", "passes"], "needs several ranks"),
+            (["--prompts", str(listing), "--output", str(tmp_path / "o")], "unknown keys"),
+            (["--prompts", str(listing), "--output", str(tmp_path / "o"), "--parallel-timeout", "0"],
+             "--parallel-timeout")):
+        code = ("import sys\nfrom diffusers_ltx2.cli import main\n"
+                f"rc = main({['generate', '--model', str(model_dir), *args, *CLIP]!r})\n"
+                "assert 'torch' not in sys.modules, 'torch was imported'\nsys.exit(rc)\n")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert message in proc.stderr and "torch was imported" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_a_crafted_prompt_list_line_is_a_value_error():
+    """A JSON line nested past the interpreter's recursion limit names the file and line (main's JSON rule,
+    `json_files.parse_json`), instead of a RecursionError."""
+    deep = '{"prompt": ' + "[" * 200_000 + "]" * 200_000 + "}"
+    with pytest.raises(ValueError, match=r"list.txt:2: not a JSON object \(.*nested too deeply"):
+        parse_prompt_list("a cat\n" + deep, source="list.txt")
+
+
+def test_sequence_shard_cuts_per_token_timesteps_and_the_keyframe_marker():
+    """LTX-2.5's keyframe marker `(B, N, 1)` is per video token: each shard gets its own tokens' rows, as the
+    per-token timestep; a shared `(B, 1)` timestep stays whole; nothing to cut leaves the call alone."""
+    from diffusers_ltx2.distributed.sequence import SequenceShard, _timestep_shard
+
+    hook = _timestep_shard(SequenceShard(index=1, size=2, group=None, attention="ulysses"))
+    hidden, t = torch.randn(2, 8, 4), torch.arange(16.0).view(2, 8)
+    marker = torch.zeros(2, 8, 1)
+    marker[:, 5] = 1.0
+    _, kwargs = hook(None, (), dict(hidden_states=hidden, timestep=t, video_keyframes_mask=marker))
+    assert torch.equal(kwargs["timestep"], t[:, 4:]) and torch.equal(kwargs["video_keyframes_mask"], marker[:, 4:])
+    assert kwargs["hidden_states"] is hidden  # diffusers' context-parallel hooks split the tokens themselves
+    assert hook(None, (), dict(hidden_states=hidden, timestep=torch.ones(2, 1))) is None
