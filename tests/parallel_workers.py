@@ -205,14 +205,26 @@ def tiled_latents():
     return torch.randn(1, 16, 3, 4, 4, generator=torch.Generator().manual_seed(5))
 
 
-def tiled_decode(vae):
-    """Decode 17 frames of 128x128 px in 96 px tiles (stride 64) and 16-frame tiles (stride 8)."""
+def _tiles(vae):
+    """96 px tiles (stride 64) and 16-frame tiles (stride 8): 12 tiles for `tiled_latents`."""
     vae.enable_tiling(tile_sample_min_height=96, tile_sample_min_width=96, tile_sample_stride_height=64,
                       tile_sample_stride_width=64)
     vae.use_framewise_decoding = True
     vae.tile_sample_min_num_frames, vae.tile_sample_stride_num_frames = 16, 8
+    return vae
+
+
+def tiled_decode(vae):
+    """Decode 17 frames of 128x128 px in 96 px tiles (stride 64) and 16-frame tiles (stride 8)."""
     with torch.no_grad():
-        return vae.decode(tiled_latents(), return_dict=False)[0]
+        return _tiles(vae).decode(tiled_latents(), return_dict=False)[0]
+
+
+def pipeline_decode(pipe):
+    """The pipeline's own decode (`decode_video`: the streamed tiled decode of `memory.tiled_decode`) of the same
+    latents and tiles."""
+    _tiles(pipe.vae)
+    return pipe.decode_video(tiled_latents(), "pt")
 
 
 def extras() -> dict:
@@ -242,6 +254,11 @@ def extras() -> dict:
     decode = enable_parallel_decode(vae, seq.clip_ranks, seq.clip_group, runtime)
     out["decode_parallel"] = tiled_decode(vae)
     out["decode_tiles"] = (decode.num_tiles, decode.tiles_decoded, decode.bytes_received)
+    out["pipeline_decode_single"] = pipeline_decode(one_stage())
+    pipe = one_stage()
+    decode = enable_parallel_decode(pipe.vae, seq.clip_ranks, seq.clip_group, runtime)
+    out["pipeline_decode_parallel"] = pipeline_decode(pipe)
+    out["pipeline_decode_tiles"] = (decode.num_tiles, decode.tiles_decoded)
     return out
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 
@@ -22,7 +21,7 @@ import pytest
 import torch
 
 import parallel_workers as W
-from distributed_harness import run_ranks, unwrap
+from distributed_harness import free_port, run_ranks, unwrap
 
 pytestmark = pytest.mark.slow
 
@@ -106,6 +105,9 @@ def test_parallel_vae_decode_is_the_tiled_decode(world, request):
         num_tiles, decoded, received = extras["decode_tiles"]
         assert num_tiles == 12 and decoded == num_tiles // world  # tiles dealt over the ranks
         assert received > 0
+        # the pipelines decode through the streamed tiled decode (not `vae._decode`): dealt over the ranks too
+        assert torch.equal(extras["pipeline_decode_parallel"], extras["pipeline_decode_single"])
+        assert extras["pipeline_decode_tiles"] == (12, 12 // world)
 
 
 def test_memory_per_rank_with_pass_parallel(ranks2):
@@ -155,16 +157,10 @@ def test_a_rank_dying_mid_step_ends_the_job():
 
 # -- the command line under torchrun -------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _torchrun(nproc: int, *args, timeout=600):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-port",
-           str(_free_port()), "-m", "diffusers_ltx2", "generate", *args]
+           str(free_port()), "-m", "diffusers_ltx2", "generate", *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
 
 
@@ -217,7 +213,7 @@ def test_one_clip_over_two_ranks_by_accelerate_is_the_one_process_clip(model_dir
     two = tmp_path / "two.mp4"
     result = subprocess.run(
         [shutil.which("accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
          "-m", "diffusers_ltx2", "generate", "--model", str(model_dir), "--prompt", "a cat walks", "--output",
          str(two), "--parallel", "sequence", *CLIP],
         capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
