@@ -22,6 +22,7 @@ from .memory_args import (
     MEMORY_OPTIONS, apply_memory_settings, check_memory_arguments, memory_settings, prepare_memory_arguments,
 )
 from .options import Option, number, text, whole
+from .timing import say, secondary_rank
 
 #: official LTX-2 steps: 40 guided (dev checkpoints), 8 fixed sigmas (distilled checkpoints)
 DEFAULT_STEPS, DISTILLED_STEPS = 40, 8
@@ -131,7 +132,8 @@ def load_pipeline(cls, args, timer, setup=None, lora_kwargs: dict | None = None)
     if settings.gguf_file is not None:
         extra["gguf_file"] = settings.gguf_file
     quiet_loading()
-    print(f"loading {args.model} ...", flush=True)
+    if not secondary_rank():  # under a launcher, rank 0 speaks for the job
+        say(f"loading {args.model} ...")
     with timer.stage("load"):
         pipe = cls.from_pretrained(args.model, dtype=torch_dtype(args.dtype), quantization=settings.quantization,
                                    text_encoder_quantization=settings.text_encoder_quantization, **extra)

@@ -19,6 +19,7 @@ from types import SimpleNamespace
 
 from ..distributed.layout import MODES, SEQUENCE_ATTENTION
 from .options import Option, number, text, whole
+from .timing import say
 
 GROUP = "several ranks / prompt lists (launch with torchrun or accelerate launch)"
 
@@ -150,7 +151,7 @@ def run_parallel(args, timer, *, prepare, call, load) -> int:
         with runtime.guard("ltx2 generate"):
             return _generate(args, timer, runtime, build_context(runtime, args.layout), call, load, enable_parallel)
     except DistributedJobError as err:
-        print(f"ltx2 generate: error (rank {runtime.rank}): {err}", file=sys.stderr)
+        say(f"ltx2 generate: error (rank {runtime.rank}): {err}", sys.stderr)
         return 1
     finally:
         if dist.is_initialized():
@@ -168,7 +169,7 @@ def _generate(args, timer, runtime, context, call, load, enable_parallel) -> int
     if clips is not None:  # decided before any model loads: a finished list loads nothing
         todo = _plan_list(clips, args, runtime)
         if runtime.rank == 0 and len(todo) < len(clips):
-            print(f"{len(clips) - len(todo)} of {len(clips)} clips already in {args.output}: skipped", flush=True)
+            say(f"{len(clips) - len(todo)} of {len(clips)} clips already in {args.output}: skipped")
         if not todo:
             return 0
     if runtime.backend == "nccl":
@@ -186,7 +187,7 @@ def _generate(args, timer, runtime, context, call, load, enable_parallel) -> int
         if context.is_clip_leader:
             with timer.stage("write"):
                 write_output(out, args)
-            print(f"wrote {os.path.abspath(args.output)} ({timer.summary()})", flush=True)
+            say(f"wrote {os.path.abspath(args.output)} ({timer.summary()})")
         return 0
     mine = clips_of_group(todo, context.clip_index, context.num_clip_groups)
     negatives = []  # what the pipeline may encode as the negative prompt (the one-stage / two-stage default)
@@ -207,5 +208,5 @@ def _generate(args, timer, runtime, context, call, load, enable_parallel) -> int
         if context.is_clip_leader:
             path = output_path(args.output, clip)
             write_output(out, SimpleNamespace(**{**vars(args), "output": path}))
-            print(f"{tag}wrote {os.path.abspath(path)}", flush=True)
+            say(f"{tag}wrote {os.path.abspath(path)}")
     return 0
