@@ -18,7 +18,8 @@ import importlib
 import sys
 
 # convert also registers convert-lora
-SUBCOMMANDS = ("generate", "retake", "foley", "extend", "demo", "encode", "convert", "control", "preprocess", "train")
+SUBCOMMANDS = ("generate", "retake", "foley", "extend", "demo", "encode", "convert", "control", "preprocess", "train",
+               "ui")
 
 
 class ArgumentParser(argparse.ArgumentParser):

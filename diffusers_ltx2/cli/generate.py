@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from .clip_args import check_clip, clip_call, clip_options, load_pipeline, prepare_clip, run_and_write
+from .clip_args import check_clip, clip_call, clip_options, clip_runner, load_pipeline, prepare_clip
 from .command import Command
 from .common import check_image_file, torch_dtype
 from .media_args import (
@@ -150,21 +150,20 @@ def call(args) -> dict:
     return two_stage_call(kwargs, args) if args.two_stage else kwargs
 
 
-def run(args, timer) -> int:
-    """Check, load the pipeline (and LoRAs), generate, write the MP4 (or WAV / FLAC); returns the exit code."""
-    prepare(args)
-    kwargs = call(args)
+def load(args, timer):
+    """The pipeline (and LoRAs; with --two-stage the upsampler and the distilled LoRA) for prepared `args`."""
     if args.two_stage:  # stage progress bars are named by the pipeline ("stage 1/2 ...", "stage 2/2 ...")
         from ..pipelines.two_stage import LTX2TwoStagePipeline
 
-        pipe = load_pipeline(LTX2TwoStagePipeline, args, timer, setup=two_stage_setup(args, torch_dtype(args.dtype)))
-    else:
-        from ..pipelines import LTX2AudioVideoPipeline
+        return load_pipeline(LTX2TwoStagePipeline, args, timer, setup=two_stage_setup(args, torch_dtype(args.dtype)))
+    from ..pipelines import LTX2AudioVideoPipeline
 
-        pipe = load_pipeline(LTX2AudioVideoPipeline, args, timer)
-    return run_and_write(pipe, args, timer, **kwargs)
+    return load_pipeline(LTX2AudioVideoPipeline, args, timer)
 
+
+#: check, load the pipeline (and LoRAs), generate, write the MP4 (or WAV / FLAC); returns the exit code
+run = clip_runner(prepare, call, load)
 
 COMMAND = Command("generate", "generate a clip with audio from a prompt (and images, clips, audio, LoRAs)", OPTIONS,
-                  run, check=check, prepare=prepare, call=call)
+                  run, check=check, prepare=prepare, call=call, load=load)
 add_parser = COMMAND.add_to
