@@ -1,0 +1,295 @@
+"""`ltx2 ui` without a browser: its job queue runs the `ltx2` commands' own resolution and pipeline calls on the
+tiny model (every mode), progress per step, cancel at the next step, settings files that `ltx2 COMMAND
+--from-settings` re-runs to the same latents, upload checks, the form -> command mapping, and the file guard."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import av
+import numpy as np
+import pytest
+
+from media_files import frame_colours, tone, write_audio, write_video
+
+from diffusers_ltx2.cli import main, parse_args, resolve
+
+FAST = dict(steps=2, dtype="fp32", device="cpu", num_frames=9, height=64, width=64)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The demo files `ltx2 ui` builds (tiny model, LoRAs, upsampler) and media to upload."""
+    from diffusers_ltx2.ui.demo_model import ensure_demo_model
+
+    root = tmp_path_factory.mktemp("ui")
+    paths = ensure_demo_model(str(root / "demo"))
+    media = root / "media"
+    media.mkdir()
+    paths["clip"] = write_video(media / "clip.mp4", frame_colours(17, 64, 64), fps=24,
+                                audio=tone(1.0, 48000, freqs=(440.0, 440.0)), sample_rate=48000)
+    paths["wav"] = write_audio(media / "tone.wav", tone(1.0, 48000, freqs=(440.0, 440.0)), 48000)
+    (media / "notes.mp4").write_text("not a video\n")
+    (media / "empty.wav").write_bytes(b"")
+    paths["media"] = str(media)
+    return paths
+
+
+@pytest.fixture()
+def queue(tmp_path):
+    from diffusers_ltx2.ui.jobs import JobQueue
+
+    out = tmp_path / "out"
+    out.mkdir()
+    q = JobQueue(str(out))
+    yield q
+    q.close(timeout=30)
+
+
+@pytest.fixture()
+def final_latents(monkeypatch):
+    """The latents after the last step of every pipeline call (through the public `callback_on_step_end`,
+    chained before the caller's own callback)."""
+    from diffusers_ltx2 import LTX2AudioVideoPipeline
+
+    seen = []
+    original = LTX2AudioVideoPipeline.__call__
+
+    def spy(self, *args, **kwargs):
+        theirs, record = kwargs.get("callback_on_step_end"), {}
+
+        def callback(pipe, step, sigma, tensors):
+            record.update({k: v.detach().clone() for k, v in tensors.items()})
+            return theirs(pipe, step, sigma, tensors) if theirs is not None else {}
+
+        kwargs.update(callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["latents", "audio_latents"])
+        out = original(self, *args, **kwargs)
+        seen.append(record)
+        return out
+
+    monkeypatch.setattr(LTX2AudioVideoPipeline, "__call__", spy)
+    return seen
+
+
+def _streams(path):
+    with av.open(str(path)) as container:
+        return sorted(s.type for s in container.streams)
+
+
+def _decoded(path):
+    with av.open(str(path)) as container:
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    with av.open(str(path)) as container:
+        audio = np.concatenate([f.to_ndarray() for f in container.decode(audio=0)], axis=-1)
+    return frames, audio
+
+
+# ------------------------------------------------------------------------------------------- settings files
+
+
+def test_settings_rerun_with_the_cli_gives_the_same_latents(demo, queue, final_latents, tmp_path):
+    values = dict(FAST, model=demo["model"], prompt="a red bird", seed=3, lora=[f"{demo['loras']}/tiny-style"
+                                                                                ".safetensors:0.5"])
+    job = queue.wait(queue.submit("text/image to video", "generate", values).id, timeout=300)
+    assert job.state == "done", job.error
+    assert _streams(job.output) == ["audio", "video"]
+    saved = json.loads(open(job.settings).read())
+    assert saved["command"] == "generate" and saved["values"]["seed"] == 3 and saved["values"]["steps"] == 2
+    assert saved["values"]["lora"] == [f"{demo['loras']}/tiny-style.safetensors:0.5"]
+    again = tmp_path / "again.mp4"
+    assert main(["generate", "--from-settings", job.settings, "--output", str(again), "--no-progress"]) == 0
+    ui, cli = final_latents
+    for name in ("latents", "audio_latents"):
+        assert ui[name].shape == cli[name].shape and np.array_equal(ui[name].numpy(), cli[name].numpy()), name
+    for a, b in zip(_decoded(job.output), _decoded(again)):
+        assert np.array_equal(a, b)
+
+
+def test_from_settings_merges_refuses_overwrites_and_other_commands(demo, queue, tmp_path, capsys):
+    job = queue.wait(queue.submit("retake", "retake", dict(model=demo["model"], prompt="p", input=demo["clip"],
+                                                           start=0.1, end=0.4, steps=2, dtype="fp32")).id, 300)
+    assert job.state == "done", job.error
+    # flags given win over the file's; the required --model / --input come from the file
+    command, values = parse_args(["retake", "--from-settings", job.settings, "--seed", "7", "--output", "x.mp4"])
+    args = resolve("retake", values).args
+    assert (args.seed, args.input, args.start, args.end) == (7, demo["clip"], 0.1, 0.4)
+    assert main(["generate", "--from-settings", job.settings]) == 2
+    assert f"holds `ltx2 retake` settings: run ltx2 retake --from-settings {job.settings}" in capsys.readouterr().err
+    assert main(["retake", "--from-settings", job.settings]) == 2  # the recorded output exists
+    assert "would be overwritten: pass --output" in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    edited = json.loads(open(job.settings).read())
+    edited["values"]["steps"] = 0  # edited by hand
+    bad.write_text(json.dumps(edited))
+    assert main(["retake", "--from-settings", str(bad), "--output", str(tmp_path / "o.mp4")]) == 2
+    assert "--steps: must be >= 1" in capsys.readouterr().err  # checked like the command line
+    bad.write_text("[1, 2")
+    assert main(["retake", "--from-settings", str(bad)]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------- every mode, progress
+
+
+@pytest.mark.slow
+def test_every_mode_runs_through_the_queue(demo, queue):
+    from diffusers_ltx2.ui.modes import job_request
+
+    shared = dict(prompt="waves", steps=2, dtype="fp32", device="cpu", num_frames=9, height=64, width=64,
+                  frame_rate=24.0, seed=0, guidance_preset="CFG only", video_cfg=2.0, audio_cfg=2.0)
+    image = os.path.join(demo["media"], "key.png")
+    import PIL.Image
+
+    PIL.Image.fromarray(frame_colours(1, 64, 64)[0]).save(image)
+    forms = {
+        "text/image to video": dict(keyframes=[image, image], keyframe_frames=""),
+        "audio to video": dict(audio=demo["wav"]),
+        "video to audio (foley)": dict(input=demo["clip"]),
+        "retake": dict(input=demo["clip"], start=0.2, end=0.5, retake_what="video only"),
+        "extend": dict(input=demo["clip"], frames=8, overlap=8, overlap_strength=0.5),
+        "IC-LoRA control": dict(control_video=demo["clip"], preprocess="canny",
+                                ic_lora="tiny-ic-lora-union.safetensors"),
+        "two-stage / distilled": dict(distilled_lora="tiny-distilled-lora.safetensors", upsampler=demo["upsampler"],
+                                      height=128, width=128),
+        "audio only": dict(),
+    }
+    jobs = {}
+    for mode, extra in forms.items():
+        request = job_request(mode, dict(shared, **extra), model=demo["model"], lora_dir=demo["loras"])
+        jobs[mode] = queue.submit(request.mode, request.command, request.values, encode=request.encode)
+    for mode, job in jobs.items():
+        job = queue.wait(job.id, timeout=600)
+        assert job.state == "done", (mode, job.error)
+        assert os.path.isfile(job.settings)
+        if mode == "audio only":
+            assert job.output.endswith(".wav") and _streams(job.output) == ["audio"]
+        else:
+            assert _streams(job.output) == ["audio", "video"], mode
+        stages = 2 if mode == "two-stage / distilled" else 1
+        assert job.stages == stages and job.events[-1][0] == stages, mode
+        # one progress update per denoising step of every stage
+        for stage in range(1, stages + 1):
+            steps = [(i, n) for s, i, n in job.events if s == stage]
+            assert steps == [(i, steps[0][1]) for i in range(1, steps[0][1] + 1)], (mode, stage)
+    assert jobs["two-stage / distilled"].events[-1][2] == 3  # the 3 refinement steps
+
+
+def test_cancel_stops_within_one_step_and_the_next_job_runs(demo, queue):
+    import time
+
+    values = dict(FAST, model=demo["model"], prompt="p")
+    long = queue.submit("text/image to video", "generate", dict(values, steps=20000))
+    waiting = queue.submit("text/image to video", "generate", dict(values, steps=20000))
+    after = queue.submit("text/image to video", "generate", values)
+    while queue.get(long.id).step < 2:
+        time.sleep(0.01)
+    assert queue.cancel(waiting.id) and queue.get(waiting.id).state == "cancelled"  # dropped from the queue
+    assert queue.cancel(long.id)
+    long = queue.wait(long.id, timeout=120)
+    assert long.state == "cancelled" and long.output is None
+    assert long.stopped_step - long.cancel_step <= 1 and long.stopped_step < 20000
+    assert queue.wait(after.id, timeout=300).state == "done"
+    assert queue.get(waiting.id).events == []  # never ran
+    assert not queue.cancel(after.id)  # finished: nothing to cancel
+    names = os.listdir(queue.output_dir)
+    assert not [n for n in names if n.startswith(".tmp-")]  # nothing half-written
+    assert sorted(n.rsplit(".", 1)[1] for n in names if "-001-" in n) == []  # the cancelled job wrote nothing
+
+
+def test_a_bad_job_fails_with_one_line_and_the_queue_goes_on(demo, queue):
+    from diffusers_ltx2.ui.modes import job_request
+
+    with pytest.raises(ValueError, match="--num-frames .* 8k\\+1"):  # refused at submission, as the CLI does
+        queue.submit("t2v", "generate", dict(FAST, model=demo["model"], prompt="p", num_frames=10))
+    request = job_request("audio to video", dict(prompt="p", audio=os.path.join(demo["media"], "empty.wav"),
+                                                 **FAST), model=demo["model"])
+    bad = queue.wait(queue.submit(request.mode, request.command, request.values).id, timeout=300)
+    assert bad.state == "failed" and "\n" not in bad.error and "--audio" in bad.error
+    good = queue.submit("t2v", "generate", dict(FAST, model=demo["model"], prompt="p"))
+    assert queue.wait(good.id, timeout=300).state == "done"
+
+
+# ------------------------------------------------------------------------------------------ forms and uploads
+
+
+def test_forms_become_the_cli_arguments(demo):
+    from diffusers_ltx2.ui.modes import job_request
+
+    loras = demo["loras"]
+    r = job_request("IC-LoRA control", dict(prompt="p", control_video="c.mp4", ic_lora="tiny-ic-lora-union"
+                                            ".safetensors", ic_lora_strength=0.8, lora_1="tiny-style.safetensors",
+                                            lora_1_strength=0.3, guidance_preset="no guidance (distilled "
+                                            "checkpoints)", seed=4.0), model="m", lora_dir=loras)
+    assert r.command == "control" and r.values["no_guidance"] and r.values["seed"] == 4
+    assert r.values["lora"] == [f"{loras}/tiny-ic-lora-union.safetensors:0.8", f"{loras}/tiny-style.safetensors:0.3"]
+    r = job_request("retake", dict(prompt="p", input="c.mp4", start=0.5, end=1.0, retake_what="audio only",
+                                   num_frames=9), model="m")
+    assert r.values["no_video"] and not r.values["no_audio"] and "num_frames" not in r.values  # sizes: the clip's
+    r = job_request("text/image to video", dict(prompt="p", keyframes=["a.png", "b.png", "c.png"],
+                                                keyframe_frames="0, 40, -1"), model="m")
+    assert r.values["image"] == ["a.png@0", "b.png@40", "c.png@-1"]
+    r = job_request("audio only", dict(prompt="p"), model="m")
+    assert r.values["audio_only"] and r.suffix == "wav"
+    r = job_request("text/image to video", dict(prompt="p", prompt_source="LTX API"), model="m",
+                    api={"model_id": "x"})
+    assert [e["dest"] for e in r.encode] == ["conditioning", "negative_conditioning"]
+    assert all(e["api"] and e["model_id"] == "x" and "key" not in str(e).lower() for e in r.encode)
+    with pytest.raises(ValueError, match="pick a file of the LoRA folder"):
+        job_request("text/image to video", dict(prompt="p", lora_1="../outside.safetensors"), model="m",
+                    lora_dir=loras)
+    with pytest.raises(ValueError, match="--input: upload a video clip"):
+        job_request("video to audio (foley)", dict(prompt="p"), model="m")
+
+
+def test_uploads_are_checked_like_the_cli_checks_files(demo):
+    from diffusers_ltx2.ui.uploads import check_upload
+
+    media = demo["media"]
+    assert check_upload(demo["clip"], "video", "--input") == demo["clip"]
+    assert check_upload(demo["wav"], "audio", "--audio") == demo["wav"]
+    cases = [
+        (os.path.join(media, "notes.mp4"), "video", "--input notes.mp4: is not a readable video"),
+        (os.path.join(media, "empty.wav"), "audio", "--audio empty.wav: the file is empty (0 bytes)"),
+        (demo["wav"], "video", "--input tone.wav: not a video clip (accepted: .mp4"),
+        (os.path.join(media, "notes.mp4"), "image", "not an image"),
+    ]
+    for path, kind, message in cases:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            check_upload(path, kind, {"video": "--input", "audio": "--audio", "image": "--image"}[kind])
+    with pytest.raises(ValueError, match="more than the 1 MB upload limit"):
+        big = os.path.join(media, "big.wav")
+        write_audio(big, tone(12.0, 48000), 48000)
+        check_upload(big, "audio", "--audio", max_bytes=1000**2)
+
+
+# ----------------------------------------------------------------------------------------------- the server
+
+
+def test_file_requests_outside_the_output_folder_are_refused(tmp_path):
+    from diffusers_ltx2.ui.server import inside, requested_file
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.mp4").write_bytes(b"x")
+    os.symlink(tmp_path, out / "link")
+    assert requested_file(f"/gradio_api/file={out}/a.mp4") == f"{out}/a.mp4"
+    assert requested_file("/gradio_api/file/etc/passwd") == "etc/passwd"
+    assert requested_file(f"/gradio_api/file={out}/%252e%252e/x") == f"{out}/../x"
+    assert requested_file("/gradio_api/queue/join") is None
+    assert inside(f"{out}/a.mp4", str(out))
+    for path in (f"{out}/../secret", "/etc/passwd", f"{out}/link/secret", "http://example.com/x", "//host/x"):
+        assert not inside(path, str(out)), path
+
+
+def test_ui_command_checks_its_arguments_before_starting(tmp_path, capsys):
+    assert main(["ui", "--lora-dir", str(tmp_path / "nope")]) == 2
+    assert "--lora-dir: folder not found" in capsys.readouterr().err
+    assert main(["ui", "--model", str(tmp_path)]) == 2
+    assert "not a diffusers pipeline folder" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert main(["ui", "--output-dir", str(tmp_path / "file")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert main(["ui", "--port", "70000"]) == 2
+    assert "--port: must be <= 65535" in capsys.readouterr().err
