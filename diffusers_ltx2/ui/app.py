@@ -162,7 +162,7 @@ def _mode_fields(gr, label: str, ctx: AppContext, loras: list) -> dict:
         f["keyframe_frames"] = gr.Textbox(label="Their frames (comma-separated; default 0, -1 = first and last)")
         f["image_strength"] = gr.Slider(0, 1, value=1.0, label="Keyframe strength")
     elif label == "audio to video":
-        f["audio"] = gr.File(label="Sound", file_types=list(KINDS["audio"][0]), type="filepath")
+        f["audio"] = gr.File(label="Sound", file_types=list(KINDS["audio"][0]), type="filepath", elem_id="ltx2-audio")
         f["audio_start"] = gr.Number(0.0, label="Start in the sound (s)")
     elif label in ("video to audio (foley)", "retake", "extend"):
         f["input"] = gr.File(label="Clip", file_types=video_types, type="filepath",
