@@ -124,6 +124,16 @@ def _set_number(page, label: str, value) -> None:
     box.press("Tab")
 
 
+def _screenshot(page, path: str) -> None:
+    """The page as a PNG of 128 colours (small enough to commit)."""
+    import io
+
+    import PIL.Image
+
+    image = PIL.Image.open(io.BytesIO(page.screenshot())).convert("RGB")
+    image.quantize(colors=128, method=PIL.Image.Quantize.MEDIANCUT).save(path, optimize=True)
+
+
 def _shows(page, text: str) -> None:
     """The page's message line comes to hold `text` (Gradio updates it asynchronously)."""
     page.wait_for_function("text => (document.querySelector('#ltx2-message-text') || {}).innerText?.includes(text)",
@@ -175,8 +185,6 @@ def test_page_loads_labelled_random_and_offline(page, server):
     assert tabs == ["text/image to video", "audio to video", "video to audio (foley)", "retake", "extend",
                     "IC-LoRA control", "two-stage / distilled", "audio only"]
     assert page.outside_requests == []  # no CDN, fonts or analytics
-    shot = os.environ.get("LTX2_UI_SCREENSHOT")
-    page.screenshot(path=shot or str(server["root"] / "page.png"))
 
 
 def test_text_to_video_job_with_progress_per_step(page, server):
@@ -189,6 +197,7 @@ def test_text_to_video_job_with_progress_per_step(page, server):
     assert row.locator(".ltx2-steps").text_content() == "1/2 2/2"
     played = _played(page, server, job)
     assert played["streams"] == ["audio", "video"] and abs(played["duration"] - 9 / 24) < 0.05
+    _screenshot(page, os.environ.get("LTX2_UI_SCREENSHOT") or str(server["root"] / "page.png"))  # the README's
     # the settings saved beside it re-run with the CLI to the same clip (the latents: tests/test_ui.py)
     settings = next(server["out"].glob(f"*-{job:03d}-*.json"))
     again = server["root"] / "again.mp4"
