@@ -293,3 +293,20 @@ def test_ui_command_checks_its_arguments_before_starting(tmp_path, capsys):
     assert "is a file, not a folder" in capsys.readouterr().err
     assert main(["ui", "--port", "70000"]) == 2
     assert "--port: must be <= 65535" in capsys.readouterr().err
+
+
+def test_the_memory_panel_plans_like_vram_budget(demo, capsys):
+    """The page's plan is the one `ltx2 generate --vram-budget` prints for the same clip and budget."""
+    from diffusers_ltx2.ui.planner import budget_text, detect_device, plan_for
+
+    device, memory, text = detect_device()
+    assert (device, memory) == ("cpu", None) or (device == "cuda" and memory > 0)
+    assert budget_text(None) == "" and budget_text(int(79.65 * 1024**3)) == "79.6GiB"
+    plan = plan_for(demo["model"], 9, 64, 64, 24.0, "3MB")
+    args = resolve("generate", dict(model=demo["model"], prompt="p", output="o.mp4", num_frames=9, height=64,
+                                    width=64, vram_budget="3MB", dtype="fp32", device="cpu"), call=True).args
+    printed = capsys.readouterr().out
+    assert plan["text"].splitlines()[1:] == printed.splitlines()[1:]  # the same plan (after the header line)
+    assert (plan["quantize"], plan["offload"]) == (args.memory.quantization, args.memory.offload)
+    with pytest.raises(ValueError, match="bad memory size"):
+        plan_for(demo["model"], 9, 64, 64, 24.0, "lots")

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+
 from ..memory.budget import Clip, format_bytes, plan
 
 
@@ -24,14 +26,21 @@ def budget_text(memory: int | None) -> str:
 
 
 def plan_for(model: str, num_frames: int, height: int, width: int, frame_rate: float, budget: str,
-             passes: int = 3) -> dict:
+             passes: int | None = None) -> dict:
     """The plan for a clip under `budget` (a `--vram-budget` value): `{"quantize", "text_encoder_quantize",
-    "offload", "text"}` (text: the plan as `ltx2 generate --vram-budget` prints it). Raises `ValueError` for a
-    bad budget or model folder."""
+    "offload", "text"}` (text: the plan as `ltx2 generate --vram-budget` prints it). `passes`: guidance passes
+    batched per call, by default those `ltx2 generate` counts for its default (recommended) guidance. Raises
+    `ValueError` for a bad budget, clip or model folder."""
+    from .. import cli
+    from ..cli.guidance_args import guidance_passes
     from ..cli.memory_args import parse_bytes
     from ..memory.footprint import footprint_from_folder
 
     amount = parse_bytes(budget)
+    if passes is None:
+        args = cli.resolve("generate", dict(model=model, prompt="plan", output=os.path.join(model, "plan.mp4"),
+                                            num_frames=num_frames, height=height, width=width)).args
+        passes = guidance_passes(args)
     fp = footprint_from_folder(model)
     chosen = plan(fp, Clip(int(num_frames), int(height), int(width), float(frame_rate)), amount, passes=passes)
     return {"quantize": chosen.quantization, "text_encoder_quantize": chosen.text_encoder_quantization,
