@@ -20,7 +20,7 @@ from types import SimpleNamespace
 from typing import Any, Callable
 
 from .options import Option, add_options, parse_options
-from .timing import StageTimer
+from .timing import StageTimer, say, secondary_rank
 
 
 @dataclass(frozen=True)
@@ -99,8 +99,8 @@ class Command:
         args = self.resolve(namespace).args
         timer = StageTimer(stream=stream, start=start)
         if self.imports:
-            if self.loading:
-                print(f"ltx2 {self.name}: loading {self.loading} ...", file=timer.stream, flush=True)
+            if self.loading and not secondary_rank():
+                say(f"ltx2 {self.name}: loading {self.loading} ...", timer.stream)
             with timer.stage("imports"):
                 for module in self.imports:
                     importlib.import_module(module)
@@ -109,4 +109,4 @@ class Command:
 
 def announce(text: str) -> None:
     """A progress line (stdout, flushed)."""
-    print(text, file=sys.stdout, flush=True)
+    say(text)
