@@ -33,14 +33,20 @@ def check(args) -> None:
     check_clip(args)  # sizes the user left to the input are checked once it is probed
 
 
+def check_window_in_clip(args, source) -> None:
+    """`--end` within the part of the clip the retake uses (`source`: `media_args.resolve_source_clip`'s, its
+    `8k + 1` frames); raises `ValueError` naming `--end`. `ltx2 ui`'s window preview runs it too."""
+    if args.end > source.duration_s + 1e-9:
+        raise ValueError(f"--end {args.end:g} is past the end of the clip, which lasts {source.duration_s:.4g} s "
+                         f"({source.num_frames} frames at {source.frame_rate:g} fps)")
+
+
 def build_conditions(args, source) -> list:
     """`[FrozenVideo(source frames), AudioCondition(source audio), TemporalRegion(start, end, ...)]`."""
     from ..conditioning import AudioCondition, FrozenVideo, TemporalRegion
     from ..media import load_video
 
-    if args.end > source.duration_s + 1e-9:
-        raise ValueError(f"--end {args.end:g} is past the end of the clip, which lasts {source.duration_s:.4g} s "
-                         f"({source.num_frames} frames at {source.frame_rate:g} fps)")
+    check_window_in_clip(args, source)
     frames, _ = load_video(source.path, num_frames=source.num_frames)
     if not source.has_audio:
         if args.no_video:

@@ -176,7 +176,8 @@ def _mode_fields(gr, label: str, ctx: AppContext, loras: list) -> dict:
             preview = gr.Gallery(label="Window: first and last frame", columns=2, height=180)
             window = gr.HTML(elem_id="ltx2-retake-window")
             for trigger in (f["input"].upload, f["start"].change, f["end"].change):
-                trigger(_window_preview, [f["input"], f["start"], f["end"]], [preview, window])
+                trigger(lambda path, start, end: _window_preview(ctx, path, start, end),
+                        [f["input"], f["start"], f["end"]], [preview, window])
         elif label == "extend":
             f["frames"] = gr.Number(16, precision=0, label="Frames to add (multiple of 8)")
             f["overlap"] = gr.Number(16, precision=0, label="Overlap frames (multiple of 8)")
@@ -318,15 +319,15 @@ def _cancel(ctx: AppContext, job_id) -> str:
     return _message(f"cancel asked for job #{int(job_id)}: it stops at the end of its current step", error=False)
 
 
-def _window_preview(path, start, end):
+def _window_preview(ctx: AppContext, path, start, end):
     if not path or start is None or end is None:
         return [], ""
     from .previews import retake_window
 
     try:
-        pictures, text = retake_window(path, float(start), float(end))
-    except (ValueError, OSError) as err:
-        return [], _message(cli.describe_error(err))
+        pictures, text = retake_window(ctx.model, path, float(start), float(end), ctx.queue.output_dir)
+    except (ValueError, OSError) as err:  # named by the upload's file name, not the server's temporary path
+        return [], _message(cli.describe_error(err).replace(path, os.path.basename(path)))
     return pictures, f"<div>{html.escape(text)}</div>"
 
 

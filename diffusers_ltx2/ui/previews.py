@@ -9,23 +9,27 @@ import uuid
 PREVIEW_FRAMES = 49  # frames of a control preview (2 s at 24 fps)
 
 
-def retake_window(path: str, start: float, end: float) -> tuple[list, str]:
+def retake_window(model: str, path: str, start: float, end: float, output_dir: str) -> tuple[list, str]:
     """The frames at the window's start and end (`(H, W, 3)` uint8 arrays) and a line saying which frames of the
-    clip the window covers. Raises `ValueError` for a window outside the clip."""
-    from ..media import load_video, probe_video
+    clip the window covers. The window is checked by `ltx2 retake`'s own layer (`cli.resolve("retake", ...)`,
+    `media_args.resolve_source_clip`, `retake.check_window_in_clip`: the clip's usable `8k + 1` frames), so the
+    preview refuses exactly what the job would, with the same `ValueError` naming `--start` / `--end`."""
+    from .. import cli
+    from ..cli.media_args import resolve_source_clip
+    from ..cli.retake import check_window_in_clip
+    from ..media import load_video
 
-    info = probe_video(path)
-    duration = info.num_frames / info.fps
-    if not 0 <= start < end:
-        raise ValueError(f"retake window: START {start:g} must be >= 0 and before END {end:g}")
-    if end > duration + 1e-9:
-        raise ValueError(f"retake window: END {end:g} s is past the end of the clip ({duration:.3g} s)")
-    first = min(int(start * info.fps), info.num_frames - 1)
-    last = min(max(first, int(round(end * info.fps)) - 1), info.num_frames - 1)
+    args = cli.resolve("retake", dict(model=model, input=path, start=start, end=end, prompt="preview",
+                                      output=os.path.join(output_dir, "preview.mp4"))).args
+    source = resolve_source_clip(args)
+    check_window_in_clip(args, source)
+    fps = source.frame_rate
+    first = min(int(start * fps), source.num_frames - 1)
+    last = min(max(first, int(round(end * fps)) - 1), source.num_frames - 1)
     frames, _ = load_video(path, num_frames=last + 1)
     pictures = [(frames[i].numpy() * 255).round().astype("uint8") for i in (first, last)]
-    text = (f"window {start:g}-{end:g} s of {duration:.3g} s: frames {first}-{last} of {info.num_frames} "
-            f"({info.width}x{info.height} at {info.fps:g} fps); the rest is kept")
+    text = (f"window {start:g}-{end:g} s of {source.duration_s:.3g} s: frames {first}-{last} of the "
+            f"{source.num_frames} used ({source.describe()}); the rest is kept")
     return pictures, text
 
 
