@@ -310,3 +310,81 @@ def test_the_memory_panel_plans_like_vram_budget(demo, capsys):
     assert (plan["quantize"], plan["offload"]) == (args.memory.quantization, args.memory.offload)
     with pytest.raises(ValueError, match="bad memory size"):
         plan_for(demo["model"], 9, 64, 64, 24.0, "lots")
+
+
+# ------------------------------------------------------------------------------------------- prompt sources
+
+
+def test_ltx_api_and_saved_conditioning_prompts_run_and_keep_the_key_out(demo, queue, final_latents, monkeypatch,
+                                                                       tmp_path):
+    """An LTX API prompt is encoded by `ltx2 encode --api` (a stand-in server speaking the protocol; the model id
+    read from the model folder, as for a converted official checkpoint) and the job runs on its file; the same file
+    given as saved conditioning gives the same latents; the key is sent only as the Authorization header: never in
+    the settings, the job's log or any output file."""
+    import shutil
+
+    from test_api_encoder import MODEL_ID, FakeLTXAPI, Reply, conditioning_pickle
+
+    from diffusers_ltx2.loaders.identity import context_dims
+    from diffusers_ltx2.ui.modes import API, SAVED, job_request
+
+    key = "sk-ui-queue-test-0a1b2c3d4e5f"
+    monkeypatch.setenv("LTX_API_KEY", key)
+    model = str(tmp_path / "model")  # the demo model with a checkpoint's API model id, where `ltx2 convert` puts it
+    shutil.copytree(demo["model"], model)
+    index = json.load(open(os.path.join(model, "model_index.json")))
+    with open(os.path.join(model, "model_index.json"), "w") as f:
+        json.dump(dict(index, model_identity=MODEL_ID), f)
+    width = sum(context_dims(json.load(open(os.path.join(model, "connectors", "config.json")))))
+    fake = FakeLTXAPI()
+    fake.default = lambda request: Reply(200, conditioning_pickle(json.loads(request["body"])["prompt"], width=width))
+    fake.thread.start()
+    try:
+        form = dict(FAST, prompt="a red bird", guidance_preset="no guidance (distilled checkpoints)")
+        request = job_request("text/image to video", dict(form, prompt_source=API), model=model,
+                              api={"base_url": fake.url})
+        api_job = queue.wait(queue.submit(request.mode, request.command, request.values,
+                                          encode=request.encode).id, timeout=300)
+    finally:
+        fake.server.shutdown()
+        fake.server.server_close()
+    assert api_job.state == "done", api_job.error
+    assert [r["headers"]["Authorization"] for r in fake.requests] == [f"Bearer {key}"] * 2  # prompt, negative
+    conditioning = api_job.values["conditioning"]
+    assert os.path.dirname(conditioning) == queue.output_dir and api_job.values["prompt"] is None
+    saved = json.load(open(api_job.settings))["values"]
+    assert saved["conditioning"] == conditioning and saved["prompt"] is None
+    request = job_request("text/image to video", dict(form, prompt_source=SAVED, conditioning=conditioning),
+                          model=model)
+    saved_job = queue.wait(queue.submit(request.mode, request.command, request.values).id, timeout=300)
+    assert saved_job.state == "done", saved_job.error
+    for name in ("latents", "audio_latents"):
+        assert np.array_equal(final_latents[0][name].numpy(), final_latents[1][name].numpy()), name
+    assert key not in "\n".join(api_job.log + saved_job.log)
+    for name in os.listdir(queue.output_dir):
+        with open(os.path.join(queue.output_dir, name), "rb") as f:
+            assert key.encode() not in f.read(), name
+
+
+# ------------------------------------------------------------------------------------------------- previews
+
+
+def test_retake_window_preview_refuses_what_the_job_refuses(demo, queue, tmp_path):
+    """The preview checks the window with `ltx2 retake`'s own layer: a 20-frame clip is used as its 17 (8k+1)
+    frames, so an END inside the file but past those frames is refused by both, with the same line."""
+    from diffusers_ltx2.ui.previews import retake_window
+
+    clip = write_video(tmp_path / "twenty.mp4", frame_colours(20, 64, 64), fps=24,
+                       audio=tone(20 / 24, 48000, freqs=(440.0, 440.0)), sample_rate=48000)
+    pictures, text = retake_window(demo["model"], clip, 0.25, 0.5, queue.output_dir)
+    assert [p.shape for p in pictures] == [(64, 64, 3)] * 2 and "frames 6-11 of the 17 used" in text
+    assert pictures[0][0, 0, 0] == pytest.approx(frame_colours(20, 64, 64)[6][0, 0, 0], abs=3)
+    past = "--end 0.8 is past the end of the clip, which lasts 0.7083 s (17 frames at 24 fps)"
+    with pytest.raises(ValueError, match=re.escape(past)):
+        retake_window(demo["model"], clip, 0.25, 0.8, queue.output_dir)
+    job = queue.wait(queue.submit("retake", "retake", dict(FAST, model=demo["model"], prompt="p", input=clip,
+                                                           start=0.25, end=0.8, num_frames=None, height=None,
+                                                           width=None)).id, timeout=300)
+    assert job.state == "failed" and past in job.error
+    with pytest.raises(ValueError, match=re.escape("--start 0.5 must be before --end 0.25")):
+        retake_window(demo["model"], clip, 0.5, 0.25, queue.output_dir)
