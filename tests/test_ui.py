@@ -388,3 +388,72 @@ def test_retake_window_preview_refuses_what_the_job_refuses(demo, queue, tmp_pat
     assert job.state == "failed" and past in job.error
     with pytest.raises(ValueError, match=re.escape("--start 0.5 must be before --end 0.25")):
         retake_window(demo["model"], clip, 0.5, 0.25, queue.output_dir)
+
+
+def test_a_cancelled_job_leaves_no_tensor_behind(demo, queue, monkeypatch):
+    """Cancel frees memory: once the job has stopped, nothing holds its latents (the callback's exception, the
+    job, the pipeline and the queue keep no reference; on a GPU `torch.cuda.empty_cache` then returns them)."""
+    import gc
+    import time
+    import weakref
+
+    from diffusers_ltx2 import LTX2AudioVideoPipeline
+
+    held = []
+    original = LTX2AudioVideoPipeline.__call__
+
+    def spy(self, *args, **kwargs):
+        theirs = kwargs["callback_on_step_end"]
+
+        def callback(pipe, step, sigma, tensors):
+            held.extend(weakref.ref(t) for t in tensors.values())
+            return theirs(pipe, step, sigma, tensors)
+
+        kwargs.update(callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["latents", "audio_latents"])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(LTX2AudioVideoPipeline, "__call__", spy)
+    job = queue.submit("text/image to video", "generate", dict(FAST, model=demo["model"], prompt="p", steps=20000))
+    while queue.get(job.id).step < 2:
+        time.sleep(0.01)
+    queue.cancel(job.id)
+    assert queue.wait(job.id, timeout=120).state == "cancelled"
+    gc.collect()
+    assert held and [r for r in held if r() is not None] == []
+    assert queue.pipelines.pipe is not None  # the loaded model stays for the next job
+
+
+def test_page_helpers_presets_plan_gallery_and_default_host(demo, queue):
+    """The recommended preset is the official dev-checkpoint guidance (ltx-pipelines' `LTX_2_PARAMS`); the memory
+    panel's button fills quantize / offload from the plan; a WAV output gets an audio player served from the output
+    folder; the server binds 127.0.0.1 unless --host says otherwise."""
+    import ltx_reference  # noqa: F401  (stubs torchaudio before ltx-pipelines is imported)
+    from ltx_pipelines.utils.constants import LTX_2_PARAMS
+
+    from diffusers_ltx2.ui import app as page
+    from diffusers_ltx2.ui.jobs import DONE, Job
+    from diffusers_ltx2.ui.modes import _DIALS, GUIDANCE_PRESETS
+    from diffusers_ltx2.ui.planner import plan_for
+    from diffusers_ltx2.ui.render import file_url, render_gallery
+
+    official = []
+    for params in (LTX_2_PARAMS.video_guider_params, LTX_2_PARAMS.audio_guider_params):
+        official += [params.cfg_scale, params.stg_scale, params.modality_scale, params.rescale_scale, params.skip_step]
+    assert page._preset_values("recommended (dev checkpoints)") == official
+    assert len(official) == 2 * len(_DIALS) and GUIDANCE_PRESETS["no guidance (distilled checkpoints)"] is None
+
+    ctx = page.AppContext(model=demo["model"], queue=queue)
+    text, quantize, text_quantize, offload = page._plan(ctx, 9, 64, 64, 24.0, "3MB")
+    plan = plan_for(demo["model"], 9, 64, 64, 24.0, "3MB")
+    assert text == plan["text"] and "3MB" in text
+    assert (quantize, text_quantize, offload) == tuple(plan[k] or "none" for k in ("quantize", "text_encoder_quantize",
+                                                                                     "offload"))
+    assert page._plan(ctx, 9, 64, 64, 24.0, "lots")[0].startswith("Error: ")
+
+    wav = os.path.join(queue.output_dir, "a.wav")
+    job = Job(1, "audio only", "generate", {}, state=DONE, output=wav, settings=wav[:-3] + "json")
+    html_text = render_gallery([job])
+    assert f'<audio controls preload="metadata" src="{file_url(wav)}">' in html_text and "<video" not in html_text
+    assert file_url(wav).startswith("/gradio_api/file=" + queue.output_dir)
+
+    assert resolve("ui", {}).args.host == "127.0.0.1"
