@@ -18,7 +18,8 @@ import importlib
 import sys
 
 # convert also registers convert-lora
-SUBCOMMANDS = ("generate", "retake", "foley", "extend", "demo", "encode", "convert", "control", "preprocess", "train")
+SUBCOMMANDS = ("generate", "retake", "foley", "extend", "demo", "encode", "convert", "control", "preprocess", "train",
+               "ui")
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -62,7 +63,12 @@ def parse_args(argv: list[str]):
 
     namespace = build_parser().parse_args(argv)
     command = commands()[namespace.command]
-    return command, parse_options(command.options, namespace)
+    values = namespace
+    if any(o.dest == "from_settings" for o in command.options):  # the file's values under the flags given
+        from .settings import merge_settings
+
+        values = merge_settings(command.name, command.options, namespace)
+    return command, parse_options(command.options, values)
 
 
 def resolve(command: str, values, *, call: bool = False):

@@ -22,6 +22,7 @@ from .memory_args import (
     MEMORY_OPTIONS, apply_memory_settings, check_memory_arguments, memory_settings, prepare_memory_arguments,
 )
 from .options import Option, number, text, whole
+from .settings import FROM_SETTINGS_OPTION
 from .timing import say, secondary_rank
 
 #: official LTX-2 steps: 40 guided (dev checkpoints), 8 fixed sigmas (distilled checkpoints)
@@ -59,7 +60,7 @@ def clip_options(*, from_input: bool = False, size_help: str = "a multiple of 32
         Option("--max-sequence-length", "padded prompt length of the local Gemma", whole(1),
                default_text="1024, or the tokenizer's maximum if smaller", call="max_sequence_length"),
         Option("--no-progress", "no progress bars", switch=True),
-        *GUIDANCE_OPTIONS, *MEMORY_OPTIONS, LORA_OPTION,
+        *GUIDANCE_OPTIONS, *MEMORY_OPTIONS, LORA_OPTION, FROM_SETTINGS_OPTION,
     )
 
 
@@ -161,6 +162,19 @@ def clip_call(args) -> dict:
         generator=torch.Generator(device="cpu").manual_seed(args.seed),
     )
     return call
+
+
+def clip_runner(prepare, call, load, invoke=None):
+    """The `run(args, timer)` of a generating command: `prepare(args)`, the call's keyword arguments, `load(args,
+    timer)` the pipeline, then `invoke(pipe, args, call)` (default `pipe(**call)`) written by `run_and_write`."""
+    def run(args, timer) -> int:
+        prepare(args)
+        kwargs = call(args)
+        pipe = load(args, timer)
+        method = None if invoke is None else (lambda **kw: invoke(pipe, args, kw))
+        return run_and_write(pipe, args, timer, method=method, **kwargs)
+
+    return run
 
 
 def run_and_write(pipe, args, timer, method=None, **call) -> int:

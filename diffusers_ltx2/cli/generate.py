@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from .clip_args import check_clip, clip_call, clip_options, load_pipeline, prepare_clip, run_and_write
+from .clip_args import check_clip, clip_call, clip_options, clip_runner, load_pipeline, prepare_clip
 from .command import Command
 from .common import check_image_file, torch_dtype
 from .media_args import (
@@ -172,6 +172,9 @@ def load(args, timer):
     return load_pipeline(LTX2AudioVideoPipeline, args, timer)
 
 
+_run_one = clip_runner(prepare, call, load)
+
+
 def run(args, timer) -> int:
     """Check, load the pipeline (and LoRAs), generate, write the MP4 (or WAV / FLAC); returns the exit code.
     A prompt list or a clip split over ranks goes through `cli.parallel.run_parallel`."""
@@ -179,12 +182,8 @@ def run(args, timer) -> int:
         from .parallel import run_parallel
 
         return run_parallel(args, timer, prepare=prepare, call=call, load=load)
-    prepare(args)
-    kwargs = call(args)
-    pipe = load(args, timer)
-    return run_and_write(pipe, args, timer, **kwargs)
-
+    return _run_one(args, timer)
 
 COMMAND = Command("generate", "generate a clip with audio from a prompt (and images, clips, audio, LoRAs)", OPTIONS,
-                  run, check=check, prepare=prepare, call=call)
+                  run, check=check, prepare=prepare, call=call, load=load)
 add_parser = COMMAND.add_to

@@ -210,6 +210,9 @@ text.metavar = "TEXT"
 def add_options(parser: argparse.ArgumentParser, options: Iterable[Option]) -> argparse.ArgumentParser:
     """Register `options` on `parser` (in `--help` sections by `group`). argparse only collects the raw strings:
     every check is `parse_options`'."""
+    options = tuple(options)
+    # with --from-settings, required values may come from the file: parse_options checks them after the merge
+    from_file = any(o.dest == "from_settings" for o in options)
     groups: dict[str, Any] = {}
     for option in options:
         target = parser
@@ -234,17 +237,16 @@ def add_options(parser: argparse.ArgumentParser, options: Iterable[Option]) -> a
             if metavar is None and option.choices is not None:
                 metavar = "{" + ",".join(map(str, option.choices)) + "}"
             kwargs["metavar"] = metavar
-        if option.required:
+        if option.required and not from_file:
             kwargs["required"] = True
         target.add_argument(option.flag, *option.aliases, **kwargs)
     return parser
 
 
-def parse_options(options: Iterable[Option], values: Mapping[str, Any] | argparse.Namespace | SimpleNamespace
-                  ) -> SimpleNamespace:
-    """Typed, checked values of `options` from a mapping or namespace (keys: dests such as `num_frames` / `video_cfg`,
-    or flags with or without their dashes such as `--num-frames` / `cfg`; a missing or `None` value takes the
-    option's default). Raises `OptionError` for the first bad value (in declaration order) or an unknown key."""
+def given_values(options: Iterable[Option], values: Mapping[str, Any] | argparse.Namespace | SimpleNamespace
+                 ) -> dict[str, Any]:
+    """The raw values of `values` by dest (keys: dests such as `num_frames` / `video_cfg`, or flags with or without
+    their dashes such as `--num-frames` / `cfg`), unchecked; `OptionError` for an unknown key."""
     options = tuple(options)
     raw = dict(vars(values) if not isinstance(values, Mapping) else values)
     dests = {o.dest for o in options}
@@ -260,6 +262,16 @@ def parse_options(options: Iterable[Option], values: Mapping[str, Any] | argpars
             close = difflib.get_close_matches(wanted, sorted(by_flag), n=1)
             raise OptionError(None, f"unknown option {wanted}" + (f"; did you mean {close[0]}?" if close else ""))
         given[dest] = value
+    return given
+
+
+def parse_options(options: Iterable[Option], values: Mapping[str, Any] | argparse.Namespace | SimpleNamespace
+                  ) -> SimpleNamespace:
+    """Typed, checked values of `options` from a mapping or namespace (keys as `given_values`; a missing or `None`
+    value takes the option's default). Raises `OptionError` for the first bad value (in declaration order) or an
+    unknown key."""
+    options = tuple(options)
+    given = given_values(options, values)
     return SimpleNamespace(**{o.dest: o.value(given.get(o.dest)) for o in options})
 
 

@@ -1,0 +1,7 @@
+"""`ltx2 ui`: a local web app over the pipelines, built on the command line's argument layer (see `cli.ui`).
+
+- `jobs`: the queue (progress, cancel, outputs + settings); `modes`: forms -> `ltx2` command values;
+- `uploads`: upload checks; `planner`: device and memory plan; `previews`: retake window, control video;
+- `render`: the queue and gallery HTML; `app`: the Gradio page; `server`: FastAPI + the output-folder file guard;
+- `demo_model`: the tiny random-weight demo files.
+"""
