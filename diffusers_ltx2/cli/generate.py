@@ -29,7 +29,7 @@ OPTIONS = (
     Option("--image-strength", "strength of --image entries that give none, in [0, 1]", number(0, 1), default=1.0,
            group=GROUP),
     Option("--image-crf", "H.264 CRF applied to images before encoding, as the official loader (0 = off)",
-           whole(0, 51), default=33, group=GROUP),
+           whole(0, 51), default_text="the model's: 18 for LTX-2.4+, 33 before", group=GROUP),
     Option("--video", "video clip placed from pixel FRAME (default 0): its first 8k+1 frames that fit; repeatable",
            text, repeat=True, metavar="PATH[@FRAME[:STRENGTH]]", group=GROUP),
     Option("--audio", "audio-to-video: generate the video to this sound (audio file or a video's soundtrack); the "
