@@ -16,7 +16,7 @@ from .media_args import (
 from .options import Option, number, text, whole
 from .sampling_args import SAMPLING_OPTIONS, check_sampling_arguments, sampling_call
 from .two_stage import (
-    TWO_STAGE_MULTIPLE, TWO_STAGE_OPTIONS, check_two_stage_arguments, two_stage_call, two_stage_setup,
+    TWO_STAGE_MULTIPLE, TWO_STAGE_OPTIONS, apply_preset, check_two_stage_arguments, two_stage_call, two_stage_setup,
 )
 
 GROUP = "conditioning (images, clips and sound the clip must follow)"
@@ -54,6 +54,8 @@ def check(args) -> None:
         if args.two_stage:
             raise ValueError("--audio-only has no video to upsample: drop --two-stage")
     multiple = TWO_STAGE_MULTIPLE if args.two_stage else 32
+    if args.two_stage:
+        apply_preset(args)
     check_clip(args, audio_output=args.audio_only, size_multiple=multiple,
                why=" (--two-stage generates at half size)" if args.two_stage else "")
     check_two_stage_arguments(args)
@@ -158,6 +160,8 @@ def run(args, timer) -> int:
         from ..pipelines.two_stage import LTX2TwoStagePipeline
 
         pipe = load_pipeline(LTX2TwoStagePipeline, args, timer, setup=two_stage_setup(args, torch_dtype(args.dtype)))
+        if args.preset:  # the official recipe's schedule, LoRA strengths and audio (flags given win)
+            return run_and_write(pipe, args, timer, method=pipe.generate_hq, **kwargs)
     else:
         from ..pipelines import LTX2AudioVideoPipeline
 

@@ -255,7 +255,14 @@ def parse_options(options: Iterable[Option], values: Mapping[str, Any] | argpars
             close = difflib.get_close_matches(wanted, sorted(by_flag), n=1)
             raise OptionError(None, f"unknown option {wanted}" + (f"; did you mean {close[0]}?" if close else ""))
         given[dest] = value
-    return SimpleNamespace(**{o.dest: o.value(given.get(o.dest)) for o in options})
+    args = SimpleNamespace(**{o.dest: o.value(given.get(o.dest)) for o in options})
+    args._given = frozenset(dest for dest, value in given.items() if value not in (None, False, []))
+    return args
+
+
+def was_given(args, dest: str) -> bool:
+    """Whether the option stored in `dest` was given (not its default); `parse_options` records it."""
+    return dest in getattr(args, "_given", ())
 
 
 def call_kwargs(options: Iterable[Option], args) -> dict[str, Any]:
