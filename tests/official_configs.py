@@ -112,9 +112,14 @@ CONFIGS = {"2.0": CONFIG_20, "2.3": CONFIG_23}
 # ----------------------------------------------------------------------------------------------- LTX-2.5
 # 2.5 ships one file per component (ltx-core 1.2.0 `model_configurator.py` switches): no feed-forward biases, the
 # learned first-frame (keyframe) position embedding; the connectors' feed-forward bias switch is new in 1.2 too.
+#: the audio width is the audio VAE's packed latent (z_channels x mel_bins / 4), as released, so that whole runs
+#: (generation to the audio decoder) work on the set
+_AUDIO_PACKED = AUDIO_VAE["model"]["params"]["ddconfig"]["z_channels"] * \
+    AUDIO_VAE["model"]["params"]["ddconfig"]["mel_bins"] // 4
 TRANSFORMER_25 = {
     **TRANSFORMER_23,
     "ff_bias": False, "audio_ff_bias": False, "use_keyframes_abs_pos_embedding": True, "connector_ff_bias": False,
+    "audio_in_channels": _AUDIO_PACKED, "audio_out_channels": _AUDIO_PACKED,
 }
 #: the KV-cacheable variant ltx-core 1.2 documents (`use_prompt_adaln_single=false`: no prompt AdaLN MLP)
 TRANSFORMER_25_KV = {**TRANSFORMER_25, "use_prompt_adaln_single": False}

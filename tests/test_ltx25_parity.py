@@ -91,7 +91,7 @@ def _transformer_inputs(transformer, gen):
     tv = f * h * w
     a_t = torch.arange(ta, dtype=torch.float32)
     x = {
-        "v_latent": torch.randn(b, tv, 8, generator=gen), "a_latent": torch.randn(b, ta, 8, generator=gen),
+        "v_latent": torch.randn(b, tv, 8, generator=gen), "a_latent": torch.randn(b, ta, transformer.config.audio_in_channels, generator=gen),
         "v_sigma": torch.tensor([0.7, 0.3]), "a_sigma": torch.tensor([0.5, 0.9]), "v_pos": _video_positions(b, f, h, w),
         "a_pos": torch.stack([a_t / 25, (a_t + 1) / 25], -1)[None, None].expand(b, 1, -1, -1).contiguous(),
         "v_ctx": torch.randn(b, ctx, 16, generator=gen), "a_ctx": torch.randn(b, ctx, 8, generator=gen),

@@ -17,7 +17,7 @@ from .options import Option, number, text, whole
 from .parallel import PARALLEL_OPTIONS, check_parallel_arguments, uses_ranks
 from .sampling_args import SAMPLING_OPTIONS, check_sampling_arguments, sampling_call
 from .two_stage import (
-    TWO_STAGE_MULTIPLE, TWO_STAGE_OPTIONS, check_two_stage_arguments, two_stage_call, two_stage_setup,
+    TWO_STAGE_MULTIPLE, TWO_STAGE_OPTIONS, apply_preset, check_two_stage_arguments, two_stage_call, two_stage_setup,
 )
 
 GROUP = "conditioning (images, clips and sound the clip must follow)"
@@ -30,7 +30,7 @@ OPTIONS = (
     Option("--image-strength", "strength of --image entries that give none, in [0, 1]", number(0, 1), default=1.0,
            group=GROUP),
     Option("--image-crf", "H.264 CRF applied to images before encoding, as the official loader (0 = off)",
-           whole(0, 51), default=33, group=GROUP),
+           whole(0, 51), default_text="the model's: 18 for LTX-2.4+, 33 before", group=GROUP),
     Option("--video", "video clip placed from pixel FRAME (default 0): its first 8k+1 frames that fit; repeatable",
            text, repeat=True, metavar="PATH[@FRAME[:STRENGTH]]", group=GROUP),
     Option("--audio", "audio-to-video: generate the video to this sound (audio file or a video's soundtrack); the "
@@ -49,6 +49,8 @@ def check(args) -> None:
     """Every check that needs no import: flags, files, frames and sizes, the media specs' frames; with
     `--prompts` / `--parallel` also the prompt list and the launcher's ranks (`cli.parallel`)."""
     if uses_ranks(args):
+        if args.preset:
+            raise ValueError("--preset runs one clip in one process: it does not take --prompts / --parallel")
         check_parallel_arguments(args, _check_clip)
     else:
         _check_clip(args)
@@ -65,6 +67,8 @@ def _check_clip(args) -> None:
         if args.two_stage:
             raise ValueError("--audio-only has no video to upsample: drop --two-stage")
     multiple = TWO_STAGE_MULTIPLE if args.two_stage else 32
+    if args.two_stage:
+        apply_preset(args)
     check_clip(args, audio_output=args.audio_only, size_multiple=multiple,
                why=" (--two-stage generates at half size)" if args.two_stage else "")
     check_two_stage_arguments(args)
@@ -172,7 +176,12 @@ def load(args, timer):
     return load_pipeline(LTX2AudioVideoPipeline, args, timer)
 
 
-_run_one = clip_runner(prepare, call, load)
+def invoke(pipe, args, kwargs):
+    """`--preset hq`: the official recipe's schedule, LoRA strengths and audio (flags given win); else `pipe(...)`."""
+    return pipe.generate_hq(**kwargs) if args.preset else pipe(**kwargs)
+
+
+_run_one = clip_runner(prepare, call, load, invoke)
 
 
 def run(args, timer) -> int:

@@ -268,11 +268,18 @@ def given_values(options: Iterable[Option], values: Mapping[str, Any] | argparse
 def parse_options(options: Iterable[Option], values: Mapping[str, Any] | argparse.Namespace | SimpleNamespace
                   ) -> SimpleNamespace:
     """Typed, checked values of `options` from a mapping or namespace (keys as `given_values`; a missing or `None`
-    value takes the option's default). Raises `OptionError` for the first bad value (in declaration order) or an
-    unknown key."""
+    value takes the option's default; `was_given` tells which were given). Raises `OptionError` for the first bad
+    value (in declaration order) or an unknown key."""
     options = tuple(options)
     given = given_values(options, values)
-    return SimpleNamespace(**{o.dest: o.value(given.get(o.dest)) for o in options})
+    args = SimpleNamespace(**{o.dest: o.value(given.get(o.dest)) for o in options})
+    args._given = frozenset(dest for dest, value in given.items() if value not in (None, False, []))
+    return args
+
+
+def was_given(args, dest: str) -> bool:
+    """Whether the option stored in `dest` was given (not its default); `parse_options` records it."""
+    return dest in getattr(args, "_given", ())
 
 
 def call_kwargs(options: Iterable[Option], args) -> dict[str, Any]:

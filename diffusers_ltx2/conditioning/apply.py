@@ -10,7 +10,7 @@ from ..pipelines import latents as L
 from ..pipelines.denoising import ModalityLatents
 from .base import AUDIO, MODALITIES, VIDEO, ClipGeometry, Condition, ConditioningState, frozen
 from .temporal_region import TemporalRegion
-from .video import EncodedFirstFrame, VideoCondition
+from .video import DEFAULT_IMAGE_CRF, EncodedFirstFrame, VideoCondition
 
 
 def geometry_for(pipe, batch_size: int, num_frames: int, height: int, width: int, frame_rate: float) -> ClipGeometry:
@@ -21,6 +21,7 @@ def geometry_for(pipe, batch_size: int, num_frames: int, height: int, width: int
         temporal_ratio=pipe.vae_temporal_ratio, spatial_ratio=pipe.vae_spatial_ratio,
         audio_latents_per_second=per_second,
         audio_latent_length=L.audio_latent_length(num_frames, frame_rate, per_second),
+        image_crf=getattr(pipe, "default_image_crf", DEFAULT_IMAGE_CRF),
     )
 
 

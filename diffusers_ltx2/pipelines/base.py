@@ -608,12 +608,18 @@ class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX
         latents = L.normalize_video(latents.float(), self.vae.latents_mean, self.vae.latents_std)
         return latents.expand(batch_size, -1, -1, -1, -1) if latents.shape[0] == 1 else latents
 
+    @property
+    def default_image_crf(self) -> int:
+        """H.264 CRF of image conditions left without one: 18 for LTX-2.4+ checkpoints, 33 before (official
+        `detect_params(...).default_image_crf`, keyed on the checkpoint's `model_version`; `versions.default_image_crf`)."""
+        from ..versions import default_image_crf
+
+        return default_image_crf(self.model_version)
+
     def prepare_image(self, image, image_crf: int | None = None):
         """`image=` re-compressed as the official image loader (`images.prepare_images`; `image_crf=None`: the
-        model's CRF for PIL images / image files, diffusers' `resolve_default_image_crf`), before any model runs."""
-        from diffusers.pipelines.ltx2.utils import resolve_default_image_crf
-
-        return prepare_images(image, image_crf, resolve_default_image_crf(getattr(self, "text_encoder", None)))
+        model's CRF, `default_image_crf`, for PIL images / image files), before any model runs."""
+        return prepare_images(image, image_crf, self.default_image_crf)
 
     def encode_image(self, image, height: int, width: int, batch_size: int, device) -> torch.Tensor:
         """Resize image(s) to cover the clip, centre-crop (official loader; `prepare_image` re-compresses them

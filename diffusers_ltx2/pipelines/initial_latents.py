@@ -121,14 +121,11 @@ class InitialLatentsMixin:
         ordered conditions and whether the call is audio-only (see `diffusers_ltx2.conditioning`). diffusers'
         `LTX2VideoCondition` objects become `VideoCondition`s with diffusers' meaning
         (`conditioning.diffusers_condition`)."""
-        from diffusers.pipelines.ltx2.utils import resolve_default_image_crf
-
         from .. import conditioning as C
         from ..conditioning.diffusers_condition import from_diffusers_conditions
 
         geometry = C.geometry_for(self, total, num_frames, height, width, frame_rate)
-        conditions = from_diffusers_conditions(conditions, geometry,
-                                               resolve_default_image_crf(getattr(self, "text_encoder", None)))
+        conditions = from_diffusers_conditions(conditions, geometry, geometry.image_crf)
         ordered = C.check_conditions(conditions, geometry, image=image, output_modalities=output_modalities)
         audio_only = C.check_output_modalities(output_modalities) == ("audio",)
         if audio_only and latents is not None:

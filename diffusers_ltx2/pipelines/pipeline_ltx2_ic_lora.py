@@ -148,7 +148,7 @@ class LTX2ICLoRAPipeline(LTX2PipelineBase):
         callback_on_step_end_tensor_inputs = self.callback_tensor_names(callback_on_step_end,
                                                                         callback_on_step_end_tensor_inputs)
         references = references_from(reference_conditions, control_video, control_strength)
-        image, image_strength = image_from_conditions(conditions, image, image_strength, self.text_encoder)
+        image, image_strength = image_from_conditions(conditions, image, image_strength, self.default_image_crf)
         inputs = V.check_call_inputs(
             self, prompt=prompt, negative_prompt=negative_prompt, prompt_embeds=prompt_embeds,
             negative_prompt_embeds=negative_prompt_embeds, prompt_attention_mask=prompt_attention_mask,

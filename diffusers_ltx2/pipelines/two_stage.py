@@ -186,6 +186,18 @@ class TwoStageMixin:
             strength = self.ic_lora_adapters[DISTILLED_ADAPTER].strength
         return {DISTILLED_ADAPTER: float(strength)}
 
+    def stage_1_adapters(self, distilled: bool, strength: float | None) -> dict[str, float] | None:
+        """`add=` of stage 1: the distilled LoRA at `strength` (official HQ pipeline), or nothing (`None`).
+
+        Raises:
+            ValueError: a strength with `distilled=True`, or one that is not a positive number."""
+        if strength is None:
+            return None
+        if distilled:
+            raise ValueError("stage_1_distilled_lora_strength needs the distilled LoRA: not with distilled=True")
+        V.check_positive("stage_1_distilled_lora_strength", strength)
+        return {DISTILLED_ADAPTER: float(strength)}
+
     def refine(self, video, audio, contexts, *, total: int, num_frames: int, height: int, width: int,
                frame_rate: float, conditions=None, image=None, image_strength: float = 1.0, generator=None,
                add_adapters=None, keep_adapters=None, attention_kwargs=None, max_batch_passes=None,
@@ -245,6 +257,18 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
 
     _optional_components = LTX2AudioVideoPipeline._optional_components + ["latent_upsampler"]
 
+    def generate_hq(self, prompt=None, **kwargs):
+        """The official HQ two-stage recipe (ltx-pipelines 1.2.0 `ti2vid_two_stages_hq.py`, `presets.HQ_TWO_STAGE`):
+        res_2s in both stages, 15 stage-1 steps on the token-count-shifted schedule, STG-off multimodal guidance,
+        the distilled LoRA at 0.25 / 0.5, the stage-1 audio returned; 1088 x 1920, 121 frames, seed 10 by default.
+        Every `__call__` keyword is accepted and wins over the preset (`guider=` or diffusers' guidance arguments
+        replace its guidance, `sigmas=` its schedule). Needs `load_distilled_lora` first. Returns `__call__`'s output.
+        """
+        from .presets import preset_call_kwargs
+        from ..presets import HQ_TWO_STAGE
+
+        return self(**preset_call_kwargs(self, HQ_TWO_STAGE, dict(kwargs, prompt=prompt)))
+
     @torch.no_grad()
     def __call__(
         self,
@@ -301,8 +325,10 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
         prompt_max_new_tokens: int | None = None,
         prompt_enhancement_kwargs: dict[str, Any] | None = None,
         prompt_enhancement_seed: int = 10,
-        sampler: str | Sampler = "euler",
+        sampler: str | Sampler | None = None,
         stage_2_sampler: str | Sampler = "euler",
+        stage_1_distilled_lora_strength: float | None = None,
+        refine_audio: bool = True,
     ):
         """Generate a clip at `(height, width)` in two stages.
 
@@ -327,7 +353,13 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
                 prompt_enhancement_seed: as in `LTX2AudioVideoPipeline.__call__` (the prompts are enhanced once,
                 for both stages).
             sampler, stage_2_sampler: each stage's sampler (see `LTX2AudioVideoPipeline.__call__`); the official HQ
-                pipeline uses `"res_2s"` in both, the 2.5 distilled pipeline `"euler_ancestral"` then `"euler"`.
+                pipeline uses `"res_2s"` in both (`generate_hq`), the 2.5 distilled pipeline `"euler_ancestral"` then
+                `"euler"`. `sampler=None`: `"euler_ancestral"` with `distilled=True` on LTX-2.5 (official
+                `DistilledPipeline`: the ancestral stage 1 from model version 2.5 on), else `"euler"`.
+            stage_1_distilled_lora_strength: the distilled LoRA also active in stage 1 at this strength (official HQ
+                pipeline: 0.25); `None` (default): stage 1 without it (`ti2vid_two_stages`).
+            refine_audio: `False` returns the stage-1 audio (official HQ pipeline: stage 2 refines the video only,
+                its audio is discarded); default `True`, the stage-2 audio (`ti2vid_two_stages`, `distilled`).
 
         Returns:
             `LTX2AudioVideoPipelineOutput` at full resolution (`output_type="latent"`: denormalized VAE latents).
@@ -340,8 +372,13 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
         check_unsupported_features(num_frames=num_frames, min_seconds=min_seconds, max_seconds=max_seconds,
                                    motion_speed=motion_speed, enable_prompt_enhancement=False)
         sigmas = sigmas_from_timesteps(timesteps, sigmas)
+        if sampler is None:
+            from ..versions import is_at_least
+
+            sampler = "euler_ancestral" if distilled and is_at_least(self.model_version, (2, 5)) else "euler"
         sampler, stage_2_sampler = make_sampler(sampler), make_sampler(stage_2_sampler)
         self.check_two_stage(height, width, distilled=distilled, distilled_lora_strength=distilled_lora_strength)
+        stage_1_adapters = self.stage_1_adapters(distilled, stage_1_distilled_lora_strength)
         if tuple(output_modalities) != ("video", "audio"):
             raise ValueError("two-stage generation upsamples the video: output_modalities must be ('video', 'audio') "
                              "(use LTX2AudioVideoPipeline for audio-only)")
@@ -394,9 +431,10 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
             conditions, total, num_frames, half_h, half_w, frame_rate, generator=generator, latents=latents,
             audio_latents=audio_latents, image=image, image_strength=image_strength, device=device,
         )
-        with self._stage(f"stage 1/2 ({half_h}x{half_w}{', distilled' if distilled else ''})"):
+        with self._stage(f"stage 1/2 ({half_h}x{half_w}{', distilled' if distilled else ''})", add=stage_1_adapters):
             video, audio = self._denoise(guider, state, contexts, attention_kwargs, max_batch_passes,
                                          dict(loop_options, sampler=sampler))
+        stage_1_audio = audio
         if self.interrupt:
             return self.finish(video, audio, num_frames, half_h, half_w, output_type=output_type,
                                generator=generator, return_dict=return_dict, conditioned=state)
@@ -410,6 +448,8 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
             attention_kwargs=attention_kwargs, max_batch_passes=max_batch_passes,
             loop_options=dict(loop_options, sampler=stage_2_sampler),
         )
+        if not refine_audio:  # official HQ: stage 2 refines the video only
+            audio = stage_1_audio
 
         # 6. Decode at full resolution.
         return self.finish(
