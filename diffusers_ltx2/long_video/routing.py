@@ -33,15 +33,17 @@ def route_conditions(conditions, windows: list[Window], geometry: ClipGeometry) 
     per_window: list[list[Condition]] = [[] for _ in windows]
     if not conditions:
         return per_window
-    conditions = check_conditions(conditions, geometry)  # whole-clip checks: frames inside the clip, one source
-    for c in conditions:
+    if isinstance(conditions, Condition):
+        conditions = [conditions]
+    other = [type(c).__name__ for c in conditions if not isinstance(c, (VideoCondition, AudioCondition))]
+    if other:
+        raise ValueError(f"sliding windows take VideoCondition and AudioCondition for the whole clip, not "
+                         f"{', '.join(other)} (retake / video-to-audio / guides describe one call's clip)")
+    for c in check_conditions(conditions, geometry):  # whole-clip checks: frames inside the clip, one source
         if isinstance(c, VideoCondition):
             _route_video(c, windows, geometry, per_window)
-        elif isinstance(c, AudioCondition):
-            _route_audio(c, windows, geometry, per_window)
         else:
-            raise ValueError(f"sliding windows take VideoCondition and AudioCondition for the whole clip, not "
-                             f"{type(c).__name__} (retake / video-to-audio / guides describe one call's clip)")
+            _route_audio(c, windows, geometry, per_window)
     return per_window
 
 
