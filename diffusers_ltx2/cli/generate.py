@@ -18,6 +18,7 @@ from .sampling_args import SAMPLING_OPTIONS, check_sampling_arguments, sampling_
 from .two_stage import (
     TWO_STAGE_MULTIPLE, TWO_STAGE_OPTIONS, check_two_stage_arguments, two_stage_call, two_stage_setup,
 )
+from .window_args import WINDOW_OPTIONS, check_window_arguments, prepare_windows, window_call
 
 GROUP = "conditioning (images, clips and sound the clip must follow)"
 
@@ -40,11 +41,13 @@ OPTIONS = (
            switch=True, group=GROUP),
     *TWO_STAGE_OPTIONS,
     *SAMPLING_OPTIONS,
+    *WINDOW_OPTIONS,
 )
 
 
 def check(args) -> None:
-    """Every check that needs no import: flags, files, frames and sizes, the media specs' frames."""
+    """Every check that needs no import: flags, files, frames and sizes, the media specs' frames, the windows."""
+    check_window_arguments(args)
     if args.audio_only:
         check_audio_output(args.output)
         used = [flag for flag, value in (("--image", args.image), ("--video", args.video), ("--audio", args.audio))
@@ -139,6 +142,8 @@ def prepare(args) -> None:
     args.conditions = build_conditions(args)
     args.modalities = ("audio",) if args.audio_only else ("video", "audio")
     check_conditions_early(args.conditions, args, output_modalities=args.modalities)
+    if args.windows is not None:
+        prepare_windows(args, args.conditions)
 
 
 def call(args) -> dict:
@@ -147,6 +152,8 @@ def call(args) -> dict:
     kwargs.update(sampling_call(args))
     if args.conditions or args.audio_only:
         kwargs.update(conditions=args.conditions, output_modalities=args.modalities)
+    if args.windows is not None:
+        return window_call(kwargs, args)
     return two_stage_call(kwargs, args) if args.two_stage else kwargs
 
 
@@ -162,6 +169,8 @@ def run(args, timer) -> int:
         from ..pipelines import LTX2AudioVideoPipeline
 
         pipe = load_pipeline(LTX2AudioVideoPipeline, args, timer)
+    if args.windows is not None:  # one progress bar: windows and steps
+        return run_and_write(pipe, args, timer, method=pipe.generate_long_video, **kwargs)
     return run_and_write(pipe, args, timer, **kwargs)
 
 
