@@ -173,18 +173,21 @@ def test_whole_clip_keyframes_and_audio_land_in_their_windows(tiny_pipe, monkeyp
 
 
 def test_memory_does_not_grow_with_windows(tiny_pipe):
-    """Peak bytes allocated during a 5-window generation <= 1.15x a 1-window one (finished windows on the CPU)."""
+    """Peak bytes allocated during a 5-window generation <= 1.15x a 1-window one (the issue's bound, on the tiny
+    model), and within 10% of a 2-window one (after the first guided window only the finished latents kept on the
+    CPU grow: measured +6% on the tiny model, whose working set is 0.37 MiB; +2.7% on SMALL)."""
     from diffusers_ltx2.memory.measure import AllocationTracker
 
     tiny_pipe.set_progress_bar_config(disable=True)
     peaks = {}
-    for frames in (41, 169):  # window 41, overlap 16: 1 and 5 windows
-        assert len(plan_windows(frames, 41, 16)) == {41: 1, 169: 5}[frames]
+    for windows, frames in ((1, 41), (2, 73), (5, 169)):  # window 41, overlap 16
+        assert len(plan_windows(frames, 41, 16)) == windows
         with AllocationTracker() as tracker:
             tiny_pipe.generate_long_video("a dog runs", output_type="latent", generator=_gen(), num_frames=frames,
                                           window=41, overlap=16, **RUN)
-        peaks[frames] = tracker.peak
-    assert peaks[169] <= 1.15 * peaks[41], peaks
+        peaks[windows] = tracker.peak
+    assert peaks[5] <= 1.15 * peaks[1], peaks
+    assert peaks[5] <= 1.10 * peaks[2], peaks
 
 
 def test_one_progress_bar_counts_windows_and_steps(tiny_pipe, monkeypatch):
