@@ -246,8 +246,8 @@ def test_latent_guide_tokens_equal_ltx_core_keyframe_condition(tiny_pipe):
     pixel = VideoPixelShape(batch=1, frames=25, height=64, width=64, fps=24.0)
     tools = VideoLatentTools(VideoLatentPatchifier(patch_size=1), VideoLatentShape.from_pixel_shape(pixel, 16), 24.0)
     normalized = L.normalize_video(video, tiny_pipe.vae.latents_mean, tiny_pipe.vae.latents_std)
-    official = VideoConditionByKeyframeIndex(normalized, 0, 0.3).apply_to(tools.create_initial_state("cpu",
-                                                                                                     torch.float32), tools)
+    initial = tools.create_initial_state("cpu", torch.float32)
+    official = VideoConditionByKeyframeIndex(normalized, 0, 0.3).apply_to(initial, tools)
     n = state.video.num_target_tokens
     assert state.video.clean.shape[1] == official.clean_latent.shape[1] == n + 8
     torch.testing.assert_close(state.video.clean[:, n:], official.clean_latent[:, n:])

@@ -88,3 +88,18 @@ def test_window_flags_are_checked_before_torch(model_dir, tmp_path, extra, messa
     done = subprocess.run([sys.executable, "-c", _CHECK, *argv], capture_output=True, text=True, cwd=tmp_path)
     assert "CODE 2 HEAVY []" in done.stdout, done.stdout + done.stderr
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+@pytest.mark.slow
+def test_readme_long_video_example_runs_as_written(model_dir, tmp_path, monkeypatch, capsys):
+    """The README's "Long video" Python example, with only the model folder swapped for the tiny model."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("## Long video"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert 'from_pretrained("tiny")' in code, "the README example changed; update this test"
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code.replace('"tiny"', repr(model_dir)), "README.md", "exec"), {"__name__": "readme_long_video"})
+    assert "481 torch.Size([1, 2, 480240])" in capsys.readouterr().out

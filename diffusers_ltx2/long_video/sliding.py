@@ -15,11 +15,8 @@ from __future__ import annotations
 import math
 import numbers
 
-import torch
-
 from ..conditioning.apply import geometry_for
 from ..conditioning.latent_guide import LatentGuide
-from ..pipelines import latents as L
 from ..pipelines.pipeline_output import LTX2AudioVideoPipelineOutput
 from .adain import adain_latents
 from .layout import audio_placements, plan_windows
@@ -158,7 +155,7 @@ def generate_long_video(
 
 def _steps_per_window(call_kwargs) -> int | None:
     """Denoising steps of each window's call (for the progress bar's total)."""
-    for key, scale in (("sigmas", 1.0), ("timesteps", 1000.0)):
+    for key in ("sigmas", "timesteps"):
         values = call_kwargs.get(key)
         if values is not None:
             values = list(values)
