@@ -19,6 +19,7 @@ from .sampling_args import SAMPLING_OPTIONS, check_sampling_arguments, sampling_
 from .two_stage import (
     TWO_STAGE_MULTIPLE, TWO_STAGE_OPTIONS, apply_preset, check_two_stage_arguments, two_stage_call, two_stage_setup,
 )
+from .window_args import WINDOW_OPTIONS, check_window_arguments, prepare_windows, window_call
 
 GROUP = "conditioning (images, clips and sound the clip must follow)"
 
@@ -42,15 +43,17 @@ OPTIONS = (
     *TWO_STAGE_OPTIONS,
     *SAMPLING_OPTIONS,
     *PARALLEL_OPTIONS,
+    *WINDOW_OPTIONS,
 )
 
 
 def check(args) -> None:
-    """Every check that needs no import: flags, files, frames and sizes, the media specs' frames; with
+    """Every check that needs no import: flags, files, frames and sizes, the media specs' frames, the windows; with
     `--prompts` / `--parallel` also the prompt list and the launcher's ranks (`cli.parallel`)."""
     if uses_ranks(args):
-        if args.preset:
-            raise ValueError("--preset runs one clip in one process: it does not take --prompts / --parallel")
+        used = [flag for flag, value in (("--preset", args.preset), ("--window", args.window)) if value]
+        if used:
+            raise ValueError(f"{' / '.join(used)} runs in one process: it does not take --prompts / --parallel")
         check_parallel_arguments(args, _check_clip)
     else:
         _check_clip(args)
@@ -58,6 +61,7 @@ def check(args) -> None:
 
 def _check_clip(args) -> None:
     """`check` of one clip."""
+    check_window_arguments(args)
     if args.audio_only:
         check_audio_output(args.output)
         used = [flag for flag, value in (("--image", args.image), ("--video", args.video), ("--audio", args.audio))
@@ -154,6 +158,8 @@ def prepare(args) -> None:
     args.conditions = build_conditions(args)
     args.modalities = ("audio",) if args.audio_only else ("video", "audio")
     check_conditions_early(args.conditions, args, output_modalities=args.modalities)
+    if args.windows is not None:
+        prepare_windows(args, args.conditions)
 
 
 def call(args) -> dict:
@@ -162,6 +168,8 @@ def call(args) -> dict:
     kwargs.update(sampling_call(args))
     if args.conditions or args.audio_only:
         kwargs.update(conditions=args.conditions, output_modalities=args.modalities)
+    if args.windows is not None:
+        return window_call(kwargs, args)
     return two_stage_call(kwargs, args) if args.two_stage else kwargs
 
 
@@ -177,8 +185,13 @@ def load(args, timer):
 
 
 def invoke(pipe, args, kwargs):
-    """`--preset hq`: the official recipe's schedule, LoRA strengths and audio (flags given win); else `pipe(...)`."""
-    return pipe.generate_hq(**kwargs) if args.preset else pipe(**kwargs)
+    """`--preset hq`: the official recipe's schedule, LoRA strengths and audio (flags given win); `--window`: the
+    clip in sliding windows (one progress bar: windows and steps); else `pipe(...)`."""
+    if args.preset:
+        return pipe.generate_hq(**kwargs)
+    if args.windows is not None:
+        return pipe.generate_long_video(**kwargs)
+    return pipe(**kwargs)
 
 
 _run_one = clip_runner(prepare, call, load, invoke)

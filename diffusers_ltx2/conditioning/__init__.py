@@ -12,6 +12,7 @@ from .audio import AudioCondition, encode_audio_tokens
 from .base import ClipGeometry, Condition, ConditioningState
 from .extend import ExtensionPlan, extend, plan_extension
 from .frozen_video import FrozenVideo
+from .latent_guide import LatentGuide
 from .temporal_region import TemporalRegion, region_mask
 from .video import DEFAULT_IMAGE_CRF, VideoCondition, keyframe_positions
 
@@ -24,6 +25,7 @@ __all__ = [
     "DEFAULT_IMAGE_CRF",
     "ExtensionPlan",
     "FrozenVideo",
+    "LatentGuide",
     "TemporalRegion",
     "VideoCondition",
     "check_conditions",
