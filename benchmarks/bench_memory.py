@@ -11,6 +11,10 @@ CPU only here: offload modes move nothing on CPU (model / blocks) or go through 
 hook / disk overhead, not PCIe transfers; quanto dequantizes per matmul on CPU (no int8 / fp8 kernels).
 
     python benchmarks/bench_memory.py [--steps 4] [--repeats 2] [--threads N] [--dtype bf16|fp32]
+    python benchmarks/bench_memory.py --weights-only     # the block bytes table alone, every format
+
+Block bytes per format: quantized for real where the format quantizes on this machine, else (torchao's GPU
+formats without a GPU, GGUF block types) the VRAM planner's formula for the format, marked "(formula)".
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from diffusers_ltx2.memory.budget import Clip, activation_bytes  # noqa: E402
 from diffusers_ltx2.memory.footprint import footprint_from_pipeline  # noqa: E402
 from diffusers_ltx2.memory.measure import track_module_peak  # noqa: E402
 from diffusers_ltx2.quantization import quantize_transformer_, weight_bytes  # noqa: E402
-from diffusers_ltx2.quantization.sizing import full_width_block, model_bytes  # noqa: E402
+from diffusers_ltx2.memory.sizing import full_width_block, model_bytes  # noqa: E402
 
 PROMPT = "a cat walks on the beach at sunset, waves and wind"
 STG_BLOCK = round(29 / 48 * SMALL.num_layers)
@@ -81,6 +85,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--weights-only", action="store_true", help="print the block bytes table and stop")
     parser.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16",
                         help="model dtype (fp32 runs much faster on CPU; the bytes ratios are then vs fp32)")
     args = parser.parse_args()
@@ -89,12 +94,18 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=FutureWarning)
 
-    print("full-width LTX-2 19B block (386 M parameters), stored bytes:")
+    from diffusers_ltx2.quantization import QUANTIZATION_MODES
+    from diffusers_ltx2.memory.sizing import can_quantize_here
+
+    print("full-width LTX-2 19B block (386 M parameters; a quantized one for fp8-scaled-mm), stored bytes:")
     block = full_width_block()
     bf16_block = model_bytes(block, None)
-    for mode in (None, "fp8-cast", "fp8", "int8", "int4"):
+    for mode in (None, *QUANTIZATION_MODES, "gguf-Q8_0", "gguf-Q5_K", "gguf-Q4_0"):
         b = model_bytes(block, mode)
-        print(f"  {mode or 'bf16':9s} {b / 2**20:8.1f} MiB  {b / bf16_block:.4f} x bf16")
+        how = "" if can_quantize_here(mode) else "  (formula)"
+        print(f"  {mode or 'bf16':20s} {b / 2**20:8.1f} MiB  {b / bf16_block:.4f} x bf16{how}")
+    if args.weights_only:
+        return
 
     components = {k: (v.to(dtype) if isinstance(v, torch.nn.Module) and k != "tokenizer" else v)
                   for k, v in build_components(SMALL, seed=0).items()}

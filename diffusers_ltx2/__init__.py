@@ -42,6 +42,8 @@ _EXPORTS = {
     "DISTILLED_REFINE_SIGMAS": ".schedulers",
     "DISTILLED_SIGMAS": ".schedulers",
     "LTX2Scheduler": ".schedulers",
+    "DiffusionTiling": ".pipelines.diffusion_tiling",
+    "default_image_crf": ".versions",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -52,7 +54,7 @@ _plain_diffusers.install()
 
 #: subpackages reachable as attributes (`diffusers_ltx2.control.CannyPreprocessor`) as when they were eager
 _SUBMODULES = ("cli", "conditioning", "control", "conversion", "export", "factory", "guiders", "loaders", "media",
-               "pipelines", "schedulers", "latents", "transformer")
+               "pipelines", "schedulers", "latents", "transformer", "versions")
 
 
 def __getattr__(name: str):

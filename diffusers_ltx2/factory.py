@@ -34,8 +34,8 @@ from torch import nn
 
 __all__ = [
     "ModelSize", "TINY", "SMALL", "TINY_CLIP", "SMALL_CLIP", "LTX2_SCHEDULER_CONFIG", "VOCAB_WORDS",
-    "build_components", "build_diffusers_pipeline", "build_scheduler", "build_tokenizer", "parameter_counts",
-    "reinit_parameters_",
+    "build_components", "build_components_25", "build_diffusers_pipeline", "build_scheduler", "build_tokenizer",
+    "parameter_counts", "reinit_parameters_",
 ]
 
 MEL_BINS = 64
@@ -363,6 +363,77 @@ def build_components(size: ModelSize = TINY, seed: int = 0, dtype: torch.dtype =
         if name in ("vae", "audio_vae"):
             _set_latent_stats_(model, generator)
         if dtype != torch.float32:  # plain nn.Module.to: diffusers' `to` warns about an *empty* keep-in-fp32 list
+            model = nn.Module.to(model, dtype=dtype)
+        components[name] = model.eval().requires_grad_(False)
+    return components
+
+
+def _build_models_25(size: ModelSize) -> dict[str, Callable[[], nn.Module]]:
+    """The LTX-2.5 architecture at `size`: 2.3's (gated attention, prompt AdaLN, per-modality text projections in
+    the connectors, caption channels projected before them) plus 2.5's switches (ltx-core 1.2 `model_configurator`:
+    no feed-forward biases, the keyframe position embedding), the diffusion video decoder and the duration head."""
+    from diffusers import LTX2VideoDiffusionDecoderModel, LTX2VideoTransformer3DModel
+    from diffusers.pipelines.ltx2 import LTX2DurationHead, LTX2TextConnectors
+
+    return {
+        "connectors": lambda: LTX2TextConnectors(
+            caption_channels=size.caption_channels, text_proj_in_factor=size.text_proj_in_factor,
+            video_connector_num_attention_heads=size.video_heads,
+            video_connector_attention_head_dim=size.video_head_dim,
+            video_connector_num_layers=size.connector_layers,
+            video_connector_num_learnable_registers=size.connector_registers, video_gated_attn=True,
+            audio_connector_num_attention_heads=size.audio_heads,
+            audio_connector_attention_head_dim=size.audio_head_dim,
+            audio_connector_num_layers=size.connector_layers,
+            audio_connector_num_learnable_registers=size.connector_registers, audio_gated_attn=True,
+            rope_type="split", per_modality_projections=True, video_hidden_dim=size.video_inner_dim,
+            audio_hidden_dim=size.audio_inner_dim, proj_bias=True,
+        ),
+        "transformer": lambda: LTX2VideoTransformer3DModel(
+            in_channels=size.latent_channels, out_channels=size.latent_channels,
+            num_attention_heads=size.video_heads, attention_head_dim=size.video_head_dim,
+            cross_attention_dim=size.video_inner_dim,
+            audio_in_channels=size.audio_latent_features, audio_out_channels=size.audio_latent_features,
+            audio_num_attention_heads=size.audio_heads, audio_attention_head_dim=size.audio_head_dim,
+            audio_cross_attention_dim=size.audio_inner_dim, num_layers=size.num_layers,
+            caption_channels=size.caption_channels, rope_type="split", perturbed_attn=True,
+            gated_attn=True, audio_gated_attn=True, cross_attn_mod=True, audio_cross_attn_mod=True,
+            use_prompt_embeddings=False, cross_attn_timestep_scale_multiplier=1000,
+            ff_bias=False, audio_ff_bias=False, use_keyframes_abs_pos_embedding=True,
+        ),
+        "diffusion_decoder": lambda: LTX2VideoDiffusionDecoderModel(
+            out_channels=3, latent_channels=size.latent_channels, patch_size=4, decoder_head_dim=16,
+            decoder_stage_channels=(64, 32, 16, 16, 16), decoder_stage_depths=(1, 1, 1, 1, 2),
+            decoder_stage_kernels=((3, 3, 3),) * 4, decoder_upsample_channel_reductions=(2, 2, 1, 1),
+            decoder_stage5_kernel=(3, 5, 5), decoder_t_emb_dim=16, decoder_num_inference_steps=1,
+            decoder_model_output_type="x0",
+        ),
+        "duration_head": lambda: LTX2DurationHead(
+            video_cross_attention_dim=size.video_inner_dim, audio_cross_attention_dim=size.audio_inner_dim,
+            pooler_hidden_dim=16, num_queries=1, num_pooler_heads=2, mlp_hidden_dim=16,
+        ),
+    }
+
+
+def build_components_25(size: ModelSize = TINY, seed: int = 0, dtype: torch.dtype = torch.float32) -> dict:
+    """A tiny LTX-2.5 model: `build_components(size, seed, dtype)` (tokenizer, Gemma-3 text encoder, video VAE
+    with the conv decoder, audio VAE, vocoder) with the 2.5 `transformer` and `connectors` instead, plus
+    ``diffusion_decoder`` (`LTX2VideoDiffusionDecoderModel`, sharing the VAE's latent statistics) and
+    ``duration_head`` (`LTX2DurationHead`). Seeds as in `build_components` (2.5 parts: ``seed * 1000 + 10 + i``).
+    The Gemma-4 text encoder of a real 2.5 checkpoint: `factory_gemma.build_gemma4_components`; any encoder
+    whose stacked hidden states are ``caption_channels * text_proj_in_factor`` wide feeds these connectors.
+    """
+    components = build_components(size, seed, dtype)
+    for index, (name, build) in enumerate(_build_models_25(size).items()):
+        component_seed = seed * 1000 + 10 + index
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(component_seed)
+            model = build()
+        reinit_parameters_(model, torch.Generator().manual_seed(component_seed))
+        if name == "diffusion_decoder":
+            model.latents_mean.copy_(components["vae"].latents_mean)
+            model.latents_std.copy_(components["vae"].latents_std)
+        if dtype != torch.float32:
             model = nn.Module.to(model, dtype=dtype)
         components[name] = model.eval().requires_grad_(False)
     return components

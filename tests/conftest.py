@@ -1,12 +1,14 @@
 """Shared fixtures: tiny random-weight LTX-2 components built once per session by the package's factory.
 
 Tests live in one folder per area (`pipelines/`, `conditioning/`, `ic_lora/`, `two_stage/`, `guidance/`,
-`sampling/`, `loaders/`, `conversion/`, `media/`, `memory/`, `training/`, `cli/`, `package/`); helper modules
-shared by several areas sit here (`official_checkpoints` - tiny official checkpoints and ltx-core's modules loaded
-from them -, `official_12` - ltx-core / ltx-pipelines 1.2.0 run in a child process -, `ltx_reference`,
-`media_files`, `http_peers`, `training_fixtures`, `two_stage_files`, `upsampler_files`). A test module may import
-another area's test module by name (its constants, helpers and fixtures): every area folder is on `sys.path`, as
-the one flat folder was.
+`sampling/`, `loaders/`, `conversion/` - quantization formats too -, `media/`, `memory/`, `training/`, `cli/`,
+`acceleration/`, `distributed/`, `long_video/`, `ui/`, `package/`); helper modules shared by several areas sit here
+(`official_checkpoints` - tiny official checkpoints and ltx-core's modules loaded from them -, `official_12` -
+ltx-core / ltx-pipelines 1.2.0 run in a child process -, `ltx12_reference` - a tiny official LTX-2.5 set written by
+it -, `official_configs`, `ltx_reference`, `media_files`, `http_peers`, `training_fixtures`, `two_stage_files`,
+`upsampler_files`, `gguf_files`, `distributed_harness` / `parallel_workers` - spawned ranks -). A test module may
+import another area's test module by name (its constants, helpers and fixtures): every area folder is on
+`sys.path`, as the one flat folder was.
 """
 
 from __future__ import annotations
@@ -64,3 +66,15 @@ def reference_spy(monkeypatch):
 
     monkeypatch.setattr(ReferenceVideo, "apply_to", spy)
     return seen
+
+
+@pytest.fixture(scope="session")
+def ltx25_set(tmp_path_factory):
+    """A tiny official LTX-2.5 file set (one file per component, the release's key layout and metadata), written
+    once per session by ltx-core 1.2.0's own configurators in a subprocess (`ltx12_reference.build_set`).
+    Returns ``{role: path}`` plus ``"folder"``."""
+    import ltx12_reference
+
+    folder = tmp_path_factory.mktemp("ltx25") / "official"
+    files = ltx12_reference.run("build_set", folder=folder, seed=0)
+    return {**{k: Path(v) for k, v in files.items()}, "folder": folder}

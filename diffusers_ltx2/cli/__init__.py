@@ -18,7 +18,11 @@ import importlib
 import sys
 
 # convert also registers convert-lora
-SUBCOMMANDS = ("generate", "retake", "foley", "extend", "demo", "encode", "convert", "control", "preprocess", "train")
+SUBCOMMANDS = ("generate", "retake", "foley", "extend", "demo", "encode", "convert", "control", "preprocess", "train",
+               "ui")
+#: command modules outside this package: the web front end's command lives with it (`diffusers_ltx2.ui` builds on
+#: this argument layer, so this package names its module, as every command's, and never imports it statically)
+_ELSEWHERE = {"ui": "diffusers_ltx2.ui.command"}
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -30,10 +34,11 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def _modules():
     for name in SUBCOMMANDS:
+        module = _ELSEWHERE.get(name, f"{__name__}.{name}")
         try:
-            yield importlib.import_module(f"{__name__}.{name}")
+            yield importlib.import_module(module)
         except ModuleNotFoundError as err:
-            if err.name != f"{__name__}.{name}":
+            if err.name != module:
                 raise  # else: subcommand not shipped in this build
 
 
@@ -62,7 +67,12 @@ def parse_args(argv: list[str]):
 
     namespace = build_parser().parse_args(argv)
     command = commands()[namespace.command]
-    return command, parse_options(command.options, namespace)
+    values = namespace
+    if any(o.dest == "from_settings" for o in command.options):  # the file's values under the flags given
+        from .settings import merge_settings
+
+        values = merge_settings(command.name, command.options, namespace)
+    return command, parse_options(command.options, values)
 
 
 def resolve(command: str, values, *, call: bool = False):

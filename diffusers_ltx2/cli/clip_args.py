@@ -18,8 +18,12 @@ from .common import (
 )
 from .guidance_args import GUIDANCE_OPTIONS, guidance_passes, guider_from_args
 from .lora_args import LORA_OPTION, check_lora_specs, load_loras, read_lora_header
-from .memory_args import MEMORY_OPTIONS, apply_memory_settings, check_memory_arguments, memory_settings
+from .memory_args import (
+    MEMORY_OPTIONS, apply_memory_settings, check_memory_arguments, memory_settings, prepare_memory_arguments,
+)
 from .options import Option, number, text, whole
+from .settings import FROM_SETTINGS_OPTION
+from .timing import say, secondary_rank
 
 #: official LTX-2 steps: 40 guided (dev checkpoints), 8 fixed sigmas (distilled checkpoints)
 DEFAULT_STEPS, DISTILLED_STEPS = 40, 8
@@ -56,7 +60,7 @@ def clip_options(*, from_input: bool = False, size_help: str = "a multiple of 32
         Option("--max-sequence-length", "padded prompt length of the local Gemma", whole(1),
                default_text="1024, or the tokenizer's maximum if smaller", call="max_sequence_length"),
         Option("--no-progress", "no progress bars", switch=True),
-        *GUIDANCE_OPTIONS, *MEMORY_OPTIONS, LORA_OPTION,
+        *GUIDANCE_OPTIONS, *MEMORY_OPTIONS, LORA_OPTION, FROM_SETTINGS_OPTION,
     )
 
 
@@ -103,6 +107,7 @@ def prepare_clip(args) -> None:
 
     args.device = check_device(args.device)
     check_quantized_runtime(args.quantize, args.device, torch_dtype(args.dtype))  # int8 + bf16 on CPU crashes
+    prepare_memory_arguments(args)  # the GGUF file's header, the attention backend's package
     for path in (args.conditioning, args.negative_conditioning):
         if path is not None:
             check_conditioning_file(path)
@@ -125,8 +130,11 @@ def load_pipeline(cls, args, timer, setup=None, lora_kwargs: dict | None = None)
     loads."""
     settings = args.memory
     extra = {} if args.text_encoder_needed else {"text_encoder": None, "tokenizer": None}
+    if settings.gguf_file is not None:
+        extra["gguf_file"] = settings.gguf_file
     quiet_loading()
-    print(f"loading {args.model} ...", flush=True)
+    if not secondary_rank():  # under a launcher, rank 0 speaks for the job
+        say(f"loading {args.model} ...")
     with timer.stage("load"):
         pipe = cls.from_pretrained(args.model, dtype=torch_dtype(args.dtype), quantization=settings.quantization,
                                    text_encoder_quantization=settings.text_encoder_quantization, **extra)
@@ -154,6 +162,19 @@ def clip_call(args) -> dict:
         generator=torch.Generator(device="cpu").manual_seed(args.seed),
     )
     return call
+
+
+def clip_runner(prepare, call, load, invoke=None):
+    """The `run(args, timer)` of a generating command: `prepare(args)`, the call's keyword arguments, `load(args,
+    timer)` the pipeline, then `invoke(pipe, args, call)` (default `pipe(**call)`) written by `run_and_write`."""
+    def run(args, timer) -> int:
+        prepare(args)
+        kwargs = call(args)
+        pipe = load(args, timer)
+        method = None if invoke is None else (lambda **kw: invoke(pipe, args, kw))
+        return run_and_write(pipe, args, timer, method=method, **kwargs)
+
+    return run
 
 
 def run_and_write(pipe, args, timer, method=None, **call) -> int:

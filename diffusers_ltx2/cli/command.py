@@ -20,7 +20,7 @@ from types import SimpleNamespace
 from typing import Any, Callable
 
 from .options import Option, add_options, parse_options
-from .timing import StageTimer
+from .timing import StageTimer, say, secondary_rank
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,10 @@ class Command:
         call: the pipeline call's keyword arguments from prepared `args`.
         loading: what the import step loads, for the "loading ..." line (None: nothing heavy to import).
         imports: the modules imported (and timed) before `run`.
+        load: `load(args, timer) -> pipeline` from prepared `args` (generating commands; `run` uses it).
+        invoke: `invoke(pipe, args, call) -> pipeline output` (default `pipe(**call)`).
+
+    Commands whose options include `--from-settings` (`cli.settings`) read a saved settings file first.
     """
 
     name: str
@@ -56,6 +60,8 @@ class Command:
     description: str | None = None
     loading: str | None = "PyTorch and diffusers"
     imports: tuple[str, ...] = ("diffusers_ltx2.pipelines",)
+    load: Callable[[SimpleNamespace, StageTimer], Any] | None = None
+    invoke: Callable[[Any, SimpleNamespace, dict], Any] | None = None
 
     def add_to(self, subparsers, parser_class=None):
         """Register as an `argparse` sub-parser whose `func` runs `execute`."""
@@ -71,6 +77,10 @@ class Command:
         the rules between them and the files they name, without importing torch; with `call=True` also the
         checks needing it (before any model loads) and the pipeline call's keyword arguments. Raises
         `ValueError` / `OSError` naming the flag."""
+        if any(o.dest == "from_settings" for o in self.options):
+            from .settings import merge_settings
+
+            values = merge_settings(self.name, self.options, values)
         args = parse_options(self.options, values)
         if self.check is not None:
             self.check(args)
@@ -80,13 +90,17 @@ class Command:
             self.prepare(args)
         return Resolved(args, self.call(args) if self.call is not None else None)
 
+    def generate(self, pipe, args: SimpleNamespace, call: dict):
+        """The pipeline output of `call` on a loaded `pipe` (`invoke`, or `pipe(**call)`)."""
+        return self.invoke(pipe, args, call) if self.invoke is not None else pipe(**call)
+
     def execute(self, namespace, *, start: float | None = None, stream=None) -> int:
         """The command line's path: resolve (no heavy import), say what loads, import it (timed), run."""
         args = self.resolve(namespace).args
         timer = StageTimer(stream=stream, start=start)
         if self.imports:
-            if self.loading:
-                print(f"ltx2 {self.name}: loading {self.loading} ...", file=timer.stream, flush=True)
+            if self.loading and not secondary_rank():
+                say(f"ltx2 {self.name}: loading {self.loading} ...", timer.stream)
             with timer.stage("imports"):
                 for module in self.imports:
                     importlib.import_module(module)
@@ -95,4 +109,4 @@ class Command:
 
 def announce(text: str) -> None:
     """A progress line (stdout, flushed)."""
-    print(text, file=sys.stdout, flush=True)
+    say(text)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from .clip_args import (
-    check_clip, check_frames_and_size, clip_call, clip_options, load_pipeline, prepare_clip, run_and_write,
+    check_clip, check_frames_and_size, clip_call, clip_options, clip_runner, load_pipeline, prepare_clip,
 )
 from .command import Command
 from .common import check_video_file
@@ -91,18 +91,19 @@ def call(args) -> dict:
                 control_strength=args.control_strength, conditioning_attention_strength=args.attention_strength)
 
 
-def run(args, timer) -> int:
-    """Check the arguments, load the pipeline and the IC-LoRAs, generate, write the MP4; returns the exit code."""
+def load(args, timer):
+    """The IC-LoRA pipeline with the `--lora` files loaded."""
     from ..pipelines import LTX2ICLoRAPipeline
 
-    prepare(args)
-    kwargs = call(args)
     pipe = load_pipeline(LTX2ICLoRAPipeline, args, timer,
                          lora_kwargs=dict(reference_downscale_factor=args.reference_downscale_factor))
     print(f"reference downscale factor: {pipe.reference_downscale_factor}")
-    return run_and_write(pipe, args, timer, **kwargs)
+    return pipe
 
+
+#: check the arguments, load the pipeline and the IC-LoRAs, generate, write the MP4; returns the exit code
+run = clip_runner(prepare, call, load)
 
 COMMAND = Command("control", "generate a clip that follows a control video through an IC-LoRA", OPTIONS, run,
-                  check=check, prepare=prepare, call=call)
+                  check=check, prepare=prepare, call=call, load=load)
 add_parser = COMMAND.add_to

@@ -33,7 +33,10 @@ def _convert_dtype(raw) -> str:
 
 
 CONVERT_OPTIONS = (
-    Option("src", "official LTX-2 .safetensors file (2.0 or 2.3), or an upsampler file alone", text),
+    Option("src", "official LTX-2 .safetensors file (2.0 / 2.3), an upsampler file alone, or the LTX-2.5 files (one "
+                  "per component: transformer, text encoder, video VAE(s), audio VAE, optionally duration head, "
+                  "upscalers, distilled LoRA) named one by one or as the folder holding them", text, repeat=True,
+           required=True, metavar="SRC"),
     Option("dst", "output folder (must not exist unless --overwrite)", text),
     Option("--dtype", "dtype of floating tensors: keep, bf16 or fp32", _convert_dtype, default="keep",
            metavar="{keep,bf16,fp32}"),
@@ -94,15 +97,17 @@ def run_convert(args: argparse.Namespace) -> int:
         from diffusers_ltx2.conversion import upsampler as U
         from diffusers_ltx2.conversion.convert import convert_single_file
 
-        if U.is_upsampler_file(args.src):  # an upsampler alone -> a model folder
-            return U.convert_upsampler_file(args.src, args.dst, dtype=_upsampler_dtype(args.dtype),
+        sources = list(args.src) if isinstance(args.src, (list, tuple)) else [args.src]
+        if len(sources) == 1 and U.is_upsampler_file(sources[0]):  # an upsampler alone -> a model folder
+            return U.convert_upsampler_file(sources[0], args.dst, dtype=_upsampler_dtype(args.dtype),
                                             overwrite=args.overwrite)
         upsampler = None
         if getattr(args, "upsampler", None):  # checked before the (long) main conversion
             upsampler = U.load_official_upsampler(args.upsampler, dtype=_upsampler_dtype(args.dtype))
         out = convert_single_file(
-            args.src, args.dst, dtype=args.dtype, fp8=args.fp8, max_shard_size=args.max_shard_size,
-            gemma_path=args.gemma, progress=not args.no_progress, overwrite=args.overwrite,
+            sources[0] if len(sources) == 1 else sources, args.dst, dtype=args.dtype, fp8=args.fp8,
+            max_shard_size=args.max_shard_size, gemma_path=args.gemma, progress=not args.no_progress,
+            overwrite=args.overwrite,
         )
         if upsampler is not None:
             U.add_upsampler_to_folder(out, upsampler)
@@ -152,17 +157,19 @@ def run_convert_lora(args: argparse.Namespace) -> int:
 
 
 def check_convert(args) -> None:
-    """Before anything is imported: the source is a file, and the destination neither is nor holds a source nor
-    exists without `--overwrite` (`conversion.output_dir.check_destination`, which needs no torch; the
-    conversion checks the rest, e.g. what `--overwrite` may replace)."""
+    """Before anything is imported: every source is a file or a folder of LTX-2.5 files (not a converted pipeline
+    folder: `conversion.files.list_set_files`), and the destination neither is nor holds a source nor exists
+    without `--overwrite` (`conversion.output_dir.check_destination`); both need no torch. The conversion checks
+    the rest, e.g. what `--overwrite` may replace."""
+    from ..conversion.files import list_set_files
     from ..conversion.output_dir import check_destination
 
-    if os.path.isdir(args.src):
-        raise ValueError(f"{args.src} is a folder, not a .safetensors file")
-    if not os.path.isfile(args.src):
-        raise FileNotFoundError(f"{args.src}: no such file")
+    # a converted (pipeline) folder or a folder without .safetensors files: ConversionError (a ValueError)
+    for path in list_set_files(args.src):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file")
     if not args.overwrite:
-        check_destination(args.dst, [p for p in (args.src, args.gemma, args.upsampler) if p])
+        check_destination(args.dst, [p for p in (*args.src, args.gemma, args.upsampler) if p])
 
 
 def _resolved(command, namespace, name: str):

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from .clip_args import (
-    check_clip, check_frames_and_size, clip_call, clip_options, load_pipeline, prepare_clip, run_and_write,
+    check_clip, check_frames_and_size, clip_call, clip_options, clip_runner, load_pipeline, prepare_clip,
 )
 from .command import Command
 from .media_args import SOURCE_OPTION, check_source_paths, resolve_source_clip
@@ -68,18 +68,23 @@ def call(args) -> dict:
     return kwargs
 
 
-def run(args, timer) -> int:
-    """Check the arguments, load the pipeline, extend, write the MP4; returns the exit code."""
-    from ..media import load_video
+def load(args, timer):
     from ..pipelines import LTX2AudioVideoPipeline
 
-    prepare(args)
-    kwargs = call(args)
-    frames, _ = load_video(args.source.path)
-    pipe = load_pipeline(LTX2AudioVideoPipeline, args, timer)
-    return run_and_write(pipe, args, timer, method=lambda **kw: pipe.extend(frames, args.frames, **kw), **kwargs)
+    return load_pipeline(LTX2AudioVideoPipeline, args, timer)
 
+
+def invoke(pipe, args, kwargs):
+    """`pipe.extend(the clip's frames, --frames, **call)`."""
+    from ..media import load_video
+
+    frames, _ = load_video(args.source.path)
+    return pipe.extend(frames, args.frames, **kwargs)
+
+
+#: check the arguments, load the pipeline, extend, write the MP4; returns the exit code
+run = clip_runner(prepare, call, load, invoke)
 
 COMMAND = Command("extend", "continue a clip (video + sound) by N frames", OPTIONS, run, check=check,
-                  prepare=prepare, call=call)
+                  prepare=prepare, call=call, load=load, invoke=invoke)
 add_parser = COMMAND.add_to

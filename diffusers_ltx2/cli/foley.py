@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .clip_args import (
-    check_clip, check_frames_and_size, clip_call, clip_options, load_pipeline, prepare_clip, run_and_write,
+    check_clip, check_frames_and_size, clip_call, clip_options, clip_runner, load_pipeline, prepare_clip,
 )
 from .command import Command
 from .media_args import SOURCE_OPTION, check_conditions_early, check_source_paths, resolve_source_clip
@@ -35,17 +35,16 @@ def call(args) -> dict:
     return dict(clip_call(args), conditions=args.conditions)
 
 
-def run(args, timer) -> int:
-    """Check the arguments and the clip, load the pipeline, generate the audio, write the MP4; returns the exit
-    code. The output's frames are the input's (resized / centre-cropped to the generation size)."""
+def load(args, timer):
     from ..pipelines import LTX2AudioVideoPipeline
 
-    prepare(args)
-    kwargs = call(args)
-    pipe = load_pipeline(LTX2AudioVideoPipeline, args, timer)
-    return run_and_write(pipe, args, timer, **kwargs)
+    return load_pipeline(LTX2AudioVideoPipeline, args, timer)
 
+
+#: check the arguments and the clip, load the pipeline, generate the audio, write the MP4; returns the exit code.
+#: The output's frames are the input's (resized / centre-cropped to the generation size).
+run = clip_runner(prepare, call, load)
 
 COMMAND = Command("foley", "generate the sound of an existing clip (video-to-audio)", OPTIONS, run, check=check,
-                  prepare=prepare, call=call)
+                  prepare=prepare, call=call, load=load)
 add_parser = COMMAND.add_to

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from .clip_args import check_clip, clip_call, clip_options, load_pipeline, prepare_clip, run_and_write
+from .clip_args import check_clip, clip_call, clip_options, clip_runner, load_pipeline, prepare_clip
 from .command import Command
 from .common import check_image_file, torch_dtype
 from .media_args import (
@@ -14,10 +14,12 @@ from .media_args import (
     largest_clip_length, parse_media_spec, resolve_frame,
 )
 from .options import Option, number, text, whole
+from .parallel import PARALLEL_OPTIONS, check_parallel_arguments, uses_ranks
 from .sampling_args import SAMPLING_OPTIONS, check_sampling_arguments, sampling_call
 from .two_stage import (
-    TWO_STAGE_MULTIPLE, TWO_STAGE_OPTIONS, check_two_stage_arguments, two_stage_call, two_stage_setup,
+    TWO_STAGE_MULTIPLE, TWO_STAGE_OPTIONS, apply_preset, check_two_stage_arguments, two_stage_call, two_stage_setup,
 )
+from .window_args import WINDOW_OPTIONS, check_window_arguments, prepare_windows, window_call
 
 GROUP = "conditioning (images, clips and sound the clip must follow)"
 
@@ -29,7 +31,7 @@ OPTIONS = (
     Option("--image-strength", "strength of --image entries that give none, in [0, 1]", number(0, 1), default=1.0,
            group=GROUP),
     Option("--image-crf", "H.264 CRF applied to images before encoding, as the official loader (0 = off)",
-           whole(0, 51), default=33, group=GROUP),
+           whole(0, 51), default_text="the model's: 18 for LTX-2.4+, 33 before", group=GROUP),
     Option("--video", "video clip placed from pixel FRAME (default 0): its first 8k+1 frames that fit; repeatable",
            text, repeat=True, metavar="PATH[@FRAME[:STRENGTH]]", group=GROUP),
     Option("--audio", "audio-to-video: generate the video to this sound (audio file or a video's soundtrack); the "
@@ -40,11 +42,26 @@ OPTIONS = (
            switch=True, group=GROUP),
     *TWO_STAGE_OPTIONS,
     *SAMPLING_OPTIONS,
+    *PARALLEL_OPTIONS,
+    *WINDOW_OPTIONS,
 )
 
 
 def check(args) -> None:
-    """Every check that needs no import: flags, files, frames and sizes, the media specs' frames."""
+    """Every check that needs no import: flags, files, frames and sizes, the media specs' frames, the windows; with
+    `--prompts` / `--parallel` also the prompt list and the launcher's ranks (`cli.parallel`)."""
+    if uses_ranks(args):
+        used = [flag for flag, value in (("--preset", args.preset), ("--window", args.window)) if value]
+        if used:
+            raise ValueError(f"{' / '.join(used)} runs in one process: it does not take --prompts / --parallel")
+        check_parallel_arguments(args, _check_clip)
+    else:
+        _check_clip(args)
+
+
+def _check_clip(args) -> None:
+    """`check` of one clip."""
+    check_window_arguments(args)
     if args.audio_only:
         check_audio_output(args.output)
         used = [flag for flag, value in (("--image", args.image), ("--video", args.video), ("--audio", args.audio))
@@ -54,6 +71,8 @@ def check(args) -> None:
         if args.two_stage:
             raise ValueError("--audio-only has no video to upsample: drop --two-stage")
     multiple = TWO_STAGE_MULTIPLE if args.two_stage else 32
+    if args.two_stage:
+        apply_preset(args)
     check_clip(args, audio_output=args.audio_only, size_multiple=multiple,
                why=" (--two-stage generates at half size)" if args.two_stage else "")
     check_two_stage_arguments(args)
@@ -139,6 +158,8 @@ def prepare(args) -> None:
     args.conditions = build_conditions(args)
     args.modalities = ("audio",) if args.audio_only else ("video", "audio")
     check_conditions_early(args.conditions, args, output_modalities=args.modalities)
+    if args.windows is not None:
+        prepare_windows(args, args.conditions)
 
 
 def call(args) -> dict:
@@ -147,24 +168,44 @@ def call(args) -> dict:
     kwargs.update(sampling_call(args))
     if args.conditions or args.audio_only:
         kwargs.update(conditions=args.conditions, output_modalities=args.modalities)
+    if args.windows is not None:
+        return window_call(kwargs, args)
     return two_stage_call(kwargs, args) if args.two_stage else kwargs
 
 
-def run(args, timer) -> int:
-    """Check, load the pipeline (and LoRAs), generate, write the MP4 (or WAV / FLAC); returns the exit code."""
-    prepare(args)
-    kwargs = call(args)
+def load(args, timer):
+    """The one- or two-stage pipeline, loaded as `args` say (LoRAs, memory settings, the upsampler)."""
     if args.two_stage:  # stage progress bars are named by the pipeline ("stage 1/2 ...", "stage 2/2 ...")
         from ..pipelines.two_stage import LTX2TwoStagePipeline
 
-        pipe = load_pipeline(LTX2TwoStagePipeline, args, timer, setup=two_stage_setup(args, torch_dtype(args.dtype)))
-    else:
-        from ..pipelines import LTX2AudioVideoPipeline
+        return load_pipeline(LTX2TwoStagePipeline, args, timer, setup=two_stage_setup(args, torch_dtype(args.dtype)))
+    from ..pipelines import LTX2AudioVideoPipeline
 
-        pipe = load_pipeline(LTX2AudioVideoPipeline, args, timer)
-    return run_and_write(pipe, args, timer, **kwargs)
+    return load_pipeline(LTX2AudioVideoPipeline, args, timer)
 
+
+def invoke(pipe, args, kwargs):
+    """`--preset hq`: the official recipe's schedule, LoRA strengths and audio (flags given win); `--window`: the
+    clip in sliding windows (one progress bar: windows and steps); else `pipe(...)`."""
+    if args.preset:
+        return pipe.generate_hq(**kwargs)
+    if args.windows is not None:
+        return pipe.generate_long_video(**kwargs)
+    return pipe(**kwargs)
+
+
+_run_one = clip_runner(prepare, call, load, invoke)
+
+
+def run(args, timer) -> int:
+    """Check, load the pipeline (and LoRAs), generate, write the MP4 (or WAV / FLAC); returns the exit code.
+    A prompt list or a clip split over ranks goes through `cli.parallel.run_parallel`."""
+    if uses_ranks(args):
+        from .parallel import run_parallel
+
+        return run_parallel(args, timer, prepare=prepare, call=call, load=load)
+    return _run_one(args, timer)
 
 COMMAND = Command("generate", "generate a clip with audio from a prompt (and images, clips, audio, LoRAs)", OPTIONS,
-                  run, check=check, prepare=prepare, call=call)
+                  run, check=check, prepare=prepare, call=call, load=load)
 add_parser = COMMAND.add_to

@@ -43,7 +43,7 @@ class Option:
         dest: the attribute name (default: the flag without dashes, `-` -> `_`).
         metavar: the value's name in `--help`.
         choices: the valid values; another value is refused naming the closest one.
-        repeat: may be given several times (a list).
+        repeat: may be given several times (a list); a repeatable positional takes one or more values.
         switch: an on/off flag without a value (default False).
         required: must be given.
         group: the `--help` section.
@@ -51,6 +51,8 @@ class Option:
         hidden: accepted but not listed in `--help`.
         default_text: what `--help` says the default is, when the value itself says nothing (e.g. "from --input").
         aliases: other spellings of the flag (`-o`).
+        const: the value of the flag given without one (its value is then optional, e.g. `--compile` means
+            `--compile inductor`); `None`: a value is required.
     """
 
     flag: str
@@ -68,6 +70,7 @@ class Option:
     hidden: bool = False
     default_text: str | None = None
     aliases: tuple[str, ...] = ()
+    const: Any = None
 
     def __post_init__(self):
         if not self.dest:
@@ -207,6 +210,9 @@ text.metavar = "TEXT"
 def add_options(parser: argparse.ArgumentParser, options: Iterable[Option]) -> argparse.ArgumentParser:
     """Register `options` on `parser` (in `--help` sections by `group`). argparse only collects the raw strings:
     every check is `parse_options`'."""
+    options = tuple(options)
+    # with --from-settings, required values may come from the file: parse_options checks them after the merge
+    from_file = any(o.dest == "from_settings" for o in options)
     groups: dict[str, Any] = {}
     for option in options:
         target = parser
@@ -215,8 +221,9 @@ def add_options(parser: argparse.ArgumentParser, options: Iterable[Option]) -> a
                 groups[option.group] = parser.add_argument_group(option.group)
             target = groups[option.group]
         help_text = argparse.SUPPRESS if option.hidden else option.help_text().replace("%", "%%")
-        if option.positional:
-            target.add_argument(option.dest, help=help_text, metavar=option.metavar or option.flag)
+        if option.positional:  # a repeatable positional takes one or more values
+            target.add_argument(option.dest, help=help_text, metavar=option.metavar or option.flag,
+                                **({"nargs": "+"} if option.repeat else {}))
             continue
         kwargs: dict[str, Any] = dict(dest=option.dest, default=None, help=help_text)
         if option.switch:
@@ -224,21 +231,22 @@ def add_options(parser: argparse.ArgumentParser, options: Iterable[Option]) -> a
         else:
             if option.repeat:
                 kwargs["action"] = "append"
+            if option.const is not None:
+                kwargs.update(nargs="?", const=option.const)
             metavar = option.metavar or getattr(option.parse, "metavar", None)
             if metavar is None and option.choices is not None:
                 metavar = "{" + ",".join(map(str, option.choices)) + "}"
             kwargs["metavar"] = metavar
-        if option.required:
+        if option.required and not from_file:
             kwargs["required"] = True
         target.add_argument(option.flag, *option.aliases, **kwargs)
     return parser
 
 
-def parse_options(options: Iterable[Option], values: Mapping[str, Any] | argparse.Namespace | SimpleNamespace
-                  ) -> SimpleNamespace:
-    """Typed, checked values of `options` from a mapping or namespace (keys: dests such as `num_frames` / `video_cfg`,
-    or flags with or without their dashes such as `--num-frames` / `cfg`; a missing or `None` value takes the
-    option's default). Raises `OptionError` for the first bad value (in declaration order) or an unknown key."""
+def given_values(options: Iterable[Option], values: Mapping[str, Any] | argparse.Namespace | SimpleNamespace
+                 ) -> dict[str, Any]:
+    """The raw values of `values` by dest (keys: dests such as `num_frames` / `video_cfg`, or flags with or without
+    their dashes such as `--num-frames` / `cfg`), unchecked; `OptionError` for an unknown key."""
     options = tuple(options)
     raw = dict(vars(values) if not isinstance(values, Mapping) else values)
     dests = {o.dest for o in options}
@@ -254,7 +262,24 @@ def parse_options(options: Iterable[Option], values: Mapping[str, Any] | argpars
             close = difflib.get_close_matches(wanted, sorted(by_flag), n=1)
             raise OptionError(None, f"unknown option {wanted}" + (f"; did you mean {close[0]}?" if close else ""))
         given[dest] = value
-    return SimpleNamespace(**{o.dest: o.value(given.get(o.dest)) for o in options})
+    return given
+
+
+def parse_options(options: Iterable[Option], values: Mapping[str, Any] | argparse.Namespace | SimpleNamespace
+                  ) -> SimpleNamespace:
+    """Typed, checked values of `options` from a mapping or namespace (keys as `given_values`; a missing or `None`
+    value takes the option's default; `was_given` tells which were given). Raises `OptionError` for the first bad
+    value (in declaration order) or an unknown key."""
+    options = tuple(options)
+    given = given_values(options, values)
+    args = SimpleNamespace(**{o.dest: o.value(given.get(o.dest)) for o in options})
+    args._given = frozenset(dest for dest, value in given.items() if value not in (None, False, []))
+    return args
+
+
+def was_given(args, dest: str) -> bool:
+    """Whether the option stored in `dest` was given (not its default); `parse_options` records it."""
+    return dest in getattr(args, "_given", ())
 
 
 def call_kwargs(options: Iterable[Option], args) -> dict[str, Any]:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from .clip_args import (
-    check_clip, check_frames_and_size, clip_call, clip_options, load_pipeline, prepare_clip, run_and_write,
+    check_clip, check_frames_and_size, clip_call, clip_options, clip_runner, load_pipeline, prepare_clip,
 )
 from .command import Command
 from .media_args import SOURCE_OPTION, check_conditions_early, check_source_paths, resolve_source_clip
@@ -33,14 +33,20 @@ def check(args) -> None:
     check_clip(args)  # sizes the user left to the input are checked once it is probed
 
 
+def check_window_in_clip(args, source) -> None:
+    """`--end` within the part of the clip the retake uses (`source`: `media_args.resolve_source_clip`'s, its
+    `8k + 1` frames); raises `ValueError` naming `--end`. `ltx2 ui`'s window preview runs it too."""
+    if args.end > source.duration_s + 1e-9:
+        raise ValueError(f"--end {args.end:g} is past the end of the clip, which lasts {source.duration_s:.4g} s "
+                         f"({source.num_frames} frames at {source.frame_rate:g} fps)")
+
+
 def build_conditions(args, source) -> list:
     """`[FrozenVideo(source frames), AudioCondition(source audio), TemporalRegion(start, end, ...)]`."""
     from ..conditioning import AudioCondition, FrozenVideo, TemporalRegion
     from ..media import load_video
 
-    if args.end > source.duration_s + 1e-9:
-        raise ValueError(f"--end {args.end:g} is past the end of the clip, which lasts {source.duration_s:.4g} s "
-                         f"({source.num_frames} frames at {source.frame_rate:g} fps)")
+    check_window_in_clip(args, source)
     frames, _ = load_video(source.path, num_frames=source.num_frames)
     if not source.has_audio:
         if args.no_video:
@@ -70,16 +76,15 @@ def call(args) -> dict:
     return dict(clip_call(args), conditions=args.conditions)
 
 
-def run(args, timer) -> int:
-    """Check the arguments and the source clip, load the pipeline, retake, write the MP4; returns the exit code."""
+def load(args, timer):
     from ..pipelines import LTX2AudioVideoPipeline
 
-    prepare(args)
-    kwargs = call(args)
-    pipe = load_pipeline(LTX2AudioVideoPipeline, args, timer)
-    return run_and_write(pipe, args, timer, **kwargs)
+    return load_pipeline(LTX2AudioVideoPipeline, args, timer)
 
+
+#: check the arguments and the source clip, load the pipeline, retake, write the MP4; returns the exit code
+run = clip_runner(prepare, call, load)
 
 COMMAND = Command("retake", "regenerate seconds START..END of a clip, keeping the rest", OPTIONS, run, check=check,
-                  prepare=prepare, call=call)
+                  prepare=prepare, call=call, load=load)
 add_parser = COMMAND.add_to

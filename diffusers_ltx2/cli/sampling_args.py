@@ -22,7 +22,8 @@ SAMPLING_OPTIONS = (
            group=ENHANCE),
     Option("--sampler", "euler (official default), euler_ancestral (SDE; official 2.5 distilled stage 1) or res_2s "
                         "(second order, 2 model calls per step; official HQ pipeline); with --two-stage: stage 1",
-           choices=SAMPLER_NAMES, default="euler", call="sampler", group=SAMPLER),
+           choices=SAMPLER_NAMES, default_text="euler; euler_ancestral for --two-stage --distilled on LTX-2.5 "
+                                                "(official)", call="sampler", group=SAMPLER),
     Option("--stage-2-sampler", "sampler of the --two-stage refinement", choices=SAMPLER_NAMES,
            default_text="euler", group=SAMPLER),
 )

@@ -28,6 +28,21 @@ def process_start() -> float:
 _IMPORTED = time.perf_counter()
 
 
+def secondary_rank() -> bool:
+    """True in a launched worker other than rank 0 (`accelerate launch` / `torchrun` set `RANK`): its progress
+    lines would repeat rank 0's, so the commands keep them to rank 0."""
+    return os.environ.get("RANK", "0") not in ("", "0")
+
+
+def say(text: str, stream=None) -> None:
+    """Write one line in a single `write` call, then flush. Launched workers run unbuffered
+    (PYTHONUNBUFFERED) and share one pipe: `print` writes the text and its newline separately, so another
+    process's line could land between them; one write of a short line to a pipe is atomic (POSIX PIPE_BUF)."""
+    stream = sys.stdout if stream is None else stream
+    stream.write(text + "\n")
+    stream.flush()
+
+
 class StageTimer:
     """Times named stages, printing each as it finishes; `summary()` gives the total since `start` (default:
     now) with every stage and the time outside them ("other": start-up, checks)."""
@@ -44,7 +59,8 @@ class StageTimer:
         yield
         elapsed = time.perf_counter() - start
         self.stages.append((name, elapsed))
-        print(f"[{name}] {elapsed:.2f} s", file=self.stream, flush=True)
+        if not secondary_rank():
+            say(f"[{name}] {elapsed:.2f} s", self.stream)
 
     def summary(self) -> str:
         """One line: the total since `start`, then each stage and the rest ("other")."""

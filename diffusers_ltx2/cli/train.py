@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 
 from .command import Command
+from .timing import say
 from .options import Option, text, whole
 
 #: a checkpoint folder's state file and that of earlier versions (`training.checkpoints.STATE_FILE` /
@@ -84,13 +85,13 @@ def run(args, timer) -> int:
     if trainer.accelerator.is_main_process:
         finite = [x for x in result.losses if math.isfinite(x)]  # a skipped step's loss is NaN: not JSON
         first, last = (finite[0], finite[-1]) if finite else (None, None)
-        print(json.dumps({"output": str(result.output), "steps": result.step, "first_loss": first,
+        say(json.dumps({"output": str(result.output), "steps": result.step, "first_loss": first,
                           "last_loss": last, "skipped_steps": result.skipped_steps,
                           "num_processes": trainer.accelerator.num_processes,
                           "checkpoints": [str(c) for c in result.checkpoints]}))
         what = "LoRA" if trainer.adapted else "weights"
         losses = f"; loss {first:.4g} -> {last:.4g}" if first is not None else ""
-        print(f"{what} written to {result.output} (step {result.step}{losses}; {timer.summary()})", flush=True)
+        say(f"{what} written to {result.output} (step {result.step}{losses}; {timer.summary()})")
     return 0
 
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import os
 
+from ..presets import PRESETS
 from .lora_args import LORA_FORM, LoraSpec, parse_lora_spec
-from .options import Option, text
+from .options import Option, text, was_given
 
 GROUP = "two-stage (generate at half size, upsample the latent 2x, refine in 3 steps: official " \
         "ti2vid_two_stages / distilled pipelines)"
@@ -22,7 +23,15 @@ TWO_STAGE_OPTIONS = (
     Option("--distilled-lora", "distilled LoRA added in stage 2 on top of the --lora files (official "
                                f"ltx-2-19b-distilled-lora-*.safetensors), {LORA_FORM}; not with --distilled",
            parse_lora_spec, metavar="PATH[:STRENGTH]", group=GROUP),
+    Option("--preset", "hq: the official HQ recipe (ti2vid_two_stages_hq: res_2s in both stages, 15 steps on the "
+                       "token-count-shifted schedule, STG off, distilled LoRA 0.25 in stage 1 and 0.5 in stage 2, "
+                       "the stage-1 audio, 1088x1920, seed 10); flags you give win", choices=tuple(PRESETS),
+           group=GROUP),
 )
+
+#: `ltx2 generate` dests a preset fills when they are not given (the guidance dials: `video_cfg`, ...)
+_PRESET_DESTS = ("height", "width", "num_frames", "frame_rate", "seed", "sampler", "stage_2_sampler")
+_PRESET_DIALS = ("cfg", "stg", "modality_scale", "rescale")
 
 #: sizes of a two-stage clip: the half-size first stage must still be a multiple of 32
 TWO_STAGE_MULTIPLE = 64
@@ -33,7 +42,8 @@ def check_two_stage_arguments(args) -> None:
     LoRA file unless `--distilled`, a positive strength; raises ValueError / FileNotFoundError. Without
     `--two-stage` the two-stage options are refused. (Sizes: `check_clip(size_multiple=TWO_STAGE_MULTIPLE)`.)"""
     if not args.two_stage:
-        used = [f for f, v in (("--upsampler", args.upsampler), ("--distilled-lora", args.distilled_lora)) if v]
+        used = [f for f, v in (("--upsampler", args.upsampler), ("--distilled-lora", args.distilled_lora),
+                               ("--preset", args.preset)) if v]
         if used:
             raise ValueError(f"{' / '.join(used)} only apply with --two-stage")
         return
@@ -59,6 +69,26 @@ def check_two_stage_arguments(args) -> None:
         raise FileNotFoundError(f"--distilled-lora not found: {spec.path}")
     if not spec.strength > 0:
         raise ValueError(f"--distilled-lora STRENGTH must be a positive number, got {spec.strength:g}")
+
+
+def apply_preset(args) -> None:
+    """Fill the `--preset` recipe's values into the options not given (sizes, frames, frame rate, seed, samplers,
+    steps, the guidance dials; `--steps` is the preset's before `check_clip` sets the default). No import.
+    Raises ValueError with `--distilled` (the recipe runs the dev checkpoint with the distilled LoRA)."""
+    if not getattr(args, "preset", None):
+        return
+    if args.distilled:
+        raise ValueError(f"--preset {args.preset} runs the dev checkpoint with the distilled LoRA: drop --distilled")
+    preset = PRESETS[args.preset]
+    for dest in _PRESET_DESTS:
+        if not was_given(args, dest):
+            setattr(args, dest, getattr(preset, dest))
+    if not was_given(args, "steps"):
+        args.steps = preset.num_inference_steps
+    for modality in ("video", "audio"):
+        for field in _PRESET_DIALS:
+            if not was_given(args, f"{modality}_{field}"):
+                setattr(args, f"{modality}_{field}", getattr(preset, modality)[field])
 
 
 def load_upsampler(path: str, dtype):
@@ -102,4 +132,8 @@ def two_stage_call(call: dict, args) -> dict:
     call.pop("sigmas", None)
     call["distilled"] = bool(args.distilled)
     call["stage_2_sampler"] = args.stage_2_sampler or "euler"
+    if getattr(args, "preset", None):  # `pipe.generate_hq`: the schedule, strengths and audio of the recipe
+        spec = args.distilled_lora
+        call["num_inference_steps"] = args.steps
+        call["distilled_lora_strength"] = spec.strength if spec.text != spec.path else None
     return call

@@ -7,6 +7,7 @@ from .apply import ConditionedLatents, check_conditions, check_output_modalities
 from .audio import AudioCondition, encode_audio_tokens
 from .base import ClipGeometry, Condition, ConditioningState, LatentEncoder
 from .frozen_video import FrozenVideo
+from .latent_guide import LatentGuide
 from .reference import ReferenceVideo
 from .temporal_region import TemporalRegion, region_mask
 from .video import DEFAULT_IMAGE_CRF, VideoCondition, keyframe_positions
@@ -20,6 +21,7 @@ __all__ = [
     "DEFAULT_IMAGE_CRF",
     "FrozenVideo",
     "LatentEncoder",
+    "LatentGuide",
     "ReferenceVideo",
     "TemporalRegion",
     "VideoCondition",

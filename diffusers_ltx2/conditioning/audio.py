@@ -72,18 +72,21 @@ class AudioCondition(Condition):
         return torch.nn.functional.pad(w, (0, n - w.shape[-1])) if w.shape[-1] < n else w
 
     def apply_to(self, state: ConditioningState, encoder: LatentEncoder, geometry: ClipGeometry) -> None:
-        from ..media.audio import resample_audio, to_channels
-
         g = geometry
         tokens = encoder.encode_audio(self.clip_waveform(g), self.sample_rate, g.audio_latent_length)
         state.replace_clean(AUDIO, tokens.expand(g.batch_size, -1, -1).to(state.audio.latent.device), 0.0)
-        # the returned sound: the whole waveform resampled, then cut (no filter edge at the clip's end)
-        out_rate = encoder.output_sample_rate
-        n_out = self.samples_for(g, out_rate)
-        out = to_channels(resample_audio(self.waveform[:, : self.samples_for(g) + self.sample_rate], self.sample_rate,
-                                         out_rate), 2)[:, :n_out]
-        out = torch.nn.functional.pad(out, (0, n_out - out.shape[-1])) if out.shape[-1] < n_out else out
+        out = self.output_waveform(g, encoder.output_sample_rate)
         state.waveform = out.unsqueeze(0).expand(g.batch_size, -1, -1).contiguous()
+
+    def output_waveform(self, geometry: ClipGeometry, out_rate: int) -> torch.Tensor:
+        """The sound returned for the clip: `(2, N)` float32 at `out_rate` (the vocoder's), the whole waveform
+        resampled, then cut to the clip's duration (no filter edge at its end), silence-padded when shorter."""
+        from ..media.audio import resample_audio, to_channels
+
+        n_out = self.samples_for(geometry, out_rate)
+        out = to_channels(resample_audio(self.waveform[:, : self.samples_for(geometry) + self.sample_rate],
+                                         self.sample_rate, out_rate), 2)[:, :n_out]
+        return torch.nn.functional.pad(out, (0, n_out - out.shape[-1])) if out.shape[-1] < n_out else out
 
 
 def encode_audio_tokens(encoder, waveform: torch.Tensor, sample_rate: int, length: int) -> torch.Tensor:

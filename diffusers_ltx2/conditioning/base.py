@@ -53,6 +53,13 @@ class LatentEncoder(Protocol):
     def encode_audio(self, waveform: torch.Tensor, sample_rate: int, length: int) -> torch.Tensor:
         """`(C, N)` waveform at `sample_rate` -> normalized packed audio tokens `(1, length, C_a)` float32."""
 
+    def normalize_video_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Denormalized video VAE latents `(B, C, F, h, w)` (what `output_type="latent"` returns) -> normalized
+        latents, float32."""
+
+    def normalize_audio_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Denormalized audio VAE latents `(B, C, T, M)` -> normalized packed audio tokens `(B, T, C*M)`, float32."""
+
     def video_positions(self, batch_size: int, frames: int, height: int, width: int, frame_rate: float,
                         spatial_scale: int = 1) -> torch.Tensor:
         """`(B, 3, frames * height * width, 2)` RoPE positions of a latent grid (h / w times `spatial_scale`)."""

@@ -7,7 +7,7 @@ diffusers 0.42.1 (`LTX2ConditionPipeline.preprocess_conditions` / `prepare_laten
   (`index % latent_frames`); the media starts on pixel frame `(index - 1) * 8 + 1` (0 for index 0);
 - `frames`: a PIL image or list, a numpy `(F, H, W, C)` / tensor `(F, C, H, W)` on the 0-255 scale (uint8 or
   float); a clip is cut to fit the remaining frames, then to `8k + 1` frames;
-- `crf`: single-frame conditions are H.264 re-compressed at `crf` (`None`: the model's, 33 for Gemma-3 models);
+- `crf`: single-frame conditions are H.264 re-compressed at `crf` (`None`: the model's, 18 for LTX-2.4+, 33 before);
   a non-uint8 frame with a CRF other than 0 is refused; clips are not re-compressed;
 - `strength`: 1 holds the frames (our denoise mask `1 - strength`).
 Each becomes the `VideoCondition` with that meaning (first latent frame replaced at index 0, keyframe tokens

@@ -18,6 +18,7 @@ from ..latents import layout as L
 from .base import VIDEO, ClipGeometry, Condition, ConditioningState, LatentEncoder
 from .frames import as_frames, num_frames_of, resolve_frame_index, to_vae_pixels
 
+#: the CRF of image conditions on LTX-2.0 / 2.3 (official `DEFAULT_IMAGE_CRF`; 2.4+: 18, see `versions`)
 DEFAULT_IMAGE_CRF = 33
 
 
@@ -54,7 +55,8 @@ class VideoCondition(Condition):
             `@FRAME` (-1: an image on the last frame, a clip ending on it). 0 replaces the first latent
             frame(s); any other frame appends keyframe tokens. The media must fit in the clip's frames.
         strength: in [0, 1]; 1 holds the frames exactly (denoise mask `1 - strength`).
-        crf: H.264 CRF applied to *images* before encoding, as the official image loader (33; 0 = off).
+        crf: H.264 CRF applied to *images* before encoding, as the official image loader (0 = off); `None`
+            (default): the model's, 18 for LTX-2.4+ checkpoints and 33 before (official `resolve_crf`).
 
     Raises:
         ValueError: at construction for a bad index / strength / crf or frames (see `as_frames`); from `check`,
@@ -65,13 +67,14 @@ class VideoCondition(Condition):
     order = 2
     modality = VIDEO
 
-    def __init__(self, frames, frame_index: int = 0, strength: float = 1.0, *, crf: int = DEFAULT_IMAGE_CRF):
+    def __init__(self, frames, frame_index: int = 0, strength: float = 1.0, *, crf: int | None = None):
         if isinstance(frame_index, bool) or not isinstance(frame_index, int):
             raise ValueError(f"frame_index must be an integer (negative: from the end), got {frame_index!r}")
         if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
             raise ValueError(f"strength must be a number in [0, 1], got {strength!r}")
-        if isinstance(crf, bool) or not isinstance(crf, int) or not 0 <= crf <= 51:
-            raise ValueError(f"crf must be an integer in [0, 51] (0 = no recompression), got {crf!r}")
+        if crf is not None and (isinstance(crf, bool) or not isinstance(crf, int) or not 0 <= crf <= 51):
+            raise ValueError(f"crf must be an integer in [0, 51] (0 = no recompression) or None (the model's), "
+                             f"got {crf!r}")
         self.frames = as_frames(frames, "VideoCondition")
         self.frame_index = frame_index
         self.strength = float(strength)
@@ -102,7 +105,8 @@ class VideoCondition(Condition):
     def apply_to(self, state: ConditioningState, encoder: LatentEncoder, geometry: ClipGeometry) -> None:
         g = geometry
         start = self.start_frame(g)
-        latents = encoder.encode_video(to_vae_pixels(self.frames, g.height, g.width, self.crf), g.batch_size)
+        pixels = to_vae_pixels(self.frames, g.height, g.width, g.image_crf if self.crf is None else self.crf)
+        latents = encoder.encode_video(pixels, g.batch_size)
         tokens = L.pack_video(latents.float())  # (B, f*h*w, C) of the (B, C, f, h, w) latents
         if start == 0:
             state.replace_first_frames(tokens, self.strength, "a VideoCondition")

@@ -34,20 +34,36 @@ class ComponentSpec:
             return self.model_class().from_config(self.config)
 
 
-def component_specs(config: dict, version: str, projection_shapes: dict[str, tuple[int, ...]]) -> dict[str, ComponentSpec]:
-    """The diffusers components an official ``config`` converts into, in save order."""
-    specs = {
-        "transformer": ComponentSpec("transformer", "LTX2VideoTransformer3DModel", C.transformer_config(config, version)),
-    }
-    conn = C.connectors_config(config, projection_shapes)
-    C.check_connector_dims(conn)
-    specs["connectors"] = ComponentSpec("connectors", "LTX2TextConnectors", conn)
+def component_specs(config: dict, version: str, projection_shapes: dict[str, tuple[int, ...]],
+                    duration_head_shapes: dict[str, tuple[int, ...]] | None = None, *,
+                    has_transformer: bool = True) -> dict[str, ComponentSpec]:
+    """The diffusers components an official ``config`` converts into, in save order.
+
+    A 2.5 file set may lack components (``transformer`` without its file; ``connectors`` without the text encoder
+    file, which carries the projection): they are left out. The diffusion VAE's decoder becomes
+    ``diffusion_decoder`` (`LTX2VideoDiffusionDecoderModel`), the duration head ``duration_head``.
+    """
+    specs = {}
+    if has_transformer:
+        specs["transformer"] = ComponentSpec(
+            "transformer", "LTX2VideoTransformer3DModel", C.transformer_config(config, version))
+    # the connectors live in the transformer file, their input projection (2.5) in the text encoder file
+    if has_transformer and (projection_shapes or version in ("2.0", "2.3")):
+        conn = C.connectors_config(config, projection_shapes)
+        C.check_connector_dims(conn)
+        specs["connectors"] = ComponentSpec("connectors", "LTX2TextConnectors", conn)
     if config.get("vae"):
         specs["vae"] = ComponentSpec("vae", "AutoencoderKLLTX2Video", C.video_vae_config(config))
     if config.get("audio_vae"):
         specs["audio_vae"] = ComponentSpec("audio_vae", "AutoencoderKLLTX2Audio", C.audio_vae_config(config))
     if config.get("vocoder"):
         specs["vocoder"] = ComponentSpec("vocoder", C.vocoder_class_name(config), C.vocoder_config(config))
+    if config.get("vae_diffusion"):
+        specs["diffusion_decoder"] = ComponentSpec(
+            "diffusion_decoder", "LTX2VideoDiffusionDecoderModel", C.diffusion_decoder_config(config["vae_diffusion"]))
+    if "duration_head" in config:
+        specs["duration_head"] = ComponentSpec(
+            "duration_head", "LTX2DurationHead", C.duration_head_config(config, duration_head_shapes))
     return specs
 
 

@@ -14,8 +14,9 @@ from typing import Any
 
 from .errors import UnsupportedCheckpointError
 
-#: Versions this converter knows. Matching is on the major.minor prefix of ``model_version``.
-SUPPORTED_VERSIONS = ("2.0", "2.3")
+#: Versions this converter knows. Matching is on the major.minor prefix of ``model_version``; 2.4 (the 2.5
+#: pre-release line, same architecture switches) is read as itself.
+SUPPORTED_VERSIONS = ("2.0", "2.3", "2.4", "2.5")
 
 #: Transformer settings ltx-core rejects when they differ (it raises in ``check_config_value``);
 #: diffusers hard-codes the same behaviour, so any other value would convert into a different model.
@@ -33,18 +34,22 @@ _TRANSFORMER_FIXED = {
 }
 
 #: STG block per release (LTX2_FACTS: 2.0 perturbs block 29, 2.3 block 28); scaled to the block count.
-_DEFAULT_STG_BLOCK = {"2.0": 29, "2.3": 28}
+_DEFAULT_STG_BLOCK = {"2.0": 29, "2.3": 28, "2.4": 28, "2.5": 28}  # 1.2: LTX_2_4_PARAMS = 2.3's (block 28)
 
 
 def normalize_version(model_version: str | None, config: dict) -> str:
-    """Return ``"2.0"`` or ``"2.3"`` for a checkpoint's ``model_version`` metadata.
+    """Return ``"2.0"``, ``"2.3"``, ``"2.4"`` or ``"2.5"`` for a checkpoint's ``model_version`` metadata.
 
-    A missing version is inferred from the config (separate aggregate projections mean 2.3); a present but
-    unknown version raises :class:`UnsupportedCheckpointError`.
+    A missing version is inferred from the config (no feed-forward bias or the keyframe embedding mean 2.5,
+    separate aggregate projections 2.3); a present but unknown version raises :class:`UnsupportedCheckpointError`.
+    Pre-release tags keep their generation (``"2.4-rc2"`` is 2.4, as ltx-pipelines 1.2 normalizes them).
     """
     if model_version is None or str(model_version).strip() == "":
-        return "2.3" if config.get("transformer", {}).get("caption_proj_before_connector", False) else "2.0"
-    text = str(model_version).strip().lstrip("vV")
+        t = config.get("transformer", {})
+        if t.get("ff_bias") is False or t.get("use_keyframes_abs_pos_embedding"):
+            return "2.5"
+        return "2.3" if t.get("caption_proj_before_connector", False) else "2.0"
+    text = str(model_version).strip().lstrip("vV").replace("-", ".")
     parts = text.split(".")
     major_minor = ".".join(parts[:2]) if len(parts) >= 2 else text
     if major_minor not in SUPPORTED_VERSIONS:
@@ -420,6 +425,22 @@ def connectors_config(config: dict, projection_shapes: dict[str, tuple[int, ...]
     }
 
 
+def zero_filled_tensors(config: dict, component: str) -> set[str]:
+    """Tensors a checkpoint switches off but the diffusers module always has, to be filled with zeros (a Linear
+    without bias is the Linear with a zero bias, exactly).
+
+    ltx-core 1.2.0 added ``connector_ff_bias`` (default True) to the text connectors' feed-forward; diffusers
+    0.42.1's `LTX2TextConnectors` always has those biases.
+    """
+    t = config.get("transformer", {})
+    if component != "connectors" or t.get("connector_ff_bias", True):
+        return set()
+    layers = {"video": t.get("connector_num_layers", 2),
+              "audio": t.get("audio_connector_num_layers", t.get("connector_num_layers", 2))}
+    return {f"{m}_connector.transformer_blocks.{i}.ff.{leaf}" for m, n in layers.items() for i in range(n)
+            for leaf in ("net.0.proj.bias", "net.2.bias")}
+
+
 def check_connector_dims(conn: dict) -> None:
     """2.0 feeds the projected Gemma features straight into the connector: its width must match."""
     if not conn["per_modality_projections"]:
@@ -430,12 +451,119 @@ def check_connector_dims(conn: dict) -> None:
             )
 
 
+
+# ----------------------------------------------------------------------------------------------- LTX-2.5 parts
+# The diffusion video decoder (``ltx-2.5-video-vae-*``): ltx-core 1.2.0 `_build_diffusion_video_decoder` reads
+# ``vae.decoder`` (falling back to ``vae`` itself) and ``vae.model_output_type``, leaving absent architecture fields
+# at `DiffusionVideoDecoder`'s defaults. The duration head: `DurationHeadConfigurator`.
+
+# ltx-core 1.2.0 `diffusion_video_decoder.py` class defaults (used for fields a config leaves out)
+_STAGE_CHANNELS = (1024, 512, 256, 256, 128)
+_STAGE_DEPTHS = (4, 6, 4, 2, 8)
+_STAGE_KERNELS = ((3, 7, 7), (3, 7, 7), (3, 5, 5), (3, 5, 5), (3, 3, 3))
+_UPSAMPLES = (((1, 2, 2), 2), ((2, 1, 1), 2), ((2, 2, 2), 1), ((2, 2, 2), 2))
+_STAGE5_KERNEL = (3, 7, 7)
+
+
+def diffusion_decoder_config(vae: dict) -> dict[str, Any]:
+    """`LTX2VideoDiffusionDecoderModel` config from an official diffusion VAE's ``vae`` section.
+
+    Raises:
+        UnsupportedCheckpointError: settings diffusers' model cannot express (a stage-5 width other than the last
+            stage's, a custom RoPE split, inconsistent stage widths).
+    """
+    dec = vae.get("decoder", vae)
+    channels = tuple(int(c) for c in dec.get("stage_channels", _STAGE_CHANNELS))
+    depths = tuple(int(d) for d in dec.get("stage_depths", _STAGE_DEPTHS))
+    kernels = tuple(tuple(int(k) for k in kern) for kern in dec.get("stage_kernels", _STAGE_KERNELS))
+    upsamples = tuple((tuple(int(s) for s in stride), int(red)) for stride, red in dec.get("upsamples", _UPSAMPLES))
+    head_dim = int(dec.get("head_dim", dec.get("na_head_dim", 64)))
+    if "stage5_channels" in dec and int(dec["stage5_channels"]) != channels[-1]:
+        raise UnsupportedCheckpointError(
+            f"vae.decoder.stage5_channels={dec['stage5_channels']} differs from the last stage width {channels[-1]}; "
+            "diffusers' LTX2VideoDiffusionDecoderModel has no separate stage-5 width"
+        )
+    if dec.get("rope_dim_split") is not None:
+        raise UnsupportedCheckpointError(
+            "vae.decoder.rope_dim_split is not supported by diffusers (default split only)")
+    if not len(channels) == len(depths) == len(kernels) == len(upsamples) + 1:
+        raise UnsupportedCheckpointError(
+            f"vae.decoder: {len(channels)} stage widths, {len(depths)} depths, {len(kernels)} kernels and "
+            f"{len(upsamples)} upsamples do not describe one decoder"
+        )
+    for i, (_, reduction) in enumerate(upsamples):
+        if channels[i] // reduction != channels[i + 1]:
+            raise UnsupportedCheckpointError(
+                f"vae.decoder: stage {i + 1} width {channels[i + 1]} is not stage {i} width {channels[i]} / "
+                f"upsample reduction {reduction}"
+            )
+    out_type = vae.get("model_output_type", "v")
+    if out_type not in ("v", "x0"):
+        raise UnsupportedCheckpointError(f"vae.model_output_type={out_type!r} is not supported ('v' or 'x0')")
+    space = dec.get("patch_size", 4)
+    time = 1
+    for (st, sh, _), _ in upsamples:
+        space *= sh
+        time *= st
+    return {
+        "out_channels": int(dec.get("out_channels", 3)),
+        "latent_channels": int(dec.get("in_channels", vae.get("latent_channels", 128))),
+        "patch_size": int(dec.get("patch_size", 4)),
+        "scaling_factor": 1.0,
+        "decoder_head_dim": head_dim,
+        "decoder_stage_channels": channels,
+        "decoder_stage_depths": depths,
+        "decoder_stage_kernels": kernels[: len(upsamples)],  # the last entry is the conv NA decoder's, unused here
+        "decoder_upsample_strides": tuple(stride for stride, _ in upsamples),
+        "decoder_upsample_channel_reductions": tuple(red for _, red in upsamples),
+        "decoder_stage5_kernel": tuple(int(k) for k in dec.get("stage5_kernel", _STAGE5_KERNEL)),
+        "decoder_t_emb_dim": int(dec.get("t_emb_dim", 384)),
+        "decoder_timestep_scale_multiplier": float(dec.get("timestep_scale_multiplier", 1.0)),
+        "decoder_model_output_type": out_type,
+        "decoder_num_inference_steps": int(dec.get("default_num_inference_steps", 2)),
+        "spatial_compression_ratio": int(space),
+        "temporal_compression_ratio": int(time),
+    }
+
+
+
+def duration_head_config(config: dict, shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, Any]:
+    """`LTX2DurationHead` config from the official ``transformer`` / ``duration_head`` sections.
+
+    ``shapes`` (``duration_head.*`` key -> shape, from the file's header) override the widths the config states,
+    so a file whose config section is missing still converts to the module its tensors describe.
+    """
+    t, head = config.get("transformer", {}), config.get("duration_head", {})
+    out = {
+        "video_cross_attention_dim": int(t.get("cross_attention_dim", 4096)),
+        "audio_cross_attention_dim": int(t.get("audio_cross_attention_dim", 2048)),
+        "pooler_hidden_dim": int(head.get("pooler_hidden_dim", 256)),
+        "num_queries": int(head.get("num_queries", 1)),
+        "num_pooler_heads": int(head.get("num_pooler_heads", 4)),
+        "mlp_hidden_dim": int(head.get("mlp_hidden", 256)),
+    }
+    shapes = shapes or {}
+    p = "duration_head."
+    if p + "video_input_proj.weight" in shapes:
+        out["pooler_hidden_dim"], out["video_cross_attention_dim"] = shapes[p + "video_input_proj.weight"]
+    if p + "audio_input_proj.weight" in shapes:
+        out["audio_cross_attention_dim"] = shapes[p + "audio_input_proj.weight"][1]
+    if p + "attention_pooler.query_tokens" in shapes:
+        out["num_queries"] = shapes[p + "attention_pooler.query_tokens"][0]
+    if p + "mlp_hidden.weight" in shapes:
+        out["mlp_hidden_dim"] = shapes[p + "mlp_hidden.weight"][0]
+    return out
+
+
 __all__ = [
     "SUPPORTED_VERSIONS",
     "audio_vae_config",
     "check_connector_dims",
     "connectors_config",
     "default_stg_blocks",
+    "diffusion_decoder_config",
+    "duration_head_config",
+    "zero_filled_tensors",
     "normalize_version",
     "parse_decoder_blocks",
     "parse_encoder_blocks",

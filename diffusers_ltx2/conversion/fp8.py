@@ -47,25 +47,40 @@ def dequantize(weight: torch.Tensor, scale: torch.Tensor | None, dtype: torch.dt
     return w.to(dtype)
 
 
-class FP8ScaledLinear(nn.Module):
-    """``nn.Linear`` whose weight stays float8 in memory and is dequantized per call."""
+class FP8ScaledLinear(nn.Linear):
+    """``nn.Linear`` whose weight stays float8 in memory and is dequantized per call.
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, weight_dtype=torch.float8_e4m3fn):
-        super().__init__()
+    A subclass of ``nn.Linear`` (without its float weight allocation) so that PEFT adapts it as any linear layer:
+    a LoRA on it is an unmerged low-rank side path (`diffusers_ltx2.quantization.lora`). ``compute_dtype`` is
+    the dtype the layer computes in outside a call (the model dtype it was built for; PEFT reads it to give
+    LoRA factors that dtype rather than float8); a ``.to(dtype)`` updates it and leaves the float8 tensors.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, weight_dtype=torch.float8_e4m3fn,
+                 compute_dtype: torch.dtype = torch.bfloat16):
+        nn.Module.__init__(self)
         self.in_features, self.out_features = in_features, out_features
+        self.compute_dtype = compute_dtype
         self.weight = nn.Parameter(torch.empty(out_features, in_features, dtype=weight_dtype), requires_grad=False)
         self.register_buffer("weight_scale", torch.ones((), dtype=torch.float32))
         self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
 
     def _apply(self, fn, recurse=True):
-        """`.to(device)` moves the float8 tensors; a dtype change (`pipe.to(torch.bfloat16)`) leaves them float8
-        (torch would upcast them and silently drop the memory saving). float8 -> wider -> float8 is exact."""
+        """`.to(device)` moves the float8 tensors and the float32 scales; a dtype change (`pipe.to(torch.bfloat16)`)
+        leaves them as they are (torch would upcast the float8 weights, silently dropping the memory saving, and
+        round the scales) and becomes the ``compute_dtype``. float8 -> wider -> float8 is exact."""
+        probe = fn(torch.empty(0, dtype=self.compute_dtype, device=self.weight.device))
+        if probe.is_floating_point() and not is_float8(probe.dtype):
+            self.compute_dtype = probe.dtype
         kept = {name: t.dtype for name, t in self.named_parameters(recurse=False) if is_float8(t.dtype)}
+        scales = {name: t for name, t in self.named_buffers(recurse=False) if name.endswith("scale")}
         super()._apply(fn, recurse)
         for name, dtype in kept.items():
             param = getattr(self, name)
             if param.dtype != dtype:
                 setattr(self, name, nn.Parameter(param.data.to(dtype), requires_grad=False))
+        for name, t in scales.items():
+            self._buffers[name] = t.to(probe.device)
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -77,8 +92,10 @@ class FP8ScaledLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, weight_dtype={self.weight.dtype}"
 
 
-def swap_linears(model: nn.Module, names: list[str], weight_dtype=torch.float8_e4m3fn) -> None:
-    """Replace the ``nn.Linear`` submodules called ``names`` by :class:`FP8ScaledLinear` (meta-safe)."""
+def swap_linears(model: nn.Module, names: list[str], weight_dtype=torch.float8_e4m3fn,
+                 compute_dtype: torch.dtype = torch.bfloat16, cls: type[FP8ScaledLinear] = FP8ScaledLinear) -> None:
+    """Replace the ``nn.Linear`` submodules called ``names`` by :class:`FP8ScaledLinear` (or ``cls``, a subclass;
+    meta-safe)."""
     for name in names:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
@@ -86,15 +103,20 @@ def swap_linears(model: nn.Module, names: list[str], weight_dtype=torch.float8_e
         if not isinstance(old, nn.Linear):
             raise TypeError(f"{name} is {type(old).__name__}, not nn.Linear")
         with torch.device("meta"):
-            new = FP8ScaledLinear(old.in_features, old.out_features, old.bias is not None, weight_dtype)
+            new = cls(old.in_features, old.out_features, old.bias is not None, weight_dtype, compute_dtype)
         setattr(parent, child, new)
 
 
-def write_manifest(folder: str | os.PathLike, modules: list[str], weight_dtype: torch.dtype) -> None:
-    """Record which linears of a component folder hold float8 weights."""
+def write_manifest(folder: str | os.PathLike, modules: list[str], weight_dtype: torch.dtype,
+                   matmul: str | None = None) -> None:
+    """Record which linears of a component folder hold float8 weights (`matmul="scaled_mm"`: they multiply in
+    float8, `diffusers_ltx2.quantization.fp8_scaled_mm`)."""
+    manifest = {"format": "ltx2-fp8-scaled", "weight_dtype": str(weight_dtype).removeprefix("torch."),
+                "modules": sorted(modules)}
+    if matmul is not None:
+        manifest["matmul"] = matmul
     with open(Path(folder) / FP8_MANIFEST, "w") as f:
-        json.dump({"format": "ltx2-fp8-scaled", "weight_dtype": str(weight_dtype).removeprefix("torch."),
-                   "modules": sorted(modules)}, f, indent=2)
+        json.dump(manifest, f, indent=2)
 
 
 def check_fp8_manifest(folder: str | os.PathLike) -> None:

@@ -14,14 +14,23 @@ from .errors import ConversionError
 from ..json_files import read_json
 from .fp8 import FP8_MANIFEST, dequantize, swap_linears
 from .plan import ConversionPlan, TensorPlan, inspect_checkpoint, plan_conversion
-from .streaming import StreamingReader
+from .streaming import SetReader
 
 
-def materialize(reader: StreamingReader, tp: TensorPlan) -> torch.Tensor:
-    """Produce one planned output tensor from the source (read, dequantize, cast)."""
+def materialize(reader: SetReader, tp: TensorPlan) -> torch.Tensor:
+    """Produce one planned output tensor from the source (read, split, fold a gate, dequantize, cast)."""
+    if tp.fill is not None:  # a bias the checkpoint switched off
+        return torch.full(tp.shape, tp.fill, dtype=tp.dtype)
     if not tp.src:  # an FP8 weight without a stored scale: scale 1
         return torch.ones(tp.shape, dtype=tp.dtype)
     t = reader.get(tp.src)
+    if tp.chunk is not None:
+        index, count = tp.chunk
+        t = t.chunk(count, dim=0)[index].clone()
+    if tp.gate is not None:  # a static AdaLN gate folded into its Linear (ltx-core `_fold_gate_into_linear`)
+        gate = reader.get(tp.gate).to(torch.float32)
+        folded = (gate.unsqueeze(1) if t.ndim == 2 else gate) * t.to(torch.float32)
+        return folded.to(t.dtype).to(tp.dtype)
     if tp.scale is not None or (t.dtype != tp.dtype and t.dtype in (torch.float8_e4m3fn, torch.float8_e5m2)):
         scale = reader.get(tp.scale) if tp.scale else None
         return dequantize(t, scale, tp.dtype)
@@ -122,14 +131,15 @@ def _empty_module(spec) -> nn.Module:
 
 
 def load_components_from_single_file(
-    path: str | os.PathLike,
+    path,
     dtype: torch.dtype | None = None,
     *,
     fp8: str | None = "dequantize",
     components: list[str] | None = None,
     progress: bool = False,
+    plan: ConversionPlan | None = None,
 ) -> dict[str, nn.Module]:
-    """Build the diffusers components of an official LTX-2 single file, streaming its tensors.
+    """Build the diffusers components of an official LTX-2 checkpoint, streaming its tensors.
 
     Modules are created with parameters on the meta device, then each tensor is read with ``safe_open``,
     renamed, cast to ``dtype`` (``None`` keeps the file's dtypes; float8 weights become bf16) and assigned
@@ -137,19 +147,23 @@ def load_components_from_single_file(
     ``LTX2AudioVideoPipeline.from_single_file``.
 
     Args:
-        path: official ``.safetensors`` file (``config`` / ``model_version`` metadata required).
+        path: official ``.safetensors`` file (``config`` / ``model_version`` metadata required), or an LTX-2.5
+            file set: a folder or a list of files (see `conversion.files`).
         dtype: target dtype of floating tensors, or ``None``.
         fp8: ``"dequantize"`` (default) or ``"keep"`` (transformer linears become :class:`FP8ScaledLinear`).
-        components: subset of ``transformer``, ``connectors``, ``vae``, ``audio_vae``, ``vocoder``.
+        components: subset of ``transformer``, ``connectors``, ``vae``, ``audio_vae``, ``vocoder`` (2.5 sets:
+            also ``diffusion_decoder``, ``duration_head``).
         progress: show a tqdm bar.
+        plan: a plan already made for ``path`` (skips inspecting it again).
 
     Returns:
-        ``{"transformer": ..., "connectors": ..., "vae": ..., "audio_vae": ..., "vocoder": ...}`` in eval mode.
+        ``{"transformer": ..., "connectors": ..., "vae": ..., "audio_vae": ..., "vocoder": ...}`` (the components
+        the checkpoint has) in eval mode.
     """
     name = {None: "keep", torch.bfloat16: "bf16", torch.float32: "fp32", torch.float16: "fp16"}.get(dtype)
     if name is None:
         raise ValueError(f"unsupported dtype {dtype}")
-    plan: ConversionPlan = plan_conversion(inspect_checkpoint(path), dtype=name, fp8=fp8)
+    plan = plan or plan_conversion(inspect_checkpoint(path), dtype=name, fp8=fp8)
     wanted = list(plan.specs) if components is None else components
     unknown = set(wanted) - set(plan.specs)
     if unknown:
@@ -158,8 +172,9 @@ def load_components_from_single_file(
 
     total = sum(t.nbytes for c in wanted for t in plan.tensors[c])
     modules: dict[str, nn.Module] = {}
-    nonfinite = NonFiniteWeights(path)
-    with StreamingReader(path) as reader, tqdm(total=total, unit="B", unit_scale=True, disable=not progress) as bar:
+    nonfinite = NonFiniteWeights(path if isinstance(path, (str, os.PathLike)) else plan.info.path)
+    with SetReader(plan.info.sources) as reader, tqdm(total=total, unit="B", unit_scale=True,
+                                                      disable=not progress) as bar:
         for comp in wanted:
             module = _empty_module(plan.specs[comp])
             if plan.fp8_modules.get(comp):
@@ -198,7 +213,7 @@ def load_fp8_transformer(folder: str | os.PathLike, dtype: torch.dtype = torch.b
     config = LTX2VideoTransformer3DModel.load_config(folder)
     with init_empty_weights(include_buffers=False):
         model = LTX2VideoTransformer3DModel.from_config(config)
-    swap_linears(model, manifest["modules"], weight_dtype)
+    swap_linears(model, manifest["modules"], weight_dtype, compute_dtype=dtype)
     fp8_modules = set(manifest["modules"])
     for key, tensor in iter_folder_tensors(folder):
         module_name = key.rpartition(".")[0]

@@ -154,6 +154,35 @@ class StreamingReader:
         self.close()
 
 
+class SetReader:
+    """Reads tensors of a file set by their canonical names (`files.inspect_set`): one `StreamingReader` per file,
+    opened on first use. A single file's set reads exactly as `StreamingReader` does."""
+
+    def __init__(self, sources: dict[str, tuple[Path, str]], reopen_bytes: int = 1 << 30):
+        self.sources = sources
+        self.reopen_bytes = reopen_bytes
+        self._readers: dict[Path, StreamingReader] = {}
+
+    def get(self, name: str) -> torch.Tensor:
+        """Read one tensor by its canonical name."""
+        path, key = self.sources[name]
+        reader = self._readers.get(path)
+        if reader is None:
+            reader = self._readers[path] = StreamingReader(path, self.reopen_bytes)
+        return reader.get(key)
+
+    def close(self) -> None:
+        for reader in self._readers.values():
+            reader.close()
+        self._readers.clear()
+
+    def __enter__(self) -> SetReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?I?B?)\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}

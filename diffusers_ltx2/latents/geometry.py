@@ -17,6 +17,8 @@ class ClipGeometry:
         temporal_ratio, spatial_ratio: video VAE compression (8, 32).
         audio_latents_per_second: audio latent rate (25 for LTX-2).
         audio_latent_length: audio latent frames of the clip (`round(num_frames / fps * 25)`).
+        image_crf: H.264 CRF of image conditions that set none: the model's (18 for LTX-2.4+, 33 before;
+            `versions.default_image_crf`).
     """
 
     batch_size: int
@@ -28,6 +30,7 @@ class ClipGeometry:
     spatial_ratio: int = 32
     audio_latents_per_second: float = 25.0
     audio_latent_length: int = 0
+    image_crf: int = 33
 
     @property
     def latent_frames(self) -> int:

@@ -142,8 +142,10 @@ def run_connectors(connectors, embeddings: PromptEmbeddings) -> PromptEmbeddings
             f"({connectors.config.caption_channels} x {connectors.config.text_proj_in_factor} layers): "
             "they come from a different text encoder"
         )
+    from ..acceleration.attention_backends import connectors_backend
+
     dtype = next(connectors.parameters()).dtype
-    with torch.no_grad():
+    with torch.no_grad(), connectors_backend():  # their masks need a mask-capable backend
         video, audio, mask = connectors(
             embeddings.video_context.to(dtype), embeddings.attention_mask, padding_side="left"
         )

@@ -20,9 +20,10 @@ the checkpoint is known (`model_version` recorded); a diffusers-format folder th
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Mapping
+
+from ..conversion.metadata import GEMMA_SOURCE_METADATA_KEY, GEMMA_VERSION_KEY, expected_gemma_version  # re-exported
+from ..versions import parse_model_version  # one parser of `model_version` strings (re-exported here)
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +35,6 @@ __all__ = [
     "parse_model_version",
 ]
 
-GEMMA_SOURCE_METADATA_KEY = "gemma_source_checkpoint"
-GEMMA_VERSION_KEY = "gemma_version"
 #: From this `model_version` on, a checkpoint must declare its Gemma (ltx-core's
 #: `_GEMMA_SOURCE_CHECKPOINT_REQUIRED_SINCE`).
 REQUIRED_SINCE = (2, 4, 0)
@@ -43,38 +42,6 @@ REQUIRED_SINCE = (2, 4, 0)
 
 class GemmaVersionMismatchError(ValueError):
     """The loaded Gemma is not the one the checkpoint's text connectors were trained on."""
-
-
-def parse_model_version(version: str | None) -> tuple[int, ...]:
-    """``"2.5.0"`` -> ``(2, 5, 0)``: the leading dot-separated integers (``"2.3.rc1"`` -> ``(2, 3)``; unset or
-    non-numeric -> ``()``, below every version), as ltx-core's `parse_model_version`; a ``v`` prefix is dropped."""
-    if not version:
-        return ()
-    parts = []
-    for part in str(version).strip().lstrip("vV").split("."):
-        if not part.isdigit():
-            break
-        parts.append(int(part))
-    return tuple(parts)
-
-
-def expected_gemma_version(metadata: Mapping[str, str]) -> str | None:
-    """The ``gemma_version`` a checkpoint's safetensors metadata declares (``gemma_source_checkpoint``), if any.
-
-    Raises:
-        ValueError: ``gemma_source_checkpoint`` is not a JSON object (a corrupt header).
-    """
-    raw = metadata.get(GEMMA_SOURCE_METADATA_KEY)
-    if raw is None:
-        return None
-    try:
-        source = json.loads(raw) if isinstance(raw, str) else raw
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{GEMMA_SOURCE_METADATA_KEY} metadata is not valid JSON: {err}") from None
-    if not isinstance(source, Mapping):
-        raise ValueError(f"{GEMMA_SOURCE_METADATA_KEY} metadata must be a JSON object, got {type(source).__name__}")
-    version = source.get(GEMMA_VERSION_KEY)
-    return None if version is None else str(version)
 
 
 def _config(text_encoder):

@@ -120,7 +120,9 @@ def read_model_id(checkpoint_path: str | os.PathLike) -> str:
 
     `checkpoint_path` is a safetensors file, or a directory whose ``*.safetensors`` files (those declaring a
     ``transformer`` config section first: an official LTX-2.5 set has one file per component, then those in
-    ``transformer/`` and ``connectors/``) are searched in order. Only headers are read.
+    ``transformer/`` and ``connectors/``) are searched in order. Only headers are read. A diffusers-layout folder
+    made by `ltx2 convert` keeps the id in ``model_index.json`` (``"model_identity"``, which the pipeline loads
+    as its `model_identity`; its shards carry no metadata): read when no file carries the key.
 
     Raises:
         ValueError: no file carries the key (e.g. a community re-save that dropped the metadata).
@@ -130,6 +132,12 @@ def read_model_id(checkpoint_path: str | os.PathLike) -> str:
     for file in files:
         model_id = read_safetensors_metadata(file).get(MODEL_ID_METADATA_KEY)
         if model_id:
+            return model_id
+    index = path / "model_index.json"
+    if path.is_dir() and index.is_file():
+        document = parse_json(index.read_bytes(), index)
+        model_id = document.get("model_identity") if isinstance(document, dict) else None
+        if isinstance(model_id, str) and model_id:
             return model_id
     searched = ", ".join(str(f) for f in files[:5]) or "no .safetensors files"
     raise ValueError(

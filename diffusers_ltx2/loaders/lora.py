@@ -9,7 +9,9 @@ connectors and checks it (shapes, both factors, finite values): if any tensor ha
 `ValueError` naming the keys and the probable cause, before the model is touched. After PEFT has injected the
 adapter, the layers it created are checked to be exactly those of the file (else the adapter is removed again).
 The adapters then live in PEFT as usual: adapter names, `set_adapters` strengths, `fuse_lora` / `unfuse_lora`,
-`delete_adapters`.
+`delete_adapters`. On a quantized transformer (fp8-cast / FP8 keep / fp8-scaled-mm, quanto, torchao, GGUF) the
+LoRA is an unmerged low-rank side path over the untouched quantized weights; fusing re-quantizes in the base's
+format and says what precision it costs (`diffusers_ltx2.quantization.lora`).
 
 Scaling: the official fusion is `W + strength * B @ A` (no alpha scaling): official files load with PEFT's
 `alpha / r` = 1; a kohya `alpha` is folded into `B` (`alpha / rank`); a diffusers file's PEFT adapter metadata
@@ -230,6 +232,8 @@ class LTX2OfficialLoraLoaderMixin(LTX2LoraLoaderMixin):
         from diffusers.loaders.lora_pipeline import _LOW_CPU_MEM_USAGE_DEFAULT_LORA
         from peft.tuners.tuners_utils import BaseTunerLayer
 
+        from ..quantization.lora import adopt_quantized_lora_layers
+
         if low_cpu_mem_usage is None:
             low_cpu_mem_usage = _LOW_CPU_MEM_USAGE_DEFAULT_LORA
         done: list[str] = []
@@ -246,6 +250,7 @@ class LTX2OfficialLoraLoaderMixin(LTX2LoraLoaderMixin):
                     _pipeline=self, low_cpu_mem_usage=low_cpu_mem_usage, hotswap=hotswap, prefix=component,
                 )
                 done.append(component)
+                adopt_quantized_lora_layers(model)  # fusion into quantized bases re-quantizes (quantization.lora)
                 created = sorted(
                     name for name, mod in model.named_modules()
                     if isinstance(mod, BaseTunerLayer) and adapter_name in getattr(mod, "lora_A", {})

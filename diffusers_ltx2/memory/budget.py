@@ -59,6 +59,8 @@ class Footprint:
     audio_latents_per_second: float = 25.0
     block_quantizable: int = 0  # weights of the policy's linears in one transformer block
     block_quantizable_rows: int = 0  # their output features (per-row scales) and bias values
+    transformer_quantizable_linears: int = 0  # number of the policy's linears (per-tensor scales)
+    block_quantizable_linears: int = 0  # of them, in one transformer block
 
 
 @dataclass(frozen=True)
@@ -78,30 +80,79 @@ class Clip:
         return round(self.num_frames / self.frame_rate * fp.audio_latents_per_second)
 
 
+#: llama.cpp block types: (values per block, bytes per block) - gguf's `GGML_QUANT_SIZES`
+GGUF_BLOCKS = {"Q8_0": (32, 34), "Q5_1": (32, 24), "Q5_0": (32, 22), "Q4_1": (32, 20), "Q4_0": (32, 18),
+               "Q6_K": (256, 210), "Q5_K": (256, 176), "Q4_K": (256, 144), "Q3_K": (256, 110), "Q2_K": (256, 84),
+               "BF16": (1, 2), "F16": (1, 2)}
+#: ltx-core keeps blocks 0 and 43-47 in bf16 for fp8-scaled-mm (`quantization.fp8_scaled_mm`)
+_SCALED_MM_KEPT_BLOCKS = (0, 43, 44, 45, 46, 47)
+
+
+def _kept_blocks(fp: Footprint, quantization: str | None) -> int:
+    """How many transformer blocks the format leaves in the compute dtype (fp8-scaled-mm's kept blocks)."""
+    if quantization != "fp8-scaled-mm":
+        return 0
+    return sum(1 for b in _SCALED_MM_KEPT_BLOCKS if b < fp.num_layers)
+
+
 def transformer_weight_bytes(fp: Footprint, quantization: str | None, dtype_bytes: int = 2) -> int:
-    """Stored bytes of the transformer for a quantization mode (formats as in `diffusers_ltx2.quantization`)."""
-    return _stored_bytes(fp.transformer_quantizable, fp.transformer_quantizable_rows, fp.transformer_other,
-                         quantization, dtype_bytes)
+    """Stored bytes of the transformer for a quantization mode (formats as in `diffusers_ltx2.quantization`;
+    "gguf-<type>" for a GGUF file quantizing the policy's linears, the city96 convention). Exact for models whose
+    linear widths are multiples of 128 (LTX-2's: NVFP4's swizzled scales pad rows to 128)."""
+    q, rows, linears = fp.transformer_quantizable, fp.transformer_quantizable_rows, fp.transformer_quantizable_linears
+    kept = fp.transformer_other * dtype_bytes
+    if quantization == "fp8-scaled-mm":  # the kept blocks' linears stay in the compute dtype
+        share = _kept_blocks(fp, quantization) / max(1, fp.num_layers)
+        q_kept, rows_kept, lin_kept = int(q * share), int(rows * share), int(linears * share)
+        return (kept + _linear_bytes(q_kept, rows_kept, lin_kept, None, dtype_bytes)
+                + _linear_bytes(q - q_kept, rows - rows_kept, linears - lin_kept, quantization, dtype_bytes))
+    return kept + _linear_bytes(q, rows, linears, quantization, dtype_bytes)
 
 
-def block_weight_bytes(fp: Footprint, quantization: str | None, dtype_bytes: int = 2) -> int:
-    """Stored bytes of one transformer block (what the block offload modes hold twice: computing + prefetched)."""
-    q, rows = fp.block_quantizable, fp.block_quantizable_rows
-    return _stored_bytes(q, rows, fp.transformer_block - q - rows, quantization, dtype_bytes)
+def block_weight_bytes(fp: Footprint, quantization: str | None, dtype_bytes: int = 2, *, kept: bool = False) -> int:
+    """Stored bytes of one transformer block (what the block offload modes hold twice: computing + prefetched);
+    `kept`: a block the format leaves in the compute dtype (fp8-scaled-mm's blocks 0 and 43-47)."""
+    q, rows, linears = fp.block_quantizable, fp.block_quantizable_rows, fp.block_quantizable_linears
+    return ((fp.transformer_block - q - rows) * dtype_bytes
+            + _linear_bytes(q, rows, linears, None if kept else quantization, dtype_bytes))
 
 
-def _stored_bytes(q: int, rows: int, other: int, quantization: str | None, dtype_bytes: int) -> int:
-    """Bytes of `q` policy-linear weights with `rows` output rows (biases), and `other` parameters kept."""
-    kept = other * dtype_bytes
+def _linear_bytes(q: int, rows: int, linears: int, quantization: str | None, d: int) -> int:
+    """Stored bytes of `linears` quantized linears holding `q` weights and `rows` output features (= bias values)."""
+    bias = rows * d
     if quantization is None:
-        return kept + (q + rows) * dtype_bytes
-    if quantization == "fp8-cast":  # float8 weights and biases
-        return kept + q + rows
-    if quantization in ("fp8", "int8"):  # 1 byte per weight, a per-row scale, bias kept
-        return kept + q + 2 * rows * dtype_bytes
-    if quantization == "int4":  # 4 bits per weight, scale + shift per group of 128, bias kept
-        return kept + q // 2 + 2 * dtype_bytes * q // QUANTO_INT4_GROUP + rows * dtype_bytes
+        return (q + rows) * d
+    if quantization == "fp8-cast":  # float8 weights and biases, a float32 scalar weight_scale
+        return q + rows + 4 * linears
+    if quantization == "fp8-scaled-mm":  # float8 weights, bias kept, float32 weight_scale + input_scale scalars
+        return q + bias + 8 * linears
+    quanto_scalars = 2 * d * linears  # QLinear's input_scale / output_scale buffers
+    if quantization in ("fp8", "int8"):  # quanto: 1 byte per weight, a per-row scale, bias kept
+        return q + 2 * rows * d + quanto_scalars
+    if quantization == "int4":  # quanto: 4 bits per weight, scale + shift per group of 128, bias kept
+        return q // 2 + 2 * d * q // QUANTO_INT4_GROUP + bias + quanto_scalars
+    if quantization == "torchao-int8":  # int8 + float32 scale and int8 zero point per row
+        return q + 5 * rows + bias
+    if quantization == "torchao-fp8-weight":  # e4m3 + float32 scale per row
+        return q + 4 * rows + bias
+    if quantization in ("torchao-nvfp4-weight", "torchao-nvfp4"):  # e2m1 pairs, e4m3 scale per 16, fp32 scalar
+        return q // 2 + q // 16 + 4 * linears + bias
+    if quantization == "torchao-int4":  # tinygemm: 4 bits, bf16 scale + zero per group of 128
+        return q // 2 + 4 * q // 128 + bias
+    if quantization == "torchao-fp8":  # e4m3 + one float32 scale per tensor (format spec, not measured: no GPU)
+        return q + 4 * linears + bias
+    if quantization == "torchao-mxfp8":  # e4m3 + e8m0 scale per 32 (format spec, not measured: no GPU)
+        return q + q // 32 + bias
+    if quantization.startswith("gguf-") and quantization[5:] in GGUF_BLOCKS:
+        values, size = GGUF_BLOCKS[quantization[5:]]
+        return q // values * size + bias
     raise ValueError(f"unknown quantization {quantization!r}")
+
+
+def lora_bytes(parameters: int, dtype_bytes: int = 2) -> int:
+    """Bytes of LoRA factors with `parameters` values, held in the compute dtype (PEFT; also on quantized bases,
+    `diffusers_ltx2.quantization.lora`)."""
+    return parameters * dtype_bytes
 
 
 def text_encoder_weight_bytes(fp: Footprint, quantization: str | None, dtype_bytes: int = 2) -> int:
@@ -157,9 +208,12 @@ class MemoryPlan:
 
 def estimate(fp: Footprint, clip: Clip, *, passes: int = 1, quantization: str | None = None,
              text_encoder_quantization: str | None = None, offload: str | None = None,
-             vae_tiling: VaeTiling | None = None, dtype_bytes: int = 2, budget: int | None = None) -> MemoryPlan:
-    """Estimated peak device memory of a run in one configuration (see the module docstring)."""
-    transformer = transformer_weight_bytes(fp, quantization, dtype_bytes)
+             vae_tiling: VaeTiling | None = None, dtype_bytes: int = 2, budget: int | None = None,
+             lora_parameters: int = 0) -> MemoryPlan:
+    """Estimated peak device memory of a run in one configuration (see the module docstring). `lora_parameters`:
+    values of the LoRA factors loaded into the transformer (they live in its blocks and stream with them)."""
+    lora = lora_bytes(lora_parameters, dtype_bytes)
+    transformer = transformer_weight_bytes(fp, quantization, dtype_bytes) + lora
     text = text_encoder_weight_bytes(fp, text_encoder_quantization, dtype_bytes)
     others = fp.others * dtype_bytes
     if offload is None:
@@ -168,14 +222,19 @@ def estimate(fp: Footprint, clip: Clip, *, passes: int = 1, quantization: str | 
     elif offload == "model":  # one component at a time (connectors / VAE are small: counted with others)
         resident = dict(text=text + others, denoise=transformer + others, decode=others)
     else:  # blocks / disk: two transformer blocks (one computing, one prefetched) + the rest of the transformer
-        # (its top-level layers: one group); the text encoder moves whole (`memory.offload`: one group)
+        # (its top-level layers: one group); the text encoder moves whole (`memory.offload`: one group). The LoRA
+        # factors live in the blocks' linears and stream with them; fp8-scaled-mm's kept blocks are the largest.
+        kept = _kept_blocks(fp, quantization)
         block = block_weight_bytes(fp, quantization, dtype_bytes)
-        top = transformer - block * fp.num_layers
-        resident = dict(text=text + others, denoise=max(0, top) + 2 * block + others, decode=others)
+        kept_block = block_weight_bytes(fp, quantization, dtype_bytes, kept=True)
+        top = transformer - lora - block * (fp.num_layers - kept) - kept_block * kept
+        largest = (kept_block if kept else block) + lora // max(1, fp.num_layers)
+        resident = dict(text=text + others, denoise=max(0, top) + 2 * largest + others, decode=others)
     acts = activation_bytes(fp, clip, passes, dtype_bytes)
     dec = decode_phase_bytes(fp, clip, vae_tiling, dtype_bytes)
     phases = dict(text=resident["text"], denoise=resident["denoise"] + acts, decode=resident["decode"] + dec)
-    parts = {"transformer weights (stored)": transformer, "text encoder weights (stored)": text,
+    parts = {"transformer weights (stored)": transformer - lora, "LoRA weights": lora,
+             "text encoder weights (stored)": text,
              "other weights": others, "resident during denoising": resident["denoise"],
              f"activations ({passes} guidance pass{'es' if passes > 1 else ''} batched)": acts,
              "VAE decode (" + ("tiled, streamed" if vae_tiling else "untiled") + ") or post-processing": dec}
@@ -201,26 +260,33 @@ CANDIDATES = (
 )
 
 
-def plan(fp: Footprint, clip: Clip, budget: int, *, passes: int = 1, dtype_bytes: int = 2) -> MemoryPlan:
+def plan(fp: Footprint, clip: Clip, budget: int, *, passes: int = 1, dtype_bytes: int = 2,
+         lora_parameters: int = 0, fixed_quantization: str | None = None) -> MemoryPlan:
     """The first configuration of `CANDIDATES` whose estimated peak fits `budget` bytes (VAE tiling chosen for
-    what is left of the budget after the resident weights); the last one, marked not fitting, if none does."""
+    what is left of the budget after the resident weights); the last one, marked not fitting, if none does.
+    `fixed_quantization`: the transformer's format is given (e.g. "gguf-Q8_0" for a GGUF file): only the text
+    encoder quantization, offload and tiling are chosen."""
     if budget <= 0:
         raise ValueError(f"budget must be positive, got {budget}")
     best, tried = None, set()
-    for quantization, te_quantization, offload in CANDIDATES:
+    candidates = CANDIDATES if fixed_quantization is None else tuple(
+        (fixed_quantization, te, off) for _, te, off in CANDIDATES)
+    for quantization, te_quantization, offload in candidates:
         if fp.text_encoder == 0:  # no local Gemma (prompt embeddings / API): nothing to quantize there
             te_quantization = None
         if (quantization, te_quantization, offload) in tried:
             continue
         tried.add((quantization, te_quantization, offload))
         base = estimate(fp, clip, passes=passes, quantization=quantization,
-                        text_encoder_quantization=te_quantization, offload=offload, dtype_bytes=dtype_bytes)
+                        text_encoder_quantization=te_quantization, offload=offload, dtype_bytes=dtype_bytes,
+                        lora_parameters=lora_parameters)
         left = max(1, budget - base.decode_resident)
         tiling = plan_vae_tiling(clip.num_frames, clip.height, clip.width, decoder_channels=fp.vae_decoder_channels,
                                  patch_size=fp.vae_patch_size, dtype_bytes=dtype_bytes, budget_bytes=left,
                                  batch_size=clip.batch_size, spatial_ratio=fp.spatial_ratio)
         best = estimate(fp, clip, passes=passes, quantization=quantization, text_encoder_quantization=te_quantization,
-                        offload=offload, vae_tiling=tiling, dtype_bytes=dtype_bytes, budget=budget)
+                        offload=offload, vae_tiling=tiling, dtype_bytes=dtype_bytes, budget=budget,
+                        lora_parameters=lora_parameters)
         if best.fits:
             return best
     return best

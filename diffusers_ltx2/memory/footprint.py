@@ -20,14 +20,15 @@ def footprint_from_modules(transformer, text_encoder=None, others=(), vae=None) 
     from ..quantization.policy import quantized_linear_names
 
     names = set(quantized_linear_names(transformer))
-    q = rows = block_q = block_rows = 0
+    q = rows = block_q = block_rows = block_linears = 0
     for name, m in transformer.named_modules():
-        if name in names:
-            q += m.weight.numel()
+        if name in names:  # in x out, not weight.numel(): packed / quantized weights hold fewer elements
+            q += m.in_features * m.out_features
             rows += m.out_features
             if name.startswith("transformer_blocks.0."):
-                block_q += m.weight.numel()
+                block_q += m.in_features * m.out_features
                 block_rows += m.out_features
+                block_linears += 1
     total = _count(transformer)
     te_layers = []
     if text_encoder is not None:
@@ -36,6 +37,7 @@ def footprint_from_modules(transformer, text_encoder=None, others=(), vae=None) 
     cfg = transformer.config
     return Footprint(
         transformer_quantizable=q, transformer_quantizable_rows=rows, transformer_other=total - q - rows,
+        transformer_quantizable_linears=len(names),
         transformer_block=_count(transformer.transformer_blocks[0]), num_layers=len(transformer.transformer_blocks),
         video_dim=cfg.num_attention_heads * cfg.attention_head_dim,
         audio_dim=cfg.audio_num_attention_heads * cfg.audio_attention_head_dim,
@@ -45,7 +47,7 @@ def footprint_from_modules(transformer, text_encoder=None, others=(), vae=None) 
         vae_patch_size=vae.config.patch_size if vae is not None else 4,
         spatial_ratio=getattr(vae, "spatial_compression_ratio", 32) if vae is not None else 32,
         temporal_ratio=getattr(vae, "temporal_compression_ratio", 8) if vae is not None else 8,
-        block_quantizable=block_q, block_quantizable_rows=block_rows,
+        block_quantizable=block_q, block_quantizable_rows=block_rows, block_quantizable_linears=block_linears,
     )
 
 
@@ -97,3 +99,21 @@ def footprint_from_folder(path: str | os.PathLike) -> Footprint:
             text_encoder = Gemma3ForConditionalGeneration(AutoConfig.from_pretrained(os.path.join(path, "text_encoder")))
         text_encoder.tie_weights()  # lm_head shares the embedding (parameters() counts it once)
     return footprint_from_modules(transformer, text_encoder, [m for m in others if m is not None], vae)
+
+
+def lora_parameters_in_files(paths) -> int:
+    """Values of the LoRA factors (`lora_A` / `lora_B` / `lora_down` / `lora_up` tensors) in safetensors files,
+    read from their headers only (the planner's `lora_parameters`)."""
+    from safetensors import safe_open
+
+    total = 0
+    for path in paths:
+        with safe_open(str(path), "pt") as f:
+            for key in f.keys():
+                if any(marker in key for marker in ("lora_A", "lora_B", "lora_down", "lora_up")):
+                    shape = f.get_slice(key).get_shape()
+                    n = 1
+                    for d in shape:
+                        n *= d
+                    total += n
+    return total

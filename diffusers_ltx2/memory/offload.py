@@ -46,8 +46,8 @@ def check_offload(mode: str | None, *, disk_path: str | None = None, transformer
     models not loaded yet).
 
     Raises:
-        ValueError: unknown mode; `disk` without a folder; `disk` with optimum-quanto weights (transformer or
-            text encoder: quantized tensors are not plain tensors and cannot be written to safetensors files).
+        ValueError: unknown mode; `disk` without a folder; `disk` with optimum-quanto / torchao / GGUF weights
+            (transformer or text encoder: tensor subclasses cannot be written to safetensors files).
     """
     if mode is None:
         return None
@@ -63,10 +63,13 @@ def check_offload(mode: str | None, *, disk_path: str | None = None, transformer
             modes.append(transformer_quantization(transformer))
         if text_encoder is not None:
             modes.append(getattr(text_encoder, "_ltx2_quantization", None))
-        quanto = [q for q in modes if q not in (None, "fp8-cast")]
+        quanto = [q for q in modes if q not in (None, "fp8-cast", "fp8-scaled-mm")]
         if quanto:
-            raise ValueError(f"offload 'disk' cannot store optimum-quanto weights ({quanto[0]}); use 'blocks', or "
-                             "quantization='fp8-cast' (plain float8 tensors) with 'disk'")
+            backend = ("optimum-quanto" if quanto[0] in ("fp8", "int8", "int4") else
+                       "GGUF" if str(quanto[0]).startswith("gguf") else "torchao")
+            raise ValueError(f"offload 'disk' cannot store {backend} weights ({quanto[0]}): they are tensor "
+                             "subclasses, not plain tensors; use 'blocks', or quantization='fp8-cast' / "
+                             "'fp8-scaled-mm' (plain float8 tensors) with 'disk'")
     return mode
 
 

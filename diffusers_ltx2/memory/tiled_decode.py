@@ -40,15 +40,29 @@ def uses_tiles(vae, latents: torch.Tensor) -> bool:
     return temporal or spatial
 
 
+#: attribute of a VAE holding `runner(decode)`, which runs `decode()` (a function calling `vae.decoder` once per
+#: tile, each tile's input depending on the latents only) its own way: `distributed.vae.ParallelTiledDecode`
+#: deals the tiles over ranks
+TILE_RUNNER = "_ltx2_tile_runner"
+
+
 @apply_forward_hook  # onloads the VAE under model CPU offload, as `vae.decode` does
 def streamed_decode(vae, latents: torch.Tensor, temb: torch.Tensor | None = None,
                     causal: bool | None = None) -> torch.Tensor:
     """Decode `latents` `(B, C, F, H, W)` to `(B, 3, (F - 1) * r_t + 1, H * r_s, W * r_s)` in the VAE's dtype,
-    tile by tile as `vae.decode` would (untiled when the VAE's settings do not tile these latents).
+    tile by tile as `vae.decode` would (untiled when the VAE's settings do not tile these latents), through the
+    VAE's `TILE_RUNNER` when it has one.
 
     With `vae.use_slicing` the videos of a batch are decoded one at a time, as diffusers does."""
+    runner = vae.__dict__.get(TILE_RUNNER)
+    if runner is not None:
+        return runner(lambda: _decode(vae, latents, temb, causal))
+    return _decode(vae, latents, temb, causal)
+
+
+def _decode(vae, latents, temb, causal) -> torch.Tensor:
     if vae.use_slicing and latents.shape[0] > 1:
-        parts = [streamed_decode(vae, z, None if temb is None else t, causal)
+        parts = [_decode(vae, z, None if temb is None else t, causal)
                  for z, t in zip(latents.split(1), temb.split(1) if temb is not None else [None] * len(latents))]
         return torch.cat(parts)
     if not uses_tiles(vae, latents):

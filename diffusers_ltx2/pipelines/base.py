@@ -12,12 +12,18 @@ from __future__ import annotations
 import logging
 import os
 import torch
-from diffusers import AutoencoderKLLTX2Audio, AutoencoderKLLTX2Video, LTX2VideoTransformer3DModel
+from diffusers import (
+    AutoencoderKLLTX2Audio,
+    AutoencoderKLLTX2Video,
+    LTX2VideoDiffusionDecoderModel,
+    LTX2VideoTransformer3DModel,
+)
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
 from diffusers.pipelines.ltx2 import LTX2DurationHead, LTX2TextConnectors, LTX2Vocoder, LTX2VocoderWithBWE
 
+from ..acceleration.pipeline_mixin import AccelerationMixin
 from ..guiders import Guider, MultimodalGuider
 from ..loaders.lora import LTX2OfficialLoraLoaderMixin
 from ..memory.offload import OffloadMixin
@@ -54,7 +60,7 @@ def default_guider() -> Guider:
 
 
 class LTX2PipelineBase(PromptContextsMixin, PromptEnhancementMixin, DiffusersLTX2Surface, OffloadMixin,
-                       DiffusionPipeline, LTX2OfficialLoraLoaderMixin):
+                       DiffusionPipeline, LTX2OfficialLoraLoaderMixin, AccelerationMixin):
     """Components and shared steps of the LTX-2 audio+video pipelines.
 
     Args:
@@ -76,7 +82,9 @@ class LTX2PipelineBase(PromptContextsMixin, PromptEnhancementMixin, DiffusersLTX
         model_identity: the official checkpoint's model id (its `encrypted_wandb_properties` metadata), recorded
             by `from_single_file` / `ltx2 convert` and saved in `model_index.json`; saved conditioning and API
             embeddings are checked against it.
-        model_version: the checkpoint's `model_version` metadata (e.g. "2.3.0"), when known.
+        model_version: the checkpoint's `model_version` metadata (e.g. "2.3.0"), when known (recorded by
+            `from_single_file` / `ltx2 convert`); without it the transformer config tells 2.0 / 2.3 / 2.5 apart
+            (`diffusers_ltx2.versions.model_version_of`).
         gemma_version: the text encoder the checkpoint's connectors were trained on (its `gemma_source_checkpoint`
             metadata, e.g. "gemma4-12b-ltx-v1" for LTX-2.5), when declared. The local text encoder is checked
             against these two before it encodes (`loaders.gemma_version.check_gemma_version`).
@@ -85,6 +93,9 @@ class LTX2PipelineBase(PromptContextsMixin, PromptEnhancementMixin, DiffusersLTX
         processor, prompt_enhancer: diffusers' optional prompt-enhancement components.
         audio_scheduler: diffusers' optional separate audio scheduler, accepted as `None` only (LTX-2 samples
             both modalities on one schedule); anything else raises `UnsupportedFeatureError`.
+        diffusion_decoder: LTX-2.5's diffusion video decoder (`LTX2VideoDiffusionDecoderModel`), optional; when
+            present it decodes the video (official semantics, `pipelines.diffusion_decode`) unless
+            `pipe.video_decoder = "conv"`; `pipe.diffusion_tiling` (a `DiffusionTiling`) tiles it.
 
     Only `text_encoder` and `tokenizer` are needed to build a pipeline that encodes prompts (`encode_prompt`),
     as in diffusers; generating needs every model component.
@@ -97,12 +108,21 @@ class LTX2PipelineBase(PromptContextsMixin, PromptEnhancementMixin, DiffusersLTX
     transformer or scheduler run one after the other, each with its own guider.
     """
 
-    model_cpu_offload_seq = ("prompt_enhancer->text_encoder->connectors->duration_head->transformer->vae->audio_vae"
-                             "->vocoder")
+    model_cpu_offload_seq = ("prompt_enhancer->text_encoder->connectors->duration_head->transformer->vae"
+                             "->diffusion_decoder->audio_vae->vocoder")
     vae_memory_budget: int | None = None  # bytes for one VAE decode / encode; drives automatic tiling
+    #: which decoder turns video latents into pixels: "auto" (the diffusion decoder when loaded, as the official
+    #: 2.5 pipelines with the default VAE file), "diffusion" or "conv"
+    video_decoder: str = "auto"
+    #: tiles of the diffusion decoder (`pipelines.diffusion_tiling.DiffusionTiling`, official semantics); None: one
+    diffusion_tiling = None
     # text_encoder / tokenizer may be None too (API-encoder or embeddings-only folders), without being listed here:
     # `from_pretrained` passes None for those a folder lacks (`diffusers_compat.ABSENT_AS_NONE`)
-    _optional_components = ["guider", "processor", "prompt_enhancer", "duration_head", *DIFFUSERS_ONLY_COMPONENTS]
+    _optional_components = ["guider", "processor", "prompt_enhancer", "duration_head", "diffusion_decoder",
+                            *DIFFUSERS_ONLY_COMPONENTS]
+    #: `None`, or a callable turning the per-step pass executor (`TransformerPasses`) into the one the loop uses
+    #: (e.g. `diffusers_ltx2.distributed.ParallelPasses` spreading the passes over ranks).
+    pass_executor = None
     _callback_tensor_inputs = ["latents", "audio_latents", "prompt_embeds", "negative_prompt_embeds"]
 
     def __init_subclass__(cls, **kwargs):
@@ -132,6 +152,7 @@ class LTX2PipelineBase(PromptContextsMixin, PromptEnhancementMixin, DiffusersLTX
         prompt_enhancer=None,
         duration_head: LTX2DurationHead | None = None,
         audio_scheduler=None,
+        diffusion_decoder: LTX2VideoDiffusionDecoderModel | None = None,
     ):
         super().__init__()
         check_diffusers_components(dict(audio_scheduler=audio_scheduler))
@@ -155,6 +176,7 @@ class LTX2PipelineBase(PromptContextsMixin, PromptEnhancementMixin, DiffusersLTX
             prompt_enhancer=prompt_enhancer,
             duration_head=duration_head,
             audio_scheduler=None,
+            diffusion_decoder=diffusion_decoder,
         )
         self.register_to_config(model_identity=model_identity, model_version=model_version,
                                 gemma_version=gemma_version)
@@ -179,18 +201,20 @@ class LTX2PipelineBase(PromptContextsMixin, PromptEnhancementMixin, DiffusersLTX
         so it takes the memory of the FP8 file.
 
         Args:
-            quantization: quantize the transformer at load: "fp8-cast" (official), "fp8", "int8" or "int4"
-                (optimum-quanto); see `diffusers_ltx2.quantization`. Saved quantized folders reload as they are.
+            quantization: quantize the transformer at load: "fp8-cast" / "fp8-scaled-mm" (official), "fp8",
+                "int8", "int4" (optimum-quanto), "torchao-..." (torchao); see `diffusers_ltx2.quantization`.
+                Saved quantized folders reload as they are.
             text_encoder_quantization: "fp8", "int8" or "int4" (optimum-quanto) for the Gemma text encoder.
+            gguf_file: a city96-style GGUF transformer file to load instead of the folder's transformer
+                (`diffusers_ltx2.quantization.gguf`).
 
         Raises:
             ValueError: naming the file, a JSON file of a local folder (`model_index.json`, a component's config)
                 that is not readable JSON or is nested too deeply (checked before anything loads).
         """
         from ..conversion.fp8 import FP8_MANIFEST, check_fp8_manifest
-        from ..conversion.loading import load_fp8_transformer
         from ..json_files import check_json_files
-        from ..quantization.loading import prepare_from_pretrained, quantize_text_encoder_of
+        from ..quantization.loading import load_fp8_folder, prepare_from_pretrained, quantize_text_encoder_of
 
         check_json_files(pretrained_model_name_or_path)
         kwargs = prepare_from_pretrained(pretrained_model_name_or_path, kwargs, quantization,
@@ -200,7 +224,7 @@ class LTX2PipelineBase(PromptContextsMixin, PromptEnhancementMixin, DiffusersLTX
             dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
             if isinstance(dtype, dict):
                 dtype = dtype.get("transformer", dtype.get("default"))
-            kwargs["transformer"] = load_fp8_transformer(folder, dtype=dtype or torch.bfloat16)
+            kwargs["transformer"] = load_fp8_folder(folder, dtype=dtype or torch.bfloat16)
         elif "transformer" not in kwargs:
             check_fp8_manifest(folder)
         # diffusers' prompt-enhancement / duration-head components of a diffusers folder are not loaded
@@ -246,48 +270,48 @@ class LTX2PipelineBase(PromptContextsMixin, PromptEnhancementMixin, DiffusersLTX
         prompt_encoder=None,
         progress: bool = True,
     ):
-        """Build the pipeline straight from an official LTX-2 single-file checkpoint (2.0 or 2.3).
+        """Build the pipeline straight from an official LTX-2 checkpoint: a single file (2.0 / 2.3) or an LTX-2.5
+        file set (a folder, or a list of files; see `diffusers_ltx2.conversion.files`).
 
-        Tensors are streamed into the diffusers modules one at a time (the same key mapping as `ltx2 convert`),
-        so the file is never held in memory as a whole. Gemma ships separately: pass `text_encoder` and
-        `tokenizer`, or a `prompt_encoder` (e.g. `LTXAPIPromptEncoder`), or call the pipeline with `prompt_embeds`.
+        Tensors are streamed into the diffusers modules one at a time (the key mapping of `ltx2 convert`). 2.0 / 2.3:
+        Gemma ships separately: pass `text_encoder` and `tokenizer`, or a `prompt_encoder`, or call with
+        `prompt_embeds`. 2.5: the set's text encoder file gives `text_encoder` / `tokenizer` (unless passed), its
+        diffusion VAE the `diffusion_decoder`, its duration head the `duration_head` (upscalers: `ltx2 convert`).
 
         Args:
-            path: the official `.safetensors` file.
+            path: the official `.safetensors` file, or a 2.5 folder / list of files.
             dtype: dtype of the floating weights (`None` keeps the file's); `torch_dtype` is the older spelling
                 (as in diffusers, which deprecates it), accepted too.
             fp8: for FP8 files, `"dequantize"` (weight * weight_scale -> bf16) or `"keep"` (float8 weights);
-                `None`: "dequantize", or "keep" with `quantization="fp8-cast"` (the file's float8 weights are kept,
-                with a notice, rather than dequantized and cast again).
-            quantization: quantize the transformer after loading ("fp8-cast", "fp8", "int8", "int4"; see
-                `diffusers_ltx2.quantization`); the bf16 transformer is whole in CPU memory once.
+                `None`: "dequantize", or "keep" with `quantization="fp8-cast"` / `"fp8-scaled-mm"` (the file's float8
+                weights are kept, with a notice, rather than dequantized and quantized again).
+            quantization: quantize the transformer after loading (see `diffusers_ltx2.quantization`); the bf16
+                transformer is whole in CPU memory once. With `fp8="keep"`, "fp8-scaled-mm" switches the file's
+                float8 layers to the scaled matmul (ltx-core's policy for FP8 checkpoints).
             text_encoder_quantization: quanto mode for the `text_encoder` passed in (quantized in place).
+
+        Raises:
+            FileNotFoundError, ConversionError (unknown/missing keys, a 2.5 set missing a file a pipeline needs),
+            ValueError (`fp8="keep"` with a quantization other than fp8-cast / fp8-scaled-mm; a torchao mode this
+            machine cannot run).
         """
-        from ..quantization import check_quantization
+        from ..conversion.pipeline_components import check_sources_exist, load_pipeline_components
+        from ..quantization import check_quantization, check_quantization_machine
         from ..quantization.loading import (quantize_single_file_transformer, quantize_text_encoder_of,
                                             single_file_fp8_mode)
-        from ..conversion import load_components_from_single_file
 
-        from ..loaders.gemma_version import expected_gemma_version
-        from ..loaders.identity import MODEL_ID_METADATA_KEY, read_safetensors_metadata
-
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"checkpoint not found: {path}")
+        check_sources_exist(path)
         if dtype is not None and torch_dtype is not None and dtype != torch_dtype:
             raise ValueError(f"dtype={dtype} and torch_dtype={torch_dtype} disagree; pass only dtype")
         dtype = dtype if dtype is not None else torch_dtype
         check_quantization(quantization)
+        check_quantization_machine(quantization, dtype)
         check_quantization(text_encoder_quantization, text_encoder=True)
         fp8 = single_file_fp8_mode(path, fp8, quantization)
-        components = load_components_from_single_file(path, dtype=dtype, fp8=fp8, progress=progress)
-        quantize_single_file_transformer(components["transformer"], quantization, fp8)
-        metadata = read_safetensors_metadata(path)
-        pipe = cls(
-            scheduler=LTX2Scheduler(), text_encoder=text_encoder, tokenizer=tokenizer, guider=guider,
-            prompt_encoder=prompt_encoder, model_identity=metadata.get(MODEL_ID_METADATA_KEY),
-            model_version=metadata.get("model_version"), gemma_version=expected_gemma_version(metadata),
-            **components,
-        )
+        kwargs = load_pipeline_components(path, dtype=dtype, fp8=fp8, progress=progress, text_encoder=text_encoder,
+                                          tokenizer=tokenizer)
+        quantize_single_file_transformer(kwargs["transformer"], quantization, fp8)
+        pipe = cls(scheduler=LTX2Scheduler(), guider=guider, prompt_encoder=prompt_encoder, **kwargs)
         quantize_text_encoder_of(pipe, text_encoder_quantization)
         return pipe
 
@@ -414,12 +438,19 @@ class LTX2PipelineBase(PromptContextsMixin, PromptEnhancementMixin, DiffusersLTX
         posterior mean); a batch of one is broadcast to `batch_size` (`ModelLatentEncoder.encode_video`)."""
         return self.latent_encoder(device).encode_video(pixels, batch_size)
 
+    @property
+    def default_image_crf(self) -> int:
+        """H.264 CRF of image conditions left without one: 18 for LTX-2.4+ checkpoints, 33 before (official
+        `detect_params(...).default_image_crf`, keyed on the checkpoint's `model_version`;
+        `versions.default_image_crf`)."""
+        from ..versions import default_image_crf
+
+        return default_image_crf(self.model_version)
+
     def prepare_image(self, image, image_crf: int | None = None):
         """`image=` re-compressed as the official image loader (`images.prepare_images`; `image_crf=None`: the
-        model's CRF for PIL images / image files, diffusers' `resolve_default_image_crf`), before any model runs."""
-        from diffusers.pipelines.ltx2.utils import resolve_default_image_crf
-
-        return prepare_images(image, image_crf, resolve_default_image_crf(getattr(self, "text_encoder", None)))
+        model's CRF, `default_image_crf`, for PIL images / image files), before any model runs."""
+        return prepare_images(image, image_crf, self.default_image_crf)
 
     def encode_image(self, image, height: int, width: int, batch_size: int, device) -> torch.Tensor:
         """Resize image(s) to cover the clip, centre-crop (official loader; `prepare_image` re-compresses them
@@ -430,13 +461,15 @@ class LTX2PipelineBase(PromptContextsMixin, PromptEnhancementMixin, DiffusersLTX
     # -- geometry ------------------------------------------------------------------------------------------------
     def clip_geometry(self, batch_size: int, num_frames: int, height: int, width: int,
                       frame_rate: float) -> ClipGeometry:
-        """The `ClipGeometry` of a clip on this pipeline's VAEs (compression ratios, audio latent rate)."""
+        """The `ClipGeometry` of a clip on this pipeline's VAEs (compression ratios, audio latent rate) and model (the
+        CRF of its image conditions, `default_image_crf`)."""
         per_second = L.audio_latents_per_second(self.audio_vae)
         return ClipGeometry(
             batch_size=batch_size, num_frames=num_frames, height=height, width=width, frame_rate=float(frame_rate),
             temporal_ratio=self.vae_temporal_compression_ratio, spatial_ratio=self.vae_spatial_compression_ratio,
             audio_latents_per_second=per_second,
             audio_latent_length=L.audio_latent_length(num_frames, frame_rate, per_second),
+            image_crf=self.default_image_crf,
         )
 
     def audio_latent_shape(self, batch_size: int, num_frames: int, frame_rate: float):
@@ -485,8 +518,15 @@ class LTX2PipelineBase(PromptContextsMixin, PromptEnhancementMixin, DiffusersLTX
 
         `decode_timestep` / `decode_noise_scale` (timestep-conditioned VAEs only): one value or one per video,
         as in diffusers; the noise scale defaults to the timestep. Tiled automatically above one official tile or over
-        `vae_memory_budget` (`diffusers_ltx2.memory.vae_tiling`).
+        `vae_memory_budget` (`diffusers_ltx2.memory.vae_tiling`). With a `diffusion_decoder` (LTX-2.5) and
+        `video_decoder` "auto" / "diffusion", that decoder runs instead (`generator` seeds its pixel noise).
         """
+        from .diffusion_decode import diffusion_decode, uses_diffusion_decoder
+
+        if uses_diffusion_decoder(self.video_decoder, getattr(self, "diffusion_decoder", None)):
+            video = diffusion_decode(self.diffusion_decoder, latents, generator=generator, tiling=self.diffusion_tiling,
+                                     latent_statistics=(self.vae.latents_mean, self.vae.latents_std))
+            return self.video_processor.postprocess_video(video, output_type=output_type)
         latents = latents.to(self.vae.dtype)
         timestep = None
         if self.vae.config.timestep_conditioning:

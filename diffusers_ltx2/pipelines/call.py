@@ -244,11 +244,8 @@ def _schedule(pipe, geometry: ClipGeometry, num_inference_steps, sigmas, device)
 def _conditions(pipe, conditions, image, image_strength, output_modalities, latents, geometries):
     """`conditions=` (diffusers' `LTX2VideoCondition`s with diffusers' meaning) plus `image=`, checked against every
     stage's geometry; returns the ordered conditions and whether the call is audio-only."""
-    from diffusers.pipelines.ltx2.utils import resolve_default_image_crf
-
-    if conditions is not None:
-        conditions = from_diffusers_conditions(conditions, geometries[-1],
-                                               resolve_default_image_crf(getattr(pipe, "text_encoder", None)))
+    if conditions is not None:  # diffusers' `crf=None`: the model's CRF (`pipe.default_image_crf`)
+        conditions = from_diffusers_conditions(conditions, geometries[-1], geometries[-1].image_crf)
     items = [conditions] if isinstance(conditions, Condition) else conditions
     if image is not None and (items is None or isinstance(items, (list, tuple))):
         items = [*(items or []), FirstFrameImage(image, image_strength)]

@@ -11,7 +11,7 @@ has control videos (`control_video`, `control_strength`) and a first-frame image
 | `reference_downscale_factor=`                        | the same (default: the loaded LoRA's factor)           |
 
 Values: diffusers reads condition frames (arrays / tensors) on a 0-255 scale and re-compresses a single image with
-H.264 at `crf` (`None`: the model default, 33 for Gemma-3 models) before encoding; this is done here with
+H.264 at `crf` (`None`: the model's, 18 for LTX-2.4+, 33 before) before encoding; this is done here with
 diffusers' own `apply_image_conditioning_crf`. What has no counterpart here is refused with a clear error
 (several conditions, a condition at another latent index or of several frames: keyframe / video conditioning),
 never silently dropped. Every reference becomes a `conditioning.ReferenceVideo`; this package's own conditions in
@@ -69,15 +69,16 @@ def _single_frame(frames):
     return arr[0]
 
 
-def image_from_conditions(conditions, image, image_strength: float, text_encoder=None):
+def image_from_conditions(conditions, image, image_strength: float, default_crf: int = 33):
     """`conditions=` -> `(image, image_strength)`; the image is a `(1, 3, H, W)` float tensor in `[0, 1]`.
+    A condition's `crf=None` is `default_crf`, the pipeline's `default_image_crf` (18 for LTX-2.4+, 33 before).
 
     Raises:
         ValueError: both `conditions` and `image` given; bad frames; a CRF on non-uint8 frames (as diffusers).
         NotImplementedError: several conditions, an index other than 0, or several frames (keyframe / video
             conditioning).
     """
-    from diffusers.pipelines.ltx2.utils import apply_image_conditioning_crf, resolve_default_image_crf
+    from diffusers.pipelines.ltx2.utils import apply_image_conditioning_crf
 
     items = _as_list(conditions, "conditions")
     if not items:
@@ -98,7 +99,7 @@ def image_from_conditions(conditions, image, image_strength: float, text_encoder
         )
     arr = _single_frame(cond.frames)
     crf = getattr(cond, "crf", None)
-    crf = resolve_default_image_crf(text_encoder) if crf is None else crf
+    crf = default_crf if crf is None else crf
     if crf != 0:
         if not isinstance(arr, np.ndarray):
             raise ValueError(f"image conditioning CRF expects a uint8 RGB frame, got dtype={arr.dtype}; pass a PIL "
@@ -124,7 +125,7 @@ def ic_lora_conditions(pipe, *, control_video, control_strength, attention_stren
     ours = [c for c in items if isinstance(c, Condition)]
     references = references_from(reference_conditions, control_video, control_strength)
     image, image_strength = image_from_conditions([c for c in items if not isinstance(c, Condition)] or None, image,
-                                                  image_strength, getattr(pipe, "text_encoder", None))
+                                                  image_strength, pipe.default_image_crf)
     for _, strength in references:
         V.check_strength("control_strength", strength)
     V.check_strength("conditioning_attention_strength", attention_strength)

@@ -15,13 +15,13 @@ class DiffusersLTX2Surface:
     def components(self) -> dict:
         """diffusers' `components` (the modules to build another pipeline from this one's), less what the
         constructor recreates by itself: the optional LTX-2.5 components while they are None (`processor`,
-        `prompt_enhancer`, `duration_head`, and `audio_scheduler`, which this package never holds) and the guider
-        while it is the default one. So `components` lists what was passed in, as diffusers' `LTX2Pipeline` (which
+        `prompt_enhancer`, `duration_head`, `diffusion_decoder`, and `audio_scheduler`, which this package never
+        holds) and the guider while it is the default one. So `components` lists what was passed in, as diffusers' `LTX2Pipeline` (which
         has no guider), and `OtherPipeline(**pipe.components)` / `from_pipe` rebuild the same pipeline."""
         from .diffusers_compat import DIFFUSERS_ONLY_COMPONENTS
 
         components = super().components
-        for name in ("processor", "prompt_enhancer", "duration_head", *DIFFUSERS_ONLY_COMPONENTS):
+        for name in ("processor", "prompt_enhancer", "duration_head", "diffusion_decoder", *DIFFUSERS_ONLY_COMPONENTS):
             if name in components and components[name] is None:
                 del components[name]
         if getattr(self, "_guider_is_default", False):

@@ -69,6 +69,16 @@ class ModelLatentEncoder:
         the official mel front end and the audio VAE's encoder)."""
         return encode_audio_tokens(self, waveform, sample_rate, length)
 
+    def normalize_video_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Denormalized `(B, C, F, h, w)` video latents -> normalized float32 (the video VAE's statistics)."""
+        mean, std = self.vae.latents_mean, self.vae.latents_std
+        return L.normalize_video(latents.to(mean.device, torch.float32), mean, std)
+
+    def normalize_audio_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Denormalized `(B, C, T, M)` audio latents -> normalized packed tokens `(B, T, C*M)` float32."""
+        mean, std = self.audio_vae.latents_mean, self.audio_vae.latents_std
+        return L.normalize_audio_tokens(L.pack_audio(latents.to(mean.device, torch.float32)), mean, std)
+
     def video_positions(self, batch_size: int, frames: int, height: int, width: int, frame_rate: float,
                         spatial_scale: int = 1) -> torch.Tensor:
         return video_coords(self.transformer, batch_size, frames, height, width, frame_rate, self.device,

@@ -28,6 +28,7 @@ import torch
 from ..conditioning import AudioCondition, TemporalRegion, VideoCondition
 from ..conditioning.frames import num_frames_of
 from ..media.audio import load_audio, resample_audio, to_channels
+from ..long_video.seams import blend_weights, join_audio, join_frames  # noqa: F401  (re-exported)
 from ..media.frames import as_frames
 from ..media.image import resize_center_crop
 from .pipeline_output import LTX2AudioVideoPipelineOutput
@@ -73,27 +74,6 @@ def plan_extension(old_frames: int, num_new_frames: int, overlap_frames: int, ov
         raise ValueError(f"overlap_frames={overlap_frames} needs a clip of at least {overlap} frames, the clip has "
                          f"{old_frames}")
     return ExtensionPlan(old_frames, overlap, overlap + num_new_frames, old_frames + num_new_frames)
-
-
-def blend_weights(n: int) -> torch.Tensor:
-    """Weights of the new clip across an `n`-frame (or sample) overlap: linear, `(i + 1) / (n + 1)`."""
-    return torch.arange(1, n + 1, dtype=torch.float32) / (n + 1)
-
-
-def join_frames(old: torch.Tensor, new: torch.Tensor, overlap: int) -> torch.Tensor:
-    """`old (F1, ...)` + `new (F2, ...)` whose first `overlap` frames cover old's last ones, blended linearly."""
-    w = blend_weights(overlap).view(-1, *([1] * (old.ndim - 1))).to(old)
-    mixed = old[-overlap:] * (1 - w) + new[:overlap] * w
-    return torch.cat([old[:-overlap], mixed, new[overlap:]])
-
-
-def join_audio(old: torch.Tensor, new: torch.Tensor, start: int, overlap: int) -> torch.Tensor:
-    """`old (C, N1)` up to sample `start`, cross-faded over `overlap` samples into `new (C, N2)` (which starts at
-    `start`), then `new`."""
-    overlap = min(overlap, old.shape[-1] - start, new.shape[-1])
-    w = blend_weights(overlap).to(old)
-    mixed = old[:, start:start + overlap] * (1 - w) + new[:, :overlap] * w
-    return torch.cat([old[:, :start], mixed, new[:, overlap:]], dim=-1)
 
 
 def extend(

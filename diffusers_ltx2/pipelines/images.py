@@ -10,9 +10,9 @@ output, or several images at once (`(B, H, W, 3)` array, `(B, 3, H, W)` tensor).
 Preparation (`prepare_images`, then `image_pixels`) is the official image loader's, the same path as
 `VideoCondition`: H.264 re-compression at `image_crf` (`media.crf_compress`), resize to cover the clip, centre
 crop, [-1, 1]. `image_crf=None` is diffusers' `LTX2ImageToVideoPipeline` default: the model's CRF
-(`resolve_default_image_crf`: 33, 18 for LTX-2.5) for pictures - PIL images and image files - while arrays and
-tensors are taken as the pixels you prepared (diffusers refuses them unless `image_crf=0`); an explicit
-`image_crf` applies to every image, 0 turns it off.
+(`default_image_crf`: 18 for LTX-2.4+ checkpoints, 33 before, as official `resolve_crf`) for pictures - PIL images
+and image files - while arrays and tensors are taken as the pixels you prepared (diffusers refuses them unless
+`image_crf=0`); an explicit `image_crf` applies to every image, 0 turns it off.
 
 Batch rule (as prompts): one image for every video, one per prompt (repeated `num_videos_per_prompt` times, per
 prompt, in order: prompt 0's videos first), or one per generated video.

@@ -171,3 +171,11 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
         `diffusers_ltx2.pipelines.extend.extend` (ComfyUI `LTXVExtendSampler` semantics)."""
         return extend(self, clip, num_new_frames, overlap_frames=overlap_frames, overlap_strength=overlap_strength,
                       audio=audio, sample_rate=sample_rate, **kwargs)
+
+    def generate_long_video(self, prompt=None, *, num_frames: int, window: int = 121, overlap: int = 24, **kwargs):
+        """Generate a clip of any length in sliding windows of `window` frames overlapping by `overlap` (a prompt
+        per segment, AdaIN, whole-clip keyframes and audio-to-video); see
+        `diffusers_ltx2.pipelines.sliding.generate_long_video` (ComfyUI `LTXVLoopingSampler` semantics)."""
+        from .sliding import generate_long_video
+
+        return generate_long_video(self, prompt, num_frames=num_frames, window=window, overlap=overlap, **kwargs)

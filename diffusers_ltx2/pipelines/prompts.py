@@ -21,8 +21,9 @@ __all__ = ["PromptContextsMixin"]
 
 
 class PromptContextsMixin:
-    """Prompt encoding of `LTX2PipelineBase` (needs its `text_encoder`, `tokenizer`, `connectors`, `transformer`,
-    `prompt_encoder` and `config.model_identity` / `gemma_version` / `model_version`)."""
+    """Prompt encoding of `LTX2PipelineBase` and the model identity embeddings are checked against (`model_identity`,
+    `model_version`); needs its `text_encoder`, `tokenizer`, `connectors`, `transformer`, `prompt_encoder` and
+    `config.model_identity` / `gemma_version` / `model_version`."""
 
     def _active_prompt_encoder(self, max_sequence_length: int | None = None):
         if self.prompt_encoder is not None:
@@ -120,6 +121,16 @@ class PromptContextsMixin:
     def model_identity(self) -> str | None:
         """The official checkpoint's model id (`encrypted_wandb_properties`) when known, else `None`."""
         return getattr(self.config, "model_identity", None)
+
+    @property
+    def model_version(self) -> str:
+        """``"2.0"``, ``"2.3"`` or ``"2.5"``: the recorded ``model_version``, else what the transformer config
+        implies."""
+        from ..versions import model_version_of
+
+        transformer = getattr(self, "transformer", None)
+        return model_version_of(transformer.config if transformer is not None else None,
+                                getattr(self.config, "model_version", None))
 
     def model_identities(self) -> list[str]:
         """Identities prompt embeddings may carry to be accepted by this pipeline: the checkpoint's model id

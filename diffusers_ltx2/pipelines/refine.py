@@ -74,9 +74,10 @@ class TwoStageMixin:
         prompt_enhancer=None,
         duration_head=None,
         audio_scheduler=None,
+        diffusion_decoder=None,
     ):
         """The base pipeline's components (`LTX2PipelineBase`: `guider` left out = the recommended
-        `MultimodalGuider`, `None` = no guidance) plus `latent_upsampler`.
+        `MultimodalGuider`, `None` = no guidance; LTX-2.5's `diffusion_decoder`) plus `latent_upsampler`.
 
         Raises:
             ValueError: a `latent_upsampler` that is another model, made for other latents, or has NaN / inf
@@ -87,7 +88,7 @@ class TwoStageMixin:
                          guider=guider, prompt_encoder=prompt_encoder, model_identity=model_identity,
                          model_version=model_version, gemma_version=gemma_version, processor=processor,
                          prompt_enhancer=prompt_enhancer, duration_head=duration_head,
-                         audio_scheduler=audio_scheduler)
+                         audio_scheduler=audio_scheduler, diffusion_decoder=diffusion_decoder)
         from ..conversion.upsampler import check_latent_upsampler
 
         check_latent_upsampler(latent_upsampler, getattr(getattr(vae, "config", None), "latent_channels", None))
@@ -124,9 +125,11 @@ class TwoStageMixin:
         return DISTILLED_ADAPTER in self.ic_lora_adapters
 
     # -- checks ------------------------------------------------------------------------------------------------
-    def check_two_stage(self, height, width, *, distilled: bool, distilled_lora_strength) -> None:
+    def check_two_stage(self, height, width, *, distilled: bool, distilled_lora_strength,
+                        stage_1_distilled_lora_strength=None) -> None:
         """Two-stage rules, checked before any model runs: sizes multiples of 64 (the half-size stage must be a
-        multiple of 32), a latent upsampler, and the distilled LoRA unless the checkpoint is distilled."""
+        multiple of 32), a latent upsampler, the distilled LoRA unless the checkpoint is distilled, and positive
+        LoRA strengths (a stage-1 strength needs the distilled LoRA: not with `distilled=True`)."""
         V.check_resolution(height, width, TWO_STAGE_MULTIPLE)
         if self.latent_upsampler is None:
             raise ValueError("two-stage generation needs a latent_upsampler (convert the official "
@@ -139,8 +142,20 @@ class TwoStageMixin:
                              "pass distilled=True for a distilled checkpoint")
         if distilled_lora_strength is not None:
             V.check_positive("distilled_lora_strength", distilled_lora_strength)
+        if stage_1_distilled_lora_strength is not None:
+            if distilled:
+                raise ValueError("stage_1_distilled_lora_strength needs the distilled LoRA: not with distilled=True")
+            V.check_positive("stage_1_distilled_lora_strength", stage_1_distilled_lora_strength)
+
+    def default_stage_1_sampler(self, distilled: bool) -> str:
+        """Stage 1's sampler when a call leaves it out: `"euler_ancestral"` with `distilled=True` on LTX-2.5 (official
+        `DistilledPipeline`: the ancestral stage 1 from model version 2.5 on), else `"euler"`."""
+        from ..versions import is_at_least
+
+        return "euler_ancestral" if distilled and is_at_least(self.model_version, (2, 5)) else "euler"
 
     def two_stages(self, call, *, distilled: bool, distilled_lora_strength: float | None = None,
+                   stage_1_distilled_lora_strength: float | None = None, refine_audio: bool = True,
                    stage_1_conditions=None, stage_2_conditions=None, stage_2_keep: frozenset | None = None,
                    stage_1_name: str | None = None, skip_stage_2: bool = False) -> list[Stage]:
         """Stage 1 at half the call's size (its guider, sigmas, conditions, sampler: `call.stage()`, the distilled
@@ -150,6 +165,8 @@ class TwoStageMixin:
             call: the resolved `PipelineCall` (its geometry is the output's).
             distilled: distilled checkpoint: stage 2 adds no LoRA (else the distilled LoRA at
                 `distilled_lora_strength`, default the one given to `load_distilled_lora`).
+            stage_1_distilled_lora_strength: the distilled LoRA in stage 1 too, at this strength (official HQ).
+            refine_audio: `False`: the stage-1 audio is the one returned (official HQ: stage 2 refines the video).
             stage_1_conditions, stage_2_conditions: per-stage conditions (default: the call's in both).
             stage_2_keep: the user's adapters kept in stage 2 (`None`: all; official `ic_lora.py`: none).
             stage_1_name: stage 1's progress-bar description.
@@ -159,17 +176,20 @@ class TwoStageMixin:
         half = replace(g, height=g.height // 2, width=g.width // 2)
         name = stage_1_name or f"stage 1/2 ({half.height}x{half.width}{', distilled' if distilled else ''})"
         conditions = call.conditions if stage_1_conditions is None else tuple(stage_1_conditions)
+        stage_1_add = () if stage_1_distilled_lora_strength is None else (
+            (DISTILLED_ADAPTER, float(stage_1_distilled_lora_strength)),)
         stage_1 = call.stage(geometry=half, conditions=conditions, name=name,
-                             adapters=AdapterSet(drop=frozenset({DISTILLED_ADAPTER})))
+                             adapters=AdapterSet(drop=frozenset({DISTILLED_ADAPTER}), add=stage_1_add))
         if skip_stage_2:
             return [stage_1]
         add = () if distilled else ((DISTILLED_ADAPTER, float(
             self.ic_lora_adapters[DISTILLED_ADAPTER].strength if distilled_lora_strength is None
             else distilled_lora_strength)),)  # the default strength is recorded on the transformer (from_pipe)
-        return [stage_1, self.refine_stage(
+        refine = self.refine_stage(
             g, conditions=call.conditions if stage_2_conditions is None else tuple(stage_2_conditions),
             adapters=AdapterSet(drop=frozenset({DISTILLED_ADAPTER}), keep=stage_2_keep, add=add), device=call.device,
-            sampler=call.stage_2_sampler)]
+            sampler=call.stage_2_sampler)
+        return [stage_1, refine if refine_audio else replace(refine, keep_previous=("audio",))]
 
     def refine_stage(self, geometry, *, conditions=(), adapters: AdapterSet | None = None, device=None,
                      sampler: Sampler = EULER) -> Stage:

@@ -8,6 +8,7 @@ from dataclasses import replace
 import torch
 
 from ..transformer import TextContexts, TransformerPasses
+from ..versions import cross_timestep_rule
 from .stage import Stage, StageRuntime
 
 __all__ = ["named_progress_bar", "stage_runtime", "step_callback"]
@@ -15,18 +16,22 @@ __all__ = ["named_progress_bar", "stage_runtime", "step_callback"]
 
 def stage_runtime(pipe, call, contexts: TextContexts) -> StageRuntime:
     """The runtime of `call`'s stages on `pipe`: its latent encoder, the call's prompt contexts, one
-    `TransformerPasses` per stage (attention control for the stage's guider, the call's run options), LoRA switching
+    `TransformerPasses` per stage (attention control for the stage's guider, the call's run options, the model
+    version's cross-attention timestep rule; handed to `pipe.pass_executor` when one is set), LoRA switching
     on the transformer and connectors, a named progress bar per stage (the stage's name; "denoise" for an unnamed
     stage unless the user set a label with `set_progress_bar_config(desc=...)`), the user's step callback and
     interrupt."""
     run = call.run
 
     def make_passes(guider, cross_modal: bool) -> TransformerPasses:
-        return TransformerPasses(
+        passes = TransformerPasses(
             pipe.transformer, attention_control=pipe.attention_control_for(guider),
             attention_kwargs=run.attention_kwargs, max_batch_passes=run.max_batch_passes,
             use_cross_timestep=run.use_cross_timestep, cross_modal=cross_modal,
+            cross_timestep_rule=cross_timestep_rule(pipe.model_version) if run.use_cross_timestep else "own",
         )
+        executor = pipe.pass_executor  # `None`, or e.g. `distributed.ParallelPasses` over ranks
+        return passes if executor is None else executor(passes)
 
     def on_stage_start(stage: Stage) -> None:
         pipe._num_timesteps = stage.num_steps  # diffusers' `num_timesteps`: the running stage's steps

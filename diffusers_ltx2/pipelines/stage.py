@@ -60,6 +60,9 @@ class Stage:
         name: progress-bar description (`None`: the pipeline's).
         from_previous: for a stage after another, `(stage, previous result) -> stage` fills in what depends on the
             previous stage (e.g. the upsampled latents a refinement starts from), right before it runs.
+        keep_previous: modalities (`"video"` / `"audio"`) whose final tokens are the previous stage's: the stage
+            still denoises them (same noise draws), its own are discarded (official HQ two-stage: stage 2 refines
+            the video only, the stage-1 audio is decoded).
     """
 
     geometry: ClipGeometry
@@ -73,6 +76,7 @@ class Stage:
     sampler: Sampler = EULER
     name: str | None = None
     from_previous: Callable[["Stage", "StageResult"], "Stage"] | None = None
+    keep_previous: tuple[str, ...] = ()
 
     @property
     def num_steps(self) -> int:
@@ -153,5 +157,7 @@ def run_stages(stages: list[Stage], runtime: StageRuntime) -> StageResult:
             if stage.from_previous is not None:
                 stage = stage.from_previous(stage, result)
         runtime.on_stage_start(stage)
-        result = run_stage(stage, runtime)
+        previous, result = result, run_stage(stage, runtime)
+        if previous is not None and stage.keep_previous:
+            result = replace(result, **{name: getattr(previous, name) for name in stage.keep_previous})
     return result

@@ -38,6 +38,18 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
 
     _optional_components = LTX2AudioVideoPipeline._optional_components + ["latent_upsampler"]
 
+    def generate_hq(self, prompt=None, **kwargs):
+        """The official HQ two-stage recipe (ltx-pipelines 1.2.0 `ti2vid_two_stages_hq.py`, `presets.HQ_TWO_STAGE`):
+        res_2s in both stages, 15 stage-1 steps on the token-count-shifted schedule, STG-off multimodal guidance,
+        the distilled LoRA at 0.25 / 0.5, the stage-1 audio returned; 1088 x 1920, 121 frames, seed 10 by default.
+        Every `__call__` keyword is accepted and wins over the preset (`guider=` or diffusers' guidance arguments
+        replace its guidance, `sigmas=` its schedule). Needs `load_distilled_lora` first. Returns `__call__`'s
+        output."""
+        from ..presets import HQ_TWO_STAGE
+        from .presets import preset_call_kwargs
+
+        return self(**preset_call_kwargs(self, HQ_TWO_STAGE, dict(kwargs, prompt=prompt)))
+
     @torch.no_grad()
     def __call__(
         self, prompt: str | list[str] | None = None, negative_prompt: str | list[str] | None = None, *,
@@ -64,7 +76,8 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
         max_seconds: float = 20.0, motion_speed: float = 1.0, system_prompt: str | None = None,
         enable_prompt_enhancement: bool = False, prompt_max_new_tokens: int | None = None,
         prompt_enhancement_kwargs: dict[str, Any] | None = None, prompt_enhancement_seed: int = 10,
-        sampler: str | Sampler = "euler", stage_2_sampler: str | Sampler = "euler",
+        sampler: str | Sampler | None = None, stage_2_sampler: str | Sampler = "euler",
+        stage_1_distilled_lora_strength: float | None = None, refine_audio: bool = True,
     ):
         """Generate a clip at `(height, width)` in two stages.
 
@@ -90,7 +103,13 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
                 prompt_enhancement_seed: as in `LTX2AudioVideoPipeline.__call__` (the prompts are enhanced once,
                 for both stages).
             sampler, stage_2_sampler: each stage's sampler (see `LTX2AudioVideoPipeline.__call__`); the official HQ
-                pipeline uses `"res_2s"` in both, the 2.5 distilled pipeline `"euler_ancestral"` then `"euler"`.
+                pipeline uses `"res_2s"` in both (`generate_hq`), the 2.5 distilled pipeline `"euler_ancestral"` then
+                `"euler"`. `sampler=None`: `"euler_ancestral"` with `distilled=True` on LTX-2.5 (official
+                `DistilledPipeline`: the ancestral stage 1 from model version 2.5 on), else `"euler"`.
+            stage_1_distilled_lora_strength: the distilled LoRA also active in stage 1 at this strength (official HQ
+                pipeline: 0.25); `None` (default): stage 1 without it (`ti2vid_two_stages`).
+            refine_audio: `False` returns the stage-1 audio (official HQ pipeline: stage 2 refines the video only,
+                its audio is discarded); default `True`, the stage-2 audio (`ti2vid_two_stages`, `distilled`).
 
         Returns:
             `LTX2AudioVideoPipelineOutput` at full resolution (`output_type="latent"`: denormalized VAE latents), with
@@ -100,7 +119,8 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
             ValueError: before any model runs, for sizes that are not multiples of 64 (nearest valid values in the
                 message), a missing upsampler or distilled LoRA, and every check of the one-stage pipeline.
         """
-        self.check_two_stage(height, width, distilled=distilled, distilled_lora_strength=distilled_lora_strength)
+        self.check_two_stage(height, width, distilled=distilled, distilled_lora_strength=distilled_lora_strength,
+                             stage_1_distilled_lora_strength=stage_1_distilled_lora_strength)
         if tuple(output_modalities) != ("video", "audio"):
             raise ValueError("two-stage generation upsamples the video: output_modalities must be ('video', 'audio') "
                              "(use LTX2AudioVideoPipeline for audio-only)")
@@ -124,9 +144,11 @@ class LTX2TwoStagePipeline(TwoStageMixin, LTX2AudioVideoPipeline):
             max_seconds=max_seconds, motion_speed=motion_speed, enable_prompt_enhancement=enable_prompt_enhancement,
             system_prompt=system_prompt, prompt_max_new_tokens=prompt_max_new_tokens,
             prompt_enhancement_kwargs=prompt_enhancement_kwargs, prompt_enhancement_seed=prompt_enhancement_seed,
-            sampler=sampler, stage_2_sampler=stage_2_sampler, predicts_length=False, stage_size=(height // 2, width // 2), fixed_guider=unguided() if distilled else None,
+            sampler=self.default_stage_1_sampler(distilled) if sampler is None else sampler,
+            stage_2_sampler=stage_2_sampler, predicts_length=False, stage_size=(height // 2, width // 2), fixed_guider=unguided() if distilled else None,
             fixed_sigmas=list(DISTILLED_SIGMAS) if distilled else None,
             default_negative_prompt=DEFAULT_NEGATIVE_PROMPT,
         )
-        return self.generate(call, self.two_stages(call, distilled=distilled,
-                                                   distilled_lora_strength=distilled_lora_strength))
+        return self.generate(call, self.two_stages(
+            call, distilled=distilled, distilled_lora_strength=distilled_lora_strength,
+            stage_1_distilled_lora_strength=stage_1_distilled_lora_strength, refine_audio=refine_audio))

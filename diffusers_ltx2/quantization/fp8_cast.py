@@ -23,7 +23,8 @@ def fp8_cast_linear(linear: nn.Linear) -> FP8ScaledLinear:
 
     Values beyond +-448 saturate to NaN-free float8 only if in range: as in ltx-core, no clamping is done
     (trained LTX-2 weights are far inside the range)."""
-    new = FP8ScaledLinear(linear.in_features, linear.out_features, linear.bias is not None, FP8_CAST_DTYPE)
+    new = FP8ScaledLinear(linear.in_features, linear.out_features, linear.bias is not None, FP8_CAST_DTYPE,
+                          compute_dtype=linear.weight.dtype)
     new.to(linear.weight.device)
     with torch.no_grad():
         new.weight = nn.Parameter(linear.weight.detach().to(FP8_CAST_DTYPE), requires_grad=False)

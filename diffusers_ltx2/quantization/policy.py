@@ -6,14 +6,16 @@ linears `ff.net.0.proj`, `ff.net.2` are cast, weights *and* biases) and `quantiz
 (`EXCLUDED_LAYER_SUBSTRINGS`: patchify, AdaLN/timestep embeddings, caption projections and output projections
 stay high precision). Norms, RoPE, `scale_shift_table`s and every non-`nn.Linear` parameter are never touched.
 
-The same policy serves every backend (official fp8-cast and optimum-quanto), so their outputs differ only by
-the number format. The diffusers names of the kept top-level modules (ltx-core name in the comment):
+The same policy serves every backend (official fp8-cast / fp8-scaled-mm, optimum-quanto, torchao), so their
+outputs differ only by the number format (fp8-scaled-mm also keeps blocks 0 and 43-47, as ltx-core does). The
+diffusers names of the kept top-level modules (ltx-core name in the comment):
 """
 
 from __future__ import annotations
 
 import re
 
+import torch
 from torch import nn
 
 # diffusers LTX2VideoTransformer3DModel module -> what it is in ltx-core's EXCLUDED_LAYER_SUBSTRINGS
@@ -34,7 +36,9 @@ KEEP_HIGH_PRECISION: dict[str, str] = {
 
 # Linears quantized: inside a transformer block, an attention projection or a feed-forward linear (all six
 # attentions of a block: attn1/2, audio_attn1/2, audio_to_video_attn, video_to_audio_attn; ff and audio_ff).
-_QUANTIZED = re.compile(r"^transformer_blocks\.\d+\.[\w.]*?(to_q|to_k|to_v|to_out\.0|ff\.net\.0\.proj|ff\.net\.2)$")
+#: the quantized linears' names as one regular expression (also handed to torchao's `FqnToConfig` as `re:...`)
+QUANTIZED_LINEAR_PATTERN = r"transformer_blocks\.\d+\.[\w.]*?(to_q|to_k|to_v|to_out\.0|ff\.net\.0\.proj|ff\.net\.2)"
+_QUANTIZED = re.compile(f"^{QUANTIZED_LINEAR_PATTERN}$")
 
 # For diffusers' `QuantoConfig(modules_to_not_convert=...)`, which matches *leaf* module names: the leaf names
 # of every linear in the kept modules above. Checked against `quantized_linear_names` by the tests, so the
@@ -49,6 +53,12 @@ def is_quantized_linear(name: str) -> bool:
     return bool(_QUANTIZED.match(name))
 
 
+_FLOAT8 = (torch.float8_e4m3fn, torch.float8_e5m2)
+
+
 def quantized_linear_names(model: nn.Module) -> list[str]:
-    """Names of the `nn.Linear` modules of an LTX-2 transformer the policy quantizes (model order)."""
-    return [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and is_quantized_linear(n)]
+    """Names of the `nn.Linear` modules of an LTX-2 transformer the policy quantizes (model order). Linears that
+    already hold float8 weights (an FP8 checkpoint's `FP8ScaledLinear`s, which are `nn.Linear`s so that PEFT
+    adapts them) are not listed: casting them again would drop their scales."""
+    return [n for n, m in model.named_modules()
+            if isinstance(m, nn.Linear) and is_quantized_linear(n) and m.weight.dtype not in _FLOAT8]

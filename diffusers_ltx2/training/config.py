@@ -178,10 +178,12 @@ class OptimizationConfig(_Section):
 class AccelerationConfig(_Section):
     """`mixed_precision_mode`: accelerate's `no` / `fp16` / `bf16` (autocast; LoRA weights stay fp32);
     `quantization`: `int8-quanto` or `fp8-quanto` freezes the base transformer's linear weights quantized with
-    optimum-quanto (LoRA mode only)."""
+    optimum-quanto (all linears of the blocks, as the official trainer); `fp8-cast` (official float8 cast),
+    `int8-torchao` / `fp8-torchao` (torchao int8 / float8 weight-only) quantize the layers of
+    `diffusers_ltx2.quantization.policy` (LoRA mode only; the LoRA trains in full precision beside them)."""
 
     mixed_precision_mode: Literal["no", "fp16", "bf16"] = "no"
-    quantization: Literal["int8-quanto", "fp8-quanto"] | None = None
+    quantization: Literal["int8-quanto", "fp8-quanto", "fp8-cast", "int8-torchao", "fp8-torchao"] | None = None
 
     @field_validator("mixed_precision_mode", mode="before")
     @classmethod

@@ -73,6 +73,9 @@ def add_lora(transformer, rank: int, alpha: float | None, dropout: float, target
         except ValueError as err:
             raise ValueError(f"LoRA target_modules {patterns} match no module of the transformer: {err}") from None
     names = [n for n, m in transformer.named_modules() if hasattr(m, "lora_A") and adapter_name in m.lora_A]
+    from ..quantization.lora import adopt_quantized_lora_layers
+
+    adopt_quantized_lora_layers(transformer)  # on a quantized base: fusion re-quantizes (quantization.lora)
     return names
 
 

@@ -23,8 +23,11 @@ def check_runtime_options(config: TrainingConfig) -> None:
             raise ValueError("optimizer_type 'adamw8bit' needs bitsandbytes (pip install bitsandbytes)")
         if not torch.cuda.is_available():
             raise ValueError("optimizer_type 'adamw8bit' needs a CUDA GPU (bitsandbytes' 8-bit AdamW is GPU-only)")
-    if config.acceleration.quantization and importlib.util.find_spec("optimum.quanto") is None:
-        raise ValueError(f"quantization {config.acceleration.quantization!r} needs optimum-quanto")
+    mode = config.acceleration.quantization or ""
+    if mode.endswith("-quanto") and importlib.util.find_spec("optimum.quanto") is None:
+        raise ValueError(f"quantization {mode!r} needs optimum-quanto")
+    if mode.endswith("-torchao") and importlib.util.find_spec("torchao") is None:
+        raise ValueError(f"quantization {mode!r} needs torchao (pip install 'diffusers-ltx2[torchao]')")
     acc = config.acceleration
     if acc.quantization == "int8-quanto" and acc.mixed_precision_mode == "bf16":
         from ..quantization import check_quantized_runtime
@@ -75,6 +78,12 @@ def load_transformer(model_path: str):
         index = os.path.join(model_path, "model_index.json")
         if os.path.isfile(index):
             identity = read_json(index).get("model_identity")
+        from ..conversion.fp8 import FP8_MANIFEST
+
+        if os.path.isfile(os.path.join(sub, FP8_MANIFEST)):  # an FP8 keep folder: float8 base weights
+            from ..quantization.loading import load_fp8_folder
+
+            return load_fp8_folder(sub, torch.float32), identity
         return LTX2VideoTransformer3DModel.from_pretrained(sub), identity
     from ..conversion import load_components_from_single_file
     from ..loaders.identity import MODEL_ID_METADATA_KEY, read_safetensors_metadata
@@ -83,10 +92,21 @@ def load_transformer(model_path: str):
     return components["transformer"], read_safetensors_metadata(model_path).get(MODEL_ID_METADATA_KEY)
 
 
+#: training quantization names (official trainer style) -> this package's inference modes (non-quanto ones)
+_INFERENCE_MODES = {"fp8-cast": "fp8-cast", "int8-torchao": "torchao-int8", "fp8-torchao": "torchao-fp8-weight"}
+
+
 def quantize_frozen_base(transformer, mode: str) -> None:
-    """Quantize the transformer blocks' linear weights with optimum-quanto (`int8-quanto` -> qint8,
-    `fp8-quanto` -> qfloat8) and freeze them; the LoRA added afterwards trains in full precision on top
-    (official trainer: `quantization: int8-quanto`)."""
+    """Quantize the frozen base: optimum-quanto on the transformer blocks' linear weights (`int8-quanto` ->
+    qint8, `fp8-quanto` -> qfloat8; official trainer: `quantization: int8-quanto`), or the inference formats
+    (`fp8-cast`, `int8-torchao`, `fp8-torchao`) on the policy's layers. The LoRA added afterwards trains in full
+    precision on top (an unmerged side path, `diffusers_ltx2.quantization.lora`)."""
+    if mode in _INFERENCE_MODES:
+        from ..quantization import quantize_transformer_
+
+        quantize_transformer_(transformer, _INFERENCE_MODES[mode])
+        transformer.requires_grad_(False)
+        return
     from optimum.quanto import freeze, qfloat8, qint8, quantize
 
     weights = {"int8-quanto": qint8, "fp8-quanto": qfloat8}[mode]

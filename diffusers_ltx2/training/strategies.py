@@ -158,19 +158,27 @@ def predict_velocity(transformer, inputs: TrainingInputs, dtype: torch.dtype | N
     `mask * sigma * 1000`, per-sample sigma for the cross-modal AdaLN, positions passed explicitly).
     Returns the velocity predictions `(B, N_video, C)` (all video tokens, reference included) and
     `(B, N_audio, C_a)`. `transformer` may be wrapped (DDP): then pass the model `dtype`."""
+    from ..transformer.inputs import cross_timestep
+    from ..versions import cross_timestep_rule, model_version_of
+
     video, audio = inputs.video, inputs.audio
     dtype = dtype or transformer.dtype
     sigma = inputs.sigma.view(-1, 1)
     ctx = inputs.contexts
-    return transformer(
-        hidden_states=video.latent.to(dtype), audio_hidden_states=audio.latent.to(dtype),
-        encoder_hidden_states=ctx.video_context.to(dtype), audio_encoder_hidden_states=ctx.audio_context.to(dtype),
-        encoder_attention_mask=ctx.attention_mask, audio_encoder_attention_mask=ctx.attention_mask,
-        timestep=video.timesteps(sigma) * 1000.0, audio_timestep=audio.timesteps(sigma) * 1000.0,
-        sigma=inputs.sigma * 1000.0, audio_sigma=inputs.sigma * 1000.0,
-        video_coords=video.coords, audio_coords=audio.coords, use_cross_timestep=True,
-        isolate_modalities=inputs.isolate_audio, return_dict=False,
-    )
+    model = getattr(transformer, "module", transformer)  # DDP
+    # the cross-attention AdaLN rule of the model's version, as the pipelines (2.5: the rule of ltx-core 1.2, whose
+    # trainer passes no keyframe marker either)
+    rule = cross_timestep_rule(model_version_of(model.config))
+    with cross_timestep(model, rule, inputs.sigma * 1000.0, inputs.sigma * 1000.0) as use_cross:
+        return transformer(
+            hidden_states=video.latent.to(dtype), audio_hidden_states=audio.latent.to(dtype),
+            encoder_hidden_states=ctx.video_context.to(dtype), audio_encoder_hidden_states=ctx.audio_context.to(dtype),
+            encoder_attention_mask=ctx.attention_mask, audio_encoder_attention_mask=ctx.attention_mask,
+            timestep=video.timesteps(sigma) * 1000.0, audio_timestep=audio.timesteps(sigma) * 1000.0,
+            sigma=inputs.sigma * 1000.0, audio_sigma=inputs.sigma * 1000.0,
+            video_coords=video.coords, audio_coords=audio.coords, use_cross_timestep=use_cross,
+            isolate_modalities=inputs.isolate_audio, return_dict=False,
+        )
 
 
 def compute_loss(inputs: TrainingInputs, video_pred: torch.Tensor, audio_pred: torch.Tensor) -> torch.Tensor:

@@ -226,6 +226,24 @@ class GuidedAttnProcessor:
             params = {}
         self._original_takes_perturbation = "perturbation_mask" in params
 
+    # diffusers' `set_attention_backend` / context parallelism set these on every processor that has them: they
+    # belong to the wrapped processor, which computes the attention (`acceleration.attention_backends`)
+    @property
+    def _attention_backend(self):
+        return getattr(self.original, "_attention_backend", None)
+
+    @_attention_backend.setter
+    def _attention_backend(self, value):
+        self.original._attention_backend = value
+
+    @property
+    def _parallel_config(self):
+        return getattr(self.original, "_parallel_config", None)
+
+    @_parallel_config.setter
+    def _parallel_config(self, value):
+        self.original._parallel_config = value
+
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
                  query_rotary_emb=None, key_rotary_emb=None, perturbation_mask=None, all_perturbed=None):
         num_rows = hidden_states.shape[0]
@@ -302,8 +320,9 @@ class _FeedForwardGate:
 class _SharedPrefix:
     """Block hooks computing passes that are identical up to `share_until` once, then duplicating them."""
 
-    def __init__(self, activation: _Activation):
+    def __init__(self, activation: _Activation, agree=None):
         self.act = activation
+        self.agree = agree
         self._reduced: dict[int, torch.Tensor] = {}
         self.active = activation.sharing
 
@@ -332,6 +351,8 @@ class _SharedPrefix:
                 batch = [v for v in list(args) + list(kwargs.values())
                          if isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape[0] == self.act.num_rows]
                 self.active = self.act.sharing and bool(batch) and self._inputs_equal(batch)
+                if self.agree is not None and self.act.sharing and batch:
+                    self.active = self.agree(self.active)  # sequence shards see different tokens: decide together
             if not self.active:
                 return None
             return self._reduce(tuple(args)), {k: self._reduce(v) for k, v in kwargs.items()}
@@ -352,6 +373,9 @@ class GuidanceAttentionControl:
         transformer: diffusers' `LTX2VideoTransformer3DModel` (or a `torch.compile` wrapper of it).
         default_skip_blocks: STG blocks used when a plan gives none; default: `default_skip_blocks(transformer)`.
         share_prefix: compute passes that are identical up to the first STG block only once (same results).
+
+    Attribute `agree`: `None`, or a callable `bool -> bool` that turns this rank's shared-prefix decision into one
+    every sequence shard of the call takes (set by `distributed.ParallelPasses`: shards compare their own tokens).
     """
 
     def __init__(self, transformer, default_skip_blocks: tuple[int, ...] | None = None, share_prefix: bool = True):
@@ -359,6 +383,7 @@ class GuidanceAttentionControl:
         self.blocks = transformer.transformer_blocks
         self.default_skip_blocks = tuple(default_skip_blocks) if default_skip_blocks else _default(transformer)
         self.share_prefix = share_prefix
+        self.agree = None
         self._busy = False
 
     @property
@@ -389,7 +414,7 @@ class GuidanceAttentionControl:
                         handles.append(module.register_forward_pre_hook(gate.pre))
                         handles.append(module.register_forward_hook(gate.post))
             if act.sharing:
-                shared = _SharedPrefix(act)
+                shared = _SharedPrefix(act, self.agree)
                 for i in range(act.share_until):
                     handles.append(self.blocks[i].register_forward_pre_hook(shared.pre(i), with_kwargs=True))
                 handles.append(

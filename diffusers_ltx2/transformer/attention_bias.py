@@ -53,23 +53,32 @@ def self_attention_bias(transformer, bias: torch.Tensor | None):
     finfo = torch.finfo(dtype)
     cache: dict = {}
 
-    def rows_for(num_rows: int, device) -> torch.Tensor:
-        key = (num_rows, device)
+    # under sequence parallelism (`diffusers_ltx2.distributed.sequence`) a shard holds the queries
+    # `index * n : (index + 1) * n` of the video and attends to all keys: it takes those rows of the bias
+    shard = getattr(model, "_ltx2_sequence_shard", None)
+
+    def rows_for(num_rows: int, device, n: int) -> torch.Tensor:
+        key = (num_rows, device, n)
         if key not in cache:
-            cast = bias.to(device=device).clamp(min=finfo.min).to(dtype)
+            local = bias if shard is None else bias.narrow(1, shard.index * n, n)
+            cast = local.to(device=device).clamp(min=finfo.min).to(dtype)
             cache[key] = _rows(cast, num_rows)
         return cache[key]
 
     def pre_hook(module, args, kwargs):
         hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
         n = hidden.shape[1]
-        if bias.shape[-1] != n:
-            raise RuntimeError(f"self-attention bias covers {bias.shape[-1]} tokens but the video has {n}")
-        extra = rows_for(hidden.shape[0], hidden.device)
+        total = n * (shard.size if shard is not None else 1)
+        if bias.shape[-1] != total:
+            raise RuntimeError(f"self-attention bias covers {bias.shape[-1]} tokens but the video has {total}")
+        extra = rows_for(hidden.shape[0], hidden.device, n)
         existing = kwargs.get("attention_mask")
         if existing is None and len(args) > 2:
             existing = args[2]
         if existing is not None:  # a caller-provided additive (B, N, N) mask: combine both
+            if shard is not None:
+                raise RuntimeError("a caller's video self-attention mask cannot be combined with the bias under "
+                                   "sequence parallelism")
             extra = extra + existing.reshape(existing.shape[0], -1, n, n).to(extra.dtype)
         kwargs = dict(kwargs)
         if len(args) > 2:

@@ -11,12 +11,14 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from ..acceleration.attention_backends import masks_for_backend
 from ..guiders.base import GuidancePass, Prediction, StepPlan
 from ..latents.state import ModalityLatents
 from ..loaders.prompt_embeddings import PromptEmbeddings
 from .attention_bias import self_attention_bias
 from .cache_hooks import cache_context, check_cache_config
 from .grouping import AUTO, auto_batch_passes, available_memory_bytes, estimate_pass_bytes, group_passes
+from .inputs import cross_timestep, keyframes_mask
 
 
 @dataclass(frozen=True)
@@ -59,9 +61,12 @@ class TransformerPasses:
     Args:
         transformer: `LTX2VideoTransformer3DModel`.
         attention_control: object installing per-sample perturbation / cross-attention gating for passes
-            whose `needs_attention_control` is True (see `diffusers_ltx2.guiders.attention`); `None` means
+            whose `needs_attention_control` is True (see `diffusers_ltx2.transformer.attention`); `None` means
             such passes are rejected.
-        use_cross_timestep: cross-modal AdaLN uses the other modality's sigma (official behaviour).
+        use_cross_timestep: cross-modal AdaLN uses the other modality's sigma (ltx-core 1.0.0 / diffusers' `True`);
+            `False`: own timesteps (diffusers' legacy switch).
+        cross_timestep_rule: one of `versions.CROSS_TIMESTEP_RULES`, overriding `use_cross_timestep` (LTX-2.5 runs
+            with "own_scale_shift_cross_gate", see `transformer.inputs`).
         attention_kwargs: forwarded to the transformer (e.g. LoRA `scale`).
         max_batch_passes: passes per transformer call; `None` = all at once; `"auto"` = the most passes whose
             estimated activation memory (`grouping.estimate_pass_bytes`) fits `memory_fraction` of the free
@@ -82,6 +87,7 @@ class TransformerPasses:
         max_batch_passes: int | str | None = None,
         memory_fraction: float = 0.5,
         cross_modal: bool = True,
+        cross_timestep_rule: str | None = None,
     ):
         if max_batch_passes != AUTO:
             group_passes([], max_batch_passes)  # validates: int >= 1 or None
@@ -91,6 +97,7 @@ class TransformerPasses:
         self.transformer = transformer
         self.attention_control = attention_control
         self.use_cross_timestep = use_cross_timestep
+        self.cross_timestep_rule = cross_timestep_rule or ("cross_sigma" if use_cross_timestep else "own")
         self.attention_kwargs = attention_kwargs
         self.max_batch_passes = max_batch_passes
         self.cross_modal = cross_modal
@@ -144,21 +151,29 @@ class TransformerPasses:
         if audio.self_attention_bias is not None:
             raise ValueError("a self-attention bias is supported on the video tokens only")
         cache = cache_context(self.transformer, [p.name for p in passes])  # diffusers' cache hooks, if enabled
-        with control, cache, self_attention_bias(self.transformer, video.self_attention_bias):
+        # the per-model-version inputs (`transformer.inputs`) and the attention backend's masks, for every call
+        rule = cross_timestep(self.transformer, self.cross_timestep_rule, sample_sigma, sample_sigma)
+        markers = keyframes_mask(self.transformer, video.coords, video.num_target_tokens, video.latent.shape[1],
+                                 n * video.batch_size)
+        text_mask, audio_text_mask, routing = masks_for_backend(  # mask-free backends (flash, sage)
+            self.transformer, ctx.attention_mask, a_ctx.attention_mask, video.self_attention_bias)
+        with (routing, control, cache, self_attention_bias(self.transformer, video.self_attention_bias),
+              rule as use_cross):
             v_out, a_out = self.transformer(
                 hidden_states=video.latent.repeat(n, 1, 1).to(dtype),
                 audio_hidden_states=audio.latent.repeat(n, 1, 1).to(dtype),
                 encoder_hidden_states=ctx.video_context.to(dtype),
                 audio_encoder_hidden_states=a_ctx.audio_context.to(dtype),
-                encoder_attention_mask=ctx.attention_mask,
-                audio_encoder_attention_mask=a_ctx.attention_mask,
+                encoder_attention_mask=text_mask,
+                audio_encoder_attention_mask=audio_text_mask,
                 timestep=v_t * 1000.0,
                 audio_timestep=a_t * 1000.0,
                 sigma=sample_sigma,
                 audio_sigma=sample_sigma,
                 video_coords=video.coords.repeat(n, 1, 1, 1),
                 audio_coords=audio.coords.repeat(n, 1, 1, 1),
-                use_cross_timestep=self.use_cross_timestep,
+                use_cross_timestep=use_cross,
+                **({} if markers is None else {"video_keyframes_mask": markers}),
                 attention_kwargs=self.attention_kwargs,
                 return_dict=False,
             )

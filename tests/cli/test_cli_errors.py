@@ -46,6 +46,7 @@ print("CODE", code, "HEAVY", heavy)
     ["convert", "--help"],
     ["generate", "--model", "m", "--prompt", "p", "--output", "o.mp4", "--steps", "0"],
     ["generate", "--model", "m", "--prompt", "p", "--output", "o.mp4", "--frame-rate", "0"],
+    ["convert", "no-such-transformer.safetensors", "no-such-vae.safetensors", "out"],  # a 2.5 set, files one by one
     ["no-such-command"],
 ])
 def test_help_and_argument_errors_import_neither_torch_nor_diffusers(argv):

@@ -29,8 +29,9 @@ def test_parse_bytes():
     (["--offload-folder", "x"], "only used with --offload disk"),
     (["--cpu-offload", "--offload", "blocks"], "either --cpu-offload or --offload"),
     (["--offload", "disk", "--offload-folder", "w", "--text-encoder-quantize", "int8"], "cannot store optimum-quanto"),
-    (["--quantize", "nf4"], "--quantize: invalid choice 'nf4' (choose from fp8-cast, fp8, int8, int4); did you mean "
-                            "int4?"),
+    (["--quantize", "nf4"], "--quantize: invalid choice 'nf4' (choose from fp8-cast, fp8-scaled-mm, fp8, int8, int4, "
+                            "torchao-int8, torchao-fp8-weight, torchao-nvfp4-weight, torchao-int4, torchao-fp8, "
+                            "torchao-nvfp4, torchao-mxfp8); did you mean int4?"),
 ])
 def test_memory_flags_rejected_before_loading(tmp_path, monkeypatch, capsys, args, message):
     from diffusers_ltx2.cli import main

@@ -163,6 +163,18 @@ def test_read_model_id_reads_only_the_header(tmp_path):
     save_file({"w": torch.zeros(1)}, folder / "transformer" / "diffusion_pytorch_model.safetensors",
               metadata={"encrypted_wandb_properties": "gAAAA-folder"})
     assert read_model_id(folder) == "gAAAA-folder"
+    # `ltx2 convert`'s folders: shards without metadata, the id in model_index.json (as the pipeline loads it)
+    converted = tmp_path / "converted"
+    (converted / "transformer").mkdir(parents=True)
+    save_file({"w": torch.zeros(1)}, converted / "transformer" / "diffusion_pytorch_model.safetensors")
+    with pytest.raises(ValueError, match="cannot identify the model"):
+        read_model_id(converted)
+    (converted / "model_index.json").write_text('{"_class_name": "LTX2AudioVideoPipeline", "model_identity": null}')
+    with pytest.raises(ValueError, match="cannot identify the model"):
+        read_model_id(converted)
+    (converted / "model_index.json").write_text('{"_class_name": "LTX2AudioVideoPipeline", '
+                                                '"model_identity": "gAAAA-index"}')
+    assert read_model_id(converted) == "gAAAA-index"
     # a file whose tensor data is cut off still has a readable header: no tensor is loaded
     truncated = tmp_path / "truncated.safetensors"
     truncated.write_bytes(ckpt.read_bytes()[:-8])

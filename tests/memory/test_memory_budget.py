@@ -12,7 +12,7 @@ from diffusers_ltx2.factory import SMALL, SMALL_CLIP, TINY, build_components
 from diffusers_ltx2.memory.budget import GiB, Clip, Footprint, activation_bytes, estimate, plan, transformer_weight_bytes
 from diffusers_ltx2.memory.footprint import footprint_from_folder, footprint_from_modules, footprint_from_pipeline
 from diffusers_ltx2.memory.measure import AllocationTracker, track_module_peak
-from diffusers_ltx2.quantization import QUANTIZATION_MODES, quantize_transformer_, weight_bytes
+from diffusers_ltx2.quantization import QUANTIZATION_MODES, TORCHAO_FORMATS, quantize_transformer_, weight_bytes
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
@@ -123,14 +123,79 @@ def test_denoising_estimate_within_20_percent_of_measured(size, clip, passes, ch
         assert abs(est_acts / acts - 1) <= 0.2
 
 
+#: formats quantizable on this machine (torchao's GPU formats need CUDA: checked when a GPU is present)
+_HERE = [m for m in QUANTIZATION_MODES
+         if not TORCHAO_FORMATS.get(m) or not TORCHAO_FORMATS[m].cuda_only or torch.cuda.is_available()]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", QUANTIZATION_MODES)
+@pytest.mark.parametrize("mode", _HERE)
 def test_quantized_weight_estimate_matches_stored_bytes_on_small(mode, small_master):
+    """Every format's stored bytes (data, scales, zero points, biases, scalar buffers) exactly, on SMALL (widths
+    multiples of 128 as LTX-2's, so NVFP4's padded scales are exact too)."""
     transformer = copy.deepcopy(small_master["transformer"]).to(torch.bfloat16)
+    if TORCHAO_FORMATS.get(mode) is not None and TORCHAO_FORMATS[mode].cuda_only:
+        transformer = transformer.cuda()
     fp = footprint_from_modules(transformer)
     quantize_transformer_(transformer, mode)
-    stored = weight_bytes(transformer)
-    assert abs(transformer_weight_bytes(fp, mode) / stored - 1) < 1e-3  # scalar scale buffers aside: exact
+    assert transformer_weight_bytes(fp, mode) == weight_bytes(transformer)
+
+
+@pytest.mark.parametrize("mode", ["fp8-cast", "fp8-scaled-mm", "fp8", "int8", "torchao-int8", "torchao-fp8-weight"])
+def test_quantized_weight_estimate_is_exact_on_tiny(mode, tiny_components):
+    transformer = tiny_components["transformer"]
+    fp = footprint_from_modules(transformer)
+    quantize_transformer_(transformer, mode)
+    assert transformer_weight_bytes(fp, mode, dtype_bytes=4) == weight_bytes(transformer)  # fp32 tiny model
+
+
+def test_gguf_block_sizes_and_a_gguf_model_are_exact(tmp_path):
+    """The planner's GGUF block table is gguf's own, and a Q8_0 / Q4_0 file's model holds exactly the bytes it
+    plans (the 32-wide test model: its block linears are the policy's)."""
+    gguf = pytest.importorskip("gguf")
+    import gguf_files as gf
+    from test_gguf import _config_folder
+
+    from diffusers_ltx2.memory.budget import GGUF_BLOCKS
+    from diffusers_ltx2.quantization.gguf import load_gguf_transformer
+
+    for name, sizes in GGUF_BLOCKS.items():
+        assert tuple(gguf.GGML_QUANT_SIZES[getattr(gguf.GGMLQuantizationType, name)]) == sizes
+    sd = gf.official_transformer_state_dict()
+    folder = _config_folder(tmp_path / "cfg", "2.0")
+    for qtype in ("Q8_0", "Q4_0"):
+        gf.write_gguf(tmp_path / f"{qtype}.gguf", sd, qtype)
+        model = load_gguf_transformer(tmp_path / f"{qtype}.gguf", folder, dtype=torch.float32)
+        from diffusers import LTX2VideoTransformer3DModel
+
+        fp = footprint_from_modules(LTX2VideoTransformer3DModel.from_config(model.config))
+        assert transformer_weight_bytes(fp, f"gguf-{qtype}", dtype_bytes=4) == weight_bytes(model)
+
+
+def test_loras_are_planned_by_their_bytes(tiny_components, tmp_path, real_footprint):
+    """A LoRA file's factor count from its header equals what PEFT loads; the plan adds exactly their bytes."""
+    from test_ic_lora_loading import write_lora
+
+    from diffusers_ltx2 import ClassifierFreeGuidance, LTX2AudioVideoPipeline, LTX2Scheduler
+    from diffusers_ltx2.memory.budget import lora_bytes
+    from diffusers_ltx2.memory.footprint import lora_parameters_in_files
+
+    path = tmp_path / "l.safetensors"
+    write_lora(path, tiny_components["transformer"])
+    count = lora_parameters_in_files([path])
+    pipe = LTX2AudioVideoPipeline(scheduler=LTX2Scheduler(), guider=ClassifierFreeGuidance(1.0, 1.0),
+                                  **tiny_components)
+    quantize_transformer_(pipe.transformer, "fp8-cast")
+    before = weight_bytes(pipe.transformer)
+    pipe.load_lora_weights(str(path), reference_downscale_factor=1)
+    assert weight_bytes(pipe.transformer) - before == lora_bytes(count, dtype_bytes=4)
+    clip = Clip(num_frames=121, height=512, width=768)
+    plain = estimate(real_footprint, clip, passes=4, quantization="fp8-cast")
+    with_lora = estimate(real_footprint, clip, passes=4, quantization="fp8-cast", lora_parameters=10**8)
+    assert with_lora.parts["LoRA weights"] == 2 * 10**8
+    assert with_lora.peak - plain.peak == 2 * 10**8
+    chosen = plan(real_footprint, clip, 16 * GiB, passes=4, lora_parameters=10**8)
+    assert chosen.fits and chosen.parts["LoRA weights"] == 2 * 10**8
 
 
 def test_footprint_from_folder_reads_configs_only(tiny_pipe, tmp_path):
@@ -178,7 +243,10 @@ def test_block_offload_estimate_against_a_hand_calculation(real_footprint, quant
         cfg = LTX2VideoTransformer3DModel(rope_type="split").config
     weights, rows, other = _hand_block(cfg)
     assert weights + rows + other == real_footprint.transformer_block == 386_074_624
-    per_format = {None: 2 * (weights + rows), "fp8-cast": weights + rows, "int8": weights + 2 * 2 * rows}
+    linears = 4 * 6 + 2 * 2  # 6 attentions (q, k, v, out) and 2 feed-forwards (2 linears) per block
+    # fp8-cast: a float32 weight_scale per linear; quanto int8: bf16 input_scale + output_scale per linear
+    per_format = {None: 2 * (weights + rows), "fp8-cast": weights + rows + 4 * linears,
+                  "int8": weights + 2 * 2 * rows + 2 * 2 * linears}
     block = per_format[quantization] + 2 * other
     if quantization is None:
         assert 0.75e9 < block < 0.8e9  # the issue's ~0.8 GB

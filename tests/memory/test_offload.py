@@ -95,7 +95,7 @@ def test_offload_errors_before_anything_moves(tiny_components, tmp_path):
 def test_offload_composes_with_two_stage_and_lora_switching(tiny_components_master, mode, quantization, tmp_path):
     """A two-stage run (guided stage 1 with a user LoRA, upsampler, stage 2 with the distilled LoRA switched on as
     a PEFT adapter) under each offload mode (and on an int8 transformer) equals the resident run exactly, and the
-    adapters end as they began. (fp8-cast + LoRA is refused at load: PEFT cannot adapt the FP8 linear.)"""
+    adapters end as they began. (fp8-cast + LoRA + offload: tests/conversion/test_quantized_lora.py.)"""
     from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
 
     from diffusers_ltx2 import LTX2Scheduler, LTX2TwoStagePipeline, MultimodalGuider

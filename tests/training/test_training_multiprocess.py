@@ -48,6 +48,12 @@ def test_two_processes_equal_one_process_with_the_doubled_batch(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json_report(proc.stdout)
     assert report["num_processes"] == 2 and report["steps"] == 3
+    # the workers share one unbuffered pipe: rank 0 alone reports, each line whole (CI once saw rank 1's
+    # "[train] ..." land between rank 0's text and its newline, which hid the JSON line)
+    lines = proc.stdout.splitlines()
+    assert sum(line.startswith("ltx2 train: loading") for line in lines) == 1, proc.stdout
+    assert all(line.startswith(("ltx2 train: loading", "[", "{", "LoRA written to")) for line in lines if line), \
+        proc.stdout
 
     one = {**base, "optimization": {**base["optimization"], "batch_size": 2}, "output_dir": str(tmp_path / "one")}
     single = Trainer(parse_config(one)).train(progress=False)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import weight_bytes
-from .policy import quantized_linear_names
+from ..quantization import weight_bytes
+from ..quantization.policy import quantized_linear_names
+from .budget import _linear_bytes
 
 BF16_BYTES = 2
 
@@ -31,18 +32,43 @@ def full_width_block(**overrides) -> nn.Module:
     return model
 
 
+def can_quantize_here(mode: str | None) -> bool:
+    """True when `mode` quantizes on this machine (torchao's GPU formats need CUDA; GGUF has no in-memory
+    quantizer here: `quantized_linear_bytes` uses the planner's format formula for those)."""
+    from ..quantization import TORCHAO_FORMATS
+
+    if mode is None or mode.startswith("gguf-"):
+        return mode is None
+    spec = TORCHAO_FORMATS.get(mode)
+    return spec is None or not spec.cuda_only or torch.cuda.is_available()
+
+
 def quantized_linear_bytes(in_features: int, out_features: int, bias: bool, mode: str | None) -> int:
-    """Stored bytes of one bf16 `nn.Linear` of that shape after `mode` (None = bf16)."""
-    from .fp8_cast import fp8_cast_linear
+    """Stored bytes of one bf16 `nn.Linear` of that shape after `mode` (None = bf16): quantized for real where
+    `can_quantize_here`, else the VRAM planner's formula for the format (`memory.budget`)."""
+    from ..quantization.fp8_cast import fp8_cast_linear
 
     if mode is None:
         return (in_features * out_features + (out_features if bias else 0)) * BF16_BYTES
+    if not can_quantize_here(mode):
+        return _linear_bytes(in_features * out_features, out_features if bias else 0, 1, mode, BF16_BYTES)
     lin = nn.Linear(in_features, out_features, bias=bias, dtype=torch.bfloat16)
     if mode == "fp8-cast":
         return weight_bytes(fp8_cast_linear(lin))
+    if mode == "fp8-scaled-mm":
+        from ..quantization.fp8_scaled_mm import scaled_mm_linear
+
+        return weight_bytes(scaled_mm_linear(lin))
+    from ..quantization import TORCHAO_FORMATS
+
+    if mode in TORCHAO_FORMATS:
+        from torchao.quantization import quantize_
+
+        quantize_(lin, TORCHAO_FORMATS[mode].config())
+        return weight_bytes(lin)
     from optimum.quanto import freeze, quantize
 
-    from .quanto import _qtype
+    from ..quantization.quanto import _qtype
 
     holder = nn.Sequential(lin)
     quantize(holder, weights=_qtype(mode))
