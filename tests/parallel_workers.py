@@ -169,7 +169,7 @@ def _bias_states(pipe):
 
     from diffusers_ltx2.conditioning import initial_state
     from diffusers_ltx2.transformer import TextContexts
-    from diffusers_ltx2.transformer.attention_bias import mask_to_bias
+    from diffusers_ltx2.latents.attention import mask_to_bias
 
     geometry = pipe.clip_geometry(1, TINY_CLIP["num_frames"], TINY_CLIP["height"], TINY_CLIP["width"],
                                   TINY_CLIP["frame_rate"])
