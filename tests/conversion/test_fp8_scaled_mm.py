@@ -153,7 +153,7 @@ def test_pipeline_runs_saves_and_reloads(tiny_components, tmp_path):
 def test_fp8_checkpoint_switches_to_scaled_mm(tmp_path):
     """An FP8 keep folder with quantization='fp8-scaled-mm': the file's float8 layers keep their tensors and now
     multiply in float8 (ltx-core 1.2 swaps exactly the float8 + weight_scale layers); other modes are refused."""
-    from conftest_conversion import official_state_dict
+    from official_checkpoints import official_state_dict
     from safetensors.torch import save_file
     from test_conversion_pipeline import _consistent_config
 

@@ -85,7 +85,7 @@ def test_bad_gguf_files_are_refused_with_the_reason(tmp_path):
 def gguf_pipeline_files(tmp_path_factory):
     """A diffusers folder converted from an official checkpoint at the GGUF width, and a Q8_0 GGUF of the same
     transformer weights (connector tensors included, as the official DiT prefix holds them)."""
-    from conftest_conversion import official_state_dict, write_official_checkpoint
+    from official_checkpoints import official_state_dict, write_official_checkpoint
     from test_conversion_pipeline import _consistent_config
 
     from diffusers_ltx2.conversion import convert_single_file
