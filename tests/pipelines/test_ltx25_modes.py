@@ -172,7 +172,7 @@ def test_training_uses_the_25_cross_attention_rule(parts_25, tmp_path):
     rule of ltx-core 1.2, whose trainer is the official one for 2.5 (no keyframe marker in training, as there)."""
     from training_fixtures import make_config, write_dataset
 
-    from diffusers_ltx2.pipelines.transformer_inputs import cross_timestep
+    from diffusers_ltx2.transformer.inputs import cross_timestep
     from diffusers_ltx2.training import strategies as S
     from diffusers_ltx2.training.trainer import Trainer
 
