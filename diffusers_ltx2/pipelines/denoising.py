@@ -199,7 +199,8 @@ class TransformerPasses:
         if audio.self_attention_bias is not None:
             raise ValueError("a self-attention bias is supported on the video tokens only")
         cache = cache_context(self.transformer, [p.name for p in passes])  # diffusers' cache hooks, if enabled
-        rule = cross_timestep(self.transformer, self.cross_timestep_rule, sample_sigma, sample_sigma)
+        video_sigma, audio_sigma = frozen_sigmas(self.cross_timestep_rule, sample_sigma, video, audio)
+        rule = cross_timestep(self.transformer, self.cross_timestep_rule, video_sigma, audio_sigma)
         markers = keyframes_mask(self.transformer, video.coords, video.num_target_tokens, video.latent.shape[1],
                                  n * video.batch_size)
         text_mask, audio_text_mask, routing = masks_for_backend(  # mask-free backends (flash, sage)
@@ -215,8 +216,8 @@ class TransformerPasses:
                 audio_encoder_attention_mask=audio_text_mask,
                 timestep=v_t * 1000.0,
                 audio_timestep=a_t * 1000.0,
-                sigma=sample_sigma,
-                audio_sigma=sample_sigma,
+                sigma=video_sigma,
+                audio_sigma=audio_sigma,
                 video_coords=video.coords.repeat(n, 1, 1, 1),
                 audio_coords=audio.coords.repeat(n, 1, 1, 1),
                 use_cross_timestep=use_cross,
@@ -262,6 +263,18 @@ def pad_to_common_length(items: list[PromptEmbeddings]) -> list[PromptEmbeddings
 def is_frozen(state: ModalityLatents) -> bool:
     """Every token held at its clean value (denoise mask 0 everywhere)."""
     return bool((state.denoise_mask == 0).all())
+
+
+def frozen_sigmas(rule: str, sigma: torch.Tensor, video: ModalityLatents, audio: ModalityLatents
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The `(B,)` sigmas the transformer gets for its video and audio streams (prompt AdaLN, cross-attention
+    gates): `sigma` for both, except under ltx-core 1.2's rule (`"own_scale_shift_cross_gate"`, LTX-2.5), where a
+    frozen modality (A2V audio, V2A video, a retake's kept modality) gets 0, as 1.2's `modality_from_latent_state`
+    forces `Modality.sigma` to 0 for a `frozen` state. ltx-core 1.0.0 (2.0 / 2.3 here) passes the step's sigma."""
+    if rule != "own_scale_shift_cross_gate":
+        return sigma, sigma
+    zero = torch.zeros_like(sigma)
+    return (zero if is_frozen(video) else sigma), (zero if is_frozen(audio) else sigma)
 
 
 def _to_x0(sample: torch.Tensor, velocity: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
