@@ -16,7 +16,8 @@ express:
   `use_cross_timestep=False` (own timesteps everywhere) and a forward pre-hook replaces the input of the two gate
   AdaLN modules (`av_cross_attn_video_a2v_gate`, `av_cross_attn_audio_v2a_gate`) by the other modality's sigma
   times `cross_attn_timestep_scale_multiplier / timestep_scale_multiplier` (ltx-core
-  `MultiModalTransformerArgsPreprocessor._prepare_cross_attention_timestep`).
+  `MultiModalTransformerArgsPreprocessor._prepare_cross_attention_timestep`). Under that rule a frozen modality's
+  stream gets sigma 0 (`frozen_sigmas`, 1.2's `modality_from_latent_state`).
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from collections.abc import Iterator
 
 import torch
 
+from ..latents.state import ModalityLatents, is_frozen
 from ..versions import CROSS_TIMESTEP_RULES
 
-__all__ = ["cross_timestep", "first_frame_token_count", "keyframes_mask"]
+__all__ = ["cross_timestep", "first_frame_token_count", "frozen_sigmas", "keyframes_mask"]
 
 
 def first_frame_token_count(coords: torch.Tensor, num_target_tokens: int) -> int:
@@ -91,3 +93,15 @@ def cross_timestep(transformer, rule: str, sigma: torch.Tensor, audio_sigma: tor
     finally:
         for handle in handles:
             handle.remove()
+
+
+def frozen_sigmas(rule: str, sigma: torch.Tensor, video: ModalityLatents, audio: ModalityLatents
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The `(B,)` sigmas the transformer gets for its video and audio streams (prompt AdaLN, cross-attention
+    gates): `sigma` for both, except under ltx-core 1.2's rule (`"own_scale_shift_cross_gate"`, LTX-2.5), where a
+    frozen modality (A2V audio, V2A video, a retake's kept modality) gets 0, as 1.2's `modality_from_latent_state`
+    forces `Modality.sigma` to 0 for a `frozen` state. ltx-core 1.0.0 (2.0 / 2.3 here) passes the step's sigma."""
+    if rule != "own_scale_shift_cross_gate":
+        return sigma, sigma
+    zero = torch.zeros_like(sigma)
+    return (zero if is_frozen(video) else sigma), (zero if is_frozen(audio) else sigma)

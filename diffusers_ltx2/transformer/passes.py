@@ -18,7 +18,7 @@ from ..loaders.prompt_embeddings import PromptEmbeddings
 from .attention_bias import self_attention_bias
 from .cache_hooks import cache_context, check_cache_config
 from .grouping import AUTO, auto_batch_passes, available_memory_bytes, estimate_pass_bytes, group_passes
-from .inputs import cross_timestep, keyframes_mask
+from .inputs import cross_timestep, frozen_sigmas, keyframes_mask
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,8 @@ class TransformerPasses:
             raise ValueError("a self-attention bias is supported on the video tokens only")
         cache = cache_context(self.transformer, [p.name for p in passes])  # diffusers' cache hooks, if enabled
         # the per-model-version inputs (`transformer.inputs`) and the attention backend's masks, for every call
-        rule = cross_timestep(self.transformer, self.cross_timestep_rule, sample_sigma, sample_sigma)
+        video_sigma, audio_sigma = frozen_sigmas(self.cross_timestep_rule, sample_sigma, video, audio)
+        rule = cross_timestep(self.transformer, self.cross_timestep_rule, video_sigma, audio_sigma)
         markers = keyframes_mask(self.transformer, video.coords, video.num_target_tokens, video.latent.shape[1],
                                  n * video.batch_size)
         text_mask, audio_text_mask, routing = masks_for_backend(  # mask-free backends (flash, sage)
@@ -168,8 +169,8 @@ class TransformerPasses:
                 audio_encoder_attention_mask=audio_text_mask,
                 timestep=v_t * 1000.0,
                 audio_timestep=a_t * 1000.0,
-                sigma=sample_sigma,
-                audio_sigma=sample_sigma,
+                sigma=video_sigma,
+                audio_sigma=audio_sigma,
                 video_coords=video.coords.repeat(n, 1, 1, 1),
                 audio_coords=audio.coords.repeat(n, 1, 1, 1),
                 use_cross_timestep=use_cross,

@@ -186,3 +186,40 @@ def test_hq_preset_equals_official_constants(tmp_path):
     assert (p.sampler, p.stage_2_sampler) == ("res_2s", "res_2s") and ref["res2s_loops"] == 2 and ref["res2s_stepper"]
     assert p.token_count_shift and ref["latent_shift"]
     assert p.refine_audio is False and ref["stage_1_audio"]
+
+
+@pytest.mark.slow
+@torch.no_grad()
+def test_audio_to_video_with_frozen_audio_equals_ltx_pipelines_12(pipe, ltx25_set, tmp_path, monkeypatch):
+    """A2V on 2.5 (`AudioCondition`: the audio frozen) = 1.2's a2vid stage 1 (`ModalitySpec(frozen=True)`) without
+    guidance: 1.2 gives a frozen modality sigma 0 (prompt AdaLN, the cross-attention gates); with the step's sigma
+    instead (ltx-core 1.0.0's way, kept for 2.0 / 2.3) the video moves by more than the tolerance."""
+    import numpy as np
+
+    from diffusers_ltx2 import LTX2AudioVideoPipeline
+    from diffusers_ltx2.conditioning import AudioCondition
+    from diffusers_ltx2.transformer import passes as transformer_passes
+
+    one = LTX2AudioVideoPipeline.from_pipe(pipe)
+    neutral = MultimodalGuider(ModalityGuidanceParams(), ModalityGuidanceParams())
+    rate = 24000
+    wave = torch.from_numpy(0.5 * np.sin(2 * np.pi * 330 * np.arange(rate) / rate)).float()
+    (vp, ap, mp), (vn, an, mn) = _contexts(pipe, 1, 37), _contexts(pipe, 2, 5)
+    embeds = (PromptEmbeddings(vp, ap, mp), PromptEmbeddings(vn, an, mn))
+
+    def ours():
+        return one(conditions=[AudioCondition(wave, rate)], guider=neutral, num_inference_steps=STEPS, **_kw(embeds))
+
+    out = ours()
+    audio = L.normalize_audio_tokens(L.pack_audio(out.audio), pipe.audio_vae.latents_mean, pipe.audio_vae.latents_std)
+    torch.save({"v_pos": vp, "a_pos": ap, "audio": L.unpack_audio(audio, out.audio.shape[-1])}, tmp_path / "ctx.pt")
+    v_ch, a_ch = pipe.vae.config.latent_channels, pipe.audio_vae.config.latent_channels
+    R.run("two_stage", mode="a2v", files={k: str(v) for k, v in ltx25_set.items()}, inputs=tmp_path / "ctx.pt",
+          out=tmp_path / "a2v.pt", height=HEIGHT, width=WIDTH, frames=FRAMES, fps=FPS, seed=SEED, steps=STEPS,
+          video_channels=v_ch, audio_channels=a_ch, audio_mel_bins=out.audio.shape[-1])
+    ref = torch.load(tmp_path / "a2v.pt")
+    _compare(pipe, out, ref, "a2v")
+
+    monkeypatch.setattr(transformer_passes, "frozen_sigmas", lambda rule, sigma, video, audio: (sigma, sigma))
+    video, _ = _normalized(pipe, ours())
+    assert (video - ref["video"]).abs().max().item() > 10 * TOL
