@@ -21,22 +21,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .recommended import DEFAULT_NEGATIVE_PROMPT
+
 __all__ = ["HQ_TWO_STAGE", "NEGATIVE_PROMPT_12", "PRESETS", "TwoStagePreset"]
 
-#: ltx-pipelines 1.2.0 `utils/constants.py` DEFAULT_NEGATIVE_PROMPT (1.0.0's with six caption tags in front)
+#: ltx-pipelines 1.2.0 `utils/constants.py` DEFAULT_NEGATIVE_PROMPT (1.0.0's with five caption tags in front)
 NEGATIVE_PROMPT_12 = (
     "has_subtitles, has_blurbox, transition from black, transition to black, speech_ending_short, "
-    "blurry, out of focus, overexposed, underexposed, low contrast, washed out colors, excessive noise, "
-    "grainy texture, poor lighting, flickering, motion blur, distorted proportions, unnatural skin tones, "
-    "deformed facial features, asymmetrical face, missing facial features, extra limbs, disfigured hands, "
-    "wrong hand count, artifacts around text, inconsistent perspective, camera shake, incorrect depth of "
-    "field, background too sharp, background clutter, distracting reflections, harsh shadows, inconsistent "
-    "lighting direction, color banding, cartoonish rendering, 3D CGI look, unrealistic materials, uncanny "
-    "valley effect, incorrect ethnicity, wrong gender, exaggerated expressions, wrong gaze direction, "
-    "mismatched lip sync, silent or muted audio, distorted voice, robotic voice, echo, background noise, "
-    "off-sync audio, incorrect dialogue, added dialogue, repetitive speech, jittery movement, awkward "
-    "pauses, incorrect timing, unnatural transitions, inconsistent framing, tilted camera, flat lighting, "
-    "inconsistent tone, cinematic oversaturation, stylized filters, or AI artifacts."
+    + DEFAULT_NEGATIVE_PROMPT
 )
 
 
