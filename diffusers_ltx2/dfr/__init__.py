@@ -1,6 +1,7 @@
 """DFR for LTX-2.5 (official ltx-pipelines 1.2 `DFRPipeline`): keyframe slots generated with the base pass, a
 spatial detailing pass, tiled temporal x2 rounds. One concept per module: `layout` (canvas, keyframe grid, temporal
-tiles, stitching; plain math), `temporal` (the temporal latent upscaler).
+tiles, stitching; plain math), `temporal` (the temporal latent upscaler: `check_temporal_upsampler`,
+`temporal_upsample`, imported from `diffusers_ltx2.dfr.temporal`).
 
 `layout` is importable without torch for the command line's checks only through its functions that do not take
 tensors; `stitch_tiles` imports torch on use.
