@@ -39,6 +39,10 @@ class ModalityLatents:
         num_target_tokens: how many leading tokens form the output; the rest are appended conditioning.
         self_attention_bias: optional `(B, N, N)` float32 additive bias on the self-attention scores of these
             tokens (video only; official IC-LoRA attention strength, see `pipelines.attention_bias`).
+        keyframe_marker: optional `(B, K)` float32 marker of the first `K` tokens (tokens after them unmarked) added
+            to the LTX-2.5 keyframe embedding's own first-frame marker (`transformer_inputs.keyframes_mask`): the
+            generated keyframe slots of DFR (`dfr.conditions.GeneratedKeyframeSlots`, ltx-core 1.2
+            `extend_keyframes_mask(marked=True)`).
     """
 
     latent: torch.Tensor
@@ -47,6 +51,7 @@ class ModalityLatents:
     coords: torch.Tensor
     num_target_tokens: int
     self_attention_bias: torch.Tensor | None = None
+    keyframe_marker: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -202,6 +207,9 @@ class TransformerPasses:
         rule = cross_timestep(self.transformer, self.cross_timestep_rule, sample_sigma, sample_sigma)
         markers = keyframes_mask(self.transformer, video.coords, video.num_target_tokens, video.latent.shape[1],
                                  n * video.batch_size)
+        if markers is not None and video.keyframe_marker is not None:
+            extra = video.keyframe_marker.to(markers).repeat(n, 1)
+            markers[:, : extra.shape[1], 0] = torch.maximum(markers[:, : extra.shape[1], 0], extra)
         text_mask, audio_text_mask, routing = masks_for_backend(  # mask-free backends (flash, sage)
             self.transformer, ctx.attention_mask, a_ctx.attention_mask, video.self_attention_bias)
         with (routing, control, cache, self_attention_bias(self.transformer, video.self_attention_bias),
