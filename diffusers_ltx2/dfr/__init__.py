@@ -23,3 +23,11 @@ __all__ = [
     "SEGMENT_LENGTHS", "TILE_LEAD_SEGMENTS", "TemporalTile", "choose_segment_length", "pixel_to_latent_index",
     "resolve_canvas", "stitch_tiles", "temporal_tiles", "to_tile_local",
 ]
+
+
+def __getattr__(name):
+    if name == "LTX2DFRPipeline":
+        from .pipeline import LTX2DFRPipeline
+
+        return LTX2DFRPipeline
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

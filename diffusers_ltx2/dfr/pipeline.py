@@ -1,0 +1,191 @@
+"""`LTX2DFRPipeline`: ltx-pipelines 1.2 `DFRPipeline` (LTX-2.5) as a diffusers pipeline, composed of the stages in
+`dfr.stages` over the package's one denoising loop."""
+
+from __future__ import annotations
+
+import torch
+
+from ..pipelines import latents as L
+from ..pipelines.denoising import ModalityLatents
+from ..pipelines.two_stage import DISTILLED_ADAPTER, LTX2TwoStagePipeline
+from ..schedulers.sigmas import DISTILLED_REFINE_SIGMAS, DISTILLED_SIGMAS
+from . import stages as S
+from .layout import resolve_canvas
+from .temporal import check_temporal_upsampler
+
+#: adapter name `load_detailing_lora` gives the detailing IC-LoRA (active in the detailing stage only)
+DETAILING_ADAPTER = "ltx2_dfr_detailing"
+
+
+class LTX2DFRPipeline(LTX2TwoStagePipeline):
+    """DFR for LTX-2.5 (official `DFRPipeline`; diffusers' name): keyframe slots generated with a half-resolution
+    base, a x2 spatial detailing stage (optionally with the detailing IC-LoRA, its reference being the base video)
+    and 0-2 temporal x2 rounds in keyframe-seam tiles.
+
+    Components: those of `LTX2TwoStagePipeline` (`latent_upsampler`: the spatial x2 upscaler) plus
+    `temporal_latent_upsampler` (the temporal x2 upscaler; needed for `temporal_upsample_rounds > 0`; `ltx2
+    convert` of a 2.5 set writes it as `temporal_latent_upsampler/`). Load the distilled LoRA with
+    `load_distilled_lora` (1.2 fuses it in every stage) and optionally the detailing LoRA with
+    `load_detailing_lora`.
+
+    Example (tiny random model, see README "DFR"):
+        >>> pipe = LTX2DFRPipeline.from_pipe(two_stage, temporal_latent_upsampler=temporal)
+        >>> out = pipe("a fox in the snow", height=128, width=192, num_frames=49, temporal_upsample_rounds=1)
+    """
+
+    _optional_components = LTX2TwoStagePipeline._optional_components + ["temporal_latent_upsampler"]
+
+    def __init__(self, scheduler, vae, audio_vae, text_encoder, tokenizer, connectors, transformer, vocoder,
+                 guider="default", latent_upsampler=None, prompt_encoder=None, model_identity=None,
+                 model_version=None, gemma_version=None, processor=None, prompt_enhancer=None, duration_head=None,
+                 audio_scheduler=None, diffusion_decoder=None, temporal_latent_upsampler=None):
+        """`LTX2TwoStagePipeline`'s components plus `temporal_latent_upsampler` (ValueError if it is not a
+        temporal-only `LTX2LatentUpsamplerModel`)."""
+        super().__init__(scheduler=scheduler, vae=vae, audio_vae=audio_vae, text_encoder=text_encoder,
+                         tokenizer=tokenizer, connectors=connectors, transformer=transformer, vocoder=vocoder,
+                         guider=guider, latent_upsampler=latent_upsampler, prompt_encoder=prompt_encoder,
+                         model_identity=model_identity, model_version=model_version, gemma_version=gemma_version,
+                         processor=processor, prompt_enhancer=prompt_enhancer, duration_head=duration_head,
+                         audio_scheduler=audio_scheduler, diffusion_decoder=diffusion_decoder)
+        if temporal_latent_upsampler is not None:
+            check_temporal_upsampler(temporal_latent_upsampler)
+        self.register_modules(temporal_latent_upsampler=temporal_latent_upsampler)
+
+    def load_detailing_lora(self, path_or_state_dict, strength: float = 1.0, **kwargs) -> str:
+        """Load the x2 spatial detailing IC-LoRA as adapter `"ltx2_dfr_detailing"`, inactive except in the detailing
+        stage (official `--detailing-lora PATH STRENGTH`); its reference downscale factor comes from the file's
+        metadata (2 when it has none, as 1.2's `_detailing_downscale_factor`)."""
+        before = {id(m): list(m.active_adapters) for m in _lora_layers(self)}
+        self.load_lora_weights(path_or_state_dict, adapter_name=DETAILING_ADAPTER, strength=strength, **kwargs)
+        info = self.ic_lora_adapters[DETAILING_ADAPTER]
+        if not info.from_metadata and info.reference_downscale_factor == 1:
+            info.reference_downscale_factor = 2
+        for m in _lora_layers(self):
+            m._active_adapter = [n for n in before.get(id(m), m.active_adapters) if n != DETAILING_ADAPTER]
+        return DETAILING_ADAPTER
+
+    def check_dfr_inputs(self, height: int, width: int, num_frames: int, temporal_upsample_rounds: int) -> None:
+        """Raise ValueError before anything runs: rounds not 0-2, a missing upsampler, a size or frame count DFR
+        cannot use, a checkpoint without the keyframe embedding (not LTX-2.5)."""
+        if temporal_upsample_rounds not in (0, 1, 2) or isinstance(temporal_upsample_rounds, bool):
+            raise ValueError(f"temporal_upsample_rounds must be 0, 1 or 2, got {temporal_upsample_rounds!r}")
+        if temporal_upsample_rounds and self.temporal_latent_upsampler is None:
+            raise ValueError("temporal_upsample_rounds > 0 needs temporal_latent_upsampler (the official "
+                             "ltx-2.5-latent-temporal-upscaler-x2 file: load_official_upsampler)")
+        if self.latent_upsampler is None:
+            raise ValueError("DFR needs latent_upsampler (the spatial x2 upscaler)")
+        if not getattr(self.transformer.config, "use_keyframes_abs_pos_embedding", False):
+            raise ValueError("DFR generates keyframe slots: it needs an LTX-2.5 checkpoint")
+        self.check_two_stage(height, width, distilled=True, distilled_lora_strength=None)
+        resolve_canvas(num_frames, self.vae_temporal_ratio)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str] | None = None,
+        *,
+        height: int = 1024,
+        width: int = 1536,
+        num_frames: int = 121,
+        frame_rate: float = 24.0,
+        temporal_upsample_rounds: int = 0,
+        reference_downscale_factor: int | None = None,
+        stage_1_sigmas=DISTILLED_SIGMAS,
+        stage_2_sigmas=DISTILLED_REFINE_SIGMAS,
+        generator: torch.Generator | None = None,
+        prompt_embeds=None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        decode_timestep: float = 0.0,
+        decode_noise_scale: float | None = None,
+        attention_kwargs: dict | None = None,
+        max_sequence_length: int | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ):
+        """Generate a DFR clip.
+
+        Args:
+            prompt: one prompt (or `prompt_embeds`: `PromptEmbeddings`, or diffusers' tensor with
+                `prompt_attention_mask`).
+            height, width: output pixels (multiples of 64; stage 1 runs at half).
+            num_frames: requested pixel frames at `frame_rate` (`8k + 1`); the canvas pads to whole 24 / 32-frame
+                keyframe segments and is cut back at the end.
+            temporal_upsample_rounds: 0-2 temporal x2 rounds: the output has `(num_frames - 1) * 2**rounds + 1`
+                frames for playback at `frame_rate * 2**rounds` fps.
+            reference_downscale_factor: detailing reference factor; default the detailing LoRA's (none loaded: no
+                reference).
+            stage_1_sigmas, stage_2_sigmas: official `DISTILLED_SIGMAS` / `STAGE_2_DISTILLED_SIGMAS` (with the
+                terminal 0).
+            generator: one generator noises every stage in order (official seed: `torch.Generator().manual_seed(
+                seed)`; the temporal rounds' ancestral noise is seeded `seed + 1000 * round + tile`).
+            output_type, return_dict, decode_timestep, decode_noise_scale, attention_kwargs, max_sequence_length:
+                as `LTX2TwoStagePipeline`.
+
+        Returns:
+            `LTX2AudioVideoPipelineOutput`; the audio is stage 1's (1.2 ships stage 1's audio), cut to the video's
+            duration on the audio latent grid.
+
+        Raises:
+            ValueError: bad inputs (`check_dfr_inputs`), before any model runs.
+        """
+        from ..schedulers.samplers import sampler_seed
+
+        self.check_dfr_inputs(height, width, num_frames, temporal_upsample_rounds)
+        from ..pipelines.diffusers_compat import embeddings_from_tensors
+
+        prompt_embeds = embeddings_from_tensors(prompt_embeds, prompt_attention_mask, "prompt_embeds")
+        if prompt is None and prompt_embeds is None:
+            raise ValueError("give prompt or prompt_embeds")
+        if isinstance(prompt, list) and len(prompt) != 1:
+            raise ValueError("LTX2DFRPipeline generates one clip per call: give one prompt")
+        device = self._execution_device
+        contexts = self.encode_text_contexts(None if prompt is None else [prompt] if isinstance(prompt, str)
+                                             else prompt, None, prompt_embeds=prompt_embeds, need_negative=False,
+                                             max_sequence_length=max_sequence_length, device=device)
+        seed = sampler_seed("euler_ancestral", generator)
+        if generator is None:
+            generator = torch.Generator(device=device).manual_seed(seed)
+        canvas, _, positions = resolve_canvas(num_frames, self.vae_temporal_ratio)
+        detailing = DETAILING_ADAPTER in self.ic_lora_adapters
+        if reference_downscale_factor is None and detailing:
+            reference_downscale_factor = self.ic_lora_adapters[DETAILING_ADAPTER].reference_downscale_factor
+        distilled = {DISTILLED_ADAPTER: self.ic_lora_adapters[DISTILLED_ADAPTER].strength} \
+            if self.distilled_lora_loaded else {}
+        common = dict(frame_rate=frame_rate, generator=generator, attention_kwargs=attention_kwargs)
+        with self._stage(f"DFR base ({height // 2}x{width // 2}, keyframe slots)", add=distilled):
+            result = S.base_stage(self, contexts, num_frames=canvas, height=height // 2, width=width // 2,
+                                  positions=positions, sigmas=stage_1_sigmas, **common)
+        audio = result.audio
+        details = dict(distilled, **({DETAILING_ADAPTER: self.ic_lora_adapters[DETAILING_ADAPTER].strength}
+                                     if detailing else {}))
+        with self._stage(f"DFR detailing ({height}x{width})", add=details):
+            result = S.detail_stage(self, contexts, result, num_frames=canvas, height=height, width=width,
+                                    upsampler=self.latent_upsampler, sigmas=stage_2_sigmas,
+                                    reference_downscale_factor=reference_downscale_factor, **common)
+        rate = frame_rate
+        for r in range(1, temporal_upsample_rounds + 1):
+            with self._stage(f"DFR temporal round {r}/{temporal_upsample_rounds}", add=distilled):
+                result, canvas, rate = S.temporal_round(
+                    self, contexts, result, round_index=r, num_frames=canvas, height=height, width=width,
+                    frame_rate=rate, temporal_upsampler=self.temporal_latent_upsampler, seed=seed,
+                    generator=generator, attention_kwargs=attention_kwargs)
+        frames = (num_frames - 1) * 2 ** temporal_upsample_rounds + 1
+        video = result.video[:, :, : (frames - 1) // self.vae_temporal_ratio + 1]
+        keep = L.audio_latent_length(frames, rate, L.audio_latents_per_second(self.audio_vae))
+        audio = audio[:, :keep]
+        return self.finish(_state(L.pack_video(video)), _state(audio), frames, height, width,
+                           output_type=output_type, generator=generator, decode_timestep=decode_timestep,
+                           decode_noise_scale=decode_noise_scale, return_dict=return_dict)
+
+
+def _state(tokens: torch.Tensor) -> ModalityLatents:
+    """Finished tokens as a `ModalityLatents` for `finish` (only `target()` is read)."""
+    mask = torch.zeros(tokens.shape[:2], device=tokens.device)
+    return ModalityLatents(latent=tokens, clean=tokens, denoise_mask=mask, coords=None,
+                           num_target_tokens=tokens.shape[1])
+
+
+def _lora_layers(pipe):
+    from ..loaders.adapter_state import lora_layers
+
+    return [layer for m in (pipe.transformer, pipe.connectors) if m is not None for layer in lora_layers(m)]
