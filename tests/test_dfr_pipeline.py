@@ -7,11 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from dfr_files import build_dfr_pipeline, random_embeds
 from diffusers_ltx2 import LTX2DFRPipeline, LTX2TwoStagePipeline
-from diffusers_ltx2.conversion.upsampler import load_official_upsampler
 from diffusers_ltx2.dfr import stages as S
 from diffusers_ltx2.dfr.layout import resolve_canvas
-from diffusers_ltx2.loaders.prompt_embeddings import PromptEmbeddings
 from diffusers_ltx2.pipelines import latents as L
 from diffusers_ltx2.pipelines.denoising import TextContexts
 
@@ -20,23 +19,12 @@ H, W, FPS = 128, 192, 24.0
 
 @pytest.fixture(scope="module")
 def pipe(ltx25_set):
-    base = LTX2TwoStagePipeline.from_single_file(ltx25_set["folder"], dtype=torch.float32, progress=False)
-    pipe = LTX2DFRPipeline(
-        **{k: v for k, v in base.components.items() if k != "latent_upsampler"}, latent_upsampler=load_official_upsampler(ltx25_set["spatial_upsampler"], dtype=torch.float32),
-        temporal_latent_upsampler=load_official_upsampler(ltx25_set["temporal_upsampler"], dtype=torch.float32))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return build_dfr_pipeline(ltx25_set)
 
 
 @pytest.fixture(scope="module")
 def embeds(pipe):
-    g = torch.Generator().manual_seed(1)
-    config = pipe.connectors.config
-    states = torch.randn(1, 128, config.caption_channels, config.text_proj_in_factor, generator=g) * 3
-    mask = torch.ones(1, 128, dtype=torch.int64)
-    with torch.no_grad():
-        v, a, m = pipe.connectors(states, mask)
-    return PromptEmbeddings(v, a, m)
+    return random_embeds(pipe)
 
 
 def test_pipeline_is_the_stage_composition(pipe, embeds):
@@ -89,3 +77,24 @@ def test_needs_temporal_upsampler(pipe, embeds):
         no_temporal(prompt_embeds=embeds, height=H, width=W, num_frames=17, temporal_upsample_rounds=1)
     with pytest.raises(ValueError, match="time only"):
         LTX2DFRPipeline(**{**pipe.components, "temporal_latent_upsampler": pipe.latent_upsampler})
+
+
+def test_from_pipe_moves_every_component(pipe, embeds):
+    """diffusers' `from_pipe`: a 2.5 two-stage pipeline becomes a DFR pipeline sharing its components (the
+    diffusion decoder and duration head too) plus the temporal upscaler passed; the result runs as the pipeline
+    built directly, and `from_pipe` back to two-stage shares them again."""
+    two_stage = LTX2TwoStagePipeline(**{k: v for k, v in pipe.components.items() if k != "temporal_latent_upsampler"})
+    dfr = LTX2DFRPipeline.from_pipe(two_stage, temporal_latent_upsampler=pipe.temporal_latent_upsampler)
+    assert isinstance(dfr, LTX2DFRPipeline)
+    for name, component in pipe.components.items():
+        assert dfr.components[name] is component, name
+    assert dfr.diffusion_decoder is not None and dfr.duration_head is not None
+    dfr.set_progress_bar_config(disable=True)
+    kw = dict(prompt_embeds=embeds, height=H, width=W, num_frames=17, output_type="latent")
+    a = dfr(generator=torch.Generator().manual_seed(2), **kw)
+    b = pipe(generator=torch.Generator().manual_seed(2), **kw)
+    torch.testing.assert_close(a.frames, b.frames, rtol=0, atol=0)
+    torch.testing.assert_close(a.audio, b.audio, rtol=0, atol=0)
+    back = LTX2TwoStagePipeline.from_pipe(dfr)
+    assert back.transformer is pipe.transformer and back.latent_upsampler is pipe.latent_upsampler
+    assert LTX2DFRPipeline.from_pipe(two_stage).temporal_latent_upsampler is None  # optional: rounds = 0 only

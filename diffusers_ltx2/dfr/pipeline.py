@@ -3,7 +3,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
+from diffusers import AutoencoderKLLTX2Audio, AutoencoderKLLTX2Video, LTX2VideoTransformer3DModel
+from diffusers.models.autoencoders.ltx2_diffusion_decoder import LTX2VideoDiffusionDecoderModel
+from diffusers.pipelines.ltx2 import LTX2TextConnectors, LTX2Vocoder, LTX2VocoderWithBWE
+from diffusers.pipelines.ltx2.duration_head import LTX2DurationHead
+from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
 
 from ..pipelines import latents as L
 from ..pipelines.denoising import ModalityLatents
@@ -35,12 +42,32 @@ class LTX2DFRPipeline(LTX2TwoStagePipeline):
 
     _optional_components = LTX2TwoStagePipeline._optional_components + ["temporal_latent_upsampler"]
 
-    def __init__(self, scheduler, vae, audio_vae, text_encoder, tokenizer, connectors, transformer, vocoder,
-                 guider="default", latent_upsampler=None, prompt_encoder=None, model_identity=None,
-                 model_version=None, gemma_version=None, processor=None, prompt_enhancer=None, duration_head=None,
-                 audio_scheduler=None, diffusion_decoder=None, temporal_latent_upsampler=None):
+    def __init__(
+        self,
+        scheduler,
+        vae: AutoencoderKLLTX2Video,
+        audio_vae: AutoencoderKLLTX2Audio,
+        text_encoder,
+        tokenizer,
+        connectors: LTX2TextConnectors,
+        transformer: LTX2VideoTransformer3DModel,
+        vocoder: LTX2Vocoder | LTX2VocoderWithBWE,
+        guider="default",
+        latent_upsampler: LTX2LatentUpsamplerModel | None = None,
+        prompt_encoder=None,
+        model_identity: str | None = None,
+        model_version: str | None = None,
+        gemma_version: str | None = None,
+        processor=None,
+        prompt_enhancer=None,
+        duration_head: LTX2DurationHead | None = None,
+        audio_scheduler=None,
+        diffusion_decoder: LTX2VideoDiffusionDecoderModel | None = None,
+        temporal_latent_upsampler: LTX2LatentUpsamplerModel | None = None,
+    ):
         """`LTX2TwoStagePipeline`'s components plus `temporal_latent_upsampler` (ValueError if it is not a
-        temporal-only `LTX2LatentUpsamplerModel`)."""
+        temporal-only `LTX2LatentUpsamplerModel`). Model components are annotated with their classes: diffusers'
+        `from_pipe` moves a model component only when its type matches the annotation."""
         super().__init__(scheduler=scheduler, vae=vae, audio_vae=audio_vae, text_encoder=text_encoder,
                          tokenizer=tokenizer, connectors=connectors, transformer=transformer, vocoder=vocoder,
                          guider=guider, latent_upsampler=latent_upsampler, prompt_encoder=prompt_encoder,
@@ -58,8 +85,8 @@ class LTX2DFRPipeline(LTX2TwoStagePipeline):
         before = {id(m): list(m.active_adapters) for m in _lora_layers(self)}
         self.load_lora_weights(path_or_state_dict, adapter_name=DETAILING_ADAPTER, strength=strength, **kwargs)
         info = self.ic_lora_adapters[DETAILING_ADAPTER]
-        if not info.from_metadata and info.reference_downscale_factor == 1:
-            info.reference_downscale_factor = 2
+        if not info.from_metadata and info.reference_downscale_factor == 1:  # `ICLoraInfo` is frozen
+            self.ic_lora_adapters[DETAILING_ADAPTER] = replace(info, reference_downscale_factor=2)
         for m in _lora_layers(self):
             m._active_adapter = [n for n in before.get(id(m), m.active_adapters) if n != DETAILING_ADAPTER]
         return DETAILING_ADAPTER
@@ -105,8 +132,8 @@ class LTX2DFRPipeline(LTX2TwoStagePipeline):
         """Generate a DFR clip.
 
         Args:
-            prompt: one prompt (or `prompt_embeds`: `PromptEmbeddings`, or diffusers' tensor with
-                `prompt_attention_mask`).
+            prompt: one prompt (or `prompt_embeds`: `PromptEmbeddings`, a conditioning file path (`ltx2 encode`),
+                or diffusers' tensor with `prompt_attention_mask`).
             height, width: output pixels (multiples of 64; stage 1 runs at half).
             num_frames: requested pixel frames at `frame_rate` (`8k + 1`); the canvas pads to whole 24 / 32-frame
                 keyframe segments and is cut back at the end.
@@ -133,7 +160,8 @@ class LTX2DFRPipeline(LTX2TwoStagePipeline):
         self.check_dfr_inputs(height, width, num_frames, temporal_upsample_rounds)
         from ..pipelines.diffusers_compat import embeddings_from_tensors
 
-        prompt_embeds = embeddings_from_tensors(prompt_embeds, prompt_attention_mask, "prompt_embeds")
+        prompt_embeds = self._load_embeddings(  # a conditioning file (`ltx2 encode`) loads and is checked here
+            embeddings_from_tensors(prompt_embeds, prompt_attention_mask, "prompt_embeds"))
         if prompt is None and prompt_embeds is None:
             raise ValueError("give prompt or prompt_embeds")
         if isinstance(prompt, list) and len(prompt) != 1:
