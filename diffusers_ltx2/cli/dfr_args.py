@@ -92,12 +92,13 @@ def check_dfr_arguments(args) -> None:
 
 def dfr_setup(args, dtype, two_stage_setup):
     """`setup(pipe)` for `load_pipeline`: `two_stage_setup` (spatial upscaler, distilled LoRA), the temporal
-    upscaler (given, or the model folder's) and the detailing LoRA (`pipe.load_detailing_lora`)."""
+    upscaler (given, or the model folder's when its `model_index.json` did not load it) and the detailing LoRA (`pipe.load_detailing_lora`)."""
     def setup(pipe):
         from .two_stage import load_upsampler
 
         two_stage_setup(pipe)
-        if args.temporal_upsample_rounds:
+        if args.temporal_upsample_rounds and (args.temporal_upsampler is not None
+                                              or pipe.temporal_latent_upsampler is None):  # else: the folder's, loaded
             from ..dfr.temporal import check_temporal_upsampler
 
             path = args.temporal_upsampler or os.path.join(args.model, TEMPORAL_FOLDER)
