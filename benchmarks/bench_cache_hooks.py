@@ -2,7 +2,7 @@
 
 TaylorSeer is the transformer cache of diffusers 0.42.1 that works with LTX-2 and our batched passes
 (FirstBlockCache / MagCache cannot be enabled on LTX-2 there; FasterCache is refused, see
-`diffusers_ltx2/pipelines/cache_hooks.py`). Each variant runs the same seeded, fully guided generation; reported
+`diffusers_ltx2/transformer/cache_hooks.py`). Each variant runs the same seeded, fully guided generation; reported
 are the median ms per step (steps 2..n, variants interleaved, after a warm-up) and the max / mean absolute
 deviation of the final video and audio latents from the uncached run. The machine is shared: compare ratios.
 

@@ -40,7 +40,7 @@ GEMMA_HIDDEN, GEMMA_STATES = 3840, 49
 
 def full_width_config(blocks: int) -> dict:
     """Released 2.0 architecture (metadata keys as in the official file) with ``blocks`` DiT blocks."""
-    from conftest_conversion import AUDIO_VAE, TRANSFORMER_20
+    from official_checkpoints import AUDIO_VAE, TRANSFORMER_20
 
     t = dict(TRANSFORMER_20)
     t.update({"num_layers": blocks, "num_attention_heads": 32, "attention_head_dim": 128, "in_channels": 128,
@@ -68,7 +68,7 @@ def full_width_config(blocks: int) -> dict:
 
 def official_shapes(config: dict) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     """Official key -> (shape, dtype) of every tensor, from ltx-core modules built on the meta device."""
-    import conftest_conversion as C
+    import official_checkpoints as C
 
     out: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
 

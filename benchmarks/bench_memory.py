@@ -40,7 +40,7 @@ from diffusers_ltx2.memory.budget import Clip, activation_bytes  # noqa: E402
 from diffusers_ltx2.memory.footprint import footprint_from_pipeline  # noqa: E402
 from diffusers_ltx2.memory.measure import track_module_peak  # noqa: E402
 from diffusers_ltx2.quantization import quantize_transformer_, weight_bytes  # noqa: E402
-from diffusers_ltx2.quantization.sizing import full_width_block, model_bytes  # noqa: E402
+from diffusers_ltx2.memory.sizing import full_width_block, model_bytes  # noqa: E402
 
 PROMPT = "a cat walks on the beach at sunset, waves and wind"
 STG_BLOCK = round(29 / 48 * SMALL.num_layers)
@@ -95,7 +95,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
 
     from diffusers_ltx2.quantization import QUANTIZATION_MODES
-    from diffusers_ltx2.quantization.sizing import can_quantize_here
+    from diffusers_ltx2.memory.sizing import can_quantize_here
 
     print("full-width LTX-2 19B block (386 M parameters; a quantized one for fp8-scaled-mm), stored bytes:")
     block = full_width_block()

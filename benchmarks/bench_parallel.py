@@ -148,16 +148,16 @@ def rank_main(size: str, steps: int) -> list | None:
 
 
 def _tokens(pipe, size):
-    from diffusers_ltx2.pipelines import latents as L
+    from diffusers_ltx2.latents import layout as L
 
     c = _clip(size)
-    f, h, w = L.latent_video_size(c["num_frames"], c["height"], c["width"], pipe.vae_temporal_ratio,
-                                  pipe.vae_spatial_ratio)
+    f, h, w = L.latent_video_size(c["num_frames"], c["height"], c["width"], pipe.vae_temporal_compression_ratio,
+                                  pipe.vae_spatial_compression_ratio)
     return f * h * w
 
 
 def _audio_tokens(pipe, size):
-    from diffusers_ltx2.pipelines import latents as L
+    from diffusers_ltx2.latents import layout as L
 
     c = _clip(size)
     return L.audio_latent_length(c["num_frames"], c["frame_rate"], L.audio_latents_per_second(pipe.audio_vae))

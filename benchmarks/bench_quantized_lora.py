@@ -100,7 +100,7 @@ def main() -> None:
 
 def gguf_rows(folder: Path) -> None:
     """The same LoRA figures for a Q8_0 GGUF of a 32-wide LTX-2.0 transformer vs its unquantized folder."""
-    from conftest_conversion import official_state_dict, write_official_checkpoint
+    from official_checkpoints import official_state_dict, write_official_checkpoint
     from test_conversion_pipeline import _consistent_config, _embeddings
     from test_ic_lora_loading import write_lora
 

@@ -47,9 +47,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from diffusers import LTX2VideoTransformer3DModel  # noqa: E402
 
-from diffusers_ltx2.guiders import GuidanceAttentionControl, GuidancePass, StepPlan  # noqa: E402
+from diffusers_ltx2.guiders import GuidancePass, StepPlan  # noqa: E402
+from diffusers_ltx2.transformer import GuidanceAttentionControl  # noqa: E402
 from diffusers_ltx2.loaders.prompt_embeddings import PromptEmbeddings  # noqa: E402
-from diffusers_ltx2.pipelines.denoising import ModalityLatents, TextContexts, TransformerPasses  # noqa: E402
+from diffusers_ltx2.latents.state import ModalityLatents  # noqa: E402
+from diffusers_ltx2.transformer.passes import TextContexts, TransformerPasses  # noqa: E402
 
 PASSES = (GuidancePass("cond"), GuidancePass("uncond", negative=True),
           GuidancePass("perturbed", perturb_video=True, perturb_audio=True),

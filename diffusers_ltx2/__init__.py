@@ -24,7 +24,7 @@ _EXPORTS = {
     "Guider": ".guiders",
     "Prediction": ".guiders",
     "StepPlan": ".guiders",
-    "GuidanceAttentionControl": ".guiders",
+    "GuidanceAttentionControl": ".transformer",
     "ModalityGuidance": ".guiders",
     "ModalityGuidanceParams": ".guiders",
     "MultimodalGuider": ".guiders",
@@ -39,7 +39,7 @@ _EXPORTS = {
     "LTX2TwoStagePipeline": ".pipelines",
     "LTX2ICLoRATwoStagePipeline": ".pipelines",
     "LTX2DFRPipeline": ".dfr.pipeline",
-    "DEFAULT_NEGATIVE_PROMPT": ".pipelines.two_stage",
+    "DEFAULT_NEGATIVE_PROMPT": ".recommended",
     "DISTILLED_REFINE_SIGMAS": ".schedulers",
     "DISTILLED_SIGMAS": ".schedulers",
     "LTX2Scheduler": ".schedulers",
@@ -55,7 +55,7 @@ _plain_diffusers.install()
 
 #: subpackages reachable as attributes (`diffusers_ltx2.control.CannyPreprocessor`) as when they were eager
 _SUBMODULES = ("cli", "conditioning", "control", "conversion", "export", "factory", "guiders", "loaders", "media",
-               "pipelines", "schedulers", "versions")
+               "pipelines", "schedulers", "latents", "transformer", "versions")
 
 
 def __getattr__(name: str):

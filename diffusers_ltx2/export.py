@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import math
 import os
-import stat
-import uuid
 from fractions import Fraction
 from typing import Any
 
 import av
 import numpy as np
 import torch
+
+from .media.files import new_temp_file
+from .media.image import pil_to_rgb
 
 __all__ = ["export_to_video_with_audio"]
 
@@ -61,7 +62,6 @@ def _frames_to_uint8(frames: Any) -> np.ndarray:
             sizes = {f.size for f in frames}
             if len(sizes) != 1:
                 raise ValueError(f"All PIL frames must have the same size, got {sorted(sizes)}.")
-            from .media.image import pil_to_rgb
 
             frames = np.stack([pil_to_rgb(f, "frames") for f in frames])
         else:
@@ -181,28 +181,6 @@ def _write_audio(container: Any, stream: Any, waveform: np.ndarray, rate: int, s
         _encode(container, stream, frame)
         start += chunk.shape[1]
     return start
-
-
-def new_temp_file(path: str, parent: str, suffix: str = ".mp4") -> str:
-    """Create the temporary sibling a media file is written to, with the mode a plain ``open(path, "w")`` gives:
-    an existing file's permission bits are kept, a new file gets ``0o666`` minus the umask (``mkstemp``'s
-    0600 would survive the final rename)."""
-    for _ in range(100):
-        tmp_path = os.path.join(parent, f".tmp-{uuid.uuid4().hex[:12]}{suffix}")
-        try:
-            fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the kernel applies the umask
-        except FileExistsError:
-            continue
-        try:
-            if os.path.isfile(path):
-                os.fchmod(fd, stat.S_IMODE(os.stat(path).st_mode))
-        except BaseException:
-            os.close(fd)
-            os.remove(tmp_path)
-            raise
-        os.close(fd)
-        return tmp_path
-    raise FileExistsError(f"could not create a temporary file in {parent}")
 
 
 def export_to_video_with_audio(

@@ -13,7 +13,7 @@ import copy
 import numpy as np
 import torch
 
-import conftest_conversion as cc
+import official_checkpoints as cc
 
 #: official 2.0 config at a GGUF-friendly width
 GGUF_CONFIG = copy.deepcopy(cc.CONFIGS["2.0"])

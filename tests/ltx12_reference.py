@@ -450,6 +450,8 @@ def _op_two_stage(mode: str, files: dict, inputs: str, out: str, height: int, wi
     - ``"distilled"``: `DistilledPipeline.__call__` on a 2.5 checkpoint - stage 1 `euler_ancestral_denoising_loop`
       (eta 1, noise seed ``seed + 10000``) on `DISTILLED_SIGMAS`, stage 2 Euler on `STAGE_2_DISTILLED_SIGMAS`, no
       LoRA, the stage-2 audio returned.
+    - ``"a2v"``: `A2VidPipelineTwoStage`'s stage 1 with the audio frozen at ``inputs["audio"]`` (normalized,
+      unpatchified), Euler on `LTX2Scheduler.execute(steps)`, no guidance (`SimpleDenoiser`).
     - ``"one_stage"``: `TI2VidOneStagePipeline.__call__` - Euler, `FactoryGuidedDenoiser` with `LTX_2_PARAMS`'s
       guidance (STG on the tiny model's block 1) on `LTX2Scheduler.execute(steps)`.
 
@@ -519,6 +521,16 @@ def _op_two_stage(mode: str, files: dict, inputs: str, out: str, height: int, wi
         video, audio = _stage(_transformer_x0(files["transformer"]), denoiser, sigmas, noiser,
                               tools(height, width), specs(), EulerDiffusionStep(), euler_denoising_loop)
         torch.save({"video": video.latent, "audio": audio.latent, "sigmas": sigmas}, out)
+        return {"ok": True}
+
+    if mode == "a2v":  # a2vid_two_stage's stage 1 (audio `frozen=True, noise_scale=0.0` at ``x["audio"]``),
+        # Euler, without guidance (`SimpleDenoiser`): frozen audio gets sigma 0 in 1.2's `modality_from_latent_state`
+        sigmas = LTX2Scheduler().execute(steps=steps).to(torch.float32)
+        frozen = ModalitySpec(context=x["a_pos"], frozen=True, noise_scale=0.0, initial_latent=x["audio"])
+        video, audio = _stage(_transformer_x0(files["transformer"]), SimpleDenoiser(x["v_pos"], x["a_pos"]), sigmas,
+                              noiser, tools(height, width), [ModalitySpec(context=x["v_pos"]), frozen],
+                              EulerDiffusionStep(), euler_denoising_loop)
+        torch.save({"video": video.latent, "audio": audio.latent}, out)
         return {"ok": True}
 
     half = tools(height // 2, width // 2)

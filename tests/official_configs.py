@@ -1,6 +1,6 @@
 """Tiny official LTX-2 configs (the ``config`` metadata of the released files, shrunk): plain data, no imports.
 
-Shared by the in-process builders (``conftest_conversion``, ltx-core 1.0.0) and the ltx-core 1.2.0 subprocess
+Shared by the in-process builders (``official_checkpoints``, ltx-core 1.0.0) and the ltx-core 1.2.0 subprocess
 (``ltx12_reference``), which cannot import ltx-core 1.0.0 modules.
 """
 

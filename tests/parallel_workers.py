@@ -167,12 +167,13 @@ def step_peaks(pipe) -> list[int]:
 def _bias_states(pipe):
     from dataclasses import replace
 
-    from diffusers_ltx2.pipelines.attention_bias import mask_to_bias
-    from diffusers_ltx2.pipelines.denoising import TextContexts
+    from diffusers_ltx2.conditioning import initial_state
+    from diffusers_ltx2.transformer import TextContexts
+    from diffusers_ltx2.latents.attention import mask_to_bias
 
-    state = pipe.prepare_conditioned_latents([], 1, TINY_CLIP["num_frames"], TINY_CLIP["height"],
-                                             TINY_CLIP["width"], TINY_CLIP["frame_rate"], generator=_generator(),
-                                             device="cpu")
+    geometry = pipe.clip_geometry(1, TINY_CLIP["num_frames"], TINY_CLIP["height"], TINY_CLIP["width"],
+                                  TINY_CLIP["frame_rate"])
+    state = initial_state([], geometry, pipe.latent_encoder("cpu"), generator=_generator())
     n = state.video.latent.shape[1]
     mask = torch.rand(1, n, n, generator=torch.Generator().manual_seed(3))
     video = replace(state.video, self_attention_bias=mask_to_bias(mask))
@@ -182,7 +183,7 @@ def _bias_states(pipe):
 
 def biased_predictions(pipe, executor_of) -> dict:
     """x0 of the 4 passes of the multimodal guider's first step with an IC-LoRA attention bias on the video."""
-    from diffusers_ltx2.pipelines.denoising import TransformerPasses
+    from diffusers_ltx2.transformer import TransformerPasses
 
     video, audio, contexts = _bias_states(pipe)
     guider = pipe.guider
@@ -304,7 +305,7 @@ def comm_counts() -> dict:
     from diffusers_ltx2.distributed.passes import pass_gather_bytes
     from diffusers_ltx2.distributed.sequence import enable_sequence_parallel
     from diffusers_ltx2.guiders.base import StepPlan
-    from diffusers_ltx2.pipelines.denoising import TransformerPasses
+    from diffusers_ltx2.transformer import TransformerPasses
 
     runtime = _runtime()
     out = {}

@@ -3,7 +3,7 @@ guidance pass layout.
 
 Every attention of the LTX-2 transformer goes through diffusers' `LTX2AudioVideoAttnProcessor`, which calls
 `dispatch_attention_fn` with its `_attention_backend`; this package's per-row guidance processor
-(`guiders.attention.GuidedAttnProcessor`) wraps that processor and forwards `_attention_backend` to it, so the
+(`transformer.attention.GuidedAttnProcessor`) wraps that processor and forwards `_attention_backend` to it, so the
 backend set before or during a call is the one that runs (STG's value path computes no attention at all).
 
 Backends without attention masks (flash-attn 2 / 3, SageAttention: diffusers raises "`attn_mask` is not
@@ -12,7 +12,7 @@ supported") need care with LTX-2's masks, decided per transformer call:
 * the text mask is all ones in practice (LTX-2's connectors replace padding by learnable registers and return an
   all-valid mask): it is dropped (`None`), which is exact - a zero additive bias;
 * a padded text mask (prompts of different lengths batched together) or the IC-LoRA attention-strength bias on
-  video self-attention (`pipelines.attention_bias`) cannot be dropped: those attentions (`attn2` / `audio_attn2`,
+  video self-attention (`transformer.attention_bias`) cannot be dropped: those attentions (`attn2` / `audio_attn2`,
   `attn1`) run on torch SDPA ("native") for that call, with a one-time warning; the others keep the backend.
 
 With a mask-capable backend ("native" and its pinned kernels, "flex", "xformers") nothing changes.

@@ -3,7 +3,7 @@
 diffusers' `compile_repeated_blocks` idea (the 48 identical `LTX2VideoTransformerBlock`s are compiled, one code
 object shared by all, so compiling costs one block), with one difference that matters for this package: the
 block's `forward` is compiled, not the module call. Module hooks stay outside the compiled region and run
-eagerly - the guidance attention control's shared-prefix hooks (`guiders.attention`, which compare rows with
+eagerly - the guidance attention control's shared-prefix hooks (`transformer.attention`, which compare rows with
 data-dependent `torch.equal`), diffusers' group-offloading and cache hooks. Compiled through `module.compile()`
 (diffusers' way) those hooks are traced: measured on the tiny model, a graph break on `torch.equal` in every
 block and a recompile on every call ("cache line invalidated because hidden_states got deallocated").
@@ -11,7 +11,7 @@ block and a recompile on every call ("cache line invalidated because hidden_stat
 Recompilations (a guard failing) come from what changes between calls: the number of batched rows (guidance
 passes, shared prefixes: the first change marks the batch dimension dynamic), the clip size (token counts:
 likewise), the LoRA configuration (active adapters and strengths are Python values the trace specializes on) and
-the processors the guidance control installs. `tests/test_compile.py` counts them across a two-stage call and a
+the processors the guidance control installs. `tests/acceleration/test_compile.py` counts them across a two-stage call and a
 change of clip size.
 
 Each distinct structure is one cached graph of the shared block code: measured on the tiny two-stage run, 4 on

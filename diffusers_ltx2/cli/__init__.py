@@ -20,6 +20,9 @@ import sys
 # convert also registers convert-lora
 SUBCOMMANDS = ("generate", "retake", "foley", "extend", "demo", "encode", "convert", "control", "preprocess", "train",
                "ui")
+#: command modules outside this package: the web front end's command lives with it (`diffusers_ltx2.ui` builds on
+#: this argument layer, so this package names its module, as every command's, and never imports it statically)
+_ELSEWHERE = {"ui": "diffusers_ltx2.ui.command"}
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -31,10 +34,11 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def _modules():
     for name in SUBCOMMANDS:
+        module = _ELSEWHERE.get(name, f"{__name__}.{name}")
         try:
-            yield importlib.import_module(f"{__name__}.{name}")
+            yield importlib.import_module(module)
         except ModuleNotFoundError as err:
-            if err.name != f"{__name__}.{name}":
+            if err.name != module:
                 raise  # else: subcommand not shipped in this build
 
 

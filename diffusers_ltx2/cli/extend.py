@@ -42,7 +42,7 @@ def check(args) -> None:
 
 def prepare(args) -> None:
     """Probe the clip, lay out the extension, check what needs torch."""
-    from ..conditioning import plan_extension
+    from ..pipelines.extend import plan_extension
 
     source = resolve_source_clip(args)
     if args.overlap + 1 > source.available_frames:

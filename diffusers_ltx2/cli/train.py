@@ -26,7 +26,7 @@ from .timing import say
 from .options import Option, text, whole
 
 #: a checkpoint folder's state file and that of earlier versions (`training.checkpoints.STATE_FILE` /
-#: `LEGACY_STATE_FILE`; not imported here: that module loads torch. tests/test_first_hour.py checks they agree)
+#: `LEGACY_STATE_FILE`; not imported here: that module loads torch. tests/cli/test_first_hour.py checks they agree)
 STATE_FILES = ("training_state.safetensors", "training_state.pt")
 
 OPTIONS = (

@@ -19,8 +19,8 @@ import os
 import numpy as np
 import torch
 
-from ..pipelines import latents as L
-from .base import AUDIO, ClipGeometry, Condition, ConditioningState
+from ..latents import layout as L
+from .base import AUDIO, ClipGeometry, Condition, ConditioningState, LatentEncoder
 
 
 class AudioCondition(Condition):
@@ -40,6 +40,7 @@ class AudioCondition(Condition):
     """
 
     order = 0
+    modality = AUDIO
     provides = (AUDIO,)
 
     def __init__(self, audio, sample_rate: int | None = None, start_time: float = 0.0):
@@ -70,12 +71,11 @@ class AudioCondition(Condition):
         w = self.waveform[:, :n]
         return torch.nn.functional.pad(w, (0, n - w.shape[-1])) if w.shape[-1] < n else w
 
-    def apply(self, state: ConditioningState, encoder) -> None:
-        g = state.geometry
-        wave = self.clip_waveform(g)
-        tokens = encode_audio_tokens(encoder, wave, self.sample_rate, g.audio_latent_length)
+    def apply_to(self, state: ConditioningState, encoder: LatentEncoder, geometry: ClipGeometry) -> None:
+        g = geometry
+        tokens = encoder.encode_audio(self.clip_waveform(g), self.sample_rate, g.audio_latent_length)
         state.replace_clean(AUDIO, tokens.expand(g.batch_size, -1, -1).to(state.audio.latent.device), 0.0)
-        out = self.output_waveform(g, encoder.audio_sample_rate)
+        out = self.output_waveform(g, encoder.output_sample_rate)
         state.waveform = out.unsqueeze(0).expand(g.batch_size, -1, -1).contiguous()
 
     def output_waveform(self, geometry: ClipGeometry, out_rate: int) -> torch.Tensor:
@@ -90,7 +90,8 @@ class AudioCondition(Condition):
 
 
 def encode_audio_tokens(encoder, waveform: torch.Tensor, sample_rate: int, length: int) -> torch.Tensor:
-    """Waveform `(C, N)` -> normalized packed audio tokens `(1, length, C*M)` float32.
+    """Waveform `(C, N)` -> normalized packed audio tokens `(1, length, C*M)` float32, with the audio VAE of
+    `encoder` (anything with an `audio_vae`: a pipeline, `pipelines.encoder.ModelLatentEncoder`).
 
     The mel front end is the official `AudioProcessor.waveform_to_mel` (`media.waveform_to_mel`), the encoder is
     diffusers' `AutoencoderKLLTX2Audio.encode` (posterior mean = the official encoder's first half of channels),

@@ -1,104 +1,87 @@
-"""The conditioning core: clip geometry, the `Condition` interface and the state conditions edit.
+"""The conditioning core: the `Condition` protocol, the small `LatentEncoder` interface conditions encode their
+media with, and the state conditions edit.
 
 A condition edits the *unnoised* token state of a clip (official ltx-core `ConditioningItem.apply_to` on a
-`LatentState`): clean values, the per-token denoise mask (1 = generated, 0 = held at the clean value) and
-positions; a condition may append tokens after the target tokens (keyframes), which are dropped before
-decoding. The pipeline noises the edited state afterwards (official `GaussianNoiser`:
-`latent = noise * mask + clean * (1 - mask)`, one draw over all tokens, video first then audio).
+`LatentState`): clean values, the per-token denoise mask (1 = generated, 0 = held at the clean value), positions
+and the video self-attention bias; a condition may append tokens after the target tokens (keyframes, IC-LoRA
+references), which are dropped before decoding. The one initial-state builder (`conditioning.apply.initial_state`)
+noises the edited state afterwards (`latents.noiser`: one draw over all tokens, video first then audio).
 
 Every condition has two steps:
 - `check(geometry)`: validates its own inputs against the clip (frame counts, indices, windows) and raises
   `ValueError` before any model loads or runs;
-- `apply(state, encoder)`: encodes its media (video / audio VAE) and edits the state.
+- `apply_to(state, encoder, geometry)`: encodes its media through `encoder` and edits `state`. A condition never
+  sees the pipeline.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
-from ..pipelines.denoising import ModalityLatents, is_frozen
+from ..latents.attention import appended_bias
+from ..latents.geometry import ClipGeometry
+from ..latents.state import ModalityLatents
 
 VIDEO = "video"
 AUDIO = "audio"
 MODALITIES = (VIDEO, AUDIO)
 
+__all__ = ["AUDIO", "MODALITIES", "VIDEO", "ClipGeometry", "Condition", "ConditioningState", "LatentEncoder"]
 
-@dataclass(frozen=True)
-class ClipGeometry:
-    """Size and timing of the clip being generated.
+
+class LatentEncoder(Protocol):
+    """What conditions (and the initial-state builder) may use of the models; the pipelines implement it over
+    their VAEs and transformer (`pipelines.encoder.ModelLatentEncoder`).
 
     Attributes:
-        batch_size: clips generated in this call.
-        num_frames: pixel frames (`8k + 1`).
-        height, width: pixels (multiples of the VAE's spatial ratio).
-        frame_rate: frames per second.
-        temporal_ratio, spatial_ratio: video VAE compression (8, 32).
-        audio_latents_per_second: audio latent rate (25 for LTX-2).
-        audio_latent_length: audio latent frames of the clip (`round(num_frames / fps * 25)`).
-        image_crf: H.264 CRF of image conditions that set none: the model's (18 for LTX-2.4+, 33 before;
-            `versions.default_image_crf`).
+        device: where the states live.
+        output_sample_rate: sample rate of the generated waveform (the vocoder's), Hz.
+        video_channels, audio_channels: token widths of the transformer's video / audio streams.
     """
 
-    batch_size: int
-    num_frames: int
-    height: int
-    width: int
-    frame_rate: float
-    temporal_ratio: int = 8
-    spatial_ratio: int = 32
-    audio_latents_per_second: float = 25.0
-    audio_latent_length: int = 0
-    image_crf: int = 33
+    device: torch.device
+    output_sample_rate: int
+    video_channels: int
+    audio_channels: int
 
-    @property
-    def latent_frames(self) -> int:
-        return (self.num_frames - 1) // self.temporal_ratio + 1
+    def encode_video(self, pixels: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """`(1 or B, 3, F, H, W)` pixels in [-1, 1] -> normalized latents `(batch_size, C, f, h, w)` float32."""
 
-    @property
-    def latent_height(self) -> int:
-        return self.height // self.spatial_ratio
+    def encode_audio(self, waveform: torch.Tensor, sample_rate: int, length: int) -> torch.Tensor:
+        """`(C, N)` waveform at `sample_rate` -> normalized packed audio tokens `(1, length, C_a)` float32."""
 
-    @property
-    def latent_width(self) -> int:
-        return self.width // self.spatial_ratio
+    def normalize_video_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Denormalized video VAE latents `(B, C, F, h, w)` (what `output_type="latent"` returns) -> normalized
+        latents, float32."""
 
-    @property
-    def tokens_per_latent_frame(self) -> int:
-        return self.latent_height * self.latent_width
+    def normalize_audio_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Denormalized audio VAE latents `(B, C, T, M)` -> normalized packed audio tokens `(B, T, C*M)`, float32."""
 
-    @property
-    def duration_s(self) -> float:
-        """Clip duration in seconds (`num_frames / frame_rate`, the official audio duration)."""
-        return self.num_frames / self.frame_rate
+    def video_positions(self, batch_size: int, frames: int, height: int, width: int, frame_rate: float,
+                        spatial_scale: int = 1) -> torch.Tensor:
+        """`(B, 3, frames * height * width, 2)` RoPE positions of a latent grid (h / w times `spatial_scale`)."""
 
-    def check_clip_frames(self, num_frames: int, what: str) -> None:
-        """A conditioning clip must have 1 or `8k + 1` frames (the causal VAE's unit)."""
-        if num_frames < 1 or (num_frames - 1) % self.temporal_ratio:
-            lower = max(1, (num_frames - 1) // self.temporal_ratio * self.temporal_ratio + 1)
-            raise ValueError(
-                f"{what} has {num_frames} frames; a conditioning clip needs 1 or {self.temporal_ratio}k+1 frames "
-                f"(e.g. {lower} or {lower + self.temporal_ratio})"
-            )
+    def audio_positions(self, batch_size: int, length: int) -> torch.Tensor:
+        """`(B, 1, length, 2)` RoPE positions of `length` audio latent frames (seconds)."""
 
 
 @dataclass
 class ConditioningState:
-    """The unnoised token states conditions edit (`latent` equals `clean` until the pipeline noises them).
+    """The unnoised token states conditions edit (`latent` equals `clean` until the builder noises them).
 
     Attributes:
-        geometry: the clip.
         video, audio: `ModalityLatents` whose `clean` / `denoise_mask` / `coords` conditions edit.
         sources: modalities whose clean values hold a given source (a frozen clip or audio), not zeros.
         video_pixels: `(B, 3, F, H, W)` pixels in [-1, 1] of a frozen source video (returned instead of a VAE
             round trip while the whole video stays frozen).
         waveform: `(B, C, N)` float32 source waveform at the vocoder rate (returned instead of a VAE +
             vocoder round trip while the whole audio stays frozen).
-        frame0: latent frames already replaced at the start of the clip (two conditions may not both do it).
+        frame0: what replaced the first latent frame(s) (two conditions may not both do it).
     """
 
-    geometry: ClipGeometry
     video: ModalityLatents
     audio: ModalityLatents
     sources: set = field(default_factory=set)
@@ -118,9 +101,32 @@ class ConditioningState:
         state.denoise_mask[:, :n] = mask_value
         self.sources.add(name)
 
-    def append(self, name: str, tokens: torch.Tensor, coords: torch.Tensor, mask_value: float) -> None:
-        """Append conditioning tokens after the existing ones (official keyframe semantics)."""
+    def replace_first_frames(self, tokens: torch.Tensor, strength: float, who: str) -> None:
+        """Overwrite the leading video tokens (the first latent frame(s)) with `tokens` `(B, n, C)`, denoise mask
+        `1 - strength` (official `VideoConditionByLatentIndex` at index 0). `who` names the condition in the error
+        raised when another one already replaced them."""
+        if self.frame0 is not None:
+            raise ValueError(f"two conditions replace the first frame ({self.frame0} and {who})")
+        self.frame0 = who
+        n = tokens.shape[1]
+        self.video.clean[:, :n] = tokens
+        self.video.latent[:, :n] = tokens
+        self.video.denoise_mask[:, :n] = 1.0 - strength
+
+    def append(self, name: str, tokens: torch.Tensor, coords: torch.Tensor, mask_value: float,
+               attention_weights: torch.Tensor | None = None) -> None:
+        """Append conditioning tokens `(B, M, C)` at `coords` `(B, D, M, 2)` after the existing ones, denoise mask
+        `mask_value` (official keyframe / reference semantics). Video only: `attention_weights` `(B, M)` in [0, 1]
+        sets how strongly generated and new tokens attend to each other (official attention-strength wrapper);
+        once the state has a self-attention bias, tokens appended without weights get 1 (ltx-core
+        `update_attention_mask`)."""
         state = self.modality(name)
+        if name == VIDEO and (attention_weights is not None or state.self_attention_bias is not None):
+            weights = torch.ones(tokens.shape[:2]) if attention_weights is None else attention_weights
+            state.self_attention_bias = appended_bias(state.self_attention_bias, state.num_target_tokens,
+                                                      state.latent.shape[1], weights.to(tokens.device))
+        elif attention_weights is not None:
+            raise ValueError("attention weights apply to appended video tokens only")
         mask = torch.full(tokens.shape[:2], mask_value, dtype=torch.float32, device=tokens.device)
         state.clean = torch.cat([state.clean, tokens], dim=1)
         state.latent = torch.cat([state.latent, tokens], dim=1)
@@ -131,21 +137,29 @@ class ConditioningState:
 class Condition:
     """Base class of the condition types (one module each in `diffusers_ltx2.conditioning`).
 
-    Subclasses set `order` (sources 0 < regions 1 < frame conditions 2: a keyframe inside a retake window
-    still conditions it) and implement `check` and `apply`.
+    Subclasses set `order` (sources 0 < regions 1 < frame conditions 2 < references 3: a keyframe inside a
+    retake window still conditions it; references are appended after keyframes, as ltx-pipelines orders them),
+    `modality` (what they condition; `None`: both / none) and implement `check` and `apply_to`.
     """
 
     order: int = 2
-    #: modalities this condition provides a source for (at most one source per modality in a call).
+    #: the modality this condition puts media into ("video" / "audio"), or None
+    modality: str | None = None
+    #: modalities this condition provides a source for (at most one source per modality in a call)
     provides: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """How error messages name this condition."""
+        return type(self).__name__
+
+    def replaces_first_frame(self, geometry: ClipGeometry) -> bool:
+        """Whether it overwrites the first latent frame (at most one condition of a call may)."""
+        return False
 
     def check(self, geometry: ClipGeometry) -> None:
         """Validate against the clip; raise `ValueError` (no model runs here)."""
 
-    def apply(self, state: ConditioningState, encoder) -> None:
-        """Encode media with `encoder` (the pipeline) and edit `state`."""
+    def apply_to(self, state: ConditioningState, encoder: LatentEncoder, geometry: ClipGeometry) -> None:
+        """Encode media with `encoder` and edit `state` (a clip of `geometry`)."""
         raise NotImplementedError
-
-
-#: a modality whose every token is held at its clean value (denoise mask 0 everywhere): the denoising core's rule
-frozen = is_frozen

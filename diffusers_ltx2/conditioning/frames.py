@@ -14,7 +14,7 @@ import torch
 from ..media.frames import as_frames
 from ..rules import resolve_frame_index  # plain Python: the CLI resolves @FRAME before importing torch
 
-__all__ = ["as_frames", "num_frames_of", "resolve_frame_index", "to_vae_pixels"]
+__all__ = ["as_frames", "num_frames_of", "resolve_frame_index", "to_vae_pixels", "vae_pixels"]
 
 
 def num_frames_of(frames) -> int:
@@ -36,3 +36,8 @@ def to_vae_pixels(frames, height: int, width: int, crf: int) -> torch.Tensor:
     pixels = resize_center_crop(frames, height, width)  # (F, H, W, 3) float32 on the input's scale
     pixels = pixels / (scale / 2.0) - 1.0
     return pixels.permute(3, 0, 1, 2).unsqueeze(0).contiguous()
+
+
+def vae_pixels(frames: torch.Tensor) -> torch.Tensor:
+    """`(F, 3, H, W)` frames in [0, 1] -> the VAE's `(1, 3, F, H, W)` pixels in [-1, 1]."""
+    return (frames * 2 - 1).permute(1, 0, 2, 3).unsqueeze(0)

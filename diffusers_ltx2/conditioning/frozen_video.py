@@ -8,8 +8,8 @@ attends to it. While it stays frozen the output frames are the given (resized) p
 
 from __future__ import annotations
 
-from ..pipelines import latents as L
-from .base import VIDEO, ClipGeometry, Condition, ConditioningState
+from ..latents import layout as L
+from .base import VIDEO, ClipGeometry, Condition, ConditioningState, LatentEncoder
 from .frames import as_frames, num_frames_of, to_vae_pixels
 
 
@@ -25,6 +25,7 @@ class FrozenVideo(Condition):
     """
 
     order = 0
+    modality = VIDEO
     provides = (VIDEO,)
 
     def __init__(self, frames):
@@ -38,9 +39,9 @@ class FrozenVideo(Condition):
                 f"num_frames={n} (if it is 8k+1) or trim the video (media.load_video(path, num_frames=...))"
             )
 
-    def apply(self, state: ConditioningState, encoder) -> None:
-        g = state.geometry
+    def apply_to(self, state: ConditioningState, encoder: LatentEncoder, geometry: ClipGeometry) -> None:
+        g = geometry
         pixels = to_vae_pixels(self.frames, g.height, g.width, crf=0)
-        latents = encoder.encode_pixels(pixels, g.batch_size, state.video.latent.device)
+        latents = encoder.encode_video(pixels, g.batch_size)
         state.replace_clean(VIDEO, L.pack_video(latents.float()), 0.0)
         state.video_pixels = pixels.expand(g.batch_size, -1, -1, -1, -1)

@@ -7,16 +7,16 @@ and dropped before decoding. Audio (our addition; ComfyUI's looping sampler is v
 latents replace the clip's first audio tokens in place, with the same mask (audio has no causal first latent, so
 frame-0 replacement is the natural counterpart, as official `VideoConditionByLatentIndex` does for video).
 
-Latents are given as `output_type="latent"` returns them (denormalized VAE latents) and normalized here with the
-VAE's per-channel statistics.
+Latents are given as `output_type="latent"` returns them (denormalized VAE latents) and normalized with the
+VAEs' per-channel statistics by the `LatentEncoder` (`normalize_video_latents` / `normalize_audio_latents`).
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..pipelines import latents as L
-from .base import AUDIO, VIDEO, ClipGeometry, Condition, ConditioningState
+from ..latents import layout as L
+from .base import AUDIO, VIDEO, ClipGeometry, Condition, ConditioningState, LatentEncoder
 from .video import keyframe_positions
 
 
@@ -46,6 +46,7 @@ class LatentGuide(Condition):
                 raise ValueError(f"LatentGuide: {name} must be a {ndim}-D latent tensor, got "
                                  f"{getattr(value, 'shape', type(value).__name__)}")
         self.video, self.audio, self.strength = video, audio, float(strength)
+        self.modality = VIDEO if video is not None else AUDIO
 
     def check(self, geometry: ClipGeometry) -> None:
         g = geometry
@@ -61,15 +62,12 @@ class LatentGuide(Condition):
             if value is not None and value.shape[0] not in (1, g.batch_size):
                 raise ValueError(f"LatentGuide: {name} batch {value.shape[0]} for {g.batch_size} clips")
 
-    def apply(self, state: ConditioningState, encoder) -> None:
-        g = state.geometry
+    def apply_to(self, state: ConditioningState, encoder: LatentEncoder, geometry: ClipGeometry) -> None:
+        g = geometry
         mask = 1.0 - self.strength
         if self.video is not None:
             device = state.video.latent.device
-            vae = encoder.vae
-            lat = L.normalize_video(self.video.to(device, torch.float32), vae.latents_mean.to(device),
-                                    vae.latents_std.to(device))
-            lat = lat.expand(g.batch_size, -1, -1, -1, -1)
+            lat = encoder.normalize_video_latents(self.video).to(device).expand(g.batch_size, -1, -1, -1, -1)
             positions = keyframe_positions(g.batch_size, *lat.shape[2:], frame_index=0, frame_rate=g.frame_rate,
                                            temporal_ratio=g.temporal_ratio, spatial_ratio=g.spatial_ratio,
                                            device=device)
@@ -78,9 +76,7 @@ class LatentGuide(Condition):
             if AUDIO in state.sources:
                 raise ValueError("LatentGuide audio cannot guide an audio source given by another condition")
             audio = state.audio
-            vae = encoder.audio_vae
-            tokens = L.normalize_audio_tokens(L.pack_audio(self.audio.to(audio.latent.device, torch.float32)),
-                                              vae.latents_mean, vae.latents_std)
+            tokens = encoder.normalize_audio_latents(self.audio).to(audio.latent.device)
             n = tokens.shape[1]
             tokens = tokens.expand(g.batch_size, -1, -1)
             audio.clean[:, :n] = tokens

@@ -1,13 +1,9 @@
 """`TemporalRegion`: retake - regenerate a time window of a given clip, keep the rest.
 
-Official `retake.py` `TemporalRegionMask(start_time, end_time, fps)`: a target token is regenerated (mask 1,
-noised) when its time span `[t_start, t_end)` overlaps the window (`t_end > start and t_start < end`), else kept
-at the source latent (mask 0). Video spans are the tokens' pixel-frame boxes with the causal first-frame fix,
-divided by fps (the same numbers as their positions); audio spans are the audio patchifier's seconds (also their
-positions). A modality not regenerated is frozen whole (official: a `(0, 0)` window).
-
-Soft edges (`ramp_s`, our version of ComfyUI's `slope_len`): a token whose span lies within `ramp_s` seconds of
-the window gets mask `1 - gap / ramp_s` (partially renoised, partial timestep) instead of 0.
+Official `retake.py` `TemporalRegionMask(start_time, end_time, fps)`: a target token is regenerated (mask 1) when
+its time span `[t_start, t_end)` (its positions: seconds) overlaps the window, else kept at the source (mask 0); a
+modality not regenerated is frozen whole (official: a `(0, 0)` window). Soft edges (`ramp_s`, our version of
+ComfyUI's `slope_len`): a token within `ramp_s` seconds of the window gets mask `1 - gap / ramp_s` instead of 0.
 """
 
 from __future__ import annotations
@@ -16,7 +12,7 @@ import math
 
 import torch
 
-from .base import AUDIO, VIDEO, ClipGeometry, Condition, ConditioningState
+from .base import AUDIO, VIDEO, ClipGeometry, Condition, ConditioningState, LatentEncoder
 
 
 def region_mask(spans: torch.Tensor, start_s: float, end_s: float, ramp_s: float = 0.0) -> torch.Tensor:
@@ -49,10 +45,9 @@ class TemporalRegion(Condition):
         start_frame, end_frame: the window in pixel frames instead (integers, `0 <= start_frame < end_frame <=
             num_frames`); not with `start_s` / `end_s`.
 
-    Example (retake seconds 1.5-3.0 of a clip, video and audio; or its frames 36-71 at 24 fps):
+    Example (retake seconds 1.5-3.0 of a clip, video and audio; `TemporalRegion(start_frame=36, end_frame=72)`: its
+    frames 36-71):
         >>> conditions = [FrozenVideo("clip.mp4"), AudioCondition("clip.mp4"), TemporalRegion(1.5, 3.0)]
-        >>> conditions = [FrozenVideo("clip.mp4"), AudioCondition("clip.mp4"), TemporalRegion(start_frame=36,
-        ...                                                                                    end_frame=72)]
 
     Raises (before any model runs):
         ValueError: a window that is empty or outside the clip, seconds and frames both (or neither) given, a bound
@@ -116,8 +111,8 @@ class TemporalRegion(Condition):
                 f"({geometry.num_frames} frames at {geometry.frame_rate} fps)"
             )
 
-    def apply(self, state: ConditioningState, encoder) -> None:
-        start_s, end_s = self.window_s(state.geometry)
+    def apply_to(self, state: ConditioningState, encoder: LatentEncoder, geometry: ClipGeometry) -> None:
+        start_s, end_s = self.window_s(geometry)
         for name in self.regenerates:
             modality = state.modality(name)
             n = modality.num_target_tokens

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from ..pipelines import latents as L
-from .base import VIDEO, ClipGeometry, Condition, ConditioningState
+from ..latents import layout as L
+from .base import VIDEO, ClipGeometry, Condition, ConditioningState, LatentEncoder
 from .frames import as_frames, num_frames_of, resolve_frame_index, to_vae_pixels
 
 #: the CRF of image conditions on LTX-2.0 / 2.3 (official `DEFAULT_IMAGE_CRF`; 2.4+: 18, see `versions`)
@@ -65,6 +65,7 @@ class VideoCondition(Condition):
     """
 
     order = 2
+    modality = VIDEO
 
     def __init__(self, frames, frame_index: int = 0, strength: float = 1.0, *, crf: int | None = None):
         if isinstance(frame_index, bool) or not isinstance(frame_index, int):
@@ -98,20 +99,17 @@ class VideoCondition(Condition):
                 f"clip's frames 0..{geometry.num_frames - 1}"
             )
 
-    def apply(self, state: ConditioningState, encoder) -> None:
-        g = state.geometry
+    def replaces_first_frame(self, geometry: ClipGeometry) -> bool:
+        return self.start_frame(geometry) == 0
+
+    def apply_to(self, state: ConditioningState, encoder: LatentEncoder, geometry: ClipGeometry) -> None:
+        g = geometry
         start = self.start_frame(g)
         pixels = to_vae_pixels(self.frames, g.height, g.width, g.image_crf if self.crf is None else self.crf)
-        latents = encoder.encode_pixels(pixels, g.batch_size, state.video.latent.device)  # (B, C, f, h, w)
-        tokens = L.pack_video(latents.float())
+        latents = encoder.encode_video(pixels, g.batch_size)
+        tokens = L.pack_video(latents.float())  # (B, f*h*w, C) of the (B, C, f, h, w) latents
         if start == 0:
-            if state.frame0 is not None:
-                raise ValueError(f"two conditions replace the first frame ({state.frame0} and a VideoCondition)")
-            state.frame0 = "VideoCondition"
-            n = tokens.shape[1]
-            state.video.clean[:, :n] = tokens
-            state.video.latent[:, :n] = tokens
-            state.video.denoise_mask[:, :n] = 1.0 - self.strength
+            state.replace_first_frames(tokens, self.strength, "a VideoCondition")
             return
         positions = keyframe_positions(
             g.batch_size, latents.shape[2], latents.shape[3], latents.shape[4], frame_index=start,
@@ -119,25 +117,3 @@ class VideoCondition(Condition):
             device=tokens.device,
         )
         state.append(VIDEO, tokens, positions, 1.0 - self.strength)
-
-
-class EncodedFirstFrame(Condition):
-    """The pipeline's `image=` shorthand inside a conditioned call: already encoded first-frame latents
-    `(B, C, 1, h, w)` (normalized) replacing latent frame 0 with mask `1 - strength` (the pipeline's own image
-    preprocessing, unchanged)."""
-
-    order = 2
-
-    def __init__(self, latents: torch.Tensor, strength: float):
-        self.latents = latents
-        self.strength = float(strength)
-
-    def apply(self, state: ConditioningState, encoder) -> None:
-        if state.frame0 is not None:
-            raise ValueError(f"two conditions replace the first frame ({state.frame0} and image=)")
-        state.frame0 = "image="
-        tokens = L.pack_video(self.latents.to(state.video.latent.device, torch.float32))
-        n = tokens.shape[1]
-        state.video.clean[:, :n] = tokens
-        state.video.latent[:, :n] = tokens
-        state.video.denoise_mask[:, :n] = 1.0 - self.strength

@@ -12,7 +12,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["read_video", "to_frames", "fit_frames", "frames_to_uint8"]
+__all__ = ["read_video", "to_frames", "fit_frames", "frames_to_uint8", "run_preprocessor"]
 
 
 def read_video(path: str | os.PathLike, max_frames: int | None = None) -> torch.Tensor:
@@ -80,3 +80,12 @@ def fit_frames(frames: torch.Tensor, num_frames: int, height: int, width: int, t
 def frames_to_uint8(frames: torch.Tensor) -> np.ndarray:
     """`(F, 3, H, W)` in `[0, 1]` -> `(F, H, W, 3)` uint8."""
     return (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def run_preprocessor(preprocessor, frames: torch.Tensor) -> torch.Tensor:
+    """Apply a control preprocessor to `(F, 3, H, W)` frames in [0, 1]; it must return frames of that shape."""
+    out = preprocessor(frames)
+    if not isinstance(out, torch.Tensor) or out.shape != frames.shape:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"control_preprocessor must return a tensor of shape {tuple(frames.shape)}, got {got}")
+    return out.float().clamp(0, 1)

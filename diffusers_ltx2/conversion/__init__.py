@@ -23,7 +23,7 @@ from .errors import (
 
 _LAZY = {
     "FP8ScaledLinear": ".fp8",
-    "load_fp8_transformer": ".fp8",
+    "load_fp8_transformer": ".loading",
     "convert_single_file": ".convert",
     "load_components_from_single_file": ".loading",
     "convert_lora_file": ".lora",

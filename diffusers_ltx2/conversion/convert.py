@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from ..json_files import read_json
 from ..guiders import MultimodalGuider
-from ..loaders.gemma_version import expected_gemma_version
-from ..loaders.identity import MODEL_ID_METADATA_KEY
 from ..schedulers import LTX2Scheduler
+from .metadata import MODEL_ID_METADATA_KEY, expected_gemma_version
 
 import json
 import os

@@ -5,8 +5,8 @@ files add ``<linear>.weight_scale`` (and ``<linear>.input_scale``, the activatio
 TensorRT kernel, which a dequantizing matmul does not need). Dequantized value = ``weight * weight_scale``.
 
 ``keep`` mode writes the float8 weights and their ``weight_scale`` under the diffusers names plus a
-``ltx2_fp8.json`` manifest; :func:`load_fp8_transformer` loads such a folder with :class:`FP8ScaledLinear`
-layers that dequantize on the fly (memory of the FP8 file, compute in the activation dtype).
+``ltx2_fp8.json`` manifest; `conversion.loading.load_fp8_transformer` loads such a folder with
+:class:`FP8ScaledLinear` layers that dequantize on the fly (memory of the FP8 file, compute in the activation dtype).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..json_files import read_json
 
 FP8_MODES = ("dequantize", "keep")
 FP8_MANIFEST = "ltx2_fp8.json"
@@ -142,36 +141,3 @@ def check_fp8_manifest(folder: str | os.PathLike) -> None:
         if any(k.endswith(".weight_scale") for k in tensors):
             raise OSError(f"{folder}: float8 weights (weight_scale tensors in {path.name}) but no {FP8_MANIFEST}: "
                           f"an incomplete copy of an FP8 / fp8-cast folder; copy {FP8_MANIFEST} from the source")
-
-
-def load_fp8_transformer(folder: str | os.PathLike, dtype: torch.dtype = torch.bfloat16):
-    """Load a ``transformer`` folder written with ``fp8="keep"``.
-
-    Float8 linears become :class:`FP8ScaledLinear`; every other tensor is cast to ``dtype``. Tensors are
-    assigned one at a time from the shards into a meta-initialised model.
-
-    Raises:
-        OSError: a missing, truncated or corrupt weight file (named).
-        ValueError: an unreadable manifest.
-    """
-    from accelerate import init_empty_weights
-    from diffusers import LTX2VideoTransformer3DModel
-
-    from .loading import assign_tensor, check_materialized, iter_folder_tensors
-
-    folder = Path(folder)
-    manifest = read_json(folder / FP8_MANIFEST)
-    weight_dtype = getattr(torch, manifest["weight_dtype"])
-    config = LTX2VideoTransformer3DModel.load_config(folder)
-    with init_empty_weights(include_buffers=False):
-        model = LTX2VideoTransformer3DModel.from_config(config)
-    swap_linears(model, manifest["modules"], weight_dtype, compute_dtype=dtype)
-    fp8_modules = set(manifest["modules"])
-    for key, tensor in iter_folder_tensors(folder):
-        module_name = key.rpartition(".")[0]
-        keep = module_name in fp8_modules and key.endswith((".weight", ".weight_scale"))
-        if not keep and tensor.is_floating_point():
-            tensor = tensor.to(dtype)
-        assign_tensor(model, key, tensor)
-    check_materialized(model, "transformer")
-    return model.eval()

@@ -12,7 +12,7 @@ from torch import nn
 
 from .errors import ConversionError
 from ..json_files import read_json
-from .fp8 import dequantize, swap_linears
+from .fp8 import FP8_MANIFEST, dequantize, swap_linears
 from .plan import ConversionPlan, TensorPlan, inspect_checkpoint, plan_conversion
 from .streaming import SetReader
 
@@ -194,42 +194,32 @@ def load_components_from_single_file(
     return modules
 
 
-def check_sources_exist(path) -> None:
-    """`FileNotFoundError` naming the first of `path` (a file or folder, or a list of them) that does not exist."""
-    for p in [path] if isinstance(path, (str, os.PathLike)) else list(path):
-        if not os.path.exists(p):
-            raise FileNotFoundError(f"checkpoint not found: {p}")
+def load_fp8_transformer(folder: str | os.PathLike, dtype: torch.dtype = torch.bfloat16):
+    """Load a ``transformer`` folder written with ``fp8="keep"``.
 
-
-def load_pipeline_components(path, *, dtype: torch.dtype | None = None, fp8: str | None = "dequantize",
-                             progress: bool = False, text_encoder=None, tokenizer=None) -> dict:
-    """Everything `from_single_file` gives a pipeline besides scheduler and guider: the model components (a 2.5
-    set's duration head too: the pipeline predicts `num_frames` with it), the text encoder and tokenizer (given, or a 2.5 set's text encoder file), and the checkpoint's identity
-    (``model_identity``, ``model_version``, ``gemma_version``).
+    Float8 linears become :class:`FP8ScaledLinear`; every other tensor is cast to ``dtype``. Tensors are
+    assigned one at a time from the shards into a meta-initialised model.
 
     Raises:
-        FileNotFoundError: a missing path. ConversionError: unknown/missing keys, or a 2.5 set missing a file a
-            pipeline needs (named).
+        OSError: a missing, truncated or corrupt weight file (named).
+        ValueError: an unreadable manifest.
     """
-    from ..loaders.identity import MODEL_ID_METADATA_KEY
-    from ..loaders.gemma_version import expected_gemma_version
-    from .plan import DTYPES, check_pipeline_components
-    from .text_encoder import load_text_encoder, plan_text_encoder, text_encoder_file
+    from accelerate import init_empty_weights
+    from diffusers import LTX2VideoTransformer3DModel
 
-    check_sources_exist(path)
-    name = {v: k for k, v in DTYPES.items()}.get(dtype)
-    if name is None:
-        raise ValueError(f"unsupported dtype {dtype}")
-    info = inspect_checkpoint(path)
-    plan = plan_conversion(info, dtype=name, fp8=fp8)
-    check_pipeline_components(plan)
-    kwargs = load_components_from_single_file(path, dtype=dtype, fp8=fp8, progress=progress, plan=plan)
-    te_file = text_encoder_file(info.files)
-    if text_encoder is None and tokenizer is None and te_file is not None:
-        with SetReader(info.sources) as reader:
-            text_encoder, tokenizer = load_text_encoder(plan_text_encoder(te_file, dtype), reader, dtype)
-    kwargs.update(text_encoder=text_encoder, tokenizer=tokenizer,
-                  model_identity=info.metadata.get(MODEL_ID_METADATA_KEY),
-                  model_version=info.metadata.get("model_version"),
-                  gemma_version=expected_gemma_version(info.metadata))
-    return kwargs
+    folder = Path(folder)
+    manifest = read_json(folder / FP8_MANIFEST)
+    weight_dtype = getattr(torch, manifest["weight_dtype"])
+    config = LTX2VideoTransformer3DModel.load_config(folder)
+    with init_empty_weights(include_buffers=False):
+        model = LTX2VideoTransformer3DModel.from_config(config)
+    swap_linears(model, manifest["modules"], weight_dtype, compute_dtype=dtype)
+    fp8_modules = set(manifest["modules"])
+    for key, tensor in iter_folder_tensors(folder):
+        module_name = key.rpartition(".")[0]
+        keep = module_name in fp8_modules and key.endswith((".weight", ".weight_scale"))
+        if not keep and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        assign_tensor(model, key, tensor)
+    check_materialized(model, "transformer")
+    return model.eval()

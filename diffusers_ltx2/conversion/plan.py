@@ -112,7 +112,7 @@ def inspect_checkpoint(path) -> CheckpointInfo:
             + " (upscalers and LoRAs are converted next to a model, not alone: use `ltx2 convert` on the upscaler "
             "file, `ltx2 convert-lora` on the LoRA)"
         )
-    from ..loaders.gemma_version import expected_gemma_version
+    from .metadata import expected_gemma_version
 
     try:  # read here, before any tensor: a corrupt declaration fails the inspection, not the end of a conversion
         expected_gemma_version(ckpt.metadata)

@@ -1,7 +1,7 @@
 """Guidance-pass parallel: the passes of a denoising step spread over pass groups, x0 predictions all-gathered.
 
 A step of the full multimodal guider runs up to four passes (conditional, negative, STG-perturbed, modality-
-isolated). `ParallelPasses` replaces the per-step pass executor (`pipelines.denoising.TransformerPasses`): each
+isolated). `ParallelPasses` replaces the per-step pass executor (`transformer.TransformerPasses`): each
 pass group runs its share of the step's passes with its own `TransformerPasses` (same batching, same attention
 control), then the x0 predictions of all shares are all-gathered over the pass groups, so every rank hands the
 guider the same predictions, runs the same combine and holds the same latents. The split is recomputed every
@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 
 from ..guiders.base import GuidancePass, Prediction, StepPlan
-from ..guiders.grouping import group_passes
+from ..transformer.grouping import group_passes
 from .layout import ParallelContext
 
 __all__ = ["ParallelPasses", "assign_passes", "pass_gather_bytes"]
@@ -27,7 +27,7 @@ __all__ = ["ParallelPasses", "assign_passes", "pass_gather_bytes"]
 def assign_passes(passes: list[GuidancePass], num_groups: int) -> list[list[GuidancePass]]:
     """Split a step's passes over `num_groups` pass groups (pure function).
 
-    Calls are formed as `guiders.grouping.group_passes` forms them with at most `ceil(n / num_groups)` passes
+    Calls are formed as `transformer.grouping.group_passes` forms them with at most `ceil(n / num_groups)` passes
     per call - passes sharing the blocks before the STG block (conditional and perturbed) stay in one call -
     and the calls are dealt largest first to the group with the fewest passes (ties: lowest index). Every pass
     is in exactly one share; shares may be empty when there are fewer passes than groups.

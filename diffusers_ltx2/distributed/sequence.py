@@ -5,7 +5,7 @@
 
 - video self-attention (`attn1`): diffusers' Ulysses (or ring) attention through the processor's
   `_parallel_config`; a call carrying an attention mask (the IC-LoRA attention-strength bias,
-  `pipelines.attention_bias`) or `sequence_attention="allgather"` instead gathers the other shards' normalized
+  `transformer.attention_bias`) or `sequence_attention="allgather"` instead gathers the other shards' normalized
   hidden states as keys/values and runs the stock processor on the local queries (the bias rows of the local
   queries, all key columns);
 - video-to-audio attention (queries audio, keys video): the same, the audio queries (whole on every shard) passing
@@ -25,7 +25,7 @@ Per-token timesteps (conditioned tokens): a forward pre-hook of the transformer 
 the shard's tokens; a shared `(B, 1)` one stays as it is (diffusers' plan cannot split only the per-token kind).
 The same hook cuts LTX-2.5's per-token keyframe marker (`video_keyframes_mask`).
 
-STG, modality isolation and frozen streams (`guiders.attention`) act per row and per token, so they hold on
+STG, modality isolation and frozen streams (`transformer.attention`) act per row and per token, so they hold on
 shards unchanged; their shared-prefix decision is agreed over the shards (`ParallelPasses`).
 """
 
@@ -166,7 +166,7 @@ def _plain(processor):
 
 def _timestep_shard(shard: SequenceShard):
     """Forward pre-hook: a per-token video timestep `(B, N)` and the LTX-2.5 keyframe marker `(B, N, 1)`
-    (`video_keyframes_mask`, `pipelines.transformer_inputs.keyframes_mask`) are cut to this shard's tokens, as the
+    (`video_keyframes_mask`, `transformer.inputs.keyframes_mask`) are cut to this shard's tokens, as the
     tokens are (a shared `(B, 1)` timestep stays whole: AdaLN then runs once per row, not once per token)."""
 
     def hook(module, args, kwargs):

@@ -1,8 +1,8 @@
-"""Guidance methods: the `Guider` interface and its implementations."""
+"""Guidance methods: the `Guider` interface and its implementations (pure: plans and combinations of x0
+predictions; running the passes on the transformer is `diffusers_ltx2.transformer`)."""
 
 from .base import CONDITIONAL, GUIDER_CONFIG_NAME, GuidancePass, Guider, PerModalityScaleGuider, Prediction, StepPlan
 from .cfg import ClassifierFreeGuidance
-from .attention import GuidanceAttentionControl, default_skip_blocks
 from .combine import multimodal_combine
 from .modality import ModalityGuidance
 from .multimodal import ModalityGuidanceParams, MultimodalGuider
@@ -18,12 +18,10 @@ __all__ = [
     "PerModalityScaleGuider",
     "Prediction",
     "StepPlan",
-    "GuidanceAttentionControl",
     "ModalityGuidance",
     "ModalityGuidanceParams",
     "MultimodalGuider",
     "ScheduledGuider",
     "SpatioTemporalGuidance",
-    "default_skip_blocks",
     "multimodal_combine",
 ]

@@ -21,9 +21,8 @@ the checkpoint is known (`model_version` recorded); a diffusers-format folder th
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 
-from ..json_files import parse_json
+from ..conversion.metadata import GEMMA_SOURCE_METADATA_KEY, GEMMA_VERSION_KEY, expected_gemma_version  # re-exported
 from ..versions import parse_model_version  # one parser of `model_version` strings (re-exported here)
 
 logger = logging.getLogger(__name__)
@@ -36,8 +35,6 @@ __all__ = [
     "parse_model_version",
 ]
 
-GEMMA_SOURCE_METADATA_KEY = "gemma_source_checkpoint"
-GEMMA_VERSION_KEY = "gemma_version"
 #: From this `model_version` on, a checkpoint must declare its Gemma (ltx-core's
 #: `_GEMMA_SOURCE_CHECKPOINT_REQUIRED_SINCE`).
 REQUIRED_SINCE = (2, 4, 0)
@@ -45,23 +42,6 @@ REQUIRED_SINCE = (2, 4, 0)
 
 class GemmaVersionMismatchError(ValueError):
     """The loaded Gemma is not the one the checkpoint's text connectors were trained on."""
-
-
-def expected_gemma_version(metadata: Mapping[str, str]) -> str | None:
-    """The ``gemma_version`` a checkpoint's safetensors metadata declares (``gemma_source_checkpoint``), if any.
-
-    Raises:
-        ValueError: ``gemma_source_checkpoint`` is not a JSON object (a corrupt header).
-    """
-    raw = metadata.get(GEMMA_SOURCE_METADATA_KEY)
-    if raw is None:
-        return None
-    # parse_json: bad JSON, bad bytes or crafted deep nesting are a ValueError (never a RecursionError)
-    source = parse_json(raw, f"{GEMMA_SOURCE_METADATA_KEY} metadata") if isinstance(raw, (str, bytes)) else raw
-    if not isinstance(source, Mapping):
-        raise ValueError(f"{GEMMA_SOURCE_METADATA_KEY} metadata must be a JSON object, got {type(source).__name__}")
-    version = source.get(GEMMA_VERSION_KEY)
-    return None if version is None else str(version)
 
 
 def _config(text_encoder):

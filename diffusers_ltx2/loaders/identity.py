@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from ..conversion.metadata import MODEL_ID_METADATA_KEY
 from ..json_files import parse_json
 
 __all__ = [
@@ -41,7 +42,6 @@ __all__ = [
     "split_context",
 ]
 
-MODEL_ID_METADATA_KEY = "encrypted_wandb_properties"
 
 # Width of the concatenated connector output -> (video, audio) for the released models.
 KNOWN_CONTEXT_SPLITS: dict[int, tuple[int, int]] = {

@@ -1,6 +1,7 @@
 """Long clips in sliding windows (ComfyUI-LTXVideo `LTXVLoopingSampler` semantics), one concept per module:
 `layout` (which frames each window generates), `prompt_schedule` (a prompt per segment), `routing` (whole-clip
-conditions to windows), `adain` (latent statistics), `seams` (joining windows) and `sliding` (the loop).
+conditions to windows), `adain` (latent statistics) and `seams` (joining windows). The loop over the pipeline's
+calls is `pipelines.sliding` (`pipe.generate_long_video`), as every workflow calling `pipe(...)`.
 
 `layout` and `prompt_schedule` are plain Python (the command line checks with them before importing torch); the
 other names load on first use."""
@@ -11,11 +12,11 @@ from .layout import Window, audio_placements, check_window_numbers, plan_windows
 from .prompt_schedule import PromptSegment, parse_schedule_text, read_schedule_file, window_prompts
 
 _LAZY = {"adain_latents": "adain", "route_conditions": "routing", "blend_audio_latents": "seams",
-         "blend_video_latents": "seams", "generate_long_video": "sliding"}
+         "blend_video_latents": "seams"}
 
 __all__ = [
     "PromptSegment", "Window", "adain_latents", "audio_placements", "blend_audio_latents", "blend_video_latents",
-    "check_window_numbers", "generate_long_video", "parse_schedule_text", "plan_windows", "read_schedule_file",
+    "check_window_numbers", "parse_schedule_text", "plan_windows", "read_schedule_file",
     "route_conditions", "window_of_frame", "window_prompts",
 ]
 

@@ -3,16 +3,38 @@
 Video (ComfyUI `LTXVExtendSampler` + `LinearOverlapLatentTransition`): the new window's latent 0 is dropped (a
 one-frame latent standing in for an eight-frame one), its next `blend` latent frames are mixed with the finished
 clip's last `blend` ones with the new window's weight rising linearly, `(i + 1) / (blend + 1)` (ComfyUI's
-`1 - linspace(1, 0, blend + 2)[1:-1]`; the pixel extension's `conditioning.extend.blend_weights`), and the rest
-is appended. Audio latents are joined the same way on the audio latent grid (no latent is dropped: audio has no
-causal first latent), and the whole clip's audio is decoded once, so the waveform has no seam at all.
+`1 - linspace(1, 0, blend + 2)[1:-1]`: `blend_weights`, which the pixel extension `pipelines.extend` blends
+decoded frames and waveforms with too), and the rest is appended. Audio latents are joined the same way on the
+audio latent grid (no latent is dropped: audio has no causal first latent), and the whole clip's audio is decoded
+once, so the waveform has no seam at all.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..conditioning.extend import join_audio, join_frames
+__all__ = ["blend_audio_latents", "blend_video_latents", "blend_weights", "join_audio", "join_frames"]
+
+
+def blend_weights(n: int) -> torch.Tensor:
+    """Weights of the new clip across an `n`-frame (or sample) overlap: linear, `(i + 1) / (n + 1)`."""
+    return torch.arange(1, n + 1, dtype=torch.float32) / (n + 1)
+
+
+def join_frames(old: torch.Tensor, new: torch.Tensor, overlap: int) -> torch.Tensor:
+    """`old (F1, ...)` + `new (F2, ...)` whose first `overlap` frames cover old's last ones, blended linearly."""
+    w = blend_weights(overlap).view(-1, *([1] * (old.ndim - 1))).to(old)
+    mixed = old[-overlap:] * (1 - w) + new[:overlap] * w
+    return torch.cat([old[:-overlap], mixed, new[overlap:]])
+
+
+def join_audio(old: torch.Tensor, new: torch.Tensor, start: int, overlap: int) -> torch.Tensor:
+    """`old (C, N1)` up to sample `start`, cross-faded over `overlap` samples into `new (C, N2)` (which starts at
+    `start`), then `new`."""
+    overlap = min(overlap, old.shape[-1] - start, new.shape[-1])
+    w = blend_weights(overlap).to(old)
+    mixed = old[:, start:start + overlap] * (1 - w) + new[:, :overlap] * w
+    return torch.cat([old[:, :start], mixed, new[:, overlap:]], dim=-1)
 
 
 def blend_video_latents(finished: torch.Tensor, window: torch.Tensor, blend: int) -> torch.Tensor:

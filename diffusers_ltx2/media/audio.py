@@ -13,7 +13,7 @@ import os
 import numpy as np
 import torch
 
-from ..export import new_temp_file
+from .files import new_temp_file
 from .dsp import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, _check_rate, log_mel_spectrogram, resample_audio
 
 __all__ = ["load_audio", "resample_audio", "to_channels", "waveform_to_mel", "save_audio", "DEFAULT_N_FFT"]

@@ -7,7 +7,7 @@ tile) or when the untiled decode would not fit the budget; smaller tiles are pic
 Tiles are decoded by `tiled_decode.streamed_decode` (diffusers' tiles and blend weights, each tile streamed into
 a preallocated output) and encoded by diffusers' `AutoencoderKLLTX2Video` tiled encode.
 
-Memory (upper bounds of the allocations measured with `measure.AllocationTracker`, tests/test_vae_memory.py):
+Memory (upper bounds of the allocations measured with `measure.AllocationTracker`, tests/memory/test_vae_memory.py):
 with W = the widest decoder level's values, (F + 1) x (H / patch) x (W / patch) x `decoder_block_out_channels[0]`
 (F + 1: the last temporal upsampling makes one frame more, then drops it), an untiled decode peaks at
 `DECODE_WIDEST_TENSORS` x W inside the levels, or at the end at `DECODE_FINAL_WIDEST` x W + `DECODE_OUTPUT_TENSORS`

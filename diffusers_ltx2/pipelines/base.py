@@ -1,15 +1,16 @@
 """`LTX2PipelineBase`: the components and the steps every LTX-2 pipeline of this package shares.
 
-The concrete pipelines (`LTX2AudioVideoPipeline`, `LTX2ICLoRAPipeline`) only orchestrate these steps in
-their `__call__`; nothing here is duplicated between them.
+A call: `pipelines.call.resolve_call` checks and resolves the arguments into a `PipelineCall`; the pipeline makes
+its list of `pipelines.stage.Stage`s from it; `generate` enhances the prompts when asked
+(`pipelines.enhancement`), encodes them once (`pipelines.prompts`), predicts the clip length when the duration head
+decides it (`pipelines.duration`), runs the stages (`pipelines.runtime`, `stage.run_stages`) and `finish`es
+(decodes). The concrete pipelines only compose stages in their `__call__`; nothing here is duplicated between them.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import replace
-
 import torch
 from diffusers import (
     AutoencoderKLLTX2Audio,
@@ -23,29 +24,30 @@ from diffusers.video_processor import VideoProcessor
 from diffusers.pipelines.ltx2 import LTX2DurationHead, LTX2TextConnectors, LTX2Vocoder, LTX2VocoderWithBWE
 
 from ..acceleration.pipeline_mixin import AccelerationMixin
-from ..guiders import GuidanceAttentionControl, Guider, MultimodalGuider
+from ..guiders import Guider, MultimodalGuider
 from ..loaders.lora import LTX2OfficialLoraLoaderMixin
-from ..loaders.gemma import DEFAULT_MAX_SEQUENCE_LENGTH, GemmaPromptEncoder, run_connectors
-from ..loaders.gemma_version import check_gemma_version
-from ..loaders.prompt_embeddings import PromptEmbeddings
 from ..memory.offload import OffloadMixin
 from ..memory.tiled_decode import streamed_decode
 from ..memory.vae_tiling import auto_tile_vae
 from ..schedulers import LTX2Scheduler
-from ..schedulers.samplers import sampler_seed
-from . import latents as L
+from ..latents import layout as L
+from ..latents.geometry import ClipGeometry
+from ..latents.state import ModalityLatents
+from ..transformer import GuidanceAttentionControl
 from .call_lock import serialized_call
-from .denoising import ModalityLatents, TextContexts, TransformerPasses, denoise
 from .diffusers_compat import (
     DIFFUSERS_ONLY_COMPONENTS, absent_components, as_ltx2_scheduler, check_diffusers_components, read_model_index,
     saved_by_this_package,
 )
 from .diffusers_surface import DiffusersLTX2Surface
 from .duration import check_duration_head
+from .encoder import ModelLatentEncoder
 from .enhancement import PromptEnhancementMixin, skip_unloadable_processor
-from .images import check_image, image_pixels, prepare_images, spread_over_videos
-from .initial_latents import InitialLatentsMixin
+from .images import check_image, first_frame_latents, prepare_images
 from .pipeline_output import LTX2AudioVideoPipelineOutput
+from .prompts import PromptContextsMixin
+from .runtime import named_progress_bar, stage_runtime
+from .stage import StageResult, run_stages
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +59,7 @@ def default_guider() -> Guider:
     return MultimodalGuider()
 
 
-class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX2Surface, OffloadMixin,
+class LTX2PipelineBase(PromptContextsMixin, PromptEnhancementMixin, DiffusersLTX2Surface, OffloadMixin,
                        DiffusionPipeline, LTX2OfficialLoraLoaderMixin, AccelerationMixin):
     """Components and shared steps of the LTX-2 audio+video pipelines.
 
@@ -293,7 +295,7 @@ class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX
             ValueError (`fp8="keep"` with a quantization other than fp8-cast / fp8-scaled-mm; a torchao mode this
             machine cannot run).
         """
-        from ..conversion.loading import check_sources_exist, load_pipeline_components
+        from ..conversion.pipeline_components import check_sources_exist, load_pipeline_components
         from ..quantization import check_quantization, check_quantization_machine
         from ..quantization.loading import (quantize_single_file_transformer, quantize_text_encoder_of,
                                             single_file_fp8_mode)
@@ -319,121 +321,6 @@ class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX
         """Sample rate of the generated waveform (the vocoder's output rate)."""
         cfg = self.vocoder.config
         return int(getattr(cfg, "output_sampling_rate", None) or getattr(cfg, "output_sample_rate", 24000))
-
-    # -- prompts ---------------------------------------------------------------------------------------------
-    def _active_prompt_encoder(self, max_sequence_length: int | None = None):
-        if self.prompt_encoder is not None:
-            return self.prompt_encoder
-        if self.text_encoder is None or self.tokenizer is None:
-            raise ValueError(
-                "this pipeline has no text encoder: pass prompt_embeds, or load it with a prompt_encoder "
-                "(e.g. LTXAPIPromptEncoder) or with Gemma"
-            )
-        check_gemma_version(self.text_encoder, expected=getattr(self.config, "gemma_version", None),
-                            model_version=getattr(self.config, "model_version", None))
-        if max_sequence_length is None:
-            max_sequence_length = min(DEFAULT_MAX_SEQUENCE_LENGTH, int(self.tokenizer.model_max_length))
-        return GemmaPromptEncoder(self.tokenizer, self.text_encoder, max_sequence_length=max_sequence_length)
-
-    def encode_text_contexts(
-        self,
-        prompts: list[str] | None,
-        negative_prompts: list[str] | None,
-        *,
-        prompt_embeds: PromptEmbeddings | None = None,
-        negative_prompt_embeds: PromptEmbeddings | None = None,
-        need_negative: bool,
-        num_videos_per_prompt: int = 1,
-        max_sequence_length: int | None = None,
-        device: torch.device | None = None,
-    ) -> TextContexts:
-        """Encode (or take) the prompt embeddings and bring them to the connector stage.
-
-        Prompts go through `prompt_encoder` (or the local Gemma); feature-stage embeddings go through the
-        pipeline's connectors; connector-stage embeddings are used as they are. `max_sequence_length` is the
-        padded prompt length for the local Gemma (default: 1024, or the tokenizer's maximum if smaller).
-        Every embedding is repeated `num_videos_per_prompt` times per prompt, in prompt order; a negative of
-        batch 1 is used for every prompt.
-        """
-        device = device or self._execution_device
-        encoder = None
-        if prompt_embeds is None or (need_negative and negative_prompt_embeds is None):
-            encoder = self._active_prompt_encoder(max_sequence_length)
-        positive = prompt_embeds if prompt_embeds is not None else encoder.encode(prompts, device=device)
-        negative = None
-        if need_negative:
-            negative = negative_prompt_embeds
-            if negative is None:
-                negative = encoder.encode(negative_prompts or [""] * positive.batch_size, device=device)
-            if negative.batch_size == 1 and positive.batch_size > 1:
-                negative = negative.repeat(positive.batch_size)
-        positive = self._to_connector_stage(positive, device).repeat(num_videos_per_prompt)
-        if negative is not None:
-            negative = self._to_connector_stage(negative, device).repeat(num_videos_per_prompt)
-        return TextContexts(positive=positive, negative=negative)
-
-    def _to_connector_stage(self, embeddings: PromptEmbeddings, device) -> PromptEmbeddings:
-        from ..loaders.identity import check_model_identity
-
-        # an API model_id or a cached entry of another checkpoint fails here, naming both models
-        check_model_identity(embeddings.model_identity, self.model_identities(), source="prompt embeddings",
-                             warn_if_unknown=False)
-        embeddings = embeddings.to(device=device)
-        if embeddings.stage == "features":
-            embeddings = run_connectors(self.connectors, embeddings)
-        self._check_context_width(embeddings)
-        return embeddings
-
-    def _check_context_width(self, embeddings: PromptEmbeddings) -> None:
-        from ..loaders.identity import context_dims
-
-        expected = context_dims(self.transformer)  # 2.0: caption_channels twice; 2.3: the stream widths
-        got = (embeddings.video_context.shape[-1], embeddings.audio_context.shape[-1])
-        if got != expected:
-            raise ValueError(
-                f"prompt embeddings are (video {got[0]}, audio {got[1]}) wide but this transformer expects "
-                f"(video {expected[0]}, audio {expected[1]}): they were made for a different model"
-            )
-
-    def _load_embeddings(self, embeddings):
-        """Checked `PromptEmbeddings` for `prompt_embeds=`: a conditioning file or a ComfyUI conditioning list
-        is loaded and refused when made for another model (identity or widths); `PromptEmbeddings` pass
-        through here and are checked with every other source in `_to_connector_stage`."""
-        if embeddings is None or isinstance(embeddings, PromptEmbeddings):
-            return embeddings
-        if not isinstance(embeddings, (str, os.PathLike, list, tuple)):
-            raise ValueError(
-                "prompt embeddings must be PromptEmbeddings, a conditioning file path or a tensor with its "
-                f"attention mask, got {type(embeddings).__name__}"
-            )
-        from ..loaders.conditioning_file import as_prompt_embeddings
-        from ..loaders.identity import context_dims
-
-        video_dim, audio_dim = context_dims(self.transformer)
-        return as_prompt_embeddings(embeddings, model_identities=self.model_identities(),
-                                    video_dim=video_dim, audio_dim=audio_dim)
-
-    @property
-    def model_identity(self) -> str | None:
-        """The official checkpoint's model id (`encrypted_wandb_properties`) when known, else `None`."""
-        return getattr(self.config, "model_identity", None)
-
-    @property
-    def model_version(self) -> str:
-        """``"2.0"``, ``"2.3"`` or ``"2.5"``: the recorded ``model_version``, else what the transformer config
-        implies."""
-        from ..versions import model_version_of
-
-        transformer = getattr(self, "transformer", None)
-        return model_version_of(transformer.config if transformer is not None else None,
-                                getattr(self.config, "model_version", None))
-
-    def model_identities(self) -> list[str]:
-        """Identities prompt embeddings may carry to be accepted by this pipeline: the checkpoint's model id
-        and the fingerprint of its text connectors (what locally encoded embeddings record)."""
-        from ..loaders.identity import connector_fingerprint
-
-        return [i for i in (self.model_identity, connector_fingerprint(self.connectors)) if i]
 
     # -- denoising -------------------------------------------------------------------------------------------
     @property
@@ -465,128 +352,69 @@ class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX
             return list(callback.tensor_inputs)
         return list(tensor_inputs)
 
-    def _step_callback(self, callback, tensor_inputs, contexts: TextContexts | None = None):
-        """Adapt a diffusers-style `callback_on_step_end` to the denoising loop.
+    # -- running: stages, then decoding -----------------------------------------------------------------------
+    def generate(self, call, stages):
+        """Run a resolved call (`pipelines.call.PipelineCall`) and decode it.
 
-        The callback sees `latents` / `audio_latents` (packed float32 tokens `(B, N, C)`) and `prompt_embeds` /
-        `negative_prompt_embeds` (connector-stage video contexts `(B, L, D)`, the negative `None` when no
-        negative pass runs); tensors it returns replace them for the following steps.
+        The call's prompts are enhanced when it asks for it (`call.enhancement`) and encoded once; a clip length
+        left to the duration head is predicted from them (`call.predict_length`); then `stages` - a list of
+        `Stage`s, or `call -> list` when the stages depend on the final call (a predicted length) - run in order
+        (`stage.run_stages`) and the last result is `finish`ed.
+
+        Raises:
+            ValueError: a list of stages for a call whose length is still to be predicted (before any model runs).
         """
-        if callback is None:
-            return None
-        state = {"contexts": contexts}
-
-        def on_step_end(step, sigma, video, audio):
-            ctx = state["contexts"]
-            names = {"latents": video.latent, "audio_latents": audio.latent,
-                     "prompt_embeds": ctx.positive.video_context if ctx is not None else None,
-                     "negative_prompt_embeds": ctx.negative.video_context if ctx is not None and ctx.negative
-                     is not None else None}
-            out = callback(self, step, sigma, {k: names[k] for k in tensor_inputs}) or {}
-            if "latents" in out:
-                video = replace(video, latent=out["latents"].to(torch.float32))
-            if "audio_latents" in out:
-                audio = replace(audio, latent=out["audio_latents"].to(torch.float32))
-            if ctx is not None and out.get("prompt_embeds") is not None:
-                ctx = replace(ctx, positive=replace(ctx.positive, video_context=out["prompt_embeds"]))
-            if ctx is not None and ctx.negative is not None and out.get("negative_prompt_embeds") is not None:
-                ctx = replace(ctx, negative=replace(ctx.negative, video_context=out["negative_prompt_embeds"]))
-            if ctx is state["contexts"]:
-                return video, audio
-            state["contexts"] = ctx
-            return video, audio, ctx
-
-        return on_step_end
-
-    def set_schedule(self, num_inference_steps: int, sigmas, num_frames: int, height: int, width: int, device):
-        """Set the scheduler's sigmas for a clip (custom `sigmas` win over `num_inference_steps`)."""
-        num_tokens = self.video_latent_shape(1, num_frames, height, width)[0][1]
-        self.scheduler.set_timesteps(
-            None if sigmas is not None else num_inference_steps, device=device, sigmas=sigmas, num_tokens=num_tokens
-        )
-        self._num_timesteps = len(self.scheduler.sigmas) - 1
+        if call.duration is not None and not callable(stages):
+            raise ValueError("the clip length of this call is predicted after encoding: pass its stages as a "
+                             "function of the call")
         self._interrupt = False
-
-    def named_progress_bar(self, total: int, name: str, *, keep_name: bool = False):
-        """diffusers' `progress_bar(total=...)` labelled `name` (`keep_name`: unless the caller set a label with
-        `set_progress_bar_config(desc=...)`, as the two-stage pipelines do per stage); other settings kept."""
-        config = dict(getattr(self, "_progress_bar_config", {}))
-        if keep_name and "desc" in config:
-            return self.progress_bar(total=total)
-        self._progress_bar_config = {**config, "desc": name}
-        try:
-            return self.progress_bar(total=total)
-        finally:
-            self._progress_bar_config = config
-
-    def run_denoising(
-        self, guider: Guider, video: ModalityLatents, audio: ModalityLatents, contexts: TextContexts, *,
-        attention_kwargs=None, max_batch_passes: int | None = None, callback=None, callback_tensor_inputs=("latents",),
-        use_cross_timestep: bool = True, cross_modal: bool = True, sampler=None, generator=None,
-    ) -> tuple[ModalityLatents, ModalityLatents]:
-        """The shared denoising loop with a progress bar, the guider's passes and the user's step callback.
-
-        `use_cross_timestep`: the cross-modal attention modulation follows the official rule of the model's version
-        (`versions.cross_timestep_rule`: 2.0/2.3 the other modality's sigma, as ltx-core 1.0.0 and diffusers' default;
-        2.5 ltx-core 1.2.0's own-timestep scale/shift and other-sigma gate); `False` is diffusers' "legacy" switch
-        (own timesteps everywhere).
-        `cross_modal=False`: audio<->video attention off in every pass, for audio-only generation.
-        `sampler`: `"euler"` (default), `"euler_ancestral"`, `"res_2s"` or a `schedulers.samplers.Sampler`; the
-        stochastic ones take their noise seed from `generator` (see `sampler_seed`).
-        """
-        from ..versions import cross_timestep_rule
-
-        passes = TransformerPasses(
-            self.transformer, attention_control=self.attention_control_for(guider),
-            attention_kwargs=attention_kwargs, max_batch_passes=max_batch_passes,
-            use_cross_timestep=use_cross_timestep, cross_modal=cross_modal,
-            cross_timestep_rule=cross_timestep_rule(self.model_version) if use_cross_timestep else "own",
+        enhanced = self.enhance_call_prompts(call.enhancement, call.inputs.prompts)
+        contexts = self.encode_text_contexts(
+            enhanced or call.inputs.prompts, call.inputs.negative_prompts, prompt_embeds=call.inputs.prompt_embeds,
+            negative_prompt_embeds=call.inputs.negative_prompt_embeds, need_negative=call.guider.uses_negative_prompt,
+            num_videos_per_prompt=call.num_videos_per_prompt, max_sequence_length=call.max_sequence_length,
+            device=call.device,
         )
-        if self.pass_executor is not None:
-            passes = self.pass_executor(passes)
-        with self.named_progress_bar(len(self.scheduler.sigmas) - 1, "denoise", keep_name=True) as bar:
-            return denoise(
-                passes=passes, guider=guider, scheduler=self.scheduler, video=video, audio=audio, contexts=contexts,
-                progress_bar=bar, on_step_end=self._step_callback(callback, callback_tensor_inputs, contexts),
-                should_stop=lambda: self._interrupt, sampler=sampler, seed=sampler_seed(sampler, generator),
-            )
+        call = call.predict_length(self, contexts)
+        stages = stages(call) if callable(stages) else stages
+        return self.finish(run_stages(stages, stage_runtime(self, call, contexts)), call, enhanced_prompts=enhanced)
 
-    def finish(
-        self, video: ModalityLatents, audio: ModalityLatents, num_frames: int, height: int, width: int, *,
-        output_type: str, generator=None, decode_timestep: float = 0.0, decode_noise_scale: float | None = None,
-        return_dict: bool = True, conditioned=None, enhanced_prompts: list[str] | None = None,
-    ):
-        """Decode the generated tokens (appended conditioning dropped) into the pipeline output.
+    def finish(self, result: StageResult, call, enhanced_prompts: list[str] | None = None):
+        """Decode a stage's final tokens (appended conditioning dropped) into the pipeline output.
 
-        `conditioned` (`conditioning.ConditionedLatents`): a frozen source is returned as given (original pixels /
-        the original waveform at the vocoder rate) instead of a VAE round trip; audio-only has no frames (`None`).
-        `enhanced_prompts`: the prompts prompt enhancement wrote, returned in the output.
+        A frozen source (`result.conditioned`) is returned as given (original pixels / the original waveform at the
+        vocoder rate) instead of a VAE round trip; audio-only has no frames (`None`). Decoding follows
+        `call.output` (`OutputOptions`), under a "decode" progress bar; the latents are unpacked on the result's
+        geometry (a two-stage call interrupted after stage 1 returns the half-size clip). `enhanced_prompts`: the
+        prompts prompt enhancement wrote, returned in the output.
         """
-        audio_only = conditioned is not None and conditioned.audio_only
-        video_latents = None if audio_only else self.unpack_video_latents(video, num_frames, height, width)
-        audio_out = self.unpack_audio_latents(audio)
+        g, out, conditioned = result.geometry, call.output, result.conditioned
+        audio_only = conditioned.audio_only
+        video_latents = None if audio_only else self.unpack_video_latents(result.video, g.num_frames, g.height,
+                                                                          g.width)
+        audio_out = self.unpack_audio_latents(result.audio)
         frames, sample_rate = video_latents, None
-        if output_type != "latent":
-            pixels = conditioned.video_pixels if conditioned is not None else None
-            waveform = conditioned.waveform if conditioned is not None else None
-            decode_video = not audio_only and pixels is None
-            with self.named_progress_bar(int(decode_video) + int(waveform is None), "decode") as bar:
+        if out.output_type != "latent":
+            pixels, waveform = conditioned.video_pixels, conditioned.waveform
+            decodes_video = not audio_only and pixels is None
+            with named_progress_bar(self, int(decodes_video) + int(waveform is None), "decode") as bar:
                 if audio_only:
                     frames = None
                 elif pixels is not None:
-                    frames = self.video_processor.postprocess_video(pixels, output_type=output_type)
+                    frames = self.video_processor.postprocess_video(pixels, output_type=out.output_type)
                 else:
-                    frames = self.decode_video(video_latents, output_type, generator=generator,
-                                               decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale)
+                    frames = self.decode_video(video_latents, out.output_type, generator=call.generator,
+                                               decode_timestep=out.decode_timestep,
+                                               decode_noise_scale=out.decode_noise_scale)
                     bar.update()
                 if waveform is not None:
                     audio_out = waveform.float().cpu()  # a tensor whatever output_type, as decode_audio returns
                 else:
-                    audio_out = self.decode_audio(audio_out, output_type)
+                    audio_out = self.decode_audio(audio_out, out.output_type)
                     bar.update()
             sample_rate = self.audio_sample_rate
         self.maybe_free_model_hooks()
-        if not return_dict:
+        if not out.return_dict:
             return frames, audio_out
         return LTX2AudioVideoPipelineOutput(frames=frames, audio=audio_out, sample_rate=sample_rate,
                                             enhanced_prompts=enhanced_prompts)
@@ -598,20 +426,23 @@ class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX
         `diffusers_ltx2.pipelines.images.check_image`."""
         check_image(image, batch_size, total)
 
+    def latent_encoder(self, device=None) -> ModelLatentEncoder:
+        """The `conditioning.LatentEncoder` over this pipeline's VAEs and transformer (what conditions get)."""
+        return ModelLatentEncoder(self.transformer, self.vae, getattr(self, "audio_vae", None),
+                                  device=device or self._execution_device,
+                                  output_sample_rate=self.audio_sample_rate if self.vocoder is not None else 24000,
+                                  vae_memory_budget=self.vae_memory_budget)
+
     def encode_pixels(self, pixels: torch.Tensor, batch_size: int, device) -> torch.Tensor:
         """VAE-encode `(B, 3, F, H, W)` pixels in `[-1, 1]` into normalized diffusion-space latents (the
-        posterior mean); a batch of one is broadcast to `batch_size`."""
-        pixels = pixels.to(device=device, dtype=self.vae.dtype)
-        auto_tile_vae(self.vae, *pixels.shape[2:], budget_bytes=self.vae_memory_budget)
-        with torch.no_grad():
-            latents = self.vae.encode(pixels).latent_dist.mode()
-        latents = L.normalize_video(latents.float(), self.vae.latents_mean, self.vae.latents_std)
-        return latents.expand(batch_size, -1, -1, -1, -1) if latents.shape[0] == 1 else latents
+        posterior mean); a batch of one is broadcast to `batch_size` (`ModelLatentEncoder.encode_video`)."""
+        return self.latent_encoder(device).encode_video(pixels, batch_size)
 
     @property
     def default_image_crf(self) -> int:
         """H.264 CRF of image conditions left without one: 18 for LTX-2.4+ checkpoints, 33 before (official
-        `detect_params(...).default_image_crf`, keyed on the checkpoint's `model_version`; `versions.default_image_crf`)."""
+        `detect_params(...).default_image_crf`, keyed on the checkpoint's `model_version`;
+        `versions.default_image_crf`)."""
         from ..versions import default_image_crf
 
         return default_image_crf(self.model_version)
@@ -625,13 +456,53 @@ class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX
         """Resize image(s) to cover the clip, centre-crop (official loader; `prepare_image` re-compresses them
         first) and encode them as normalized first-frame latents `(batch_size, C, 1, h, w)`: one image is used for
         every video, one per prompt is repeated for that prompt's videos (in order), one per video is used as is."""
-        pixels = image_pixels(image, height, width)
-        return spread_over_videos(self.encode_pixels(pixels, pixels.shape[0], device), batch_size)
+        return first_frame_latents(image, height, width, batch_size, self.latent_encoder(device))
+
+    # -- geometry ------------------------------------------------------------------------------------------------
+    def clip_geometry(self, batch_size: int, num_frames: int, height: int, width: int,
+                      frame_rate: float) -> ClipGeometry:
+        """The `ClipGeometry` of a clip on this pipeline's VAEs (compression ratios, audio latent rate) and model (the
+        CRF of its image conditions, `default_image_crf`)."""
+        per_second = L.audio_latents_per_second(self.audio_vae)
+        return ClipGeometry(
+            batch_size=batch_size, num_frames=num_frames, height=height, width=width, frame_rate=float(frame_rate),
+            temporal_ratio=self.vae_temporal_compression_ratio, spatial_ratio=self.vae_spatial_compression_ratio,
+            audio_latents_per_second=per_second,
+            audio_latent_length=L.audio_latent_length(num_frames, frame_rate, per_second),
+            image_crf=self.default_image_crf,
+        )
+
+    def audio_latent_shape(self, batch_size: int, num_frames: int, frame_rate: float):
+        """`(packed, unpacked)` shapes of the audio latents of a clip."""
+        length = L.audio_latent_length(num_frames, frame_rate, L.audio_latents_per_second(self.audio_vae))
+        channels = self.transformer.config.audio_in_channels
+        mel = self.audio_vae.config.mel_bins // self.audio_vae.mel_compression_ratio
+        return (batch_size, length, channels), (batch_size, channels // mel, length, mel)
+
+    def video_latent_shape(self, batch_size: int, num_frames: int, height: int, width: int):
+        """`(packed, unpacked)` shapes of the video latents of a clip."""
+        f, h, w = L.latent_video_size(num_frames, height, width, self.vae_temporal_compression_ratio,
+                                      self.vae_spatial_compression_ratio)
+        c = self.transformer.config.in_channels
+        return (batch_size, f * h * w, c), (batch_size, c, f, h, w)
+
+    def as_clean_tokens(self, latents: torch.Tensor, audio: bool = False) -> torch.Tensor:
+        """diffusers' clean `latents` / `audio_latents` as normalized packed tokens: unpacked ones are in the VAE's
+        space (what `output_type="latent"` returns: `(B, C, F, H, W)` / `(B, C, T, M)`), packed ones `(B, N, C)`
+        are taken as normalized tokens."""
+        latents = latents.float()
+        if audio and latents.ndim == 4:
+            return L.normalize_audio_tokens(L.pack_audio(latents), self.audio_vae.latents_mean,
+                                            self.audio_vae.latents_std)
+        if not audio and latents.ndim == 5:
+            return L.pack_video(L.normalize_video(latents, self.vae.latents_mean, self.vae.latents_std))
+        return latents
 
     # -- decoding --------------------------------------------------------------------------------------------
     def unpack_video_latents(self, video: ModalityLatents, num_frames: int, height: int, width: int):
         """Target tokens -> denormalized `(B, C, F, H, W)` VAE latents."""
-        f, h, w = L.latent_video_size(num_frames, height, width, self.vae_temporal_ratio, self.vae_spatial_ratio)
+        f, h, w = L.latent_video_size(num_frames, height, width, self.vae_temporal_compression_ratio,
+                                      self.vae_spatial_compression_ratio)
         grid = L.unpack_video(video.target(), f, h, w)
         return L.denormalize_video(grid, self.vae.latents_mean, self.vae.latents_std)
 
@@ -673,7 +544,7 @@ class LTX2PipelineBase(InitialLatentsMixin, PromptEnhancementMixin, DiffusersLTX
             normalized = (1 - noise_scale) * normalized + noise_scale * noise
             latents = L.denormalize_video(normalized, mean, std).to(self.vae.dtype)
             timestep = decode_t.to(latents.dtype)
-        r_t, r_s = self.vae_temporal_ratio, self.vae_spatial_ratio
+        r_t, r_s = self.vae_temporal_compression_ratio, self.vae_spatial_compression_ratio
         auto_tile_vae(self.vae, (latents.shape[2] - 1) * r_t + 1, latents.shape[3] * r_s, latents.shape[4] * r_s,
                       budget_bytes=self.vae_memory_budget, batch_size=latents.shape[0])
         with torch.no_grad():  # diffusers' tiles, streamed into the output (`memory.tiled_decode`)

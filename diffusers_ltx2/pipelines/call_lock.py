@@ -1,9 +1,9 @@
 """One pipeline call at a time per set of shared components.
 
 A call keeps state on components that pipelines share (and that `from_pipe` shares between pipelines): the
-guidance attention control installs per-pass processors and masks on the transformer, and the scheduler holds
-the call's sigmas. Two threads running calls on the same transformer or scheduler would mix them up (wrong
-latents, or an internal error). `serialized_call` makes such calls wait for each other instead: each component
+guidance attention control installs per-pass processors and masks on the transformer, a stage switches its LoRA
+adapters, and the pipeline records the running call (diffusers' `guidance_scale`, `num_timesteps`, `interrupt`).
+Two threads running calls on the same transformer would mix them up (wrong latents, or an internal error). `serialized_call` makes such calls wait for each other instead: each component
 has a lock, a call takes the locks of the pipeline, its transformer and its scheduler (in a fixed order, so two
 calls can never deadlock), and concurrent calls on different components still run in parallel.
 
@@ -79,10 +79,3 @@ def serialized_call(call):
 
     wrapper.__serialized__ = True
     return wrapper
-
-
-def unserialized(call):
-    """The undecorated body of a `serialized_call` `__call__`: for a pipeline that runs another class's call as one
-    of its steps while its own call already holds the locks (stage 1 of `LTX2ICLoRATwoStagePipeline`); calling the
-    decorated one there would be refused as re-entrant."""
-    return call.__wrapped__ if getattr(call, "__serialized__", False) else call

@@ -1,288 +1,23 @@
-"""The denoising core shared by every LTX-2 pipeline of this package.
+"""The one denoising loop of this package (every stage of every pipeline runs through it).
 
-Three pieces, each small:
-- `ModalityLatents`: the token state of one modality (noisy tokens, their clean values, the per-token denoise
-  mask, positions). Conditioning (a first-frame image, IC-LoRA reference tokens appended after the target
-  tokens) is expressed only through `clean` and `denoise_mask`, exactly like the official `LatentState`.
-- `TransformerPasses`: executes the passes a guider asks for, as batched calls of diffusers'
-  `LTX2VideoTransformer3DModel`, and returns x0 predictions in float32.
-- `denoise`: the one sampling loop: guider plan -> passes -> guider combine -> clamp conditioned tokens ->
-  sampler step (official Euler on x0 by default; euler-ancestral and res_2s in `schedulers.samplers`).
+Per step the stage's sampler (`schedulers.samplers`: the official Euler on x0 by default, euler-ancestral, res_2s)
+asks the loop's denoiser for x0 as often as its method needs: guider plan -> the step's passes (the pass executor,
+`transformer.TransformerPasses` unless replaced) -> guider combine -> clamp conditioned tokens; then it moves the
+latents to the next sigma. The sigmas are an argument (a stage's), nothing is read from or written to a scheduler.
+The token states are `latents.ModalityLatents`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Callable
 
 import torch
 
-from ..acceleration.attention_backends import masks_for_backend
-from ..guiders.base import GuidancePass, Guider, Prediction, StepPlan
-from ..guiders.grouping import AUTO, auto_batch_passes, available_memory_bytes, estimate_pass_bytes, group_passes
-from ..loaders.prompt_embeddings import PromptEmbeddings
-from .attention_bias import self_attention_bias
-from ..schedulers.samplers import Modality, Sampler, make_sampler
-from .cache_hooks import cache_context, check_cache_config
-from .transformer_inputs import cross_timestep, keyframes_mask
-
-
-@dataclass
-class ModalityLatents:
-    """Token state of one modality during denoising.
-
-    Attributes:
-        latent: `(B, N, C)` float32 current noisy tokens (target tokens first, appended conditioning after).
-        clean: `(B, N, C)` clean values where tokens are conditioned (zeros elsewhere).
-        denoise_mask: `(B, N)` float32; 1 = generated freely, 0 = held at `clean`, in between = partial.
-        coords: `(B, D, N, 2)` positions ([start, end) per axis, as diffusers' RoPE expects them).
-        num_target_tokens: how many leading tokens form the output; the rest are appended conditioning.
-        self_attention_bias: optional `(B, N, N)` float32 additive bias on the self-attention scores of these
-            tokens (video only; official IC-LoRA attention strength, see `pipelines.attention_bias`).
-        keyframe_marker: optional `(B, K)` float32 marker of the first `K` tokens (tokens after them unmarked) added
-            to the LTX-2.5 keyframe embedding's own first-frame marker (`transformer_inputs.keyframes_mask`): the
-            generated keyframe slots of DFR (`dfr.conditions.GeneratedKeyframeSlots`, ltx-core 1.2
-            `extend_keyframes_mask(marked=True)`).
-    """
-
-    latent: torch.Tensor
-    clean: torch.Tensor
-    denoise_mask: torch.Tensor
-    coords: torch.Tensor
-    num_target_tokens: int
-    self_attention_bias: torch.Tensor | None = None
-    keyframe_marker: torch.Tensor | None = None
-
-    @property
-    def batch_size(self) -> int:
-        return self.latent.shape[0]
-
-    def timesteps(self, sigma: torch.Tensor) -> torch.Tensor:
-        """Per-token noise level `mask * sigma`, `(B, N)`; `(B, 1)` when every token shares it (cheaper AdaLN)."""
-        mask = self.denoise_mask
-        if bool((mask == mask[:, :1]).all()):
-            mask = mask[:, :1]
-        return mask * sigma
-
-    def clamp(self, x0: torch.Tensor) -> torch.Tensor:
-        """Hold conditioned tokens at their clean values: `x0 * mask + clean * (1 - mask)` (float32)."""
-        mask = self.denoise_mask.unsqueeze(-1)
-        return x0 * mask + self.clean.float() * (1 - mask)
-
-    def target(self) -> torch.Tensor:
-        """The output tokens, without appended conditioning."""
-        return self.latent[:, : self.num_target_tokens]
-
-
-@dataclass(frozen=True)
-class TextContexts:
-    """Connector-stage prompt embeddings for the positive and (optional) negative prompt.
-
-    `frozen_video` / `frozen_audio`: that modality is held at given values for the whole call (A2V, V2A); its
-    stream reads the *positive* prompt in negative passes too (official A2V: the frozen audio guider has no
-    negative context, so `multi_modal_guider_denoising_func` gives the audio stream the positive one), unless
-    it is named in `negative_frozen` ("video" / "audio"): a modality a retake keeps whole reads the negative
-    prompt, as official `retake.py` gives its guider the negative context
-    (`ConditionedLatents.guided_frozen`).
-    """
-
-    positive: PromptEmbeddings
-    negative: PromptEmbeddings | None = None
-    frozen_video: bool = False
-    frozen_audio: bool = False
-    negative_frozen: frozenset = frozenset()
-
-    def for_pass(self, p: GuidancePass, modality: str | None = None) -> PromptEmbeddings:
-        """The embeddings a pass gives the `modality` ("video" / "audio") stream (`None`: the video's)."""
-        name = "audio" if modality == "audio" else "video"
-        frozen = self.frozen_audio if name == "audio" else self.frozen_video
-        if not p.negative or (frozen and name not in self.negative_frozen):
-            return self.positive
-        if self.negative is None:
-            raise ValueError(f"guidance pass {p.name!r} needs a negative prompt, but none was encoded")
-        return self.negative
-
-
-class TransformerPasses:
-    """Runs guidance passes on diffusers' LTX-2 transformer and returns float32 x0 predictions.
-
-    All passes of a step are stacked along the batch and evaluated in one transformer call (at most
-    `max_batch_passes` passes per call; `1` runs them one after another, with the same results up to fp32
-    rounding). Calls are formed by `guiders.grouping.group_passes`: passes that share the blocks before the STG
-    block (conditional and perturbed) stay in one call, so every `max_batch_passes` keeps that saving.
-
-    Args:
-        transformer: `LTX2VideoTransformer3DModel`.
-        attention_control: object installing per-sample perturbation / cross-attention gating for passes
-            whose `needs_attention_control` is True (see `diffusers_ltx2.guiders.attention`); `None` means
-            such passes are rejected.
-        use_cross_timestep: cross-modal AdaLN uses the other modality's sigma (ltx-core 1.0.0 / diffusers' `True`);
-            `False`: own timesteps (diffusers' legacy switch).
-        cross_timestep_rule: one of `versions.CROSS_TIMESTEP_RULES`, overriding `use_cross_timestep` (LTX-2.5 runs
-            with "own_scale_shift_cross_gate", see `pipelines.transformer_inputs`).
-        attention_kwargs: forwarded to the transformer (e.g. LoRA `scale`).
-        max_batch_passes: passes per transformer call; `None` = all at once; `"auto"` = the most passes whose
-            estimated activation memory (`grouping.estimate_pass_bytes`) fits `memory_fraction` of the free
-            memory of the transformer's device (CUDA free memory, else the host's available memory), decided
-            per step from the token counts.
-        memory_fraction: share of the free memory `"auto"` may plan for (default 0.5).
-        cross_modal: `False` switches audio->video and video->audio attention off in every pass (audio-only
-            generation: the placeholder video stream cannot reach the audio).
-    """
-
-    def __init__(
-        self,
-        transformer,
-        *,
-        attention_control=None,
-        use_cross_timestep: bool = True,
-        attention_kwargs: dict | None = None,
-        max_batch_passes: int | str | None = None,
-        memory_fraction: float = 0.5,
-        cross_modal: bool = True,
-        cross_timestep_rule: str | None = None,
-    ):
-        if max_batch_passes != AUTO:
-            group_passes([], max_batch_passes)  # validates: int >= 1 or None
-        if not 0.0 < memory_fraction <= 1.0:
-            raise ValueError(f"memory_fraction must be in (0, 1], got {memory_fraction}")
-        check_cache_config(transformer)
-        self.transformer = transformer
-        self.attention_control = attention_control
-        self.use_cross_timestep = use_cross_timestep
-        self.cross_timestep_rule = cross_timestep_rule or ("cross_sigma" if use_cross_timestep else "own")
-        self.attention_kwargs = attention_kwargs
-        self.max_batch_passes = max_batch_passes
-        self.cross_modal = cross_modal
-        self.memory_fraction = memory_fraction
-        self.num_calls = 0
-
-    def __call__(
-        self, plan: StepPlan, video: ModalityLatents, audio: ModalityLatents, contexts: TextContexts,
-        sigma: torch.Tensor,
-    ) -> dict[str, Prediction]:
-        passes = list(plan.passes)
-        if not self.cross_modal:
-            passes = [replace(p, a2v=False, v2a=False) for p in passes]
-        out: dict[str, Prediction] = {}
-        for chunk in group_passes(passes, self._passes_per_call(len(passes), video, audio, contexts)):
-            out.update(self._run(chunk, plan, video, audio, contexts, sigma))
-        return {p.name: out[p.name] for p in passes}
-
-    def _passes_per_call(self, num_passes: int, video, audio, contexts) -> int | None:
-        if self.max_batch_passes != AUTO:
-            return self.max_batch_passes
-        per_pass = estimate_pass_bytes(self.transformer, video.latent.shape[1], audio.latent.shape[1],
-                                       video.batch_size, contexts.positive.video_context.shape[1])
-        budget = available_memory_bytes(video.latent.device) * self.memory_fraction
-        return auto_batch_passes(num_passes, per_pass, int(budget))
-
-    def _run(self, passes, plan, video, audio, contexts, sigma) -> dict[str, Prediction]:
-        n = len(passes)
-        dtype = self.transformer.dtype
-        v_items = [contexts.for_pass(p, "video") for p in passes]
-        a_items = [contexts.for_pass(p, "audio") for p in passes]
-        ctx = PromptEmbeddings.cat(pad_to_common_length(v_items))
-        # the audio stream reads other embeddings only when a frozen modality changes a pass's prompt
-        same = all(a is v for a, v in zip(a_items, v_items))
-        a_ctx = ctx if same else PromptEmbeddings.cat(pad_to_common_length(a_items))
-        sigma = sigma.to(torch.float32)
-        v_t = video.timesteps(sigma).repeat(n, 1)
-        a_t = audio.timesteps(sigma).repeat(n, 1)
-        sample_sigma = sigma.expand(n * video.batch_size) * 1000.0
-
-        needs_control = any(p.needs_attention_control for p in passes)
-        if needs_control and self.attention_control is None:
-            raise ValueError(
-                f"passes {[p.name for p in passes if p.needs_attention_control]} need perturbation or "
-                "cross-attention control, but no attention control is installed on this transformer"
-            )
-        control = (
-            self.attention_control.activate(passes, video.batch_size, plan.skip_blocks)
-            if needs_control else _NullContext()
-        )
-        if audio.self_attention_bias is not None:
-            raise ValueError("a self-attention bias is supported on the video tokens only")
-        cache = cache_context(self.transformer, [p.name for p in passes])  # diffusers' cache hooks, if enabled
-        rule = cross_timestep(self.transformer, self.cross_timestep_rule, sample_sigma, sample_sigma)
-        markers = keyframes_mask(self.transformer, video.coords, video.num_target_tokens, video.latent.shape[1],
-                                 n * video.batch_size)
-        if markers is not None and video.keyframe_marker is not None:
-            extra = video.keyframe_marker.to(markers).repeat(n, 1)
-            markers[:, : extra.shape[1], 0] = torch.maximum(markers[:, : extra.shape[1], 0], extra)
-        text_mask, audio_text_mask, routing = masks_for_backend(  # mask-free backends (flash, sage)
-            self.transformer, ctx.attention_mask, a_ctx.attention_mask, video.self_attention_bias)
-        with (routing, control, cache, self_attention_bias(self.transformer, video.self_attention_bias),
-              rule as use_cross):
-            v_out, a_out = self.transformer(
-                hidden_states=video.latent.repeat(n, 1, 1).to(dtype),
-                audio_hidden_states=audio.latent.repeat(n, 1, 1).to(dtype),
-                encoder_hidden_states=ctx.video_context.to(dtype),
-                audio_encoder_hidden_states=a_ctx.audio_context.to(dtype),
-                encoder_attention_mask=text_mask,
-                audio_encoder_attention_mask=audio_text_mask,
-                timestep=v_t * 1000.0,
-                audio_timestep=a_t * 1000.0,
-                sigma=sample_sigma,
-                audio_sigma=sample_sigma,
-                video_coords=video.coords.repeat(n, 1, 1, 1),
-                audio_coords=audio.coords.repeat(n, 1, 1, 1),
-                use_cross_timestep=use_cross,
-                **({} if markers is None else {"video_keyframes_mask": markers}),
-                attention_kwargs=self.attention_kwargs,
-                return_dict=False,
-            )
-        self.num_calls += 1
-        v_x0 = _to_x0(video.latent.repeat(n, 1, 1), v_out, v_t)
-        a_x0 = _to_x0(audio.latent.repeat(n, 1, 1), a_out, a_t)
-        return {
-            p.name: Prediction(
-                video=v.contiguous() if plan.video else None, audio=a.contiguous() if plan.audio else None
-            )
-            for p, v, a in zip(passes, v_x0.chunk(n), a_x0.chunk(n))
-        }
-
-
-def pad_to_common_length(items: list[PromptEmbeddings]) -> list[PromptEmbeddings]:
-    """Left-pad prompt contexts of different lengths (e.g. a 64-token conditioning file next to a 1024-token
-    negative) to the longest, with zero tokens and mask 0, so that they can run in one batched call.
-
-    Masked tokens receive a -10000 attention bias (diffusers' LTX-2 transformer), i.e. zero weight after the
-    softmax, and text tokens carry no positions, so each row attends exactly as it would alone.
-    """
-    length = max(e.video_context.shape[1] for e in items)
-
-    def pad(x: torch.Tensor | None, n: int):
-        if x is None or n == 0:
-            return x
-        return torch.cat([x.new_zeros((x.shape[0], n, *x.shape[2:])), x], dim=1)
-
-    out = []
-    for e in items:
-        n = length - e.video_context.shape[1]
-        out.append(e if n == 0 else replace(
-            e, video_context=pad(e.video_context, n), audio_context=pad(e.audio_context, n),
-            attention_mask=pad(e.attention_mask, n),
-        ))
-    return out
-
-
-def is_frozen(state: ModalityLatents) -> bool:
-    """Every token held at its clean value (denoise mask 0 everywhere)."""
-    return bool((state.denoise_mask == 0).all())
-
-
-def _to_x0(sample: torch.Tensor, velocity: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-    """x0 = x - t * v with per-token t, in float32."""
-    return sample.float() - timesteps.unsqueeze(-1).float() * velocity.float()
-
-
-class _NullContext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
+from ..guiders.base import Guider, Prediction
+from ..latents.state import ModalityLatents, is_frozen
+from ..schedulers.samplers import EULER, Sampler, make_sampler
+from ..transformer.passes import TextContexts, TransformerPasses
 
 
 #: `on_step_end(step, sigma, video, audio)` may return new `(video, audio)` states, or `(video, audio, contexts)`
@@ -290,80 +25,90 @@ class _NullContext:
 StepCallback = Callable[[int, torch.Tensor, ModalityLatents, ModalityLatents], "tuple | None"]
 
 
+class _Denoiser:
+    """The guided, clamped x0 predictor the loop hands its sampler (`schedulers.samplers.Denoiser`): one guidance
+    step per call (plan -> passes -> combine -> skip-step reuse -> frozen modalities -> clamp)."""
+
+    def __init__(self, passes, guider: Guider, num_steps: int, video: ModalityLatents, audio: ModalityLatents,
+                 contexts: TextContexts):
+        self.passes, self.guider, self.num_steps = passes, guider, num_steps
+        self.states = {"video": video, "audio": audio}
+        self.frozen = {name: is_frozen(state) for name, state in self.states.items()}
+        self.contexts = contexts
+        self.step = 0  # the loop's current step
+        self.last = Prediction(video=None, audio=None)
+
+    def __call__(self, latents: dict[str, torch.Tensor], sigma: torch.Tensor,
+                 step: int | None = None) -> dict[str, torch.Tensor]:
+        step = self.step if step is None else step
+        states = {name: state if name not in latents or latents[name] is state.latent
+                  else replace(state, latent=latents[name]) for name, state in self.states.items()}
+        sigma = sigma.to(device=states["video"].latent.device, dtype=torch.float32)
+        plan = self.guider.plan(step, self.num_steps, float(sigma))
+        guided = Prediction(None, None)
+        if plan.runs_model:
+            guided = self.guider.combine(step, plan, self.passes(plan, states["video"], states["audio"],
+                                                                 self.contexts, sigma))
+        x0 = {"video": guided.video if plan.video and plan.runs_model else self.last.video,
+              "audio": guided.audio if plan.audio and plan.runs_model else self.last.audio}
+        x0 = {name: states[name].clean if self.frozen[name] else value for name, value in x0.items()}
+        if x0["video"] is None or x0["audio"] is None:
+            raise RuntimeError(
+                f"{type(self.guider).__name__} skipped a modality at step {step} before any x0 was computed for it"
+            )
+        self.last = Prediction(x0["video"], x0["audio"])
+        return {name: states[name].clamp(x0[name]) for name in latents}
+
+    def hold(self, name: str, latent: torch.Tensor) -> torch.Tensor:
+        return self.states[name].clamp(latent).to(latent.dtype)
+
+
 def denoise(
     *,
     passes: TransformerPasses,
     guider: Guider,
-    scheduler,
+    sigmas: torch.Tensor,
     video: ModalityLatents,
     audio: ModalityLatents,
     contexts: TextContexts,
+    sampler: str | Sampler = EULER,
+    seed: int | None = None,
     progress_bar=None,
     on_step_end: StepCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
-    sampler: str | Sampler | None = None,
-    seed: int | None = None,
 ) -> tuple[ModalityLatents, ModalityLatents]:
-    """Run the sampler (default: the official Euler on x0) over `scheduler.sigmas` with `guider` deciding the passes.
+    """Denoise `video` / `audio` over `sigmas` (`(steps + 1,)` float32, decreasing to 0) with `guider` deciding the
+    passes, `passes` running them (the pass executor: `TransformerPasses` or anything with its call signature) and
+    `sampler` taking the steps. Returns the final states.
 
-    At each step the sampler calls the guided x0 predictor once (Euler, euler-ancestral) or more (res_2s: at
-    the step and at its midpoint; see `schedulers.samplers`): the guider plans the passes; they run batched; the
-    guider combines their x0; a modality the plan does not recompute reuses its previous x0 (skip_step);
-    conditioned tokens are clamped to their clean values. Returns the final states.
+    Each model evaluation: the guider plans the step's passes; `passes` runs them (batched); the guider combines
+    their x0; a modality the plan does not recompute reuses its previous x0 (skip_step); conditioned tokens are
+    clamped to their clean values. A modality whose denoise mask is 0 everywhere (frozen: A2V audio, V2A video, the
+    audio-only placeholder video) is never stepped: its x0 is its clean value, its latent stays bit-identical, and
+    a guider (see `Guider.for_frozen`) need not recompute it.
 
-    A modality whose denoise mask is 0 everywhere (frozen: A2V audio, V2A video, the audio-only placeholder video)
-    is never stepped: its x0 is its clean value, its latent stays bit-identical, and a guider (see
-    `Guider.for_frozen`) need not recompute it.
-
-    `sampler`: `"euler"` (default), `"euler_ancestral"`, `"res_2s"` or a `Sampler`; `seed` seeds the noise of
-    the stochastic samplers (the call generator's seed; see `schedulers.samplers` for the official defaults).
+    `sampler`: a `schedulers.samplers.Sampler` or its name (`"euler"`, `"euler_ancestral"`, `"res_2s"`); `seed`
+    seeds the noise of the stochastic ones (`schedulers.samplers.sampler_seed`: the call generator's seed).
     """
-    sigmas = scheduler.sigmas
     num_steps = len(sigmas) - 1
-    frozen_video, frozen_audio = is_frozen(video), is_frozen(audio)
-    sampler = make_sampler(sampler, scheduler)
-    sampler.start(video.latent.device, seed)
-    run = {"video": video, "audio": audio, "contexts": contexts, "last": Prediction(video=None, audio=None)}
-
-    def predict(step_index: int, sigma: torch.Tensor, video_latent: torch.Tensor, audio_latent: torch.Tensor):
-        """The guided, clamped x0 of both modalities at `sigma` for the given latents (one guidance step)."""
-        v = run["video"] if video_latent is run["video"].latent else replace(run["video"], latent=video_latent)
-        a = run["audio"] if audio_latent is run["audio"].latent else replace(run["audio"], latent=audio_latent)
-        sigma = sigma.to(device=v.latent.device, dtype=torch.float32)
-        plan = guider.plan(step_index, num_steps, float(sigma))
-        guided = Prediction(None, None)
-        if plan.runs_model:
-            guided = guider.combine(step_index, plan, passes(plan, v, a, run["contexts"], sigma))
-        last = run["last"]
-        x0_video = guided.video if plan.video and plan.runs_model else last.video
-        x0_audio = guided.audio if plan.audio and plan.runs_model else last.audio
-        if frozen_video:
-            x0_video = v.clean
-        if frozen_audio:
-            x0_audio = a.clean
-        if x0_video is None or x0_audio is None:
-            raise RuntimeError(
-                f"{type(guider).__name__} skipped a modality at step {step_index} before any x0 was computed for it"
-            )
-        run["last"] = Prediction(x0_video, x0_audio)
-        return v.clamp(x0_video), a.clamp(x0_audio)
-
+    sampler = make_sampler(sampler)
+    if callable(getattr(sampler, "start", None)):  # a run's copy with its noise generators seeded
+        sampler = sampler.start(video.latent.device, seed)
+    denoiser = _Denoiser(passes, guider, num_steps, video, audio, contexts)
     for i in range(num_steps):
         if should_stop is not None and should_stop():
             break
-        video, audio = run["video"], run["audio"]
-        new_video, new_audio = sampler.step(
-            i, sigmas, Modality(video.latent, video.denoise_mask, video.clean, stepped=not frozen_video),
-            Modality(audio.latent, audio.denoise_mask, audio.clean, stepped=not frozen_audio), predict,
-        )
-        video = video if frozen_video else replace(video, latent=new_video)
-        audio = audio if frozen_audio else replace(audio, latent=new_audio)
+        denoiser.step = i
+        stepping = {name: state.latent for name, state in denoiser.states.items() if not denoiser.frozen[name]}
+        stepped = sampler.step(denoiser, stepping, sigmas, i)
+        video, audio = (replace(state, latent=stepped[name]) if name in stepped else state
+                        for name, state in denoiser.states.items())
         if on_step_end is not None:
             updated = on_step_end(i, sigmas[i].to(video.latent.device), video, audio)
             if updated is not None:
                 video, audio, *rest = updated
-                run["contexts"] = rest[0] if rest else run["contexts"]
-        run["video"], run["audio"] = video, audio
+                denoiser.contexts = rest[0] if rest else denoiser.contexts
+        denoiser.states = {"video": video, "audio": audio}
         if progress_bar is not None:
             progress_bar.update()
-    return run["video"], run["audio"]
+    return denoiser.states["video"], denoiser.states["audio"]

@@ -14,7 +14,8 @@ Values: diffusers reads condition frames (arrays / tensors) on a 0-255 scale and
 H.264 at `crf` (`None`: the model's, 18 for LTX-2.4+, 33 before) before encoding; this is done here with
 diffusers' own `apply_image_conditioning_crf`. What has no counterpart here is refused with a clear error
 (several conditions, a condition at another latent index or of several frames: keyframe / video conditioning),
-never silently dropped.
+never silently dropped. Every reference becomes a `conditioning.ReferenceVideo`; this package's own conditions in
+`conditions=` (keyframes, `AudioCondition`, ...) are kept and compose with the references.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["references_from", "image_from_conditions"]
+from ..conditioning import Condition, ReferenceVideo
+from . import validation as V
+
+__all__ = ["ic_lora_conditions", "references_from", "image_from_conditions"]
 
 
 def _as_list(value, name: str) -> list:
@@ -104,3 +108,31 @@ def image_from_conditions(conditions, image, image_strength: float, default_crf:
     if isinstance(arr, np.ndarray):
         arr = torch.from_numpy(np.array(arr, dtype=np.float32)) / 255.0
     return arr.permute(2, 0, 1)[None].clamp(0, 1), float(cond.strength)
+
+
+def ic_lora_conditions(pipe, *, control_video, control_strength, attention_strength, attention_mask, preprocessor,
+                       downscale_factor, reference_conditions, conditions, image, image_strength):
+    """`LTX2ICLoRAPipeline`'s arguments -> `(conditions, image, image_strength)` for the call resolver: one
+    `ReferenceVideo` per reference (`control_video=` or diffusers' `reference_conditions=`, at the loaded LoRAs'
+    reference downscale / temporal scale factors unless `downscale_factor` is given), diffusers' `conditions=`
+    turned into the first-frame image, this package's `Condition`s in `conditions=` kept (composable).
+
+    Raises:
+        ValueError: bad strengths, a preprocessor / mask without a reference, every `ReferenceVideo` error.
+        NotImplementedError: diffusers conditions other than one first-frame image (`image_from_conditions`).
+    """
+    items = list(conditions) if isinstance(conditions, (list, tuple)) else [] if conditions is None else [conditions]
+    ours = [c for c in items if isinstance(c, Condition)]
+    references = references_from(reference_conditions, control_video, control_strength)
+    image, image_strength = image_from_conditions([c for c in items if not isinstance(c, Condition)] or None, image,
+                                                  image_strength, pipe.default_image_crf)
+    for _, strength in references:
+        V.check_strength("control_strength", strength)
+    V.check_strength("conditioning_attention_strength", attention_strength)
+    if not references and (preprocessor is not None or attention_mask is not None):
+        raise ValueError("control_preprocessor / conditioning_attention_mask need a control_video")
+    factor = pipe.reference_downscale_factor if downscale_factor is None else downscale_factor
+    ours += [ReferenceVideo(frames, strength, factor, attention_strength, attention_mask, preprocessor=preprocessor,
+                            temporal_scale_factor=pipe.reference_temporal_scale_factor)
+             for frames, strength in references]
+    return ours or None, image, image_strength

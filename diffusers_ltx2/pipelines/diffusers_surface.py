@@ -126,10 +126,6 @@ class DiffusersLTX2Surface:
     def do_modality_isolation_guidance(self) -> bool:
         return (self.modality_scale or 1.0) != 1.0 or (self.audio_modality_scale or 1.0) != 1.0
 
-    # the names this package used first
-    vae_spatial_ratio = vae_spatial_compression_ratio
-    vae_temporal_ratio = vae_temporal_compression_ratio
-
     def encode_prompt(
         self,
         prompt: str | list[str] | None = None,

@@ -10,12 +10,27 @@ left out is 121, as in diffusers.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ..loaders.prompt_embeddings import PromptEmbeddings
 
 #: `num_frames` when it is left out on a pipeline without a duration head (diffusers' fixed default).
 DEFAULT_NUM_FRAMES = 121
+
+
+@dataclass(frozen=True, eq=False)
+class AutoDuration:
+    """A call whose clip length the duration head predicts (`pipelines.call.PipelineCall.duration`): the bounds of
+    the prediction (seconds) and what depends on the length - the first stage's schedule (`num_inference_steps`,
+    or custom `sigmas`) and the conditions' checks (`output_modalities`)."""
+
+    min_seconds: float = 1.0
+    max_seconds: float = 20.0
+    num_inference_steps: int = 40
+    sigmas: list[float] | None = None
+    output_modalities: tuple[str, ...] = ("video", "audio")
 
 
 def check_duration_head(head) -> None:
@@ -52,7 +67,7 @@ def check_auto_duration(*, batch_size: int = 1, conditions=None, latents=None, a
 
 def placeholder_num_frames(pipe) -> int:
     """A valid frame count for the checks that run before the length is predicted (`8 + 1`)."""
-    return pipe.vae_temporal_ratio + 1
+    return pipe.vae_temporal_compression_ratio + 1
 
 
 def predict_num_frames(head, embeddings: PromptEmbeddings, *, frame_rate: float, temporal_ratio: int,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -45,7 +46,8 @@ def skip_unloadable_processor(folder, kwargs: dict) -> None:
 
 
 class PromptEnhancementMixin:
-    """`enhance_prompt` (diffusers' method) and the call-preamble steps of `enable_prompt_enhancement=True`."""
+    """`enhance_prompt` (diffusers' method) and the two steps of `enable_prompt_enhancement=True` in a call:
+    `prompt_enhancement` (checks, when the call is resolved) and `enhance_call_prompts` (before encoding)."""
 
     def _enhancer(self):
         """`(model, processor, tokenizer)` of prompt enhancement; raises ValueError (before any model runs) when the
@@ -89,26 +91,51 @@ class PromptEnhancementMixin:
                                system_prompt=system_prompt, max_new_tokens=max_new_tokens,
                                generation_kwargs=generation_kwargs, seed=seed, device=device) for p in prompts]
 
-    def check_prompt_enhancement(self, enable: bool, prompts, *, image=None, conditions=None) -> None:
-        """The checks of `enable_prompt_enhancement=True` that need no model (raises ValueError)."""
+    def prompt_enhancement(self, enable: bool, prompts, *, image=None, conditions=None, system_prompt=None,
+                           max_new_tokens=None, generation_kwargs=None, seed: int = 10,
+                           generator=None) -> "PromptEnhancement | None":
+        """What `enable_prompt_enhancement=True` asks of a call, checked without running a model (`None` when
+        `enable` is off). `image`: the call's `image=` as given (the enhancer sees it before any re-compression, as
+        officially); `conditions`: the call's conditions (a single-frame `VideoCondition` is the reference image
+        when there is no `image`); the other arguments as in `enhance_prompt`.
+
+        Raises:
+            ValueError: `prompt_embeds` instead of prompts, no enhancer, no chat template, an image-to-video
+                enhancement without the `processor` component, a seed that is not an integer.
+        """
         if not enable:
-            return
+            return None
         if prompts is None:
             raise ValueError("enable_prompt_enhancement=True rewrites prompt, but the call passes prompt_embeds")
         self._enhancer()
-        if _reference_image(image, conditions) is not None and getattr(self, "processor", None) is None:
+        reference = _reference_image(image, conditions)
+        if reference is not None and getattr(self, "processor", None) is None:
             raise ValueError("image-to-video prompt enhancement reads the image through the processor component; "
                              "this pipeline has none (pass no image, or load the processor)")
+        return PromptEnhancement(system_prompt=system_prompt, max_new_tokens=max_new_tokens,
+                                 generation_kwargs=generation_kwargs, seed=_seed(seed, generator), image=reference)
 
-    def enhance_call_prompts(self, enable: bool, prompts: list[str] | None, *, system_prompt=None,
-                             max_new_tokens=None, generation_kwargs=None, seed: int = 10, generator=None, image=None,
-                             conditions=None) -> list[str] | None:
-        """`prompts` enhanced when `enable` (the enhanced list, also printed to the log), else `None`."""
-        if not enable:
+    def enhance_call_prompts(self, request: "PromptEnhancement | None", prompts: list[str] | None) -> list[str] | None:
+        """`prompts` enhanced as `request` says (the enhanced list), or `None` without a request."""
+        if request is None:
             return None
-        return self.enhance_prompt(prompts, system_prompt=system_prompt, max_new_tokens=max_new_tokens, seed=seed,
-                                   generator=generator, generation_kwargs=generation_kwargs,
-                                   image=_reference_image(image, conditions))
+        return self.enhance_prompt(prompts, system_prompt=request.system_prompt, max_new_tokens=request.max_new_tokens,
+                                   seed=request.seed, generation_kwargs=request.generation_kwargs, image=request.image)
+
+
+@dataclass(frozen=True, eq=False)
+class PromptEnhancement:
+    """A call's prompt enhancement (made by `PromptEnhancementMixin.prompt_enhancement` when the call's arguments are
+    resolved, run by the pipeline's `generate` before the prompts are encoded): the enhancer's system prompt,
+    new-token limit and `generate` keyword arguments (`None`: the official ones of its family), the seed
+    (`prompt_enhancement_seed`, or the call generator's), the reference image of image-to-video enhancement
+    (`None`: text-to-video)."""
+
+    system_prompt: str | None = None
+    max_new_tokens: int | None = None
+    generation_kwargs: dict[str, Any] | None = None
+    seed: int = 10
+    image: Any = None
 
 
 def _seed(seed: int, generator) -> int:

@@ -10,9 +10,9 @@ output, or several images at once (`(B, H, W, 3)` array, `(B, 3, H, W)` tensor).
 Preparation (`prepare_images`, then `image_pixels`) is the official image loader's, the same path as
 `VideoCondition`: H.264 re-compression at `image_crf` (`media.crf_compress`), resize to cover the clip, centre
 crop, [-1, 1]. `image_crf=None` is diffusers' `LTX2ImageToVideoPipeline` default: the model's CRF
-(`default_image_crf`: 18 for LTX-2.4+ checkpoints, 33 before, as official `resolve_crf`) for pictures - PIL images and image files - while arrays and
-tensors are taken as the pixels you prepared (diffusers refuses them unless `image_crf=0`); an explicit
-`image_crf` applies to every image, 0 turns it off.
+(`default_image_crf`: 18 for LTX-2.4+ checkpoints, 33 before, as official `resolve_crf`) for pictures - PIL images
+and image files - while arrays and tensors are taken as the pixels you prepared (diffusers refuses them unless
+`image_crf=0`); an explicit `image_crf` applies to every image, 0 turns it off.
 
 Batch rule (as prompts): one image for every video, one per prompt (repeated `num_videos_per_prompt` times, per
 prompt, in order: prompt 0's videos first), or one per generated video.
@@ -26,6 +26,9 @@ import numpy as np
 import PIL.Image
 import torch
 
+from ..conditioning.base import VIDEO, ClipGeometry, Condition, ConditioningState, LatentEncoder
+from ..conditioning.frames import to_vae_pixels
+from ..latents import layout as L
 from ..media.frames import as_frames
 
 
@@ -103,8 +106,6 @@ def prepare_images(image, image_crf: int | None, default_crf: int) -> list | Non
 def image_pixels(image, height: int, width: int) -> torch.Tensor:
     """`image` (prepared or not; nothing is re-compressed here) -> VAE pixels `(n, 3, 1, height, width)` in
     [-1, 1]: each image resized to cover the clip and centre-cropped (official `resize_and_center_crop`)."""
-    from ..conditioning.frames import to_vae_pixels
-
     return torch.cat([to_vae_pixels(frames, height, width, crf=0) for frames, _ in image_list(image)])
 
 
@@ -123,3 +124,31 @@ def spread_over_videos(latents: torch.Tensor, total: int) -> torch.Tensor:
     if total % n:
         raise ValueError(f"{n} images cannot be spread over {total} videos: pass 1, one per prompt or one per video")
     return latents.repeat_interleave(total // n, dim=0)
+
+
+class FirstFrameImage(Condition):
+    """The pipelines' `image=` argument as a condition: prepared images (`prepare_images`) replacing the first
+    latent frame of every video with denoise mask `1 - strength` (official `VideoConditionByLatentIndex` at 0),
+    spread over the batch by the batch rule above. Re-encoded at each stage's size."""
+
+    order = 2
+    modality = VIDEO
+    label = "image="
+
+    def __init__(self, images: list, strength: float = 1.0):
+        self.images = images
+        self.strength = float(strength)
+
+    def replaces_first_frame(self, geometry: ClipGeometry) -> bool:
+        return True
+
+    def apply_to(self, state: ConditioningState, encoder: LatentEncoder, geometry: ClipGeometry) -> None:
+        latents = first_frame_latents(self.images, geometry.height, geometry.width, geometry.batch_size, encoder)
+        state.replace_first_frames(L.pack_video(latents.float()), self.strength, self.label)
+
+
+def first_frame_latents(image, height: int, width: int, batch_size: int, encoder: LatentEncoder) -> torch.Tensor:
+    """`image` resized to cover the clip, centre-cropped (`image_pixels`), encoded and spread over the batch:
+    normalized first-frame latents `(batch_size, C, 1, h, w)`."""
+    pixels = image_pixels(image, height, width)
+    return spread_over_videos(encoder.encode_video(pixels, pixels.shape[0]), batch_size)

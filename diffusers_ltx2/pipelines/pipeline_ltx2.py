@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any, Callable
 
 import torch
 
 from ..guiders import Guider
 from ..loaders.prompt_embeddings import PromptEmbeddings
-from ..quantization import check_transformer_runtime
-from ..schedulers.samplers import Sampler, make_sampler
-from . import validation as V
+from ..schedulers.samplers import Sampler
 from .base import LTX2PipelineBase
-from .diffusers_compat import DIFFUSERS_DEFAULT, check_unsupported_features, sigmas_from_timesteps
-from .duration import DEFAULT_NUM_FRAMES, check_auto_duration, placeholder_num_frames, predict_num_frames
+from .call import resolve_call
+from .diffusers_compat import DIFFUSERS_DEFAULT
+from .extend import extend
 
 
 class LTX2AudioVideoPipeline(LTX2PipelineBase):
@@ -29,59 +27,30 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
 
     @torch.no_grad()
     def __call__(
-        self,
-        prompt: str | list[str] | None = None,
-        negative_prompt: str | list[str] | None = None,
-        *,
-        height: int = 512,
-        width: int = 768,
-        num_frames: int | None = None,
-        frame_rate: float = 24.0,
-        num_inference_steps: int = 40,
-        sigmas: list[float] | None = None,
-        timesteps: list[float] | None = None,
-        guider: Guider | None = None,
-        guidance_scale: float = DIFFUSERS_DEFAULT,
-        stg_scale: float = DIFFUSERS_DEFAULT,
-        modality_scale: float = DIFFUSERS_DEFAULT,
-        guidance_rescale: float = DIFFUSERS_DEFAULT,
-        audio_guidance_scale: float | None = DIFFUSERS_DEFAULT,
-        audio_stg_scale: float | None = DIFFUSERS_DEFAULT,
+        self, prompt: str | list[str] | None = None, negative_prompt: str | list[str] | None = None, *,
+        height: int = 512, width: int = 768, num_frames: int | None = None, frame_rate: float = 24.0,
+        num_inference_steps: int = 40, sigmas: list[float] | None = None, timesteps: list[float] | None = None,
+        guider: Guider | None = None, guidance_scale: float = DIFFUSERS_DEFAULT, stg_scale: float = DIFFUSERS_DEFAULT,
+        modality_scale: float = DIFFUSERS_DEFAULT, guidance_rescale: float = DIFFUSERS_DEFAULT,
+        audio_guidance_scale: float | None = DIFFUSERS_DEFAULT, audio_stg_scale: float | None = DIFFUSERS_DEFAULT,
         audio_modality_scale: float | None = DIFFUSERS_DEFAULT,
         audio_guidance_rescale: float | None = DIFFUSERS_DEFAULT,
-        spatio_temporal_guidance_blocks: list[int] | None = DIFFUSERS_DEFAULT,
-        use_cross_timestep: bool = True,
-        image=None,
-        image_strength: float = 1.0,
-        image_crf: int | None = None,
-        noise_scale: float = 0.0,
-        conditions: list | None = None,
-        output_modalities: tuple[str, ...] = ("video", "audio"),
-        num_videos_per_prompt: int = 1,
-        generator: torch.Generator | list[torch.Generator] | None = None,
-        latents: torch.Tensor | None = None,
-        audio_latents: torch.Tensor | None = None,
+        spatio_temporal_guidance_blocks: list[int] | None = DIFFUSERS_DEFAULT, use_cross_timestep: bool = True,
+        image=None, image_strength: float = 1.0, image_crf: int | None = None, noise_scale: float = 0.0,
+        conditions: list | None = None, output_modalities: tuple[str, ...] = ("video", "audio"),
+        num_videos_per_prompt: int = 1, generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None, audio_latents: torch.Tensor | None = None,
         prompt_embeds: PromptEmbeddings | str | torch.Tensor | None = None,
         prompt_attention_mask: torch.Tensor | None = None,
         negative_prompt_embeds: PromptEmbeddings | str | torch.Tensor | None = None,
-        negative_prompt_attention_mask: torch.Tensor | None = None,
-        max_batch_passes: int | None = None,
-        max_sequence_length: int | None = None,
-        decode_timestep: float | list[float] = 0.0,
-        decode_noise_scale: float | list[float] | None = None,
-        output_type: str = "pil",
-        return_dict: bool = True,
-        attention_kwargs: dict[str, Any] | None = None,
-        callback_on_step_end: Callable | None = None,
-        callback_on_step_end_tensor_inputs: list[str] = ("latents",),
-        min_seconds: float = 1.0,
-        max_seconds: float = 20.0,
-        motion_speed: float = 1.0,
-        system_prompt: str | None = None,
-        enable_prompt_enhancement: bool = False,
-        prompt_max_new_tokens: int | None = None,
-        prompt_enhancement_kwargs: dict[str, Any] | None = None,
-        prompt_enhancement_seed: int = 10,
+        negative_prompt_attention_mask: torch.Tensor | None = None, max_batch_passes: int | None = None,
+        max_sequence_length: int | None = None, decode_timestep: float | list[float] = 0.0,
+        decode_noise_scale: float | list[float] | None = None, output_type: str = "pil", return_dict: bool = True,
+        attention_kwargs: dict[str, Any] | None = None, callback_on_step_end: Callable | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ("latents",), min_seconds: float = 1.0,
+        max_seconds: float = 20.0, motion_speed: float = 1.0, system_prompt: str | None = None,
+        enable_prompt_enhancement: bool = False, prompt_max_new_tokens: int | None = None,
+        prompt_enhancement_kwargs: dict[str, Any] | None = None, prompt_enhancement_seed: int = 10,
         sampler: str | Sampler = "euler",
     ):
         """Generate a clip with audio.
@@ -165,128 +134,48 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
             motion_speed: diffusers' slow-motion argument, accepted at 1.0 only (else `UnsupportedFeatureError`).
 
         Returns:
-            `LTX2AudioVideoPipelineOutput(frames, audio, sample_rate)`; `audio` is a float32 `torch.Tensor`
-            `(B, 2, samples)` (denormalized latents for "latent").
+            `LTX2AudioVideoPipelineOutput(frames, audio, sample_rate, enhanced_prompts)`; `audio` is a float32
+            `torch.Tensor` `(B, 2, samples)` (denormalized latents for "latent").
 
         Raises:
             ValueError: any invalid input, before any model runs.
             UnsupportedFeatureError: a diffusers argument asks for a feature this package does not have.
         """
-        # 1. Check every input before any model runs.
-        check_unsupported_features(num_frames=num_frames, min_seconds=min_seconds, max_seconds=max_seconds,
-                                   motion_speed=motion_speed, enable_prompt_enhancement=False,
-                                   has_duration_head=self.duration_head is not None)
-        auto_duration = num_frames is None and self.duration_head is not None  # predicted after encoding
-        if auto_duration:
-            check_auto_duration(conditions=conditions, latents=latents, audio_latents=audio_latents)
-        if num_frames is None:
-            num_frames = placeholder_num_frames(self) if auto_duration else DEFAULT_NUM_FRAMES
-        V.check_strength("noise_scale", noise_scale)
-        sampler = make_sampler(sampler)
-        sigmas = sigmas_from_timesteps(timesteps, sigmas)
-        guider = self.call_guider(guider, locals())
-        callback_on_step_end_tensor_inputs = self.callback_tensor_names(callback_on_step_end,
-                                                                        callback_on_step_end_tensor_inputs)
-        inputs = V.check_call_inputs(
-            self, prompt=prompt, negative_prompt=negative_prompt, prompt_embeds=prompt_embeds,
-            negative_prompt_embeds=negative_prompt_embeds, prompt_attention_mask=prompt_attention_mask,
-            negative_prompt_attention_mask=negative_prompt_attention_mask, height=height, width=width,
-            num_frames=num_frames, frame_rate=frame_rate, output_type=output_type, image=image,
-            image_strength=image_strength, num_videos_per_prompt=num_videos_per_prompt, generator=generator,
-            latents=latents, audio_latents=audio_latents, callback_tensor_inputs=callback_on_step_end_tensor_inputs,
-            guider=guider,
+        call = resolve_call(
+            self, prompt=prompt, negative_prompt=negative_prompt, height=height, width=width, num_frames=num_frames,
+            frame_rate=frame_rate, num_inference_steps=num_inference_steps, sigmas=sigmas, timesteps=timesteps,
+            guider=guider, guidance_scale=guidance_scale, stg_scale=stg_scale, modality_scale=modality_scale,
+            guidance_rescale=guidance_rescale, audio_guidance_scale=audio_guidance_scale,
+            audio_stg_scale=audio_stg_scale, audio_modality_scale=audio_modality_scale,
+            audio_guidance_rescale=audio_guidance_rescale,
+            spatio_temporal_guidance_blocks=spatio_temporal_guidance_blocks, use_cross_timestep=use_cross_timestep,
+            image=image, image_strength=image_strength, image_crf=image_crf, noise_scale=noise_scale,
+            conditions=conditions, output_modalities=output_modalities, num_videos_per_prompt=num_videos_per_prompt,
+            generator=generator, latents=latents, audio_latents=audio_latents, prompt_embeds=prompt_embeds,
+            prompt_attention_mask=prompt_attention_mask, negative_prompt_embeds=negative_prompt_embeds,
+            negative_prompt_attention_mask=negative_prompt_attention_mask, max_batch_passes=max_batch_passes,
+            max_sequence_length=max_sequence_length, decode_timestep=decode_timestep,
+            decode_noise_scale=decode_noise_scale, output_type=output_type, return_dict=return_dict,
+            attention_kwargs=attention_kwargs, callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs, min_seconds=min_seconds,
+            max_seconds=max_seconds, motion_speed=motion_speed, enable_prompt_enhancement=enable_prompt_enhancement,
+            system_prompt=system_prompt, prompt_max_new_tokens=prompt_max_new_tokens,
+            prompt_enhancement_kwargs=prompt_enhancement_kwargs, prompt_enhancement_seed=prompt_enhancement_seed,
+            sampler=sampler,
         )
-        if auto_duration:
-            check_auto_duration(batch_size=inputs.batch_size)
-        enhancement_image = image  # as given: the enhancer sees the image before any re-compression (official)
-        self.check_prompt_enhancement(enable_prompt_enhancement, inputs.prompts, image=image, conditions=conditions)
-        image = self.prepare_image(image, image_crf)
-        conditioned = conditions is not None or tuple(output_modalities) != ("video", "audio")
-        if conditioned and noise_scale > 0:
-            raise ValueError("noise_scale (re-noising given clean latents) cannot be combined with conditions= / "
-                             "output_modalities=: the conditions define the clean latents")
-        if conditioned and not auto_duration:
-            conditions, audio_only = self.prepare_conditions(
-                conditions, inputs.total, num_frames, height, width, frame_rate, image=image,
-                output_modalities=output_modalities, latents=latents,
-            )
-        device = self._execution_device
-        check_transformer_runtime(self.transformer, device)  # before a kernel that would crash the process
-        self._record_call(guider, attention_kwargs)
-        self.set_schedule(num_inference_steps, sigmas, num_frames, height, width, device)  # checks custom sigmas
-
-        # 2. Prompt conditioning (optionally enhanced prompts; local Gemma, a prompt encoder, or given embeddings);
-        # the clip length when the duration head predicts it.
-        enhanced = self.enhance_call_prompts(
-            enable_prompt_enhancement, inputs.prompts, system_prompt=system_prompt,
-            max_new_tokens=prompt_max_new_tokens, generation_kwargs=prompt_enhancement_kwargs,
-            seed=prompt_enhancement_seed, generator=generator, image=enhancement_image, conditions=conditions,
-        )
-        contexts = self.encode_text_contexts(
-            enhanced or inputs.prompts, inputs.negative_prompts, prompt_embeds=inputs.prompt_embeds,
-            negative_prompt_embeds=inputs.negative_prompt_embeds, need_negative=guider.uses_negative_prompt,
-            num_videos_per_prompt=num_videos_per_prompt, max_sequence_length=max_sequence_length, device=device,
-        )
-        if auto_duration:
-            num_frames = predict_num_frames(self.duration_head, contexts.positive, frame_rate=frame_rate,
-                                            temporal_ratio=self.vae_temporal_ratio, min_seconds=min_seconds,
-                                            max_seconds=max_seconds)
-            if conditioned:
-                conditions, audio_only = self.prepare_conditions(
-                    conditions, inputs.total, num_frames, height, width, frame_rate, image=image,
-                    output_modalities=output_modalities, latents=latents,
-                )
-            self.set_schedule(num_inference_steps, sigmas, num_frames, height, width, device)  # the real length
-
-        # 3. Initial latents: video noise first, then audio (official order); the image conditions frame 0.
-        state = None
-        if conditioned:
-            # conditions edit the unnoised states, then they are noised; frozen modalities cost no passes
-            state = self.prepare_conditioned_latents(
-                conditions, inputs.total, num_frames, height, width, frame_rate, generator=generator,
-                latents=latents, audio_latents=audio_latents, image=image, image_strength=image_strength,
-                audio_only=audio_only, device=device,
-            )
-            video, audio = state.video, state.audio
-            guider = guider.for_frozen(video=state.frozen_video, audio=state.frozen_audio, cross_modal=not audio_only,
-                                       guided=state.guided_frozen)
-            contexts = replace(contexts, frozen_video=state.frozen_video, frozen_audio=state.frozen_audio,
-                               negative_frozen=state.guided_frozen)
-        else:
-            video, audio = self.prepare_initial_latents(
-                inputs.total, num_frames, height, width, frame_rate, generator=generator, latents=latents,
-                audio_latents=audio_latents, image=image, image_strength=image_strength, device=device,
-                noise_scale=noise_scale,
-            )
-
-        # 4. Denoise.
-        video, audio = self.run_denoising(
-            guider, video, audio, contexts, attention_kwargs=attention_kwargs, max_batch_passes=max_batch_passes,
-            callback=callback_on_step_end, callback_tensor_inputs=callback_on_step_end_tensor_inputs,
-            use_cross_timestep=use_cross_timestep, cross_modal=not (state is not None and state.audio_only),
-            sampler=sampler, generator=generator,
-        )
-
-        # 5. Decode.
-        return self.finish(
-            video, audio, num_frames, height, width, output_type=output_type, generator=generator,
-            decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale, return_dict=return_dict,
-            conditioned=state, enhanced_prompts=enhanced,
-        )
+        return self.generate(call, lambda call: [call.stage()])
 
     def extend(self, clip, num_new_frames: int, *, overlap_frames: int = 16, overlap_strength: float = 0.5,
                audio=None, sample_rate: int | None = None, **kwargs):
         """Continue `clip` (and its `audio`) by `num_new_frames` frames, joined without a seam; see
-        `diffusers_ltx2.conditioning.extend.extend` (ComfyUI `LTXVExtendSampler` semantics)."""
-        from ..conditioning.extend import extend
-
+        `diffusers_ltx2.pipelines.extend.extend` (ComfyUI `LTXVExtendSampler` semantics)."""
         return extend(self, clip, num_new_frames, overlap_frames=overlap_frames, overlap_strength=overlap_strength,
                       audio=audio, sample_rate=sample_rate, **kwargs)
 
     def generate_long_video(self, prompt=None, *, num_frames: int, window: int = 121, overlap: int = 24, **kwargs):
         """Generate a clip of any length in sliding windows of `window` frames overlapping by `overlap` (a prompt
         per segment, AdaIN, whole-clip keyframes and audio-to-video); see
-        `diffusers_ltx2.long_video.generate_long_video` (ComfyUI `LTXVLoopingSampler` semantics)."""
-        from ..long_video import generate_long_video
+        `diffusers_ltx2.pipelines.sliding.generate_long_video` (ComfyUI `LTXVLoopingSampler` semantics)."""
+        from .sliding import generate_long_video
 
         return generate_long_video(self, prompt, num_frames=num_frames, window=window, overlap=overlap, **kwargs)

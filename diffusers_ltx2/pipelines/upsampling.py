@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from . import latents as L
+from ..latents import layout as L
 
 
 def upsample_latents(

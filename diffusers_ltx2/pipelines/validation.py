@@ -185,8 +185,8 @@ def check_call_inputs(
             negative_prompts = negative_prompts * batch_size
     if negative_prompt_embeds is not None:
         check_batch("negative_prompt_embeds", negative_prompt_embeds.batch_size, batch_size)
-    check_num_frames(num_frames, pipe.vae_temporal_ratio)
-    check_resolution(height, width, pipe.vae_spatial_ratio,
+    check_num_frames(num_frames, pipe.vae_temporal_compression_ratio)
+    check_resolution(height, width, pipe.vae_spatial_compression_ratio,
                      min_resolution(pipe.vae, decode=output_type != "latent", encode=image is not None))
     check_positive("frame_rate", frame_rate)
     check_output_type(output_type)

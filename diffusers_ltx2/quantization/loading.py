@@ -147,7 +147,8 @@ def _policy_shapes(config: dict) -> dict[str, tuple[int, int]]:
 def load_fp8_folder(folder, dtype: torch.dtype):
     """Load an FP8 keep folder (`ltx2_fp8.json`): float8 linears, switched to the scaled matmul when the manifest
     says the folder was saved from an fp8-scaled-mm transformer."""
-    from ..conversion.fp8 import FP8_MANIFEST, load_fp8_transformer
+    from ..conversion.fp8 import FP8_MANIFEST
+    from ..conversion.loading import load_fp8_transformer
     from ..json_files import read_json
 
     manifest = read_json(os.path.join(str(folder), FP8_MANIFEST))

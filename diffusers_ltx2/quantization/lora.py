@@ -17,7 +17,7 @@ Precision cost of fusing (what `fuse_lora` warns): the fused weight `W + dW` is 
 float8 e4m3: up to 2^-4 relative per weight; int8 per row: half a step, amax(row) / 254; int4 per group:
 range / 30; NVFP4: e2m1 in blocks of 16; GGUF Q8_0: amax(block of 32) / 254, Q4_0: amax / 16 - and
 `unfuse_lora` subtracts `dW` from that rounded weight, so `W` comes back only to the same precision (bounds
-measured in `tests/test_quantized_lora.py`). Unfused, a LoRA costs no precision.
+measured in `tests/conversion/test_quantized_lora.py`). Unfused, a LoRA costs no precision.
 """
 
 from __future__ import annotations

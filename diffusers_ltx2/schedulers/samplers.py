@@ -1,10 +1,12 @@
 """Samplers of the LTX-2 denoising loop: Euler (official default), euler-ancestral and res_2s (second order).
 
-The pipeline's one denoising loop (`pipelines.denoising.denoise`) asks a sampler to advance the latents by one
-step of the schedule; the sampler gets the *guided, clamped x0 predictor* of the loop (guidance passes,
-skip-step reuse, frozen modalities and conditioned tokens all handled there) and calls it as often as its method
-needs: once per step for Euler and euler-ancestral, twice for res_2s (plus one final call when the schedule ends
-at 0). So every guider, condition and callback works with every sampler.
+The one denoising loop (`pipelines.denoising.denoise`) takes a sampler per stage (`pipelines.stage.Stage.sampler`)
+and asks it to advance the latents by one step of the stage's sigmas. The sampler gets the loop's *guided, clamped
+x0 predictor* (a `Denoiser`: guidance passes, skip-step reuse, frozen modalities and conditioned tokens all handled
+there) and calls it as often as its method needs: once per step for Euler and euler-ancestral, twice for res_2s
+(plus one final call when the schedule ends at 0). So every guider, condition and callback works with every
+sampler. A modality held whole (A2V audio, V2A video) is never handed to a sampler. `euler_step` is the one Euler
+step of the package (`LTX2Scheduler.step` is the same function for diffusers-style loops).
 
 Source followed: ltx-core / ltx-pipelines 1.2.0 (`ltx_core/components/diffusion_steps.py`:
 `EulerAncestralDiffusionStep`, `Res2sDiffusionStep`; `ltx_pipelines/utils/samplers.py`:
@@ -17,7 +19,8 @@ each tested against that code with the same noise:
   video then audio, every non-final step; res_2s draws float64 noise, standardised over the whole tensor and then
   per sample over (tokens, channels), from a step generator (`noise_seed`) and a substep generator
   (`noise_seed + 10000`). A modality held whole (A2V audio, V2A video) is not stepped and draws no noise (the
-  official loops draw it and then discard it with the denoise mask).
+  official loops draw it and then discard it with the denoise mask). The generators belong to one run of the loop
+  (`Sampler.start` returns a started copy): a sampler instance is a configuration, shareable between stages.
 * Default seeds follow the official pipelines: euler-ancestral `seed + 10000` (`distilled.py`,
   `ANCESTRAL_NOISE_SEED_OFFSET`; `seed` is the call generator's seed), res_2s the loop's default `-1` (the HQ
   pipeline `ti2vid_two_stages_hq.py` passes none, so its SDE noise does not depend on the call's seed).
@@ -27,19 +30,22 @@ each tested against that code with the same noise:
 
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import dataclass
-from typing import Callable
+from typing import Protocol
 
 import torch
 
 __all__ = [
+    "EULER",
     "SAMPLERS",
+    "Denoiser",
     "EulerAncestralSampler",
     "EulerSampler",
     "Res2sSampler",
     "Sampler",
     "euler_ancestral_step",
+    "euler_step",
     "make_sampler",
     "normalized_noise",
     "res2s_coefficients",
@@ -47,9 +53,20 @@ __all__ = [
     "sampler_seed",
 ]
 
-#: `predict(step_index, sigma, video_latent, audio_latent) -> (x0_video, x0_audio)`: the loop's guided x0
-#: predictor (float32, conditioned tokens already clamped to their clean values, frozen modalities = clean).
-X0Predictor = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+class Denoiser(Protocol):
+    """The loop's guided x0 predictor, as a sampler sees it."""
+
+    def __call__(self, latents: dict[str, torch.Tensor], sigma: torch.Tensor,
+                 step: int | None = None) -> dict[str, torch.Tensor]:
+        """x0 predictions (float32, conditioned tokens clamped to their clean values) of the modalities in
+        `latents` (`"video"` / `"audio"`: `(B, N, C)` tokens) at `sigma` (0-d tensor): one guided model evaluation.
+        `step`: the step of the guider's cycle it is planned as (default: the loop's current step)."""
+
+    def hold(self, name: str, latent: torch.Tensor) -> torch.Tensor:
+        """`latent` of modality `name` with its conditioned tokens put back at their clean values,
+        `latent * mask + clean * (1 - mask)` in `latent`'s dtype (official `post_process_latent`): what a sampler
+        that injects noise applies to its result."""
 
 #: Substep-seed offset of official res_2s (and the seed offset of official euler-ancestral in `distilled.py`).
 SEED_OFFSET = 10000
@@ -58,6 +75,15 @@ RES2S_LAST_SIGMA = 0.0011
 
 
 # -- pure math -------------------------------------------------------------------------------------------------
+def euler_step(x0: torch.Tensor, sample: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
+    """Euler on x0 (official `EulerDiffusionStep`): `velocity = (sample - x0) / sigma` computed in float32 and
+    rounded to `sample.dtype` like the reference, then `sample + velocity * (sigma_next - sigma)` in float32, cast
+    back to `sample.dtype`. `sigma`, `sigma_next`: 0-d tensors (elements of a stage's sigmas)."""
+    velocity = ((sample.float() - x0.float()) / float(sigma)).to(sample.dtype)
+    delta = (sigma_next - sigma).to(sample.device)
+    return (sample.float() + velocity.float() * delta).to(sample.dtype)
+
+
 def euler_ancestral_step(sample: torch.Tensor, x0: torch.Tensor, sigma: float | torch.Tensor,
                          sigma_next: float | torch.Tensor, noise: torch.Tensor | None, *, eta: float = 1.0,
                          s_noise: float = 1.0) -> torch.Tensor:
@@ -140,65 +166,45 @@ def normalized_noise(like: torch.Tensor, generator: torch.Generator) -> torch.Te
     return (noise - noise.mean(dim=(-2, -1), keepdim=True)) / noise.std(dim=(-2, -1), keepdim=True)
 
 
-def _clamp(x: torch.Tensor, mask: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
-    """`x * mask + clean * (1 - mask)` with a `(B, N)` mask, in `x`'s dtype (official `post_process_latent`)."""
-    m = mask.unsqueeze(-1)
-    return (x * m + clean.float() * (1 - m)).to(x.dtype)
-
-
 # -- samplers --------------------------------------------------------------------------------------------------
-@dataclass
-class Modality:
-    """What a sampler steps: one modality's latent, its denoise mask and clean values (see `ModalityLatents`)."""
-
-    latent: torch.Tensor
-    denoise_mask: torch.Tensor
-    clean: torch.Tensor
-    stepped: bool = True  # False: held whole (frozen), returned unchanged
-
-
 class Sampler:
-    """A sampling method of the denoising loop.
+    """A sampling method of the denoising loop (a configuration; `start` makes the object one run steps with).
 
-    `start(device, seed)` is called once per run (seeds its noise generators); `step(i, sigmas, video, audio,
-    predict)` returns the new video and audio latents after step `i` of `sigmas` (the scheduler's float32
-    schedule, ending at 0). `model_calls(num_steps)` is the number of x0 evaluations of a run.
+    `start(device, seed)` is called once per run of the loop and returns the sampler that run uses (a copy with its
+    noise generators seeded; itself for a sampler without noise). `step(denoiser, latents, sigmas, index)` returns
+    the latents at `sigmas[index + 1]` from those at `sigmas[index]` (`latents`: the modalities being denoised,
+    `"video"` / `"audio"` -> `(B, N, C)` tokens; `sigmas`: the stage's float32 schedule, ending at 0).
+    `model_calls(num_steps)` is the number of x0 evaluations of a run; `stochastic` samplers draw noise (their seed
+    comes from the call's generator, `sampler_seed`).
+
+    The loop needs only `step`: any object with that method is a sampler (`start` and `stochastic` are then taken
+    as "no noise": the object itself steps the run).
     """
 
     name = "sampler"
+    stochastic = False
 
-    def start(self, device: torch.device, seed: int | None) -> None:
-        pass
+    def start(self, device: torch.device, seed: int | None) -> "Sampler":
+        return self
 
     def model_calls(self, num_steps: int) -> int:
         return num_steps
 
-    def step(self, i: int, sigmas: torch.Tensor, video: Modality, audio: Modality,
-             predict: X0Predictor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(self, denoiser: Denoiser, latents: dict[str, torch.Tensor], sigmas: torch.Tensor,
+             index: int) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
 
 class EulerSampler(Sampler):
-    """The official Euler step on x0 (`LTX2Scheduler.step`): one x0 evaluation per step, no noise."""
+    """The official sampler (`EulerDiffusionStep`, what every LTX-2 pipeline of ltx-pipelines 1.0.0 uses): one x0
+    prediction per step, then `euler_step` on every modality; no noise."""
 
     name = "euler"
 
-    def __init__(self, scheduler=None):
-        self.scheduler = scheduler
-
-    def step(self, i, sigmas, video, audio, predict):
-        x0_video, x0_audio = predict(i, sigmas[i], video.latent, audio.latent)
-        return tuple(
-            self._euler(i, sigmas, m.latent, x0) if m.stepped else m.latent
-            for m, x0 in ((video, x0_video), (audio, x0_audio))
-        )
-
-    def _euler(self, i, sigmas, latent, x0):
-        if self.scheduler is not None:
-            return self.scheduler.step(x0, latent, i, return_dict=False)[0]
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        velocity = ((latent.float() - x0.float()) / float(sigma)).to(latent.dtype)
-        return (latent.float() + velocity.float() * (sigma_next - sigma)).to(latent.dtype)
+    def step(self, denoiser, latents, sigmas, index):
+        x0 = denoiser(latents, sigmas[index])
+        return {name: euler_step(x0[name], latent, sigmas[index], sigmas[index + 1])
+                for name, latent in latents.items()}
 
     def __repr__(self):
         return "EulerSampler()"
@@ -214,6 +220,7 @@ class EulerAncestralSampler(Sampler):
     """
 
     name = "euler_ancestral"
+    stochastic = True
 
     def __init__(self, eta: float = 1.0, s_noise: float = 1.0, noise_seed: int | None = None):
         for label, value in (("eta", eta), ("s_noise", s_noise)):
@@ -226,26 +233,26 @@ class EulerAncestralSampler(Sampler):
         self.generator = None
 
     def start(self, device, seed):
+        run = copy.copy(self)
         seed = self.noise_seed if self.noise_seed is not None else (seed or 0) + SEED_OFFSET
-        self.generator = torch.Generator(device=device).manual_seed(seed)
+        run.generator = torch.Generator(device=device).manual_seed(seed)
+        return run
 
-    def step(self, i, sigmas, video, audio, predict):
-        x0s = predict(i, sigmas[i], video.latent, audio.latent)
-        out = []
-        for m, x0 in zip((video, audio), x0s):
-            if not m.stepped:
-                out.append(m.latent)
-            elif float(sigmas[i + 1]) == 0.0:
-                out.append(x0.to(m.latent.dtype))
-            else:
-                noise = None
-                if self.eta > 0:
-                    noise = torch.randn(m.latent.shape, generator=self.generator, dtype=m.latent.dtype,
-                                        device=self.generator.device).to(m.latent.device)
-                x = euler_ancestral_step(m.latent, x0, sigmas[i], sigmas[i + 1], noise, eta=self.eta,
-                                         s_noise=self.s_noise)
-                out.append(_clamp(x, m.denoise_mask, m.clean) if noise is not None else x)
-        return tuple(out)
+    def step(self, denoiser, latents, sigmas, index):
+        sigma, sigma_next = sigmas[index], sigmas[index + 1]
+        x0s = denoiser(latents, sigma)
+        out = {}
+        for name, latent in latents.items():  # video, then audio: the official noise order
+            if float(sigma_next) == 0.0:
+                out[name] = x0s[name].to(latent.dtype)
+                continue
+            noise = None
+            if self.eta > 0:
+                noise = torch.randn(latent.shape, generator=self.generator, dtype=latent.dtype,
+                                    device=self.generator.device).to(latent.device)
+            x = euler_ancestral_step(latent, x0s[name], sigma, sigma_next, noise, eta=self.eta, s_noise=self.s_noise)
+            out[name] = denoiser.hold(name, x) if noise is not None else x
+        return out
 
     def __repr__(self):
         return f"EulerAncestralSampler(eta={self.eta}, s_noise={self.s_noise}, noise_seed={self.noise_seed})"
@@ -265,6 +272,7 @@ class Res2sSampler(Sampler):
     """
 
     name = "res_2s"
+    stochastic = True
 
     def __init__(self, eta: float = 0.5, noise_seed: int | None = None, bongmath: bool = True,
                  bongmath_iterations: int = 100):
@@ -282,16 +290,18 @@ class Res2sSampler(Sampler):
         return 2 * num_steps + 1
 
     def start(self, device, seed):
+        run = copy.copy(self)
         seed = -1 if self.noise_seed is None else self.noise_seed
-        self.step_generator = torch.Generator(device=device).manual_seed(seed)
-        self.substep_generator = torch.Generator(device=device).manual_seed(seed + SEED_OFFSET)
+        run.step_generator = torch.Generator(device=device).manual_seed(seed)
+        run.substep_generator = torch.Generator(device=device).manual_seed(seed + SEED_OFFSET)
+        return run
 
-    def _sde(self, m: Modality, anchor, target, sigma, sigma_next, generator, eta):
-        noise = normalized_noise(m.latent, generator).to(target.device)
-        x = res2s_sde_step(anchor, target, sigma, sigma_next, noise, eta)
-        return _clamp(x, m.denoise_mask, m.clean)
+    def _sde(self, denoiser, name, like, anchor, target, sigma, sigma_next, generator, eta):
+        noise = normalized_noise(like, generator).to(target.device)
+        return denoiser.hold(name, res2s_sde_step(anchor, target, sigma, sigma_next, noise, eta))
 
-    def step(self, i, sigmas, video, audio, predict):
+    def step(self, denoiser, latents, sigmas, index):
+        i = index
         last = i == len(sigmas) - 2
         hp = highest_precision(sigmas.device)
         sigma = sigmas[i].to(hp)
@@ -303,37 +313,31 @@ class Res2sSampler(Sampler):
         h = float(-torch.log(sigma_next_hp.cpu() / sigma.cpu()))
         a21, b1, b2 = res2s_coefficients(h)
         sub_sigma = torch.sqrt(sigma * sigma_next_hp)
-        mods = (video, audio)
+        names = list(latents)
 
         # stage 1: x0 at the current point, then the midpoint (with substep noise, eta 0.5)
-        x0_1 = predict(i, sigmas[i], video.latent, audio.latent)
-        anchors = [m.latent.to(hp) for m in mods]
-        eps_1 = [x0.to(hp) - a for x0, a in zip(x0_1, anchors)]
-        mids = []
-        for m, a, e in zip(mods, anchors, eps_1):
-            mid = a + h * a21 * e
-            if m.stepped:
-                mid = self._sde(m, a, mid, sigma, sub_sigma, self.substep_generator, 0.5)
-            mids.append(mid)
+        x0_1 = denoiser(latents, sigmas[i])
+        anchors = {n: latents[n].to(hp) for n in names}
+        eps_1 = {n: x0_1[n].to(hp) - anchors[n] for n in names}
+        mids = {n: self._sde(denoiser, n, latents[n], anchors[n], anchors[n] + h * a21 * eps_1[n], sigma, sub_sigma,
+                             self.substep_generator, 0.5) for n in names}
         if self.bongmath and h < 0.5 and float(sigma) > 0.03:
             for _ in range(self.bongmath_iterations):
-                anchors = [mid - h * a21 * e for mid, e in zip(mids, eps_1)]
-                eps_1 = [x0.to(hp) - a for x0, a in zip(x0_1, anchors)]
+                anchors = {n: mids[n] - h * a21 * eps_1[n] for n in names}
+                eps_1 = {n: x0_1[n].to(hp) - anchors[n] for n in names}
 
         # stage 2: x0 at the midpoint (planned as step 0 of the guider's cycle, as officially)
-        x0_2 = predict(0, sub_sigma.float(), *(mid.to(m.latent.dtype) for mid, m in zip(mids, mods)))
-        out = []
-        for m, a, e1, x0 in zip(mods, anchors, eps_1, x0_2):
-            if not m.stepped:
-                out.append(m.latent)
-                continue
-            x = a + h * (b1 * e1 + b2 * (x0.to(hp) - a))
-            x = self._sde(m, a, x, sigmas[i], sigma_next, self.step_generator, self.eta)
-            out.append(x.to(m.latent.dtype))
+        x0_2 = denoiser({n: mids[n].to(latents[n].dtype) for n in names}, sub_sigma.float(), step=0)
+        out = {}
+        for n in names:
+            x = anchors[n] + h * (b1 * eps_1[n] + b2 * (x0_2[n].to(hp) - anchors[n]))
+            x = self._sde(denoiser, n, latents[n], anchors[n], x, sigmas[i], sigma_next, self.step_generator,
+                          self.eta)
+            out[n] = x.to(latents[n].dtype)
         if last and ends_at_zero:  # land on 0: one more x0 evaluation at 0.0011
-            final = predict(i + 1, sigma_next.float(), *out)
-            out = [x0.to(m.latent.dtype) if m.stepped else x for m, x0, x in zip(mods, final, out)]
-        return tuple(out)
+            final = denoiser(out, sigma_next.float(), step=i + 1)
+            out = {n: final[n].to(latents[n].dtype) for n in names}
+        return out
 
     def __repr__(self):
         return (f"Res2sSampler(eta={self.eta}, noise_seed={self.noise_seed}, bongmath={self.bongmath}, "
@@ -350,11 +354,15 @@ _BY_NAME = {"euler": EulerSampler, "euler_ancestral": EulerAncestralSampler, "re
 SAMPLERS = tuple(_BY_NAME)
 
 
+#: The official Euler sampler (the default of every stage).
+EULER = EulerSampler()
+
+
 def sampler_seed(sampler, generator) -> int | None:
     """The seed a stochastic sampler derives its noise seed from: the call generator's seed (the first one's for a
     list), as the official pipelines use their `seed`; a random one (from torch's default generator) without a
-    generator; `None` for Euler, which draws no noise."""
-    if sampler is None or sampler == "euler" or isinstance(sampler, EulerSampler):
+    generator; `None` for a sampler that draws no noise (Euler), which then leaves every generator alone."""
+    if not getattr(make_sampler(sampler), "stochastic", False):
         return None
     if isinstance(generator, (list, tuple)):
         generator = generator[0] if generator else None
@@ -363,19 +371,16 @@ def sampler_seed(sampler, generator) -> int | None:
     return int(torch.randint(0, 2**62, (1,)).item())
 
 
-def make_sampler(sampler: str | Sampler | None = None, scheduler=None) -> Sampler:
-    """A `Sampler` from a name (`"euler"`, `"euler_ancestral"`, `"res_2s"`; `None`: Euler) or an instance.
-
-    Euler steps through `scheduler.step` when a scheduler is given (the pipelines' `LTX2Scheduler`).
+def make_sampler(sampler: str | Sampler | None = None) -> Sampler:
+    """A `Sampler` from a name (`"euler"`, `"euler_ancestral"`, `"res_2s"`; `None`: Euler) or an instance (a
+    `Sampler`, or any object with the `step` method of one; returned as is).
 
     Raises:
         ValueError: an unknown name or type.
     """
     if sampler is None or sampler == "euler":
-        return EulerSampler(scheduler)
-    if isinstance(sampler, EulerSampler):
-        return EulerSampler(scheduler if sampler.scheduler is None else sampler.scheduler)
-    if isinstance(sampler, Sampler):
+        return EULER
+    if isinstance(sampler, Sampler) or (not isinstance(sampler, type) and callable(getattr(sampler, "step", None))):
         return sampler
     if isinstance(sampler, str) and sampler.replace("-", "_") in _BY_NAME:
         return _BY_NAME[sampler.replace("-", "_")]()

@@ -9,6 +9,7 @@ import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin, SchedulerOutput
 
+from .samplers import euler_step
 from .sigmas import (
     BASE_SHIFT_ANCHOR,
     DISTILLED_SIGMAS,
@@ -123,31 +124,29 @@ class LTX2Scheduler(SchedulerMixin, ConfigMixin):
             return num_tokens
         return self.config.default_num_tokens
 
-    def set_timesteps(
+    def sigmas_for(
         self,
         num_inference_steps: int | None = None,
-        device: str | torch.device | None = None,
         sigmas: SigmasLike | None = None,
         num_tokens: int | None = None,
         distilled: bool = False,
-    ) -> None:
-        """Prepare the sigma schedule for a sampling run.
+    ) -> torch.Tensor:
+        """The sigma schedule of a sampling run under this config, without changing the scheduler (what every
+        pipeline stage uses: a stage holds its sigmas, the scheduler keeps no per-call state).
 
         Exactly one source is used: custom ``sigmas`` (validated; a terminal 0 is appended if missing), the fixed
         distilled schedule (``distilled=True``), or the official shifted schedule with ``num_inference_steps``.
 
-        Sets ``self.sigmas`` (``float32``, ``num_inference_steps + 1`` values ending in 0), ``self.timesteps``
-        (``sigmas[:-1] * 1000``, the ``timestep`` scale diffusers' LTX-2 transformer expects) and
-        ``self.num_inference_steps``.
-
         Args:
             num_inference_steps: Number of steps for the official schedule. With ``sigmas`` or ``distilled`` it may
                 be omitted, or must equal the length implied by them.
-            device: Device for ``sigmas`` and ``timesteps``.
             sigmas: Custom schedule (e.g. ``DISTILLED_REFINE_SIGMAS`` for the second stage).
             num_tokens: Video latent token count (``frames * height * width`` of the latent); only used when the
                 config has ``use_token_count_shift=True``, otherwise ``default_num_tokens`` is used.
             distilled: Use :data:`DISTILLED_SIGMAS` (8 steps).
+
+        Returns:
+            ``float32`` CPU tensor of ``num_inference_steps + 1`` decreasing values ending in 0.
 
         Raises:
             ValueError: On conflicting or invalid arguments.
@@ -162,19 +161,39 @@ class LTX2Scheduler(SchedulerMixin, ConfigMixin):
                     f"`num_inference_steps`={num_inference_steps} conflicts with the {implied} steps implied by "
                     f"{'the distilled schedule' if distilled else '`sigmas`'}."
                 )
-        else:
-            if num_inference_steps is None:
-                raise ValueError("`num_inference_steps` is required when neither `sigmas` nor `distilled` is given.")
-            if num_tokens is not None:
-                shift_for_tokens(num_tokens)  # validates the token count even when the config ignores it
-            schedule = ltx2_sigmas(
-                num_inference_steps,
-                num_tokens=self._effective_tokens(num_tokens),
-                max_shift=self.config.max_shift,
-                base_shift=self.config.base_shift,
-                stretch=self.config.stretch,
-                terminal=self.config.terminal,
-            )
+            return schedule
+        if num_inference_steps is None:
+            raise ValueError("`num_inference_steps` is required when neither `sigmas` nor `distilled` is given.")
+        if num_tokens is not None:
+            shift_for_tokens(num_tokens)  # validates the token count even when the config ignores it
+        return ltx2_sigmas(
+            num_inference_steps,
+            num_tokens=self._effective_tokens(num_tokens),
+            max_shift=self.config.max_shift,
+            base_shift=self.config.base_shift,
+            stretch=self.config.stretch,
+            terminal=self.config.terminal,
+        )
+
+    def set_timesteps(
+        self,
+        num_inference_steps: int | None = None,
+        device: str | torch.device | None = None,
+        sigmas: SigmasLike | None = None,
+        num_tokens: int | None = None,
+        distilled: bool = False,
+    ) -> None:
+        """Prepare the sigma schedule for a sampling run driven by :meth:`step` (diffusers' scheduler protocol;
+        the pipelines of this package use :meth:`sigmas_for` and keep the scheduler unchanged).
+
+        Sets ``self.sigmas`` (:meth:`sigmas_for` on ``device``), ``self.timesteps`` (``sigmas[:-1] * 1000``, the
+        ``timestep`` scale diffusers' LTX-2 transformer expects) and ``self.num_inference_steps``; the arguments
+        are :meth:`sigmas_for`'s.
+
+        Raises:
+            ValueError: On conflicting or invalid arguments.
+        """
+        schedule = self.sigmas_for(num_inference_steps, sigmas=sigmas, num_tokens=num_tokens, distilled=distilled)
         self.sigmas = schedule.to(device=device)
         self.timesteps = self.sigmas[:-1] * 1000
         self.num_inference_steps = int(schedule.numel() - 1)
@@ -204,14 +223,11 @@ class LTX2Scheduler(SchedulerMixin, ConfigMixin):
         step_index: int,
         return_dict: bool = True,
     ) -> SchedulerOutput | tuple[torch.Tensor]:
-        """Advance ``sample`` from ``sigmas[step_index]`` to ``sigmas[step_index + 1]`` (Euler on x0).
-
-        ``velocity = (sample - x0) / sigma`` (computed in float32, rounded to ``sample.dtype`` like the reference),
-        then ``prev = sample + velocity * (sigma_next - sigma)`` in float32, cast back to ``sample.dtype``.
+        """Advance ``sample`` from ``sigmas[step_index]`` to ``sigmas[step_index + 1]`` (Euler on x0,
+        :func:`~diffusers_ltx2.schedulers.samplers.euler_step`, the step every pipeline stage takes).
 
         Args:
-            model_output_x0: The denoised (x0) prediction, same shape as ``sample``. Convert a velocity
-                prediction first with :meth:`velocity_to_x0`.
+            model_output_x0: The denoised (x0) prediction, same shape as ``sample``.
             sample: The current noisy latent.
             step_index: Index into ``self.sigmas`` of the current noise level.
             return_dict: Return a :class:`SchedulerOutput` (default) or a 1-tuple.
@@ -221,54 +237,10 @@ class LTX2Scheduler(SchedulerMixin, ConfigMixin):
         """
         self._check_same_shape(model_output_x0, sample, "`model_output_x0` and `sample`")
         sigma, sigma_next = self._sigma_pair(step_index)
-        velocity = ((sample.float() - model_output_x0.float()) / float(sigma)).to(sample.dtype)
-        delta = (sigma_next - sigma).to(sample.device)
-        prev_sample = (sample.float() + velocity.float() * delta).to(sample.dtype)
+        prev_sample = euler_step(model_output_x0, sample, sigma, sigma_next)
         if not return_dict:
             return (prev_sample,)
         return SchedulerOutput(prev_sample=prev_sample)
-
-    def velocity_to_x0(self, sample: torch.Tensor, velocity: torch.Tensor, step_index: int) -> torch.Tensor:
-        """Convert a velocity prediction at ``sigmas[step_index]`` into an x0 prediction: ``x0 = x - sigma * v``.
-
-        Computed in float32 and returned in ``sample.dtype``.
-        """
-        self._check_same_shape(sample, velocity, "`sample` and `velocity`")
-        sigma, _ = self._sigma_pair(step_index)
-        return (sample.float() - velocity.float() * sigma.to(sample.device)).to(sample.dtype)
-
-    def add_noise(self, clean: torch.Tensor, noise: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
-        """Noise a clean latent to level ``sigma``: ``sigma * noise + (1 - sigma) * clean``.
-
-        Args:
-            clean: Clean latent.
-            noise: Gaussian noise with the same shape as ``clean``.
-            sigma: Noise level in ``[0, 1]``; a float or a tensor broadcastable to ``clean`` (e.g. a per-token
-                ``mask * sigma``).
-
-        Returns:
-            The noised latent in ``clean.dtype`` (mixed in float32).
-        """
-        self._check_same_shape(clean, noise, "`clean` and `noise`")
-        if isinstance(sigma, torch.Tensor):
-            level = sigma.to(device=clean.device, dtype=torch.float32)
-        else:
-            try:
-                level = float(sigma)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"`sigma` must be a number or a tensor, got {sigma!r}.") from exc
-            level = torch.tensor(level, dtype=torch.float32, device=clean.device)
-        if not bool(torch.isfinite(level).all()) or bool((level < 0).any()) or bool((level > 1).any()):
-            raise ValueError("`sigma` must be finite and within [0, 1].")
-        try:
-            noised = level * noise.float() + (1 - level) * clean.float()
-        except RuntimeError as exc:
-            raise ValueError(
-                f"`sigma` of shape {tuple(level.shape)} does not broadcast to {tuple(clean.shape)}."
-            ) from exc
-        if noised.shape != clean.shape:
-            raise ValueError(f"`sigma` of shape {tuple(level.shape)} does not broadcast to {tuple(clean.shape)}.")
-        return noised.to(clean.dtype)
 
     def __len__(self) -> int:
         """Number of training timesteps, as the diffusers scheduler protocol expects (the transformer uses 0..1000)."""

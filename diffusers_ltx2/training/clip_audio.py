@@ -5,7 +5,7 @@ decoded with `media.load_audio` (PyAV), cut to the clip's duration `num_frames /
 when shorter (`AudioCondition.clip_waveform`), then `conditioning.encode_audio_tokens` (official mel front end,
 audio VAE posterior mean, per-channel normalization in the packed space, cropped / padded to the clip's audio
 latent length `round(num_frames / frame_rate * 25)`). The packed tokens are stored unpacked as `(C_a, T, M)`; the
-trainer packs them again (`pipelines.latents.pack_audio`), which gives back the same tokens bit for bit. So what
+trainer packs them again (`latents.layout.pack_audio`), which gives back the same tokens bit for bit. So what
 is trained is what runs.
 
 The window is the time of the frames used: from the video stream's first frame, measured against the audio
@@ -67,17 +67,16 @@ def encode_clip_audio(pipe, path: str | os.PathLike, num_frames: int, frame_rate
         FileNotFoundError / ValueError: unreadable file or audio (naming the file).
     """
     from ..conditioning import AudioCondition, encode_audio_tokens
-    from ..conditioning.apply import geometry_for
     from ..media.audio import load_audio
-    from ..pipelines import latents as L
+    from ..latents import layout as L
 
     path = os.fspath(path)
     fps, offset = _stream_timing(path)
     if abs(fps - frame_rate) > _FPS_TOLERANCE * frame_rate:
         raise NoUsableAudio(f"the video runs at {fps:g} fps but the dataset's frame rate is {frame_rate:g}: the "
                             f"audio would not line up (preprocess with --frame-rate {fps:g})")
-    side = pipe.vae_spatial_ratio  # the frame size plays no part in the audio geometry
-    geometry = geometry_for(pipe, 1, num_frames, side, side, frame_rate)
+    side = pipe.vae_spatial_compression_ratio  # the frame size plays no part in the audio geometry
+    geometry = pipe.clip_geometry(1, num_frames, side, side, frame_rate)
     duration = geometry.duration_s
     lead = max(0.0, -offset)  # audio starting after the first frame: silence before it
     wave, rate = load_audio(path, start_time=max(0.0, offset), duration=duration - lead if lead < duration else None)

@@ -3,7 +3,8 @@
 Source followed: the official trainer's strategies (`ltx_trainer/training_strategies/text_to_video.py`,
 `video_to_video.py`, LTX-2 repository) on top of ltx-core's rectified-flow convention:
 - noising: `x_t = (1 - sigma) * x0 + sigma * noise` on the tokens being generated; conditioning tokens (a clean
-  first frame, IC-LoRA reference tokens) keep `x0` (`denoise_mask == 0`);
+  first frame, IC-LoRA reference tokens) keep `x0` (`denoise_mask == 0`): the pipelines' one noiser,
+  `latents.noiser.noise_tokens(x0, denoise_mask, noise, sigma)` (used by `training.strategies`);
 - per-token timestep: `sigma * denoise_mask` (conditioning tokens at timestep 0);
 - target: the velocity `noise - x0`;
 - loss per sample: mean squared error over the tokens with loss mask 1 (and all channels), i.e.
@@ -15,17 +16,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["noise_tokens", "velocity_target", "masked_mse", "flow_matching_loss"]
-
-
-def noise_tokens(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor, denoise_mask: torch.Tensor | None = None):
-    """`(B, N, C)` clean tokens + noise at per-sample `sigma` `(B,)` -> noisy tokens; tokens with
-    `denoise_mask == 0` `(B, N)` stay clean."""
-    s = sigma.view(-1, 1, 1).to(x0.dtype)
-    noisy = (1 - s) * x0 + s * noise
-    if denoise_mask is not None:
-        noisy = torch.where(denoise_mask.unsqueeze(-1) > 0, noisy, x0)
-    return noisy
+__all__ = ["velocity_target", "masked_mse", "flow_matching_loss"]
 
 
 def velocity_target(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

@@ -3,9 +3,10 @@ the flow-matching targets and the loss masks.
 
 Sources followed: the official `text_to_video` and `video_to_video` strategies (`ltx_trainer/training_strategies/`,
 LTX-2 repository). The token state is built with the same code the inference pipelines use, so what is trained is
-what runs: `pipelines.latents.pack_video` / `pack_audio` (official patchifier order), RoPE positions from the
-transformer's own `prepare_video_coords` (pixel boxes, causal fix, seconds) and, for IC-LoRA, `pipelines.reference
-.append_reference` with positions on the reference's small grid scaled by the reference downscale factor.
+what runs: `latents.layout.pack_video` / `pack_audio` (official patchifier order), RoPE positions from the
+transformer's own `prepare_video_coords` (pixel boxes, causal fix, seconds, `pipelines.encoder.ModelLatentEncoder`),
+for IC-LoRA the `conditioning.ReferenceVideo` condition (positions on the reference's small grid scaled by the
+reference downscale factor), and the one noiser (`latents.noiser.noise_tokens`, at the step's sigma per sample).
 
 One deliberate difference from the official trainer: reference tokens are appended *after* the target tokens
 (as our inference pipeline and ltx-pipelines' `VideoConditionByReferenceLatent` do) rather than before them. The
@@ -23,11 +24,13 @@ from dataclasses import dataclass
 
 import torch
 
+from ..conditioning import ConditioningState, ReferenceVideo
+from ..latents import layout as L
+from ..latents.geometry import ClipGeometry
+from ..latents.noiser import noise_tokens
+from ..latents.state import ModalityLatents
 from ..loaders.prompt_embeddings import PromptEmbeddings
-from ..pipelines import latents as L
-from ..pipelines.denoising import ModalityLatents
-from ..pipelines.initial_latents import video_coords
-from ..pipelines.reference import append_reference
+from ..pipelines.encoder import ModelLatentEncoder
 from . import objective, timesteps
 from .config import TrainingConfig, VideoToVideoConfig
 
@@ -104,10 +107,26 @@ def build_inputs(config: TrainingConfig, transformer, batch: dict, noise: StepNo
     mask[noise.first_frame.to(device), : h * w] = 0.0  # official: the first latent frame is h * w tokens
     sigma = noise.sigma.to(device)
     vnoise = noise.video_noise.to(device)
-    video = ModalityLatents(
-        latent=objective.noise_tokens(x0, vnoise, sigma, mask), clean=x0 * (1 - mask).unsqueeze(-1),
-        denoise_mask=mask, coords=video_coords(transformer, b, f, h, w, fps, device), num_target_tokens=x0.shape[1],
-    )
+    encoder = ModelLatentEncoder(transformer, device=device)
+    video = ModalityLatents(latent=x0, clean=x0, denoise_mask=mask, coords=encoder.video_positions(b, f, h, w, fps),
+                            num_target_tokens=x0.shape[1])
+    audio_target = audio_loss_mask = None
+    if config.trains_audio:
+        a0 = L.pack_audio(batch["audio_latents"].float().to(device))
+        an = noise.audio_noise.to(device)
+        ones = torch.ones(a0.shape[:2], device=device)
+        audio = ModalityLatents(
+            latent=noise_tokens(a0, ones, an, sigma), clean=torch.zeros_like(a0), denoise_mask=ones,
+            coords=encoder.audio_positions(b, a0.shape[1]), num_target_tokens=a0.shape[1],
+        )
+        audio_target = objective.velocity_target(a0, an)
+        audio_loss_mask = audio.denoise_mask > 0
+    else:
+        channels = transformer.config.audio_in_channels
+        audio = ModalityLatents(
+            latent=torch.zeros(b, 1, channels, device=device), clean=torch.zeros(b, 1, channels, device=device),
+            denoise_mask=torch.zeros(b, 1, device=device), coords=encoder.audio_positions(b, 1), num_target_tokens=1,
+        )
     if isinstance(strategy, VideoToVideoConfig):
         ref = batch["reference_latents"].float().to(device)
         factor = strategy.reference_downscale_factor
@@ -117,34 +136,19 @@ def build_inputs(config: TrainingConfig, transformer, batch: dict, noise: StepNo
                 f"reference latents {rh}x{rw} times reference_downscale_factor {factor} do not give the target's "
                 f"{h}x{w} latent grid (preprocess the references with --reference-downscale-factor {factor})"
             )
-        coords = video_coords(transformer, b, rf, rh, rw, fps, device, spatial_scale=factor)
-        video = append_reference(video, ref, coords, strength=1.0)
-
-    audio_target = audio_loss_mask = None
-    if config.trains_audio:
-        a0 = L.pack_audio(batch["audio_latents"].float().to(device))
-        an = noise.audio_noise.to(device)
-        audio = ModalityLatents(
-            latent=objective.noise_tokens(a0, an, sigma), clean=torch.zeros_like(a0),
-            denoise_mask=torch.ones(a0.shape[:2], device=device),
-            coords=transformer.audio_rope.prepare_audio_coords(b, a0.shape[1], device), num_target_tokens=a0.shape[1],
-        )
-        audio_target = objective.velocity_target(a0, an)
-        audio_loss_mask = audio.denoise_mask > 0
-    else:
-        channels = transformer.config.audio_in_channels
-        audio = ModalityLatents(
-            latent=torch.zeros(b, 1, channels, device=device), clean=torch.zeros(b, 1, channels, device=device),
-            denoise_mask=torch.zeros(b, 1, device=device),
-            coords=transformer.audio_rope.prepare_audio_coords(b, 1, device), num_target_tokens=1,
-        )
+        state = ConditioningState(video=video, audio=audio)
+        geometry = ClipGeometry(batch_size=b, num_frames=(f - 1) * 8 + 1, height=h * 32, width=w * 32, frame_rate=fps)
+        ReferenceVideo(latents=ref, downscale_factor=factor).apply_to(state, encoder, geometry)
+        video = state.video
+        vnoise = torch.cat([vnoise, torch.zeros_like(video.clean[:, x0.shape[1]:])], dim=1)  # held tokens: unused
+    video.latent = noise_tokens(video.clean, video.denoise_mask, vnoise, sigma)
     contexts = PromptEmbeddings(
         video_context=batch["video_context"].to(device), audio_context=batch["audio_context"].to(device),
         attention_mask=batch["attention_mask"].to(device),
     )
     return TrainingInputs(
         video=video, audio=audio, contexts=contexts, sigma=sigma,
-        video_target=objective.velocity_target(x0, vnoise), video_loss_mask=mask > 0,
+        video_target=objective.velocity_target(x0, vnoise[:, : x0.shape[1]]), video_loss_mask=mask > 0,
         audio_target=audio_target, audio_loss_mask=audio_loss_mask, isolate_audio=not config.trains_audio,
     )
 
@@ -154,7 +158,7 @@ def predict_velocity(transformer, inputs: TrainingInputs, dtype: torch.dtype | N
     `mask * sigma * 1000`, per-sample sigma for the cross-modal AdaLN, positions passed explicitly).
     Returns the velocity predictions `(B, N_video, C)` (all video tokens, reference included) and
     `(B, N_audio, C_a)`. `transformer` may be wrapped (DDP): then pass the model `dtype`."""
-    from ..pipelines.transformer_inputs import cross_timestep
+    from ..transformer.inputs import cross_timestep
     from ..versions import cross_timestep_rule, model_version_of
 
     video, audio = inputs.video, inputs.audio

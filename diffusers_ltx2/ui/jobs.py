@@ -269,20 +269,23 @@ class JobQueue:
                     continue
                 job.state, job.stage = RUNNING, "checking"
                 self._changed.notify_all()
+            outcome = None
             try:
                 self._run(job)
             except JobCancelled:
-                with self._changed:
-                    self._finish(job, CANCELLED, stage=f"cancelled after {job.step} of {job.steps} steps")
+                outcome = dict(state=CANCELLED, stage=f"cancelled after {job.step} of {job.steps} steps")
             except Exception as err:  # shown in the page as one line; unexpected ones logged in full
                 user = isinstance(err, cli._user_errors())
                 if not user:
                     traceback.print_exc(file=self.console)
                 message = cli.describe_error(err) if user else f"internal error ({type(err).__name__}): {err}"
+                outcome = dict(state=FAILED, error=message)
+            # the failed / cancelled call's tensors, released once its exception (whose traceback holds the call's
+            # frames) is gone, and before the job is reported stopped: a waiter then finds nothing held
+            _release_memory()
+            if outcome is not None:
                 with self._changed:
-                    self._finish(job, FAILED, error=message)
-            finally:
-                _release_memory()  # the failed / cancelled call's tensors
+                    self._finish(job, **outcome)
 
     def _step_callback(self, job: Job):
         def on_step_end(pipe, step, sigma, tensors):
