@@ -1,4 +1,5 @@
-"""The two conditions DFR adds to the conditioning core, and the ltx-core 1.2 rules that come with them.
+"""The two conditions DFR adds to the conditioning core, and the ltx-core 1.2 rules that come with them (the
+detailing stage's reference is the core's `conditioning.ReferenceVideo` with the base latents).
 
 - `GeneratedKeyframeSlots` (ltx-core 1.2 `VideoGeneratedKeyframeSlots`): one latent frame of tokens per slot,
   appended after the target, generated freely (denoise mask 1) from zeros or given initial latents, at the RoPE
@@ -10,18 +11,20 @@
 ltx-core 1.2 noises a state as `lerp(clean, lerp(latent, noise, noise_scale), mask)` where the appended keyframe
 tokens start from `latent = 0`; the core's noiser (1.0.0's rule) starts every token from its clean value, the same
 except for keyframe tokens with `0 < mask < 1` under `noise_scale < 1` (DFR's temporal anchors).
-`match_keyframe_noising` moves those tokens to 1.2's value after noising.
+`KeyframeAnchors.after_noising` moves those tokens to 1.2's value after the noiser.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 
 from ..conditioning.base import VIDEO, ClipGeometry, Condition, ConditioningState
 from ..conditioning.video import keyframe_positions
-from ..pipelines import latents as L
+from ..latents import layout as L
+from ..latents.state import ModalityLatents
 
 
 def single_frame_positions(batch_size: int, pixel_frame: int, latent_height: int, latent_width: int, *,
@@ -57,6 +60,7 @@ class _AppendsFrames(Condition):
     """Appends one latent frame of tokens per pixel frame; records where they landed (`first_token`)."""
 
     order = 2
+    modality = VIDEO
     marked = False
 
     def __init__(self, pixel_frames: Sequence[int], latents: torch.Tensor | None):
@@ -65,8 +69,7 @@ class _AppendsFrames(Condition):
         self.first_token: int | None = None
         self.tokens_per_frame: int | None = None
 
-    def _append(self, state: ConditioningState, latents: torch.Tensor, mask_value: float) -> None:
-        g = state.geometry
+    def _append(self, state: ConditioningState, g: ClipGeometry, latents: torch.Tensor, mask_value: float) -> None:
         device = state.video.latent.device
         latents = latents.to(device, torch.float32).expand(g.batch_size, -1, -1, -1, -1)
         coords = torch.cat([
@@ -75,7 +78,7 @@ class _AppendsFrames(Condition):
             for f in self.pixel_frames], dim=2)
         self.first_token = state.video.latent.shape[1]
         self.tokens_per_frame = g.tokens_per_latent_frame
-        state.append(VIDEO, L.pack_video(latents), coords, mask_value)
+        state.append(VIDEO, L.pack_video(latents), coords, mask_value, marked=self.marked)
 
     @property
     def token_slice(self) -> slice:
@@ -106,19 +109,13 @@ class GeneratedKeyframeSlots(_AppendsFrames):
         _check_frames("GeneratedKeyframeSlots", self.pixel_frames, geometry, increasing=True)
         _check_latents("GeneratedKeyframeSlots", self.latents, len(self.pixel_frames), geometry)
 
-    def apply(self, state: ConditioningState, encoder) -> None:
-        g = state.geometry
+    def apply_to(self, state: ConditioningState, encoder, geometry: ClipGeometry) -> None:
+        g = geometry
         latents = self.latents
         if latents is None:
             latents = torch.zeros(1, state.video.clean.shape[2], len(self.pixel_frames), g.latent_height,
                                   g.latent_width)
-        self._append(state, latents, 1.0)
-
-    def marker(self, num_tokens: int, batch_size: int, device) -> torch.Tensor:
-        """`(B, num_tokens)` keyframe marker: 1 on the slot tokens."""
-        out = torch.zeros(batch_size, num_tokens, device=device)
-        out[:, self.token_slice] = 1.0
-        return out
+        self._append(state, g, latents, 1.0)
 
     def slot_latents(self, latent_tokens: torch.Tensor, latent_height: int, latent_width: int) -> torch.Tensor:
         """The slots' `(B, C, K, h, w)` latents out of a denoised `(B, N, C)` token state."""
@@ -146,53 +143,15 @@ class KeyframeAnchors(_AppendsFrames):
         _check_frames("KeyframeAnchors", self.pixel_frames, geometry, increasing=False)
         _check_latents("KeyframeAnchors", self.latents, len(self.pixel_frames), geometry)
 
-    def apply(self, state: ConditioningState, encoder) -> None:
-        self._append(state, self.latents, 1.0 - self.strength)
+    def apply_to(self, state: ConditioningState, encoder, geometry: ClipGeometry) -> None:
+        self._append(state, geometry, self.latents, 1.0 - self.strength)
 
-
-def match_keyframe_noising(video, anchors: Sequence[KeyframeAnchors], noise_scale: float):
-    """ltx-core 1.2's noising of appended keyframe tokens (which start from 0, not from their clean value):
-    `latent += -clean * mask * (1 - noise_scale)` on the anchor tokens of a noised video `ModalityLatents`."""
-    if noise_scale == 1.0 or not anchors:
-        return video
-    latent = video.latent.clone()
-    for a in anchors:
-        s = a.token_slice
+    def after_noising(self, video: ModalityLatents, noise_scale: float) -> ModalityLatents:
+        """ltx-core 1.2's noising of appended keyframe tokens (which start from 0, not from their clean value):
+        `latent -= clean * mask * (1 - noise_scale)` on these tokens of the noised video state."""
+        if noise_scale == 1.0:
+            return video
+        latent = video.latent.clone()
+        s = self.token_slice
         latent[:, s] -= video.clean[:, s] * video.denoise_mask[:, s].unsqueeze(-1) * (1.0 - noise_scale)
-    from dataclasses import replace
-
-    return replace(video, latent=latent)
-
-
-class DetailingReference(Condition):
-    """The detailing IC-LoRA's reference: the half-resolution base video appended as clean tokens on its own grid
-    with h / w positions scaled by `downscale_factor` (ltx-core 1.2 `VideoConditionByReferenceLatent`, strength 1,
-    as `DFRPipeline` stage 2 uses it). Appended before noising, so the noise draw covers it as 1.2's does.
-
-    Args:
-        latents: normalized `(B or 1, C, F, h, w)` base latents (the clip's latent frames, `1 / downscale_factor`
-            of its latent size).
-        downscale_factor: the reference downscale factor (the detailing LoRA's `reference_downscale_factor`, 2).
-    """
-
-    order = 2
-
-    def __init__(self, latents: torch.Tensor, downscale_factor: int = 2):
-        if isinstance(downscale_factor, bool) or not isinstance(downscale_factor, int) or downscale_factor < 1:
-            raise ValueError(f"DetailingReference: downscale_factor must be an integer >= 1, got {downscale_factor!r}")
-        self.latents, self.downscale_factor = latents, downscale_factor
-
-    def check(self, geometry: ClipGeometry) -> None:
-        g, d = geometry, self.downscale_factor
-        want = (g.latent_frames, g.latent_height // d, g.latent_width // d)
-        if self.latents.ndim != 5 or tuple(self.latents.shape[2:]) != want:
-            raise ValueError(f"DetailingReference: latents {tuple(self.latents.shape)} are not (B, C, {want[0]}, "
-                             f"{want[1]}, {want[2]}) for this clip and downscale factor {d}")
-
-    def apply(self, state: ConditioningState, encoder) -> None:
-        g = state.geometry
-        device = state.video.latent.device
-        lat = self.latents.to(device, torch.float32).expand(g.batch_size, -1, -1, -1, -1)
-        coords = encoder.video_coords(g.batch_size, *lat.shape[2:], g.frame_rate, device,
-                                      spatial_scale=self.downscale_factor)
-        state.append(VIDEO, L.pack_video(lat), coords, 0.0)
+        return replace(video, latent=latent)

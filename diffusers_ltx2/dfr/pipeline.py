@@ -1,5 +1,6 @@
-"""`LTX2DFRPipeline`: ltx-pipelines 1.2 `DFRPipeline` (LTX-2.5) as a diffusers pipeline, composed of the stages in
-`dfr.stages` over the package's one denoising loop."""
+"""`LTX2DFRPipeline`: ltx-pipelines 1.2 `DFRPipeline` (LTX-2.5) as a diffusers pipeline: its arguments resolved by
+the one resolver (`pipelines.call.resolve_call`), then the `Stage`s of `dfr.stages` run by `run_stage` on the call's
+`StageRuntime`, then the pipeline's `finish` (decode)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,15 @@ from diffusers.pipelines.ltx2 import LTX2TextConnectors, LTX2Vocoder, LTX2Vocode
 from diffusers.pipelines.ltx2.duration_head import LTX2DurationHead
 from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
 
-from ..pipelines import latents as L
-from ..pipelines.denoising import ModalityLatents
-from ..pipelines.two_stage import DISTILLED_ADAPTER, LTX2TwoStagePipeline
+from ..conditioning import ConditionedLatents
+from ..latents import layout as L
+from ..latents.state import ModalityLatents
+from ..pipelines.call import resolve_call
+from ..pipelines.refine import DISTILLED_ADAPTER, unguided
+from ..pipelines.runtime import stage_runtime
+from ..pipelines.stage import AdapterSet
+from ..pipelines.stage import StageResult as FinishedStage
+from ..pipelines.two_stage import LTX2TwoStagePipeline
 from ..schedulers.sigmas import DISTILLED_REFINE_SIGMAS, DISTILLED_SIGMAS
 from . import stages as S
 from .layout import resolve_canvas
@@ -104,7 +111,7 @@ class LTX2DFRPipeline(LTX2TwoStagePipeline):
         if not getattr(self.transformer.config, "use_keyframes_abs_pos_embedding", False):
             raise ValueError("DFR generates keyframe slots: it needs an LTX-2.5 checkpoint")
         self.check_two_stage(height, width, distilled=True, distilled_lora_strength=None)
-        resolve_canvas(num_frames, self.vae_temporal_ratio)
+        resolve_canvas(num_frames, self.vae_temporal_compression_ratio)
 
     @torch.no_grad()
     def __call__(
@@ -158,59 +165,64 @@ class LTX2DFRPipeline(LTX2TwoStagePipeline):
         from ..schedulers.samplers import sampler_seed
 
         self.check_dfr_inputs(height, width, num_frames, temporal_upsample_rounds)
-        from ..pipelines.diffusers_compat import embeddings_from_tensors
-
-        prompt_embeds = self._load_embeddings(  # a conditioning file (`ltx2 encode`) loads and is checked here
-            embeddings_from_tensors(prompt_embeds, prompt_attention_mask, "prompt_embeds"))
-        if prompt is None and prompt_embeds is None:
-            raise ValueError("give prompt or prompt_embeds")
         if isinstance(prompt, list) and len(prompt) != 1:
             raise ValueError("LTX2DFRPipeline generates one clip per call: give one prompt")
-        device = self._execution_device
-        contexts = self.encode_text_contexts(None if prompt is None else [prompt] if isinstance(prompt, str)
-                                             else prompt, None, prompt_embeds=prompt_embeds, need_negative=False,
-                                             max_sequence_length=max_sequence_length, device=device)
         seed = sampler_seed("euler_ancestral", generator)
         if generator is None:
-            generator = torch.Generator(device=device).manual_seed(seed)
-        canvas, _, positions = resolve_canvas(num_frames, self.vae_temporal_ratio)
+            generator = torch.Generator(device=self._execution_device).manual_seed(seed)
+        canvas, _, positions = resolve_canvas(num_frames, self.vae_temporal_compression_ratio)
+        call = resolve_call(
+            self, prompt=prompt, height=height, width=width, num_frames=canvas, frame_rate=frame_rate,
+            generator=generator, prompt_embeds=prompt_embeds, prompt_attention_mask=prompt_attention_mask,
+            max_sequence_length=max_sequence_length, decode_timestep=decode_timestep,
+            decode_noise_scale=decode_noise_scale, output_type=output_type, return_dict=return_dict,
+            attention_kwargs=attention_kwargs, stage_size=(height // 2, width // 2), fixed_guider=unguided(),
+            fixed_sigmas=[float(s) for s in stage_1_sigmas], enhances_prompts=False, predicts_length=False)
+        if call.inputs.total != 1:
+            raise ValueError("LTX2DFRPipeline generates one clip per call: give one prompt")
+        self._interrupt = False
+        contexts = self.encode_text_contexts(call.inputs.prompts, None, prompt_embeds=call.inputs.prompt_embeds,
+                                             need_negative=False, max_sequence_length=call.max_sequence_length,
+                                             device=call.device)
+        runtime = stage_runtime(self, call, contexts)
         detailing = DETAILING_ADAPTER in self.ic_lora_adapters
         if reference_downscale_factor is None and detailing:
             reference_downscale_factor = self.ic_lora_adapters[DETAILING_ADAPTER].reference_downscale_factor
-        distilled = {DISTILLED_ADAPTER: self.ic_lora_adapters[DISTILLED_ADAPTER].strength} \
-            if self.distilled_lora_loaded else {}
-        common = dict(frame_rate=frame_rate, generator=generator, attention_kwargs=attention_kwargs)
-        with self._stage(f"DFR base ({height // 2}x{width // 2}, keyframe slots)", add=distilled):
-            result = S.base_stage(self, contexts, num_frames=canvas, height=height // 2, width=width // 2,
-                                  positions=positions, sigmas=stage_1_sigmas, **common)
+        distilled = ((DISTILLED_ADAPTER, self.ic_lora_adapters[DISTILLED_ADAPTER].strength),) \
+            if self.distilled_lora_loaded else ()
+        drop = frozenset({DISTILLED_ADAPTER, DETAILING_ADAPTER})
+        result = S.base_stage(self, runtime, num_frames=canvas, height=height // 2, width=width // 2,
+                              frame_rate=frame_rate, positions=positions, sigmas=stage_1_sigmas,
+                              adapters=AdapterSet(drop=drop, add=distilled),
+                              name=f"DFR base ({height // 2}x{width // 2}, keyframe slots)")
         audio = result.audio
-        details = dict(distilled, **({DETAILING_ADAPTER: self.ic_lora_adapters[DETAILING_ADAPTER].strength}
-                                     if detailing else {}))
-        with self._stage(f"DFR detailing ({height}x{width})", add=details):
-            result = S.detail_stage(self, contexts, result, num_frames=canvas, height=height, width=width,
-                                    upsampler=self.latent_upsampler, sigmas=stage_2_sigmas,
-                                    reference_downscale_factor=reference_downscale_factor, **common)
+        details = distilled + (((DETAILING_ADAPTER, self.ic_lora_adapters[DETAILING_ADAPTER].strength),)
+                               if detailing else ())
+        result = S.detail_stage(self, runtime, result, num_frames=canvas, height=height, width=width,
+                                frame_rate=frame_rate, upsampler=self.latent_upsampler, sigmas=stage_2_sigmas,
+                                reference_downscale_factor=reference_downscale_factor,
+                                adapters=AdapterSet(drop=drop, add=details), name=f"DFR detailing ({height}x{width})")
         rate = frame_rate
         for r in range(1, temporal_upsample_rounds + 1):
-            with self._stage(f"DFR temporal round {r}/{temporal_upsample_rounds}", add=distilled):
-                result, canvas, rate = S.temporal_round(
-                    self, contexts, result, round_index=r, num_frames=canvas, height=height, width=width,
-                    frame_rate=rate, temporal_upsampler=self.temporal_latent_upsampler, seed=seed,
-                    generator=generator, attention_kwargs=attention_kwargs)
+            result, canvas, rate = S.temporal_round(
+                self, runtime, result, round_index=r, num_frames=canvas, height=height, width=width, frame_rate=rate,
+                temporal_upsampler=self.temporal_latent_upsampler, seed=seed,
+                adapters=AdapterSet(drop=drop, add=distilled), name=f"DFR temporal round {r}/{temporal_upsample_rounds}")
         frames = (num_frames - 1) * 2 ** temporal_upsample_rounds + 1
-        video = result.video[:, :, : (frames - 1) // self.vae_temporal_ratio + 1]
-        keep = L.audio_latent_length(frames, rate, L.audio_latents_per_second(self.audio_vae))
-        audio = audio[:, :keep]
-        return self.finish(_state(L.pack_video(video)), _state(audio), frames, height, width,
-                           output_type=output_type, generator=generator, decode_timestep=decode_timestep,
-                           decode_noise_scale=decode_noise_scale, return_dict=return_dict)
+        geometry = self.clip_geometry(1, frames, height, width, rate)
+        video = L.pack_video(result.video[:, :, : geometry.latent_frames])
+        return self.finish(_finished(video, audio[:, : geometry.audio_latent_length], geometry), call)
 
 
-def _state(tokens: torch.Tensor) -> ModalityLatents:
-    """Finished tokens as a `ModalityLatents` for `finish` (only `target()` is read)."""
-    mask = torch.zeros(tokens.shape[:2], device=tokens.device)
-    return ModalityLatents(latent=tokens, clean=tokens, denoise_mask=mask, coords=None,
-                           num_target_tokens=tokens.shape[1])
+def _finished(video: torch.Tensor, audio: torch.Tensor, geometry) -> FinishedStage:
+    """Finished video / audio tokens as the stage result `finish` decodes (nothing frozen, nothing appended)."""
+    def state(tokens):
+        mask = torch.zeros(tokens.shape[:2], device=tokens.device)
+        return ModalityLatents(latent=tokens, clean=tokens, denoise_mask=mask, coords=None,
+                               num_target_tokens=tokens.shape[1])
+
+    v, a = state(video), state(audio)
+    return FinishedStage(video=v, audio=a, conditioned=ConditionedLatents(video=v, audio=a), geometry=geometry)
 
 
 def _lora_layers(pipe):

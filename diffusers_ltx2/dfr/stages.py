@@ -1,26 +1,35 @@
-"""DFR stages as compositions over the package's one denoising loop (`LTX2PipelineBase.run_denoising`) and its
-conditioning core, following ltx-pipelines 1.2 `DFRPipeline.__call__`:
+"""DFR stages as `Stage` values run by the one `run_stage` (the package's one denoising loop, initial-state
+builder and noiser), following ltx-pipelines 1.2 `DFRPipeline.__call__`:
 
 - `base_stage`: the half-resolution audio+video pass with generated keyframe slots (distilled sigmas, Euler);
 - `detail_stage`: spatial x2 (the base video and its slots through the spatial upsampler), re-noised to the first
-  refine sigma, optionally with the detailing IC-LoRA's reference (the base video), Euler;
+  refine sigma, optionally with the detailing IC-LoRA's reference (the base video: the core's `ReferenceVideo`
+  given latents), Euler;
 - `temporal_round`: temporal x2 of the video, split into `2 ** round` keyframe-seam tiles (`layout.temporal_tiles`),
-  each denoised video-only with its seam anchors and mid-segment slots by euler-ancestral (eta 0.5, noise seed
-  `seed + 1000 * round + tile`), stitched; returns the next round's carried keyframes.
+  each a video-only stage with its seam anchors and mid-segment slots, stepped by euler-ancestral (eta 0.5, noise
+  seed `seed + 1000 * round + tile`), stitched; returns the next round's carried keyframes.
 
-One `torch.Generator` noises every stage in order (1.2's one `GaussianNoiser`): pass the same one to each.
+Every stage runs on a `StageRuntime` (`dfr_runtime`, or the pipeline's from its resolved call); its generator
+noises every stage in order (1.2's one `GaussianNoiser`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
-from ..pipelines import latents as L
-from ..schedulers.samplers import EulerAncestralSampler
+from ..conditioning import ReferenceVideo
+from ..latents import layout as L
+from ..latents.noiser import StartLatents
+from ..pipelines.call import RunOptions
+from ..pipelines.refine import unguided
+from ..pipelines.runtime import stage_runtime
+from ..pipelines.stage import AdapterSet, Stage, StageRuntime, run_stage
+from ..schedulers.samplers import EULER, EulerAncestralSampler, Sampler
 from ..schedulers.sigmas import DISTILLED_REFINE_SIGMAS, DISTILLED_SIGMAS
-from .conditions import DetailingReference, GeneratedKeyframeSlots, KeyframeAnchors, match_keyframe_noising
+from .conditions import GeneratedKeyframeSlots, KeyframeAnchors
 from .layout import stitch_tiles, temporal_tiles, to_tile_local
 from .temporal import temporal_upsample
 
@@ -51,75 +60,77 @@ class StageResult:
     positions: list[int]
 
 
-def run_dfr_stage(pipe, contexts, *, num_frames: int, height: int, width: int, frame_rate: float, sigmas,
-                  conditions=(), generator=None, initial_video=None, initial_audio=None, noise_scale: float = 1.0,
-                  video_only: bool = False, sampler=None, attention_kwargs=None):
-    """One stage through the one loop: conditions applied and checked, states noised (video first, then audio; no
-    audio noise drawn for `video_only`, as 1.2 runs those stages without audio), slots marked for the keyframe
-    embedding, unguided (1.2 `SimpleDenoiser`). Returns `(video tokens state, audio state, slots condition)`."""
-    from ..pipelines.two_stage import unguided
+class _RunCall(NamedTuple):
+    """What `pipelines.runtime.stage_runtime` reads of a resolved call."""
 
-    conditions = list(conditions)
-    device = pipe._execution_device
+    run: RunOptions
+    device: torch.device
+    generator: object
+
+
+def dfr_runtime(pipe, contexts, *, generator=None, attention_kwargs=None) -> StageRuntime:
+    """The `StageRuntime` of DFR stages run outside a pipeline call (`stage_runtime` of a call with these run
+    options): `contexts` (`transformer.TextContexts`), one `generator` noising every stage in order."""
+    return stage_runtime(pipe, _RunCall(RunOptions(attention_kwargs=attention_kwargs), pipe._execution_device,
+                                        generator), contexts)
+
+
+def dfr_stage(pipe, *, num_frames: int, height: int, width: int, frame_rate: float, sigmas, conditions=(),
+              initial_video=None, initial_audio=None, noise_scale: float = 1.0, video_only: bool = False,
+              sampler: Sampler = EULER, adapters: AdapterSet | None = None, name: str | None = None) -> Stage:
+    """One DFR stage as a `Stage`: conditions checked at its geometry, unguided (1.2 `SimpleDenoiser`), starting
+    from `initial_video` (`(B, C, F, h, w)`) / `initial_audio` (packed) re-noised to `noise_scale`, or from noise;
+    `video_only`: the audio held and no audio noise drawn, as 1.2 runs those stages without audio. Raises
+    ValueError for conditions that do not fit, or keyframe slots on a checkpoint before LTX-2.5."""
     total = 1 if initial_video is None else initial_video.shape[0]
-    geometry_pipe = pipe.prepare_conditioned_latents
-    from .. import conditioning as C
-
-    geometry = C.geometry_for(pipe, total, num_frames, height, width, frame_rate)
+    geometry = pipe.clip_geometry(total, num_frames, height, width, frame_rate)
     for c in conditions:
         c.check(geometry)
-    audio_noise = None
-    if video_only:  # a frozen placeholder audio: no noise drawn, cross-modal attention off
-        audio_noise = torch.zeros(pipe.audio_latent_shape(total, num_frames, frame_rate)[0], device=device)
-    state = geometry_pipe(conditions, total, num_frames, height, width, frame_rate, generator=generator,
-                          audio_latents=audio_noise, device=device,
-                          initial_video=None if initial_video is None else L.pack_video(initial_video),
-                          initial_audio=initial_audio, noise_scale=noise_scale)
-    video, audio = state.video, state.audio
-    video = match_keyframe_noising(video, [c for c in conditions if isinstance(c, KeyframeAnchors)], noise_scale)
-    slots = next((c for c in conditions if isinstance(c, GeneratedKeyframeSlots)), None)
-    if slots is not None:
-        if not getattr(pipe.transformer.config, "use_keyframes_abs_pos_embedding", False):
-            raise ValueError("generated keyframe slots (DFR) need an LTX-2.5 checkpoint (a transformer with "
-                             "use_keyframes_abs_pos_embedding)")
-        video = replace(video, keyframe_marker=slots.marker(video.latent.shape[1], video.batch_size, device))
-    if video_only:
-        audio = replace(audio, latent=audio.clean.clone(), denoise_mask=torch.zeros_like(audio.denoise_mask))
-    pipe.set_schedule(None, [float(s) for s in sigmas], num_frames, height, width, device)
-    guider = unguided().for_frozen(audio=video_only, cross_modal=not video_only)
-    contexts = replace(contexts, frozen_audio=video_only)
-    video, audio = pipe.run_denoising(guider, video, audio, contexts, attention_kwargs=attention_kwargs,
-                                      sampler=sampler, generator=generator, cross_modal=not video_only)
-    return video, audio, slots
+    if any(isinstance(c, GeneratedKeyframeSlots) for c in conditions) and not getattr(
+            pipe.transformer.config, "use_keyframes_abs_pos_embedding", False):
+        raise ValueError("generated keyframe slots (DFR) need an LTX-2.5 checkpoint (a transformer with "
+                         "use_keyframes_abs_pos_embedding)")
+    tokens = geometry.latent_frames * geometry.tokens_per_latent_frame
+    sigmas = pipe.scheduler.sigmas_for(sigmas=[float(s) for s in sigmas], num_tokens=tokens)
+    video = StartLatents(noise_scale=noise_scale, clean=None if initial_video is None else L.pack_video(initial_video))
+    audio = StartLatents(noise_scale=noise_scale, clean=initial_audio)
+    return Stage(geometry=geometry, sigmas=sigmas.to(pipe._execution_device), guider=unguided(),
+                 conditions=tuple(conditions), adapters=adapters, video=video, audio=audio, video_only=video_only,
+                 sampler=sampler, name=name)
 
 
-def _result(pipe, video, audio, slots, num_frames, height, width, video_only=False) -> StageResult:
-    f, h, w = L.latent_video_size(num_frames, height, width, pipe.vae_temporal_ratio, pipe.vae_spatial_ratio)
+def _run(stage: Stage, runtime: StageRuntime) -> StageResult:
+    """`run_stage`, its tokens read back on the stage's latent grid (slots: the stage's `GeneratedKeyframeSlots`)."""
+    result = run_stage(stage, runtime)
+    g = result.geometry
+    slots = next((c for c in stage.conditions if isinstance(c, GeneratedKeyframeSlots)), None)
     return StageResult(
-        video=L.unpack_video(video.target(), f, h, w),
-        audio=None if video_only else audio.target(),
-        keyframes=None if slots is None else slots.slot_latents(video.latent, h, w),
+        video=L.unpack_video(result.video.target(), g.latent_frames, g.latent_height, g.latent_width),
+        audio=None if stage.video_only else result.audio.target(),
+        keyframes=None if slots is None else slots.slot_latents(result.video.latent, g.latent_height,
+                                                                  g.latent_width),
         positions=[] if slots is None else list(slots.pixel_frames),
     )
 
 
-def base_stage(pipe, contexts, *, num_frames: int, height: int, width: int, frame_rate: float, positions,
-               conditions=(), generator=None, sigmas=DISTILLED_SIGMAS, attention_kwargs=None) -> StageResult:
+def base_stage(pipe, runtime: StageRuntime, *, num_frames: int, height: int, width: int, frame_rate: float,
+               positions, conditions=(), sigmas=DISTILLED_SIGMAS, adapters: AdapterSet | None = None,
+               name: str | None = None) -> StageResult:
     """DFR stage 1 at `(height, width)` (the half resolution): audio+video of the padded canvas `num_frames`, with
     keyframe slots generated at `positions` (`layout.resolve_canvas`)."""
-    slots = GeneratedKeyframeSlots(positions)
-    video, audio, slots = run_dfr_stage(
-        pipe, contexts, num_frames=num_frames, height=height, width=width, frame_rate=frame_rate, sigmas=sigmas,
-        conditions=[*conditions, slots], generator=generator, attention_kwargs=attention_kwargs)
-    return _result(pipe, video, audio, slots, num_frames, height, width)
+    return _run(dfr_stage(pipe, num_frames=num_frames, height=height, width=width, frame_rate=frame_rate,
+                          sigmas=sigmas, conditions=[*conditions, GeneratedKeyframeSlots(positions)],
+                          adapters=adapters, name=name), runtime)
 
 
-def detail_stage(pipe, contexts, base: StageResult, *, num_frames: int, height: int, width: int,
-                 frame_rate: float, upsampler, conditions=(), generator=None, reference_downscale_factor=None,
-                 sigmas=DISTILLED_REFINE_SIGMAS, attention_kwargs=None) -> StageResult:
+def detail_stage(pipe, runtime: StageRuntime, base: StageResult, *, num_frames: int, height: int, width: int,
+                 frame_rate: float, upsampler, conditions=(), reference_downscale_factor=None,
+                 sigmas=DISTILLED_REFINE_SIGMAS, adapters: AdapterSet | None = None,
+                 name: str | None = None) -> StageResult:
     """DFR stage 2 at `(height, width)`: the base video and slots spatially upsampled (`upsampler`, x2), re-noised
-    to `sigmas[0]`, with the base video as the detailing IC-LoRA reference when `reference_downscale_factor` is
-    given (load the detailing LoRA on `pipe` for it to act)."""
+    to `sigmas[0]`, with the base video as the detailing IC-LoRA reference (`ReferenceVideo` of its latents at
+    `reference_downscale_factor`, strength 1: 1.2's `VideoConditionByReferenceLatent`) when the factor is given
+    (add the detailing LoRA in `adapters` for it to act)."""
     from ..pipelines.upsampling import upsample_latents
 
     mean, std = pipe.vae.latents_mean, pipe.vae.latents_std
@@ -127,13 +138,11 @@ def detail_stage(pipe, contexts, base: StageResult, *, num_frames: int, height: 
     items = [*conditions, GeneratedKeyframeSlots(base.positions, upsample_latents(base.keyframes, upsampler, mean,
                                                                                     std))]
     if reference_downscale_factor is not None:
-        items.append(DetailingReference(base.video[:1], reference_downscale_factor))
+        items.append(ReferenceVideo(latents=base.video[:1], downscale_factor=reference_downscale_factor))
     ns = float(sigmas[0])
-    v, a, slots = run_dfr_stage(
-        pipe, contexts, num_frames=num_frames, height=height, width=width, frame_rate=frame_rate, sigmas=sigmas,
-        conditions=items, generator=generator, initial_video=video, initial_audio=base.audio, noise_scale=ns,
-        attention_kwargs=attention_kwargs)
-    return _result(pipe, v, a, slots, num_frames, height, width)
+    return _run(dfr_stage(pipe, num_frames=num_frames, height=height, width=width, frame_rate=frame_rate,
+                          sigmas=sigmas, conditions=items, initial_video=video, initial_audio=base.audio,
+                          noise_scale=ns, adapters=adapters, name=name), runtime)
 
 
 def _slot_initials(video: torch.Tensor, positions, temporal_ratio: int) -> torch.Tensor:
@@ -143,12 +152,12 @@ def _slot_initials(video: torch.Tensor, positions, temporal_ratio: int) -> torch
     return torch.cat([video[:, :, i: i + 1] for i in idx], dim=2)
 
 
-def temporal_round(pipe, contexts, previous: StageResult, *, round_index: int, num_frames: int, height: int,
-                   width: int, frame_rate: float, temporal_upsampler, seed: int, generator=None,
-                   sigmas=TEMPORAL_SIGMAS, attention_kwargs=None, progress=None):
+def temporal_round(pipe, runtime: StageRuntime, previous: StageResult, *, round_index: int, num_frames: int,
+                   height: int, width: int, frame_rate: float, temporal_upsampler, seed: int,
+                   sigmas=TEMPORAL_SIGMAS, adapters: AdapterSet | None = None, name: str | None = None):
     """One temporal x2 round (1-based `round_index`) on the canvas `num_frames` at `frame_rate` (both before the
     round). `previous.keyframes` / `positions` are the carried keyframes (the detailing stage's slots, then each
-    round's result).
+    round's result). Each tile is a video-only `Stage` (named `name` and its tile) run by `run_stage`.
 
     Returns:
         `(StageResult, num_frames, frame_rate)` after the round: the stitched video, the next carried keyframes
@@ -157,7 +166,7 @@ def temporal_round(pipe, contexts, previous: StageResult, *, round_index: int, n
     """
     if previous.keyframes is None or not previous.positions:
         raise ValueError(f"temporal round {round_index}: no carried keyframes")
-    r = pipe.vae_temporal_ratio
+    r = pipe.vae_temporal_compression_ratio
     video = temporal_upsample(previous.video[:1], temporal_upsampler, pipe.vae.latents_mean, pipe.vae.latents_std)
     num_frames, frame_rate = 2 * (num_frames - 1) + 1, 2 * frame_rate
     seams = [2 * p for p in previous.positions]
@@ -176,17 +185,14 @@ def temporal_round(pipe, contexts, previous: StageResult, *, round_index: int, n
         if local_slots:
             items.append(GeneratedKeyframeSlots(local_slots, _slot_initials(tile_video, local_slots, r)))
         sampler = EulerAncestralSampler(eta=TEMPORAL_ETA, noise_seed=seed + 1000 * round_index + t)
-        v, a, slots = run_dfr_stage(
-            pipe, contexts, num_frames=tile.num_frames, height=height, width=width, frame_rate=fps, sigmas=sigmas,
-            conditions=items, generator=generator, initial_video=tile_video, noise_scale=float(sigmas[0]),
-            video_only=True, sampler=sampler, attention_kwargs=attention_kwargs)
-        out = _result(pipe, v, a, slots, tile.num_frames, height, width, video_only=True)
+        out = _run(dfr_stage(pipe, num_frames=tile.num_frames, height=height, width=width, frame_rate=fps,
+                             sigmas=sigmas, conditions=items, initial_video=tile_video, noise_scale=float(sigmas[0]),
+                             video_only=True, sampler=sampler, adapters=adapters,
+                             name=None if name is None else f"{name}, tile {t + 1}/{len(tiles)}"), runtime)
         results.append(out.video)
         if out.keyframes is not None:
             for k, p in enumerate(tile.slots):
                 slot_latents.setdefault(p, out.keyframes[:, :, k: k + 1])
-        if progress is not None:
-            progress.update()
     stitched = stitch_tiles(results, tiles)
     carried = {p: previous.keyframes[:, :, i: i + 1] for i, p in enumerate(seams)}
     carried.update(slot_latents)

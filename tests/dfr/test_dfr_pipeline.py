@@ -11,8 +11,8 @@ from dfr_files import build_dfr_pipeline, random_embeds
 from diffusers_ltx2 import LTX2DFRPipeline, LTX2TwoStagePipeline
 from diffusers_ltx2.dfr import stages as S
 from diffusers_ltx2.dfr.layout import resolve_canvas
-from diffusers_ltx2.pipelines import latents as L
-from diffusers_ltx2.pipelines.denoising import TextContexts
+from diffusers_ltx2.latents import layout as L
+from diffusers_ltx2.transformer import TextContexts
 
 H, W, FPS = 128, 192, 24.0
 
@@ -34,14 +34,13 @@ def test_pipeline_is_the_stage_composition(pipe, embeds):
     canvas, _, positions = resolve_canvas(41)
     assert canvas == 49
     contexts = TextContexts(positive=embeds)
-    gen = torch.Generator().manual_seed(3)
-    base = S.base_stage(pipe, contexts, num_frames=canvas, height=H // 2, width=W // 2, frame_rate=FPS,
-                        positions=positions, generator=gen)
-    detail = S.detail_stage(pipe, contexts, base, num_frames=canvas, height=H, width=W, frame_rate=FPS,
-                            upsampler=pipe.latent_upsampler, generator=gen)
-    final, n, rate = S.temporal_round(pipe, contexts, detail, round_index=1, num_frames=canvas, height=H, width=W,
-                                      frame_rate=FPS, temporal_upsampler=pipe.temporal_latent_upsampler, seed=3,
-                                      generator=gen)
+    rt = S.dfr_runtime(pipe, contexts, generator=torch.Generator().manual_seed(3))
+    base = S.base_stage(pipe, rt, num_frames=canvas, height=H // 2, width=W // 2, frame_rate=FPS,
+                        positions=positions)
+    detail = S.detail_stage(pipe, rt, base, num_frames=canvas, height=H, width=W, frame_rate=FPS,
+                            upsampler=pipe.latent_upsampler)
+    final, n, rate = S.temporal_round(pipe, rt, detail, round_index=1, num_frames=canvas, height=H, width=W,
+                                      frame_rate=FPS, temporal_upsampler=pipe.temporal_latent_upsampler, seed=3)
     assert (n, rate) == (97, 48.0)
     want = L.denormalize_video(final.video[:, :, :11], pipe.vae.latents_mean, pipe.vae.latents_std)
     assert out.frames.shape[2] == 11  # (41 - 1) * 2 + 1 = 81 frames

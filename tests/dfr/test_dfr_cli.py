@@ -19,10 +19,10 @@ from diffusers_ltx2 import LTX2DFRPipeline
 from diffusers_ltx2.cli import main
 from diffusers_ltx2.dfr.pipeline import DETAILING_ADAPTER
 from diffusers_ltx2.loaders.conditioning_file import save_conditioning
-from diffusers_ltx2.pipelines.two_stage import DISTILLED_ADAPTER
+from diffusers_ltx2.pipelines.refine import DISTILLED_ADAPTER
 from two_stage_files import write_official_lora
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ from diffusers_ltx2.conversion.upsampler import load_official_upsampler
 from diffusers_ltx2.dfr import stages as S
 from diffusers_ltx2.dfr.layout import resolve_canvas
 from diffusers_ltx2.loaders.prompt_embeddings import PromptEmbeddings
-from diffusers_ltx2.pipelines import latents as L
-from diffusers_ltx2.pipelines.denoising import TextContexts
+from diffusers_ltx2.latents import layout as L
+from diffusers_ltx2.transformer import TextContexts
 
 HEIGHT, WIDTH, FRAMES, FPS, SEED = 128, 192, 73, 24.0, 5
 TOL = 1e-4
@@ -56,15 +56,16 @@ def test_base_and_detail_stages_equal_official(setup):
     pipe, spatial, _, contexts, off = setup
     frames, _, positions = resolve_canvas(FRAMES)
     gen = torch.Generator().manual_seed(SEED)
-    base = S.base_stage(pipe, contexts, num_frames=frames, height=HEIGHT // 2, width=WIDTH // 2, frame_rate=FPS,
-                        positions=positions, generator=gen)
+    rt = S.dfr_runtime(pipe, contexts, generator=gen)
+    base = S.base_stage(pipe, rt, num_frames=frames, height=HEIGHT // 2, width=WIDTH // 2, frame_rate=FPS,
+                        positions=positions)
     _close(base.video, off["s1_video"], "stage 1 video")
     _close(base.keyframes, off["s1_slots"], "stage 1 keyframe slots")
     _close(base.audio, L.pack_audio(off["s1_audio"]), "stage 1 audio")
     # stage 2 from the official stage 1 (same generator state: it drew the same noise as 1.2's stage 1)
     official_base = S.StageResult(off["s1_video"], L.pack_audio(off["s1_audio"]), off["s1_slots"], positions)
-    detail = S.detail_stage(pipe, contexts, official_base, num_frames=frames, height=HEIGHT, width=WIDTH,
-                            frame_rate=FPS, upsampler=spatial, generator=gen, reference_downscale_factor=2)
+    detail = S.detail_stage(pipe, rt, official_base, num_frames=frames, height=HEIGHT, width=WIDTH,
+                            frame_rate=FPS, upsampler=spatial, reference_downscale_factor=2)
     _close(detail.video, off["s2_video"], "stage 2 video")
     _close(detail.keyframes, off["s2_slots"], "stage 2 keyframe slots")
     _close(detail.audio, L.pack_audio(off["s2_audio"]), "stage 2 audio")
@@ -74,10 +75,9 @@ def test_temporal_round_equals_official(setup):
     pipe, _, temporal, contexts, off = setup
     frames, _, positions = resolve_canvas(FRAMES)
     detail = S.StageResult(off["s2_video"], L.pack_audio(off["s2_audio"]), off["s2_slots"], positions)
-    gen = _generator_after_stages(pipe, frames, off)
-    out, n2, rate = S.temporal_round(pipe, contexts, detail, round_index=1, num_frames=frames, height=HEIGHT,
-                                     width=WIDTH, frame_rate=FPS, temporal_upsampler=temporal, seed=SEED,
-                                     generator=gen)
+    rt = S.dfr_runtime(pipe, contexts, generator=_generator_after_stages(pipe, frames, off))
+    out, n2, rate = S.temporal_round(pipe, rt, detail, round_index=1, num_frames=frames, height=HEIGHT,
+                                     width=WIDTH, frame_rate=FPS, temporal_upsampler=temporal, seed=SEED)
     assert (n2, rate) == (2 * (frames - 1) + 1, 2 * FPS)
     _close(out.video, off["r1_video"], "round 1 stitched video")
     assert out.positions == off["r1_positions"]
