@@ -38,6 +38,7 @@ _EXPORTS = {
     "LTX2ICLoRAPipeline": ".pipelines",
     "LTX2TwoStagePipeline": ".pipelines",
     "LTX2ICLoRATwoStagePipeline": ".pipelines",
+    "LTX2DFRPipeline": ".dfr.pipeline",
     "DEFAULT_NEGATIVE_PROMPT": ".recommended",
     "DISTILLED_REFINE_SIGMAS": ".schedulers",
     "DISTILLED_SIGMAS": ".schedulers",

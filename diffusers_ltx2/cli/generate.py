@@ -9,6 +9,7 @@ import os
 from .clip_args import check_clip, clip_call, clip_options, clip_runner, load_pipeline, prepare_clip
 from .command import Command
 from .common import check_image_file, torch_dtype
+from .dfr_args import DFR_OPTIONS, check_dfr_arguments, dfr_call, dfr_setup
 from .media_args import (
     MEDIA_FORM, check_audio_output, check_conditions_early, check_file, check_spec_suffix, check_strength,
     largest_clip_length, parse_media_spec, resolve_frame,
@@ -41,6 +42,7 @@ OPTIONS = (
     Option("--audio-only", "generate audio only (num_frames / frame_rate seconds); --output must be .wav or .flac",
            switch=True, group=GROUP),
     *TWO_STAGE_OPTIONS,
+    *DFR_OPTIONS,
     *SAMPLING_OPTIONS,
     *PARALLEL_OPTIONS,
     *WINDOW_OPTIONS,
@@ -51,7 +53,8 @@ def check(args) -> None:
     """Every check that needs no import: flags, files, frames and sizes, the media specs' frames, the windows; with
     `--prompts` / `--parallel` also the prompt list and the launcher's ranks (`cli.parallel`)."""
     if uses_ranks(args):
-        used = [flag for flag, value in (("--preset", args.preset), ("--window", args.window)) if value]
+        used = [flag for flag, value in (("--preset", args.preset), ("--window", args.window), ("--dfr", args.dfr))
+                if value]
         if used:
             raise ValueError(f"{' / '.join(used)} runs in one process: it does not take --prompts / --parallel")
         check_parallel_arguments(args, _check_clip)
@@ -61,6 +64,7 @@ def check(args) -> None:
 
 def _check_clip(args) -> None:
     """`check` of one clip."""
+    check_dfr_arguments(args)
     check_window_arguments(args)
     if args.audio_only:
         check_audio_output(args.output)
@@ -70,11 +74,12 @@ def _check_clip(args) -> None:
             raise ValueError(f"--audio-only generates sound alone: it takes no {' / '.join(used)}")
         if args.two_stage:
             raise ValueError("--audio-only has no video to upsample: drop --two-stage")
-    multiple = TWO_STAGE_MULTIPLE if args.two_stage else 32
+    halved = args.two_stage or args.dfr
+    multiple = TWO_STAGE_MULTIPLE if halved else 32
     if args.two_stage:
         apply_preset(args)
     check_clip(args, audio_output=args.audio_only, size_multiple=multiple,
-               why=" (--two-stage generates at half size)" if args.two_stage else "")
+               why=f" ({'--two-stage' if args.two_stage else '--dfr'} generates at half size)" if halved else "")
     check_two_stage_arguments(args)
     check_sampling_arguments(args)
     args.image_specs, args.video_specs = [], []
@@ -163,8 +168,10 @@ def prepare(args) -> None:
 
 
 def call(args) -> dict:
-    """The pipeline call's keyword arguments (one- or two-stage)."""
+    """The pipeline call's keyword arguments (one- or two-stage, windows, DFR)."""
     kwargs = clip_call(args)
+    if args.dfr:
+        return dfr_call(kwargs, args)
     kwargs.update(sampling_call(args))
     if args.conditions or args.audio_only:
         kwargs.update(conditions=args.conditions, output_modalities=args.modalities)
@@ -174,7 +181,12 @@ def call(args) -> dict:
 
 
 def load(args, timer):
-    """The one- or two-stage pipeline, loaded as `args` say (LoRAs, memory settings, the upsampler)."""
+    """The one- or two-stage (or DFR) pipeline, loaded as `args` say (LoRAs, memory settings, the upsamplers)."""
+    if args.dfr:  # stage progress bars named by the pipeline ("DFR base ...", "DFR detailing ...")
+        from ..dfr.pipeline import LTX2DFRPipeline
+
+        dtype = torch_dtype(args.dtype)
+        return load_pipeline(LTX2DFRPipeline, args, timer, setup=dfr_setup(args, dtype, two_stage_setup(args, dtype)))
     if args.two_stage:  # stage progress bars are named by the pipeline ("stage 1/2 ...", "stage 2/2 ...")
         from ..pipelines.two_stage import LTX2TwoStagePipeline
 

@@ -202,11 +202,12 @@ def check_conditions_early(conditions, args, *, output_modalities=("video", "aud
 
 
 def write_output(out, args) -> str:
-    """Write the pipeline output: an MP4 (video + audio; video alone when `args.write_audio` is False) or, for
-    audio-only output, a WAV / FLAC."""
+    """Write the pipeline output: an MP4 (video + audio; video alone when `args.write_audio` is False) at
+    `args.output_frame_rate` when set, else `args.frame_rate`, or, for audio-only output, a WAV / FLAC."""
     from ..media import save_audio
     from .common import write_clip
 
     if out.frames is None:
         return save_audio(args.output, out.audio[0], out.sample_rate)
-    return write_clip(out, args.output, args.frame_rate, audio=getattr(args, "write_audio", True))
+    rate = getattr(args, "output_frame_rate", None) or args.frame_rate  # `--dfr` temporal rounds multiply it
+    return write_clip(out, args.output, rate, audio=getattr(args, "write_audio", True))

@@ -40,20 +40,24 @@ TWO_STAGE_MULTIPLE = 64
 def check_two_stage_arguments(args) -> None:
     """Every `--two-stage` rule that needs no import: an upsampler (given or in the model folder), a distilled
     LoRA file unless `--distilled`, a positive strength; raises ValueError / FileNotFoundError. Without
-    `--two-stage` the two-stage options are refused. (Sizes: `check_clip(size_multiple=TWO_STAGE_MULTIPLE)`.)"""
+    `--two-stage` the two-stage options are refused; `--dfr` (`cli.dfr_args`) shares `--upsampler` and
+    `--distilled-lora` with the same rules. (Sizes: `check_clip(size_multiple=TWO_STAGE_MULTIPLE)`.)"""
+    dfr = getattr(args, "dfr", False)
     if not args.two_stage:
         used = [f for f, v in (("--upsampler", args.upsampler), ("--distilled-lora", args.distilled_lora),
-                               ("--preset", args.preset)) if v]
+                               ("--preset", args.preset)) if v and not (dfr and f != "--preset")]
         if used:
             raise ValueError(f"{' / '.join(used)} only apply with --two-stage")
-        return
+        if not dfr:
+            return
+    mode = "--two-stage" if args.two_stage else "--dfr"
     from .media_args import check_spec_suffix
 
     if args.upsampler is not None:
         if not os.path.exists(args.upsampler):
             raise FileNotFoundError(f"--upsampler not found: {args.upsampler}")
     elif not os.path.isdir(os.path.join(args.model, "latent_upsampler")):
-        raise ValueError(f"--two-stage needs a latent upsampler: pass --upsampler PATH (the model folder "
+        raise ValueError(f"{mode} needs a latent upsampler: pass --upsampler PATH (the model folder "
                          f"{args.model} has no latent_upsampler/)")
     if args.distilled:
         if args.distilled_lora:
@@ -61,7 +65,7 @@ def check_two_stage_arguments(args) -> None:
                              "--distilled-lora")
         return
     if not args.distilled_lora:
-        raise ValueError("--two-stage refines with the distilled LoRA: pass --distilled-lora PATH[:STRENGTH], "
+        raise ValueError(f"{mode} refines with the distilled LoRA: pass --distilled-lora PATH[:STRENGTH], "
                          "or --distilled for a distilled checkpoint")
     spec: LoraSpec = args.distilled_lora
     check_spec_suffix(spec.path, "--distilled-lora", ":", "STRENGTH", LORA_FORM)

@@ -116,7 +116,7 @@ def _empty_state(batch: int, tokens: int, channels: int, coords: torch.Tensor, d
 
 def initial_state(
     conditions, geometry: ClipGeometry, encoder: LatentEncoder, *, generator=None, audio_only: bool = False,
-    video: StartLatents = StartLatents(), audio: StartLatents = StartLatents(),
+    video_only: bool = False, video: StartLatents = StartLatents(), audio: StartLatents = StartLatents(),
 ) -> ConditionedLatents:
     """The initial states of a stage: the clip's empty (or given) states, `conditions` applied in order, then the
     one noiser (video first, then audio, one draw over all tokens each: the official order; ltx-pipelines
@@ -130,6 +130,8 @@ def initial_state(
         generator: torch generator(s) for the noise (one, or one per video).
         audio_only: the video is a one-token placeholder (1 latent frame, 1x1 grid, mask 0, no noise drawn): the
             least diffusers' joint transformer accepts; with cross-modal attention off it cannot affect the audio.
+        video_only: the audio is held at its clean values (zeros unless `audio.clean`), mask 0, no noise drawn
+            (ltx-pipelines 1.2 runs DFR's temporal rounds on video alone; cross-modal attention goes off).
         video, audio: how each modality starts (`latents.noiser.StartLatents`): given clean target tokens (a
             refinement stage: official `initial_video_latent=` with `noise_scale=`), given noise, the noise scale.
     """
@@ -150,7 +152,11 @@ def initial_state(
     for c in sorted(conditions, key=lambda c: c.order):
         c.apply_to(state, encoder, g)
     v_state = state.video if audio_only else noised_state(state.video, generator, video.noise, video.noise_scale)
-    a_state = noised_state(state.audio, generator, audio.noise, audio.noise_scale)
+    for c in sorted(conditions, key=lambda c: c.order):
+        v_state = c.after_noising(v_state, video.noise_scale)
+    if video_only:
+        state.audio.denoise_mask.zero_()
+    a_state = state.audio if video_only else noised_state(state.audio, generator, audio.noise, audio.noise_scale)
     regions = [c for c in conditions if isinstance(c, TemporalRegion)]
     guided_frozen = frozenset(
         m for m, st in ((VIDEO, v_state), (AUDIO, a_state))

@@ -114,13 +114,21 @@ class ConditioningState:
         self.video.denoise_mask[:, :n] = 1.0 - strength
 
     def append(self, name: str, tokens: torch.Tensor, coords: torch.Tensor, mask_value: float,
-               attention_weights: torch.Tensor | None = None) -> None:
+               attention_weights: torch.Tensor | None = None, marked: bool = False) -> None:
         """Append conditioning tokens `(B, M, C)` at `coords` `(B, D, M, 2)` after the existing ones, denoise mask
         `mask_value` (official keyframe / reference semantics). Video only: `attention_weights` `(B, M)` in [0, 1]
         sets how strongly generated and new tokens attend to each other (official attention-strength wrapper);
         once the state has a self-attention bias, tokens appended without weights get 1 (ltx-core
-        `update_attention_mask`)."""
+        `update_attention_mask`). `marked`: the new video tokens get LTX-2.5's keyframe embedding
+        (`ModalityLatents.keyframe_marker`; ltx-core 1.2 `extend_keyframes_mask(marked=True)`)."""
         state = self.modality(name)
+        if marked:
+            if name != VIDEO:
+                raise ValueError("the keyframe marker applies to appended video tokens only")
+            n, b = state.latent.shape[1], tokens.shape[0]
+            before = torch.zeros(b, n, device=tokens.device) if state.keyframe_marker is None else torch.cat(
+                [state.keyframe_marker, torch.zeros(b, n - state.keyframe_marker.shape[1], device=tokens.device)], 1)
+            state.keyframe_marker = torch.cat([before, torch.ones(tokens.shape[:2], device=tokens.device)], dim=1)
         if name == VIDEO and (attention_weights is not None or state.self_attention_bias is not None):
             weights = torch.ones(tokens.shape[:2]) if attention_weights is None else attention_weights
             state.self_attention_bias = appended_bias(state.self_attention_bias, state.num_target_tokens,
@@ -163,3 +171,8 @@ class Condition:
     def apply_to(self, state: ConditioningState, encoder: LatentEncoder, geometry: ClipGeometry) -> None:
         """Encode media with `encoder` and edit `state` (a clip of `geometry`)."""
         raise NotImplementedError
+
+    def after_noising(self, video: ModalityLatents, noise_scale: float) -> ModalityLatents:
+        """The noised video state with this condition's tokens moved to another noising rule than the one noiser's
+        (DFR's keyframe anchors: ltx-core 1.2 starts appended keyframe tokens from 0); default: unchanged."""
+        return video

@@ -27,6 +27,10 @@ class ModalityLatents:
         num_target_tokens: how many leading tokens form the output; the rest are appended conditioning.
         self_attention_bias: optional `(B, N, N)` float32 additive bias on the self-attention scores of these
             tokens (video only; official IC-LoRA attention strength, see `transformer.attention_bias`).
+        keyframe_marker: optional `(B, K)` float32 marker of the first `K` tokens (tokens after them unmarked),
+            added to the LTX-2.5 keyframe embedding's own first-frame marker (`transformer.inputs.keyframes_mask`):
+            tokens appended with `ConditioningState.append(..., marked=True)` (DFR's generated keyframe slots,
+            ltx-core 1.2 `extend_keyframes_mask(marked=True)`).
     """
 
     latent: torch.Tensor
@@ -35,6 +39,7 @@ class ModalityLatents:
     coords: torch.Tensor
     num_target_tokens: int
     self_attention_bias: torch.Tensor | None = None
+    keyframe_marker: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:

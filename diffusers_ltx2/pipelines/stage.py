@@ -55,6 +55,7 @@ class Stage:
         video, audio: how each modality's tokens start (`latents.noiser.StartLatents`: given noise, or clean
             tokens re-noised by a noise scale).
         audio_only: the video stream is a one-token placeholder (audio-only generation).
+        video_only: the audio is held (no noise drawn) and cross-modal attention is off (DFR's temporal rounds).
         sampler: the stepper of the loop (`schedulers.samplers`: the official Euler by default, euler-ancestral,
             res_2s); a stochastic one seeds its noise from the call's generator (`sampler_seed`).
         name: progress-bar description (`None`: the pipeline's).
@@ -73,6 +74,7 @@ class Stage:
     video: StartLatents = field(default_factory=StartLatents)
     audio: StartLatents = field(default_factory=StartLatents)
     audio_only: bool = False
+    video_only: bool = False
     sampler: Sampler = EULER
     name: str | None = None
     from_previous: Callable[["Stage", "StageResult"], "Stage"] | None = None
@@ -128,8 +130,9 @@ class StageRuntime:
 def run_stage(stage: Stage, runtime: StageRuntime) -> StageResult:
     """Run one stage: initial state (conditions, noise), frozen-modality rules, adapters, the denoising loop."""
     state = initial_state(stage.conditions, stage.geometry, runtime.encoder, generator=runtime.generator,
-                          audio_only=stage.audio_only, video=stage.video, audio=stage.audio)
-    cross_modal = not state.audio_only
+                          audio_only=stage.audio_only, video_only=stage.video_only, video=stage.video,
+                          audio=stage.audio)
+    cross_modal = not (state.audio_only or stage.video_only)
     guider = stage.guider.for_frozen(video=state.frozen_video, audio=state.frozen_audio, cross_modal=cross_modal,
                                      guided=state.guided_frozen)
     contexts = replace(runtime.contexts, frozen_video=state.frozen_video, frozen_audio=state.frozen_audio,

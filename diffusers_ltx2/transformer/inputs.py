@@ -49,14 +49,18 @@ def first_frame_token_count(coords: torch.Tensor, num_target_tokens: int) -> int
 
 
 def keyframes_mask(transformer, coords: torch.Tensor, num_target_tokens: int, num_tokens: int,
-                   batch_size: int) -> torch.Tensor | None:
-    """`(B, N, 1)` float marker of the single-pixel-frame tokens (the target's first latent frame), or `None` for a
-    transformer without the keyframe embedding (nothing to mark)."""
+                   batch_size: int, marked: torch.Tensor | None = None) -> torch.Tensor | None:
+    """`(B, N, 1)` float marker of the single-pixel-frame tokens (the target's first latent frame, and the tokens
+    `marked` marks: a state's `keyframe_marker`, `(b, K)` over its first `K` tokens, repeated to `batch_size`), or
+    `None` for a transformer without the keyframe embedding (nothing to mark)."""
     if not getattr(transformer.config, "use_keyframes_abs_pos_embedding", False):
         return None
     count = first_frame_token_count(coords, num_target_tokens)
     mask = torch.zeros(batch_size, num_tokens, 1, device=coords.device, dtype=torch.float32)
     mask[:, :count] = 1.0
+    if marked is not None:
+        extra = marked.to(mask).repeat(batch_size // marked.shape[0], 1)
+        mask[:, : extra.shape[1], 0] = torch.maximum(mask[:, : extra.shape[1], 0], extra)
     return mask
 
 

@@ -155,7 +155,7 @@ class TransformerPasses:
         video_sigma, audio_sigma = frozen_sigmas(self.cross_timestep_rule, sample_sigma, video, audio)
         rule = cross_timestep(self.transformer, self.cross_timestep_rule, video_sigma, audio_sigma)
         markers = keyframes_mask(self.transformer, video.coords, video.num_target_tokens, video.latent.shape[1],
-                                 n * video.batch_size)
+                                 n * video.batch_size, video.keyframe_marker)
         text_mask, audio_text_mask, routing = masks_for_backend(  # mask-free backends (flash, sage)
             self.transformer, ctx.attention_mask, a_ctx.attention_mask, video.self_attention_bias)
         with (routing, control, cache, self_attention_bias(self.transformer, video.self_attention_bias),
