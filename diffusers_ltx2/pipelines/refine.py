@@ -23,8 +23,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 import torch
-from diffusers import AutoencoderKLLTX2Audio, AutoencoderKLLTX2Video, LTX2VideoTransformer3DModel
-from diffusers.pipelines.ltx2 import LTX2TextConnectors, LTX2Vocoder, LTX2VocoderWithBWE
+from diffusers import (
+    AutoencoderKLLTX2Audio,
+    AutoencoderKLLTX2Video,
+    LTX2VideoDiffusionDecoderModel,
+    LTX2VideoTransformer3DModel,
+)
+from diffusers.pipelines.ltx2 import LTX2DurationHead, LTX2TextConnectors, LTX2Vocoder, LTX2VocoderWithBWE
 from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
 
 from ..guiders import ClassifierFreeGuidance, Guider
@@ -72,9 +77,9 @@ class TwoStageMixin:
         gemma_version: str | None = None,
         processor=None,
         prompt_enhancer=None,
-        duration_head=None,
+        duration_head: LTX2DurationHead | None = None,
         audio_scheduler=None,
-        diffusion_decoder=None,
+        diffusion_decoder: LTX2VideoDiffusionDecoderModel | None = None,
     ):
         """The base pipeline's components (`LTX2PipelineBase`: `guider` left out = the recommended
         `MultimodalGuider`, `None` = no guidance; LTX-2.5's `diffusion_decoder`) plus `latent_upsampler`.

@@ -239,3 +239,11 @@ def test_image_conditions_take_the_24_crf(parts_25):
         assert seen["crf"] == 33
     finally:
         V.to_vae_pixels = original
+
+
+def test_from_pipe_into_two_stage_keeps_the_25_components():
+    """diffusers' `from_pipe` shares a model only where the target's `__init__` annotates its type: the two-stage
+    pipeline's duration head and diffusion decoder (LTX-2.5) were unannotated, so they were silently dropped."""
+    pipe = _pipe(build_components_25())
+    two = LTX2TwoStagePipeline.from_pipe(pipe)
+    assert two.duration_head is pipe.duration_head and two.diffusion_decoder is pipe.diffusion_decoder
