@@ -164,6 +164,18 @@ def clip_call(args) -> dict:
     return call
 
 
+def conditioned_call(args) -> dict:
+    """`clip_call` with the conditions `prepare` built (`args.conditions`): retake and foley."""
+    return dict(clip_call(args), conditions=args.conditions)
+
+
+def load_one_stage(args, timer):
+    """`LTX2AudioVideoPipeline` loaded as `args` say (`load_pipeline`)."""
+    from ..pipelines import LTX2AudioVideoPipeline
+
+    return load_pipeline(LTX2AudioVideoPipeline, args, timer)
+
+
 def clip_runner(prepare, call, load, invoke=None):
     """The `run(args, timer)` of a generating command: `prepare(args)`, the call's keyword arguments, `load(args,
     timer)` the pipeline, then `invoke(pipe, args, call)` (default `pipe(**call)`) written by `run_and_write`."""

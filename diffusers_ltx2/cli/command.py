@@ -14,7 +14,6 @@ other front end (a web form) share it. `execute(namespace)` is the command line'
 from __future__ import annotations
 
 import importlib
-import sys
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Callable

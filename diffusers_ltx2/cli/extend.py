@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from .clip_args import (
-    check_clip, check_frames_and_size, clip_call, clip_options, clip_runner, load_pipeline, prepare_clip,
+    check_clip, check_frames_and_size, clip_call, clip_options, clip_runner, load_one_stage, prepare_clip,
 )
 from .command import Command
 from .media_args import SOURCE_OPTION, check_source_paths, resolve_source_clip
@@ -68,10 +68,7 @@ def call(args) -> dict:
     return kwargs
 
 
-def load(args, timer):
-    from ..pipelines import LTX2AudioVideoPipeline
-
-    return load_pipeline(LTX2AudioVideoPipeline, args, timer)
+load = load_one_stage
 
 
 def invoke(pipe, args, kwargs):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from .clip_args import check_clip, clip_call, clip_options, clip_runner, load_pipeline, prepare_clip
+from .clip_args import check_clip, clip_call, clip_options, clip_runner, load_one_stage, load_pipeline, prepare_clip
 from .command import Command
 from .common import check_image_file, torch_dtype
 from .dfr_args import DFR_OPTIONS, check_dfr_arguments, dfr_call, dfr_setup
@@ -191,9 +191,7 @@ def load(args, timer):
         from ..pipelines.two_stage import LTX2TwoStagePipeline
 
         return load_pipeline(LTX2TwoStagePipeline, args, timer, setup=two_stage_setup(args, torch_dtype(args.dtype)))
-    from ..pipelines import LTX2AudioVideoPipeline
-
-    return load_pipeline(LTX2AudioVideoPipeline, args, timer)
+    return load_one_stage(args, timer)
 
 
 def invoke(pipe, args, kwargs):

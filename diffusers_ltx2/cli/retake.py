@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from .clip_args import (
-    check_clip, check_frames_and_size, clip_call, clip_options, clip_runner, load_pipeline, prepare_clip,
+    check_clip, check_frames_and_size, clip_options, clip_runner, conditioned_call, load_one_stage, prepare_clip,
 )
 from .command import Command
 from .media_args import SOURCE_OPTION, check_conditions_early, check_source_paths, resolve_source_clip
@@ -72,14 +72,8 @@ def prepare(args) -> None:
     print(f"retake {args.start:g}-{args.end:g} s of {source.path}: {source.describe()}")
 
 
-def call(args) -> dict:
-    return dict(clip_call(args), conditions=args.conditions)
-
-
-def load(args, timer):
-    from ..pipelines import LTX2AudioVideoPipeline
-
-    return load_pipeline(LTX2AudioVideoPipeline, args, timer)
+call = conditioned_call
+load = load_one_stage
 
 
 #: check the arguments and the source clip, load the pipeline, retake, write the MP4; returns the exit code
