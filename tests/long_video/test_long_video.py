@@ -191,6 +191,23 @@ def test_memory_does_not_grow_with_windows(tiny_pipe):
     assert peaks[5] <= 1.10 * peaks[2], peaks
 
 
+def test_the_clip_is_decoded_into_frames_assembled_on_the_cpu(tiny_pipe, monkeypatch):
+    """The final decode of the whole clip copies each VAE tile to the CPU as it finishes (`output_device="cpu"`),
+    so the device never holds the clip's frames; the frames equal a decode of the returned latents."""
+    seen = []
+    original = type(tiny_pipe).decode_video
+
+    def spy(this, latents, output_type, **kwargs):
+        seen.append(kwargs.get("output_device"))
+        return original(this, latents, output_type, **kwargs)
+
+    monkeypatch.setattr(type(tiny_pipe), "decode_video", spy)
+    out = tiny_pipe.generate_long_video("a dog runs", output_type="pt", generator=_gen(), **THREE, **RUN)
+    latents = tiny_pipe.generate_long_video("a dog runs", output_type="latent", generator=_gen(), **THREE, **RUN)
+    assert seen == ["cpu"] and out.frames.device.type == "cpu"
+    torch.testing.assert_close(out.frames, original(tiny_pipe, latents.frames, "pt"), rtol=0, atol=0)
+
+
 def test_one_progress_bar_counts_windows_and_steps(tiny_pipe, monkeypatch):
     bars = []
     original = type(tiny_pipe).progress_bar
