@@ -7,7 +7,9 @@ blended with the kept edge strips of its upper and left neighbours and with the 
 frames (kept in the output itself, where the next tile overwrites them) (diffusers' own `blend_v`,
 `blend_h`, `blend_t`, in diffusers' order: the same weights and arithmetic, so the result equals diffusers' tiled
 decode to float rounding), written into the output and freed. Peak = the output + one tile's decode + the spatial edge
-strips (`vae_tiling.tiled_decode_bytes`).
+strips (`vae_tiling.tiled_decode_bytes`). With `output_device` (e.g. the CPU for a long clip decoded on a GPU) the
+output lives there instead: each tile is copied out as it is finished and the device holds one tile's decode, the
+edge strips and the previous temporal tile's blend frames, whatever the clip's length.
 
 The tile sizes are the VAE's own attributes (`tile_sample_min_*`, `tile_sample_stride_*`, set by
 `vae_tiling.apply_vae_tiling` or by `vae.enable_tiling(...)`), and the dispatch is diffusers' `_decode`: temporal
@@ -48,33 +50,37 @@ TILE_RUNNER = "_ltx2_tile_runner"
 
 @apply_forward_hook  # onloads the VAE under model CPU offload, as `vae.decode` does
 def streamed_decode(vae, latents: torch.Tensor, temb: torch.Tensor | None = None,
-                    causal: bool | None = None) -> torch.Tensor:
+                    causal: bool | None = None, output_device: torch.device | str | None = None) -> torch.Tensor:
     """Decode `latents` `(B, C, F, H, W)` to `(B, 3, (F - 1) * r_t + 1, H * r_s, W * r_s)` in the VAE's dtype,
     tile by tile as `vae.decode` would (untiled when the VAE's settings do not tile these latents), through the
     VAE's `TILE_RUNNER` when it has one.
 
-    With `vae.use_slicing` the videos of a batch are decoded one at a time, as diffusers does."""
+    `output_device`: where the decoded video is assembled (default: the latents' device); tiles are copied there
+    as they are finished, so the decoding device never holds the whole clip (an untiled decode is moved there
+    whole). With `vae.use_slicing` the videos of a batch are decoded one at a time, as diffusers does."""
+    out_device = torch.device(output_device) if output_device is not None else None
     runner = vae.__dict__.get(TILE_RUNNER)
     if runner is not None:
-        return runner(lambda: _decode(vae, latents, temb, causal))
-    return _decode(vae, latents, temb, causal)
+        return runner(lambda: _decode(vae, latents, temb, causal, out_device))
+    return _decode(vae, latents, temb, causal, out_device)
 
 
-def _decode(vae, latents, temb, causal) -> torch.Tensor:
+def _decode(vae, latents, temb, causal, out_device=None) -> torch.Tensor:
     if vae.use_slicing and latents.shape[0] > 1:
-        parts = [_decode(vae, z, None if temb is None else t, causal)
+        parts = [_decode(vae, z, None if temb is None else t, causal, out_device)
                  for z, t in zip(latents.split(1), temb.split(1) if temb is not None else [None] * len(latents))]
         return torch.cat(parts)
     if not uses_tiles(vae, latents):
-        return vae.decoder(latents, temb, causal=causal)
-    return _Stream(vae, latents, temb, causal).run()
+        video = vae.decoder(latents, temb, causal=causal)
+        return video if out_device is None else video.to(out_device)
+    return _Stream(vae, latents, temb, causal, out_device).run()
 
 
 class _Stream:
     """One streamed decode (state: the output and the kept edge strips)."""
 
-    def __init__(self, vae, latents, temb, causal):
-        self.vae, self.z, self.temb, self.causal = vae, latents, temb, causal
+    def __init__(self, vae, latents, temb, causal, out_device=None):
+        self.vae, self.z, self.temb, self.causal, self.out_device = vae, latents, temb, causal, out_device
         r_s, r_t = vae.spatial_compression_ratio, vae.temporal_compression_ratio
         _, _, frames, height, width = latents.shape
         self.frames_out = (frames - 1) * r_t + 1
@@ -144,12 +150,13 @@ class _Stream:
         if self.out is None:
             b, c = piece.shape[:2]
             self.out = torch.empty((b, c, self.frames_out, self.height_out, self.width_out), dtype=piece.dtype,
-                                   device=piece.device)
+                                   device=self.out_device or piece.device)
         first = 0 if k == 0 else k * self.t_stride_px + 1  # diffusers' concatenation: stride + 1, then stride
         if k > 0:
             end = self.previous_first + self.previous_frames
             e = min(self.previous_frames, piece.shape[2], self.t_blend)
-            piece = self.vae.blend_t(self.out[:, :, end - e:end, py:py + h, px:px + w], piece, self.t_blend)
+            previous = self.out[:, :, end - e:end, py:py + h, px:px + w].to(piece.device)
+            piece = self.vae.blend_t(previous, piece, self.t_blend)
         count = min(piece.shape[2], self.frames_out - first)
         self.out[:, :, first:first + count, py:py + h, px:px + w] = piece[:, :, :count]
         self.written = (first, piece.shape[2])

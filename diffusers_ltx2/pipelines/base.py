@@ -513,19 +513,23 @@ class LTX2PipelineBase(PromptContextsMixin, PromptEnhancementMixin, DiffusersLTX
         return L.unpack_audio(tokens, mel)
 
     def decode_video(self, latents: torch.Tensor, output_type: str, *, generator=None,
-                     decode_timestep: float | list[float] = 0.0, decode_noise_scale: float | list[float] | None = None):
+                     decode_timestep: float | list[float] = 0.0, decode_noise_scale: float | list[float] | None = None,
+                     output_device: torch.device | str | None = None):
         """VAE-decode denormalized latents and post-process to `output_type`.
 
         `decode_timestep` / `decode_noise_scale` (timestep-conditioned VAEs only): one value or one per video,
         as in diffusers; the noise scale defaults to the timestep. Tiled automatically above one official tile or over
         `vae_memory_budget` (`diffusers_ltx2.memory.vae_tiling`). With a `diffusion_decoder` (LTX-2.5) and
         `video_decoder` "auto" / "diffusion", that decoder runs instead (`generator` seeds its pixel noise).
+        `output_device` (e.g. "cpu" for a long clip): where the frames are assembled and post-processed; a tiled VAE
+        decode copies each finished tile there, so the decoding device holds one tile, not the clip.
         """
         from .diffusion_decode import diffusion_decode, uses_diffusion_decoder
 
         if uses_diffusion_decoder(self.video_decoder, getattr(self, "diffusion_decoder", None)):
             video = diffusion_decode(self.diffusion_decoder, latents, generator=generator, tiling=self.diffusion_tiling,
                                      latent_statistics=(self.vae.latents_mean, self.vae.latents_std))
+            video = video if output_device is None else video.to(output_device)
             return self.video_processor.postprocess_video(video, output_type=output_type)
         latents = latents.to(self.vae.dtype)
         timestep = None
@@ -548,7 +552,7 @@ class LTX2PipelineBase(PromptContextsMixin, PromptEnhancementMixin, DiffusersLTX
         auto_tile_vae(self.vae, (latents.shape[2] - 1) * r_t + 1, latents.shape[3] * r_s, latents.shape[4] * r_s,
                       budget_bytes=self.vae_memory_budget, batch_size=latents.shape[0])
         with torch.no_grad():  # diffusers' tiles, streamed into the output (`memory.tiled_decode`)
-            video = streamed_decode(self.vae, latents, timestep)
+            video = streamed_decode(self.vae, latents, timestep, output_device=output_device)
         return self.video_processor.postprocess_video(video, output_type=output_type)
 
     def decode_audio(self, latents: torch.Tensor, output_type: str):

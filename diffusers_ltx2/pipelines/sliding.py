@@ -7,7 +7,9 @@ AdaIN-normalised to the first window (`long_video.adain.adain_latents`), then jo
 (`long_video.seams.blend_video_latents` / `blend_audio_latents`); semantics of ComfyUI-LTXVideo's
 `LTXVLoopingSampler` and `LTXVExtendSampler` (layout: `long_video.layout.plan_windows`). The whole clip's audio latents are decoded at once, so the
 sound runs on across windows without a seam. Only the running window's latents are on the device; finished
-windows are kept on the CPU (latents are small: 128 channels per 32x32x8 pixels) and decoded at the end.
+windows are kept on the CPU (latents are small: 128 channels per 32x32x8 pixels) and decoded at the end, tile by
+tile into frames assembled on the CPU (`memory.tiled_decode.streamed_decode(output_device=...)`), so the device's
+peak does not grow with the number of windows in the decode either.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ def generate_long_video(
     Returns:
         `LTX2AudioVideoPipelineOutput` with `num_frames` frames and the clip's audio (the length a one-call clip
         of `num_frames` frames has; the given sound with an `AudioCondition`), or a tuple `(frames, audio)`.
+        Frames ("pt" / "np" / "pil") and latents are on the CPU.
 
     Raises:
         ValueError: before any model runs, for bad numbers (`layout.check_window_numbers`), a bad prompt schedule,
@@ -172,7 +175,8 @@ def _finish(pipe, video, audio, geometry, a2v, output_type, return_dict, generat
         device = pipe._execution_device
         with named_progress_bar(pipe, 2, "decode") as bar:
             frames = pipe.decode_video(video.to(device), output_type, generator=generator,
-                                       decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale)
+                                       decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale,
+                                       output_device="cpu")  # the device holds one VAE tile, not the clip
             bar.update()
             if a2v:  # audio-to-video: the given sound, as the one-call pipeline returns it
                 sound = a2v[0].output_waveform(geometry, pipe.audio_sample_rate).unsqueeze(0)

@@ -225,3 +225,41 @@ def test_65_frames_decode_in_two_temporal_tiles_as_planned(vaes, frames, tiles):
         assert (max(calls) - 1) * 8 + 1 == min(frames, tiling.tile_frames + 1)  # the planner's frames per tile
     fp = Footprint(0, 0, 0, 0, 1, 8, 8, 0, 0, 0, 0, vae_decoder_channels=8)
     assert peak <= decode_phase_bytes(fp, Clip(frames, 64, 64), tiling, dtype_bytes=4)
+
+
+@pytest.mark.parametrize("shape,tiling", [TILED[1], TILED[3], TILED[4]])
+def test_streamed_decode_assembles_on_the_output_device(vaes, shape, tiling):
+    """`output_device`: the frames are assembled where asked (tiles copied out as they finish, the previous
+    temporal tile's blend frames read back from there) and equal the on-device decode (diffusers' tiles)."""
+    vae = vaes["tiny"]
+    z = _latents(*shape)
+    apply_vae_tiling(vae, tiling)
+    try:
+        with torch.no_grad():
+            ref = vae.decode(z, return_dict=False)[0]
+            got = streamed_decode(vae, z, output_device="cpu")
+    finally:
+        apply_vae_tiling(vae, None)
+    assert got.device.type == "cpu"
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the decoding device's own peak needs a second device")
+def test_cuda_peak_of_a_decode_assembled_on_the_cpu_does_not_grow_with_frames():
+    """A temporally tiled decode on CUDA with `output_device="cpu"`: the GPU holds one tile's decode and the blend
+    frames, so 161 frames peak no higher (+15%) than 81 (both in 64-frame tiles), where an on-device decode grows
+    with the output."""
+    vae = _vae().cuda()
+    apply_vae_tiling(vae, VaeTiling(None, None, 64, 24))
+    peaks = {}
+    for frames in (81, 161):
+        z = _latents(1, frames, 256, 256).cuda()
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        with torch.no_grad():
+            out = streamed_decode(vae, z, output_device="cpu")
+        torch.cuda.synchronize()
+        peaks[frames] = torch.cuda.max_memory_allocated() - base
+        assert out.device.type == "cpu" and out.shape[2] == frames
+    assert peaks[161] <= 1.15 * peaks[81], peaks
