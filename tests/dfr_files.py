@@ -30,3 +30,32 @@ def random_embeds(pipe, seed: int = 1) -> PromptEmbeddings:
     with torch.no_grad():
         v, a, m = pipe.connectors(states, mask)
     return PromptEmbeddings(v, a, m)
+
+
+def official_contexts(pipe) -> PromptEmbeddings:
+    """Connector-stage `PromptEmbeddings` the 1.2 reference runs take (`run_official_dfr`): random Gemma-width states,
+    the last 37 of 128 tokens attended (a left-padded prompt)."""
+    g = torch.Generator().manual_seed(1)
+    config = pipe.connectors.config
+    states = torch.randn(1, 128, config.caption_channels, config.text_proj_in_factor, generator=g) * 3
+    mask = torch.zeros(1, 128, dtype=torch.int64)
+    mask[:, -37:] = 1
+    with torch.no_grad():
+        v, a, m = pipe.connectors(states, mask)
+    return PromptEmbeddings(v, a, m)
+
+
+def run_official_dfr(pipe, ltx25_set, folder, embeds: PromptEmbeddings, *, height: int, width: int, frames: int,
+                     fps: float, seed: int, **options) -> dict:
+    """ltx-pipelines 1.2 `DFRPipeline`'s stages on the tiny set in a child process (`ltx12_dfr_reference`) from
+    `embeds`' video / audio contexts; `options`: `dfr_stages`' (`stage_loras`, `detailing_lora`, `rounds`,
+    `reference`). Returns its latents (`s1_*`, `s2_*`, `r1_*`, normalized, unpacked)."""
+    import ltx12_dfr_reference as DR
+
+    torch.save({"v_pos": embeds.video_context, "a_pos": embeds.audio_context}, folder / "ctx.pt")
+    a_ch = pipe.audio_vae.config.latent_channels
+    DR.run(files={k: str(p) for k, p in ltx25_set.items()}, inputs=str(folder / "ctx.pt"), out=str(folder / "out.pt"),
+           height=height, width=width, frames=frames, fps=fps, seed=seed,
+           video_channels=pipe.vae.config.latent_channels, audio_channels=a_ch,
+           audio_mel_bins=pipe.audio_latent_shape(1, frames, fps)[0][2] // a_ch, **options)
+    return torch.load(folder / "out.pt")

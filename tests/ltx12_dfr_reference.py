@@ -37,7 +37,12 @@ def run(timeout: int = 1800, **kwargs) -> dict:
 
 
 def dfr_stages(files: dict, inputs: str, out: str, height: int, width: int, frames: int, fps: float, seed: int,
-               video_channels: int, audio_channels: int, audio_mel_bins: int, reference: bool = True) -> dict:
+               video_channels: int, audio_channels: int, audio_mel_bins: int, reference: bool = True,
+               stage_loras: list = (), detailing_lora: list | None = None, rounds: int = 1) -> dict:
+    """The stages on the tiny set. `stage_loras`: `[path, strength]` LoRAs fused in every stage (1.2's user +
+    distilled LoRAs); `detailing_lora`: `[path, strength]` added in stage 2 only (1.2's `--detailing-lora`, stage 2
+    built by `DiffusionStage.with_loras`), its reference at 1.2's `_detailing_downscale_factor` of the file (it
+    implies `reference`); `rounds`: temporal rounds run (0 or 1)."""
     from functools import partial
 
     import torch
@@ -63,7 +68,7 @@ def dfr_stages(files: dict, inputs: str, out: str, height: int, width: int, fram
 
     x = torch.load(inputs)
     noiser = GaussianNoiser(generator=torch.Generator().manual_seed(seed))
-    x0 = R._transformer_x0(files["transformer"])
+    x0 = R._transformer_x0(files["transformer"], loras=tuple(stage_loras))
     denoiser = SimpleDenoiser(x["v_pos"], x["a_pos"])
 
     def tools(h, w, n, rate):
@@ -74,12 +79,12 @@ def dfr_stages(files: dict, inputs: str, out: str, height: int, width: int, fram
             pixel, channels=audio_channels, mel_bins=audio_mel_bins))
         return v, a
 
-    def stage(sigmas, t, video_spec, audio_spec, stepper, loop):
+    def stage(sigmas, t, video_spec, audio_spec, stepper, loop, model=x0):
         v_state = _build_state(video_spec, t[0], noiser, torch.float32, torch.device("cpu"))
         a_state = None if audio_spec is None else _build_state(audio_spec, t[1], noiser, torch.float32,
                                                                torch.device("cpu"))
         v_state, a_state = loop(sigmas=sigmas, video_state=v_state, audio_state=a_state, stepper=stepper,
-                                transformer=x0, denoiser=denoiser)
+                                transformer=model, denoiser=denoiser)
         v_state = t[0].unpatchify(t[0].clear_conditioning(v_state))
         if a_state is not None:
             a_state = t[1].unpatchify(t[1].clear_conditioning(a_state))
@@ -111,14 +116,23 @@ def dfr_stages(files: dict, inputs: str, out: str, height: int, width: int, fram
     # stage 2: spatial detailing
     s2 = STAGE_2_DISTILLED_SIGMAS.to(torch.float32)
     conds = [VideoGeneratedKeyframeSlots(pixel_frame_indices=positions, initial_keyframes=up_slots)]
-    if reference:
+    x0_detailing = x0
+    if detailing_lora is not None:
+        x0_detailing = R._transformer_x0(files["transformer"], loras=(*map(tuple, stage_loras), tuple(detailing_lora)))
+        conds.append(VideoConditionByReferenceLatent(
+            latent=base, downscale_factor=P._detailing_downscale_factor(detailing_lora[0]), strength=1.0))
+    elif reference:
         conds.append(VideoConditionByReferenceLatent(latent=base, downscale_factor=2, strength=1.0))
     full = tools(height, width, frames, fps)
     video, audio = stage(s2, full, ModalitySpec(context=x["v_pos"], conditionings=conds, noise_scale=s2[0].item(),
                                                 initial_latent=up_video),
                          ModalitySpec(context=x["a_pos"], noise_scale=s2[0].item(), initial_latent=audio.latent),
-                         EulerDiffusionStep(), euler_denoising_loop)
+                         EulerDiffusionStep(), euler_denoising_loop, model=x0_detailing)
     result["s2_video"], result["s2_audio"], result["s2_slots"] = video.latent, audio.latent, video.generated_keyframes
+
+    if rounds == 0:
+        torch.save(result, out)
+        return {"ok": True}
 
     # temporal round 1 (DFRPipeline's loop body, round_idx = 1)
     carry_positions, carry = list(positions), video.generated_keyframes

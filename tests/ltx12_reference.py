@@ -404,10 +404,11 @@ def _op_embeddings(transformer: str, text_encoder: str, inputs: str, out: str) -
     return {"ok": True}
 
 
-def _transformer_x0(path: str, lora: str | None = None, strength: float = 0.0):
+def _transformer_x0(path: str, lora: str | None = None, strength: float = 0.0, loras: tuple = ()):
     """1.2's X0Model as its `DiffusionStage` builds it (`SingleGPUModelBuilder`, the distilled LoRA fused with
     `LTXV_LORA_COMFY_RENAMING_MAP`), in fp32; the LoRA deltas are aggregated in fp32 (1.2's own `device_fuse_rule`
-    on MPS) instead of the bf16 its CUDA / CPU rule uses, which would round a fp32 comparison."""
+    on MPS) instead of the bf16 its CUDA / CPU rule uses, which would round a fp32 comparison. `loras`: further
+    `(path, strength)` fused after it, in order (`DiffusionStage.with_loras`, e.g. DFR's detailing LoRA)."""
     import dataclasses
 
     import torch
@@ -418,7 +419,8 @@ def _transformer_x0(path: str, lora: str | None = None, strength: float = 0.0):
     from ltx_core.model.transformer import LTXV_MODEL_COMFY_RENAMING_MAP, LTXModelConfigurator
     from ltx_core.model.transformer.model import X0Model
 
-    loras = () if lora is None else (LoraPathStrengthAndSDOps(lora, strength, LTXV_LORA_COMFY_RENAMING_MAP),)
+    loras = ((() if lora is None else ((lora, strength),)) + tuple(tuple(x) for x in loras))
+    loras = tuple(LoraPathStrengthAndSDOps(p, s, LTXV_LORA_COMFY_RENAMING_MAP) for p, s in loras)
     builder = SingleGPUModelBuilder(model_class_configurator=LTXModelConfigurator, model_path=path,
                                     model_sd_ops=LTXV_MODEL_COMFY_RENAMING_MAP, loras=loras,
                                     fuse_rule=dataclasses.replace(bf16_fuse_rule, aggregation_dtype=torch.float32))

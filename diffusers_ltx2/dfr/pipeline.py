@@ -24,6 +24,7 @@ from ..pipelines.stage import StageResult as FinishedStage
 from ..pipelines.two_stage import LTX2TwoStagePipeline
 from ..schedulers.sigmas import DISTILLED_REFINE_SIGMAS, DISTILLED_SIGMAS
 from . import stages as S
+from .arguments import refuse_arguments
 from .layout import resolve_canvas
 from .temporal import check_temporal_upsampler
 
@@ -100,7 +101,8 @@ class LTX2DFRPipeline(LTX2TwoStagePipeline):
 
     def check_dfr_inputs(self, height: int, width: int, num_frames: int, temporal_upsample_rounds: int) -> None:
         """Raise ValueError before anything runs: rounds not 0-2, a missing upsampler, a size or frame count DFR
-        cannot use, a checkpoint without the keyframe embedding (not LTX-2.5)."""
+        cannot use (`num_frames=None` without a duration head), a checkpoint without the keyframe embedding (not
+        LTX-2.5)."""
         if temporal_upsample_rounds not in (0, 1, 2) or isinstance(temporal_upsample_rounds, bool):
             raise ValueError(f"temporal_upsample_rounds must be 0, 1 or 2, got {temporal_upsample_rounds!r}")
         if temporal_upsample_rounds and self.temporal_latent_upsampler is None:
@@ -111,7 +113,12 @@ class LTX2DFRPipeline(LTX2TwoStagePipeline):
         if not getattr(self.transformer.config, "use_keyframes_abs_pos_embedding", False):
             raise ValueError("DFR generates keyframe slots: it needs an LTX-2.5 checkpoint")
         self.check_two_stage(height, width, distilled=True, distilled_lora_strength=None)
-        resolve_canvas(num_frames, self.vae_temporal_compression_ratio)
+        if num_frames is None:
+            if getattr(self, "duration_head", None) is None:
+                raise ValueError("num_frames=None leaves the clip length to the duration head, but this pipeline "
+                                 "has no duration_head: pass num_frames (8k + 1)")
+        else:
+            resolve_canvas(num_frames, self.vae_temporal_compression_ratio)
 
     @torch.no_grad()
     def __call__(
@@ -120,38 +127,69 @@ class LTX2DFRPipeline(LTX2TwoStagePipeline):
         *,
         height: int = 1024,
         width: int = 1536,
-        num_frames: int = 121,
+        num_frames: int | None = 121,
         frame_rate: float = 24.0,
         temporal_upsample_rounds: int = 0,
         reference_downscale_factor: int | None = None,
         stage_1_sigmas=DISTILLED_SIGMAS,
         stage_2_sigmas=DISTILLED_REFINE_SIGMAS,
+        min_seconds: float = 1.0,
+        max_seconds: float = 20.0,
+        num_videos_per_prompt: int = 1,
         generator: torch.Generator | None = None,
         prompt_embeds=None,
         prompt_attention_mask: torch.Tensor | None = None,
         decode_timestep: float = 0.0,
         decode_noise_scale: float | None = None,
-        attention_kwargs: dict | None = None,
-        max_sequence_length: int | None = None,
+        use_cross_timestep: bool = True,
+        system_prompt: str | None = None,
+        enable_prompt_enhancement: bool = False,
+        prompt_max_new_tokens: int | None = None,
+        prompt_enhancement_kwargs: dict | None = None,
+        prompt_enhancement_seed: int = 10,
         output_type: str = "pil",
         return_dict: bool = True,
+        attention_kwargs: dict | None = None,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: list[str] = ("latents",),
+        max_sequence_length: int | None = None,
+        **refused,
     ):
         """Generate a DFR clip.
+
+        The keyword arguments of diffusers' `LTX2DFRPipeline` / `LTX2DFRTemporalRefinePipeline` that mean the same
+        here are accepted under their names; those that only make sense for diffusers' one-pass-per-call design
+        (`latents`, `keyframes_latents`, `reference_latents`, `sigmas`, `noise_scale`, `round_index`, ...) or for a
+        guided pipeline (`negative_prompt`, `guidance_scale`) are refused with the reason
+        (`dfr.arguments.REFUSED_ARGUMENTS`).
 
         Args:
             prompt: one prompt (or `prompt_embeds`: `PromptEmbeddings`, a conditioning file path (`ltx2 encode`),
                 or diffusers' tensor with `prompt_attention_mask`).
             height, width: output pixels (multiples of 64; stage 1 runs at half).
             num_frames: requested pixel frames at `frame_rate` (`8k + 1`); the canvas pads to whole 24 / 32-frame
-                keyframe segments and is cut back at the end.
+                keyframe segments and is cut back at the end. `None`: predicted from the prompt by the duration head
+                within `[min_seconds, max_seconds]` (1.2's auto duration; needs `duration_head`).
             temporal_upsample_rounds: 0-2 temporal x2 rounds: the output has `(num_frames - 1) * 2**rounds + 1`
                 frames for playback at `frame_rate * 2**rounds` fps.
             reference_downscale_factor: detailing reference factor; default the detailing LoRA's (none loaded: no
                 reference).
             stage_1_sigmas, stage_2_sigmas: official `DISTILLED_SIGMAS` / `STAGE_2_DISTILLED_SIGMAS` (with the
                 terminal 0).
+            num_videos_per_prompt: 1 (1.2's DFR makes one clip per call; other values raise ValueError).
             generator: one generator noises every stage in order (official seed: `torch.Generator().manual_seed(
                 seed)`; the temporal rounds' ancestral noise is seeded `seed + 1000 * round + tile`).
+            use_cross_timestep: as `LTX2Pipeline` (LTX-2.5 is trained with it: `True`).
+            enable_prompt_enhancement, system_prompt, prompt_max_new_tokens, prompt_enhancement_kwargs,
+                prompt_enhancement_seed: 1.2's `enhance_prompt`, as `LTX2Pipeline` (needs `prompt_enhancer`).
+            callback_on_step_end: `fn(pipe, step, sigma, tensors) -> dict` (or a diffusers `PipelineCallback`),
+                called after every step of every stage (base, detailing, each temporal tile; `step` restarts at 0
+                in each, `pipe.num_timesteps` is the running stage's); `tensors` holds the names in
+                `callback_on_step_end_tensor_inputs` (`latents`: the stage's packed float32 video tokens `(1, N,
+                C)` with its appended slot / reference tokens, `audio_latents`, `prompt_embeds`); returned tensors
+                replace them. Setting `pipe._interrupt = True` stops denoising: the stages done so far are
+                decoded (an interrupted base stage gives the half-size clip, an interrupted round the frames of
+                the rounds finished).
             output_type, return_dict, decode_timestep, decode_noise_scale, attention_kwargs, max_sequence_length:
                 as `LTX2TwoStagePipeline`.
 
@@ -160,31 +198,60 @@ class LTX2DFRPipeline(LTX2TwoStagePipeline):
             duration on the audio latent grid.
 
         Raises:
-            ValueError: bad inputs (`check_dfr_inputs`), before any model runs.
+            ValueError: bad inputs (`check_dfr_inputs`), or a refused diffusers argument, before any model runs.
+            UnsupportedFeatureError: `conditions=` / `image=` (1.2 DFR's image conditioning, not implemented).
         """
         from ..schedulers.samplers import sampler_seed
 
+        refuse_arguments(refused)
         self.check_dfr_inputs(height, width, num_frames, temporal_upsample_rounds)
         if isinstance(prompt, list) and len(prompt) != 1:
             raise ValueError("LTX2DFRPipeline generates one clip per call: give one prompt")
+        if num_videos_per_prompt != 1:
+            raise ValueError(f"num_videos_per_prompt={num_videos_per_prompt!r}: LTX2DFRPipeline generates one clip "
+                             "per call (ltx-pipelines 1.2 DFRPipeline: one prompt, one seed); call it again")
         seed = sampler_seed("euler_ancestral", generator)
         if generator is None:
             generator = torch.Generator(device=self._execution_device).manual_seed(seed)
-        canvas, _, positions = resolve_canvas(num_frames, self.vae_temporal_compression_ratio)
+        canvas = None if num_frames is None else resolve_canvas(num_frames, self.vae_temporal_compression_ratio)[0]
         call = resolve_call(
             self, prompt=prompt, height=height, width=width, num_frames=canvas, frame_rate=frame_rate,
+            min_seconds=min_seconds, max_seconds=max_seconds, num_videos_per_prompt=num_videos_per_prompt,
             generator=generator, prompt_embeds=prompt_embeds, prompt_attention_mask=prompt_attention_mask,
             max_sequence_length=max_sequence_length, decode_timestep=decode_timestep,
-            decode_noise_scale=decode_noise_scale, output_type=output_type, return_dict=return_dict,
-            attention_kwargs=attention_kwargs, stage_size=(height // 2, width // 2), fixed_guider=unguided(),
-            fixed_sigmas=[float(s) for s in stage_1_sigmas], enhances_prompts=False, predicts_length=False)
+            decode_noise_scale=decode_noise_scale, use_cross_timestep=use_cross_timestep, output_type=output_type,
+            return_dict=return_dict, attention_kwargs=attention_kwargs, callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            enable_prompt_enhancement=enable_prompt_enhancement, system_prompt=system_prompt,
+            prompt_max_new_tokens=prompt_max_new_tokens, prompt_enhancement_kwargs=prompt_enhancement_kwargs,
+            prompt_enhancement_seed=prompt_enhancement_seed, stage_size=(height // 2, width // 2),
+            fixed_guider=unguided(), fixed_sigmas=[float(s) for s in stage_1_sigmas], enhances_prompts=True,
+            predicts_length=True)
         if call.inputs.total != 1:
             raise ValueError("LTX2DFRPipeline generates one clip per call: give one prompt")
         self._interrupt = False
-        contexts = self.encode_text_contexts(call.inputs.prompts, None, prompt_embeds=call.inputs.prompt_embeds,
-                                             need_negative=False, max_sequence_length=call.max_sequence_length,
-                                             device=call.device)
+        enhanced = self.enhance_call_prompts(call.enhancement, call.inputs.prompts)
+        contexts = self.encode_text_contexts(enhanced or call.inputs.prompts, None,
+                                             prompt_embeds=call.inputs.prompt_embeds, need_negative=False,
+                                             max_sequence_length=call.max_sequence_length, device=call.device)
+        if num_frames is None:  # 1.2 `resolve_num_frames`: predicted from the encoded prompt, then the canvas
+            num_frames = call.predict_length(self, contexts).geometry.num_frames
+        canvas, _, positions = resolve_canvas(num_frames, self.vae_temporal_compression_ratio)
         runtime = stage_runtime(self, call, contexts)
+        result, size, rounds, audio = self._run_stages(runtime, canvas, positions, height, width, frame_rate,
+                                                       temporal_upsample_rounds, reference_downscale_factor,
+                                                       stage_1_sigmas, stage_2_sigmas, seed)
+        frames = (num_frames - 1) * 2 ** rounds + 1
+        geometry = self.clip_geometry(1, frames, *size, frame_rate * 2 ** rounds)
+        video = L.pack_video(result.video[:, :, : geometry.latent_frames])
+        return self.finish(_finished(video, audio[:, : geometry.audio_latent_length], geometry), call,
+                           enhanced_prompts=enhanced)
+
+    def _run_stages(self, runtime, canvas, positions, height, width, frame_rate, temporal_upsample_rounds,
+                    reference_downscale_factor, stage_1_sigmas, stage_2_sigmas, seed):
+        """The base stage, the detailing stage and the temporal rounds on `runtime`, stopping after the stage in
+        which `pipe.interrupt` was set. Returns `(last dfr StageResult, its (height, width), temporal rounds
+        finished, stage 1's audio tokens)`."""
         detailing = DETAILING_ADAPTER in self.ic_lora_adapters
         if reference_downscale_factor is None and detailing:
             reference_downscale_factor = self.ic_lora_adapters[DETAILING_ADAPTER].reference_downscale_factor
@@ -196,22 +263,24 @@ class LTX2DFRPipeline(LTX2TwoStagePipeline):
                               adapters=AdapterSet(drop=drop, add=distilled),
                               name=f"DFR base ({height // 2}x{width // 2}, keyframe slots)")
         audio = result.audio
+        if self.interrupt:
+            return result, (height // 2, width // 2), 0, audio
         details = distilled + (((DETAILING_ADAPTER, self.ic_lora_adapters[DETAILING_ADAPTER].strength),)
                                if detailing else ())
         result = S.detail_stage(self, runtime, result, num_frames=canvas, height=height, width=width,
                                 frame_rate=frame_rate, upsampler=self.latent_upsampler, sigmas=stage_2_sigmas,
                                 reference_downscale_factor=reference_downscale_factor,
                                 adapters=AdapterSet(drop=drop, add=details), name=f"DFR detailing ({height}x{width})")
-        rate = frame_rate
+        rate, rounds = frame_rate, 0
         for r in range(1, temporal_upsample_rounds + 1):
+            if self.interrupt:
+                break
             result, canvas, rate = S.temporal_round(
                 self, runtime, result, round_index=r, num_frames=canvas, height=height, width=width, frame_rate=rate,
                 temporal_upsampler=self.temporal_latent_upsampler, seed=seed,
                 adapters=AdapterSet(drop=drop, add=distilled), name=f"DFR temporal round {r}/{temporal_upsample_rounds}")
-        frames = (num_frames - 1) * 2 ** temporal_upsample_rounds + 1
-        geometry = self.clip_geometry(1, frames, height, width, rate)
-        video = L.pack_video(result.video[:, :, : geometry.latent_frames])
-        return self.finish(_finished(video, audio[:, : geometry.audio_latent_length], geometry), call)
+            rounds = r
+        return result, (height, width), rounds, audio
 
 
 def _finished(video: torch.Tensor, audio: torch.Tensor, geometry) -> FinishedStage:

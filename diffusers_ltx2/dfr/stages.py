@@ -100,7 +100,9 @@ def dfr_stage(pipe, *, num_frames: int, height: int, width: int, frame_rate: flo
 
 
 def _run(stage: Stage, runtime: StageRuntime) -> StageResult:
-    """`run_stage`, its tokens read back on the stage's latent grid (slots: the stage's `GeneratedKeyframeSlots`)."""
+    """`run_stage` (after `runtime.on_stage_start`), its tokens read back on the stage's latent grid (slots: the
+    stage's `GeneratedKeyframeSlots`)."""
+    runtime.on_stage_start(stage)
     result = run_stage(stage, runtime)
     g = result.geometry
     slots = next((c for c in stage.conditions if isinstance(c, GeneratedKeyframeSlots)), None)
@@ -157,7 +159,8 @@ def temporal_round(pipe, runtime: StageRuntime, previous: StageResult, *, round_
                    sigmas=TEMPORAL_SIGMAS, adapters: AdapterSet | None = None, name: str | None = None):
     """One temporal x2 round (1-based `round_index`) on the canvas `num_frames` at `frame_rate` (both before the
     round). `previous.keyframes` / `positions` are the carried keyframes (the detailing stage's slots, then each
-    round's result). Each tile is a video-only `Stage` (named `name` and its tile) run by `run_stage`.
+    round's result). Each tile is a video-only `Stage` (named `name` and its tile) run by `run_stage`; once
+    `runtime.should_stop()` (interrupt) the tiles left are the temporally upsampled video as it is.
 
     Returns:
         `(StageResult, num_frames, frame_rate)` after the round: the stitched video, the next carried keyframes
@@ -176,6 +179,9 @@ def temporal_round(pipe, runtime: StageRuntime, previous: StageResult, *, round_
     results, slot_latents = [], {}
     for t, tile in enumerate(tiles):
         tile_video = video[:, :, tile.latent_start: tile.latent_end]
+        if runtime.should_stop():  # interrupted: the tiles left keep the upsampled video (nothing re-noised)
+            results.append(tile_video)
+            continue
         items = []
         if tile.anchors:
             anchors = torch.cat([previous.keyframes[:, :, seam_index[p]: seam_index[p] + 1] for p in tile.anchors],

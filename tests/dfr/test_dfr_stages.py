@@ -10,12 +10,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-import ltx12_dfr_reference as DR
+from dfr_files import official_contexts, run_official_dfr
 from diffusers_ltx2 import LTX2TwoStagePipeline
 from diffusers_ltx2.conversion.upsampler import load_official_upsampler
 from diffusers_ltx2.dfr import stages as S
 from diffusers_ltx2.dfr.layout import resolve_canvas
-from diffusers_ltx2.loaders.prompt_embeddings import PromptEmbeddings
 from diffusers_ltx2.latents import layout as L
 from diffusers_ltx2.transformer import TextContexts
 
@@ -29,21 +28,10 @@ def setup(ltx25_set, tmp_path_factory):
     pipe.set_progress_bar_config(disable=True)
     spatial = load_official_upsampler(ltx25_set["spatial_upsampler"], dtype=torch.float32)
     temporal = load_official_upsampler(ltx25_set["temporal_upsampler"], dtype=torch.float32)
-    g = torch.Generator().manual_seed(1)
-    config = pipe.connectors.config
-    states = torch.randn(1, 128, config.caption_channels, config.text_proj_in_factor, generator=g) * 3
-    mask = torch.zeros(1, 128, dtype=torch.int64)
-    mask[:, -37:] = 1
-    with torch.no_grad():
-        v, a, m = pipe.connectors(states, mask)
-    tmp = tmp_path_factory.mktemp("dfr12")
-    torch.save({"v_pos": v, "a_pos": a}, tmp / "ctx.pt")
-    a_ch = pipe.audio_vae.config.latent_channels
-    DR.run(files={k: str(p) for k, p in ltx25_set.items()}, inputs=str(tmp / "ctx.pt"), out=str(tmp / "out.pt"),
-           height=HEIGHT, width=WIDTH, frames=FRAMES, fps=FPS, seed=SEED,
-           video_channels=pipe.vae.config.latent_channels, audio_channels=a_ch,
-           audio_mel_bins=pipe.audio_latent_shape(1, FRAMES, FPS)[0][2] // a_ch)
-    return pipe, spatial, temporal, TextContexts(positive=PromptEmbeddings(v, a, m)), torch.load(tmp / "out.pt")
+    embeds = official_contexts(pipe)
+    off = run_official_dfr(pipe, ltx25_set, tmp_path_factory.mktemp("dfr12"), embeds, height=HEIGHT, width=WIDTH,
+                           frames=FRAMES, fps=FPS, seed=SEED)
+    return pipe, spatial, temporal, TextContexts(positive=embeds), off
 
 
 def _close(ours, official, what):
