@@ -59,6 +59,12 @@ def check(args) -> None:
             raise ValueError(f"{' / '.join(used)} runs in one process: it does not take --prompts / --parallel")
         check_parallel_arguments(args, _check_clip)
     else:
+        stray = [flag for flag, given in (("--ranks-per-clip", args.ranks_per_clip is not None),
+                                          ("--sequence-attention", args.sequence_attention != "auto"),
+                                          ("--parallel-timeout", args.parallel_timeout != 600.0)) if given]
+        if stray:
+            raise ValueError(f"{' / '.join(stray)} only apply to --prompts / --parallel jobs (one clip on one process "
+                             "would ignore them)")
         _check_clip(args)
 
 

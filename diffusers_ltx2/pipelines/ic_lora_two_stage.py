@@ -65,6 +65,9 @@ class LTX2ICLoRATwoStagePipeline(TwoStageMixin, LTX2ICLoRAPipeline):
             guider: stage 1's guidance; or diffusers' guidance arguments (`guidance_scale`, ..., in
                 `**stage_1_kwargs`), resolved as `LTX2ICLoRAPipeline.__call__` does (neither: the pipeline's
                 `guider`, none when that is `None`). Ignored with `distilled=True`; stage 2 is unguided.
+            sampler, stage_2_sampler (in `**stage_1_kwargs`): each stage's sampler, as
+                `LTX2TwoStagePipeline.__call__` takes them (a name such as "euler", "euler_ancestral", "res_2s" or
+                a `Sampler`); both default to "euler", the official `ic_lora.py`'s.
             output_type: "pil" (default, as diffusers), "np", "pt" or "latent".
 
         Raises:

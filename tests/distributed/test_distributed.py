@@ -211,6 +211,11 @@ def test_cli_refuses_bad_parallel_arguments_before_loading(model_dir, tmp_path, 
          "needs --parallel"),
         (["--prompt", "a", "--output", str(tmp_path / "a.mp4"), "--parallel", "passes", "--ranks-per-clip", "1"],
          launcher, "must be 2"),
+        # layout flags without --prompts / --parallel would be ignored: refused
+        (["--prompt", "a", "--output", str(tmp_path / "a.mp4"), "--ranks-per-clip", "2"], {}, "only apply to"),
+        (["--prompt", "a", "--output", str(tmp_path / "a.mp4"), "--sequence-attention", "ring"], {},
+         "--sequence-attention only apply"),
+        (["--prompt", "a", "--output", str(tmp_path / "a.mp4"), "--parallel-timeout", "5"], {}, "only apply to"),
     ]
     for args, env, message in cases:
         for name in launcher:

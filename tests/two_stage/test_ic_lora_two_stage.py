@@ -69,3 +69,20 @@ def test_skip_stage_2_and_checks(pipe):
         _run(pipe, height=96)
     with pytest.raises(ValueError, match="control_video is required"):
         pipe("a dancer", **CLIP)
+
+
+@torch.no_grad()
+def test_each_stage_steps_with_its_sampler(pipe):
+    """`sampler=` / `stage_2_sampler=` reach their stage: with res_2s a stage's transformer calls (told apart by
+    their token count) are two x0 evaluations per step plus one landing on 0; with euler one per step."""
+    tokens = []
+    hook = pipe.transformer.register_forward_pre_hook(
+        lambda m, args, kw: tokens.append(kw["hidden_states"].shape[1]), with_kwargs=True)
+    try:
+        for samplers in (("res_2s", "euler"), ("euler", "res_2s")):
+            tokens.clear()
+            _run(pipe, sampler=samplers[0], stage_2_sampler=samplers[1])
+            counts = (tokens.count(3 * 2 * 2 + 3 * 1 * 1), tokens.count(3 * 4 * 4))  # stage 1 (+ reference), 2
+            assert counts == tuple({"euler": n, "res_2s": 2 * n + 1}[name] for name, n in zip(samplers, (8, 3)))
+    finally:
+        hook.remove()
