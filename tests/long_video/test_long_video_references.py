@@ -131,6 +131,24 @@ def test_every_window_gets_the_reference_under_its_frames(ic_pipe, monkeypatch, 
         assert torch.equal(after.denoise_mask[:, n:], one_after.denoise_mask[:, m:])
 
 
+def test_diffusers_reference_conditions_and_a_first_image_through_the_windows(ic_pipe, monkeypatch):
+    """diffusers' `reference_conditions=[LTX2ReferenceCondition(frames, strength)]` (uint8 frames) for the whole
+    clip reach every window as its part; `image=` (frame 0) only the first window."""
+    from diffusers.pipelines.ltx2.pipeline_ltx2_ic_lora import LTX2ReferenceCondition
+
+    frames = (_control(57) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()  # (F, H, W, 3)
+    image = np.full((64, 64, 3), 128, np.uint8)
+    spy = CallSpy(ic_pipe, monkeypatch)
+    ic_pipe.generate_long_video("a dancer", reference_conditions=[LTX2ReferenceCondition(frames, 0.9)], image=image,
+                                output_type="latent", generator=_gen(), **THREE, **RUN)
+    whole = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+    for call, w in zip(spy.calls, plan_windows(57, 25, 16)):
+        (ref,) = [c for c in call["conditions"] if isinstance(c, ReferenceVideo)]
+        assert ref.strength == 0.9 and ref.downscale_factor == 2
+        assert torch.equal(ref.frames, whole[w.first_frame:w.first_frame + w.num_frames])
+        assert (call["image"] is image) == (w.index == 0)
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(conditions=[ReferenceVideo(_control(49), downscale_factor=2)]),
      r"has 49 frame\(s\), the clip 57: .*use num_frames 49 or fewer"),
