@@ -1,4 +1,5 @@
-"""`ltx2 control`: IC-LoRA video-to-video (canny / depth / pose / union control) to an MP4 with audio."""
+"""`ltx2 control`: IC-LoRA video-to-video (canny / depth / pose / union control) to an MP4 with audio; with
+`--window N` a long clip in sliding windows following a control video that covers it (`cli.window_args`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from .command import Command
 from .common import check_video_file
 from .lora_args import LORA_FORM, parse_lora_spec, read_lora_header
 from .options import Option, number, text, whole
+from .window_args import WINDOW_OPTIONS, check_window_arguments, prepare_windows, window_call
 
 PREPROCESSORS = ("none", "canny", "depth", "pose")
 GROUP = "control"
@@ -32,6 +34,7 @@ OPTIONS = (
     Option("--control-strength", "in [0, 1]", number(0, 1), default=1.0, group=GROUP),
     Option("--attention-strength", "conditioning attention strength, in [0, 1]", number(0, 1), default=1.0,
            group=GROUP),
+    *WINDOW_OPTIONS,
 )
 
 
@@ -39,6 +42,7 @@ def check(args) -> None:
     """Everything checkable without an import, so mistakes fail in a second with exit code 2."""
     if args.lora_strength:
         raise ValueError("--lora-strength was replaced by --lora PATH:STRENGTH (e.g. --lora ic.safetensors:0.8)")
+    check_window_arguments(args)
     factor = args.reference_downscale_factor or 1
     check_clip(args, size_multiple=32 * factor,
                why=f" (32 x --reference-downscale-factor {factor})" if factor > 1 else "")
@@ -75,6 +79,9 @@ def prepare(args) -> None:
     """Checks needing torch / media, before loading: the control video, the LoRA files and their factor."""
     prepare_clip(args)
     check_video_file(args.control_video)
+    if args.windows is not None:
+        _check_control_covers_clip(args)
+        prepare_windows(args, [])
     args.factor = _reference_factor(args)
     if args.factor > 1:
         check_frames_and_size(args, 32 * args.factor,
@@ -86,9 +93,28 @@ def prepare(args) -> None:
         args.preprocessor = get_preprocessor(args.preprocess, args.preprocess_model)
 
 
+def _check_control_covers_clip(args) -> None:
+    """`--window`: the control video must cover the whole clip (`long_video.routing`: each window takes the part
+    under its frames); checked on the file's frame count before loading."""
+    from ..media import probe_video
+    from .media_args import largest_clip_length
+
+    available = probe_video(args.control_video).num_frames
+    if available < args.num_frames:
+        raise ValueError(f"--control-video {args.control_video} has {available} frames, the clip {args.num_frames}: "
+                         f"sliding windows need a control video covering the whole clip; use --num-frames "
+                         f"{largest_clip_length(available)} or fewer")
+
+
 def call(args) -> dict:
-    return dict(clip_call(args), control_video=args.control_video, control_preprocessor=args.preprocessor,
-                control_strength=args.control_strength, conditioning_attention_strength=args.attention_strength)
+    kwargs = dict(clip_call(args), control_video=args.control_video, control_preprocessor=args.preprocessor,
+                  control_strength=args.control_strength, conditioning_attention_strength=args.attention_strength)
+    return kwargs if args.windows is None else window_call(kwargs, args)
+
+
+def invoke(pipe, args, kwargs):
+    """`--window`: the clip in sliding windows (`pipe.generate_long_video`); else `pipe(...)`."""
+    return pipe(**kwargs) if args.windows is None else pipe.generate_long_video(**kwargs)
 
 
 def load(args, timer):
@@ -102,8 +128,8 @@ def load(args, timer):
 
 
 #: check the arguments, load the pipeline and the IC-LoRAs, generate, write the MP4; returns the exit code
-run = clip_runner(prepare, call, load)
+run = clip_runner(prepare, call, load, invoke)
 
 COMMAND = Command("control", "generate a clip that follows a control video through an IC-LoRA", OPTIONS, run,
-                  check=check, prepare=prepare, call=call, load=load)
+                  check=check, prepare=prepare, call=call, load=load, invoke=invoke)
 add_parser = COMMAND.add_to

@@ -26,7 +26,7 @@ import torch
 from ..conditioning import Condition, ReferenceVideo
 from . import validation as V
 
-__all__ = ["ic_lora_conditions", "references_from", "image_from_conditions"]
+__all__ = ["ic_lora_conditions", "image_from_conditions", "pop_ic_lora_arguments", "references_from"]
 
 
 def _as_list(value, name: str) -> list:
@@ -136,3 +136,22 @@ def ic_lora_conditions(pipe, *, control_video, control_strength, attention_stren
                             temporal_scale_factor=pipe.reference_temporal_scale_factor)
              for frames, strength in references]
     return ours or None, image, image_strength
+
+
+#: `LTX2ICLoRAPipeline.__call__`'s reference / image arguments (their defaults) -> `ic_lora_conditions`' names
+_IC_LORA_ARGUMENTS = {
+    "control_video": ("control_video", None), "control_strength": ("control_strength", 1.0),
+    "conditioning_attention_strength": ("attention_strength", 1.0),
+    "conditioning_attention_mask": ("attention_mask", None), "control_preprocessor": ("preprocessor", None),
+    "reference_downscale_factor": ("downscale_factor", None), "reference_conditions": ("reference_conditions", None),
+    "conditions": ("conditions", None), "image": ("image", None), "image_strength": ("image_strength", 1.0),
+}
+
+
+def pop_ic_lora_arguments(pipe, kwargs: dict) -> dict:
+    """Take `LTX2ICLoRAPipeline.__call__`'s reference and image arguments out of `kwargs` (a call's keyword
+    arguments, changed in place) and return them as `{"conditions", "image", "image_strength"}` for a call that
+    takes conditions (`ic_lora_conditions`; its errors)."""
+    given = {ours: kwargs.pop(name, default) for name, (ours, default) in _IC_LORA_ARGUMENTS.items()}
+    conditions, image, image_strength = ic_lora_conditions(pipe, **given)
+    return {"conditions": conditions, "image": image, "image_strength": image_strength}

@@ -174,7 +174,7 @@ class LTX2AudioVideoPipeline(LTX2PipelineBase):
 
     def generate_long_video(self, prompt=None, *, num_frames: int, window: int = 121, overlap: int = 24, **kwargs):
         """Generate a clip of any length in sliding windows of `window` frames overlapping by `overlap` (a prompt
-        per segment, AdaIN, whole-clip keyframes and audio-to-video); see
+        per segment, AdaIN, whole-clip keyframes, audio-to-video and IC-LoRA references); see
         `diffusers_ltx2.pipelines.sliding.generate_long_video` (ComfyUI `LTXVLoopingSampler` semantics)."""
         from .sliding import generate_long_video
 

@@ -24,7 +24,7 @@ from ..loaders.prompt_embeddings import PromptEmbeddings
 from .base import LTX2PipelineBase
 from .call import resolve_call
 from .diffusers_compat import DIFFUSERS_DEFAULT
-from .diffusers_conditions import ic_lora_conditions
+from .diffusers_conditions import ic_lora_conditions, pop_ic_lora_arguments
 
 
 class LTX2ICLoRAPipeline(LTX2PipelineBase):
@@ -127,6 +127,12 @@ class LTX2ICLoRAPipeline(LTX2PipelineBase):
             enable_prompt_enhancement=enable_prompt_enhancement, enhances_prompts=False, predicts_length=False,
         )
         return self.generate(call, [call.stage()])
+
+    def generate_long_video(self, prompt=None, *, num_frames: int, window: int = 121, overlap: int = 24, **kwargs):
+        """`sliding.generate_long_video` with `__call__`'s reference arguments given for the whole clip (see there)."""
+        from .sliding import generate_long_video
+        kwargs.update(pop_ic_lora_arguments(self, kwargs))
+        return generate_long_video(self, prompt, num_frames=num_frames, window=window, overlap=overlap, **kwargs)
 
     # -- the reference's steps, for inspection and preprocessing (training, tests) -------------------------------
     def fit_control_video(self, control_video, num_frames: int, height: int, width: int) -> torch.Tensor:

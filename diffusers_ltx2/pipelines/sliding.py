@@ -41,7 +41,12 @@ def generate_long_video(
     """Generate `num_frames` frames (and their sound) in windows of `window` frames overlapping by `overlap`.
 
     Args:
-        pipe: an `LTX2AudioVideoPipeline` (any model version).
+        pipe: an `LTX2AudioVideoPipeline` (any model version) or an `LTX2ICLoRAPipeline`, whose
+            `generate_long_video` also takes its `__call__`'s reference arguments for the whole clip (`control_video`
+            of at least `num_frames` frames, `control_strength`, `conditioning_attention_strength`,
+            `conditioning_attention_mask` over its frames or one frame for all, `control_preprocessor`,
+            `reference_downscale_factor`, diffusers' `reference_conditions=` / `conditions=`), turned into
+            `ReferenceVideo`s as `__call__` does (`diffusers_conditions.pop_ic_lora_arguments`) and routed below.
         prompt: one string; a list of strings, one per window; or `(start, text)` segments with starts in
             seconds (a number, `"5s"`) or frames (`"120f"`) - see `long_video.prompt_schedule`. Or pass
             `prompt_embeds` (every window).
@@ -52,8 +57,9 @@ def generate_long_video(
         overlap_strength: strength of that guide in [0, 1] (ComfyUI's `temporal_overlap_cond_strength`, 0.5).
         adain_factor: AdaIN of every later window to the first window's latent statistics, in [0, 1] (ComfyUI's
             `adain_factor`, default 0 = off; 0.1-0.3 against colour drift on long clips). Video only.
-        conditions: `VideoCondition` (images, keyframes, clips at whole-clip frames) and `AudioCondition`
-            (audio-to-video for the whole clip), routed to the window that holds them (`long_video.routing`).
+        conditions: `VideoCondition` (images, keyframes, clips at whole-clip frames), `AudioCondition`
+            (audio-to-video for the whole clip) and `ReferenceVideo` (an IC-LoRA control video covering the whole
+            clip, with its IC-LoRA loaded), routed to the window(s) that hold them (`long_video.routing`).
         image: the first frame (the pipeline's `image=`), applied in the first window.
         height, width, frame_rate: as the pipeline's.
         generator: one `torch.Generator`; the first window draws from it exactly as a one-window call with the
@@ -73,7 +79,8 @@ def generate_long_video(
 
     Raises:
         ValueError: before any model runs, for bad numbers (`layout.check_window_numbers`), a bad prompt schedule,
-        conditions that do not fit a window, or arguments the windows set themselves.
+        conditions that do not fit a window (a reference shorter than the clip), the IC-LoRA pipeline's reference
+        errors, or arguments the windows set themselves.
     """
     for key in _SET_HERE:
         if key in call_kwargs and not (key == "num_videos_per_prompt" and call_kwargs[key] == 1):
