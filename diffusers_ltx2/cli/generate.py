@@ -223,5 +223,5 @@ def run(args, timer) -> int:
     return _run_one(args, timer)
 
 COMMAND = Command("generate", "generate a clip with audio from a prompt (and images, clips, audio, LoRAs)", OPTIONS,
-                  run, check=check, prepare=prepare, call=call, load=load)
+                  run, check=check, prepare=prepare, call=call, load=load, invoke=invoke)
 add_parser = COMMAND.add_to

@@ -103,3 +103,29 @@ def test_readme_long_video_example_runs_as_written(model_dir, tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     exec(compile(code.replace('"tiny"', repr(model_dir)), "README.md", "exec"), {"__name__": "readme_long_video"})
     assert "481 torch.Size([1, 2, 480240])" in capsys.readouterr().out
+
+
+def test_the_resolved_command_generates_in_windows_as_the_command_line_does(model_dir, tmp_path):
+    """`cli.resolve` + `Command.generate` (the web UI's path) runs `--window` through `generate_long_video` and
+    `--preset hq` through `generate_hq`, as the command line does, not `pipe(**call)` with the window flags."""
+    from diffusers_ltx2 import cli
+
+    class Recorder:
+        def __init__(self):
+            self.used = []
+
+        def __call__(self, **kw):
+            self.used.append("__call__")
+
+        def generate_long_video(self, **kw):
+            self.used.append(("generate_long_video", kw["window"], kw["overlap"]))
+
+        def generate_hq(self, **kw):
+            self.used.append("generate_hq")
+
+    values = {"model": model_dir, "prompt": "a fox", "num_frames": 105, "height": 64, "width": 64, "steps": 2,
+              "output": str(tmp_path / "a.mp4"), "window": 49, "overlap": 24}
+    resolved = cli.resolve("generate", values, call=True)
+    pipe = Recorder()
+    cli.commands()["generate"].generate(pipe, resolved.args, resolved.call)
+    assert pipe.used == [("generate_long_video", 49, 24)]
