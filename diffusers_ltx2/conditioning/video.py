@@ -112,7 +112,8 @@ class VideoCondition(Condition):
             state.replace_first_frames(tokens, self.strength, "a VideoCondition")
             return
         positions = keyframe_positions(g.batch_size, *latents.shape[2:], frame_index=start, frame_rate=g.frame_rate,
-                                       temporal_ratio=g.temporal_ratio, spatial_ratio=g.spatial_ratio, device=tokens.device)
+                                       temporal_ratio=g.temporal_ratio, spatial_ratio=g.spatial_ratio,
+                                       device=tokens.device)
         if g.conditioning_rule == "ltx_core_1_2" and self.num_frames == 1:
             positions[:, 0, :, 1] = positions[:, 0, :, 0] + 1.0 / g.frame_rate
         state.append(VIDEO, tokens, positions, 1.0 - self.strength)

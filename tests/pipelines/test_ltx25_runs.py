@@ -302,3 +302,37 @@ def test_guided_one_stage_with_images_below_strength_1_equals_ltx_pipelines_12(p
                               skip_blocks=[1])
     out = one(guider=guider, conditions=_image_conditions(), num_inference_steps=STEPS, **_kw(embeds))
     _compare(pipe, out, refs["one_stage"], "one-stage guided + images at 0.6")
+
+
+@pytest.mark.slow
+@torch.no_grad()
+def test_video_to_audio_with_frozen_video_equals_ltx_pipelines_12(pipe, ltx25_set, tmp_path, monkeypatch):
+    """V2A on 2.5 (`FrozenVideo`: the video frozen, the audio generated) = the mirror of 1.2's a2vid stage 1 built
+    from 1.2's own blocks (`ModalitySpec(frozen=True, noise_scale=0.0)` on the video; 1.2 has no V2A pipeline),
+    Euler without guidance."""
+    from diffusers_ltx2 import LTX2AudioVideoPipeline
+    from diffusers_ltx2.conditioning import FrozenVideo
+
+    one = LTX2AudioVideoPipeline.from_pipe(pipe)
+    neutral = MultimodalGuider(ModalityGuidanceParams(), ModalityGuidanceParams())
+    frames = torch.stack([_image(30 + i % 3) for i in range(FRAMES)])  # (F, 3, H, W) in [0, 1]
+    (vp, ap, mp), (vn, an, mn) = _contexts(pipe, 1, 37), _contexts(pipe, 2, 5)
+    embeds = (PromptEmbeddings(vp, ap, mp), PromptEmbeddings(vn, an, mn))
+    out = one(conditions=[FrozenVideo(frames)], guider=neutral, num_inference_steps=STEPS, **_kw(embeds))
+    frozen = one.latent_encoder(torch.device("cpu")).encode_video(2 * frames.permute(1, 0, 2, 3)[None] - 1, 1)
+    torch.save({"v_pos": vp, "a_pos": ap, "video": frozen}, tmp_path / "ctx.pt")
+    v_ch, a_ch = pipe.vae.config.latent_channels, pipe.audio_vae.config.latent_channels
+    R.run("two_stage", mode="v2a", files={k: str(v) for k, v in ltx25_set.items()}, inputs=tmp_path / "ctx.pt",
+          out=tmp_path / "v2a.pt", height=HEIGHT, width=WIDTH, frames=FRAMES, fps=FPS, seed=SEED, steps=STEPS,
+          video_channels=v_ch, audio_channels=a_ch, audio_mel_bins=out.audio.shape[-1])
+    ref = torch.load(tmp_path / "v2a.pt")
+    audio = L.normalize_audio_tokens(L.pack_audio(out.audio), pipe.audio_vae.latents_mean, pipe.audio_vae.latents_std)
+    err = (audio - L.pack_audio(ref["audio"])).abs().max().item()
+    print(f"v2a: max |audio| err {err:.2e} (latent scale {ref['audio'].abs().max().item():.2f})")
+    assert err <= TOL
+    from diffusers_ltx2.transformer import passes as transformer_passes  # the frozen video at the step's sigma
+
+    monkeypatch.setattr(transformer_passes, "frozen_sigmas", lambda rule, sigma, video, audio: (sigma, sigma))
+    out = one(conditions=[FrozenVideo(frames)], guider=neutral, num_inference_steps=STEPS, **_kw(embeds))
+    audio = L.normalize_audio_tokens(L.pack_audio(out.audio), pipe.audio_vae.latents_mean, pipe.audio_vae.latents_std)
+    assert (audio - L.pack_audio(ref["audio"])).abs().max().item() > 10 * TOL
