@@ -9,7 +9,8 @@ both ask "which version is this model" and "which default applies to it":
 - `default_image_crf`: the H.264 CRF images are recompressed at before VAE encoding (official
   `ltx_pipelines/utils/constants.py`: `DEFAULT_IMAGE_CRF = 33`, `LTX_2_4_IMAGE_CRF = 18` from 2.4 on);
 - `cross_timestep_rule`: which timesteps drive the audio<->video cross-attention AdaLN (see
-  `CROSS_TIMESTEP_RULES` and `pipelines/cross_timestep.py`).
+  `CROSS_TIMESTEP_RULES` and `pipelines/cross_timestep.py`);
+- `conditioning_rule`: which ltx-core's conditioning semantics a version runs with (see `CONDITIONING_RULES`).
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 __all__ = [
+    "CONDITIONING_RULES",
     "CROSS_TIMESTEP_RULES",
     "LTX_2_4_IMAGE_CRF",
     "PRE_2_4_IMAGE_CRF",
+    "conditioning_rule",
     "cross_timestep_rule",
     "default_image_crf",
     "is_at_least",
@@ -44,6 +47,18 @@ LTX_2_4_IMAGE_CRF = 18
 #: - ``"own"``: both from the modality's own timesteps: ltx-core at the LTX-2.0 release (2026-01-05 .. 02-09) and
 #:   diffusers' ``use_cross_timestep=False`` ("legacy").
 CROSS_TIMESTEP_RULES = ("cross_sigma", "own_scale_shift_cross_gate", "own")
+
+#: How conditioned tokens are noised and where single-image keyframes sit (`latents.noiser`, `conditioning`):
+#:
+#: - ``"ltx_core_1_0"``: ltx-core 1.0.0 `GaussianNoiser`: `noise * m + clean * (1 - m)`, `m = mask * noise_scale`,
+#:   every token starting from its clean value; a keyframe image's time box spans its latent frame's 8 pixel frames.
+#: - ``"ltx_core_1_2"``: ltx-core 1.2.0: `lerp(clean, lerp(start, noise, noise_scale), mask)` where `start` is the
+#:   stage's start latent for target tokens (not the first-frame image that `VideoConditionByLatentIndex` writes
+#:   into the clean tokens only) and 0 for appended keyframe / reference tokens (`torch.zeros_like(tokens)`); a
+#:   single-image keyframe's time box is `[frame, frame + 1)` (`VideoConditionByKeyframeIndex(num_pixel_frames=1)`).
+#:   The two agree at noise scale 1 and on tokens with mask 0 or 1; they differ on partly conditioned tokens
+#:   (strength strictly between 0 and 1) of a stage that starts below noise scale 1 (refinement stage 2).
+CONDITIONING_RULES = ("ltx_core_1_0", "ltx_core_1_2")
 
 
 def parse_model_version(version: str | None) -> tuple[int, ...]:
@@ -103,3 +118,10 @@ def cross_timestep_rule(version: str | None) -> str:
     only when the two modalities' per-token timesteps differ from their sigmas (conditioned tokens).
     """
     return "own_scale_shift_cross_gate" if is_at_least(version, (2, 4)) else "cross_sigma"
+
+
+def conditioning_rule(version: str | None) -> str:
+    """The conditioning rule a model version runs with (one of `CONDITIONING_RULES`): ``"ltx_core_1_2"`` for LTX-2.4
+    and later (ltx-core 1.2.0, the official code released with 2.5), ``"ltx_core_1_0"`` for 2.0 / 2.3 (ltx-core 1.0.0,
+    this project's reference for them), as `cross_timestep_rule` splits the versions."""
+    return "ltx_core_1_2" if is_at_least(version, (2, 4)) else "ltx_core_1_0"

@@ -441,7 +441,7 @@ def _stage(x0, denoiser, sigmas, noiser, tools, specs, stepper, loop):
 
 def _op_two_stage(mode: str, files: dict, inputs: str, out: str, height: int, width: int, frames: int, fps: float,
                   seed: int, steps: int = 2, strengths: tuple = (0.25, 0.5), video_channels: int = 8,
-                  audio_channels: int = 8, audio_mel_bins: int = 16) -> dict:
+                  audio_channels: int = 8, audio_mel_bins: int = 16, images: list | None = None) -> dict:
     """A whole official 1.2 run on the tiny set, from prompt contexts to the final (normalized) latents:
 
     - ``"hq"``: `TI2VidTwoStagesHQPipeline.__call__` - res_2s (`Res2sDiffusionStep`,
@@ -457,7 +457,14 @@ def _op_two_stage(mode: str, files: dict, inputs: str, out: str, height: int, wi
     - ``"one_stage"``: `TI2VidOneStagePipeline.__call__` - Euler, `FactoryGuidedDenoiser` with `LTX_2_PARAMS`'s
       guidance (STG on the tiny model's block 1) on `LTX2Scheduler.execute(steps)`.
 
+    - ``"v2a"``: the mirror of ``"a2v"`` built from the same 1.2 blocks (1.2 has no video-to-audio pipeline): the
+      video frozen at ``inputs["video"]`` (`ModalitySpec(frozen=True, noise_scale=0.0)`), the audio generated.
+
     ``inputs``: ``{"v_pos", "a_pos", "v_neg", "a_neg"}`` prompt contexts. Writes ``{"video", "audio"}``.
+    ``images``: ``[{"frame", "strength"}]`` image conditions as `combined_image_conditionings` builds them
+    (`VideoConditionByLatentIndex` at frame 0, `VideoConditionByKeyframeIndex` elsewhere), their pixels
+    ``inputs["pixels_half_<i>"]`` / ``inputs["pixels_full_<i>"]`` (``(1, 3, 1, H, W)`` in [-1, 1], per stage size)
+    encoded by 1.2's video encoder, applied in stage 1 (half size; full size for ``"one_stage"``) and stage 2.
     """
     from dataclasses import replace
     from functools import partial
@@ -472,6 +479,7 @@ def _op_two_stage(mode: str, files: dict, inputs: str, out: str, height: int, wi
     from ltx_core.components.noisers import GaussianNoiser
     from ltx_core.components.patchifiers import AudioPatchifier, VideoLatentPatchifier
     from ltx_core.components.schedulers import LTX2Scheduler
+    from ltx_core.conditioning import VideoConditionByKeyframeIndex, VideoConditionByLatentIndex
     from ltx_core.model.upsampler import LatentUpsamplerConfigurator, upsample_video
     from ltx_core.model.video_vae import VAE_ENCODER_COMFY_KEYS_FILTER, VideoEncoderConfigurator
     from ltx_core.tools import AudioLatentTools, VideoLatentTools
@@ -502,6 +510,18 @@ def _op_two_stage(mode: str, files: dict, inputs: str, out: str, height: int, wi
                               video_guider=MultiModalGuider(params.video_guider_params, negative_context=x["v_neg"]),
                               audio_guider=MultiModalGuider(params.audio_guider_params, negative_context=x["a_neg"]))
 
+    encoder = _build(files["video_vae_conv"], VideoEncoderConfigurator, VAE_ENCODER_COMFY_KEYS_FILTER)
+
+    def conditionings(size):  # ltx_pipelines.utils.helpers.combined_image_conditionings on given pixels
+        out = []
+        for i, im in enumerate(images or []):
+            with torch.no_grad():
+                latent = encoder(x[f"pixels_{size}_{i}"].float())
+            out.append(VideoConditionByLatentIndex(latent=latent, strength=im["strength"], latent_idx=0)
+                       if im["frame"] == 0 else
+                       VideoConditionByKeyframeIndex(keyframes=latent, frame_idx=im["frame"], strength=im["strength"]))
+        return out
+
     def specs(**video):
         return [ModalitySpec(context=x["v_pos"], **video), ModalitySpec(context=x["a_pos"])]
 
@@ -521,7 +541,8 @@ def _op_two_stage(mode: str, files: dict, inputs: str, out: str, height: int, wi
                                                                   negative_context=x["a_neg"]))
         sigmas = LTX2Scheduler().execute(steps=steps).to(torch.float32)
         video, audio = _stage(_transformer_x0(files["transformer"]), denoiser, sigmas, noiser,
-                              tools(height, width), specs(), EulerDiffusionStep(), euler_denoising_loop)
+                              tools(height, width), specs(conditionings=conditionings("full")), EulerDiffusionStep(),
+                              euler_denoising_loop)
         torch.save({"video": video.latent, "audio": audio.latent, "sigmas": sigmas}, out)
         return {"ok": True}
 
@@ -535,13 +556,23 @@ def _op_two_stage(mode: str, files: dict, inputs: str, out: str, height: int, wi
         torch.save({"video": video.latent, "audio": audio.latent}, out)
         return {"ok": True}
 
+    if mode == "v2a":  # the mirror: video `frozen=True, noise_scale=0.0` at ``x["video"]``, the audio generated
+        sigmas = LTX2Scheduler().execute(steps=steps).to(torch.float32)
+        frozen = ModalitySpec(context=x["v_pos"], frozen=True, noise_scale=0.0, initial_latent=x["video"])
+        video, audio = _stage(_transformer_x0(files["transformer"]), SimpleDenoiser(x["v_pos"], x["a_pos"]), sigmas,
+                              noiser, tools(height, width), [frozen, ModalitySpec(context=x["a_pos"])],
+                              EulerDiffusionStep(), euler_denoising_loop)
+        torch.save({"video": video.latent, "audio": audio.latent}, out)
+        return {"ok": True}
+
     half = tools(height // 2, width // 2)
     if mode == "hq":
         v_shape = half[0].target_shape.to_torch_shape()
         sigmas = LTX2Scheduler().execute(latent=torch.empty(v_shape), steps=steps).to(torch.float32)
         x0 = _transformer_x0(files["transformer"], files["distilled_lora"], strengths[0])
         loop = res2s_audio_video_denoising_loop
-        video, audio = _stage(x0, guided(K.LTX_2_3_HQ_PARAMS), sigmas, noiser, half, specs(), Res2sDiffusionStep(),
+        video, audio = _stage(x0, guided(K.LTX_2_3_HQ_PARAMS), sigmas, noiser, half,
+                              specs(conditionings=conditionings("half")), Res2sDiffusionStep(),
                               partial(loop, model_dtype=torch.float32))
     elif mode == "distilled":
         sigmas = K.DISTILLED_SIGMAS
@@ -550,14 +581,13 @@ def _op_two_stage(mode: str, files: dict, inputs: str, out: str, height: int, wi
         loop = partial(euler_ancestral_denoising_loop, noise_seed=seed + D.ANCESTRAL_NOISE_SEED_OFFSET,
                        model_dtype=torch.float32)
         assert D.should_use_ancestral_sampler(files["transformer"])  # the set declares 2.5
-        video, audio = _stage(x0, SimpleDenoiser(x["v_pos"], x["a_pos"]), sigmas, noiser, half, specs(), stepper,
-                              loop)
+        video, audio = _stage(x0, SimpleDenoiser(x["v_pos"], x["a_pos"]), sigmas, noiser, half,
+                              specs(conditionings=conditionings("half")), stepper, loop)
     else:
         raise ValueError(mode)
     result["stage_1_sigmas"] = sigmas
     stage_1_audio = audio.latent
 
-    encoder = _build(files["video_vae_conv"], VideoEncoderConfigurator, VAE_ENCODER_COMFY_KEYS_FILTER)
     from ltx_core.loader import SingleGPUModelBuilder
 
     upsampler = SingleGPUModelBuilder(model_class_configurator=LatentUpsamplerConfigurator,
@@ -568,7 +598,8 @@ def _op_two_stage(mode: str, files: dict, inputs: str, out: str, height: int, wi
 
     s2 = K.STAGE_2_DISTILLED_SIGMAS.to(torch.float32)
     full = tools(height, width)
-    stage_2 = [ModalitySpec(context=x["v_pos"], noise_scale=s2[0].item(), initial_latent=upscaled),
+    stage_2 = [ModalitySpec(context=x["v_pos"], noise_scale=s2[0].item(), initial_latent=upscaled,
+                            conditionings=conditionings("full")),
                ModalitySpec(context=x["a_pos"], noise_scale=s2[0].item(), initial_latent=audio.latent)]
     if mode == "hq":
         x0 = _transformer_x0(files["transformer"], files["distilled_lora"], strengths[1])

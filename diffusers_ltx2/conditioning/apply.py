@@ -120,8 +120,9 @@ def initial_state(
 ) -> ConditionedLatents:
     """The initial states of a stage: the clip's empty (or given) states, `conditions` applied in order, then the
     one noiser (video first, then audio, one draw over all tokens each: the official order; ltx-pipelines
-    `create_noised_state`). Every pipeline stage and every mode (text-to-video, image-to-video, keyframes, A2V,
-    V2A, retake, IC-LoRA references, a refinement stage) starts here.
+    `create_noised_state`) under the geometry's `conditioning_rule` (ltx-core 1.0 or 1.2 noising). Every pipeline
+    stage and every mode (text-to-video, image-to-video, keyframes, A2V, V2A, retake, IC-LoRA references, a
+    refinement stage) starts here.
 
     Args:
         conditions: checked conditions (`check_conditions`), applied in `order`.
@@ -151,12 +152,13 @@ def initial_state(
     state = ConditioningState(video=v_state, audio=a_state)
     for c in sorted(conditions, key=lambda c: c.order):
         c.apply_to(state, encoder, g)
-    v_state = state.video if audio_only else noised_state(state.video, generator, video.noise, video.noise_scale)
-    for c in sorted(conditions, key=lambda c: c.order):
-        v_state = c.after_noising(v_state, video.noise_scale)
+    rule = g.conditioning_rule
+    v_state = state.video if audio_only else noised_state(state.video, generator, video.noise, video.noise_scale,
+                                                          rule)
     if video_only:
         state.audio.denoise_mask.zero_()
-    a_state = state.audio if video_only else noised_state(state.audio, generator, audio.noise, audio.noise_scale)
+    a_state = state.audio if video_only else noised_state(state.audio, generator, audio.noise, audio.noise_scale,
+                                                          rule)
     regions = [c for c in conditions if isinstance(c, TemporalRegion)]
     guided_frozen = frozenset(
         m for m, st in ((VIDEO, v_state), (AUDIO, a_state))

@@ -70,7 +70,10 @@ class LatentEncoder(Protocol):
 
 @dataclass
 class ConditioningState:
-    """The unnoised token states conditions edit (`latent` equals `clean` until the builder noises them).
+    """The unnoised token states conditions edit: `clean` what tokens are held at, `latent` where they start before
+    the builder noises them (ltx-core 1.2 `LatentState.latent`: the stage's start latent for target tokens, also
+    under a first-frame image; 0 for appended keyframe / reference tokens; a source's values). The ltx-core 1.0
+    noiser reads only `clean` (`latents.noiser`).
 
     Attributes:
         video, audio: `ModalityLatents` whose `clean` / `denoise_mask` / `coords` conditions edit.
@@ -109,18 +112,20 @@ class ConditioningState:
             raise ValueError(f"two conditions replace the first frame ({self.frame0} and {who})")
         self.frame0 = who
         n = tokens.shape[1]
-        self.video.clean[:, :n] = tokens
-        self.video.latent[:, :n] = tokens
+        self.video.clean[:, :n] = tokens  # `latent` keeps the stage's start (ltx-core 1.2 latent_cond)
         self.video.denoise_mask[:, :n] = 1.0 - strength
 
     def append(self, name: str, tokens: torch.Tensor, coords: torch.Tensor, mask_value: float,
-               attention_weights: torch.Tensor | None = None, marked: bool = False) -> None:
+               attention_weights: torch.Tensor | None = None, marked: bool = False,
+               start: torch.Tensor | None = None) -> None:
         """Append conditioning tokens `(B, M, C)` at `coords` `(B, D, M, 2)` after the existing ones, denoise mask
         `mask_value` (official keyframe / reference semantics). Video only: `attention_weights` `(B, M)` in [0, 1]
         sets how strongly generated and new tokens attend to each other (official attention-strength wrapper);
         once the state has a self-attention bias, tokens appended without weights get 1 (ltx-core
         `update_attention_mask`). `marked`: the new video tokens get LTX-2.5's keyframe embedding
-        (`ModalityLatents.keyframe_marker`; ltx-core 1.2 `extend_keyframes_mask(marked=True)`)."""
+        (`ModalityLatents.keyframe_marker`; ltx-core 1.2 `extend_keyframes_mask(marked=True)`). `start`: the new
+        tokens' values before noising (`latent`); zeros by default, as ltx-core 1.2's keyframe / reference
+        conditions append `torch.zeros_like(tokens)`, the tokens themselves going to `clean` only."""
         state = self.modality(name)
         if marked:
             if name != VIDEO:
@@ -137,7 +142,7 @@ class ConditioningState:
             raise ValueError("attention weights apply to appended video tokens only")
         mask = torch.full(tokens.shape[:2], mask_value, dtype=torch.float32, device=tokens.device)
         state.clean = torch.cat([state.clean, tokens], dim=1)
-        state.latent = torch.cat([state.latent, tokens], dim=1)
+        state.latent = torch.cat([state.latent, torch.zeros_like(tokens) if start is None else start], dim=1)
         state.denoise_mask = torch.cat([state.denoise_mask, mask], dim=1)
         state.coords = torch.cat([state.coords, coords.to(state.coords)], dim=2)
 
@@ -172,7 +177,3 @@ class Condition:
         """Encode media with `encoder` and edit `state` (a clip of `geometry`)."""
         raise NotImplementedError
 
-    def after_noising(self, video: ModalityLatents, noise_scale: float) -> ModalityLatents:
-        """The noised video state with this condition's tokens moved to another noising rule than the one noiser's
-        (DFR's keyframe anchors: ltx-core 1.2 starts appended keyframe tokens from 0); default: unchanged."""
-        return video

@@ -7,7 +7,7 @@ combined_image_conditionings`):
 - any other pixel frame (`VideoConditionByKeyframeIndex`): the encoded tokens are appended after the target tokens
   (clean = the tokens, mask `1 - strength`), with positions = their own pixel boxes, time shifted by
   `frame_index` pixel frames, *without* the causal first-frame fix, divided by fps. They are dropped before
-  decoding.
+  decoding. On LTX-2.4+ (`ClipGeometry.conditioning_rule`, ltx-core 1.2) a keyframe *image* spans one pixel frame.
 """
 
 from __future__ import annotations
@@ -111,9 +111,9 @@ class VideoCondition(Condition):
         if start == 0:
             state.replace_first_frames(tokens, self.strength, "a VideoCondition")
             return
-        positions = keyframe_positions(
-            g.batch_size, latents.shape[2], latents.shape[3], latents.shape[4], frame_index=start,
-            frame_rate=g.frame_rate, temporal_ratio=g.temporal_ratio, spatial_ratio=g.spatial_ratio,
-            device=tokens.device,
-        )
+        positions = keyframe_positions(g.batch_size, *latents.shape[2:], frame_index=start, frame_rate=g.frame_rate,
+                                       temporal_ratio=g.temporal_ratio, spatial_ratio=g.spatial_ratio,
+                                       device=tokens.device)
+        if g.conditioning_rule == "ltx_core_1_2" and self.num_frames == 1:
+            positions[:, 0, :, 1] = positions[:, 0, :, 0] + 1.0 / g.frame_rate
         state.append(VIDEO, tokens, positions, 1.0 - self.strength)

@@ -9,22 +9,19 @@ detailing stage's reference is the core's `conditioning.ReferenceVideo` with the
   keyframes held at `strength` at single-pixel-frame times, unmarked.
 
 ltx-core 1.2 noises a state as `lerp(clean, lerp(latent, noise, noise_scale), mask)` where the appended keyframe
-tokens start from `latent = 0`; the core's noiser (1.0.0's rule) starts every token from its clean value, the same
-except for keyframe tokens with `0 < mask < 1` under `noise_scale < 1` (DFR's temporal anchors).
-`KeyframeAnchors.after_noising` moves those tokens to 1.2's value after the noiser.
+tokens start from `latent = 0`: the core's noiser follows that rule on LTX-2.4+ models (`latents.noiser`, keyed by
+`ClipGeometry.conditioning_rule`), which matters for DFR's temporal anchors (`0 < mask < 1` under `noise_scale < 1`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 
 import torch
 
 from ..conditioning.base import VIDEO, ClipGeometry, Condition, ConditioningState
 from ..conditioning.video import keyframe_positions
 from ..latents import layout as L
-from ..latents.state import ModalityLatents
 
 
 def single_frame_positions(batch_size: int, pixel_frame: int, latent_height: int, latent_width: int, *,
@@ -78,7 +75,10 @@ class _AppendsFrames(Condition):
             for f in self.pixel_frames], dim=2)
         self.first_token = state.video.latent.shape[1]
         self.tokens_per_frame = g.tokens_per_latent_frame
-        state.append(VIDEO, L.pack_video(latents), coords, mask_value, marked=self.marked)
+        tokens = L.pack_video(latents)
+        # generated slots start from their initial latents (ltx-core 1.2 `VideoGeneratedKeyframeSlots`: `latent`
+        # = the slots), anchors from 0 (`VideoConditionByKeyframeIndex`: `torch.zeros_like(tokens)`)
+        state.append(VIDEO, tokens, coords, mask_value, marked=self.marked, start=tokens if self.marked else None)
 
     @property
     def token_slice(self) -> slice:
@@ -145,13 +145,3 @@ class KeyframeAnchors(_AppendsFrames):
 
     def apply_to(self, state: ConditioningState, encoder, geometry: ClipGeometry) -> None:
         self._append(state, geometry, self.latents, 1.0 - self.strength)
-
-    def after_noising(self, video: ModalityLatents, noise_scale: float) -> ModalityLatents:
-        """ltx-core 1.2's noising of appended keyframe tokens (which start from 0, not from their clean value):
-        `latent -= clean * mask * (1 - noise_scale)` on these tokens of the noised video state."""
-        if noise_scale == 1.0:
-            return video
-        latent = video.latent.clone()
-        s = self.token_slice
-        latent[:, s] -= video.clean[:, s] * video.denoise_mask[:, s].unsqueeze(-1) * (1.0 - noise_scale)
-        return replace(video, latent=latent)

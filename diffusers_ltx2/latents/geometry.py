@@ -19,6 +19,9 @@ class ClipGeometry:
         audio_latent_length: audio latent frames of the clip (`round(num_frames / fps * 25)`).
         image_crf: H.264 CRF of image conditions that set none: the model's (18 for LTX-2.4+, 33 before;
             `versions.default_image_crf`).
+        conditioning_rule: the model's conditioning rule (`versions.CONDITIONING_RULES`: ltx-core 1.2's noising of
+            partly conditioned tokens and single-image keyframe positions for LTX-2.4+, 1.0's before;
+            `versions.conditioning_rule`).
     """
 
     batch_size: int
@@ -31,6 +34,7 @@ class ClipGeometry:
     audio_latents_per_second: float = 25.0
     audio_latent_length: int = 0
     image_crf: int = 33
+    conditioning_rule: str = "ltx_core_1_0"
 
     @property
     def latent_frames(self) -> int:

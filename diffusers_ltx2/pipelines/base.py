@@ -462,14 +462,16 @@ class LTX2PipelineBase(PromptContextsMixin, PromptEnhancementMixin, DiffusersLTX
     def clip_geometry(self, batch_size: int, num_frames: int, height: int, width: int,
                       frame_rate: float) -> ClipGeometry:
         """The `ClipGeometry` of a clip on this pipeline's VAEs (compression ratios, audio latent rate) and model (the
-        CRF of its image conditions, `default_image_crf`)."""
+        CRF of its image conditions, `default_image_crf`; its conditioning rule, `versions.conditioning_rule`)."""
+        from ..versions import conditioning_rule
+
         per_second = L.audio_latents_per_second(self.audio_vae)
         return ClipGeometry(
             batch_size=batch_size, num_frames=num_frames, height=height, width=width, frame_rate=float(frame_rate),
             temporal_ratio=self.vae_temporal_compression_ratio, spatial_ratio=self.vae_spatial_compression_ratio,
             audio_latents_per_second=per_second,
             audio_latent_length=L.audio_latent_length(num_frames, frame_rate, per_second),
-            image_crf=self.default_image_crf,
+            image_crf=self.default_image_crf, conditioning_rule=conditioning_rule(self.model_version),
         )
 
     def audio_latent_shape(self, batch_size: int, num_frames: int, frame_rate: float):

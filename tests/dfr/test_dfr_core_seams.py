@@ -1,10 +1,11 @@
 """The seams DFR added to the issue-21 core, tested directly (the DFR stage parity tests exercise them end to end
 against ltx-pipelines 1.2): tokens appended `marked=True` carry LTX-2.5's keyframe marker into the transformer's
-`video_keyframes_mask`; a video-only initial state holds the audio and draws no audio noise; a condition's
-`after_noising` rule (DFR's keyframe anchors) gives ltx-core 1.2's noised value."""
+`video_keyframes_mask`; a video-only initial state holds the audio and draws no audio noise; the core noiser under
+ltx-core 1.2's conditioning rule (LTX-2.4+) gives DFR's keyframe anchors 1.2's noised value."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -75,12 +76,13 @@ def test_video_only_state_holds_the_audio_without_drawing_noise():
 
 def test_keyframe_anchors_follow_ltx_core_12_noising():
     """ltx-core 1.2: `lerp(clean, lerp(0, noise, s), mask)` for appended keyframe tokens (they start from 0); the
-    one noiser alone gives `lerp(clean, noise, mask * s)`."""
+    noiser under ltx-core 1.0's rule (2.0 / 2.3) gives `lerp(clean, noise, mask * s)`."""
     latents = torch.randn(1, C, 1, 2, 3, generator=torch.Generator().manual_seed(1))
     anchors = KeyframeAnchors([8], latents, strength=0.95)
-    anchors.check(GEOMETRY)
+    geometry = replace(GEOMETRY, conditioning_rule="ltx_core_1_2")  # the 2.5 models DFR runs on
+    anchors.check(geometry)
     start = StartLatents(noise_scale=0.5)
-    state = initial_state([anchors], GEOMETRY, _Encoder(), generator=torch.Generator().manual_seed(2), video=start)
+    state = initial_state([anchors], geometry, _Encoder(), generator=torch.Generator().manual_seed(2), video=start)
     noise = torch.randn(1, 3 * 6 + 6, C, generator=torch.Generator().manual_seed(2))[:, 18:]
     clean, mask = latents.permute(0, 2, 3, 4, 1).reshape(1, 6, C), 0.05
     want = clean * (1 - mask) + mask * (0.5 * noise)

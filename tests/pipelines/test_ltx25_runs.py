@@ -223,3 +223,116 @@ def test_audio_to_video_with_frozen_audio_equals_ltx_pipelines_12(pipe, ltx25_se
     monkeypatch.setattr(transformer_passes, "frozen_sigmas", lambda rule, sigma, video, audio: (sigma, sigma))
     video, _ = _normalized(pipe, ours())
     assert (video - ref["video"]).abs().max().item() > 10 * TOL
+
+
+# ---------------------------------------------------------------- conditions below strength 1 (ltx-core 1.2 noising)
+#: a first-frame image and a last-frame keyframe, both at strength 0.6 (denoise mask 0.4: partly noised tokens)
+IMAGES = ({"frame": 0, "strength": 0.6}, {"frame": FRAMES - 1, "strength": 0.6})
+
+
+def _image(seed):
+    """A smooth random `(3, H, W)` image in [0, 1] at the clip's size."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(1, 3, 4, 6, generator=g)
+    return torch.nn.functional.interpolate(low, size=(HEIGHT, WIDTH), mode="bilinear", align_corners=False)[0]
+
+
+def _image_conditions(images=IMAGES):
+    from diffusers_ltx2.conditioning import VideoCondition
+
+    return [VideoCondition(_image(20 + i), im["frame"], im["strength"], crf=0) for i, im in enumerate(images)]
+
+
+@pytest.fixture(scope="module")
+def conditioned_runs(pipe, ltx25_set, tmp_path_factory):
+    """1.2's final latents of the distilled two-stage and the guided one-stage recipes with `IMAGES`: the same
+    preprocessed pixels (ours, `to_vae_pixels` at each stage's size, CRF off) encoded by 1.2's own encoder."""
+    from diffusers_ltx2.conditioning.frames import as_frames, to_vae_pixels
+
+    tmp = tmp_path_factory.mktemp("cond12")
+    (vp, ap, mp), (vn, an, mn) = _contexts(pipe, 1, 37), _contexts(pipe, 2, 5)
+    x = {"v_pos": vp, "a_pos": ap, "v_neg": vn, "a_neg": an}
+    for i in range(len(IMAGES)):
+        frames = as_frames(_image(20 + i), "test")
+        x[f"pixels_half_{i}"] = to_vae_pixels(frames, HEIGHT // 2, WIDTH // 2, 0)
+        x[f"pixels_full_{i}"] = to_vae_pixels(frames, HEIGHT, WIDTH, 0)
+    torch.save(x, tmp / "ctx.pt")
+    v_ch, a_ch = pipe.vae.config.latent_channels, pipe.audio_vae.config.latent_channels
+    a_mel = pipe.audio_latent_shape(1, FRAMES, FPS)[0][2] // a_ch
+    common = dict(files={k: str(v) for k, v in ltx25_set.items()}, inputs=tmp / "ctx.pt", height=HEIGHT,
+                  width=WIDTH, frames=FRAMES, fps=FPS, seed=SEED, steps=STEPS, video_channels=v_ch,
+                  audio_channels=a_ch, audio_mel_bins=a_mel, images=list(IMAGES))
+    modes = ("distilled", "one_stage")
+    R.run("batch", requests=[{"op": "two_stage", "mode": m, "out": tmp / f"{m}.pt", **common} for m in modes],
+          timeout=1800)
+    embeds = (PromptEmbeddings(vp, ap, mp), PromptEmbeddings(vn, an, mn))
+    return embeds, {m: torch.load(tmp / f"{m}.pt") for m in modes}
+
+
+@pytest.mark.slow
+@torch.no_grad()
+def test_distilled_two_stage_with_images_below_strength_1_equals_ltx_pipelines_12(pipe, conditioned_runs,
+                                                                                   monkeypatch):
+    """First-frame image + last-frame keyframe at strength 0.6 through the distilled two-stage run: stage 2 starts
+    from the upsampled latents re-noised to 0.909375, where ltx-core 1.2's noising of partly conditioned tokens
+    (`lerp(clean, lerp(start, noise, noise_scale), mask)`, keyframe tokens starting from 0) differs from 1.0's.
+    Under ltx-core 1.0's rule (2.0 / 2.3's) the same run is off by more than ten tolerances."""
+    from diffusers_ltx2 import versions
+
+    embeds, refs = conditioned_runs
+    out = pipe(distilled=True, guider=None, conditions=_image_conditions(), **_kw(embeds))
+    _compare(pipe, out, refs["distilled"], "distilled + images at 0.6")
+    monkeypatch.setattr(versions, "conditioning_rule", lambda version: "ltx_core_1_0")
+    video, _ = _normalized(pipe, pipe(distilled=True, guider=None, conditions=_image_conditions(), **_kw(embeds)))
+    print(f"under ltx-core 1.0's rule: video off by {(video - refs['distilled']['video']).abs().max().item():.2e}")
+    assert (video - refs["distilled"]["video"]).abs().max().item() > 10 * TOL
+
+
+@pytest.mark.slow
+@torch.no_grad()
+def test_guided_one_stage_with_images_below_strength_1_equals_ltx_pipelines_12(pipe, conditioned_runs):
+    """The same images through the guided one-stage run (noise scale 1: the two noising rules agree there; the
+    keyframe image's one-pixel-frame time box of ltx-core 1.2 is what this run sees)."""
+    from diffusers_ltx2 import LTX2AudioVideoPipeline
+
+    embeds, refs = conditioned_runs
+    one = LTX2AudioVideoPipeline.from_pipe(pipe)
+    guider = MultimodalGuider(ModalityGuidanceParams(cfg=3.0, stg=1.0, modality_scale=3.0, rescale=0.7),
+                              ModalityGuidanceParams(cfg=7.0, stg=1.0, modality_scale=3.0, rescale=0.7),
+                              skip_blocks=[1])
+    out = one(guider=guider, conditions=_image_conditions(), num_inference_steps=STEPS, **_kw(embeds))
+    _compare(pipe, out, refs["one_stage"], "one-stage guided + images at 0.6")
+
+
+@pytest.mark.slow
+@torch.no_grad()
+def test_video_to_audio_with_frozen_video_equals_ltx_pipelines_12(pipe, ltx25_set, tmp_path, monkeypatch):
+    """V2A on 2.5 (`FrozenVideo`: the video frozen, the audio generated) = the mirror of 1.2's a2vid stage 1 built
+    from 1.2's own blocks (`ModalitySpec(frozen=True, noise_scale=0.0)` on the video; 1.2 has no V2A pipeline),
+    Euler without guidance."""
+    from diffusers_ltx2 import LTX2AudioVideoPipeline
+    from diffusers_ltx2.conditioning import FrozenVideo
+
+    one = LTX2AudioVideoPipeline.from_pipe(pipe)
+    neutral = MultimodalGuider(ModalityGuidanceParams(), ModalityGuidanceParams())
+    frames = torch.stack([_image(30 + i % 3) for i in range(FRAMES)])  # (F, 3, H, W) in [0, 1]
+    (vp, ap, mp), (vn, an, mn) = _contexts(pipe, 1, 37), _contexts(pipe, 2, 5)
+    embeds = (PromptEmbeddings(vp, ap, mp), PromptEmbeddings(vn, an, mn))
+    out = one(conditions=[FrozenVideo(frames)], guider=neutral, num_inference_steps=STEPS, **_kw(embeds))
+    frozen = one.latent_encoder(torch.device("cpu")).encode_video(2 * frames.permute(1, 0, 2, 3)[None] - 1, 1)
+    torch.save({"v_pos": vp, "a_pos": ap, "video": frozen}, tmp_path / "ctx.pt")
+    v_ch, a_ch = pipe.vae.config.latent_channels, pipe.audio_vae.config.latent_channels
+    R.run("two_stage", mode="v2a", files={k: str(v) for k, v in ltx25_set.items()}, inputs=tmp_path / "ctx.pt",
+          out=tmp_path / "v2a.pt", height=HEIGHT, width=WIDTH, frames=FRAMES, fps=FPS, seed=SEED, steps=STEPS,
+          video_channels=v_ch, audio_channels=a_ch, audio_mel_bins=out.audio.shape[-1])
+    ref = torch.load(tmp_path / "v2a.pt")
+    audio = L.normalize_audio_tokens(L.pack_audio(out.audio), pipe.audio_vae.latents_mean, pipe.audio_vae.latents_std)
+    err = (audio - L.pack_audio(ref["audio"])).abs().max().item()
+    print(f"v2a: max |audio| err {err:.2e} (latent scale {ref['audio'].abs().max().item():.2f})")
+    assert err <= TOL
+    from diffusers_ltx2.transformer import passes as transformer_passes  # the frozen video at the step's sigma
+
+    monkeypatch.setattr(transformer_passes, "frozen_sigmas", lambda rule, sigma, video, audio: (sigma, sigma))
+    out = one(conditions=[FrozenVideo(frames)], guider=neutral, num_inference_steps=STEPS, **_kw(embeds))
+    audio = L.normalize_audio_tokens(L.pack_audio(out.audio), pipe.audio_vae.latents_mean, pipe.audio_vae.latents_std)
+    assert (audio - L.pack_audio(ref["audio"])).abs().max().item() > 10 * TOL
