@@ -59,8 +59,13 @@ def _with_reference(model, video, ref, *, factor, strength=1.0, attention=1.0):
                                   torch.zeros(1, 1, 1, 2), 1)
     state = ConditioningState(video=video, audio=placeholder)
     geometry = ClipGeometry(batch_size=video.batch_size, num_frames=9, height=128, width=128, frame_rate=FPS)
+    n = video.latent.shape[1]
     ReferenceVideo(latents=ref, strength=strength, downscale_factor=factor,
                    attention_strength=attention).apply_to(state, ModelLatentEncoder(model), geometry)
+    # this test skips the noiser (its states start from given latents): ltx-core 1.0.0's reference condition
+    # appends the tokens to `latent` as well, where ours leaves the appended tokens' pre-noise start at 0
+    # (ltx-core 1.2's) for the noiser to fill (`latents.noiser`: 1.0's rule takes them from `clean`)
+    state.video.latent[:, n:] = state.video.clean[:, n:]
     return state.video
 
 
