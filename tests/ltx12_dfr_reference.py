@@ -6,7 +6,10 @@ The child replays `DFRPipeline.__call__` stage by stage with its own blocks - `V
 stages 1 and 2, `euler_ancestral_denoising_loop` (eta 0.5, seed `seed + 1000 * round + tile`) for the video-only
 tiles, `upsample_video`, `dfr_layout.tile_ranges` / `stitch_tile_latents` and the carry-forward merge - with
 its ledger replaced by the tiny files (latent channels 8) and fp32 latents between steps (1.2 rounds them to
-bfloat16, `model_dtype`; ours stay fp32, so do these).
+bfloat16, `model_dtype`; ours stay fp32, so do these). Images (`images=`: `[path, frame_idx, strength, crf]`) go
+through 1.2's own `combined_image_conditionings` (its image loader, CRF from `detect_params` of the VAE file as
+`ImageConditioner.resolve_crf`, float32 pixels where 1.2 loads bfloat16) before the slots, as `DFRPipeline`
+orders them, and in the round through `DFRPipeline`'s tile rule (unscaled frame index, every image on tile 0).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ def run(timeout: int = 1800, **kwargs) -> dict:
 
 def dfr_stages(files: dict, inputs: str, out: str, height: int, width: int, frames: int, fps: float, seed: int,
                video_channels: int, audio_channels: int, audio_mel_bins: int, reference: bool = True,
-               stage_loras: list = (), detailing_lora: list | None = None, rounds: int = 1) -> dict:
+               stage_loras: list = (), detailing_lora: list | None = None, rounds: int = 1, images: list = ()) -> dict:
     """The stages on the tiny set. `stage_loras`: `[path, strength]` LoRAs fused in every stage (1.2's user +
     distilled LoRAs); `detailing_lora`: `[path, strength]` added in stage 2 only (1.2's `--detailing-lora`, stage 2
     built by `DiffusionStage.with_loras`), its reference at 1.2's `_detailing_downscale_factor` of the file (it
@@ -60,7 +63,10 @@ def dfr_stages(files: dict, inputs: str, out: str, height: int, width: int, fram
     from ltx_core.types import AudioLatentShape, VideoLatentShape, VideoPixelShape
     from ltx_pipelines import dfr_pipeline as P
     from ltx_pipelines.dfr_layout import remap_positions_to_local, resolve_canvas, stitch_tile_latents, tile_ranges
+    from ltx_pipelines.utils.args import ImageConditioningInput
     from ltx_pipelines.utils.blocks import _build_state
+    from ltx_pipelines.utils.constants import detect_params
+    from ltx_pipelines.utils.helpers import combined_image_conditionings
     from ltx_pipelines.utils.constants import DISTILLED_SIGMAS, STAGE_2_DISTILLED_SIGMAS
     from ltx_pipelines.utils.denoisers import SimpleDenoiser
     from ltx_pipelines.utils.samplers import euler_ancestral_denoising_loop, euler_denoising_loop
@@ -98,13 +104,21 @@ def dfr_stages(files: dict, inputs: str, out: str, height: int, width: int, fram
     encoder = build(files["video_vae_conv"], VideoEncoderConfigurator, VAE_ENCODER_COMFY_KEYS_FILTER)
     spatial = build(files["spatial_upsampler"], LatentUpsamplerConfigurator)
     temporal = build(files["temporal_upsampler"], LatentUpsamplerConfigurator)
-    result = {}
+    crf = detect_params(files["video_vae_conv"]).default_image_crf
+    images = [ImageConditioningInput(p, f, s, crf if c is None else c) for p, f, s, c in images]
+    result = {"crf": crf}
     frames, _, positions = resolve_canvas(frames)
+
+    def image_conds(imgs, h, w):
+        with torch.no_grad():
+            return combined_image_conditionings(images=imgs, height=h, width=w, video_encoder=encoder,
+                                                dtype=torch.float32, device=torch.device("cpu"))
 
     # stage 1: half resolution + keyframe slots
     s1 = DISTILLED_SIGMAS.to(torch.float32)
     half = tools(height // 2, width // 2, frames, fps)
     video, audio = stage(s1, half, ModalitySpec(context=x["v_pos"], conditionings=[
+        *image_conds(images, height // 2, width // 2),
         VideoGeneratedKeyframeSlots(pixel_frame_indices=positions)]), ModalitySpec(context=x["a_pos"]),
         EulerDiffusionStep(), euler_denoising_loop)
     result["s1_video"], result["s1_audio"], result["s1_slots"] = video.latent, audio.latent, video.generated_keyframes
@@ -115,7 +129,8 @@ def dfr_stages(files: dict, inputs: str, out: str, height: int, width: int, fram
 
     # stage 2: spatial detailing
     s2 = STAGE_2_DISTILLED_SIGMAS.to(torch.float32)
-    conds = [VideoGeneratedKeyframeSlots(pixel_frame_indices=positions, initial_keyframes=up_slots)]
+    conds = [*image_conds(images, height, width),
+             VideoGeneratedKeyframeSlots(pixel_frame_indices=positions, initial_keyframes=up_slots)]
     x0_detailing = x0
     if detailing_lora is not None:
         x0_detailing = R._transformer_x0(files["transformer"], loras=(*map(tuple, stage_loras), tuple(detailing_lora)))
@@ -149,7 +164,10 @@ def dfr_stages(files: dict, inputs: str, out: str, height: int, width: int, fram
     for tile_index, tile in enumerate(tiles):
         local_frames = (tile.latent_end_exclusive - tile.latent_start - 1) * 8 + 1
         tile_video = video_latent[:, :, tile.latent_start: tile.latent_end_exclusive]
-        conds = []
+        tile_imgs = images if tile.pixel_start == 0 else [  # DFRPipeline's rule, verbatim
+            ImageConditioningInput(i.path, i.frame_idx - tile.pixel_start, i.strength, i.crf) for i in images
+            if tile.pixel_start <= i.frame_idx <= tile.pixel_end]
+        conds = image_conds(tile_imgs, height, width) if tile_imgs else []
         anchor_global = list(tile.anchor_kf_global)
         if anchor_global:
             anchors = torch.cat([carry[:, :, seam_to_index[p]: seam_to_index[p] + 1] for p in anchor_global], dim=2)

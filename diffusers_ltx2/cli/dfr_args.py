@@ -38,7 +38,7 @@ _DFR_DESTS = ("dfr", "temporal_upsample_rounds", "temporal_upsampler", "detailin
 #: options of `ltx2 generate` a DFR run does not use (it has its own schedule, sampler and no guidance)
 _NOT_WITH_DFR = (
     ("--two-stage", "two_stage"), ("--preset", "preset"), ("--window", "window"), ("--audio-only", "audio_only"),
-    ("--image", "image"), ("--video", "video"), ("--audio", "audio"), ("--steps", "steps"),
+    ("--video", "video"), ("--audio", "audio"), ("--steps", "steps"),
     ("--negative-prompt", "negative_prompt"), ("--negative-conditioning", "negative_conditioning"),
     ("--sequential-passes", "sequential_passes"),
     *((o.flag, o.dest) for o in (*GUIDANCE_OPTIONS, *SAMPLING_OPTIONS) if o.dest != "seed"),
@@ -57,8 +57,8 @@ def check_dfr_arguments(args) -> None:
         return
     used = [flag for flag, dest in _NOT_WITH_DFR if was_given(args, dest)]
     if used:
-        raise ValueError(f"--dfr runs the official DFR recipe (distilled sigmas, no guidance, text only): it does "
-                         f"not take {' / '.join(used)}")
+        raise ValueError(f"--dfr runs the official DFR recipe (distilled sigmas, no guidance, conditioned on text "
+                         f"and --image only): it does not take {' / '.join(used)}")
     config = os.path.join(args.model, "transformer", "config.json")
     if os.path.isfile(config) and not read_json(config).get("use_keyframes_abs_pos_embedding", False):
         raise ValueError(f"--dfr generates keyframe slots: it needs an LTX-2.5 checkpoint ({args.model} is not)")
@@ -120,10 +120,12 @@ def dfr_setup(args, dtype, two_stage_setup):
 
 def dfr_call(call: dict, args) -> dict:
     """`LTX2DFRPipeline.__call__`'s keyword arguments from the one-stage `call` (the recipe's own sigmas; no
-    guider, sampler or negative prompt). Sets `args.output_frame_rate` (the rounds multiply the frame rate)."""
+    guider, sampler or negative prompt; `--image` entries as `conditions=`, 1.2's `images=`). Sets `args.output_frame_rate` (the rounds multiply the frame rate)."""
     keep = ("prompt", "prompt_embeds", "height", "width", "num_frames", "frame_rate", "generator",
             "max_sequence_length")
     out = {k: call[k] for k in keep if k in call}
     out["temporal_upsample_rounds"] = args.temporal_upsample_rounds
+    if getattr(args, "conditions", None):
+        out["conditions"] = args.conditions
     args.output_frame_rate = float(args.frame_rate) * 2 ** args.temporal_upsample_rounds
     return out

@@ -11,9 +11,7 @@ prompt embeddings, decoding, callbacks, ...) is a real `LTX2DFRPipeline.__call__
 
 from __future__ import annotations
 
-from ..pipelines.diffusers_compat import UnsupportedFeatureError
-
-__all__ = ["REFUSED_ARGUMENTS", "refuse_arguments"]
+__all__ = ["REFUSED_ARGUMENTS", "dfr_images", "refuse_arguments"]
 
 _COMPOSED = ("LTX2DFRPipeline runs ltx-pipelines 1.2 DFRPipeline's whole recipe in one call, and 1.2 takes no such "
              "input: ")
@@ -53,29 +51,70 @@ REFUSED_ARGUMENTS: dict[str, str] = {
     "guider": _UNGUIDED,
 }
 
-#: arguments with a meaning in 1.2's DFR (its `images=`) that this pipeline does not implement yet
-_NOT_IMPLEMENTED = {
-    "conditions": "image conditioning of DFR (ltx-pipelines 1.2 DFRPipeline's images=) is not implemented in "
-                  "LTX2DFRPipeline",
-    "image": "image conditioning of DFR (ltx-pipelines 1.2 DFRPipeline's images=) is not implemented in "
-             "LTX2DFRPipeline",
-}
-
-
 def refuse_arguments(kwargs: dict) -> None:
     """Refuse the extra keyword arguments of an `LTX2DFRPipeline` call, before anything runs.
 
     Raises:
-        UnsupportedFeatureError: `conditions` / `image` (1.2's DFR conditions on images; not implemented here).
         ValueError: a diffusers DFR / guided-pipeline argument without meaning in 1.2's DFR (`REFUSED_ARGUMENTS`),
             naming why.
         TypeError: any other unexpected keyword argument (as Python raises it).
     """
     for name in kwargs:
-        if name in _NOT_IMPLEMENTED:
-            raise UnsupportedFeatureError(f"{name}=: {_NOT_IMPLEMENTED[name]}")
-    for name in kwargs:
         if name in REFUSED_ARGUMENTS:
             raise ValueError(f"LTX2DFRPipeline does not take {name}=: {REFUSED_ARGUMENTS[name]}")
     if kwargs:
         raise TypeError(f"LTX2DFRPipeline.__call__() got an unexpected keyword argument {next(iter(kwargs))!r}")
+
+
+def dfr_images(pipe, conditions, image, image_strength: float, image_crf: int | None,
+               num_frames: int | None) -> list:
+    """The call's images as `dfr.images.DFRImage`s (1.2's `images=`), each re-compressed once at its CRF.
+
+    `conditions`: `VideoCondition`s of one image (`frame_index`: pixel frame of the requested clip, negative from its
+    end; `crf=None`: the model's, `pipe.default_image_crf`) and / or diffusers `LTX2VideoCondition`s (diffusers'
+    meaning: `index` a latent index, pixel frame `(index - 1) * 8 + 1`); `image`: one first-frame image held at
+    `image_strength` (`image_crf` as the other pipelines' `image=`). `num_frames=None` (the duration head decides
+    the length): what needs the length (diffusers conditions, frame ranges) is left to the call after it is known.
+
+    Raises:
+        ValueError: a condition that is not an image condition (clips, audio, ...), a strength outside [0, 1], a
+            CRF outside [0, 51], an image outside the requested clip's frames.
+    """
+    from ..conditioning import VideoCondition
+    from ..conditioning.diffusers_condition import from_diffusers_conditions, is_diffusers_condition
+    from ..conditioning.frames import resolve_frame_index
+    from ..media.image import crf_compress
+    from ..pipelines.images import prepare_images
+    from .images import DFRImage
+
+    if isinstance(image_strength, bool) or not isinstance(image_strength, (int, float)) \
+            or not 0.0 <= image_strength <= 1.0:
+        raise ValueError(f"image_strength must be a number in [0, 1], got {image_strength!r}")
+    items = [] if conditions is None else list(conditions) if isinstance(conditions, (list, tuple)) \
+        else [conditions]
+    if num_frames is not None:
+        geometry = pipe.clip_geometry(1, num_frames, 64, 64, 24.0)
+        items = from_diffusers_conditions(items, geometry, pipe.default_image_crf)
+    out = []
+    for c in items:
+        if is_diffusers_condition(c):
+            continue  # converted once the length is known
+        if not isinstance(c, VideoCondition) or c.num_frames != 1:
+            what = type(c).__name__ if not isinstance(c, VideoCondition) else f"a {c.num_frames}-frame clip"
+            raise ValueError(f"LTX2DFRPipeline conditions on images (ltx-pipelines 1.2 DFRPipeline's images=): "
+                             f"give VideoCondition(image, frame_index, strength) or LTX2VideoCondition of one "
+                             f"image, got {what}")
+        frame = c.frame_index
+        if num_frames is not None:
+            frame = resolve_frame_index(c.frame_index, num_frames, 1)
+            if not 0 <= frame < num_frames:
+                raise ValueError(f"image at frame {c.frame_index} is outside the clip's frames 0..{num_frames - 1}")
+        crf = pipe.default_image_crf if c.crf is None else c.crf
+        out.append(DFRImage(crf_compress(c.frames, crf) if crf else c.frames, frame, c.strength))
+    prepared = prepare_images(image, image_crf, pipe.default_image_crf) or []
+    if len(prepared) > 1:
+        raise ValueError(f"image=: LTX2DFRPipeline makes one clip, give one first-frame image, got {len(prepared)}")
+    out += [DFRImage(frames, 0, float(image_strength)) for frames in prepared]
+    if sum(i.frame == 0 for i in out) > 1:
+        raise ValueError("more than one image at frame 0 (image= and / or conditions at frame 0): keep one")
+    return out

@@ -24,7 +24,8 @@ from ..pipelines.stage import StageResult as FinishedStage
 from ..pipelines.two_stage import LTX2TwoStagePipeline
 from ..schedulers.sigmas import DISTILLED_REFINE_SIGMAS, DISTILLED_SIGMAS
 from . import stages as S
-from .arguments import refuse_arguments
+from .arguments import dfr_images, refuse_arguments
+from .images import stage_images
 from .layout import resolve_canvas
 from .temporal import check_temporal_upsampler
 
@@ -42,6 +43,11 @@ class LTX2DFRPipeline(LTX2TwoStagePipeline):
     convert` of a 2.5 set writes it as `temporal_latent_upsampler/`). Load the distilled LoRA with
     `load_distilled_lora` (1.2 fuses it in every stage) and optionally the detailing LoRA with
     `load_detailing_lora`.
+
+    Images (`conditions=` / `image=`) are applied as 1.2 applies its `images=` in the base and detailing stages; in
+    the temporal rounds this pipeline deliberately deviates from 1.2: an image at frame `f` is placed at
+    `f * 2**round` of the round's clip (the time it was given for), where 1.2 re-bases the unscaled `f` and so
+    pins it at `f / 2**round` of the original time (`dfr.images`). An image at frame 0 lands identically.
 
     Example (tiny random model, see README "DFR"):
         >>> pipe = LTX2DFRPipeline.from_pipe(two_stage, temporal_latent_upsampler=temporal)
@@ -125,6 +131,10 @@ class LTX2DFRPipeline(LTX2TwoStagePipeline):
         self,
         prompt: str | list[str] | None = None,
         *,
+        conditions=None,
+        image=None,
+        image_strength: float = 1.0,
+        image_crf: int | None = None,
         height: int = 1024,
         width: int = 1536,
         num_frames: int | None = 121,
@@ -166,6 +176,15 @@ class LTX2DFRPipeline(LTX2TwoStagePipeline):
         Args:
             prompt: one prompt (or `prompt_embeds`: `PromptEmbeddings`, a conditioning file path (`ltx2 encode`),
                 or diffusers' tensor with `prompt_attention_mask`).
+            conditions: images to condition on (1.2's `images=`): `VideoCondition(image, frame_index, strength,
+                crf=None)` (pixel frame of the requested clip, negative from its end) and / or diffusers'
+                `LTX2VideoCondition` of one image (`index`: latent index, pixel frame `(index - 1) * 8 + 1`); CRF
+                `None`: the model's (18 for LTX-2.5, 1.2's `resolve_crf`). Applied as 1.2 applies them in every
+                stage (`dfr.images`): frame 0 sets the first latent frame, other frames append single-frame
+                keyframe tokens, encoded at half size in the base stage and full size after. In temporal round
+                `r` an image at frame `f` is placed at `f * 2**r` (tile-local), as diffusers does; 1.2 places it at
+                `f` unscaled, an upstream defect this pipeline deliberately does not follow (frame 0 agrees).
+            image, image_strength, image_crf: one first-frame image (as the other pipelines' `image=`).
             height, width: output pixels (multiples of 64; stage 1 runs at half).
             num_frames: requested pixel frames at `frame_rate` (`8k + 1`); the canvas pads to whole 24 / 32-frame
                 keyframe segments and is cut back at the end. `None`: predicted from the prompt by the duration head
@@ -198,13 +217,15 @@ class LTX2DFRPipeline(LTX2TwoStagePipeline):
             duration on the audio latent grid.
 
         Raises:
-            ValueError: bad inputs (`check_dfr_inputs`), or a refused diffusers argument, before any model runs.
-            UnsupportedFeatureError: `conditions=` / `image=` (1.2 DFR's image conditioning, not implemented).
+            ValueError: bad inputs (`check_dfr_inputs`; `dfr.arguments.dfr_images`: a condition other than an
+                image, a strength outside [0, 1], an image outside the clip), or a refused diffusers argument,
+                before any model runs (with `num_frames=None`, what needs the length after the duration head).
         """
         from ..schedulers.samplers import sampler_seed
 
         refuse_arguments(refused)
         self.check_dfr_inputs(height, width, num_frames, temporal_upsample_rounds)
+        images = dfr_images(self, conditions, image, image_strength, image_crf, num_frames)
         if isinstance(prompt, list) and len(prompt) != 1:
             raise ValueError("LTX2DFRPipeline generates one clip per call: give one prompt")
         if num_videos_per_prompt != 1:
@@ -236,11 +257,12 @@ class LTX2DFRPipeline(LTX2TwoStagePipeline):
                                              max_sequence_length=call.max_sequence_length, device=call.device)
         if num_frames is None:  # 1.2 `resolve_num_frames`: predicted from the encoded prompt, then the canvas
             num_frames = call.predict_length(self, contexts).geometry.num_frames
+            images = dfr_images(self, conditions, image, image_strength, image_crf, num_frames)
         canvas, _, positions = resolve_canvas(num_frames, self.vae_temporal_compression_ratio)
         runtime = stage_runtime(self, call, contexts)
         result, size, rounds, audio = self._run_stages(runtime, canvas, positions, height, width, frame_rate,
                                                        temporal_upsample_rounds, reference_downscale_factor,
-                                                       stage_1_sigmas, stage_2_sigmas, seed)
+                                                       stage_1_sigmas, stage_2_sigmas, seed, images)
         frames = (num_frames - 1) * 2 ** rounds + 1
         geometry = self.clip_geometry(1, frames, *size, frame_rate * 2 ** rounds)
         video = L.pack_video(result.video[:, :, : geometry.latent_frames])
@@ -248,7 +270,7 @@ class LTX2DFRPipeline(LTX2TwoStagePipeline):
                            enhanced_prompts=enhanced)
 
     def _run_stages(self, runtime, canvas, positions, height, width, frame_rate, temporal_upsample_rounds,
-                    reference_downscale_factor, stage_1_sigmas, stage_2_sigmas, seed):
+                    reference_downscale_factor, stage_1_sigmas, stage_2_sigmas, seed, images=()):
         """The base stage, the detailing stage and the temporal rounds on `runtime`, stopping after the stage in
         which `pipe.interrupt` was set. Returns `(last dfr StageResult, its (height, width), temporal rounds
         finished, stage 1's audio tokens)`."""
@@ -259,7 +281,8 @@ class LTX2DFRPipeline(LTX2TwoStagePipeline):
             if self.distilled_lora_loaded else ()
         drop = frozenset({DISTILLED_ADAPTER, DETAILING_ADAPTER})
         result = S.base_stage(self, runtime, num_frames=canvas, height=height // 2, width=width // 2,
-                              frame_rate=frame_rate, positions=positions, sigmas=stage_1_sigmas,
+                              frame_rate=frame_rate, positions=positions, conditions=stage_images(images),
+                              sigmas=stage_1_sigmas,
                               adapters=AdapterSet(drop=drop, add=distilled),
                               name=f"DFR base ({height // 2}x{width // 2}, keyframe slots)")
         audio = result.audio
@@ -269,6 +292,7 @@ class LTX2DFRPipeline(LTX2TwoStagePipeline):
                                if detailing else ())
         result = S.detail_stage(self, runtime, result, num_frames=canvas, height=height, width=width,
                                 frame_rate=frame_rate, upsampler=self.latent_upsampler, sigmas=stage_2_sigmas,
+                                conditions=stage_images(images),
                                 reference_downscale_factor=reference_downscale_factor,
                                 adapters=AdapterSet(drop=drop, add=details), name=f"DFR detailing ({height}x{width})")
         rate, rounds = frame_rate, 0
@@ -277,7 +301,7 @@ class LTX2DFRPipeline(LTX2TwoStagePipeline):
                 break
             result, canvas, rate = S.temporal_round(
                 self, runtime, result, round_index=r, num_frames=canvas, height=height, width=width, frame_rate=rate,
-                temporal_upsampler=self.temporal_latent_upsampler, seed=seed,
+                temporal_upsampler=self.temporal_latent_upsampler, seed=seed, images=images,
                 adapters=AdapterSet(drop=drop, add=distilled), name=f"DFR temporal round {r}/{temporal_upsample_rounds}")
             rounds = r
         return result, (height, width), rounds, audio

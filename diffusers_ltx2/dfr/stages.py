@@ -30,6 +30,7 @@ from ..pipelines.stage import AdapterSet, Stage, StageRuntime, run_stage
 from ..schedulers.samplers import EULER, EulerAncestralSampler, Sampler
 from ..schedulers.sigmas import DISTILLED_REFINE_SIGMAS, DISTILLED_SIGMAS
 from .conditions import GeneratedKeyframeSlots, KeyframeAnchors
+from .images import tile_images
 from .layout import stitch_tiles, temporal_tiles, to_tile_local
 from .temporal import temporal_upsample
 
@@ -155,11 +156,12 @@ def _slot_initials(video: torch.Tensor, positions, temporal_ratio: int) -> torch
 
 
 def temporal_round(pipe, runtime: StageRuntime, previous: StageResult, *, round_index: int, num_frames: int,
-                   height: int, width: int, frame_rate: float, temporal_upsampler, seed: int,
+                   height: int, width: int, frame_rate: float, temporal_upsampler, seed: int, images=(),
                    sigmas=TEMPORAL_SIGMAS, adapters: AdapterSet | None = None, name: str | None = None):
     """One temporal x2 round (1-based `round_index`) on the canvas `num_frames` at `frame_rate` (both before the
     round). `previous.keyframes` / `positions` are the carried keyframes (the detailing stage's slots, then each
-    round's result). Each tile is a video-only `Stage` (named `name` and its tile) run by `run_stage`; once
+    round's result). `images`: the call's `images.DFRImage`s, attached tile-locally at their frame scaled by
+    `2 ** round_index` (`images.tile_images`; 1.2 does not scale: see `dfr.images`). Each tile is a video-only `Stage` (named `name` and its tile) run by `run_stage`; once
     `runtime.should_stop()` (interrupt) the tiles left are the temporally upsampled video as it is.
 
     Returns:
@@ -182,7 +184,7 @@ def temporal_round(pipe, runtime: StageRuntime, previous: StageResult, *, round_
         if runtime.should_stop():  # interrupted: the tiles left keep the upsampled video (nothing re-noised)
             results.append(tile_video)
             continue
-        items = []
+        items = tile_images(images, round_index, tile)
         if tile.anchors:
             anchors = torch.cat([previous.keyframes[:, :, seam_index[p]: seam_index[p] + 1] for p in tile.anchors],
                                 dim=2)

@@ -6,6 +6,7 @@ head (`num_frames=None`, `min_seconds` / `max_seconds`), `use_cross_timestep`, d
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,12 +14,12 @@ from dfr_files import build_dfr_pipeline, random_embeds
 from diffusers_ltx2.dfr import stages as S
 from diffusers_ltx2.dfr.arguments import REFUSED_ARGUMENTS
 from diffusers_ltx2.latents import layout as L
-from diffusers_ltx2.pipelines.diffusers_compat import UnsupportedFeatureError
 from diffusers_ltx2.schedulers.sigmas import DISTILLED_REFINE_SIGMAS, DISTILLED_SIGMAS
 
 H, W = 128, 192
 BASE, DETAIL, TILE = len(DISTILLED_SIGMAS) - 1, len(DISTILLED_REFINE_SIGMAS) - 1, len(S.TEMPORAL_SIGMAS) - 1
 NAMES = ["latents", "audio_latents", "prompt_embeds"]
+LATER_FRAME = 40
 
 
 @pytest.fixture(scope="module")
@@ -217,10 +218,73 @@ def test_refused_arguments_name_why(pipe, embeds, name, value, monkeypatch):
     assert REFUSED_ARGUMENTS[name] in str(err.value) and not ran
 
 
-def test_image_conditioning_is_not_implemented_and_unknown_arguments_are_type_errors(pipe, embeds):
-    with pytest.raises(UnsupportedFeatureError, match="images="):
-        _call(pipe, embeds, conditions=[])
-    with pytest.raises(UnsupportedFeatureError, match="images="):
-        _call(pipe, embeds, image=torch.zeros(3, 64, 64))
+def _picture(tmp_path, name="img.png"):
+    from PIL import Image
+
+    path = tmp_path / name
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 72, 3), dtype=np.uint8)).save(path)
+    return str(path)
+
+
+def test_image_refusals_come_before_anything_runs_and_unknown_arguments_are_type_errors(pipe, embeds, tmp_path,
+                                                                                       monkeypatch):
+    from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
+    from PIL import Image
+
+    from diffusers_ltx2.conditioning import AudioCondition, VideoCondition
+
+    def ran(*args, **kwargs):
+        raise AssertionError("a model ran before the refusal")
+
+    monkeypatch.setattr(pipe, "encode_text_contexts", ran)
+    monkeypatch.setattr(S, "run_stage", ran)
+    img = _picture(tmp_path)
+    cases = [
+        ({"conditions": [VideoCondition(img, frame_index=17)]}, "outside the clip's frames 0..16"),
+        ({"conditions": [VideoCondition(img, frame_index=-18)]}, "outside the clip's frames 0..16"),
+        ({"conditions": [LTX2VideoCondition(frames=Image.open(img), index=3)]}, "past the clip's 3 latent frames"),
+        ({"conditions": [LTX2VideoCondition(frames=Image.open(img), index=1, strength=1.5)]}, "strength"),
+        ({"image": img, "image_strength": 1.5}, "image_strength must be a number in"),
+        ({"image": img, "image_crf": 60}, "image_crf"),
+        ({"image": [img, img]}, "one first-frame image"),
+        ({"image": img, "conditions": [VideoCondition(img, frame_index=0)]}, "more than one image at frame 0"),
+        ({"conditions": [VideoCondition(np.zeros((9, 64, 64, 3), np.uint8))]}, "9-frame clip"),
+        ({"conditions": [AudioCondition(np.zeros((1, 16000), np.float32), sample_rate=16000)]}, "AudioCondition"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            _call(pipe, embeds, **kwargs)
+    with pytest.raises(ValueError, match="strength must be a number in"):
+        VideoCondition(img, strength=-0.1)
     with pytest.raises(TypeError, match="unexpected keyword argument 'nonsense'"):
         _call(pipe, embeds, nonsense=1)
+
+
+def test_images_reach_every_stage_at_its_size_and_each_round_tile_at_the_scaled_frame(pipe, embeds, tmp_path,
+                                                                                     monkeypatch):
+    """A 49-frame clip (seams 24, 48; round 1: tiles [0, 48] and [0, 96]) with images at frames 0 and 40: the base
+    stage encodes them at half size, the detailing stage at full size, round 1 attaches frame 0 to both tiles and
+    frame 40 at frame 80 to the tile that holds it (1.2 would put it at 40: `dfr.images`)."""
+    from diffusers_ltx2.conditioning import VideoCondition
+    from diffusers_ltx2.dfr.images import ImageAtFrame
+
+    seen, real = [], S.run_stage
+
+    def run_stage(stage, runtime):
+        images = [c for c in stage.conditions if isinstance(c, ImageAtFrame)]
+        seen.append((stage.name, stage.geometry.height, [(c.pixel_frames[0], c.strength) for c in images]))
+        return real(stage, runtime)
+
+    monkeypatch.setattr(S, "run_stage", run_stage)
+    img = _picture(tmp_path)
+    out = _call(pipe, embeds, num_frames=49, temporal_upsample_rounds=1, image=img,
+                conditions=[VideoCondition(img, frame_index=LATER_FRAME, strength=0.5)])
+    assert out.frames.shape[2] == (97 - 1) // 8 + 1
+    assert [(h, frames) for _, h, frames in seen] == [
+        (H // 2, [(LATER_FRAME, 0.5), (0, 1.0)]),
+        (H, [(LATER_FRAME, 0.5), (0, 1.0)]),
+        (H, [(0, 1.0)]),
+        (H, [(2 * LATER_FRAME, 0.5), (0, 1.0)]),
+    ]
+    assert [name.split(" (")[0].split(",")[0] for name, _, _ in seen] == [
+        "DFR base", "DFR detailing", "DFR temporal round 1/1", "DFR temporal round 1/1"]

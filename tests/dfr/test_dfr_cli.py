@@ -13,6 +13,7 @@ from pathlib import Path
 import av
 import pytest
 import torch
+from PIL import Image
 
 from dfr_files import random_embeds
 from diffusers_ltx2 import LTX2DFRPipeline
@@ -36,7 +37,8 @@ def files(ltx25_set, tmp_path_factory):
     pipe = LTX2DFRPipeline.from_pretrained(folder, dtype=torch.float32)
     save_conditioning(tmp / "cond.safetensors", random_embeds(pipe))
     write_official_lora(tmp / "detailing.safetensors", pipe.transformer, seed=7)
-    return {"folder": folder, "distilled": next((folder / "loras").glob("*.safetensors")),
+    Image.new("RGB", (96, 64), (10, 120, 200)).save(tmp / "image.png")
+    return {"image": tmp / "image.png", "folder": folder, "distilled": next((folder / "loras").glob("*.safetensors")),
             "cond": tmp / "cond.safetensors", "detailing": tmp / "detailing.safetensors"}
 
 
@@ -88,6 +90,35 @@ def test_loading_and_call(files, tmp_path, monkeypatch):
                     "temporal_upsample_rounds": 2}
 
 
+def test_images_reach_the_call_as_conditions(files, tmp_path, monkeypatch):
+    """`--dfr --image PATH[@FRAME[:STRENGTH]]` (generate's image syntax) becomes `conditions=` of `VideoCondition`s at
+    pixel frames of the requested clip, the model's CRF unless `--image-crf`; an end-to-end call with them writes
+    the clip."""
+    from diffusers_ltx2.conditioning import VideoCondition
+
+    img = tmp_path / "key.png"
+    Image.new("RGB", (96, 64), (200, 40, 10)).save(img)
+    seen = {}
+
+    def spy(self, **kwargs):
+        seen.update(kwargs)
+        raise _Stop
+
+    with monkeypatch.context() as m:
+        m.setattr(LTX2DFRPipeline, "__call__", spy)
+        with pytest.raises(_Stop):
+            main(_argv(files, tmp_path / "a.mp4", "--image", str(img), "--image", f"{img}@-1:0.5",
+                       "--image-crf", "0"))
+    conditions = seen["conditions"]
+    assert all(isinstance(c, VideoCondition) for c in conditions)
+    assert [(c.frame_index, c.strength, c.crf) for c in conditions] == [(0, 1.0, 0), (16, 0.5, 0)]
+    monkeypatch.setattr(LTX2DFRPipeline, "video_decoder", "conv")
+    out = tmp_path / "dfr_image.mp4"
+    assert main(_argv(files, out, "--image", f"{img}@8:0.8")) == 0
+    with av.open(str(out)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 17
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--cfg", "3"], "--dfr runs the official DFR recipe"),
     (["--steps", "4"], "not take --steps"),
@@ -101,9 +132,15 @@ def test_loading_and_call(files, tmp_path, monkeypatch):
     (["--detailing-lora", "missing.safetensors"], "--detailing-lora not found"),
     (["--detailing-lora", "DETAILING:0"], "STRENGTH must be a positive number"),
     (["--prompts", "prompts.txt"], "--dfr runs in one process"),
+    (["--video", "clip.mp4"], "not take --video"),
+    (["--audio", "sound.wav"], "not take --audio"),
+    (["--image", "missing.png"], "missing.png"),
+    (["--image", "IMAGE@17"], "does not fit in the clip's frames 0..16"),
+    (["--image", "IMAGE@0:1.5"], "STRENGTH"),
 ])
 def test_misuse_is_refused_in_one_line(files, tmp_path, capsys, extra, message):
     extra = [str(files["detailing"]) + ":0" if e == "DETAILING:0" else e for e in extra]
+    extra = [e.replace("IMAGE", str(files["image"])) for e in extra]
     assert main(_argv(files, tmp_path / "a.mp4", *extra)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
@@ -139,3 +176,8 @@ def test_refusal_imports_neither_torch_nor_diffusers(files, tmp_path):
                           capture_output=True, text=True, env=env, timeout=300)
     assert "CODE 2 []" in done.stdout, done.stdout + done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "--num-frames" in done.stderr
+    done = subprocess.run([sys.executable, "-c", code, *_argv(files, tmp_path / "a.mp4", "--image",
+                                                                 f"{files['image']}@17")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert "CODE 2 []" in done.stdout, done.stdout + done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "0..16" in done.stderr
