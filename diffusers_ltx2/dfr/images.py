@@ -6,10 +6,9 @@ combined_image_conditionings` in every stage), with one deliberate deviation in 
 - `ImageAtFrame`: the condition a stage gets per image, encoded at the stage's size (base: half, detailing and
   rounds: full). Frame 0 sets the clean tokens of the first latent frame (1.2 `VideoConditionByLatentIndex`);
   any other frame appends one latent frame of tokens at the RoPE time of a single pixel frame `[f, f + 1) / fps`,
-  unmarked (1.2 `VideoConditionByKeyframeIndex(num_pixel_frames=1)`: `KeyframeAnchors`). Both follow ltx-core
-  1.2's noising `lerp(clean, lerp(latent, noise, s), mask)` with `latent` the token's value before the image
-  (the stage's initial latent at frame 0, 0 for appended tokens); the core noiser starts from `clean`, so
-  `after_noising` adds `mask * (1 - s) * (latent - clean)` (zero for strength 1 or an unscaled start).
+  unmarked (1.2 `VideoConditionByKeyframeIndex(num_pixel_frames=1)`: `KeyframeAnchors`). Both are noised by the
+  core noiser under the LTX-2.4+ rule (`latents.noiser`, ltx-core 1.2's `lerp(clean, lerp(start, noise, s),
+  mask)`): the state keeps the stage's start latent under a frame-0 image and starts appended tokens at 0.
 - `tile_images`: the images of a temporal round's tile. A round doubles the clip (`n -> 2(n - 1) + 1`), so an image
   at pixel frame `f` of the requested clip is at `f * 2**round` in round `round`; it attaches to every tile whose
   window `[pixel_start, pixel_end]` holds that frame, at `f * 2**round - pixel_start` (diffusers 0.42.1
@@ -20,15 +19,11 @@ combined_image_conditionings` in every stage), with one deliberate deviation in 
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import NamedTuple
-
-import torch
 
 from ..conditioning.base import ClipGeometry, ConditioningState
 from ..conditioning.frames import to_vae_pixels
 from ..latents import layout as L
-from ..latents.state import ModalityLatents
 from .conditions import KeyframeAnchors
 from .layout import TemporalTile
 
@@ -49,7 +44,6 @@ class ImageAtFrame(KeyframeAnchors):
     def __init__(self, frames, frame: int, strength: float = 1.0):
         super().__init__([frame], None, strength)
         self.frames = frames
-        self.initial: torch.Tensor | None = None
 
     def replaces_first_frame(self, geometry: ClipGeometry) -> bool:
         return self.pixel_frames[0] == 0
@@ -62,18 +56,7 @@ class ImageAtFrame(KeyframeAnchors):
             return
         tokens = L.pack_video(latents).to(state.video.latent.device).expand(g.batch_size, -1, -1)
         self.first_token, self.tokens_per_frame = 0, tokens.shape[1]
-        self.initial = state.video.latent[:, : tokens.shape[1]].clone()
         state.replace_first_frames(tokens, self.strength, "a DFR image at frame 0")
-
-    def after_noising(self, video: ModalityLatents, noise_scale: float) -> ModalityLatents:
-        if self.pixel_frames[0] != 0:
-            return super().after_noising(video, noise_scale)
-        if noise_scale == 1.0:
-            return video
-        latent, s = video.latent.clone(), self.token_slice
-        mask = video.denoise_mask[:, s].unsqueeze(-1)
-        latent[:, s] += mask * (1.0 - noise_scale) * (self.initial.to(latent) - video.clean[:, s])
-        return replace(video, latent=latent)
 
 
 def stage_images(images, *, scale: int = 1, start: int = 0, end: int | None = None) -> list[ImageAtFrame]:
