@@ -243,15 +243,17 @@ class LTX2DFRPipeline(LTX2TwoStagePipeline):
             decode_noise_scale=decode_noise_scale, use_cross_timestep=use_cross_timestep, output_type=output_type,
             return_dict=return_dict, attention_kwargs=attention_kwargs, callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
-            enable_prompt_enhancement=enable_prompt_enhancement, system_prompt=system_prompt,
-            prompt_max_new_tokens=prompt_max_new_tokens, prompt_enhancement_kwargs=prompt_enhancement_kwargs,
-            prompt_enhancement_seed=prompt_enhancement_seed, stage_size=(height // 2, width // 2),
-            fixed_guider=unguided(), fixed_sigmas=[float(s) for s in stage_1_sigmas], enhances_prompts=True,
-            predicts_length=True)
+            stage_size=(height // 2, width // 2), fixed_guider=unguided(),
+            fixed_sigmas=[float(s) for s in stage_1_sigmas], enhances_prompts=True, predicts_length=True)
         if call.inputs.total != 1:
             raise ValueError("LTX2DFRPipeline generates one clip per call: give one prompt")
+        # 1.2 DFRPipeline: the enhancer sees the first image as given (`enhance_prompt_image=images[0][0]`)
+        enhancement = self.prompt_enhancement(
+            enable_prompt_enhancement, call.inputs.prompts, image=image, conditions=conditions,
+            system_prompt=system_prompt, max_new_tokens=prompt_max_new_tokens,
+            generation_kwargs=prompt_enhancement_kwargs, seed=prompt_enhancement_seed, generator=generator)
         self._interrupt = False
-        enhanced = self.enhance_call_prompts(call.enhancement, call.inputs.prompts)
+        enhanced = self.enhance_call_prompts(enhancement, call.inputs.prompts)
         contexts = self.encode_text_contexts(enhanced or call.inputs.prompts, None,
                                              prompt_embeds=call.inputs.prompt_embeds, need_negative=False,
                                              max_sequence_length=call.max_sequence_length, device=call.device)

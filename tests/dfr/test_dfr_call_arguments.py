@@ -200,6 +200,28 @@ def test_prompt_enhancement_arguments_reach_the_enhancer(pipe, embeds, monkeypat
     assert seen["encoded"] == ["a fox, enhanced"] and out.enhanced_prompts == ["a fox, enhanced"]
 
 
+def test_the_enhancer_sees_the_first_image_as_given(pipe, embeds, monkeypatch):
+    """1.2's DFRPipeline hands its first image to the enhancer (`enhance_prompt_image=images[0][0]`), before any
+    re-compression: so does ours, through the pipelines' image-to-video enhancement (`image=`, else the first
+    single-frame `VideoCondition`)."""
+    from diffusers_ltx2.conditioning import VideoCondition
+    from diffusers_ltx2.pipelines.enhancement import PromptEnhancement
+    from diffusers_ltx2.transformer import TextContexts
+
+    seen = []
+    monkeypatch.setattr(pipe, "encode_text_contexts", lambda prompts, negative, **kw: TextContexts(positive=embeds))
+    monkeypatch.setattr(pipe, "_enhancer", lambda: (None, None, None))
+    monkeypatch.setattr(pipe, "processor", object(), raising=False)
+    monkeypatch.setattr(pipe, "enhance_call_prompts", lambda request, prompts: seen.append(request) or ["x"])
+    monkeypatch.setattr(S, "run_stage", lambda *a: (_ for _ in ()).throw(RuntimeError("stop")))
+    picture = np.full((32, 48, 3), 200, dtype=np.uint8)
+    for kwargs in ({"image": picture}, {"conditions": [VideoCondition(picture, frame_index=8)]}):
+        with pytest.raises(RuntimeError, match="stop"):
+            pipe("a fox", height=H, width=W, num_frames=17, output_type="latent",
+                 enable_prompt_enhancement=True, generator=torch.Generator().manual_seed(0), **kwargs)
+        assert isinstance(seen[-1], PromptEnhancement) and np.array_equal(np.asarray(seen[-1].image), picture)
+
+
 @pytest.mark.parametrize("name, value", [
     ("latents", torch.zeros(1, 8, 4, 4, 6)), ("audio_latents", torch.zeros(1, 8, 10, 4)),
     ("keyframes_latents", torch.zeros(1, 8, 1, 4, 6)), ("keyframe_positions", [24]),
