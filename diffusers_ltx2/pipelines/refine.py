@@ -59,6 +59,10 @@ class TwoStageMixin:
     two stages (`two_stages`: stage 1 at half size, the refinement `refine_stage` starting from its upsampled
     latents). It needs the `LTX2PipelineBase` machinery."""
 
+    #: `generate_long_video` runs one call per window guided by the previous window's latents at the call's size; a
+    #: call whose first stage runs at half size cannot take them (`pipelines.sliding` refuses it)
+    supports_sliding_windows = False
+
     def __init__(
         self,
         scheduler,

@@ -78,10 +78,15 @@ def generate_long_video(
         Frames ("pt" / "np" / "pil") and latents are on the CPU.
 
     Raises:
-        ValueError: before any model runs, for bad numbers (`layout.check_window_numbers`), a bad prompt schedule,
+        ValueError: before any model runs, for a two-stage / DFR pipeline (its half-size first stage cannot take
+        the guides), bad numbers (`layout.check_window_numbers`), a bad prompt schedule,
         conditions that do not fit a window (a reference shorter than the clip), the IC-LoRA pipeline's reference
         errors, or arguments the windows set themselves.
     """
+    if not getattr(pipe, "supports_sliding_windows", True):
+        raise ValueError(f"sliding windows run one one-stage call per window, guided by the previous window's "
+                         f"full-size latents; {type(pipe).__name__}'s half-size first stage cannot take them: run the "
+                         f"windows on LTX2AudioVideoPipeline.from_pipe(pipe) (or LTX2ICLoRAPipeline.from_pipe)")
     for key in _SET_HERE:
         if key in call_kwargs and not (key == "num_videos_per_prompt" and call_kwargs[key] == 1):
             raise ValueError(f"sliding windows set {key} themselves; do not pass it")

@@ -307,3 +307,27 @@ def test_latent_guide_tokens_equal_ltx_core_keyframe_condition(tiny_pipe):
                                       tiny_pipe.audio_vae.latents_std)
     torch.testing.assert_close(state.audio.clean[:, :5], tokens)
     assert torch.all(state.audio.denoise_mask[:, :5] == 0.7) and torch.all(state.audio.denoise_mask[:, 5:] == 1)
+
+
+def test_two_stage_pipelines_are_refused_and_their_one_stage_form_runs_the_windows(tiny_components):
+    """A two-stage (or DFR) call's first stage runs at half size, where the previous window's full-size guide does
+    not fit (it failed in window 2 with a shape error): refused before any model runs, naming the way out, which
+    works."""
+    from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
+
+    from diffusers_ltx2 import LTX2AudioVideoPipeline, LTX2DFRPipeline, LTX2Scheduler, LTX2TwoStagePipeline
+
+    up = LTX2LatentUpsamplerModel(in_channels=tiny_components["vae"].config.latent_channels, mid_channels=32,
+                                  num_blocks_per_stage=1, use_rational_resampler=False).eval()
+    two = LTX2TwoStagePipeline(scheduler=LTX2Scheduler(), latent_upsampler=up, **tiny_components)
+    two.set_progress_bar_config(disable=True)
+    calls = []
+    two.transformer.register_forward_pre_hook(lambda *a: calls.append(1))
+    for cls in (LTX2TwoStagePipeline, LTX2DFRPipeline):
+        with pytest.raises(ValueError, match="half-size first stage cannot take them"):
+            sliding.generate_long_video(cls.__new__(cls) if cls is LTX2DFRPipeline else two, "a fox", **THREE,
+                                        **RUN)
+    assert not calls
+    one = LTX2AudioVideoPipeline.from_pipe(two)
+    out = one.generate_long_video("a fox", output_type="latent", generator=_gen(), **THREE, **RUN)
+    assert out.frames.shape[2] == (THREE["num_frames"] - 1) // 8 + 1
