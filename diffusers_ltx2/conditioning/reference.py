@@ -64,7 +64,7 @@ class ReferenceVideo(Condition):
                              f"{tuple(attention_mask.shape)}")
         if (video is None) == (latents is None):
             raise ValueError("ReferenceVideo takes a video (a file, PIL frames, an array or a tensor) or its latents")
-        self.frames = None if video is None else to_frames(video)
+        self.frames = None if video is None else to_frames(video, keep_uint8=True)  # 1/4 of float32
         self.latents = latents
         self.strength, self.attention_strength = float(strength), float(attention_strength)
         self.downscale_factor, self.temporal_scale_factor = downscale_factor, temporal_scale_factor

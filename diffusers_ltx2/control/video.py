@@ -29,8 +29,9 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None) -> torch.
     return torch.stack(frames).permute(0, 3, 1, 2).float() / 255.0
 
 
-def to_frames(video) -> torch.Tensor:
-    """Any supported control-video form -> `(F, 3, H, W)` float32 in `[0, 1]`.
+def to_frames(video, *, keep_uint8: bool = False) -> torch.Tensor:
+    """Any supported control-video form -> `(F, 3, H, W)` float32 in `[0, 1]` (with `keep_uint8`, 8-bit sources
+    stay uint8 in `[0, 255]`, a quarter of the memory: `fit_frames` converts the frames it keeps).
 
     Accepted: whatever `diffusers_ltx2.media.frames.as_frames` takes (every video input's normalisation): a file
     path; PIL image(s); numpy `(F, H, W, 3)`; torch `(F, 3, H, W)`; uint8 or floats in `[0, 1]`; a pipeline's
@@ -40,13 +41,16 @@ def to_frames(video) -> torch.Tensor:
 
     frames = as_frames(video, "control_video")
     if isinstance(frames, np.ndarray):
-        frames = torch.from_numpy(frames).float() / 255.0
+        frames = torch.from_numpy(frames)
+        if not (keep_uint8 and frames.dtype == torch.uint8):
+            frames = frames.float() / 255.0
     return frames.permute(0, 3, 1, 2).contiguous()
 
 
 def fit_frames(frames: torch.Tensor, num_frames: int, height: int, width: int, temporal_ratio: int = 8,
                frame_step: int = 1) -> torch.Tensor:
-    """Trim a control video to the clip and resize / center-crop it to `(height, width)`.
+    """Trim a control video to the clip and resize / center-crop it to `(height, width)`: `(F, 3, H, W)` float32 in
+    `[0, 1]` (from float frames in `[0, 1]` or uint8 ones, converted after trimming).
 
     Every `frame_step`-th frame is kept (temporal reference scale). The result has `min(available, wanted)` frames
     rounded down to `temporal_ratio * k + 1` (the VAE's causal layout); a video too short even for one frame is
@@ -66,6 +70,8 @@ def fit_frames(frames: torch.Tensor, num_frames: int, height: int, width: int, t
             frames.shape[0], num_frames, usable,
         )
     frames = frames[:usable]
+    if frames.dtype == torch.uint8:
+        frames = frames.float() / 255.0
     _, _, h, w = frames.shape
     scale = max(height / h, width / w)
     new_h, new_w = max(height, round(h * scale)), max(width, round(w * scale))

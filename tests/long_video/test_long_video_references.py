@@ -141,7 +141,7 @@ def test_diffusers_reference_conditions_and_a_first_image_through_the_windows(ic
     spy = CallSpy(ic_pipe, monkeypatch)
     ic_pipe.generate_long_video("a dancer", reference_conditions=[LTX2ReferenceCondition(frames, 0.9)], image=image,
                                 output_type="latent", generator=_gen(), **THREE, **RUN)
-    whole = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+    whole = torch.from_numpy(frames).permute(0, 3, 1, 2)  # 8-bit frames are kept 8-bit until fitted
     for call, w in zip(spy.calls, plan_windows(57, 25, 16)):
         (ref,) = [c for c in call["conditions"] if isinstance(c, ReferenceVideo)]
         assert ref.strength == 0.9 and ref.downscale_factor == 2

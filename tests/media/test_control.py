@@ -109,3 +109,23 @@ def test_depth_and_pose_adapters_with_tiny_local_models(tmp_path):
         get_preprocessor("depth")
     with pytest.raises(ValueError, match="unknown preprocessor"):
         get_preprocessor("hed")
+
+
+def test_reference_frames_stay_8_bit_until_fitted():
+    """A `ReferenceVideo` of 8-bit frames keeps them uint8 (a quarter of float32's memory: a whole long clip's
+    control video is held for all its windows); `fit` converts only the frames it keeps, to the same float32 values
+    as a float source gives."""
+    import numpy as np
+    import torch
+
+    from diffusers_ltx2.conditioning import ReferenceVideo
+    from diffusers_ltx2.conditioning.base import ClipGeometry
+
+    frames = np.random.default_rng(0).integers(0, 256, (33, 64, 96, 3), dtype=np.uint8)
+    held = ReferenceVideo(frames, downscale_factor=2)
+    as_float = ReferenceVideo(torch.from_numpy(frames).float() / 255.0, downscale_factor=2)
+    assert held.frames.dtype == torch.uint8 and held.frames.shape == (33, 3, 64, 96)
+    g = ClipGeometry(batch_size=1, num_frames=17, height=128, width=192, frame_rate=24.0)
+    fitted = held.fit(g)
+    assert fitted.dtype == torch.float32 and fitted.shape == (17, 3, 64, 96)
+    assert torch.equal(fitted, as_float.fit(g))
