@@ -111,6 +111,23 @@ def test_extend_continues_the_clip(parts_25):
     assert out.frames[0].shape[0] == 17 + 8
 
 
+def test_long_video_in_sliding_windows(parts_25, calls):
+    """Three windows on 2.5: the requested frames and a one-call clip's audio length, the first window equal to a
+    one-window call with the same generator, the 2.5 rule in every window's passes."""
+    from diffusers_ltx2.long_video import plan_windows
+
+    pipe = _pipe(parts_25)
+    size = dict(height=64, width=64, frame_rate=24.0, num_inference_steps=2, max_sequence_length=128)
+    assert len(plan_windows(57, 25, 16)) == 3
+    out = pipe.generate_long_video("a cat", num_frames=57, window=25, overlap=16, output_type="latent",
+                                   generator=torch.Generator().manual_seed(0), **size)
+    one = pipe("a cat", num_frames=57, output_type="latent", generator=torch.Generator().manual_seed(0), **size)
+    first = pipe("a cat", num_frames=25, output_type="latent", generator=torch.Generator().manual_seed(0), **size)
+    assert out.frames.shape == one.frames.shape and out.audio.shape == one.audio.shape
+    torch.testing.assert_close(out.frames[:, :, :3], first.frames[:, :, :3], rtol=0, atol=0)  # window 1's own
+    assert set(calls) == {"own_scale_shift_cross_gate"} and len(calls) == 3 + 2
+
+
 @pytest.mark.parametrize("distilled", [False, True], ids=["dev_lora", "distilled"])
 def test_two_stage(parts_25, tmp_path, calls, distilled):
     """Two stages (and the distilled recipe, which picks 2.5's euler-ancestral stage 1) at 128 x 128."""
@@ -138,6 +155,31 @@ def test_ic_lora(parts_25, tmp_path):
     pipe.load_lora_weights(str(path))
     out = _run(pipe, control_video=torch.rand(TINY_CLIP["num_frames"], 3, 64, 64))
     assert torch.isfinite(out.frames).all()
+
+
+def test_ic_lora_two_stage(parts_25, tmp_path, calls):
+    """The two-stage IC-LoRA pipeline (official `ic_lora.py` recipe, distilled) on 2.5: the reference in stage 1
+    only, full size out, the 2.5 rule in both stages' passes."""
+    from test_ic_lora_loading import write_lora
+
+    from diffusers_ltx2 import LTX2ICLoRATwoStagePipeline
+    from diffusers_ltx2.conversion.upsampler import load_official_upsampler
+
+    pipe = _pipe(parts_25, LTX2ICLoRATwoStagePipeline)
+    up = tmp_path / "up.safetensors"
+    write_official_upsampler(up, tiny_upsampler_config(pipe.vae.config.latent_channels), seed=1)
+    pipe.register_modules(latent_upsampler=load_official_upsampler(up, dtype=torch.float32))
+    path = tmp_path / "ic.safetensors"
+    write_lora(path, pipe.transformer, metadata={"reference_downscale_factor": "2"})
+    pipe.load_lora_weights(str(path))
+    tokens = []
+    pipe.transformer.register_forward_pre_hook(lambda m, a, kw: tokens.append(kw["hidden_states"].shape[1]),
+                                               with_kwargs=True)
+    out = _run(pipe, height=128, width=128, num_inference_steps=None,
+               control_video=torch.rand(TINY_CLIP["num_frames"], 3, 128, 128))
+    assert out.frames.shape[-2:] == (4, 4) and torch.isfinite(out.frames).all()
+    assert set(tokens[:8]) == {2 * 2 * 2 + 2 * 1 * 1} and set(tokens[8:]) == {2 * 4 * 4}  # reference in stage 1
+    assert set(calls) == {"own_scale_shift_cross_gate"} and len(calls) == 2
 
 
 @pytest.mark.parametrize("mode", ["int8", "fp8-cast"])
