@@ -25,7 +25,11 @@ import os
 import sys
 
 STUB_MODULE = "diffusers_ltx2_pipeline"
-_PIPELINES = ("LTX2AudioVideoPipeline", "LTX2ICLoRAPipeline", "LTX2TwoStagePipeline", "LTX2ICLoRATwoStagePipeline")
+_PIPELINES = ("LTX2AudioVideoPipeline", "LTX2ICLoRAPipeline", "LTX2TwoStagePipeline", "LTX2ICLoRATwoStagePipeline",
+              "LTX2DFRPipeline")
+#: key `resolve` leaves in the index it reads, naming the class `_get_pipeline_class` must return: our
+#: `LTX2DFRPipeline` shares its name with diffusers' own (which our registration does not overwrite)
+_OURS = "_ltx2_pipeline_class"
 
 _STUB = '''"""This folder was saved by diffusers-ltx2: its pipeline class lives in that package.
 
@@ -39,6 +43,7 @@ or `diffusers_ltx2.LTX2AudioVideoPipeline.from_pretrained("<this folder>")`. Pla
 with `trust_remote_code=True`; it imports the class from diffusers-ltx2 (`pip install diffusers-ltx2`).
 """
 
+from diffusers_ltx2 import LTX2DFRPipeline  # noqa: F401  (not diffusers' class of that name)
 from diffusers_ltx2.pipelines import (  # noqa: F401
     LTX2AudioVideoPipeline, LTX2ICLoRAPipeline, LTX2ICLoRATwoStagePipeline, LTX2TwoStagePipeline,
 )
@@ -74,17 +79,29 @@ def _patch(pipeline_utils) -> None:
     original = pipeline_utils._resolve_custom_pipeline_and_cls
     if getattr(original, "_ltx2", False):
         return
+    original_class = pipeline_utils._get_pipeline_class
 
     def resolve(folder, config, custom_pipeline):
         name = config.get("_class_name")
         if custom_pipeline is None and isinstance(name, (list, tuple)) and len(name) == 2 \
                 and name[0] == STUB_MODULE and name[1] in _PIPELINES:
             config["_class_name"] = name[1]  # resolved on `diffusers` by our registration: no custom code runs
+            config[_OURS] = name[1]
             return None, None
         return original(folder, config, custom_pipeline)
 
+    def pipeline_class(class_obj, *args, **kwargs):
+        config = kwargs.get("config", args[0] if args else None)
+        ours = config.pop(_OURS, None) if isinstance(config, dict) else None
+        if ours is not None and class_obj.__name__ == "DiffusionPipeline" and kwargs.get("custom_pipeline") is None:
+            import diffusers_ltx2
+
+            return getattr(diffusers_ltx2, ours)  # e.g. our LTX2DFRPipeline, not diffusers' class of that name
+        return original_class(class_obj, *args, **kwargs)
+
     resolve._ltx2 = True
     pipeline_utils._resolve_custom_pipeline_and_cls = resolve
+    pipeline_utils._get_pipeline_class = pipeline_class
 
 
 _TARGET = "diffusers.pipelines.pipeline_utils"

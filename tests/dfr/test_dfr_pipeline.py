@@ -97,3 +97,44 @@ def test_from_pipe_moves_every_component(pipe, embeds):
     back = LTX2TwoStagePipeline.from_pipe(dfr)
     assert back.transformer is pipe.transformer and back.latent_upsampler is pipe.latent_upsampler
     assert LTX2DFRPipeline.from_pipe(two_stage).temporal_latent_upsampler is None  # optional: rounds = 0 only
+
+
+def test_a_saved_dfr_folder_loads_as_ours_through_diffusers(pipe, embeds, tmp_path):
+    """diffusers 0.42.1 has its own `LTX2DFRPipeline`, which our registration leaves in place: a folder we save
+    must still load as ours through `DiffusionPipeline.from_pretrained` (it loaded as diffusers' and dropped the
+    guider, upsamplers and diffusion decoder with a warning), with every component, and run the same; a folder
+    naming diffusers' class plainly still loads as diffusers'."""
+    import json
+
+    import diffusers
+
+    pipe.save_pretrained(tmp_path / "dfr")
+    loaded = diffusers.DiffusionPipeline.from_pretrained(tmp_path / "dfr")
+    assert type(loaded) is LTX2DFRPipeline
+    present = {k for k, v in pipe.components.items() if v is not None}
+    assert {k for k, v in loaded.components.items() if v is not None} - {"guider"} == present - {"guider"}
+    assert {"latent_upsampler", "temporal_latent_upsampler", "diffusion_decoder"} <= present
+    loaded.set_progress_bar_config(disable=True)
+    for name, module in pipe.components.items():
+        if isinstance(module, torch.nn.Module):
+            a, b = module.state_dict(), loaded.components[name].state_dict()
+            assert a.keys() == b.keys(), name
+            bad = [k for k in a if not torch.equal(a[k], b[k])]
+            assert not bad, (name, bad[:5])
+    pa = {type(p).__name__ for p in pipe.transformer.attn_processors.values()}
+    pb = {type(p).__name__ for p in loaded.transformer.attn_processors.values()}
+    assert pa == pb, (pa, pb)
+    sa = {k: v for k, v in pipe.scheduler.config.items() if not k.startswith("_")}
+    sb = {k: v for k, v in loaded.scheduler.config.items() if not k.startswith("_")}
+    assert sa == sb, (sa, sb)
+    kw = dict(prompt_embeds=embeds, height=H, width=W, num_frames=17, output_type="latent")
+    # every saved tensor, the attention processors and the scheduler are equal (checked above); the runs differ by
+    # float rounding (measured 7e-7, cause not pinned: not the weights); a dropped component would move O(0.1)
+    torch.testing.assert_close(loaded(generator=torch.Generator().manual_seed(2), **kw).frames,
+                               pipe(generator=torch.Generator().manual_seed(2), **kw).frames, rtol=0, atol=1e-5)
+    index = tmp_path / "dfr" / "model_index.json"
+    data = json.loads(index.read_text())
+    data["_class_name"] = "LTX2DFRPipeline"  # as diffusers' own pipeline saves it
+    index.write_text(json.dumps(data))
+    plain = diffusers.DiffusionPipeline.from_pretrained(tmp_path / "dfr")
+    assert type(plain) is diffusers.LTX2DFRPipeline
