@@ -52,6 +52,9 @@ MEMORY_OPTIONS = (
     Option("--attention", "attention backend of the transformer (diffusers' dispatcher; flash / sage need their "
                           "packages and a GPU)", choices=tuple(ATTENTION_BACKENDS), default_text="native (torch SDPA)",
            group=SPEED_GROUP),
+    Option("--video-decoder", "LTX-2.5 video decoder: diffusion (its diffusion decoder), conv (the VAE's conv "
+                              "decoder: much faster, e.g. on a CPU) or auto (the diffusion decoder when loaded)",
+           choices=("auto", "diffusion", "conv"), default_text="auto", group=SPEED_GROUP),
 )
 
 #: the --quantize modes whose weights are plain tensors, which --offload disk can write to files
@@ -125,6 +128,7 @@ class MemorySettings:
     compile: str | None = None  # torch.compile backend
     attention: str | None = None
     gguf_file: str | None = None
+    video_decoder: str | None = None  # pipe.video_decoder ("auto" / "diffusion" / "conv"); None: the pipeline's
 
 
 def memory_settings(args, passes: int, stream=None) -> MemorySettings:
@@ -132,7 +136,8 @@ def memory_settings(args, passes: int, stream=None) -> MemorySettings:
     the model folder's configs and the LoRA files' headers only (a `--transformer-gguf` file keeps its format).
     Raises `ValueError` when no plan fits the budget."""
     settings = MemorySettings(args.quantize, args.text_encoder_quantize, args.offload, args.offload_folder,
-                              compile=args.compile, attention=args.attention, gguf_file=args.transformer_gguf)
+                              compile=args.compile, attention=args.attention, gguf_file=args.transformer_gguf,
+                              video_decoder=getattr(args, "video_decoder", None))
     if args.vram_budget is None:
         return settings
     from ..memory.budget import Clip, estimate, format_bytes, plan
@@ -190,3 +195,5 @@ def apply_memory_settings(pipe, settings: MemorySettings, device) -> None:
         pipe.compile(backend=settings.compile)
     apply_offload(pipe, settings.offload, device, offload_folder=settings.offload_folder)
     pipe.vae_memory_budget = settings.vae_budget
+    if settings.video_decoder is not None:
+        pipe.video_decoder = settings.video_decoder

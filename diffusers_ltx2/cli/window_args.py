@@ -77,7 +77,12 @@ def prepare_windows(args, conditions) -> None:
     geometry = ClipGeometry(batch_size=1, num_frames=args.num_frames, height=args.height, width=args.width,
                             frame_rate=float(args.frame_rate))
     route_conditions(conditions, args.windows, geometry)
-    print(f"{args.num_frames} frames in {len(args.windows)} windows of {args.window} frames (overlap {args.overlap}): "
+    n = len(args.windows)
+    if n == 1:  # a clip no longer than one window: one plain call
+        print(f"{args.num_frames} frames fit in one window (--window {args.window}): one call, no overlap",
+              flush=True)
+        return
+    print(f"{args.num_frames} frames in {n} windows of {args.window} frames (overlap {args.overlap}): "
           f"{', '.join(str(w.num_frames) for w in args.windows)} frames", flush=True)
 
 

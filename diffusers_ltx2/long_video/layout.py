@@ -90,9 +90,13 @@ def check_window_numbers(num_frames, window, overlap, temporal_ratio: int = TEMP
     if not is_whole(overlap) or overlap < 2 * temporal_ratio or overlap % temporal_ratio:
         near = ""
         if is_whole(overlap) and overlap >= 0:
+            top = (window - temporal_ratio - 1) // temporal_ratio * temporal_ratio  # the window must add frames
             lower = max(2 * temporal_ratio, overlap // temporal_ratio * temporal_ratio)
             upper = max(2 * temporal_ratio, -(-overlap // temporal_ratio) * temporal_ratio)
-            near = f"; nearest valid values: {lower}" + (f" or {upper}" if upper != lower else "")
+            valid = sorted({c for c in (lower, upper) if c <= top}) or ([top] if top >= 2 * temporal_ratio else [])
+            if valid:
+                near = f"; nearest valid value{'s' if len(valid) > 1 else ''} for window {window}: " + \
+                    " or ".join(map(str, valid))
         raise ValueError(f"overlap must be a multiple of {temporal_ratio} frames and at least {2 * temporal_ratio} "
                          f"(one latent frame is dropped, the others blended), got {overlap!r}{near}")
     if window < overlap + temporal_ratio + 1:

@@ -183,7 +183,9 @@ def resize_center_crop(frames, height: int, width: int) -> torch.Tensor:
     """
     if not (isinstance(height, int) and isinstance(width, int)) or height < 1 or width < 1:
         raise ValueError(f"height and width must be positive integers, got {height!r} x {width!r}")
-    t = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
+    if isinstance(frames, np.ndarray):  # a read-only array (e.g. a decoded image buffer) is copied, not aliased
+        frames = np.ascontiguousarray(frames) if frames.flags.writeable else np.array(frames)
+    t = torch.from_numpy(frames) if isinstance(frames, np.ndarray) else frames
     if not isinstance(t, torch.Tensor):
         raise ValueError(f"resize_center_crop: frames must be a numpy array or tensor, got {type(frames).__name__}")
     if t.ndim == 3:

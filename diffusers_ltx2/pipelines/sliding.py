@@ -47,9 +47,9 @@ def generate_long_video(
             `conditioning_attention_mask` over its frames or one frame for all, `control_preprocessor`,
             `reference_downscale_factor`, diffusers' `reference_conditions=` / `conditions=`), turned into
             `ReferenceVideo`s as `__call__` does (`diffusers_conditions.pop_ic_lora_arguments`) and routed below.
-        prompt: one string; a list of strings, one per window; or `(start, text)` segments with starts in
-            seconds (a number, `"5s"`) or frames (`"120f"`) - see `long_video.prompt_schedule`. Or pass
-            `prompt_embeds` (every window).
+        prompt: one string; a list of strings, one per window (a shorter list repeats its last); or
+            `(start, text)` segments with starts in seconds (a number, `"5s"`) or frames (`"120f"`) - see
+            `long_video.prompt_schedule`. Or pass `prompt_embeds` (every window).
         num_frames: frames of the whole clip, `8k + 1` (e.g. 481 = 20 s at 24 fps).
         window: frames per window, `8k + 1` (121: the model's usual clip).
         overlap: frames of the finished clip guiding each next window, a multiple of 8 and >= 16 (ComfyUI's

@@ -234,7 +234,7 @@ def _encode_video(pipe, clip: Clip, encoder, num_frames: int, height: int, width
                              "(preprocess images separately with num_frames 1)")
         from ..media.image import load_image
 
-        frames = torch.from_numpy(load_image(clip.video)).permute(2, 0, 1)[None].float() / 255.0
+        frames = torch.tensor(load_image(clip.video)).permute(2, 0, 1)[None].float() / 255.0  # a copy: may be read-only
     else:
         frames = read_video(clip.video, max_frames=num_frames)
     if frames.shape[0] < num_frames:

@@ -49,10 +49,16 @@ def _argv(files, out, *extra):
 
 
 def test_generate_dfr_writes_the_temporally_upsampled_clip(files, tmp_path, monkeypatch):
-    # the conv VAE decodes here: the 2.5 diffusion decoder (tested in test_ltx25_*) takes ~70 s on 2 CPU cores
-    monkeypatch.setattr(LTX2DFRPipeline, "video_decoder", "conv")
+    # --video-decoder conv: the conv VAE decodes (the 2.5 diffusion decoder, tested in test_ltx25_*, takes ~70 s on
+    # 2 CPU cores); the folder has a diffusion decoder, which must then not run
+    from diffusers_ltx2.pipelines import diffusion_decode
+
+    def fail(*a, **k):
+        raise AssertionError("the diffusion decoder ran despite --video-decoder conv")
+
+    monkeypatch.setattr(diffusion_decode, "diffusion_decode", fail)
     out = tmp_path / "dfr.mp4"
-    assert main(_argv(files, out, "--temporal-upsample-rounds", "1")) == 0
+    assert main(_argv(files, out, "--temporal-upsample-rounds", "1", "--video-decoder", "conv")) == 0
     with av.open(str(out)) as container:
         video = container.streams.video[0]
         frames = sum(1 for _ in container.decode(video=0))

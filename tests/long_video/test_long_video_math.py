@@ -12,6 +12,7 @@ from diffusers_ltx2.long_video import (
     adain_latents, audio_placements, blend_audio_latents, blend_video_latents, parse_schedule_text, plan_windows,
     read_schedule_file, window_of_frame, window_prompts,
 )
+from diffusers_ltx2.long_video.layout import check_window_numbers
 from diffusers_ltx2.long_video.prompt_schedule import prompt_texts
 
 
@@ -155,3 +156,10 @@ def test_seam_blends_are_comfyui_linear_overlap_transition():
     audio = blend_audio_latents(torch.zeros(1, 2, 10, 3), torch.ones(1, 2, 6, 3), 7, 3)
     assert audio.shape == (1, 2, 13, 3)
     torch.testing.assert_close(audio[0, 1, :, 2], torch.tensor([0.] * 7 + [0.25, 0.5, 0.75, 1, 1, 1]))
+
+
+@pytest.mark.parametrize("window,overlap,suggested", [(121, 121, "112"), (121, 20, "16 or 24"), (25, 20, "16")])
+def test_overlap_suggestions_fit_the_window(window, overlap, suggested):
+    """The nearest valid overlaps named are valid for the window (121 / 121 suggested 120 or 128, both too long)."""
+    with pytest.raises(ValueError, match=f"for window {window}: {suggested}$"):
+        check_window_numbers(481, window, overlap)
