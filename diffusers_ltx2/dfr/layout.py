@@ -75,7 +75,9 @@ def resolve_canvas(num_frames: int, temporal_ratio: int = TEMPORAL_RATIO) -> tup
     if num_frames < 2:
         raise ValueError(f"DFR needs at least 2 pixel frames (8k + 1, k >= 1), got {num_frames}")
     if (num_frames - 1) % temporal_ratio:
-        raise ValueError(f"num_frames must be {temporal_ratio}k + 1, got {num_frames}")
+        from ..rules import frame_count_problem
+
+        raise ValueError(f"num_frames {frame_count_problem(num_frames, temporal_ratio)}")
     content = num_frames - 1
     segment = choose_segment_length(content)
     padded = content + _padding(content, segment)

@@ -72,7 +72,8 @@ def _route_video(c: VideoCondition, windows, geometry, per_window) -> None:
     local = start - w.first_frame
     last = local + c.num_frames - 1
     if last > w.num_frames - 1:
-        raise ValueError(f"VideoCondition at frame {start} with {c.num_frames} frame(s) runs past window {w.index} "
+        raise ValueError(f"the clip condition (VideoCondition / --video) at frame {start} with {c.num_frames} frame(s) "
+                         f"runs past window {w.index} "
                          f"(global frames {w.first_frame}..{w.first_frame + w.num_frames - 1}), which holds its first "
                          f"frame: use a longer window or split the clip")
     routed = copy.copy(c)
