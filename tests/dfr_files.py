@@ -32,14 +32,21 @@ def random_embeds(pipe, seed: int = 1) -> PromptEmbeddings:
     return PromptEmbeddings(v, a, m)
 
 
-def official_contexts(pipe) -> PromptEmbeddings:
-    """Connector-stage `PromptEmbeddings` the 1.2 reference runs take (`run_official_dfr`): random Gemma-width states,
-    the last 37 of 128 tokens attended (a left-padded prompt)."""
-    g = torch.Generator().manual_seed(1)
+def gemma_states(pipe, seed: int, attended: int):
+    """Random packed Gemma hidden states `(1, 128, D, layers)` for `pipe`'s connectors and their attention mask, the
+    last `attended` of 128 tokens attended (a left-padded prompt)."""
+    g = torch.Generator().manual_seed(seed)
     config = pipe.connectors.config
     states = torch.randn(1, 128, config.caption_channels, config.text_proj_in_factor, generator=g) * 3
     mask = torch.zeros(1, 128, dtype=torch.int64)
-    mask[:, -37:] = 1
+    mask[:, -attended:] = 1
+    return states, mask
+
+
+def official_contexts(pipe) -> PromptEmbeddings:
+    """Connector-stage `PromptEmbeddings` the 1.2 reference runs take (`run_official_dfr`): `gemma_states` with the
+    last 37 of 128 tokens attended."""
+    states, mask = gemma_states(pipe, 1, 37)
     with torch.no_grad():
         v, a, m = pipe.connectors(states, mask)
     return PromptEmbeddings(v, a, m)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from dfr_files import build_dfr_pipeline, random_embeds
+from dfr_files import gemma_states
 from diffusers_ltx2.dfr import stages as S
 from diffusers_ltx2.dfr.arguments import REFUSED_ARGUMENTS
 from diffusers_ltx2.latents import layout as L
@@ -20,16 +20,6 @@ H, W = 128, 192
 BASE, DETAIL, TILE = len(DISTILLED_SIGMAS) - 1, len(DISTILLED_REFINE_SIGMAS) - 1, len(S.TEMPORAL_SIGMAS) - 1
 NAMES = ["latents", "audio_latents", "prompt_embeds"]
 LATER_FRAME = 40
-
-
-@pytest.fixture(scope="module")
-def pipe(ltx25_set):
-    return build_dfr_pipeline(ltx25_set)
-
-
-@pytest.fixture(scope="module")
-def embeds(pipe):
-    return random_embeds(pipe)
 
 
 def _call(pipe, embeds, **kw):
@@ -159,11 +149,7 @@ def test_diffusers_tensor_prompt_embeds_with_mask(pipe):
     equal the same states given as connector outputs."""
     from diffusers_ltx2.loaders.prompt_embeddings import PromptEmbeddings
 
-    g = torch.Generator().manual_seed(4)
-    config = pipe.connectors.config
-    states = torch.randn(1, 128, config.caption_channels, config.text_proj_in_factor, generator=g) * 3
-    mask = torch.zeros(1, 128, dtype=torch.int64)
-    mask[:, -40:] = 1
+    states, mask = gemma_states(pipe, 4, 40)
     with torch.no_grad():
         v, a, m = pipe.connectors(states, mask)
     want = _call(pipe, PromptEmbeddings(v, a, m)).frames
