@@ -9,19 +9,13 @@ from .options import Option, number, text, whole
 GROUP = "long clips (sliding windows: ComfyUI's looping sampler)"
 
 
-def _multiple_of_8(raw) -> int:
-    value = whole(16)(raw)
-    if value % 8:
-        raise ValueError(f"must be a multiple of 8 (the VAE's 8-frame unit), got {value}; nearest valid values: "
-                         f"{value // 8 * 8} or {value // 8 * 8 + 8}")
-    return value
-
-
 WINDOW_OPTIONS = (
     Option("--window", "generate --num-frames in windows of this many frames (8k+1, e.g. 121), each guided by the "
                        "previous one's last --overlap frames", whole(9), group=GROUP),
+    # its multiple-of-8 rule is checked with the window (`long_video.layout.check_window_numbers`), whose
+    # suggestions fit the window
     Option("--overlap", "frames of the finished clip guiding each next window (a multiple of 8, >= 16)",
-           _multiple_of_8, default=24, group=GROUP),
+           whole(16), default=24, group=GROUP),
     Option("--overlap-strength", "strength of that guide, in [0, 1]", number(0, 1), default=0.5, group=GROUP),
     Option("--adain", "AdaIN of every later window to the first window's latent statistics, in [0, 1] (against "
                       "colour drift; 0 = off)", number(0, 1), default=0.0, group=GROUP),
@@ -33,7 +27,7 @@ WINDOW_OPTIONS = (
 def check_window_arguments(args) -> None:
     """Before the shared checks: `--prompt-schedule` replaces `--prompt` (its first prompt stands in for the shared
     checks); then the window layout and the schedule against it. Sets `args.windows`, `args.schedule`."""
-    from ..long_video.layout import plan_windows
+    from ..long_video.layout import check_window_numbers, plan_windows
     from ..long_video.prompt_schedule import read_schedule_file, window_prompts
 
     args.windows = args.schedule = None
@@ -56,9 +50,10 @@ def check_window_arguments(args) -> None:
                         ("--audio-only", getattr(args, "audio_only", False))):
         if given:
             raise ValueError(f"--window does not combine with {flag}")
-    if args.num_frames is None:
-        return
     try:
+        if args.num_frames is None:  # the length is predicted later: the window numbers alone now
+            check_window_numbers(args.window, args.window, args.overlap)
+            return
         args.windows = plan_windows(args.num_frames, args.window, args.overlap)
     except ValueError as err:
         raise ValueError("--" + str(err).replace("num_frames", "num-frames", 1)) from None

@@ -67,7 +67,8 @@ print("CODE", code, "HEAVY", [m for m in ("torch", "diffusers", "numpy") if m in
 
 @pytest.mark.parametrize("extra,message", [
     (["--window", "120"], "--window must be 8k+1"),
-    (["--window", "121", "--overlap", "20"], "--overlap: must be a multiple of 8"),
+    (["--window", "121", "--overlap", "20"], "got 20; nearest valid values for window 121: 16 or 24"),
+    (["--window", "121", "--overlap", "121"], "got 121; nearest valid value for window 121: 112\n"),
     (["--window", "121", "--overlap", "8"], "--overlap: must be >= 16"),
     (["--window", "25", "--overlap", "24"], "window (25 frames) must be at least overlap + 9"),
     (["--overlap", "16"], "--overlap applies to sliding windows: add --window"),
