@@ -15,28 +15,15 @@ orders them, and in the round through `DFRPipeline`'s tile rule (unscaled frame 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import ltx12_reference as R
 
 
 def run(timeout: int = 1800, **kwargs) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        request = Path(tmp) / "request.json"
-        request.write_text(json.dumps(kwargs, default=str))
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(R.OFFICIAL_12 / "ltx-core" / "src"), str(R.OFFICIAL_12 / "ltx-pipelines" / "src"), str(R.HERE)])
-        env.setdefault("OMP_NUM_THREADS", "1")
-        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), str(request)], env=env,
-                              capture_output=True, text=True, timeout=timeout)
-        if proc.returncode != 0:
-            raise RuntimeError(f"ltx-pipelines 1.2 DFR stages failed:\n{proc.stderr[-4000:]}")
-        return json.loads(proc.stdout.strip().splitlines()[-1])
+    """`dfr_stages(**kwargs)` in a child process on ltx-pipelines 1.2 (`ltx12_reference.run_child`)."""
+    return R.run_child(Path(__file__), kwargs, "ltx-pipelines 1.2 DFR stages", timeout)
 
 
 def dfr_stages(files: dict, inputs: str, out: str, height: int, width: int, frames: int, fps: float, seed: int,

@@ -48,18 +48,24 @@ FILES = {
 
 def run(op: str, timeout: int = 900, **kwargs) -> dict:
     """Run ``op`` in a child process on ltx-core 1.2.0; returns its JSON answer (raises with its stderr)."""
+    return run_child(Path(__file__), {"op": op, **kwargs}, f"ltx-core 1.2.0 {op}", timeout)
+
+
+def run_child(script: Path, request: dict, what: str, timeout: int) -> dict:
+    """Run `script` with a JSON file of `request` as its argument in a child process that imports ltx-core /
+    ltx-pipelines 1.2.0 (and this folder); returns the JSON of its last stdout line, or raises naming `what`."""
     with tempfile.TemporaryDirectory() as tmp:
-        request = Path(tmp) / "request.json"
-        request.write_text(json.dumps({"op": op, **kwargs}, default=str))
+        path = Path(tmp) / "request.json"
+        path.write_text(json.dumps(request, default=str))
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             [str(OFFICIAL_12 / "ltx-core" / "src"), str(OFFICIAL_12 / "ltx-pipelines" / "src"), str(HERE)]
         )
         env.setdefault("OMP_NUM_THREADS", "1")
-        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), str(request)], env=env,
+        proc = subprocess.run([sys.executable, str(Path(script).resolve()), str(path)], env=env,
                               capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0:
-            raise RuntimeError(f"ltx-core 1.2.0 {op} failed:\n{proc.stderr[-4000:]}")
+            raise RuntimeError(f"{what} failed:\n{proc.stderr[-4000:]}")
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
