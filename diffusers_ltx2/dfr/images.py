@@ -55,7 +55,6 @@ class ImageAtFrame(KeyframeAnchors):
             self._append(state, g, latents, 1.0 - self.strength)
             return
         tokens = L.pack_video(latents).to(state.video.latent.device).expand(g.batch_size, -1, -1)
-        self.first_token, self.tokens_per_frame = 0, tokens.shape[1]
         state.replace_first_frames(tokens, self.strength, "a DFR image at frame 0")
 
 

@@ -244,7 +244,7 @@ class LTX2DFRPipeline(LTX2TwoStagePipeline):
             return_dict=return_dict, attention_kwargs=attention_kwargs, callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
             stage_size=(height // 2, width // 2), fixed_guider=unguided(),
-            fixed_sigmas=[float(s) for s in stage_1_sigmas], enhances_prompts=True, predicts_length=True)
+            fixed_sigmas=[float(s) for s in stage_1_sigmas], predicts_length=True)
         if call.inputs.total != 1:
             raise ValueError("LTX2DFRPipeline generates one clip per call: give one prompt")
         # 1.2 DFRPipeline: the enhancer sees the first image as given (`enhance_prompt_image=images[0][0]`)
