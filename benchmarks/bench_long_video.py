@@ -40,6 +40,7 @@ from diffusers_ltx2 import ClassifierFreeGuidance, LTX2AudioVideoPipeline, LTX2S
 from diffusers_ltx2.factory import SMALL, TINY, build_components  # noqa: E402
 from diffusers_ltx2.long_video import plan_windows  # noqa: E402
 from diffusers_ltx2.memory.measure import AllocationTracker  # noqa: E402
+from diffusers_ltx2.quantization import weight_bytes  # noqa: E402
 
 MiB = 2**20
 
@@ -52,14 +53,7 @@ def frames_for(windows: int, window: int, overlap: int) -> int:
 
 def resident_bytes(pipe) -> int:
     """Bytes of every parameter and buffer of the pipeline's modules (what is allocated before a call)."""
-    seen, total = set(), 0
-    for component in pipe.components.values():
-        if isinstance(component, torch.nn.Module):
-            for t in list(component.parameters()) + list(component.buffers()):
-                if t.data_ptr() not in seen:
-                    seen.add(t.data_ptr())
-                    total += t.untyped_storage().nbytes()
-    return total
+    return sum(weight_bytes(c) for c in pipe.components.values() if isinstance(c, torch.nn.Module))
 
 
 def guided_window_peak(pipe, args) -> int:
