@@ -15,7 +15,7 @@ from .media_args import (
     largest_clip_length, parse_media_spec, resolve_frame,
 )
 from .options import Option, number, text, whole
-from .parallel import PARALLEL_OPTIONS, check_parallel_arguments, uses_ranks
+from .parallel import PARALLEL_OPTIONS, check_parallel_arguments, layout_flags_set, uses_ranks
 from .sampling_args import SAMPLING_OPTIONS, check_sampling_arguments, sampling_call
 from .two_stage import (
     TWO_STAGE_MULTIPLE, TWO_STAGE_OPTIONS, apply_preset, check_two_stage_arguments, two_stage_call, two_stage_setup,
@@ -59,9 +59,7 @@ def check(args) -> None:
             raise ValueError(f"{' / '.join(used)} runs in one process: it does not take --prompts / --parallel")
         check_parallel_arguments(args, _check_clip)
     else:
-        stray = [flag for flag, given in (("--ranks-per-clip", args.ranks_per_clip is not None),
-                                          ("--sequence-attention", args.sequence_attention != "auto"),
-                                          ("--parallel-timeout", args.parallel_timeout != 600.0)) if given]
+        stray = layout_flags_set(args)
         if stray:
             raise ValueError(f"{' / '.join(stray)} only apply to --prompts / --parallel jobs (one clip on one process "
                              "would ignore them)")

@@ -38,6 +38,13 @@ PARALLEL_OPTIONS = (
 )
 
 
+def layout_flags_set(args) -> list[str]:
+    """The flags of the options that only shape a multi-rank job (every `PARALLEL_OPTIONS` entry but `--prompts` /
+    `--parallel` themselves) whose value is not their default."""
+    return [o.flag for o in PARALLEL_OPTIONS
+            if o.dest not in ("prompts", "parallel") and getattr(args, o.dest) != o.default]
+
+
 def uses_ranks(args) -> bool:
     """Whether the command runs through `run_parallel` (a prompt list or a split clip)."""
     return args.prompts is not None or args.parallel is not None
